@@ -1,0 +1,92 @@
+#include "model/denoiser.h"
+
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "model/edm2_unet.h"
+#include "model/model_config.h"
+#include "model/song_unet.h"
+
+namespace tcm {
+namespace {
+
+std::string ShapeString(torch::IntArrayRef shape) { return absl::StrCat("[", absl::StrJoin(shape, ", "), "]"); }
+
+}  // namespace
+
+Denoiser::Denoiser(v1::ModelConfig config) : config_(std::move(config)) {}
+
+absl::StatusOr<std::shared_ptr<Denoiser>> Denoiser::Create(const v1::ModelConfig& config) {
+  std::shared_ptr<Denoiser> d(new Denoiser(config));
+  try {
+    if (config.architecture() == kEdm2UNet) {
+      d->net_ = MakeEdm2UNet(d->config_);
+    } else if (config.architecture() == kSongUNet) {
+      d->net_ = MakeSongUNet(d->config_);
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("architecture: must be \"EDM2UNet\" or \"SongUNet\", got \"", config.architecture(), "\""));
+    }
+    d->register_module("model", d->net_);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("building the network failed: ", e.what()));
+  }
+  return d;
+}
+
+torch::Tensor Denoiser::forward(const torch::Tensor& x_in, const torch::Tensor& sigma_in,
+                                const torch::Tensor& class_labels) {
+  const torch::Tensor x = x_in.to(torch::kFloat32);
+  const torch::Tensor sigma = sigma_in.to(torch::kFloat32).reshape({-1, 1, 1, 1});
+  const double sd = config_.sigma_data();
+  torch::Tensor onehot;
+  if (config_.num_classes() > 0 && class_labels.defined())
+    onehot = torch::one_hot(class_labels.to(torch::kInt64), config_.num_classes()).to(torch::kFloat32);
+
+  const torch::Tensor var = sigma.square() + sd * sd;
+  const torch::Tensor c_skip = (sd * sd) / var;
+  const torch::Tensor c_out = sigma * sd * var.rsqrt();
+  const torch::Tensor c_in = var.rsqrt();
+  const torch::Tensor c_noise = sigma.log().flatten() / 4;
+  const torch::Tensor f = net_->Forward(c_in * x, c_noise, onehot);
+  return torch::addcmul(c_skip * x, c_out, f);
+}
+
+absl::Status Denoiser::LoadStateDict(const TensorMap& weights, const std::string& source) {
+  TensorMap expected = StateDict();
+  std::vector<std::string> problems;
+  for (const auto& [key, target] : expected) {
+    auto it = weights.find(key);
+    if (it == weights.end()) {
+      problems.push_back(absl::StrCat("missing weight '", key, "' (expected shape ", ShapeString(target.sizes()), ")"));
+    } else if (!it->second.is_floating_point()) {
+      problems.push_back(absl::StrCat("weight '", key, "' has dtype ", c10::toString(it->second.scalar_type()),
+                                      ", expected a floating-point type"));
+    } else if (it->second.sizes() != target.sizes()) {
+      problems.push_back(absl::StrCat("weight '", key, "' has shape ", ShapeString(it->second.sizes()),
+                                      " but the configuration needs ", ShapeString(target.sizes())));
+    }
+  }
+  for (const auto& [key, unused] : weights) {
+    if (!expected.count(key))
+      problems.push_back(absl::StrCat("unexpected weight '", key, "' (not part of this ", config_.architecture(),
+                                      " configuration)"));
+  }
+  if (!problems.empty()) {
+    std::string more = problems.size() > 1 ? absl::StrCat(" (and ", problems.size() - 1, " more problems)") : "";
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", problems.front(), more));
+  }
+  torch::NoGradGuard no_grad;
+  for (auto& [key, target] : expected) target.copy_(weights.at(key));
+  return absl::OkStatus();
+}
+
+TensorMap Denoiser::StateDict() const {
+  TensorMap out;
+  for (const auto& p : named_parameters(/*recurse=*/true)) out.emplace(p.key(), p.value());
+  for (const auto& b : named_buffers(/*recurse=*/true)) out.emplace(b.key(), b.value());
+  return out;
+}
+
+}  // namespace tcm

@@ -1,0 +1,55 @@
+// The preconditioned consistency function D(x, sigma, class) of a TCM: EDM
+// preconditioning (sigma_data from the config) around one of the native
+// U-Nets, held as submodule `model` so that parameter names match the
+// reference ECMPrecond state_dict (`model.enc...`).
+#ifndef TCM_MODEL_DENOISER_H_
+#define TCM_MODEL_DENOISER_H_
+
+#include <torch/nn/module.h>
+#include <torch/types.h>
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "model/tensor_io.h"
+#include "model/unet.h"
+#include "tcm/v1/model_config.pb.h"
+
+namespace tcm {
+
+class Denoiser : public torch::nn::Module {
+ public:
+  // `config` must be completed (CompleteModelConfig). Weights start random.
+  static absl::StatusOr<std::shared_ptr<Denoiser>> Create(const v1::ModelConfig& config);
+
+  // x: [N, C, H, W]; sigma: [N] noise level per row (> 0); class_labels: [N]
+  // int64 class indices, or undefined (unconditional, or a zero label vector
+  // for a conditional network as in the reference). Computes in float32.
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& sigma, const torch::Tensor& class_labels);
+
+  // Copies `weights` (reference key names) into the parameters and buffers.
+  // A missing or unexpected key, a shape mismatch or a non-float tensor is an
+  // InvalidArgument error naming the key and what was expected; on error the
+  // model is left unchanged. `source` prefixes messages (usually the path).
+  absl::Status LoadStateDict(const TensorMap& weights, const std::string& source);
+
+  // Parameters and buffers by reference key name.
+  TensorMap StateDict() const;
+
+  // Computes inference-time constants now (see UNet::PrepareForInference).
+  void PrepareForInference() { net_->PrepareForInference(); }
+
+  const v1::ModelConfig& config() const { return config_; }
+  UNet& net() { return *net_; }
+  double FlopsPerImage() const { return net_->FlopsPerImage(); }
+
+ private:
+  explicit Denoiser(v1::ModelConfig config);
+  v1::ModelConfig config_;
+  std::shared_ptr<UNet> net_;
+};
+
+}  // namespace tcm
+
+#endif  // TCM_MODEL_DENOISER_H_

@@ -1,0 +1,353 @@
+#include "model/model_config.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/text_format.h"
+#include "nlohmann/json.hpp"
+
+namespace tcm {
+namespace {
+
+using v1::Edm2UNetConfig;
+using v1::ModelConfig;
+using v1::SongUNetConfig;
+
+absl::Status Bad(absl::string_view field, absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
+}
+
+absl::Status CheckPositiveList(const google::protobuf::RepeatedField<uint32_t>& list,
+                               absl::string_view field) {
+  if (list.empty()) return Bad(field, "must list at least one value");
+  for (uint32_t v : list)
+    if (v == 0) return Bad(field, "entries must be positive");
+  return absl::OkStatus();
+}
+
+absl::Status CheckUnitInterval(float value, absl::string_view field) {
+  if (!(value >= 0.0f && value <= 1.0f)) return Bad(field, absl::StrCat("must be in [0, 1], got ", value));
+  return absl::OkStatus();
+}
+
+absl::Status CheckDropout(float value, absl::string_view field) {
+  if (!(value >= 0.0f && value < 1.0f)) return Bad(field, absl::StrCat("must be in [0, 1), got ", value));
+  return absl::OkStatus();
+}
+
+absl::Status CheckResampleFilter(google::protobuf::RepeatedField<float>* filter, absl::string_view field) {
+  if (filter->empty()) {
+    filter->Add(1.0f);
+    filter->Add(1.0f);
+  }
+  if (filter->size() % 2 != 0) return Bad(field, "must have an even number of taps");
+  float sum = 0;
+  for (float f : *filter) sum += f;
+  if (sum == 0.0f) return Bad(field, "taps must not sum to zero");
+  return absl::OkStatus();
+}
+
+absl::Status CompleteEdm2(Edm2UNetConfig* c) {
+  if (c->model_channels() == 0) return Bad("edm2.model_channels", "must be positive");
+  TCM_RETURN_IF_ERROR(CheckPositiveList(c->channel_mult(), "edm2.channel_mult"));
+  if (c->num_blocks() == 0) return Bad("edm2.num_blocks", "must be positive");
+  if (!c->has_label_balance()) c->set_label_balance(0.5f);
+  if (!c->has_concat_balance()) c->set_concat_balance(0.5f);
+  if (!c->has_fourier_scale()) c->set_fourier_scale(1.0f);
+  if (!c->has_channels_per_head()) c->set_channels_per_head(64);
+  if (!c->has_res_balance()) c->set_res_balance(0.3f);
+  if (!c->has_attn_balance()) c->set_attn_balance(0.3f);
+  if (!c->has_clip_act()) c->set_clip_act(256.0f);
+  if (c->dout_resolutions().empty()) {
+    c->add_dout_resolutions(16);
+    c->add_dout_resolutions(8);
+  }
+  TCM_RETURN_IF_ERROR(CheckUnitInterval(c->label_balance(), "edm2.label_balance"));
+  TCM_RETURN_IF_ERROR(CheckUnitInterval(c->concat_balance(), "edm2.concat_balance"));
+  TCM_RETURN_IF_ERROR(CheckUnitInterval(c->res_balance(), "edm2.res_balance"));
+  TCM_RETURN_IF_ERROR(CheckUnitInterval(c->attn_balance(), "edm2.attn_balance"));
+  if (c->channels_per_head() == 0) return Bad("edm2.channels_per_head", "must be positive");
+  if (c->clip_act() < 0) return Bad("edm2.clip_act", "must be >= 0 (0 = no clipping)");
+  TCM_RETURN_IF_ERROR(CheckDropout(c->dropout(), "edm2.dropout"));
+  return CheckResampleFilter(c->mutable_resample_filter(), "edm2.resample_filter");
+}
+
+absl::Status CompleteSong(SongUNetConfig* c) {
+  if (c->model_channels() == 0) return Bad("song.model_channels", "must be positive");
+  TCM_RETURN_IF_ERROR(CheckPositiveList(c->channel_mult(), "song.channel_mult"));
+  if (c->num_blocks() == 0) return Bad("song.num_blocks", "must be positive");
+  if (!c->has_channel_mult_emb()) c->set_channel_mult_emb(4);
+  if (!c->has_channel_mult_noise()) c->set_channel_mult_noise(1);
+  if (!c->has_fourier_scale()) c->set_fourier_scale(16.0f);
+  if (c->channel_mult_emb() == 0) return Bad("song.channel_mult_emb", "must be positive");
+  if (c->channel_mult_noise() == 0) return Bad("song.channel_mult_noise", "must be positive");
+  if (c->embedding_type().empty()) c->set_embedding_type("positional");
+  if (c->encoder_type().empty()) c->set_encoder_type("standard");
+  if (c->decoder_type().empty()) c->set_decoder_type("standard");
+  if (c->embedding_type() != "positional" && c->embedding_type() != "fourier")
+    return Bad("song.embedding_type", absl::StrCat("must be \"positional\" or \"fourier\", got \"",
+                                                   c->embedding_type(), "\""));
+  if (c->encoder_type() != "standard" && c->encoder_type() != "skip" && c->encoder_type() != "residual")
+    return Bad("song.encoder_type", absl::StrCat("must be \"standard\", \"skip\" or \"residual\", got \"",
+                                                 c->encoder_type(), "\""));
+  if (c->decoder_type() != "standard" && c->decoder_type() != "skip")
+    return Bad("song.decoder_type",
+               absl::StrCat("must be \"standard\" or \"skip\", got \"", c->decoder_type(), "\""));
+  TCM_RETURN_IF_ERROR(CheckDropout(c->dropout(), "song.dropout"));
+  return CheckResampleFilter(c->mutable_resample_filter(), "song.resample_filter");
+}
+
+// Reads a JSON list of non-negative integers into `out`.
+absl::Status JsonUintList(const nlohmann::json& value, absl::string_view key,
+                          google::protobuf::RepeatedField<uint32_t>* out) {
+  if (!value.is_array()) return Bad(key, "must be a list of integers");
+  for (const auto& v : value) {
+    if (!v.is_number_integer() || v.get<int64_t>() < 0) return Bad(key, "must be a list of non-negative integers");
+    out->Add(v.get<uint32_t>());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status JsonFloatList(const nlohmann::json& value, absl::string_view key,
+                           google::protobuf::RepeatedField<float>* out) {
+  if (!value.is_array()) return Bad(key, "must be a list of numbers");
+  for (const auto& v : value) {
+    if (!v.is_number()) return Bad(key, "must be a list of numbers");
+    out->Add(v.get<float>());
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint32_t> JsonUint(const nlohmann::json& value, absl::string_view key) {
+  if (!value.is_number_integer() || value.get<int64_t>() < 0) return Bad(key, "must be a non-negative integer");
+  return value.get<uint32_t>();
+}
+
+absl::StatusOr<float> JsonFloat(const nlohmann::json& value, absl::string_view key) {
+  if (!value.is_number()) return Bad(key, "must be a number");
+  return value.get<float>();
+}
+
+absl::StatusOr<bool> JsonBool(const nlohmann::json& value, absl::string_view key) {
+  if (!value.is_boolean()) return Bad(key, "must be true or false");
+  return value.get<bool>();
+}
+
+absl::StatusOr<std::string> JsonString(const nlohmann::json& value, absl::string_view key) {
+  if (!value.is_string()) return Bad(key, "must be a string");
+  return value.get<std::string>();
+}
+
+absl::Status Edm2FromJson(const std::string& key, const nlohmann::json& v, Edm2UNetConfig* c) {
+  if (key == "model_channels") { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c->set_model_channels(x); }
+  else if (key == "channel_mult") return JsonUintList(v, key, c->mutable_channel_mult());
+  else if (key == "channel_mult_noise") { if (!v.is_null()) { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c->set_channel_mult_noise(x); } }
+  else if (key == "channel_mult_emb") { if (!v.is_null()) { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c->set_channel_mult_emb(x); } }
+  else if (key == "num_blocks") { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c->set_num_blocks(x); }
+  else if (key == "attn_resolutions") return JsonUintList(v, key, c->mutable_attn_resolutions());
+  else if (key == "label_balance") { TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key)); c->set_label_balance(x); }
+  else if (key == "concat_balance") { TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key)); c->set_concat_balance(x); }
+  else if (key == "emb_norm") { TCM_ASSIGN_OR_RETURN(auto x, JsonBool(v, key)); c->set_emb_norm(x); }
+  else if (key == "scale") { TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key)); c->set_fourier_scale(x); }
+  else if (key == "learnable_scale") { TCM_ASSIGN_OR_RETURN(auto x, JsonBool(v, key)); c->set_learnable_scale(x); }
+  else if (key == "channels_per_head") { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c->set_channels_per_head(x); }
+  else if (key == "res_balance") { TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key)); c->set_res_balance(x); }
+  else if (key == "attn_balance") { TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key)); c->set_attn_balance(x); }
+  else if (key == "clip_act") { if (v.is_null()) c->set_clip_act(0); else { TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key)); c->set_clip_act(x); } }
+  else if (key == "resample_filter") return JsonFloatList(v, key, c->mutable_resample_filter());
+  else if (key == "dropout") { TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key)); c->set_dropout(x); }
+  else if (key == "dout_resolutions") return JsonUintList(v, key, c->mutable_dout_resolutions());
+  else return Bad(key, "unknown EDM2UNet argument");
+  return absl::OkStatus();
+}
+
+absl::Status SongFromJson(const std::string& key, const nlohmann::json& v, SongUNetConfig* c) {
+  if (key == "model_channels") { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c->set_model_channels(x); }
+  else if (key == "channel_mult") return JsonUintList(v, key, c->mutable_channel_mult());
+  else if (key == "channel_mult_emb") { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c->set_channel_mult_emb(x); }
+  else if (key == "num_blocks") { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c->set_num_blocks(x); }
+  else if (key == "attn_resolutions") return JsonUintList(v, key, c->mutable_attn_resolutions());
+  else if (key == "embedding_type") { TCM_ASSIGN_OR_RETURN(auto x, JsonString(v, key)); c->set_embedding_type(x); }
+  else if (key == "channel_mult_noise") { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c->set_channel_mult_noise(x); }
+  else if (key == "encoder_type") { TCM_ASSIGN_OR_RETURN(auto x, JsonString(v, key)); c->set_encoder_type(x); }
+  else if (key == "decoder_type") { TCM_ASSIGN_OR_RETURN(auto x, JsonString(v, key)); c->set_decoder_type(x); }
+  else if (key == "resample_filter") return JsonFloatList(v, key, c->mutable_resample_filter());
+  else if (key == "scale") { TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key)); c->set_fourier_scale(x); }
+  else if (key == "learnable_scale") { TCM_ASSIGN_OR_RETURN(auto x, JsonBool(v, key)); c->set_learnable_scale(x); }
+  else if (key == "emb_norm") { TCM_ASSIGN_OR_RETURN(auto x, JsonBool(v, key)); c->set_emb_norm(x); }
+  else if (key == "augment_dim") { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c->set_augment_dim(x); }
+  else if (key == "dropout") { TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key)); c->set_dropout(x); }
+  else if (key == "label_dropout") {}  // training-only, and zero in every released model
+  else if (key == "attn_type") {
+    TCM_ASSIGN_OR_RETURN(auto x, JsonString(v, key));
+    if (x != "dot") return Bad(key, absl::StrCat("only \"dot\" attention is supported, got \"", x, "\""));
+  }
+  else return Bad(key, "unknown SongUNet argument");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+int NumLevels(const ModelConfig& config) {
+  return config.has_edm2() ? config.edm2().channel_mult_size() : config.song().channel_mult_size();
+}
+
+absl::StatusOr<ModelConfig> CompleteModelConfig(ModelConfig c) {
+  if (c.architecture().empty()) {
+    if (c.has_edm2()) c.set_architecture(std::string(kEdm2UNet));
+    if (c.has_song()) c.set_architecture(std::string(kSongUNet));
+  }
+  if (c.architecture() == kEdm2UNet) {
+    if (!c.has_edm2()) return Bad("edm2", "architecture \"EDM2UNet\" needs an `edm2 { ... }` block");
+    TCM_RETURN_IF_ERROR(CompleteEdm2(c.mutable_edm2()));
+  } else if (c.architecture() == kSongUNet) {
+    if (!c.has_song()) return Bad("song", "architecture \"SongUNet\" needs a `song { ... }` block");
+    TCM_RETURN_IF_ERROR(CompleteSong(c.mutable_song()));
+  } else {
+    return Bad("architecture", absl::StrCat("must be \"EDM2UNet\" or \"SongUNet\", got \"",
+                                            c.architecture(), "\""));
+  }
+  if (c.img_channels() == 0) return Bad("img_channels", "must be positive (1 = grey, 3 = RGB)");
+  const uint32_t divisor = 1u << (NumLevels(c) - 1);
+  if (c.img_resolution() == 0 || c.img_resolution() % divisor != 0)
+    return Bad("img_resolution", absl::StrCat("must be a positive multiple of ", divisor, " for ",
+                                              NumLevels(c), " resolution levels, got ", c.img_resolution()));
+  if (!c.has_sigma_data()) c.set_sigma_data(0.5f);
+  if (!c.has_t_max()) c.set_t_max(80.0f);
+  if (!c.has_mid_t()) c.set_mid_t(0.821f);
+  if (c.default_steps() == 0) c.set_default_steps(1);
+  if (!(c.sigma_data() > 0)) return Bad("sigma_data", "must be positive");
+  if (!(c.t_max() > 0)) return Bad("t_max", "must be positive");
+  if (!(c.mid_t() > 0 && c.mid_t() < c.t_max()))
+    return Bad("mid_t", absl::StrCat("must be in (0, t_max = ", c.t_max(), "), got ", c.mid_t()));
+  if (c.default_steps() > 2) return Bad("default_steps", absl::StrCat("must be 1 or 2, got ", c.default_steps()));
+  return c;
+}
+
+absl::StatusOr<ModelConfig> ParseModelConfigText(absl::string_view text, const std::string& source) {
+  struct Collector : google::protobuf::io::ErrorCollector {
+    std::string first;
+    void AddError(int line, int column, const std::string& message) override {
+      if (first.empty()) first = absl::StrCat("line ", line + 1, " column ", column + 1, ": ", message);
+    }
+  } errors;
+  google::protobuf::TextFormat::Parser parser;
+  parser.RecordErrorsTo(&errors);
+  ModelConfig config;
+  if (!parser.ParseFromString(std::string(text), &config))
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", errors.first));
+  auto completed = CompleteModelConfig(std::move(config));
+  if (!completed.ok())
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", completed.status().message()));
+  return completed;
+}
+
+absl::StatusOr<ModelConfig> ReadModelConfigFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open file"));
+  std::stringstream text;
+  text << in.rdbuf();
+  return ParseModelConfigText(text.str(), path);
+}
+
+absl::StatusOr<ModelConfig> ModelConfigFromReferenceKwargs(absl::string_view json) {
+  nlohmann::json kwargs = nlohmann::json::parse(json.begin(), json.end(), nullptr, /*allow_exceptions=*/false);
+  if (kwargs.is_discarded() || !kwargs.is_object())
+    return absl::InvalidArgumentError("reference config: not a JSON object");
+  ModelConfig c;
+  const std::string model_type = kwargs.value("model_type", std::string("DhariwalUNet"));
+  c.set_architecture(model_type);
+  if (model_type == kEdm2UNet) {
+    c.mutable_edm2();
+  } else if (model_type == kSongUNet) {
+    c.mutable_song();
+  } else {
+    return Bad("model_type", absl::StrCat("must be \"EDM2UNet\" or \"SongUNet\", got \"", model_type, "\""));
+  }
+  for (auto it = kwargs.begin(); it != kwargs.end(); ++it) {
+    const std::string& key = it.key();
+    const auto& v = it.value();
+    if (key == "model_type" || key == "use_fp16" || key == "sigma_min" || key == "sigma_max") continue;
+    if (key == "img_resolution") { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c.set_img_resolution(x); }
+    else if (key == "img_channels") { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c.set_img_channels(x); }
+    else if (key == "label_dim") { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c.set_num_classes(x); }
+    else if (key == "sigma_data") { TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key)); c.set_sigma_data(x); }
+    else if (c.has_edm2()) { TCM_RETURN_IF_ERROR(Edm2FromJson(key, v, c.mutable_edm2())); }
+    else { TCM_RETURN_IF_ERROR(SongFromJson(key, v, c.mutable_song())); }
+  }
+  // The reference constructors' defaults for fields proto3 cannot mark as unset.
+  if (c.has_edm2()) {
+    auto* e = c.mutable_edm2();
+    if (!kwargs.contains("model_channels")) e->set_model_channels(192);
+    if (!kwargs.contains("channel_mult")) for (uint32_t m : {1, 2, 3, 4}) e->add_channel_mult(m);
+    if (!kwargs.contains("num_blocks")) e->set_num_blocks(3);
+    if (!kwargs.contains("attn_resolutions")) for (uint32_t r : {16, 8}) e->add_attn_resolutions(r);
+  } else {
+    auto* s = c.mutable_song();
+    if (!kwargs.contains("model_channels")) s->set_model_channels(128);
+    if (!kwargs.contains("channel_mult")) for (uint32_t m : {1, 2, 2, 2}) s->add_channel_mult(m);
+    if (!kwargs.contains("num_blocks")) s->set_num_blocks(4);
+    if (!kwargs.contains("attn_resolutions")) s->add_attn_resolutions(16);
+    if (!kwargs.contains("dropout")) s->set_dropout(0.1f);
+  }
+  return CompleteModelConfig(std::move(c));
+}
+
+std::string ReferenceKwargsFromModelConfig(const ModelConfig& c) {
+  nlohmann::json j;
+  j["img_resolution"] = c.img_resolution();
+  j["img_channels"] = c.img_channels();
+  j["label_dim"] = c.num_classes();
+  j["sigma_data"] = c.sigma_data();
+  j["model_type"] = c.architecture();
+  auto list = [](const auto& repeated) {
+    nlohmann::json out = nlohmann::json::array();
+    for (auto v : repeated) out.push_back(v);
+    return out;
+  };
+  if (c.has_edm2()) {
+    const auto& e = c.edm2();
+    j["model_channels"] = e.model_channels();
+    j["channel_mult"] = list(e.channel_mult());
+    j["channel_mult_noise"] = e.channel_mult_noise() ? nlohmann::json(e.channel_mult_noise()) : nlohmann::json();
+    j["channel_mult_emb"] = e.channel_mult_emb() ? nlohmann::json(e.channel_mult_emb()) : nlohmann::json();
+    j["num_blocks"] = e.num_blocks();
+    j["attn_resolutions"] = list(e.attn_resolutions());
+    j["label_balance"] = e.label_balance();
+    j["concat_balance"] = e.concat_balance();
+    j["emb_norm"] = e.emb_norm();
+    j["scale"] = e.fourier_scale();
+    j["learnable_scale"] = e.learnable_scale();
+    j["channels_per_head"] = e.channels_per_head();
+    j["res_balance"] = e.res_balance();
+    j["attn_balance"] = e.attn_balance();
+    j["clip_act"] = e.clip_act() > 0 ? nlohmann::json(e.clip_act()) : nlohmann::json();
+    j["resample_filter"] = list(e.resample_filter());
+    j["dropout"] = e.dropout();
+    j["dout_resolutions"] = list(e.dout_resolutions());
+  } else {
+    const auto& s = c.song();
+    j["model_channels"] = s.model_channels();
+    j["channel_mult"] = list(s.channel_mult());
+    j["channel_mult_emb"] = s.channel_mult_emb();
+    j["num_blocks"] = s.num_blocks();
+    j["attn_resolutions"] = list(s.attn_resolutions());
+    j["embedding_type"] = s.embedding_type();
+    j["channel_mult_noise"] = s.channel_mult_noise();
+    j["encoder_type"] = s.encoder_type();
+    j["decoder_type"] = s.decoder_type();
+    j["resample_filter"] = list(s.resample_filter());
+    j["scale"] = s.fourier_scale();
+    j["learnable_scale"] = s.learnable_scale();
+    j["emb_norm"] = s.emb_norm();
+    j["augment_dim"] = s.augment_dim();
+    j["dropout"] = s.dropout();
+  }
+  return j.dump();
+}
+
+}  // namespace tcm

@@ -1,0 +1,112 @@
+#include "model/model_repository.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "google/protobuf/text_format.h"
+#include "model/model_config.h"
+
+namespace tcm {
+namespace fs = std::filesystem;
+
+namespace {
+
+absl::StatusOr<std::vector<std::string>> ReadLabels(const fs::path& path, uint32_t num_classes) {
+  std::vector<std::string> labels;
+  if (!fs::exists(path)) return labels;
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": cannot open file"));
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    labels.push_back(line);
+  }
+  while (!labels.empty() && labels.back().empty()) labels.pop_back();
+  if (labels.size() != num_classes)
+    return absl::InvalidArgumentError(absl::StrCat(path.string(), ": has ", labels.size(),
+                                                   " class names but the model has num_classes = ", num_classes));
+  return labels;
+}
+
+}  // namespace
+
+absl::StatusOr<ModelDirectory> ReadModelDirectory(const std::string& path) {
+  const fs::path dir(path);
+  ModelDirectory model;
+  model.path = path;
+  TCM_ASSIGN_OR_RETURN(model.config, ReadModelConfigFile((dir / "config.pbtxt").string()));
+  model.name = model.config.name().empty() ? fs::absolute(dir).lexically_normal().filename().string()
+                                           : model.config.name();
+  if (model.name.empty()) model.name = fs::absolute(dir).parent_path().filename().string();
+  model.config.set_name(model.name);
+
+  const std::string weights_path = (dir / "weights.safetensors").string();
+  TCM_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Read(weights_path));
+  model.weights = ToTensors(file);
+  TCM_ASSIGN_OR_RETURN(model.labels, ReadLabels(dir / "labels.txt", model.config.num_classes()));
+
+  // Validate the weights against the configuration by loading them once.
+  TCM_ASSIGN_OR_RETURN(auto probe, Denoiser::Create(model.config));
+  TCM_RETURN_IF_ERROR(probe->LoadStateDict(model.weights, weights_path));
+  return model;
+}
+
+absl::StatusOr<std::shared_ptr<Denoiser>> BuildReplica(const ModelDirectory& model) {
+  TCM_ASSIGN_OR_RETURN(auto denoiser, Denoiser::Create(model.config));
+  TCM_RETURN_IF_ERROR(denoiser->LoadStateDict(model.weights, model.path));
+  denoiser->eval();
+  try {
+    denoiser->PrepareForInference();
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(model.path, ": preparing for inference failed: ", e.what()));
+  }
+  return denoiser;
+}
+
+absl::StatusOr<std::vector<ModelDirectory>> ReadModelRepository(const std::string& root) {
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) return absl::NotFoundError(absl::StrCat(root, ": not a directory"));
+  std::vector<ModelDirectory> models;
+  std::set<std::string> names;
+  for (const auto& entry : fs::directory_iterator(root)) {
+    if (!entry.is_directory() || !fs::exists(entry.path() / "config.pbtxt")) continue;
+    TCM_ASSIGN_OR_RETURN(auto model, ReadModelDirectory(entry.path().string()));
+    if (!names.insert(model.name).second)
+      return absl::InvalidArgumentError(absl::StrCat(root, ": two models are named '", model.name, "'"));
+    models.push_back(std::move(model));
+  }
+  if (models.empty()) return absl::NotFoundError(absl::StrCat(root, ": no model directories (folders with a config.pbtxt)"));
+  std::sort(models.begin(), models.end(),
+            [](const ModelDirectory& a, const ModelDirectory& b) { return a.name < b.name; });
+  return models;
+}
+
+absl::Status WriteModelDirectory(const std::string& path, const v1::ModelConfig& config, const TensorMap& weights,
+                                 const std::vector<std::string>& labels) {
+  std::error_code ec;
+  fs::create_directories(path, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot create directory: ", ec.message()));
+  std::string text;
+  google::protobuf::TextFormat::PrintToString(config, &text);
+  {
+    std::ofstream out(fs::path(path) / "config.pbtxt");
+    out << text;
+    if (!out) return absl::DataLossError(absl::StrCat(path, "/config.pbtxt: write failed"));
+  }
+  TCM_RETURN_IF_ERROR(WriteTensors((fs::path(path) / "weights.safetensors").string(), weights,
+                                   {{"config", ReferenceKwargsFromModelConfig(config)},
+                                    {"format", "state_dict of ECMPrecond"}}));
+  if (!labels.empty()) {
+    std::ofstream out(fs::path(path) / "labels.txt");
+    for (const auto& l : labels) out << l << "\n";
+    if (!out) return absl::DataLossError(absl::StrCat(path, "/labels.txt: write failed"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tcm

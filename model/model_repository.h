@@ -1,0 +1,50 @@
+// Model directories and the model repository (a folder of model directories).
+//
+//   NAME/config.pbtxt        tcm.v1.ModelConfig in protobuf text format
+//   NAME/weights.safetensors reference ECMPrecond state_dict key names
+//   NAME/labels.txt          optional, one class name per line
+#ifndef TCM_MODEL_MODEL_REPOSITORY_H_
+#define TCM_MODEL_MODEL_REPOSITORY_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/denoiser.h"
+#include "model/tensor_io.h"
+#include "tcm/v1/model_config.pb.h"
+
+namespace tcm {
+
+// The validated contents of one model directory. Build as many replicas from
+// it as there are workers.
+struct ModelDirectory {
+  std::string name;  // config `name`, else the directory's name
+  std::string path;
+  v1::ModelConfig config;  // completed
+  TensorMap weights;
+  std::vector<std::string> labels;  // empty, or one per class
+};
+
+// Reads and validates a model directory: the configuration, the weights
+// against it (missing / extra keys, shapes) and the labels' count. Errors are
+// one line naming the file and the field or key.
+absl::StatusOr<ModelDirectory> ReadModelDirectory(const std::string& path);
+
+// A ready-to-run replica: weights loaded, eval mode, inference constants computed.
+absl::StatusOr<std::shared_ptr<Denoiser>> BuildReplica(const ModelDirectory& model);
+
+// Every model directory directly under `root` (sub-folders holding a
+// config.pbtxt), sorted by name. Fails if any of them fails to load, if two
+// share a name, or if there is none.
+absl::StatusOr<std::vector<ModelDirectory>> ReadModelRepository(const std::string& root);
+
+// Writes a model directory (config.pbtxt, weights.safetensors, labels.txt when
+// `labels` is non-empty). Used by training export and tests.
+absl::Status WriteModelDirectory(const std::string& path, const v1::ModelConfig& config, const TensorMap& weights,
+                                 const std::vector<std::string>& labels);
+
+}  // namespace tcm
+
+#endif  // TCM_MODEL_MODEL_REPOSITORY_H_

@@ -1,0 +1,133 @@
+// tcm-parity: checks the native networks against reference outputs.
+//
+//   tcm-parity --weights W.safetensors --io IO.safetensors
+//   tcm-parity --model_dir models/NAME --io IO.safetensors
+//
+// Builds the network described by the `config` metadata of W (the reference
+// ECMPrecond keyword arguments) or by a model directory, runs `denoised`,
+// `sample_1step` and `sample_2step` on the inputs of IO, prints the relative
+// error max|out - ref| / max|ref| of each, and exits 1 if any is above
+// --tolerance (2 on bad input).
+#include <torch/torch.h>
+
+#include <cstdio>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "model/denoiser.h"
+#include "model/model_config.h"
+#include "model/model_repository.h"
+#include "model/sampler.h"
+#include "model/tensor_io.h"
+
+ABSL_FLAG(std::string, weights, "", "Reference state dict (.safetensors) with `config` metadata.");
+ABSL_FLAG(std::string, model_dir, "", "A model directory to test instead of --weights.");
+ABSL_FLAG(std::string, io, "", "Reference inputs and outputs (.safetensors): x, sigma, [class_labels], denoised, "
+                               "latents, step2_noise, sample_1step, sample_2step.");
+ABSL_FLAG(double, tolerance, 1e-4, "Largest accepted relative error max|out-ref|/max|ref|.");
+ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = LibTorch's default.");
+
+namespace tcm {
+namespace {
+
+absl::StatusOr<std::shared_ptr<Denoiser>> LoadFromWeights(const std::string& path) {
+  TCM_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Read(path));
+  auto it = file.metadata().find("config");
+  if (it == file.metadata().end())
+    return absl::InvalidArgumentError(absl::StrCat(path, ": no `config` metadata (reference ECMPrecond kwargs)"));
+  auto config = ModelConfigFromReferenceKwargs(it->second);
+  if (!config.ok()) return absl::InvalidArgumentError(absl::StrCat(path, ": config: ", config.status().message()));
+  ModelDirectory model;
+  model.path = path;
+  model.config = *config;
+  model.weights = ToTensors(file);
+  return BuildReplica(model);
+}
+
+absl::StatusOr<torch::Tensor> Get(const TensorMap& io, const std::string& key, const std::string& source) {
+  auto it = io.find(key);
+  if (it == io.end()) return absl::InvalidArgumentError(absl::StrCat(source, ": missing tensor '", key, "'"));
+  return it->second;
+}
+
+double RelativeError(const torch::Tensor& out, const torch::Tensor& ref) {
+  const torch::Tensor r = ref.to(torch::kFloat64);
+  return (out.to(torch::kFloat64) - r).abs().max().item<double>() / r.abs().max().item<double>();
+}
+
+absl::StatusOr<bool> Run() {
+  const std::string io_path = absl::GetFlag(FLAGS_io);
+  const std::string weights = absl::GetFlag(FLAGS_weights), model_dir = absl::GetFlag(FLAGS_model_dir);
+  if (io_path.empty() || weights.empty() == model_dir.empty())
+    return absl::InvalidArgumentError("give --io and exactly one of --weights or --model_dir (see --help)");
+  if (absl::GetFlag(FLAGS_threads) > 0) torch::set_num_threads(absl::GetFlag(FLAGS_threads));
+
+  std::shared_ptr<Denoiser> denoiser;
+  if (!weights.empty()) {
+    TCM_ASSIGN_OR_RETURN(denoiser, LoadFromWeights(weights));
+  } else {
+    TCM_ASSIGN_OR_RETURN(auto model, ReadModelDirectory(model_dir));
+    TCM_ASSIGN_OR_RETURN(denoiser, BuildReplica(model));
+  }
+  TCM_ASSIGN_OR_RETURN(auto io_file, SafetensorsFile::Read(io_path));
+  const TensorMap io = ToTensors(io_file);
+  double t_max = denoiser->config().t_max(), mid_t = denoiser->config().mid_t();
+  if (auto m = io_file.metadata().find("t_max"); m != io_file.metadata().end()) t_max = std::stod(m->second);
+  if (auto m = io_file.metadata().find("mid_t"); m != io_file.metadata().end()) mid_t = std::stod(m->second);
+
+  TCM_ASSIGN_OR_RETURN(auto x, Get(io, "x", io_path));
+  TCM_ASSIGN_OR_RETURN(auto sigma, Get(io, "sigma", io_path));
+  TCM_ASSIGN_OR_RETURN(auto latents, Get(io, "latents", io_path));
+  TCM_ASSIGN_OR_RETURN(auto step2_noise, Get(io, "step2_noise", io_path));
+  torch::Tensor labels;
+  if (io.count("class_labels")) labels = io.at("class_labels");
+
+  torch::InferenceMode inference;
+  const int64_t n = latents.size(0);
+  const torch::Tensor denoised = denoiser->forward(x, sigma, labels);
+  const torch::Tensor latents32 = latents.to(torch::kFloat32);
+  const torch::Tensor sample1 = denoiser->forward(FirstStepInput(latents32, t_max), torch::full({n}, t_max), labels);
+  const torch::Tensor sample2 = denoiser->forward(
+      SecondStepInput(sample1, step2_noise.to(torch::kFloat32), mid_t), torch::full({n}, mid_t), labels);
+
+  bool pass = true;
+  const double tolerance = absl::GetFlag(FLAGS_tolerance);
+  for (const auto& [name, out] : {std::pair<std::string, torch::Tensor>{"denoised", denoised},
+                                  {"sample_1step", sample1},
+                                  {"sample_2step", sample2}}) {
+    TCM_ASSIGN_OR_RETURN(auto ref, Get(io, name, io_path));
+    if (ref.sizes() != out.sizes())
+      return absl::InvalidArgumentError(absl::StrCat(io_path, ": '", name, "' has another shape than the output"));
+    const double err = RelativeError(out, ref);
+    const bool ok = err <= tolerance;
+    pass = pass && ok;
+    std::printf("%-13s relative error %.3e  %s\n", name.c_str(), err, ok ? "ok" : "FAIL");
+  }
+  return pass;
+}
+
+}  // namespace
+}  // namespace tcm
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Checks the native network against reference outputs.\n"
+      "  tcm-parity --weights W.safetensors --io IO.safetensors\n"
+      "  tcm-parity --model_dir models/NAME --io IO.safetensors");
+  absl::ParseCommandLine(argc, argv);
+  try {
+    auto result = tcm::Run();
+    if (!result.ok()) {
+      std::fprintf(stderr, "tcm-parity: %s\n", std::string(result.status().message()).c_str());
+      return 2;
+    }
+    return *result ? 0 : 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tcm-parity: %s\n", e.what());
+    return 2;
+  }
+}
