@@ -4,6 +4,7 @@
 
 #include <torch/torch.h>
 
+#include <atomic>
 #include <utility>
 #include <vector>
 
@@ -17,7 +18,7 @@ class DerivedTensor {
  public:
   template <typename Compute>
   torch::Tensor Get(const std::vector<torch::Tensor>& sources, Compute&& compute) {
-    if (torch::GradMode::is_enabled()) return compute();
+    if (torch::GradMode::is_enabled() || !CachingEnabled()) return compute();
     std::vector<std::pair<const void*, int64_t>> stamp;
     stamp.reserve(sources.size());
     for (const auto& s : sources) {
@@ -34,7 +35,17 @@ class DerivedTensor {
 
   void Reset() { value_ = torch::Tensor(); }
 
+  // Process-wide switch, on by default. Off makes every Get recompute: the
+  // forward-pass benchmark uses it to measure the uncached baseline.
+  static void SetCachingEnabled(bool enabled) { CachingFlag() = enabled; }
+  static bool CachingEnabled() { return CachingFlag(); }
+
  private:
+  static std::atomic<bool>& CachingFlag() {
+    static std::atomic<bool> flag{true};
+    return flag;
+  }
+
   torch::Tensor value_;
   std::vector<std::pair<const void*, int64_t>> stamp_;
 };

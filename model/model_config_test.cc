@@ -1,2 +1,171 @@
+#include "model/model_config.h"
+
 #include <gtest/gtest.h>
-TEST(Placeholder, Builds) { EXPECT_TRUE(true); }
+
+#include <functional>
+
+#include "google/protobuf/text_format.h"
+
+#include "google/protobuf/util/message_differencer.h"
+
+namespace tcm {
+namespace {
+
+constexpr char kEdm2Text[] = R"pb(
+  architecture: "EDM2UNet"
+  img_resolution: 32
+  img_channels: 1
+  num_classes: 10
+  edm2 { model_channels: 32 channel_mult: [1, 2, 2] num_blocks: 2 attn_resolutions: [8] }
+)pb";
+
+v1::ModelConfig ParseOrDie(const std::string& text) {
+  auto config = ParseModelConfigText(text, "config.pbtxt");
+  EXPECT_TRUE(config.ok()) << config.status();
+  return config.ok() ? *config : v1::ModelConfig();
+}
+
+void ExpectErrorStatusImpl(const absl::StatusOr<v1::ModelConfig>& config, const std::string& fragment);
+void ExpectErrorStatus(const absl::StatusOr<v1::ModelConfig>& config, const std::string& fragment) {
+  ExpectErrorStatusImpl(config, fragment);
+}
+
+void ExpectError(const std::string& text, const std::string& fragment) {
+  auto config = ParseModelConfigText(text, "config.pbtxt");
+  ExpectErrorStatus(config, fragment);
+}
+
+// The kEdm2Text configuration with `edit` applied, completed.
+absl::StatusOr<v1::ModelConfig> Edited(const std::function<void(v1::ModelConfig&)>& edit) {
+  v1::ModelConfig c;
+  EXPECT_TRUE(google::protobuf::TextFormat::ParseFromString(kEdm2Text, &c));
+  edit(c);
+  return CompleteModelConfig(c);
+}
+
+void ExpectEditError(const std::function<void(v1::ModelConfig&)>& edit, const std::string& fragment) {
+  auto config = Edited(edit);
+  ASSERT_FALSE(config.ok()) << "expected an error containing: " << fragment;
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(config.status().message().find(fragment), absl::string_view::npos) << config.status();
+}
+
+void ExpectErrorStatusImpl(const absl::StatusOr<v1::ModelConfig>& config, const std::string& fragment) {
+  ASSERT_FALSE(config.ok()) << "expected an error containing: " << fragment;
+  EXPECT_EQ(config.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(config.status().message().find(fragment), absl::string_view::npos) << config.status();
+  EXPECT_NE(config.status().message().find("config.pbtxt"), absl::string_view::npos);
+}
+
+TEST(ModelConfigTest, FillsReferenceDefaults) {
+  v1::ModelConfig c = ParseOrDie(kEdm2Text);
+  EXPECT_FLOAT_EQ(c.sigma_data(), 0.5f);
+  EXPECT_FLOAT_EQ(c.t_max(), 80.0f);
+  EXPECT_FLOAT_EQ(c.mid_t(), 0.821f);
+  EXPECT_EQ(c.default_steps(), 1u);
+  EXPECT_FLOAT_EQ(c.edm2().label_balance(), 0.5f);
+  EXPECT_FLOAT_EQ(c.edm2().concat_balance(), 0.5f);
+  EXPECT_FLOAT_EQ(c.edm2().res_balance(), 0.3f);
+  EXPECT_FLOAT_EQ(c.edm2().attn_balance(), 0.3f);
+  EXPECT_FLOAT_EQ(c.edm2().clip_act(), 256.0f);
+  EXPECT_EQ(c.edm2().channels_per_head(), 64u);
+  ASSERT_EQ(c.edm2().resample_filter_size(), 2);
+  EXPECT_FLOAT_EQ(c.edm2().resample_filter(0), 1.0f);
+  EXPECT_EQ(NumLevels(c), 3);
+}
+
+TEST(ModelConfigTest, ExplicitValuesWin) {
+  auto edited = Edited([](v1::ModelConfig& c) {
+    c.set_mid_t(1.5f);
+    c.set_default_steps(2);
+    c.mutable_edm2()->set_clip_act(0);
+  });
+  ASSERT_TRUE(edited.ok()) << edited.status();
+  const v1::ModelConfig& c = *edited;
+  EXPECT_FLOAT_EQ(c.mid_t(), 1.5f);
+  EXPECT_EQ(c.default_steps(), 2u);
+  EXPECT_FLOAT_EQ(c.edm2().clip_act(), 0.0f);  // explicitly disabled, not defaulted
+}
+
+TEST(ModelConfigTest, InfersArchitectureFromNetworkBlock) {
+  v1::ModelConfig c = ParseOrDie("img_resolution: 32 img_channels: 3 song { model_channels: 16 channel_mult: [1] "
+                                 "num_blocks: 1 }");
+  EXPECT_EQ(c.architecture(), "SongUNet");
+  EXPECT_EQ(c.song().embedding_type(), "positional");
+  EXPECT_EQ(c.song().channel_mult_emb(), 4u);
+}
+
+TEST(ModelConfigTest, BadValuesNameTheField) {
+  using C = v1::ModelConfig;
+  ExpectEditError([](C& c) { c.set_architecture("ResNet"); }, "architecture: must be \"EDM2UNet\" or \"SongUNet\"");
+  ExpectEditError([](C& c) { c.set_mid_t(90); }, "mid_t: must be in (0, t_max = 80)");
+  ExpectEditError([](C& c) { c.set_default_steps(3); }, "default_steps: must be 1 or 2");
+  ExpectEditError([](C& c) { c.set_img_resolution(30); }, "img_resolution: must be a positive multiple of 4");
+  ExpectEditError([](C& c) { c.set_img_channels(0); }, "img_channels");
+  ExpectEditError([](C& c) { c.mutable_edm2()->set_label_balance(1.5); }, "edm2.label_balance: must be in [0, 1]");
+  ExpectEditError([](C& c) { c.mutable_edm2()->set_dropout(1); }, "edm2.dropout");
+  ExpectEditError([](C& c) { c.mutable_edm2()->add_resample_filter(1); }, "edm2.resample_filter");
+  ExpectEditError([](C& c) { c.mutable_edm2()->set_channel_mult(1, 0); }, "edm2.channel_mult: entries must be positive");
+  ExpectError("architecture: \"EDM2UNet\" img_resolution: 32 img_channels: 1", "needs an `edm2 { ... }` block");
+  ExpectError("img_resolution: 32 img_channels: 3 song { model_channels: 16 channel_mult: [1] num_blocks: 1 "
+              "encoder_type: \"fancy\" }",
+              "song.encoder_type: must be \"standard\", \"skip\" or \"residual\", got \"fancy\"");
+}
+
+TEST(ModelConfigTest, SyntaxErrorsNameTheLine) {
+  ExpectError("architecture: \"EDM2UNet\"\nimg_resolutoin: 32\n", "line 2");
+}
+
+TEST(ModelConfigTest, ReadsReferenceKwargs) {
+  auto c = ModelConfigFromReferenceKwargs(
+      R"({"img_resolution": 64, "img_channels": 3, "label_dim": 1000, "model_type": "EDM2UNet",
+          "model_channels": 32, "channel_mult": [1, 2, 3, 4], "num_blocks": 1, "attn_resolutions": [16, 8],
+          "dropout": 0.0, "use_fp16": false})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->architecture(), "EDM2UNet");
+  EXPECT_EQ(c->num_classes(), 1000u);
+  EXPECT_EQ(c->edm2().model_channels(), 32u);
+  EXPECT_EQ(c->edm2().channel_mult_size(), 4);
+  EXPECT_EQ(c->edm2().num_blocks(), 1u);
+}
+
+TEST(ModelConfigTest, ReferenceKwargsUseConstructorDefaults) {
+  auto c = ModelConfigFromReferenceKwargs(R"({"img_resolution": 64, "img_channels": 3, "model_type": "EDM2UNet"})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->edm2().model_channels(), 192u);
+  EXPECT_EQ(c->edm2().num_blocks(), 3u);
+  EXPECT_EQ(c->edm2().attn_resolutions_size(), 2);
+}
+
+TEST(ModelConfigTest, UnknownReferenceKwargIsAnError) {
+  auto c = ModelConfigFromReferenceKwargs(R"({"img_resolution": 32, "img_channels": 3, "model_type": "SongUNet",
+                                              "mystery": 1})");
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("mystery"), absl::string_view::npos);
+  auto d = ModelConfigFromReferenceKwargs(R"({"img_resolution": 32, "img_channels": 3, "model_type": "DhariwalUNet"})");
+  ASSERT_FALSE(d.ok());
+  EXPECT_NE(d.status().message().find("model_type"), absl::string_view::npos);
+}
+
+TEST(ModelConfigTest, ReferenceKwargsRoundTrip) {
+  for (const std::string text :
+       {std::string(kEdm2Text).replace(std::string(kEdm2Text).find("num_blocks"), 0,
+                                       "emb_norm: true fourier_scale: 2 clip_act: 0 "),
+        std::string("img_resolution: 32 img_channels: 3 num_classes: 10 song { model_channels: 16 "
+                    "channel_mult: [1, 2] num_blocks: 1 encoder_type: \"residual\" }")}) {
+    v1::ModelConfig c = ParseOrDie(text);
+    auto back = ModelConfigFromReferenceKwargs(ReferenceKwargsFromModelConfig(c));
+    ASSERT_TRUE(back.ok()) << back.status();
+    // t_max, mid_t, name and serving fields are not ECMPrecond arguments.
+    v1::ModelConfig expected = c;
+    expected.clear_t_max();
+    expected.clear_mid_t();
+    back->clear_t_max();
+    back->clear_mid_t();
+    EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(expected, *back))
+        << expected.DebugString() << "\nvs\n" << back->DebugString();
+  }
+}
+
+}  // namespace
+}  // namespace tcm

@@ -48,11 +48,10 @@ absl::StatusOr<ModelDirectory> ReadModelDirectory(const std::string& path) {
   const std::string weights_path = (dir / "weights.safetensors").string();
   TCM_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Read(weights_path));
   model.weights = ToTensors(file);
-  TCM_ASSIGN_OR_RETURN(model.labels, ReadLabels(dir / "labels.txt", model.config.num_classes()));
-
   // Validate the weights against the configuration by loading them once.
   TCM_ASSIGN_OR_RETURN(auto probe, Denoiser::Create(model.config));
   TCM_RETURN_IF_ERROR(probe->LoadStateDict(model.weights, weights_path));
+  TCM_ASSIGN_OR_RETURN(model.labels, ReadLabels(dir / "labels.txt", model.config.num_classes()));
   return model;
 }
 

@@ -17,6 +17,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/status_macros.h"
 #include "model/denoiser.h"
 #include "model/model_config.h"
@@ -54,6 +55,29 @@ absl::StatusOr<torch::Tensor> Get(const TensorMap& io, const std::string& key, c
   return it->second;
 }
 
+// The inputs must fit the network: [N, C, R, R] images, N noise levels, and
+// class labels in range exactly when the network is conditional.
+absl::Status CheckInputs(const v1::ModelConfig& config, const torch::Tensor& x, const torch::Tensor& sigma,
+                         const torch::Tensor& labels, const std::string& source) {
+  const int64_t res = config.img_resolution(), channels = config.img_channels();
+  if (x.dim() != 4 || x.size(1) != channels || x.size(2) != res || x.size(3) != res)
+    return absl::InvalidArgumentError(absl::StrCat(source, ": 'x' has shape [", absl::StrJoin(x.sizes(), ", "),
+                                                   "] but the network takes [N, ", channels, ", ", res, ", ", res,
+                                                   "]"));
+  if (sigma.dim() != 1 || sigma.size(0) != x.size(0))
+    return absl::InvalidArgumentError(absl::StrCat(source, ": 'sigma' must hold one noise level per row of 'x'"));
+  if (config.num_classes() > 0 && !labels.defined())
+    return absl::InvalidArgumentError(absl::StrCat(source, ": no 'class_labels' for a network with ",
+                                                   config.num_classes(), " classes"));
+  if (config.num_classes() == 0 && labels.defined())
+    return absl::InvalidArgumentError(absl::StrCat(source, ": 'class_labels' given to an unconditional network"));
+  if (labels.defined() && (labels.numel() != x.size(0) || labels.min().item<int64_t>() < 0 ||
+                           labels.max().item<int64_t>() >= config.num_classes()))
+    return absl::InvalidArgumentError(absl::StrCat(source, ": 'class_labels' must hold one class in [0, ",
+                                                   config.num_classes(), ") per row"));
+  return absl::OkStatus();
+}
+
 double RelativeError(const torch::Tensor& out, const torch::Tensor& ref) {
   const torch::Tensor r = ref.to(torch::kFloat64);
   return (out.to(torch::kFloat64) - r).abs().max().item<double>() / r.abs().max().item<double>();
@@ -85,6 +109,9 @@ absl::StatusOr<bool> Run() {
   TCM_ASSIGN_OR_RETURN(auto step2_noise, Get(io, "step2_noise", io_path));
   torch::Tensor labels;
   if (io.count("class_labels")) labels = io.at("class_labels");
+
+  TCM_RETURN_IF_ERROR(CheckInputs(denoiser->config(), x, sigma, labels, io_path));
+  TCM_RETURN_IF_ERROR(CheckInputs(denoiser->config(), latents, sigma, labels, io_path));
 
   torch::InferenceMode inference;
   const int64_t n = latents.size(0);

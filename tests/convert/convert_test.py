@@ -1,0 +1,463 @@
+"""Tests of tools/tcm-convert (checkpoint -> model directory).
+
+Run from the repository root:  python3 -m unittest tests/convert/convert_test.py -v
+
+Uses the reference fixtures in <repo>/../shared/fixtures/reference. Optional parts:
+  TCM_PARITY_BIN=path      also run `$TCM_PARITY_BIN --model_dir OUT --io FIXTURE.io.safetensors`
+                           on every converted fixture and expect exit code 0;
+  TCM_REFERENCE_REPO=dir   also convert real persistence pickles of reference ECMPrecond
+                           networks built by an NVlabs/TCM checkout (needs its imports:
+                           matplotlib, scipy, requests).
+"""
+
+import importlib.util
+import json
+import os
+import pickle
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import unittest
+from pathlib import Path
+
+
+def _ensure_torch():
+    """`python3` may be an interpreter without PyTorch (e.g. a pyenv shim) while Debian's
+    python3-torch lives in /usr/bin/python3: re-run the same unittest command there."""
+    if importlib.util.find_spec('torch') is not None:
+        return
+    python = os.environ.get('TCM_PYTHON', '/usr/bin/python3')
+    if (sys.argv[0].endswith('-m unittest') and os.access(python, os.X_OK)
+            and os.path.realpath(python) != os.path.realpath(sys.executable)):
+        print(f'convert_test: {sys.executable} has no torch; re-running under {python}', file=sys.stderr, flush=True)
+        os.execv(python, [python, '-m', 'unittest', *sys.argv[1:]])
+    raise unittest.SkipTest('PyTorch is not installed for this interpreter (set TCM_PYTHON)')
+
+
+_ensure_torch()
+
+import numpy as np  # noqa: E402  (after the interpreter check)
+import torch  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+FIXTURES = REPO.parent / 'shared' / 'fixtures' / 'reference'
+TOOL = REPO / 'tools' / 'tcm-convert'
+FIXTURE_NAMES = ('edm2_img64_tiny', 'ddpmpp_cifar_tiny', 'ddpmpp_cond_tiny')
+
+
+def config_text(name, architecture, resolution, classes, block, *fields):
+    """The config.pbtxt tcm-convert writes (comment lines aside) with default sampling settings."""
+    return '\n'.join([f'name: "{name}"', f'architecture: "{architecture}"', f'img_resolution: {resolution}',
+                      'img_channels: 3', f'num_classes: {classes}', 'sigma_data: 0.5', 't_max: 80.0',
+                      'mid_t: 0.821', 'default_steps: 1', f'{block} {{', *(f'  {f}' for f in fields), '}']) + '\n'
+
+
+SONG_DDPMPP = ('embedding_type: "positional"', 'channel_mult_noise: 1', 'encoder_type: "standard"',
+               'decoder_type: "standard"', 'resample_filter: [1.0, 1.0]')
+EXPECTED_FIXTURE_CONFIGS = {
+    'edm2_img64_tiny': config_text(
+        'edm2_img64_tiny', 'EDM2UNet', 64, 1000, 'edm2', 'model_channels: 32', 'channel_mult: [1, 2, 3, 4]',
+        'num_blocks: 1', 'attn_resolutions: [16, 8]', 'dropout: 0.0'),
+    'ddpmpp_cifar_tiny': config_text(
+        'ddpmpp_cifar_tiny', 'SongUNet', 32, 0, 'song', 'model_channels: 32', 'channel_mult: [2, 2, 2]',
+        'num_blocks: 2', 'attn_resolutions: [16]', *SONG_DDPMPP, 'dropout: 0.0'),
+    'ddpmpp_cond_tiny': config_text(
+        'ddpmpp_cond_tiny', 'SongUNet', 32, 10, 'song', 'model_channels: 32', 'channel_mult: [2, 2, 2]',
+        'num_blocks: 1', 'attn_resolutions: [16]', *SONG_DDPMPP, 'dropout: 0.0'),
+}
+# Presets spell out the reference defaults proto3 cannot leave unset (num_blocks, ...).
+EXPECTED_PRESET_CONFIGS = {
+    'tcm-ddpmpp-cifar10': config_text(
+        'tcm-ddpmpp-cifar10', 'SongUNet', 32, 0, 'song', 'model_channels: 128', 'channel_mult: [2, 2, 2]',
+        'num_blocks: 4', 'attn_resolutions: [16]', *SONG_DDPMPP, 'dropout: 0.1'),
+    'tcm-edm2-s-img64': config_text(
+        'tcm-edm2-s-img64', 'EDM2UNet', 64, 1000, 'edm2', 'model_channels: 192', 'channel_mult: [1, 2, 3, 4]',
+        'num_blocks: 3', 'attn_resolutions: [16, 8]'),
+    'tcm-edm2-xl-img64': config_text(
+        'tcm-edm2-xl-img64', 'EDM2UNet', 64, 1000, 'edm2', 'model_channels: 384', 'channel_mult: [1, 2, 3, 4]',
+        'num_blocks: 3', 'attn_resolutions: [16, 8]'),
+}
+
+
+def run_tool(*args, env=None):
+    """Runs tools/tcm-convert; returns the CompletedProcess (text output)."""
+    return subprocess.run([str(TOOL), *map(str, args)], capture_output=True, text=True, env=env, check=False)
+
+
+def read_safetensors(path):
+    """(tensors, metadata, header length) of a safetensors file; independent of the tool's reader."""
+    raw = Path(path).read_bytes()
+    header_len = struct.unpack('<Q', raw[:8])[0]
+    header = json.loads(raw[8:8 + header_len])
+    metadata = header.pop('__metadata__', {})
+    data = raw[8 + header_len:]
+    dtypes = {'F32': '<f4', 'F64': '<f8', 'I64': '<i8'}
+    tensors = {}
+    for name, spec in header.items():
+        begin, end = spec['data_offsets']
+        tensors[name] = np.frombuffer(data[begin:end], dtype=dtypes[spec['dtype']]).reshape(spec['shape'])
+    return tensors, metadata, header_len
+
+
+def config_body(path):
+    """config.pbtxt without its comment lines."""
+    return ''.join(line for line in Path(path).read_text().splitlines(True) if not line.startswith('#'))
+
+
+def fixture(name):
+    """(state dict as torch tensors, ECMPrecond kwargs JSON) of a reference fixture."""
+    tensors, metadata, _ = read_safetensors(FIXTURES / f'{name}.weights.safetensors')
+    return {k: torch.from_numpy(v.copy()) for k, v in tensors.items()}, metadata['config']
+
+
+class ToolTestCase(unittest.TestCase):
+    """Temporary directory per test plus assertions on tool runs."""
+
+    def setUp(self):
+        self.tmp = Path(tempfile.mkdtemp(prefix='tcm-convert-test-'))
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+
+    def assertSucceeded(self, result):
+        self.assertEqual(result.returncode, 0, result.stderr)
+
+    def assertFailed(self, result, *fragments, out_dir=None):
+        """Non-zero exit, exactly one `tcm-convert: error:` line containing every fragment,
+        and (when out_dir is given) nothing left behind in out_dir's parent."""
+        self.assertNotEqual(result.returncode, 0, result.stdout)
+        lines = result.stderr.strip().splitlines()
+        self.assertEqual(len(lines), 1, result.stderr)
+        self.assertTrue(lines[0].startswith('tcm-convert: error: '), lines[0])
+        for fragment in fragments:
+            self.assertIn(fragment, lines[0])
+        if out_dir is not None:
+            self.assertFalse(out_dir.exists())
+            self.assertEqual(list(out_dir.parent.iterdir()) if out_dir.parent.exists() else [], [])
+
+    def assertWeightsEqual(self, weights_path, expected, expected_config_json):
+        """weights.safetensors holds exactly `expected` ({name: tensor}) as F32, with the metadata."""
+        tensors, metadata, header_len = read_safetensors(weights_path)
+        self.assertEqual(header_len % 8, 0)
+        self.assertEqual(list(tensors), list(expected))
+        for name, value in expected.items():
+            self.assertEqual(tensors[name].dtype, np.dtype('<f4'), name)
+            self.assertTrue(np.array_equal(tensors[name], value.numpy()), name)
+        self.assertEqual(metadata['format'], 'state_dict of ECMPrecond')
+        self.assertEqual(json.loads(metadata['config']), json.loads(expected_config_json))
+
+
+class FixtureConversionTest(ToolTestCase):
+    """(a) Every reference fixture, as a .pth with --config-json and as a flag-less .safetensors."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.work = Path(tempfile.mkdtemp(prefix='tcm-convert-fixtures-'))
+        cls.runs = {}
+        for name in FIXTURE_NAMES:
+            state, config_json = fixture(name)
+            pth = cls.work / f'{name}.pth'
+            torch.save(state, pth)
+            cls.runs[name, 'pth'] = run_tool('--input', pth, '--config-json', config_json,
+                                             '--output', cls.work / 'pth' / name)
+            cls.runs[name, 'safetensors'] = run_tool('--input', FIXTURES / f'{name}.weights.safetensors',
+                                                     '--output', cls.work / 'safetensors' / name)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.work, ignore_errors=True)
+
+    def for_each_conversion(self, check):
+        """Calls check(fixture name, output directory) for every successful conversion, as subtests."""
+        for (name, kind), result in self.runs.items():
+            with self.subTest(fixture=name, input=kind):
+                self.assertSucceeded(result)
+                check(name, self.work / kind / name)
+
+    def test_config_has_expected_fields(self):
+        def check(name, out):
+            self.assertEqual(sorted(p.name for p in out.iterdir()), ['config.pbtxt', 'weights.safetensors'])
+            self.assertEqual(config_body(out / 'config.pbtxt'), EXPECTED_FIXTURE_CONFIGS[name])
+        self.for_each_conversion(check)
+
+    def test_weights_round_trip_exactly(self):
+        def check(name, out):
+            state, config_json = fixture(name)
+            self.assertWeightsEqual(out / 'weights.safetensors', state, config_json)
+        self.for_each_conversion(check)
+
+    def test_summary_names_the_model(self):
+        def check(name, out):
+            self.assertIn(f'wrote {out}: ', self.runs[name, out.parent.name].stdout)
+        self.for_each_conversion(check)
+
+    @unittest.skipUnless(shutil.which('protoc'), 'protoc not installed')
+    def test_config_parses_with_the_schema(self):
+        def check(_, out):
+            with open(out / 'config.pbtxt', 'rb') as text:
+                result = subprocess.run(['protoc', f'--proto_path={REPO / "proto"}', '--encode=tcm.v1.ModelConfig',
+                                         'tcm/v1/model_config.proto'], stdin=text, capture_output=True, check=False)
+            self.assertEqual(result.returncode, 0, result.stderr.decode())
+        self.for_each_conversion(check)
+
+    @unittest.skipUnless(os.environ.get('TCM_PARITY_BIN'), 'TCM_PARITY_BIN not set')
+    def test_parity_binary_loads_converted_fixtures(self):
+        parity_bin = os.environ['TCM_PARITY_BIN']
+        self.assertTrue(os.access(parity_bin, os.X_OK), f'TCM_PARITY_BIN={parity_bin} is not executable')
+
+        def check(name, out):
+            io = FIXTURES / f'{name}.io.safetensors'
+            result = subprocess.run([parity_bin, '--model_dir', str(out), '--io', str(io)],
+                                    capture_output=True, text=True, check=False)
+            self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.for_each_conversion(check)
+
+
+class PresetTest(ToolTestCase):
+    """(b) Config emission for the released models' presets (--config-only: no weights needed)."""
+
+    def test_presets_emit_expected_config(self):
+        for preset, expected in EXPECTED_PRESET_CONFIGS.items():
+            with self.subTest(preset=preset):
+                out = self.tmp / preset
+                self.assertSucceeded(run_tool('--preset', preset, '--config-only', '--output', out))
+                self.assertEqual([p.name for p in out.iterdir()], ['config.pbtxt'])
+                self.assertEqual(config_body(out / 'config.pbtxt'), expected)
+
+    def test_flags_override_sampling_settings_and_name(self):
+        out = self.tmp / 'dir'
+        self.assertSucceeded(run_tool('--preset', 'tcm-edm2-s-img64', '--config-only', '--output', out, '--name',
+                                      'imagenet64', '--t-max', '70', '--mid-t', '1.5', '--default-steps', '2'))
+        lines = config_body(out / 'config.pbtxt').splitlines()
+        for line in ('name: "imagenet64"', 't_max: 70.0', 'mid_t: 1.5', 'default_steps: 2', '  model_channels: 192'):
+            self.assertIn(line, lines)
+
+    def test_preset_not_matching_the_state_dict_is_caught(self):
+        state, _ = fixture('ddpmpp_cifar_tiny')
+        pth = self.tmp / 'sd.pth'
+        torch.save(state, pth)
+        out = self.tmp / 'models' / 'cifar'
+        # The preset is full size (4 blocks of 128 channels), the fixture tiny (2 blocks of 32).
+        self.assertFailed(run_tool('--input', pth, '--preset', 'tcm-ddpmpp-cifar10', '--output', out),
+                          'does not match the SongUNet config', "missing 'model.enc.32x32_block2",
+                          'wrong --preset or --config-json', out_dir=out)
+
+    def test_labels_are_copied_when_the_count_matches(self):
+        labels = self.tmp / 'labels.txt'
+        labels.write_text(''.join(f'class {i}\n' for i in range(1000)))
+        out = self.tmp / 'out'
+        self.assertSucceeded(run_tool('--preset', 'tcm-edm2-xl-img64', '--config-only', '--output', out,
+                                      '--labels', labels))
+        self.assertEqual((out / 'labels.txt').read_text(), labels.read_text())
+
+
+class ErrorTest(ToolTestCase):
+    """(c) Bad inputs: non-zero exit, one line naming the problem, no output directory."""
+
+    def setUp(self):
+        super().setUp()
+        self.state, self.config_json = fixture('edm2_img64_tiny')
+        self.pth = self.tmp / 'in' / 'edm2.pth'
+        self.pth.parent.mkdir()
+        torch.save(self.state, self.pth)
+        self.out = self.tmp / 'models' / 'edm2'
+
+    def convert(self, *args):
+        return run_tool('--output', self.out, *args)
+
+    def test_truncated_pth(self):
+        data = self.pth.read_bytes()
+        self.pth.write_bytes(data[:len(data) // 2])
+        self.assertFailed(self.convert('--input', self.pth, '--config-json', self.config_json),
+                          'cannot read', 'edm2.pth', out_dir=self.out)
+
+    def test_truncated_safetensors(self):
+        truncated = self.tmp / 'in' / 'edm2.safetensors'
+        truncated.write_bytes((FIXTURES / 'edm2_img64_tiny.weights.safetensors').read_bytes()[:100000])
+        self.assertFailed(self.convert('--input', truncated), 'truncated', 'edm2.safetensors', out_dir=self.out)
+
+    def test_truncated_pickle(self):
+        pkl = self.tmp / 'in' / 'network-snapshot.pkl'
+        pkl.write_bytes(pickle.dumps({'ema': self.state})[:5000])
+        self.assertFailed(self.convert('--input', pkl, '--config-json', self.config_json),
+                          'cannot read', 'network-snapshot.pkl', out_dir=self.out)
+
+    def test_unknown_preset(self):
+        self.assertFailed(self.convert('--input', self.pth, '--preset', 'tcm-edm2-m-img64'),
+                          '--preset', "'tcm-edm2-m-img64'", out_dir=self.out)
+
+    def test_non_float_tensor(self):
+        torch.save({**self.state, 'model.num_updates': torch.tensor([7])}, self.pth)
+        self.assertFailed(self.convert('--input', self.pth, '--config-json', self.config_json),
+                          "'model.num_updates'", 'int64', 'floating point', out_dir=self.out)
+
+    def test_missing_input(self):
+        self.assertFailed(self.convert('--input', self.tmp / 'nope.pth', '--config-json', self.config_json),
+                          'nope.pth', 'does not exist', out_dir=self.out)
+
+    def test_unknown_model_type(self):
+        kwargs = json.dumps(dict(img_resolution=64, img_channels=3, model_type='DhariwalUNet'))
+        self.assertFailed(self.convert('--config-only', '--config-json', kwargs),
+                          "'DhariwalUNet'", 'EDM2UNet', 'SongUNet', out_dir=self.out)
+
+    def test_unknown_argument(self):
+        kwargs = json.dumps({**json.loads(self.config_json), 'attn_heads': 4})
+        self.assertFailed(self.convert('--input', self.pth, '--config-json', kwargs),
+                          "'attn_heads'", out_dir=self.out)
+
+    def test_state_dict_of_another_architecture(self):
+        kwargs = json.dumps({**json.loads(self.config_json), 'num_blocks': 2})
+        self.assertFailed(self.convert('--input', self.pth, '--config-json', kwargs),
+                          'missing', 'model.enc.64x64_block1', out_dir=self.out)
+
+    def test_no_architecture(self):
+        self.assertFailed(self.convert('--input', self.pth), '--preset', '--config-json', out_dir=self.out)
+
+    def test_labels_count_mismatch(self):
+        labels = self.tmp / 'labels.txt'
+        labels.write_text('cat\ndog\nbird\n')
+        self.assertFailed(self.convert('--input', self.pth, '--config-json', self.config_json, '--labels', labels),
+                          'has 3 lines', '1000 classes', out_dir=self.out)
+
+    def test_existing_output_needs_force(self):
+        self.out.mkdir(parents=True)
+        (self.out / 'stale.txt').write_text('old')
+        self.assertFailed(self.convert('--input', self.pth, '--config-json', self.config_json),
+                          'already exists', '--force')
+        self.assertSucceeded(self.convert('--input', self.pth, '--config-json', self.config_json, '--force'))
+        self.assertEqual(sorted(p.name for p in self.out.iterdir()), ['config.pbtxt', 'weights.safetensors'])
+        self.assertEqual(sorted(p.name for p in self.out.parent.iterdir()), ['edm2'])
+
+    def test_failed_write_leaves_nothing(self):
+        sys.path.insert(0, str(REPO / 'tools'))
+        self.addCleanup(sys.path.remove, str(REPO / 'tools'))
+        import tcm_convert
+
+        def fail(path):
+            raise OSError(28, 'No space left on device', path)
+
+        files = {'config.pbtxt': tcm_convert._write_text('name: "x"\n'), 'weights.safetensors': fail}
+        with self.assertRaises(OSError):
+            tcm_convert.write_model_dir(str(self.out), files, force=False)
+        self.assertEqual(list(self.out.parent.iterdir()), [])
+
+
+class HalfPrecisionInputTest(ToolTestCase):
+    """F16 and BF16 safetensors inputs are widened to F32 exactly."""
+
+    def test_f16_and_bf16_are_widened(self):
+        state, config_json = fixture('ddpmpp_cond_tiny')
+        for dtype, torch_dtype in (('F16', torch.float16), ('BF16', torch.bfloat16)):
+            with self.subTest(dtype=dtype):
+                narrow = {k: v.to(torch_dtype) for k, v in state.items()}
+                header, blobs, offset = {'__metadata__': {'config': config_json}}, [], 0
+                for name, value in narrow.items():
+                    blob = value.view(torch.int16).numpy().astype('<i2').tobytes()
+                    header[name] = dict(dtype=dtype, shape=list(value.shape), data_offsets=[offset, offset + len(blob)])
+                    blobs.append(blob)
+                    offset += len(blob)
+                text = json.dumps(header).encode()
+                path = self.tmp / f'{dtype}.safetensors'
+                path.write_bytes(struct.pack('<Q', len(text)) + text + b''.join(blobs))
+                out = self.tmp / dtype
+                self.assertSucceeded(run_tool('--input', path, '--output', out))
+                widened = {k: v.to(torch.float32) for k, v in narrow.items()}
+                self.assertWeightsEqual(out / 'weights.safetensors', widened, config_json)
+
+
+FAKE_NETWORKS_PY = '''
+class ECMPrecond:
+    """Mimics a torch_utils.persistence network: recorded init_kwargs and a state_dict()."""
+
+    def __init__(self, state, **kwargs):
+        self.init_kwargs = dict(kwargs)
+        self._state = state
+
+    def state_dict(self):
+        return self._state
+'''
+
+
+class PickleTest(ToolTestCase):
+    """(d) NVlabs-style snapshot: {'ema': network} whose class lives in the reference repo."""
+
+    def setUp(self):
+        super().setUp()
+        self.state, self.config_json = fixture('edm2_img64_tiny')
+        self.repo = self.tmp / 'TCM'
+        (self.repo / 'training').mkdir(parents=True)
+        (self.repo / 'training' / '__init__.py').write_text('')
+        (self.repo / 'training' / 'networks.py').write_text(FAKE_NETWORKS_PY)
+        self.pkl = self.tmp / 'network-snapshot-000100.pkl'
+        sys.path.insert(0, str(self.repo))
+        try:
+            from training.networks import ECMPrecond
+            ema = ECMPrecond(self.state, **json.loads(self.config_json))
+            with open(self.pkl, 'wb') as f:
+                pickle.dump({'ema': ema, 'loss_fn': None, 'augment_pipe': None}, f)
+        finally:
+            sys.path.remove(str(self.repo))
+            for module in ('training.networks', 'training'):
+                sys.modules.pop(module, None)
+
+    def test_needs_reference_repo(self):
+        out = self.tmp / 'models' / 'edm2_img64_tiny'
+        self.assertFailed(run_tool('--input', self.pkl, '--output', out),
+                          "'training'", '--reference-repo', out_dir=out)
+
+    def test_reference_repo_on_sys_path_and_init_kwargs_used(self):
+        out = self.tmp / 'models' / 'edm2_img64_tiny'
+        self.assertSucceeded(run_tool('--input', self.pkl, '--reference-repo', self.repo, '--output', out))
+        self.assertEqual(config_body(out / 'config.pbtxt'), EXPECTED_FIXTURE_CONFIGS['edm2_img64_tiny'])
+        self.assertWeightsEqual(out / 'weights.safetensors', self.state, self.config_json)
+
+    def test_conflicting_preset_is_an_error(self):
+        out = self.tmp / 'models' / 'x'
+        self.assertFailed(run_tool('--input', self.pkl, '--reference-repo', self.repo, '--output', out,
+                                   '--preset', 'tcm-edm2-s-img64'),
+                          'model_channels=192', 'model_channels=32', out_dir=out)
+
+    def test_pth_holding_a_dict_with_state_dict(self):
+        pth = self.tmp / 'ckpt.pth'
+        torch.save({'state_dict': self.state, 'step': 100}, pth)
+        out = self.tmp / 'models' / 'edm2_img64_tiny'
+        self.assertSucceeded(run_tool('--input', pth, '--config-json', self.config_json, '--output', out))
+        self.assertWeightsEqual(out / 'weights.safetensors', self.state, self.config_json)
+
+
+@unittest.skipUnless(os.environ.get('TCM_REFERENCE_REPO'), 'TCM_REFERENCE_REPO not set')
+class ReferenceRepoTest(ToolTestCase):
+    """Real torch_utils.persistence pickles of reference networks of several shapes."""
+
+    VARIANTS = [
+        dict(img_resolution=32, img_channels=1, label_dim=10, model_type='EDM2UNet', model_channels=16,
+             channel_mult=[1, 2, 2], num_blocks=1, attn_resolutions=[8], channel_mult_noise=2, channel_mult_emb=3,
+             learnable_scale=True, channels_per_head=16, dout_resolutions=[16, 8, 4, 2, 1], dropout=0.1),
+        dict(img_resolution=32, img_channels=3, label_dim=10, model_type='SongUNet', model_channels=16,
+             channel_mult=[1, 2, 2], num_blocks=1, embedding_type='fourier', channel_mult_noise=2,
+             encoder_type='residual', resample_filter=[1, 3, 3, 1], learnable_scale=True, augment_dim=9),
+        dict(img_resolution=32, img_channels=3, model_type='SongUNet', model_channels=16, channel_mult=[1, 2, 2, 2],
+             num_blocks=2, encoder_type='skip', decoder_type='skip', attn_resolutions=[16, 8]),
+    ]
+
+    def test_reference_pickles_convert(self):
+        repo = os.environ['TCM_REFERENCE_REPO']
+        script = ('import pickle, sys, json; from training.networks import ECMPrecond\n'
+                  'net = ECMPrecond(**json.loads(sys.argv[1]))\n'
+                  'pickle.dump({"ema": net}, open(sys.argv[2], "wb"))\n')
+        env = {**os.environ, 'PYTHONPATH': os.pathsep.join(filter(None, [repo, os.environ.get('PYTHONPATH')]))}
+        for i, kwargs in enumerate(self.VARIANTS):
+            with self.subTest(variant=kwargs):
+                pkl = self.tmp / f'net{i}.pkl'
+                made = subprocess.run([sys.executable, '-c', script, json.dumps(kwargs), str(pkl)],
+                                      env=env, capture_output=True, text=True, check=False)
+                if made.returncode != 0:
+                    self.skipTest(f'reference networks do not import here: {made.stderr.strip().splitlines()[-1]}')
+                out = self.tmp / f'out{i}'
+                self.assertSucceeded(run_tool('--input', pkl, '--reference-repo', repo, '--output', out))
+                _, metadata, _ = read_safetensors(out / 'weights.safetensors')
+                self.assertEqual(json.loads(metadata['config']), kwargs)
+
+
+if __name__ == '__main__':
+    unittest.main()
