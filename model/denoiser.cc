@@ -49,7 +49,14 @@ torch::Tensor Denoiser::forward(const torch::Tensor& x_in, const torch::Tensor& 
   const torch::Tensor c_out = sigma * sd * var.rsqrt();
   const torch::Tensor c_in = var.rsqrt();
   const torch::Tensor c_noise = sigma.log().flatten() / 4;
-  const torch::Tensor f = net_->Forward(c_in * x, c_noise, onehot);
+  torch::Tensor f;
+  if (compute_dtype_ == torch::kFloat32) {
+    f = net_->Forward(c_in * x, c_noise, onehot);
+  } else {
+    f = net_->Forward((c_in * x).to(compute_dtype_), c_noise.to(compute_dtype_),
+                      onehot.defined() ? onehot.to(compute_dtype_) : onehot)
+            .to(torch::kFloat32);
+  }
   return torch::addcmul(c_skip * x, c_out, f);
 }
 
@@ -80,6 +87,11 @@ absl::Status Denoiser::LoadStateDict(const TensorMap& weights, const std::string
   torch::NoGradGuard no_grad;
   for (auto& [key, target] : expected) target.copy_(weights.at(key));
   return absl::OkStatus();
+}
+
+void Denoiser::SetComputeDtype(torch::ScalarType dtype) {
+  net_->to(dtype);
+  compute_dtype_ = dtype;
 }
 
 TensorMap Denoiser::StateDict() const {

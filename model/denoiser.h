@@ -40,6 +40,10 @@ class Denoiser : public torch::nn::Module {
   // Computes inference-time constants now (see UNet::PrepareForInference).
   void PrepareForInference() { net_->PrepareForInference(); }
 
+  // Runs the network in `dtype` (float32 by default; half on GPUs where the
+  // config asks); preconditioning and outputs stay float32.
+  void SetComputeDtype(torch::ScalarType dtype);
+
   const v1::ModelConfig& config() const { return config_; }
   UNet& net() { return *net_; }
   double FlopsPerImage() const { return net_->FlopsPerImage(); }
@@ -48,6 +52,7 @@ class Denoiser : public torch::nn::Module {
   explicit Denoiser(v1::ModelConfig config);
   v1::ModelConfig config_;
   std::shared_ptr<UNet> net_;
+  torch::ScalarType compute_dtype_ = torch::kFloat32;
 };
 
 }  // namespace tcm

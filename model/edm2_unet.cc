@@ -138,7 +138,7 @@ class BlockImpl : public torch::nn::Module {
     // Residual branch; mp_silu's 1/0.596 lives in conv_res0's and conv_res1's weights.
     torch::Tensor y = conv_res0->forward(torch::silu(x), {}, kMpSiluGain);
     torch::Tensor c = emb_linear(emb, emb_gain).add_(1);
-    y = torch::silu(y.mul_(c.unsqueeze(2).unsqueeze(3)));
+    y = torch::silu_(y.mul_(c.unsqueeze(2).unsqueeze(3)));
     if (is_training() && o_.config->dropout() > 0 && InDropoutResolution(x.size(-1)))
       y = torch::dropout(y, o_.config->dropout(), /*train=*/true);
     y = conv_res1->forward(y, {}, kMpSiluGain * res_.b);
@@ -350,7 +350,10 @@ class Edm2UNetImpl : public UNet {
     const double t = c_.concat_balance();
     const double na = a.size(1), nb = b.size(1);
     const double c = std::sqrt((na + nb) / ((1 - t) * (1 - t) + t * t));
-    return torch::cat({a * (c / std::sqrt(na) * (1 - t)), b * (c / std::sqrt(nb) * t)}, 1);
+    torch::Tensor out = torch::cat({a, b}, 1);
+    out.narrow(1, 0, a.size(1)).mul_(c / std::sqrt(na) * (1 - t));
+    out.narrow(1, a.size(1), b.size(1)).mul_(c / std::sqrt(nb) * t);
+    return out;
   }
 
   v1::ModelConfig config_;

@@ -20,6 +20,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
+#include "model/cpu_threads.h"
 #include "model/derived_tensor.h"
 #include "model/model_config.h"
 #include "model/model_repository.h"
@@ -29,9 +30,13 @@ ABSL_FLAG(std::string, model_dir, "", "Model directory to benchmark (its weights
 ABSL_FLAG(std::string, config, "", "Or a config.pbtxt: the network is built with random weights.");
 ABSL_FLAG(std::string, batch_sizes, "1,16,64", "Comma-separated batch sizes.");
 ABSL_FLAG(double, seconds, 3.0, "Minimum timed duration per batch size, seconds.");
-ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = LibTorch's default (one per core).");
+ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = one per core.");
 ABSL_FLAG(bool, baseline, false,
-          "Measure the unoptimised path: no cached inference constants, NoGradGuard instead of InferenceMode.");
+          "Measure the path before the load-time optimisations: weights normalised on every call, NoGradGuard "
+          "instead of InferenceMode, and OpenBLAS threads nested inside LibTorch's.");
+ABSL_FLAG(bool, conv_ceiling, true,
+          "Also time one 3x3 convolution of the network's first-level width and resolution alone: the "
+          "practical ceiling of the network's dominant layer.");
 
 namespace tcm {
 namespace {
@@ -53,11 +58,27 @@ double TimePerCall(Fn&& fn, double seconds) {
   return elapsed / calls;
 }
 
+// The BLAS runs on every core for this measurement, as a plain matmul would.
 double MatmulGflops(double seconds) {
+  SetBlasThreads(AvailableCores());
   const int64_t n = 2048;
   torch::Tensor a = torch::randn({n, n}), b = torch::randn({n, n}), c = torch::empty({n, n});
   const double t = TimePerCall([&] { torch::mm_out(c, a, b); }, seconds);
+  SetBlasThreads(1);
   return 2.0 * n * n * n / t / 1e9;
+}
+
+// GFLOP/s of a lone channels x channels 3x3 convolution on [batch, channels, res, res].
+double ConvGflops(int64_t batch, int64_t channels, int64_t res, double seconds) {
+  torch::InferenceMode inference;
+  torch::Tensor x = torch::randn({batch, channels, res, res}), w = torch::randn({channels, channels, 3, 3});
+  const double t = TimePerCall([&] { torch::conv2d(x, w, {}, 1, 1); }, seconds);
+  return 2.0 * batch * channels * channels * 9 * res * res / t / 1e9;
+}
+
+int64_t FirstLevelChannels(const v1::ModelConfig& c) {
+  return c.has_edm2() ? int64_t(c.edm2().model_channels()) * c.edm2().channel_mult(0)
+                      : int64_t(c.song().model_channels()) * c.song().channel_mult(0);
 }
 
 absl::StatusOr<std::shared_ptr<Denoiser>> LoadNetwork() {
@@ -77,7 +98,7 @@ absl::StatusOr<std::shared_ptr<Denoiser>> LoadNetwork() {
 }
 
 absl::Status Run() {
-  if (absl::GetFlag(FLAGS_threads) > 0) torch::set_num_threads(absl::GetFlag(FLAGS_threads));
+  ConfigureCpuThreads(absl::GetFlag(FLAGS_threads));
   std::vector<int64_t> batch_sizes;
   for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_batch_sizes), ',')) {
     int64_t b;
@@ -87,6 +108,7 @@ absl::Status Run() {
   }
   const bool baseline = absl::GetFlag(FLAGS_baseline);
   DerivedTensor::SetCachingEnabled(!baseline);
+  if (baseline) SetBlasThreads(AvailableCores());
   TCM_ASSIGN_OR_RETURN(auto denoiser, LoadNetwork());
   const auto& config = denoiser->config();
   const double seconds = absl::GetFlag(FLAGS_seconds);
@@ -97,7 +119,13 @@ absl::Status Run() {
               config.num_classes(), flops / 1e9, torch::get_num_threads(), baseline ? "baseline" : "optimised");
   const double ceiling = MatmulGflops(seconds);
   std::printf("fp32 matmul 2048x2048: %.1f GFLOP/s\n", ceiling);
-  std::printf("%6s %12s %12s %10s %12s\n", "batch", "ms/batch", "images/s", "GFLOP/s", "of matmul");
+  const bool conv = absl::GetFlag(FLAGS_conv_ceiling);
+  const int64_t conv_channels = FirstLevelChannels(config);
+  if (conv)
+    std::printf("conv ceiling: one %lldx%lld 3x3 convolution at %ux%u, alone\n", static_cast<long long>(conv_channels),
+                static_cast<long long>(conv_channels), config.img_resolution(), config.img_resolution());
+  std::printf("%6s %12s %12s %10s %10s%s\n", "batch", "ms/batch", "images/s", "GFLOP/s", "of matmul",
+              conv ? "   conv GFLOP/s   of matmul" : "");
   for (int64_t b : batch_sizes) {
     const int64_t res = config.img_resolution();
     torch::Tensor x = torch::randn({b, int64_t(config.img_channels()), res, res}) * 80;
@@ -114,8 +142,14 @@ absl::Status Run() {
     };
     const double t = TimePerCall(forward, seconds);
     const double gflops = flops * b / t / 1e9;
-    std::printf("%6lld %12.2f %12.1f %10.1f %11.2f\n", static_cast<long long>(b), t * 1e3, b / t, gflops,
+    std::printf("%6lld %12.2f %12.1f %10.1f %10.2f", static_cast<long long>(b), t * 1e3, b / t, gflops,
                 gflops / ceiling);
+    if (conv) {
+      const double conv_gflops = ConvGflops(b, conv_channels, config.img_resolution(), seconds);
+      std::printf(" %15.1f %11.2f", conv_gflops, conv_gflops / ceiling);
+    }
+    std::printf("\n");
+    std::fflush(stdout);
   }
   return absl::OkStatus();
 }

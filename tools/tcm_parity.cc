@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "model/cpu_threads.h"
 #include "model/denoiser.h"
 #include "model/model_config.h"
 #include "model/model_repository.h"
@@ -30,7 +31,7 @@ ABSL_FLAG(std::string, model_dir, "", "A model directory to test instead of --we
 ABSL_FLAG(std::string, io, "", "Reference inputs and outputs (.safetensors): x, sigma, [class_labels], denoised, "
                                "latents, step2_noise, sample_1step, sample_2step.");
 ABSL_FLAG(double, tolerance, 1e-4, "Largest accepted relative error max|out-ref|/max|ref|.");
-ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = LibTorch's default.");
+ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = one per core.");
 
 namespace tcm {
 namespace {
@@ -88,7 +89,7 @@ absl::StatusOr<bool> Run() {
   const std::string weights = absl::GetFlag(FLAGS_weights), model_dir = absl::GetFlag(FLAGS_model_dir);
   if (io_path.empty() || weights.empty() == model_dir.empty())
     return absl::InvalidArgumentError("give --io and exactly one of --weights or --model_dir (see --help)");
-  if (absl::GetFlag(FLAGS_threads) > 0) torch::set_num_threads(absl::GetFlag(FLAGS_threads));
+  ConfigureCpuThreads(absl::GetFlag(FLAGS_threads));
 
   std::shared_ptr<Denoiser> denoiser;
   if (!weights.empty()) {

@@ -1,0 +1,32 @@
+// Shared by the command-line clients: channel set-up from flags and argv
+// normalisation. Torch-free.
+#ifndef TCM_CLIENT_CLIENT_COMMON_H_
+#define TCM_CLIENT_CLIENT_COMMON_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace tcm {
+
+struct ChannelOptions {
+  std::string server = "localhost:50051";
+  bool tls = false;           // TLS with the system roots or `ca`
+  std::string ca;             // PEM file of the server's CA
+  std::string cert, key;      // PEM client certificate and key (mutual TLS)
+  int max_message_mb = 64;
+};
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ChannelOptions& options);
+
+// Rewrites "--some-flag" to "--some_flag" (names only, not values), so that
+// both spellings work with Abseil flags.
+std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::string>* storage);
+
+}  // namespace tcm
+
+#endif  // TCM_CLIENT_CLIENT_COMMON_H_

@@ -1,0 +1,200 @@
+// tcm-client: generates images with a tcm-server and writes PNG files.
+//
+//   tcm-client --class 207 --steps 2
+//   tcm-client --server host:50051 --model fashion-mnist-tcm --num 16 --grid
+//   tcm-client --list-models
+//   tcm-client --health
+#include <grpcpp/grpcpp.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "client/client_common.h"
+#include "grpc/health/v1/health.grpc.pb.h"
+#include "server/png_encoder.h"
+#include "tcm/v1/tcm_service.grpc.pb.h"
+
+ABSL_FLAG(std::string, server, "localhost:50051", "Server address, host:port.");
+ABSL_FLAG(std::string, model, "", "Model name; empty = the server's default model.");
+ABSL_FLAG(int64_t, class_label, -1, "Class of every image (also --class); -1 = a random class per image.");
+ABSL_FLAG(int, steps, 0, "Network evaluations per image: 1 or 2; 0 = the model's default.");
+ABSL_FLAG(int, num, 1, "Images to generate.");
+ABSL_FLAG(int64_t, seed, -1, "Seed; -1 = the server picks one (printed).");
+ABSL_FLAG(std::string, out, "samples", "Folder for the PNG files (created if missing).");
+ABSL_FLAG(bool, grid, false, "Write one PNG with all images in a grid instead of one file per image.");
+ABSL_FLAG(bool, list_models, false, "List the server's models and exit.");
+ABSL_FLAG(bool, health, false, "Check the server's health (or --model's) and exit 0 if SERVING, else 1.");
+ABSL_FLAG(double, timeout, 60, "Call deadline, seconds.");
+ABSL_FLAG(bool, tls, false, "Use TLS (system roots unless --tls_ca).");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA that signed the server certificate (implies --tls).");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate for mutual TLS (implies --tls).");
+ABSL_FLAG(std::string, tls_key, "", "PEM key of --tls_cert.");
+
+namespace tcm {
+namespace {
+
+int Error(const std::string& message) {
+  std::fprintf(stderr, "tcm-client: %s\n", message.c_str());
+  return 1;
+}
+
+int Error(const grpc::Status& status) {
+  static const char* const kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+                                       "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  const int code = status.error_code();
+  return Error(absl::StrCat(code >= 0 && code <= 16 ? kNames[code] : "ERROR", ": ", status.error_message()));
+}
+
+void SetDeadline(grpc::ClientContext* context) {
+  context->set_deadline(std::chrono::system_clock::now() +
+                        std::chrono::milliseconds(static_cast<int64_t>(absl::GetFlag(FLAGS_timeout) * 1000)));
+}
+
+int ListModels(v1::TcmService::Stub& stub) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::ListModelsResponse response;
+  grpc::Status status = stub.ListModels(&context, v1::ListModelsRequest(), &response);
+  if (!status.ok()) return Error(status);
+  for (const auto& m : response.models()) {
+    std::printf("%s%s: %s %ux%ux%u, %u classes, default %u step(s), mid_t %.3f\n", m.name().c_str(),
+                m.is_default() ? " (default)" : "", m.architecture().c_str(), m.resolution(), m.resolution(),
+                m.channels(), m.num_classes(), m.default_steps(), m.mid_t());
+    if (m.class_names_size() > 0) std::printf("  classes: %s\n", absl::StrJoin(m.class_names(), ", ").c_str());
+  }
+  return 0;
+}
+
+int Health(const std::shared_ptr<grpc::Channel>& channel) {
+  auto stub = grpc::health::v1::Health::NewStub(channel);
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(absl::GetFlag(FLAGS_model));
+  grpc::health::v1::HealthCheckResponse response;
+  grpc::Status status = stub->Check(&context, request, &response);
+  if (!status.ok()) return Error(status);
+  const bool serving = response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
+  std::printf("%s\n", grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status()).c_str());
+  return serving ? 0 : 1;
+}
+
+bool WriteFile(const std::filesystem::path& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(data.data(), static_cast<std::streamsize>(data.size()));
+  return static_cast<bool>(out);
+}
+
+// Tiles raw images (same size) into one grid image, ceil(sqrt(n)) columns.
+std::string Grid(const v1::GenerateResponse& response, int* width, int* height, int* channels) {
+  const auto& first = response.images(0);
+  const int n = response.images_size(), w = first.width(), h = first.height(), c = first.channels();
+  const int cols = static_cast<int>(std::ceil(std::sqrt(static_cast<double>(n))));
+  const int rows = (n + cols - 1) / cols;
+  *width = cols * w;
+  *height = rows * h;
+  *channels = c;
+  std::string grid(static_cast<size_t>(*width) * *height * c, '\0');
+  for (int i = 0; i < n; ++i) {
+    const std::string& img = response.images(i).data();
+    const int gx = (i % cols) * w, gy = (i / cols) * h;
+    for (int y = 0; y < h; ++y)
+      std::copy_n(img.data() + static_cast<size_t>(y) * w * c, static_cast<size_t>(w) * c,
+                  grid.data() + (static_cast<size_t>(gy + y) * *width + gx) * c);
+  }
+  return grid;
+}
+
+int Generate(v1::TcmService::Stub& stub) {
+  v1::GenerateRequest request;
+  request.set_model(absl::GetFlag(FLAGS_model));
+  if (absl::GetFlag(FLAGS_class_label) >= 0) request.set_class_label(absl::GetFlag(FLAGS_class_label));
+  if (absl::GetFlag(FLAGS_steps) < 0 || absl::GetFlag(FLAGS_num) < 1)
+    return Error("--steps must be >= 0 and --num >= 1");
+  request.set_steps(absl::GetFlag(FLAGS_steps));
+  request.set_num_images(absl::GetFlag(FLAGS_num));
+  if (absl::GetFlag(FLAGS_seed) >= 0) request.set_seed(absl::GetFlag(FLAGS_seed));
+  const bool grid = absl::GetFlag(FLAGS_grid);
+  request.set_format(grid ? v1::IMAGE_FORMAT_RAW : v1::IMAGE_FORMAT_PNG);
+
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::GenerateResponse response;
+  grpc::Status status = stub.Generate(&context, request, &response);
+  if (!status.ok()) return Error(status);
+
+  const std::filesystem::path out = absl::GetFlag(FLAGS_out);
+  std::error_code ec;
+  std::filesystem::create_directories(out, ec);
+  if (ec) return Error(absl::StrCat("--out ", out.string(), ": ", ec.message()));
+  const std::string stem = absl::StrCat(response.model(), "_s", response.seed(), "_", response.steps(), "step");
+  std::vector<std::string> written;
+  if (grid) {
+    int w, h, c;
+    const std::string pixels = Grid(response, &w, &h, &c);
+    auto png = EncodePng(reinterpret_cast<const uint8_t*>(pixels.data()), w, h, c, /*fast=*/false);
+    if (!png.ok()) return Error(std::string(png.status().message()));
+    const auto path = out / (stem + "_grid.png");
+    if (!WriteFile(path, *png)) return Error(absl::StrCat("cannot write ", path.string()));
+    written.push_back(path.string());
+  } else {
+    for (const auto& image : response.images()) {
+      const std::string label = image.class_label() >= 0 ? absl::StrCat("_c", image.class_label()) : "";
+      const auto path = out / absl::StrCat(stem, label, "_", image.index(), ".png");
+      if (!WriteFile(path, image.data())) return Error(absl::StrCat("cannot write ", path.string()));
+      written.push_back(path.string());
+    }
+  }
+  for (const auto& path : written) std::printf("wrote %s\n", path.c_str());
+  const auto& t = response.timings();
+  std::printf("model %s, %u step(s), seed %llu: server time %.1f ms (queue %.1f, compute %.1f, encode %.1f)\n",
+              response.model().c_str(), response.steps(), static_cast<unsigned long long>(response.seed()),
+              t.total_seconds() * 1e3, t.queue_seconds() * 1e3, t.compute_seconds() * 1e3, t.encode_seconds() * 1e3);
+  return 0;
+}
+
+int Run() {
+  ChannelOptions options;
+  options.server = absl::GetFlag(FLAGS_server);
+  options.tls = absl::GetFlag(FLAGS_tls);
+  options.ca = absl::GetFlag(FLAGS_tls_ca);
+  options.cert = absl::GetFlag(FLAGS_tls_cert);
+  options.key = absl::GetFlag(FLAGS_tls_key);
+  auto channel = MakeChannel(options);
+  if (!channel.ok()) return Error(std::string(channel.status().message()));
+  if (absl::GetFlag(FLAGS_health)) return Health(*channel);
+  auto stub = v1::TcmService::NewStub(*channel);
+  if (absl::GetFlag(FLAGS_list_models)) return ListModels(*stub);
+  return Generate(*stub);
+}
+
+}  // namespace
+}  // namespace tcm
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Generates images with a tcm-server and writes PNG files.\n"
+      "  tcm-client --class 207 --steps 2\n"
+      "  tcm-client --list-models | --health");
+  std::vector<std::string> storage;
+  // `--class` is a C++ keyword as a flag name: accept it as --class_label.
+  std::vector<char*> args = tcm::NormalizeFlagNames(argc, argv, &storage);
+  for (auto*& a : args) {
+    std::string s = a;
+    if (s == "--class" || s.rfind("--class=", 0) == 0) {
+      storage.push_back("--class_label" + s.substr(7));
+      a = storage.back().data();
+    }
+  }
+  absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  return tcm::Run();
+}

@@ -1,0 +1,28 @@
+#include "model/cpu_threads.h"
+
+#include <dlfcn.h>
+#include <sched.h>
+#include <torch/torch.h>
+
+namespace tcm {
+
+bool SetBlasThreads(int threads) {
+  using SetThreadsFn = void (*)(int);
+  static auto* set_threads = reinterpret_cast<SetThreadsFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  if (set_threads == nullptr) return false;
+  set_threads(threads);
+  return true;
+}
+
+int AvailableCores() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set);
+  return 1;
+}
+
+void ConfigureCpuThreads(int intra_op_threads) {
+  torch::set_num_threads(intra_op_threads > 0 ? intra_op_threads : AvailableCores());
+  SetBlasThreads(1);
+}
+
+}  // namespace tcm

@@ -1,0 +1,171 @@
+#include "server/batcher.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace tcm {
+
+using Dropped = std::vector<std::pair<std::unique_ptr<ImageTask>, absl::Status>>;
+
+absl::StatusOr<std::unique_ptr<Batcher>> Batcher::Create(Options options) {
+  if (options.models.empty()) return absl::InvalidArgumentError("batcher: no models");
+  for (const auto& m : options.models) {
+    if (m.max_batch_size == 0)
+      return absl::InvalidArgumentError(absl::StrCat("model '", m.name, "': max_batch_size must be at least 1"));
+    if (m.max_queue_size < m.max_batch_size)
+      return absl::InvalidArgumentError(absl::StrCat("model '", m.name, "': max_queue_size (", m.max_queue_size,
+                                                     ") must be at least max_batch_size (", m.max_batch_size, ")"));
+    if (m.max_queue_delay < absl::ZeroDuration())
+      return absl::InvalidArgumentError(absl::StrCat("model '", m.name, "': max_queue_delay must not be negative"));
+  }
+  return std::unique_ptr<Batcher>(new Batcher(std::move(options)));
+}
+
+Batcher::Batcher(Options options) : clock_(options.clock ? options.clock : RealClock()) {
+  for (auto& m : options.models) queues_.push_back(std::make_unique<Queue>(Queue{std::move(m), {}, {}}));
+}
+
+absl::Status Batcher::Submit(int model, std::vector<std::unique_ptr<ImageTask>> tasks) {
+  const absl::Time now = clock_->Now();
+  absl::MutexLock lock(&mu_);
+  if (closed_) return absl::UnavailableError("the server is shutting down");
+  Queue& q = *queues_.at(model);
+  if (q.fresh.size() + tasks.size() > q.options.max_queue_size)
+    return absl::ResourceExhaustedError(absl::StrCat("the queue of model '", q.options.name, "' is full (",
+                                                     q.fresh.size(), " of ", q.options.max_queue_size,
+                                                     " images queued); retry later"));
+  for (auto& t : tasks) {
+    t->arrival = now;
+    q.fresh.push_back(std::move(t));
+  }
+  ++version_;
+  return absl::OkStatus();
+}
+
+void Batcher::Resubmit(int model, std::unique_ptr<ImageTask> task) {
+  absl::MutexLock lock(&mu_);
+  queues_.at(model)->returning.push_back(std::move(task));
+  ++version_;
+}
+
+std::unique_ptr<Batch> Batcher::FormBatch(absl::Time now, Dropped* dropped) {
+  int best = -1;
+  absl::Time best_arrival = absl::InfiniteFuture();
+  for (size_t index = 0; index < queues_.size(); ++index) {
+    Queue& q = *queues_[index];
+    for (auto* deque : {&q.returning, &q.fresh}) {
+      for (auto it = deque->begin(); it != deque->end();) {
+        absl::Status why = (*it)->Abandoned(now);
+        if (why.ok()) {
+          ++it;
+        } else {
+          dropped->emplace_back(std::move(*it), std::move(why));
+          it = deque->erase(it);
+        }
+      }
+    }
+    const size_t size = q.returning.size() + q.fresh.size();
+    if (size == 0) continue;
+    const absl::Time oldest = std::min(q.returning.empty() ? absl::InfiniteFuture() : q.returning.front()->arrival,
+                                       q.fresh.empty() ? absl::InfiniteFuture() : q.fresh.front()->arrival);
+    const bool ready = closed_ || !q.returning.empty() || size >= q.options.max_batch_size ||
+                       oldest + q.options.max_queue_delay <= now;
+    if (ready && oldest < best_arrival) {
+      best = static_cast<int>(index);
+      best_arrival = oldest;
+    }
+  }
+  if (best < 0) return nullptr;
+  Queue& chosen = *queues_[best];
+  auto batch = std::make_unique<Batch>();
+  batch->model = best;
+  batch->formed = now;
+  for (auto* deque : {&chosen.returning, &chosen.fresh}) {
+    while (!deque->empty() && batch->tasks.size() < chosen.options.max_batch_size) {
+      batch->tasks.push_back(std::move(deque->front()));
+      deque->pop_front();
+    }
+  }
+  ++in_flight_;
+  return batch;
+}
+
+absl::Time Batcher::NextReadyTime() const {
+  absl::Time next = absl::InfiniteFuture();
+  for (const auto& q : queues_) {
+    if (!q->fresh.empty()) next = std::min(next, q->fresh.front()->arrival + q->options.max_queue_delay);
+  }
+  return next;
+}
+
+bool Batcher::Finished() const {
+  if (!closed_ || in_flight_ > 0) return false;
+  for (const auto& q : queues_)
+    if (!q->returning.empty() || !q->fresh.empty()) return false;
+  return true;
+}
+
+void Batcher::DropAll(Dropped& dropped) {
+  for (auto& [task, why] : dropped) task->Drop(why);
+  dropped.clear();
+}
+
+std::unique_ptr<Batch> Batcher::NextBatch() {
+  Dropped dropped;
+  mu_.Lock();
+  while (true) {
+    std::unique_ptr<Batch> batch = FormBatch(clock_->Now(), &dropped);
+    if (batch != nullptr || !dropped.empty()) {
+      mu_.Unlock();
+      DropAll(dropped);
+      if (batch != nullptr) return batch;
+      mu_.Lock();
+      continue;
+    }
+    if (Finished()) break;
+    const uint64_t seen = version_;
+    const absl::Duration wait = NextReadyTime() - clock_->Now();
+    auto changed = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return version_ != seen; };
+    mu_.AwaitWithTimeout(absl::Condition(&changed), std::max(wait, absl::ZeroDuration()));
+  }
+  mu_.Unlock();
+  return nullptr;
+}
+
+std::unique_ptr<Batch> Batcher::TryNextBatch() {
+  Dropped dropped;
+  std::unique_ptr<Batch> batch;
+  {
+    absl::MutexLock lock(&mu_);
+    batch = FormBatch(clock_->Now(), &dropped);
+  }
+  DropAll(dropped);
+  return batch;
+}
+
+void Batcher::BatchDone() {
+  absl::MutexLock lock(&mu_);
+  --in_flight_;
+  ++version_;
+}
+
+void Batcher::Close() {
+  absl::MutexLock lock(&mu_);
+  closed_ = true;
+  ++version_;
+}
+
+size_t Batcher::QueueDepth(int model) const {
+  absl::MutexLock lock(&mu_);
+  const Queue& q = *queues_.at(model);
+  return q.returning.size() + q.fresh.size();
+}
+
+bool Batcher::closed() const {
+  absl::MutexLock lock(&mu_);
+  return closed_;
+}
+
+}  // namespace tcm

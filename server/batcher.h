@@ -1,0 +1,118 @@
+// Step-level dynamic batcher: queues single images (one sampling step each)
+// per model and hands whole batches to workers.
+//
+// - A request of k images is submitted as k tasks, all or none: a queue that
+//   cannot take them all answers RESOURCE_EXHAUSTED at once.
+// - A batch takes up to max_batch_size tasks of one model. It forms as soon as
+//   that many are queued, or when the oldest has waited max_queue_delay.
+// - A task coming back for its next step (Resubmit) goes ahead of new work
+//   and keeps its original arrival time, so it never waits for a batch to fill:
+//   items at their first and second step share forward passes.
+// - Tasks whose request was cancelled or whose deadline passed are removed
+//   when a batch forms, before any compute, and told why (Drop).
+// - Close() stops new submissions (UNAVAILABLE); NextBatch keeps serving
+//   queued and returning work, then returns nullptr once all is done.
+//
+// Torch-free and thread-safe. Time comes from Options::clock.
+#ifndef TCM_SERVER_BATCHER_H_
+#define TCM_SERVER_BATCHER_H_
+
+#include <cstddef>
+#include <deque>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/clock.h"
+
+namespace tcm {
+
+// One image at one sampling step. Implemented by the serving layer.
+class ImageTask {
+ public:
+  virtual ~ImageTask() = default;
+  // Whether the request no longer wants this image; with the reason.
+  virtual absl::Status Abandoned(absl::Time now) const = 0;
+  // Called (outside the batcher's lock) when the batcher discards the task.
+  virtual void Drop(const absl::Status& why) = 0;
+
+  absl::Time arrival;  // set by Submit; kept across Resubmit
+};
+
+struct Batch {
+  int model = 0;  // index into Options::models
+  std::vector<std::unique_ptr<ImageTask>> tasks;
+  absl::Time formed;
+};
+
+class Batcher {
+ public:
+  struct ModelQueueOptions {
+    std::string name;
+    size_t max_batch_size = 16;           // tasks per batch, >= 1
+    absl::Duration max_queue_delay = absl::Milliseconds(2);  // longest wait for a fuller batch
+    size_t max_queue_size = 1024;         // queued new tasks before RESOURCE_EXHAUSTED, >= max_batch_size
+  };
+  struct Options {
+    std::vector<ModelQueueOptions> models;
+    Clock* clock = nullptr;  // nullptr = RealClock()
+  };
+
+  static absl::StatusOr<std::unique_ptr<Batcher>> Create(Options options);
+
+  // Queues `tasks` (new images of one request) for `model`, all or none.
+  absl::Status Submit(int model, std::vector<std::unique_ptr<ImageTask>> tasks);
+
+  // Queues a task for its next step, ahead of new work. Never rejected, also
+  // after Close(); call it before BatchDone() of the batch it came from.
+  void Resubmit(int model, std::unique_ptr<ImageTask> task);
+
+  // Blocks until a batch is ready and returns it; nullptr once closed and
+  // every queue is empty with no batch in flight.
+  std::unique_ptr<Batch> NextBatch();
+
+  // Non-blocking: a batch if one is ready at clock->Now(), else nullptr.
+  std::unique_ptr<Batch> TryNextBatch();
+
+  // A worker finished a batch from NextBatch/TryNextBatch (after resubmitting).
+  void BatchDone();
+
+  // Stops accepting new submissions; queued work still drains.
+  void Close();
+
+  // Tasks waiting in `model`'s queue (new and returning).
+  size_t QueueDepth(int model) const;
+  bool closed() const;
+
+ private:
+  struct Queue {
+    ModelQueueOptions options;
+    std::deque<std::unique_ptr<ImageTask>> returning;  // next steps, served first
+    std::deque<std::unique_ptr<ImageTask>> fresh;      // first steps
+  };
+
+  explicit Batcher(Options options);
+
+  // Forms a batch if one is ready at `now`; abandoned tasks go to `dropped`.
+  std::unique_ptr<Batch> FormBatch(absl::Time now, std::vector<std::pair<std::unique_ptr<ImageTask>, absl::Status>>* dropped)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Earliest time at which a non-empty queue becomes ready by waiting.
+  absl::Time NextReadyTime() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool Finished() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  static void DropAll(std::vector<std::pair<std::unique_ptr<ImageTask>, absl::Status>>& dropped);
+
+  Clock* const clock_;
+  mutable absl::Mutex mu_;
+  std::vector<std::unique_ptr<Queue>> queues_ ABSL_GUARDED_BY(mu_);  // by model index
+  int in_flight_ ABSL_GUARDED_BY(mu_) = 0;
+  bool closed_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;  // bumped on every change that may make a batch ready
+};
+
+}  // namespace tcm
+
+#endif  // TCM_SERVER_BATCHER_H_

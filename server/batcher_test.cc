@@ -1,0 +1,221 @@
+#include "server/batcher.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+
+namespace tcm {
+namespace {
+
+// A task that records what happened to it.
+struct Log {
+  std::atomic<int> dropped{0};
+  absl::Status last_drop;
+  absl::Mutex mu;
+};
+
+class TestTask : public ImageTask {
+ public:
+  TestTask(int id, Log* log, std::shared_ptr<std::atomic<bool>> cancelled = nullptr,
+           absl::Time deadline = absl::InfiniteFuture())
+      : id(id), log_(log), cancelled_(std::move(cancelled)), deadline_(deadline) {}
+  absl::Status Abandoned(absl::Time now) const override {
+    if (cancelled_ && *cancelled_) return absl::CancelledError("cancelled");
+    if (now >= deadline_) return absl::DeadlineExceededError("deadline");
+    return absl::OkStatus();
+  }
+  void Drop(const absl::Status& why) override {
+    absl::MutexLock lock(&log_->mu);
+    log_->last_drop = why;
+    ++log_->dropped;
+  }
+  int id;
+
+ private:
+  Log* log_;
+  std::shared_ptr<std::atomic<bool>> cancelled_;
+  absl::Time deadline_;
+};
+
+std::vector<std::unique_ptr<ImageTask>> Tasks(int first, int count, Log* log) {
+  std::vector<std::unique_ptr<ImageTask>> out;
+  for (int i = 0; i < count; ++i) out.push_back(std::make_unique<TestTask>(first + i, log));
+  return out;
+}
+
+std::vector<int> Ids(const Batch& batch) {
+  std::vector<int> ids;
+  for (const auto& t : batch.tasks) ids.push_back(static_cast<TestTask&>(*t).id);
+  return ids;
+}
+
+class BatcherTest : public ::testing::Test {
+ protected:
+  std::unique_ptr<Batcher> Make(size_t max_batch, absl::Duration delay, size_t max_queue = 100, int models = 1) {
+    Batcher::Options options;
+    options.clock = &clock_;
+    for (int m = 0; m < models; ++m)
+      options.models.push_back({"model" + std::to_string(m), max_batch, delay, max_queue});
+    auto batcher = Batcher::Create(options);
+    EXPECT_TRUE(batcher.ok()) << batcher.status();
+    return std::move(*batcher);
+  }
+  FakeClock clock_;
+  Log log_;
+};
+
+TEST_F(BatcherTest, FullBatchFormsAtOnce) {
+  auto b = Make(4, absl::Milliseconds(10));
+  ASSERT_TRUE(b->Submit(0, Tasks(0, 4, &log_)).ok());
+  auto batch = b->TryNextBatch();
+  ASSERT_NE(batch, nullptr);
+  EXPECT_EQ(Ids(*batch), (std::vector<int>{0, 1, 2, 3}));
+  EXPECT_EQ(b->QueueDepth(0), 0u);
+}
+
+TEST_F(BatcherTest, PartialBatchWaitsForTheQueueDelay) {
+  auto b = Make(4, absl::Milliseconds(10));
+  ASSERT_TRUE(b->Submit(0, Tasks(0, 2, &log_)).ok());
+  EXPECT_EQ(b->TryNextBatch(), nullptr);
+  clock_.Advance(absl::Milliseconds(9));
+  EXPECT_EQ(b->TryNextBatch(), nullptr);
+  ASSERT_TRUE(b->Submit(0, Tasks(2, 1, &log_)).ok());
+  clock_.Advance(absl::Milliseconds(1));  // the oldest has now waited 10 ms
+  auto batch = b->TryNextBatch();
+  ASSERT_NE(batch, nullptr);
+  EXPECT_EQ(Ids(*batch), (std::vector<int>{0, 1, 2}));
+}
+
+TEST_F(BatcherTest, LargeRequestIsSplitAcrossBatches) {
+  auto b = Make(2, absl::Milliseconds(5));
+  ASSERT_TRUE(b->Submit(0, Tasks(0, 5, &log_)).ok());
+  EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{0, 1}));
+  EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{2, 3}));
+  EXPECT_EQ(b->TryNextBatch(), nullptr);  // one left: waits for company
+  clock_.Advance(absl::Milliseconds(5));
+  EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{4}));
+}
+
+TEST_F(BatcherTest, ReturningTasksGoFirstAndShareTheBatchWithNewWork) {
+  auto b = Make(3, absl::Milliseconds(50));
+  ASSERT_TRUE(b->Submit(0, Tasks(0, 3, &log_)).ok());
+  auto first = b->TryNextBatch();
+  ASSERT_NE(first, nullptr);
+  ASSERT_TRUE(b->Submit(0, Tasks(10, 2, &log_)).ok());
+  // Two images of the first batch need a second step.
+  b->Resubmit(0, std::move(first->tasks[0]));
+  b->Resubmit(0, std::move(first->tasks[2]));
+  b->BatchDone();
+  auto second = b->TryNextBatch();  // ready without waiting: it holds returning work
+  ASSERT_NE(second, nullptr);
+  EXPECT_EQ(Ids(*second), (std::vector<int>{0, 2, 10}));
+  EXPECT_EQ(b->QueueDepth(0), 1u);
+}
+
+TEST_F(BatcherTest, FullQueueRejectsTheWholeRequest) {
+  auto b = Make(2, absl::Milliseconds(5), /*max_queue=*/4);
+  ASSERT_TRUE(b->Submit(0, Tasks(0, 3, &log_)).ok());
+  absl::Status status = b->Submit(0, Tasks(3, 2, &log_));
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(status.message().find("model0"), absl::string_view::npos);
+  EXPECT_EQ(b->QueueDepth(0), 3u);  // nothing of the rejected request was queued
+  EXPECT_TRUE(b->Submit(0, Tasks(3, 1, &log_)).ok());
+}
+
+TEST_F(BatcherTest, CancelledAndExpiredTasksAreDroppedBeforeCompute) {
+  auto b = Make(4, absl::Milliseconds(10));
+  auto cancelled = std::make_shared<std::atomic<bool>>(false);
+  std::vector<std::unique_ptr<ImageTask>> tasks;
+  tasks.push_back(std::make_unique<TestTask>(0, &log_, cancelled));
+  tasks.push_back(std::make_unique<TestTask>(1, &log_));
+  tasks.push_back(std::make_unique<TestTask>(2, &log_, nullptr, clock_.Now() + absl::Milliseconds(5)));
+  ASSERT_TRUE(b->Submit(0, std::move(tasks)).ok());
+  *cancelled = true;
+  clock_.Advance(absl::Milliseconds(10));
+  auto batch = b->TryNextBatch();
+  ASSERT_NE(batch, nullptr);
+  EXPECT_EQ(Ids(*batch), (std::vector<int>{1}));
+  EXPECT_EQ(log_.dropped, 2);
+  absl::MutexLock lock(&log_.mu);
+  EXPECT_EQ(log_.last_drop.code(), absl::StatusCode::kDeadlineExceeded);
+}
+
+TEST_F(BatcherTest, CloseRejectsNewWorkAndDrainsQueuedWorkAtOnce) {
+  auto b = Make(4, absl::Seconds(100));
+  ASSERT_TRUE(b->Submit(0, Tasks(0, 1, &log_)).ok());
+  b->Close();
+  EXPECT_EQ(b->Submit(0, Tasks(1, 1, &log_)).code(), absl::StatusCode::kUnavailable);
+  auto batch = b->NextBatch();  // no waiting for the delay while draining
+  ASSERT_NE(batch, nullptr);
+  EXPECT_EQ(Ids(*batch), (std::vector<int>{0}));
+  b->Resubmit(0, std::move(batch->tasks[0]));  // a second step still runs after Close
+  b->BatchDone();
+  batch = b->NextBatch();
+  ASSERT_NE(batch, nullptr);
+  b->BatchDone();
+  EXPECT_EQ(b->NextBatch(), nullptr);  // closed, empty, nothing in flight
+}
+
+TEST_F(BatcherTest, OldestReadyModelGoesFirst) {
+  auto b = Make(2, absl::Milliseconds(10), 100, /*models=*/2);
+  ASSERT_TRUE(b->Submit(1, Tasks(100, 1, &log_)).ok());
+  clock_.Advance(absl::Milliseconds(1));
+  ASSERT_TRUE(b->Submit(0, Tasks(0, 1, &log_)).ok());
+  clock_.Advance(absl::Milliseconds(20));
+  auto batch = b->TryNextBatch();
+  ASSERT_NE(batch, nullptr);
+  EXPECT_EQ(batch->model, 1);
+  batch = b->TryNextBatch();
+  ASSERT_NE(batch, nullptr);
+  EXPECT_EQ(batch->model, 0);
+}
+
+TEST_F(BatcherTest, RejectsBadOptions) {
+  Batcher::Options options;
+  EXPECT_FALSE(Batcher::Create(options).ok());
+  options.models.push_back({"m", 8, absl::Milliseconds(1), 4});
+  auto status = Batcher::Create(options).status();
+  EXPECT_NE(status.message().find("max_queue_size (4) must be at least max_batch_size (8)"), absl::string_view::npos);
+}
+
+// Many submitters and workers at once (run under ThreadSanitizer by make test-sanitize):
+// every image is served exactly once per step, and the workers stop after Close.
+TEST(BatcherConcurrencyTest, EveryTaskIsServedOnceAcrossThreads) {
+  Batcher::Options options;
+  options.models.push_back({"a", 4, absl::ZeroDuration(), 10000});
+  options.models.push_back({"b", 3, absl::ZeroDuration(), 10000});
+  auto batcher = std::move(*Batcher::Create(options));
+  Log log;
+  constexpr int kSubmitters = 4, kRequests = 50, kImages = 3;
+  std::vector<std::atomic<int>> steps_run(kSubmitters * kRequests * kImages);
+  std::vector<std::thread> workers;
+  for (int w = 0; w < 3; ++w) {
+    workers.emplace_back([&] {
+      while (auto batch = batcher->NextBatch()) {
+        for (auto& task : batch->tasks) {
+          const int id = static_cast<TestTask&>(*task).id;
+          if (steps_run[id].fetch_add(1) == 0 && id % 2 == 0) batcher->Resubmit(batch->model, std::move(task));
+        }
+        batcher->BatchDone();
+      }
+    });
+  }
+  std::vector<std::thread> submitters;
+  for (int s = 0; s < kSubmitters; ++s) {
+    submitters.emplace_back([&, s] {
+      for (int r = 0; r < kRequests; ++r) {
+        const int first = (s * kRequests + r) * kImages;
+        ASSERT_TRUE(batcher->Submit(r % 2, Tasks(first, kImages, &log)).ok());
+      }
+    });
+  }
+  for (auto& t : submitters) t.join();
+  batcher->Close();
+  for (auto& t : workers) t.join();
+  for (size_t id = 0; id < steps_run.size(); ++id) EXPECT_EQ(steps_run[id], id % 2 == 0 ? 2 : 1) << id;
+  EXPECT_EQ(log.dropped, 0);
+}
+
+}  // namespace
+}  // namespace tcm

@@ -1,0 +1,200 @@
+// tcm-server: serves every model of a model repository over gRPC
+// (tcm.v1.TcmService, grpc.health.v1, reflection) with Prometheus metrics.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "model/model_repository.h"
+#include "server/batcher.h"
+#include "server/metrics.h"
+#include "server/metrics_http.h"
+#include "server/tcm_service.h"
+#include "server/worker_pool.h"
+
+ABSL_FLAG(int, port, 50051, "gRPC port (all interfaces).");
+ABSL_FLAG(int, metrics_port, 9464, "Prometheus metrics port: http://HOST:PORT/metrics; 0 = no metrics endpoint.");
+ABSL_FLAG(std::string, model_repository, "models", "Folder of model directories; every one is served.");
+ABSL_FLAG(std::string, default_model, "",
+          "Model served when a request names none; empty = the first model by name.");
+ABSL_FLAG(std::string, device, "cpu", "cpu, or cuda (one worker per visible GPU; needs a CUDA build).");
+ABSL_FLAG(int, workers, 1, "CPU workers, each with its own replica of every model.");
+ABSL_FLAG(int, intra_op_threads, 0, "LibTorch threads per CPU worker; 0 = cores / workers.");
+ABSL_FLAG(int, max_batch_size, 16, "Images per forward pass, unless a model's config.pbtxt sets batching.");
+ABSL_FLAG(int, max_queue_delay_us, 2000,
+          "Longest wait for a fuller batch, microseconds, unless the model's config.pbtxt sets it.");
+ABSL_FLAG(int, max_queue_size, 256,
+          "Queued images per model before calls get RESOURCE_EXHAUSTED, unless the config sets it.");
+ABSL_FLAG(int, max_images_per_request, 64, "Largest num_images a call may ask for.");
+ABSL_FLAG(int, warmup_batch_size, 1, "Images in the warm-up batch each worker runs per model before serving.");
+ABSL_FLAG(double, drain_timeout, 30, "Seconds queued work may take to finish after SIGTERM.");
+ABSL_FLAG(int, max_message_mb, 64, "Largest gRPC message received or sent, MiB.");
+ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate chain; with --tls_key turns on TLS.");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, tls_client_ca, "", "PEM CA bundle; when set, clients must present a certificate it signed (mTLS).");
+
+namespace tcm {
+namespace {
+
+absl::StatusOr<std::string> ReadText(const std::string& path, const std::string& flag) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("--", flag, ": cannot read ", path));
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials() {
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert), key = absl::GetFlag(FLAGS_tls_key),
+                    ca = absl::GetFlag(FLAGS_tls_client_ca);
+  if (cert.empty() && key.empty() && ca.empty()) return grpc::InsecureServerCredentials();
+  if (cert.empty() || key.empty()) return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+  grpc::SslServerCredentialsOptions options;
+  auto cert_text = ReadText(cert, "tls_cert");
+  if (!cert_text.ok()) return cert_text.status();
+  auto key_text = ReadText(key, "tls_key");
+  if (!key_text.ok()) return key_text.status();
+  options.pem_key_cert_pairs.push_back({*key_text, *cert_text});
+  if (!ca.empty()) {
+    auto ca_text = ReadText(ca, "tls_client_ca");
+    if (!ca_text.ok()) return ca_text.status();
+    options.pem_root_certs = *ca_text;
+    options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(options);
+}
+
+// Per-model batching: config.pbtxt values win over the flags.
+Batcher::ModelQueueOptions QueueOptions(const ModelDirectory& model) {
+  const auto& b = model.config.batching();
+  Batcher::ModelQueueOptions q;
+  q.name = model.name;
+  q.max_batch_size = b.max_batch_size() ? b.max_batch_size() : absl::GetFlag(FLAGS_max_batch_size);
+  q.max_queue_delay = absl::Microseconds(b.max_queue_delay_us() ? static_cast<int64_t>(b.max_queue_delay_us())
+                                                                : absl::GetFlag(FLAGS_max_queue_delay_us));
+  q.max_queue_size = b.max_queue_size() ? b.max_queue_size() : absl::GetFlag(FLAGS_max_queue_size);
+  q.max_queue_size = std::max(q.max_queue_size, q.max_batch_size);
+  return q;
+}
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "tcm-server: %s\n", std::string(status.message()).c_str());
+  return 1;
+}
+
+int Run() {
+  // SIGTERM / SIGINT are taken by sigwait below, in no other thread.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  auto models = ReadModelRepository(absl::GetFlag(FLAGS_model_repository));
+  if (!models.ok()) return Fail(models.status());
+  int default_model = 0;
+  if (const std::string name = absl::GetFlag(FLAGS_default_model); !name.empty()) {
+    default_model = -1;
+    for (size_t i = 0; i < models->size(); ++i)
+      if ((*models)[i].name == name) default_model = static_cast<int>(i);
+    if (default_model < 0) return Fail(absl::NotFoundError(absl::StrCat("--default_model: no model named '", name, "'")));
+  }
+
+  Batcher::Options batcher_options;
+  std::vector<ModelLabels> labels;
+  for (const auto& m : *models) {
+    batcher_options.models.push_back(QueueOptions(m));
+    labels.push_back({m.name, m.config.architecture(), m.config.img_resolution(), m.config.img_channels(),
+                      m.config.num_classes(), m.config.default_steps()});
+  }
+  auto batcher = Batcher::Create(batcher_options);
+  if (!batcher.ok()) return Fail(batcher.status());
+
+  WorkerPool::Options pool_options;
+  const std::string device = absl::GetFlag(FLAGS_device);
+  if (device != "cpu" && device != "cuda")
+    return Fail(absl::InvalidArgumentError(absl::StrCat("--device: must be cpu or cuda, got ", device)));
+  pool_options.device = device == "cuda" ? WorkerPool::Options::Device::kCuda : WorkerPool::Options::Device::kCpu;
+  pool_options.cpu_workers = absl::GetFlag(FLAGS_workers);
+  pool_options.intra_op_threads = absl::GetFlag(FLAGS_intra_op_threads);
+
+  auto credentials = Credentials();
+  if (!credentials.ok()) return Fail(credentials.status());
+
+  // Metrics first, so that start-up is observable.
+  ServerMetrics metrics(labels);
+  std::unique_ptr<MetricsHttpServer> metrics_http;
+  if (const int port = absl::GetFlag(FLAGS_metrics_port); port > 0) {
+    auto started = MetricsHttpServer::Start(metrics.registry(), port);
+    if (!started.ok()) return Fail(started.status());
+    metrics_http = std::move(*started);
+  }
+  auto pool = WorkerPool::Create(pool_options, *models, batcher->get(), &metrics);
+  if (!pool.ok()) return Fail(pool.status());
+
+  TcmServiceImpl::Options service_options;
+  service_options.default_model = default_model;
+  service_options.limits.max_images_per_request = absl::GetFlag(FLAGS_max_images_per_request);
+  TcmServiceImpl service(service_options, *models, batcher->get(), &metrics);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int bound_port = 0;
+  builder.AddListeningPort(absl::StrCat("0.0.0.0:", absl::GetFlag(FLAGS_port)), *credentials, &bound_port);
+  builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_mb) << 20);
+  builder.SetMaxSendMessageSize(absl::GetFlag(FLAGS_max_message_mb) << 20);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || bound_port == 0)
+    return Fail(absl::UnavailableError(absl::StrCat("--port ", absl::GetFlag(FLAGS_port), ": cannot listen")));
+  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
+  health->SetServingStatus(false);  // NOT_SERVING until warmed up
+  for (const auto& m : *models) health->SetServingStatus(m.name, false);
+
+  const absl::Status warm = (*pool)->WarmUp(absl::GetFlag(FLAGS_warmup_batch_size));
+  if (!warm.ok()) return Fail(warm);
+  (*pool)->Start();
+  health->SetServingStatus(true);
+  for (const auto& m : *models) health->SetServingStatus(m.name, true);
+  std::printf("tcm-server: serving %zu model(s) on port %d (default '%s'), metrics on port %d\n", models->size(),
+              bound_port, (*models)[default_model].name.c_str(), absl::GetFlag(FLAGS_metrics_port));
+  std::printf("  try: build/bin/tcm-client --server localhost:%d --steps 2 --num 4\n", bound_port);
+  std::fflush(stdout);
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  std::printf("tcm-server: signal %d: draining (up to %.0f s)\n", signal_number, absl::GetFlag(FLAGS_drain_timeout));
+  std::fflush(stdout);
+  health->SetServingStatus(false);
+  for (const auto& m : *models) health->SetServingStatus(m.name, false);
+  (*batcher)->Close();  // new calls: UNAVAILABLE; queued work goes on
+  const absl::Time drain_deadline = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_drain_timeout));
+  std::thread joiner([&] { (*pool)->Join(); });
+  server->Shutdown(absl::ToChronoTime(drain_deadline));  // waits for in-flight calls up to the deadline
+  joiner.join();
+  std::printf("tcm-server: drained, exiting\n");
+  return 0;
+}
+
+}  // namespace
+}  // namespace tcm
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Serves Truncated Consistency Models over gRPC.\n"
+      "  tcm-server --model_repository models --port 50051 --metrics_port 9464");
+  absl::ParseCommandLine(argc, argv);
+  return tcm::Run();
+}

@@ -1,0 +1,108 @@
+#include "server/metrics.h"
+
+namespace tcm {
+namespace {
+
+using prometheus::Histogram;
+
+Histogram::BucketBoundaries SecondsBuckets() {
+  return {0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30, 60};
+}
+
+Histogram::BucketBoundaries BatchBuckets() { return {1, 2, 4, 8, 16, 32, 64, 128, 256}; }
+
+}  // namespace
+
+void ModelMetrics::RequestFinished(unsigned steps, const std::string& code, double seconds) {
+  const std::string s = std::to_string(steps);
+  requests_->Add({{"model", model_}, {"steps", s}, {"code", code}}).Increment();
+  latency_->Add({{"model", model_}, {"steps", s}}, SecondsBuckets()).Observe(seconds);
+}
+
+void ModelMetrics::ImagesGenerated(unsigned steps, int count) {
+  images_->Add({{"model", model_}, {"steps", std::to_string(steps)}}).Increment(count);
+}
+
+void ModelMetrics::TaskDropped(const std::string& reason) {
+  dropped_->Add({{"model", model_}, {"reason", reason}}).Increment();
+}
+
+void ModelMetrics::Batch(int size, double compute_seconds) {
+  batch_size_->Observe(size);
+  batch_compute_->Observe(compute_seconds);
+}
+
+ServerMetrics::ServerMetrics(const std::vector<ModelLabels>& models)
+    : registry_(std::make_shared<prometheus::Registry>()) {
+  auto& requests = prometheus::BuildCounter()
+                       .Name("tcm_requests_total")
+                       .Help("Generate and GenerateStream calls by model, steps and gRPC status code.")
+                       .Register(*registry_);
+  requests_ = &requests;
+  auto& latency = prometheus::BuildHistogram()
+                      .Name("tcm_request_duration_seconds")
+                      .Help("Time from receiving a call to finishing it, by model and steps.")
+                      .Register(*registry_);
+  auto& images = prometheus::BuildCounter()
+                     .Name("tcm_images_generated_total")
+                     .Help("Images generated, by model and steps.")
+                     .Register(*registry_);
+  auto& dropped = prometheus::BuildCounter()
+                      .Name("tcm_images_dropped_total")
+                      .Help("Queued images removed without compute, by model and reason (cancelled, deadline, failed).")
+                      .Register(*registry_);
+  auto& queue_wait = prometheus::BuildHistogram()
+                         .Name("tcm_queue_wait_seconds")
+                         .Help("Time an image waited in the queue before its first forward pass.")
+                         .Register(*registry_);
+  auto& batch_compute = prometheus::BuildHistogram()
+                            .Name("tcm_batch_compute_seconds")
+                            .Help("Time of one batch: inputs, forward pass and outputs.")
+                            .Register(*registry_);
+  auto& batch_size = prometheus::BuildHistogram()
+                         .Name("tcm_batch_size")
+                         .Help("Images per forward pass (first and second steps together).")
+                         .Register(*registry_);
+  auto& queue_depth = prometheus::BuildGauge()
+                          .Name("tcm_queue_depth")
+                          .Help("Images waiting in the model's queue (new and returning for their second step).")
+                          .Register(*registry_);
+  auto& in_flight = prometheus::BuildGauge()
+                        .Name("tcm_requests_in_flight")
+                        .Help("Calls received and not yet finished.")
+                        .Register(*registry_);
+  auto& info = prometheus::BuildGauge()
+                   .Name("tcm_model_info")
+                   .Help("Models served (value 1), with their architecture and shape as labels.")
+                   .Register(*registry_);
+  auto& busy = prometheus::BuildCounter()
+                   .Name("tcm_worker_busy_seconds_total")
+                   .Help("Seconds each worker spent running batches.")
+                   .Register(*registry_);
+
+  for (const auto& m : models) {
+    auto metrics = std::make_unique<ModelMetrics>();
+    const prometheus::Labels labels = {{"model", m.name}};
+    metrics->model_ = m.name;
+    metrics->requests_ = &requests;
+    metrics->latency_ = &latency;
+    metrics->images_ = &images;
+    metrics->dropped_ = &dropped;
+    metrics->queue_wait_ = &queue_wait.Add(labels, SecondsBuckets());
+    metrics->batch_compute_ = &batch_compute.Add(labels, SecondsBuckets());
+    metrics->batch_size_ = &batch_size.Add(labels, BatchBuckets());
+    metrics->queue_depth_ = &queue_depth.Add(labels);
+    metrics->in_flight_ = &in_flight.Add(labels);
+    info.Add({{"model", m.name},
+              {"architecture", m.architecture},
+              {"resolution", std::to_string(m.resolution)},
+              {"channels", std::to_string(m.channels)},
+              {"num_classes", std::to_string(m.num_classes)},
+              {"default_steps", std::to_string(m.default_steps)}})
+        .Set(1);
+    models_.push_back(std::move(metrics));
+  }
+  busy_ = &busy;
+}
+
+}  // namespace tcm

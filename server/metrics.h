@@ -1,0 +1,77 @@
+// The server's Prometheus metrics: families built once on one registry, and
+// per-model labelled children handed out by ModelMetrics.
+#ifndef TCM_SERVER_METRICS_H_
+#define TCM_SERVER_METRICS_H_
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace tcm {
+
+// Metrics of one model; every member is safe to use from any thread.
+class ModelMetrics {
+ public:
+  void RequestFinished(unsigned steps, const std::string& code, double seconds);
+  void ImagesGenerated(unsigned steps, int count);
+  void TaskDropped(const std::string& reason);
+  void Batch(int size, double compute_seconds);
+  void QueueWait(double seconds) { queue_wait_->Observe(seconds); }
+  void SetQueueDepth(size_t depth) { queue_depth_->Set(static_cast<double>(depth)); }
+  void RequestStarted() { in_flight_->Increment(); }
+  void RequestEnded() { in_flight_->Decrement(); }
+
+ private:
+  friend class ServerMetrics;
+  std::string model_;
+  prometheus::Family<prometheus::Counter>* requests_ = nullptr;
+  prometheus::Family<prometheus::Histogram>* latency_ = nullptr;
+  prometheus::Family<prometheus::Counter>* images_ = nullptr;
+  prometheus::Family<prometheus::Counter>* dropped_ = nullptr;
+  prometheus::Histogram* queue_wait_ = nullptr;
+  prometheus::Histogram* batch_compute_ = nullptr;
+  prometheus::Histogram* batch_size_ = nullptr;
+  prometheus::Gauge* queue_depth_ = nullptr;
+  prometheus::Gauge* in_flight_ = nullptr;
+};
+
+struct ModelLabels {
+  std::string name, architecture;
+  unsigned resolution = 0, channels = 0, num_classes = 0, default_steps = 1;
+};
+
+class ServerMetrics {
+ public:
+  explicit ServerMetrics(const std::vector<ModelLabels>& models);
+
+  const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
+
+  // A call refused before it was queued. `model` is used as a label only if it
+  // is served (else "unknown"), to keep label values bounded.
+  template <typename Served>
+  void RequestRejected(const std::string& model, unsigned steps, const std::string& code, const Served& served) {
+    std::string label = "unknown";
+    for (const auto& m : served)
+      if (m.name == model) label = model;
+    requests_->Add({{"model", label}, {"steps", std::to_string(steps)}, {"code", code}}).Increment();
+  }
+  ModelMetrics& model(int index) { return *models_.at(index); }
+  // Seconds worker `index` spent running batches.
+  prometheus::Counter& worker_busy(int index) { return busy_->Add({{"worker", std::to_string(index)}}); }
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  prometheus::Family<prometheus::Counter>* requests_ = nullptr;
+  std::vector<std::unique_ptr<ModelMetrics>> models_;
+  prometheus::Family<prometheus::Counter>* busy_ = nullptr;
+};
+
+}  // namespace tcm
+
+#endif  // TCM_SERVER_METRICS_H_

@@ -1,0 +1,81 @@
+#include "server/request_state.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "server/png_encoder.h"
+#include "server/status_util.h"
+
+namespace tcm {
+
+RequestState::RequestState(GenerationSpec spec, ResponseSink* sink, ModelMetrics* metrics, absl::Time start,
+                           absl::Time deadline)
+    : spec_(std::move(spec)), sink_(sink), metrics_(metrics), start_(start), deadline_(deadline) {
+  metrics_->RequestStarted();
+}
+
+absl::Status RequestState::Abandoned(absl::Time now) const {
+  if (finished_) return absl::AbortedError("the call already failed");
+  if (cancelled_) return absl::CancelledError("the client cancelled the call");
+  if (now >= deadline_) return absl::DeadlineExceededError("the call's deadline passed while it was queued");
+  return absl::OkStatus();
+}
+
+void RequestState::AddQueueWait(double seconds) {
+  absl::MutexLock lock(&mu_);
+  timings_.set_queue_seconds(std::max(timings_.queue_seconds(), seconds));
+}
+
+void RequestState::AddCompute(double seconds) {
+  absl::MutexLock lock(&mu_);
+  timings_.set_compute_seconds(timings_.compute_seconds() + seconds);
+}
+
+void RequestState::ImageDone(unsigned index, const uint8_t* pixels, int width, int height, int channels) {
+  if (finished_) return;
+  const absl::Time encode_start = absl::Now();
+  v1::Image image;
+  if (spec_.format == v1::IMAGE_FORMAT_RAW) {
+    image.set_data(reinterpret_cast<const char*>(pixels), static_cast<size_t>(width) * height * channels);
+  } else {
+    auto png = EncodePng(pixels, width, height, channels);
+    if (!png.ok()) {
+      Fail(absl::InternalError(absl::StrCat("image ", index, ": ", png.status().message())));
+      return;
+    }
+    image.set_data(std::move(*png));
+  }
+  image.set_width(width);
+  image.set_height(height);
+  image.set_channels(channels);
+  image.set_class_label(spec_.class_labels.at(index));
+  image.set_seed(spec_.seed);
+  image.set_index(index);
+  image.set_format(spec_.format);
+  const double encode_seconds = absl::ToDoubleSeconds(absl::Now() - encode_start);
+
+  absl::MutexLock lock(&mu_);
+  if (finished_) return;
+  timings_.set_encode_seconds(timings_.encode_seconds() + encode_seconds);
+  sink_->OnImage(std::move(image));
+  if (++done_ == spec_.num_images) {
+    metrics_->ImagesGenerated(spec_.steps, static_cast<int>(spec_.num_images));
+    Finish(absl::OkStatus());
+  }
+}
+
+void RequestState::Fail(const absl::Status& status) {
+  absl::MutexLock lock(&mu_);
+  if (!finished_) Finish(status);
+}
+
+void RequestState::Finish(const absl::Status& status) {
+  finished_ = true;
+  const double total = absl::ToDoubleSeconds(absl::Now() - start_);
+  timings_.set_total_seconds(total);
+  metrics_->RequestFinished(spec_.steps, StatusCodeName(status.code()), total);
+  metrics_->RequestEnded();
+  sink_->OnFinish(status, timings_);
+}
+
+}  // namespace tcm

@@ -1,0 +1,89 @@
+// The shared state of one Generate / GenerateStream call while its images
+// are in flight: what was asked, the images done so far, and the single
+// final status. Torch-free.
+#ifndef TCM_SERVER_REQUEST_STATE_H_
+#define TCM_SERVER_REQUEST_STATE_H_
+
+#include <atomic>
+#include <memory>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "server/metrics.h"
+#include "tcm/v1/tcm_service.pb.h"
+
+namespace tcm {
+
+// A validated request.
+struct GenerationSpec {
+  int model = 0;  // index in the server's model list
+  std::string model_name;
+  unsigned steps = 1;
+  unsigned num_images = 1;
+  uint64_t seed = 0;
+  std::vector<int64_t> class_labels;  // one per image; -1 = unconditional
+  v1::ImageFormat format = v1::IMAGE_FORMAT_PNG;
+};
+
+// Where a call's results go; implemented by the RPC reactors. RequestState
+// serialises the calls: OnImage for each finished image (completion order),
+// then OnFinish exactly once. Nothing is called after OnFinish.
+class RequestState;
+class ResponseSink {
+ public:
+  virtual ~ResponseSink() = default;
+  // The call was accepted as `state` (before any image is queued).
+  virtual void OnAccepted(const std::shared_ptr<RequestState>& state) = 0;
+  virtual void OnImage(v1::Image image) = 0;
+  virtual void OnFinish(const absl::Status& status, const v1::Timings& timings) = 0;
+};
+
+class RequestState {
+ public:
+  // `sink` and `metrics` must outlive the call's OnFinish.
+  RequestState(GenerationSpec spec, ResponseSink* sink, ModelMetrics* metrics, absl::Time start,
+               absl::Time deadline);
+
+  const GenerationSpec& spec() const { return spec_; }
+
+  // OK while the call still wants its images; else why not (cancelled by the
+  // client, deadline passed, or already failed).
+  absl::Status Abandoned(absl::Time now) const;
+
+  // The client went away.
+  void Cancel() { cancelled_ = true; }
+
+  // Image `index` is done: `pixels` is height x width x channels uint8.
+  // Encodes it, hands it to the sink, and finishes the call after the last.
+  void ImageDone(unsigned index, const uint8_t* pixels, int width, int height, int channels);
+
+  // Fails the call (first failure wins); later images are discarded.
+  void Fail(const absl::Status& status);
+
+  // Timing contributions, in seconds.
+  void AddQueueWait(double seconds);
+  void AddCompute(double seconds);
+
+ private:
+  void Finish(const absl::Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  const GenerationSpec spec_;
+  ResponseSink* const sink_;
+  ModelMetrics* const metrics_;
+  const absl::Time start_;
+  const absl::Time deadline_;
+  std::atomic<bool> cancelled_{false};
+  std::atomic<bool> finished_{false};
+
+  absl::Mutex mu_;
+  unsigned done_ ABSL_GUARDED_BY(mu_) = 0;
+  v1::Timings timings_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace tcm
+
+#endif  // TCM_SERVER_REQUEST_STATE_H_

@@ -1,0 +1,73 @@
+#include "server/request_validation.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace tcm {
+
+int64_t RandomClassLabel(uint64_t seed, unsigned index, unsigned num_classes) {
+  // splitmix64 of (seed, index), then reduced to the class range.
+  uint64_t x = seed ^ (0x9e3779b97f4a7c15ULL * (static_cast<uint64_t>(index) + 1)) ^ 0xc1a55c1a55ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  x ^= x >> 31;
+  return static_cast<int64_t>(x % num_classes);
+}
+
+absl::StatusOr<GenerationSpec> ValidateRequest(const v1::GenerateRequest& request,
+                                               const std::vector<ServedModel>& models, int default_model,
+                                               const ValidationLimits& limits, uint64_t fresh_seed) {
+  GenerationSpec spec;
+  if (request.model().empty()) {
+    spec.model = default_model;
+  } else {
+    spec.model = -1;
+    for (size_t i = 0; i < models.size(); ++i)
+      if (models[i].name == request.model()) spec.model = static_cast<int>(i);
+    if (spec.model < 0) {
+      std::vector<std::string> names;
+      for (const auto& m : models) names.push_back(m.name);
+      return absl::NotFoundError(absl::StrCat("model: '", request.model(), "' is not served (available: ",
+                                              absl::StrJoin(names, ", "), ")"));
+    }
+  }
+  const ServedModel& model = models.at(spec.model);
+  spec.model_name = model.name;
+
+  spec.steps = request.steps() == 0 ? model.default_steps : request.steps();
+  if (spec.steps != 1 && spec.steps != 2)
+    return absl::InvalidArgumentError(absl::StrCat("steps: must be 1 or 2 (0 = the model's default, ",
+                                                   model.default_steps, "), got ", request.steps()));
+
+  spec.num_images = request.num_images() == 0 ? 1 : request.num_images();
+  if (spec.num_images > limits.max_images_per_request)
+    return absl::InvalidArgumentError(absl::StrCat("num_images: must be at most ", limits.max_images_per_request,
+                                                   " (0 = 1), got ", request.num_images()));
+
+  if (!v1::ImageFormat_IsValid(request.format()))
+    return absl::InvalidArgumentError(
+        absl::StrCat("format: must be IMAGE_FORMAT_PNG (0) or IMAGE_FORMAT_RAW (1), got ", request.format()));
+  spec.format = request.format();
+  spec.seed = request.has_seed() ? request.seed() : fresh_seed;
+
+  if (request.has_class_label()) {
+    if (model.num_classes == 0)
+      return absl::InvalidArgumentError(absl::StrCat("class_label: model '", model.name,
+                                                     "' is unconditional; leave class_label unset"));
+    if (request.class_label() < 0 || request.class_label() >= model.num_classes)
+      return absl::InvalidArgumentError(absl::StrCat("class_label: must be in [0, ", model.num_classes,
+                                                     ") for model '", model.name, "', got ", request.class_label()));
+  }
+  for (unsigned i = 0; i < spec.num_images; ++i) {
+    if (model.num_classes == 0) {
+      spec.class_labels.push_back(-1);
+    } else if (request.has_class_label()) {
+      spec.class_labels.push_back(request.class_label());
+    } else {
+      spec.class_labels.push_back(RandomClassLabel(spec.seed, i, model.num_classes));
+    }
+  }
+  return spec;
+}
+
+}  // namespace tcm

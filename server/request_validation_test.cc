@@ -1,0 +1,88 @@
+#include "server/request_validation.h"
+
+#include <gtest/gtest.h>
+
+#include <set>
+
+namespace tcm {
+namespace {
+
+const std::vector<ServedModel> kModels = {{"fashion", 10, 1}, {"cifar", 0, 2}};
+
+absl::StatusOr<GenerationSpec> Validate(const v1::GenerateRequest& r, unsigned max_images = 8) {
+  return ValidateRequest(r, kModels, /*default_model=*/0, ValidationLimits{max_images}, /*fresh_seed=*/777);
+}
+
+void ExpectError(const v1::GenerateRequest& r, absl::StatusCode code, const std::string& fragment) {
+  auto spec = Validate(r);
+  ASSERT_FALSE(spec.ok()) << fragment;
+  EXPECT_EQ(spec.status().code(), code) << spec.status();
+  EXPECT_NE(spec.status().message().find(fragment), absl::string_view::npos) << spec.status();
+}
+
+TEST(RequestValidationTest, DefaultsFillAnEmptyRequest) {
+  auto spec = Validate(v1::GenerateRequest());
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->model_name, "fashion");
+  EXPECT_EQ(spec->steps, 1u);
+  EXPECT_EQ(spec->num_images, 1u);
+  EXPECT_EQ(spec->seed, 777u);
+  EXPECT_EQ(spec->format, v1::IMAGE_FORMAT_PNG);
+  ASSERT_EQ(spec->class_labels.size(), 1u);
+  EXPECT_GE(spec->class_labels[0], 0);
+  EXPECT_LT(spec->class_labels[0], 10);
+}
+
+TEST(RequestValidationTest, ExplicitFieldsAreKept) {
+  v1::GenerateRequest r;
+  r.set_model("cifar");
+  r.set_num_images(3);
+  r.set_seed(5);
+  r.set_format(v1::IMAGE_FORMAT_RAW);
+  auto spec = Validate(r);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->model, 1);
+  EXPECT_EQ(spec->steps, 2u);  // the model's default
+  EXPECT_EQ(spec->seed, 5u);
+  EXPECT_EQ(spec->class_labels, (std::vector<int64_t>{-1, -1, -1}));
+}
+
+TEST(RequestValidationTest, RandomClassesDependOnSeedAndIndexOnly) {
+  v1::GenerateRequest r;
+  r.set_num_images(8);
+  r.set_seed(42);
+  auto a = Validate(r), b = Validate(r);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(a->class_labels, b->class_labels);
+  std::set<int64_t> distinct(a->class_labels.begin(), a->class_labels.end());
+  EXPECT_GT(distinct.size(), 2u);
+  for (int64_t c : a->class_labels) EXPECT_TRUE(c >= 0 && c < 10);
+  EXPECT_EQ(a->class_labels[3], RandomClassLabel(42, 3, 10));
+}
+
+TEST(RequestValidationTest, ErrorsNameTheFieldAndAllowedValues) {
+  v1::GenerateRequest r;
+  r.set_model("nope");
+  ExpectError(r, absl::StatusCode::kNotFound, "model: 'nope' is not served (available: fashion, cifar)");
+  r = v1::GenerateRequest();
+  r.set_steps(3);
+  ExpectError(r, absl::StatusCode::kInvalidArgument, "steps: must be 1 or 2 (0 = the model's default, 1), got 3");
+  r = v1::GenerateRequest();
+  r.set_class_label(10);
+  ExpectError(r, absl::StatusCode::kInvalidArgument, "class_label: must be in [0, 10) for model 'fashion', got 10");
+  r.set_class_label(-1);
+  ExpectError(r, absl::StatusCode::kInvalidArgument, "got -1");
+  r = v1::GenerateRequest();
+  r.set_model("cifar");
+  r.set_class_label(0);
+  ExpectError(r, absl::StatusCode::kInvalidArgument, "class_label: model 'cifar' is unconditional");
+  r = v1::GenerateRequest();
+  r.set_num_images(9);
+  ExpectError(r, absl::StatusCode::kInvalidArgument, "num_images: must be at most 8 (0 = 1), got 9");
+  r = v1::GenerateRequest();
+  r.set_format(static_cast<v1::ImageFormat>(7));
+  ExpectError(r, absl::StatusCode::kInvalidArgument, "format: must be IMAGE_FORMAT_PNG (0) or IMAGE_FORMAT_RAW (1), got 7");
+}
+
+}  // namespace
+}  // namespace tcm

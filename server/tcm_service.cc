@@ -1,0 +1,199 @@
+#include "server/tcm_service.h"
+
+#include <algorithm>
+#include <chrono>
+#include <deque>
+
+#include "absl/time/clock.h"
+#include "server/status_util.h"
+#include "server/worker_pool.h"
+
+namespace tcm {
+namespace {
+
+absl::Time Deadline(grpc::CallbackServerContext* context) {
+  const auto deadline = context->deadline();
+  if (deadline >= std::chrono::system_clock::now() + std::chrono::hours(24 * 365)) return absl::InfiniteFuture();
+  return absl::FromChrono(deadline);
+}
+
+// Generate: collects every image, answers once.
+class GenerateReactor : public grpc::ServerUnaryReactor, public ResponseSink {
+ public:
+  explicit GenerateReactor(v1::GenerateResponse* response) : response_(response) {}
+
+  void OnAccepted(const std::shared_ptr<RequestState>& state) override {
+    response_->set_model(state->spec().model_name);
+    response_->set_steps(state->spec().steps);
+    response_->set_seed(state->spec().seed);
+    state_ = state;
+  }
+
+  void OnImage(v1::Image image) override { *response_->add_images() = std::move(image); }
+
+  void OnFinish(const absl::Status& status, const v1::Timings& timings) override {
+    if (status.ok()) {
+      auto* images = response_->mutable_images();
+      std::sort(images->begin(), images->end(),
+                [](const v1::Image& a, const v1::Image& b) { return a.index() < b.index(); });
+      *response_->mutable_timings() = timings;
+    } else {
+      response_->clear_images();
+    }
+    Finish(ToGrpcStatus(status));
+  }
+
+  void OnCancel() override {
+    if (auto state = state_.lock()) state->Cancel();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  v1::GenerateResponse* response_;
+  std::weak_ptr<RequestState> state_;
+};
+
+// GenerateStream: one message per image as it finishes, one write at a time.
+class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse>, public ResponseSink {
+ public:
+  void OnAccepted(const std::shared_ptr<RequestState>& state) override {
+    absl::MutexLock lock(&mu_);
+    model_ = state->spec().model_name;
+    steps_ = state->spec().steps;
+    state_ = state;
+  }
+
+  void OnImage(v1::Image image) override {
+    absl::MutexLock lock(&mu_);
+    v1::GenerateStreamResponse message;
+    message.set_model(model_);
+    message.set_steps(steps_);
+    *message.mutable_image() = std::move(image);
+    pending_.push_back(std::move(message));
+    if (!writing_) WriteNext();
+  }
+
+  void OnFinish(const absl::Status& status, const v1::Timings&) override {
+    absl::MutexLock lock(&mu_);
+    final_ = ToGrpcStatus(status);
+    finishing_ = true;
+    if (!status.ok()) pending_.clear();
+    if (!writing_) Finish(final_);
+  }
+
+  void OnWriteDone(bool ok) override {
+    absl::MutexLock lock(&mu_);
+    writing_ = false;
+    if (!ok) pending_.clear();  // the client is gone; OnCancel fails the call
+    if (!pending_.empty()) {
+      WriteNext();
+    } else if (finishing_) {
+      Finish(final_);
+    }
+  }
+
+  void OnCancel() override {
+    std::shared_ptr<RequestState> state;
+    {
+      absl::MutexLock lock(&mu_);
+      state = state_.lock();
+    }
+    if (state) state->Cancel();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void WriteNext() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    current_ = std::move(pending_.front());
+    pending_.pop_front();
+    writing_ = true;
+    StartWrite(&current_);
+  }
+
+  absl::Mutex mu_;
+  std::deque<v1::GenerateStreamResponse> pending_ ABSL_GUARDED_BY(mu_);
+  v1::GenerateStreamResponse current_ ABSL_GUARDED_BY(mu_);
+  bool writing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
+  grpc::Status final_ ABSL_GUARDED_BY(mu_);
+  std::weak_ptr<RequestState> state_ ABSL_GUARDED_BY(mu_);
+  std::string model_ ABSL_GUARDED_BY(mu_);
+  unsigned steps_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace
+
+TcmServiceImpl::TcmServiceImpl(const Options& options, const std::vector<ModelDirectory>& models,
+                               Batcher* batcher, ServerMetrics* metrics)
+    : options_(options), batcher_(batcher), metrics_(metrics), seed_source_(std::random_device{}()) {
+  for (size_t i = 0; i < models.size(); ++i) {
+    const auto& c = models[i].config;
+    served_.push_back({models[i].name, c.num_classes(), c.default_steps()});
+    v1::ModelInfo* info = model_list_.add_models();
+    info->set_name(models[i].name);
+    info->set_architecture(c.architecture());
+    info->set_resolution(c.img_resolution());
+    info->set_channels(c.img_channels());
+    info->set_num_classes(c.num_classes());
+    for (const auto& label : models[i].labels) info->add_class_names(label);
+    info->set_default_steps(c.default_steps());
+    info->set_mid_t(c.mid_t());
+    info->set_t_max(c.t_max());
+    info->set_is_default(static_cast<int>(i) == options.default_model);
+  }
+}
+
+uint64_t TcmServiceImpl::FreshSeed() {
+  absl::MutexLock lock(&seed_mu_);
+  return seed_source_() >> 1;  // 63 bits: safe in every client language
+}
+
+absl::Status TcmServiceImpl::Start(grpc::CallbackServerContext* context,
+                                                                    const v1::GenerateRequest& request,
+                                                                    ResponseSink* sink) {
+  const absl::Time start = absl::Now();
+  auto spec = ValidateRequest(request, served_, options_.default_model, options_.limits, FreshSeed());
+  if (!spec.ok()) {
+    metrics_->RequestRejected(request.model().empty() ? served_[options_.default_model].name : request.model(),
+                              request.steps(), StatusCodeName(spec.status().code()), served_);
+    return spec.status();
+  }
+  const int model = spec->model;
+  const unsigned num_images = spec->num_images;
+  ModelMetrics* metrics = &metrics_->model(model);
+  auto state = std::make_shared<RequestState>(std::move(*spec), sink, metrics, start, Deadline(context));
+  sink->OnAccepted(state);
+  std::vector<std::unique_ptr<ImageTask>> tasks;
+  for (unsigned i = 0; i < num_images; ++i) tasks.push_back(MakeGenerationTask(state, i, metrics));
+  absl::Status submitted = batcher_->Submit(model, std::move(tasks));
+  metrics->SetQueueDepth(batcher_->QueueDepth(model));
+  if (!submitted.ok()) state->Fail(submitted);  // finishes the call through `sink`
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* TcmServiceImpl::Generate(grpc::CallbackServerContext* context,
+                                                   const v1::GenerateRequest* request,
+                                                   v1::GenerateResponse* response) {
+  auto* reactor = new GenerateReactor(response);
+  absl::Status status = Start(context, *request, reactor);
+  if (!status.ok()) reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+grpc::ServerWriteReactor<v1::GenerateStreamResponse>* TcmServiceImpl::GenerateStream(
+    grpc::CallbackServerContext* context, const v1::GenerateRequest* request) {
+  auto* reactor = new StreamReactor();
+  absl::Status status = Start(context, *request, reactor);
+  if (!status.ok()) reactor->Finish(ToGrpcStatus(status));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* TcmServiceImpl::ListModels(grpc::CallbackServerContext* context,
+                                                     const v1::ListModelsRequest*, v1::ListModelsResponse* response) {
+  *response = model_list_;
+  auto* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace tcm

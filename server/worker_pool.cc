@@ -1,0 +1,211 @@
+#include "server/worker_pool.h"
+
+#include <torch/torch.h>
+
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "model/cpu_threads.h"
+#include "model/sampler.h"
+#include "server/device.h"
+
+namespace tcm {
+namespace {
+
+class GenerationTask : public ImageTask {
+ public:
+  GenerationTask(std::shared_ptr<RequestState> request, unsigned index, ModelMetrics* metrics)
+      : request(std::move(request)), index(index), metrics_(metrics) {}
+
+  absl::Status Abandoned(absl::Time now) const override { return request->Abandoned(now); }
+
+  void Drop(const absl::Status& why) override {
+    metrics_->TaskDropped(why.code() == absl::StatusCode::kCancelled          ? "cancelled"
+                          : why.code() == absl::StatusCode::kDeadlineExceeded ? "deadline"
+                                                                              : "failed");
+    request->Fail(why);
+  }
+
+  std::shared_ptr<RequestState> request;
+  unsigned index;
+  int step = 0;
+  torch::Tensor previous;  // output of the last step, [C, H, W] on the CPU
+
+ private:
+  ModelMetrics* metrics_;
+};
+
+}  // namespace
+
+std::unique_ptr<ImageTask> MakeGenerationTask(std::shared_ptr<RequestState> request, unsigned index,
+                                              ModelMetrics* metrics) {
+  return std::make_unique<GenerationTask>(std::move(request), index, metrics);
+}
+
+class WorkerPool::Worker {
+ public:
+  Worker(int id, DeviceContext device, int threads, Batcher* batcher, ServerMetrics* metrics)
+      : id_(id), device_(std::move(device)), threads_(threads), batcher_(batcher), metrics_(metrics) {}
+
+  absl::Status AddReplica(const ModelDirectory& model) {
+    auto replica = BuildReplica(model);
+    if (!replica.ok()) return replica.status();
+    try {
+      device_.Adopt(**replica, model.config);
+    } catch (const std::exception& e) {
+      return absl::InternalError(absl::StrCat("moving '", model.name, "' to ", device_.name(), ": ", e.what()));
+    }
+    replicas_.push_back(*replica);
+    return absl::OkStatus();
+  }
+
+  absl::Status WarmUp(int batch_size) {
+    ConfigureThisThread();
+    for (auto& replica : replicas_) {
+      const auto& c = replica->config();
+      std::vector<torch::Tensor> inputs;
+      for (int i = 0; i < batch_size; ++i) inputs.push_back(StepInput(c, 0, i, 0, {}));
+      torch::Tensor labels = c.num_classes() ? torch::zeros({batch_size}, torch::kInt64) : torch::Tensor();
+      try {
+        Forward(*replica, torch::stack(inputs), torch::full({batch_size}, StepSigma(c, 0)), labels);
+      } catch (const std::exception& e) {
+        return absl::InternalError(absl::StrCat("warm-up of '", c.name(), "' failed: ", e.what()));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  void Run() {
+    ConfigureThisThread();
+    while (std::unique_ptr<Batch> batch = batcher_->NextBatch()) {
+      const absl::Time start = absl::Now();
+      RunBatch(*batch);
+      batcher_->BatchDone();
+      metrics_->worker_busy(id_).Increment(absl::ToDoubleSeconds(absl::Now() - start));
+    }
+  }
+
+ private:
+  void ConfigureThisThread() {
+    // LibTorch's thread count is per thread (OpenMP): set it in every worker.
+    ConfigureCpuThreads(threads_);
+    device_.BindThisThread();
+  }
+
+  torch::Tensor Forward(Denoiser& replica, const torch::Tensor& x, const torch::Tensor& sigma,
+                        const torch::Tensor& labels) {
+    torch::InferenceMode inference;
+    return device_.Run(replica, x, sigma, labels);
+  }
+
+  void RunBatch(Batch& batch) {
+    Denoiser& replica = *replicas_.at(batch.model);
+    const auto& config = replica.config();
+    ModelMetrics& metrics = metrics_->model(batch.model);
+    const absl::Time start = absl::Now();
+    const int n = static_cast<int>(batch.tasks.size());
+    torch::Tensor out;
+    try {
+      std::vector<torch::Tensor> inputs;
+      std::vector<float> sigmas;
+      std::vector<int64_t> labels;
+      for (auto& t : batch.tasks) {
+        auto& task = static_cast<GenerationTask&>(*t);
+        if (task.step == 0) {
+          const double waited = absl::ToDoubleSeconds(start - task.arrival);
+          metrics.QueueWait(waited);
+          task.request->AddQueueWait(waited);
+        }
+        const auto& spec = task.request->spec();
+        inputs.push_back(StepInput(config, spec.seed, task.index, task.step, task.previous));
+        sigmas.push_back(static_cast<float>(StepSigma(config, task.step)));
+        labels.push_back(spec.class_labels.at(task.index));
+      }
+      torch::Tensor label_tensor = config.num_classes() ? torch::tensor(labels, torch::kInt64) : torch::Tensor();
+      out = Forward(replica, torch::stack(inputs), torch::tensor(sigmas), label_tensor);
+    } catch (const std::exception& e) {
+      const absl::Status status = absl::InternalError(absl::StrCat("batch failed: ", e.what()));
+      for (auto& t : batch.tasks) static_cast<GenerationTask&>(*t).request->Fail(status);
+      metrics.Batch(n, absl::ToDoubleSeconds(absl::Now() - start));
+      return;
+    }
+    const double compute = absl::ToDoubleSeconds(absl::Now() - start);
+    metrics.Batch(n, compute);
+
+    torch::Tensor pixels = ToPixels(out);  // [N, H, W, C] uint8
+    std::set<RequestState*> served;  // each request is charged the batch once
+    for (int i = 0; i < n; ++i) {
+      auto task = std::unique_ptr<GenerationTask>(static_cast<GenerationTask*>(batch.tasks[i].release()));
+      if (served.insert(task->request.get()).second) task->request->AddCompute(compute);
+      if (task->step + 1 < static_cast<int>(task->request->spec().steps)) {
+        task->previous = out[i].clone();
+        ++task->step;
+        batcher_->Resubmit(batch.model, std::move(task));
+      } else {
+        const torch::Tensor p = pixels[i];
+        task->request->ImageDone(task->index, p.data_ptr<uint8_t>(), p.size(1), p.size(0), p.size(2));
+      }
+    }
+    metrics.SetQueueDepth(batcher_->QueueDepth(batch.model));
+  }
+
+  const int id_;
+  DeviceContext device_;
+  const int threads_;
+  Batcher* const batcher_;
+  ServerMetrics* const metrics_;
+  std::vector<std::shared_ptr<Denoiser>> replicas_;
+};
+
+absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(const Options& options,
+                                                                const std::vector<ModelDirectory>& models,
+                                                                Batcher* batcher, ServerMetrics* metrics) {
+  std::unique_ptr<WorkerPool> pool(new WorkerPool());
+  std::vector<DeviceContext> devices;
+  if (options.device == Options::Device::kCuda) {
+    auto cuda = CudaDevices();
+    if (!cuda.ok()) return cuda.status();
+    devices = std::move(*cuda);
+  } else {
+    if (options.cpu_workers < 1) return absl::InvalidArgumentError("--workers: must be at least 1");
+    for (int i = 0; i < options.cpu_workers; ++i) devices.push_back(DeviceContext::Cpu());
+  }
+  const int threads = options.intra_op_threads > 0
+                          ? options.intra_op_threads
+                          : std::max(1, AvailableCores() / static_cast<int>(devices.size()));
+  for (size_t i = 0; i < devices.size(); ++i) {
+    auto worker = std::make_unique<Worker>(static_cast<int>(i), std::move(devices[i]), threads, batcher, metrics);
+    for (const auto& model : models) {
+      absl::Status status = worker->AddReplica(model);
+      if (!status.ok()) return status;
+    }
+    pool->workers_.push_back(std::move(worker));
+  }
+  return pool;
+}
+
+absl::Status WorkerPool::WarmUp(int batch_size) {
+  // Each worker warms up on its own thread: thread settings and kernels are per thread.
+  std::vector<absl::Status> results(workers_.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 0; i < workers_.size(); ++i)
+    threads.emplace_back([&, i] { results[i] = workers_[i]->WarmUp(batch_size); });
+  for (auto& t : threads) t.join();
+  for (const auto& s : results)
+    if (!s.ok()) return s;
+  return absl::OkStatus();
+}
+
+void WorkerPool::Start() {
+  for (auto& w : workers_) threads_.emplace_back([worker = w.get()] { worker->Run(); });
+}
+
+void WorkerPool::Join() {
+  for (auto& t : threads_)
+    if (t.joinable()) t.join();
+  threads_.clear();
+}
+
+WorkerPool::~WorkerPool() { Join(); }
+
+}  // namespace tcm

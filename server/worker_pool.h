@@ -1,0 +1,59 @@
+// Workers that pull batches from the Batcher and run them on a model
+// replica: one worker per device (each CUDA device, or a configured number of
+// CPU workers), each with its own replica of every model.
+#ifndef TCM_SERVER_WORKER_POOL_H_
+#define TCM_SERVER_WORKER_POOL_H_
+
+#include <memory>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/model_repository.h"
+#include "server/batcher.h"
+#include "server/metrics.h"
+#include "server/request_state.h"
+
+namespace tcm {
+
+// The batcher's unit of work: one image of a request at one sampling step.
+std::unique_ptr<ImageTask> MakeGenerationTask(std::shared_ptr<RequestState> request, unsigned index,
+                                              ModelMetrics* metrics);
+
+class WorkerPool {
+ public:
+  struct Options {
+    enum class Device { kCpu, kCuda };
+    Device device = Device::kCpu;
+    int cpu_workers = 1;        // workers on the CPU
+    int intra_op_threads = 0;   // LibTorch threads per CPU worker; 0 = cores / workers
+  };
+
+  // Builds every worker's replicas. `batcher` and `metrics` must outlive the pool.
+  static absl::StatusOr<std::unique_ptr<WorkerPool>> Create(const Options& options,
+                                                            const std::vector<ModelDirectory>& models,
+                                                            Batcher* batcher, ServerMetrics* metrics);
+  ~WorkerPool();
+
+  // Runs one batch of `batch_size` first-step images of every model on every
+  // worker, so that the first request pays no warm-up.
+  absl::Status WarmUp(int batch_size);
+
+  // Starts the workers; they run until the batcher is closed and drained.
+  void Start();
+  // Waits for the workers to stop.
+  void Join();
+
+  int size() const { return static_cast<int>(workers_.size()); }
+
+  class Worker;
+
+ private:
+  WorkerPool() = default;
+  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::thread> threads_;  // declared last: joined before the workers go
+};
+
+}  // namespace tcm
+
+#endif  // TCM_SERVER_WORKER_POOL_H_
