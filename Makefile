@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps configure build test run clean
+.PHONY: all deps configure build test test-sanitize run clean
 
 all: build
 
@@ -20,12 +20,23 @@ build: configure
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 
+# The whole suite under AddressSanitizer and UndefinedBehaviorSanitizer, and the
+# LibTorch-free batcher under ThreadSanitizer.
+test-sanitize: deps
+	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTCM_SANITIZE=address,undefined > /dev/null
+	@cmake --build build-asan -j $(JOBS)
+	cd build-asan && ASAN_OPTIONS=detect_leaks=0:detect_odr_violation=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ctest --output-on-failure -j $(JOBS)
+	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTCM_SANITIZE=thread > /dev/null
+	@cmake --build build-tsan -j $(JOBS) --target batcher_test
+	TSAN_OPTIONS=halt_on_error=1 build-tsan/bin/batcher_test
+
 run: build
-	@if [ ! -x $(BUILD_DIR)/bin/tcm-server ]; then \
-	  echo "make run: tcm-server is not in this build yet; the model tools are in $(BUILD_DIR)/bin" >&2; \
+	@if ! ls models/*/config.pbtxt > /dev/null 2>&1; then \
+	  echo "make run: models/ holds no model directory yet; convert one with tools/tcm-convert (see README.md)" >&2; \
 	  exit 1; \
 	fi
 	$(BUILD_DIR)/bin/tcm-server --model_repository models
 
 clean:
-	rm -rf $(BUILD_DIR)
+	rm -rf $(BUILD_DIR) build-asan build-tsan

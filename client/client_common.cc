@@ -1,19 +1,16 @@
 #include "client/client_common.h"
 
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/read_file.h"
 
 namespace tcm {
 namespace {
 
 absl::StatusOr<std::string> ReadPem(const std::string& path, const std::string& flag) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("--", flag, ": cannot read ", path));
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
+  auto text = ReadFile(path);
+  if (!text.ok()) return absl::NotFoundError(absl::StrCat("--", flag, ": ", text.status().message()));
+  return text;
 }
 
 }  // namespace

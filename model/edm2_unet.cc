@@ -9,6 +9,7 @@
 
 #include "model/derived_tensor.h"
 #include "model/resample.h"
+#include "model/row_wise.h"
 
 namespace tcm {
 namespace {
@@ -76,7 +77,7 @@ class MPConvImpl : public torch::nn::Module {
 
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& gain = {}, double scale = 1.0) {
     torch::Tensor w = EffectiveWeight(gain, scale);
-    if (w.dim() == 2) return torch::matmul(x, w.t());
+    if (w.dim() == 2) return RowWiseLinear(x, w);
     return torch::conv2d(x, w, /*bias=*/{}, /*stride=*/1, /*padding=*/w.size(-1) / 2);
   }
 

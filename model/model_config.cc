@@ -1,10 +1,9 @@
 #include "model/model_config.h"
 
-#include <fstream>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/read_file.h"
 #include "common/status_macros.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
@@ -247,11 +246,8 @@ absl::StatusOr<ModelConfig> ParseModelConfigText(absl::string_view text, const s
 }
 
 absl::StatusOr<ModelConfig> ReadModelConfigFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open file"));
-  std::stringstream text;
-  text << in.rdbuf();
-  return ParseModelConfigText(text.str(), path);
+  TCM_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  return ParseModelConfigText(text, path);
 }
 
 absl::StatusOr<ModelConfig> ModelConfigFromReferenceKwargs(absl::string_view json) {

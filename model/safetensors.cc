@@ -4,10 +4,10 @@
 #include <cstdio>
 #include <fstream>
 #include <memory>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/read_file.h"
 #include "nlohmann/json.hpp"
 
 namespace tcm {
@@ -99,12 +99,9 @@ int64_t TensorEntry::NumElements() const {
 }
 
 absl::StatusOr<SafetensorsFile> SafetensorsFile::Read(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open file"));
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
-  return Parse(std::move(contents).str(), path);
+  auto contents = ReadFile(path);
+  if (!contents.ok()) return contents.status();
+  return Parse(std::move(*contents), path);
 }
 
 absl::StatusOr<SafetensorsFile> SafetensorsFile::Parse(std::string contents,

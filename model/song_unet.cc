@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "model/resample.h"
+#include "model/row_wise.h"
 
 namespace tcm {
 namespace {
@@ -28,7 +29,7 @@ class LinearImpl : public torch::nn::Module {
     weight = register_parameter("weight", torch::empty({out, in}).uniform_(-bound, bound));
     if (bias) this->bias = register_parameter("bias", torch::zeros({out}));
   }
-  torch::Tensor forward(const torch::Tensor& x) { return torch::linear(x, weight, bias); }
+  torch::Tensor forward(const torch::Tensor& x) { return RowWiseLinear(x, weight, bias); }
   double Flops() const { return 2.0 * weight.numel(); }
   torch::Tensor weight, bias;
 };

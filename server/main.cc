@@ -7,8 +7,6 @@
 #include <signal.h>
 
 #include <cstdio>
-#include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -16,6 +14,7 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/read_file.h"
 #include "model/model_repository.h"
 #include "server/batcher.h"
 #include "server/metrics.h"
@@ -48,11 +47,9 @@ namespace tcm {
 namespace {
 
 absl::StatusOr<std::string> ReadText(const std::string& path, const std::string& flag) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("--", flag, ": cannot read ", path));
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
+  auto text = ReadFile(path);
+  if (!text.ok()) return absl::NotFoundError(absl::StrCat("--", flag, ": ", text.status().message()));
+  return text;
 }
 
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials() {

@@ -3,12 +3,13 @@
 //   tcm-model-bench --config tools/configs/edm2-fashion-mnist.pbtxt
 //   tcm-model-bench --model_dir models/NAME --batch_sizes 1,16,64
 //
-// For each batch size, times repeated forward passes of the preconditioned
+// For each batch size, times repeated forward passes (median per pass) of the preconditioned
 // network D(x, sigma, class) and reports images/s and the achieved GFLOP/s
 // (FLOPs counted from the architecture) beside the fp32 matmul GFLOP/s of a
 // 2048x2048 product measured in the same run: the machine's practical ceiling.
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -43,19 +44,20 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Runs `fn` at least twice (one warm-up) and until `seconds` have passed; returns seconds per call.
+// Runs `fn` once to warm up, then at least 3 times and until `seconds` have
+// passed; returns the median seconds per call (robust to other load).
 template <typename Fn>
 double TimePerCall(Fn&& fn, double seconds) {
   fn();
-  int calls = 0;
+  std::vector<double> times;
   const auto start = Clock::now();
-  double elapsed = 0;
-  while (calls < 2 || elapsed < seconds) {
+  while (times.size() < 3 || std::chrono::duration<double>(Clock::now() - start).count() < seconds) {
+    const auto t0 = Clock::now();
     fn();
-    ++calls;
-    elapsed = std::chrono::duration<double>(Clock::now() - start).count();
+    times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
   }
-  return elapsed / calls;
+  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
+  return times[times.size() / 2];
 }
 
 // The BLAS runs on every core for this measurement, as a plain matmul would.
