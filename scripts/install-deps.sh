@@ -11,7 +11,7 @@ PACKAGES=(
   prometheus-cpp-dev nlohmann-json3-dev libpng-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
-  curl
+  curl openssl prometheus
 )
 
 missing=()

@@ -83,6 +83,7 @@ std::unique_ptr<Batch> Batcher::FormBatch(absl::Time now, Dropped* dropped) {
   batch->model = best;
   batch->formed = now;
   for (auto* deque : {&chosen.returning, &chosen.fresh}) {
+    if (!chosen.options.mix_steps && !batch->tasks.empty()) break;
     while (!deque->empty() && batch->tasks.size() < chosen.options.max_batch_size) {
       batch->tasks.push_back(std::move(deque->front()));
       deque->pop_front();

@@ -56,6 +56,9 @@ class Batcher {
     size_t max_batch_size = 16;           // tasks per batch, >= 1
     absl::Duration max_queue_delay = absl::Milliseconds(2);  // longest wait for a fuller batch
     size_t max_queue_size = 1024;         // queued new tasks before RESOURCE_EXHAUSTED, >= max_batch_size
+    // Step-level batching: first and next steps share batches. Off, a batch
+    // holds only returning tasks or only new ones (for comparison).
+    bool mix_steps = true;
   };
   struct Options {
     std::vector<ModelQueueOptions> models;

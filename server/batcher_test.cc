@@ -113,6 +113,26 @@ TEST_F(BatcherTest, ReturningTasksGoFirstAndShareTheBatchWithNewWork) {
   EXPECT_EQ(b->QueueDepth(0), 1u);
 }
 
+TEST_F(BatcherTest, WithoutStepMixingReturningAndNewTasksGetSeparateBatches) {
+  Batcher::Options options;
+  options.clock = &clock_;
+  Batcher::ModelQueueOptions queue{"m", 3, absl::Milliseconds(50), 100};
+  queue.mix_steps = false;
+  options.models.push_back(queue);
+  auto b = std::move(*Batcher::Create(options));
+  ASSERT_TRUE(b->Submit(0, Tasks(0, 3, &log_)).ok());
+  auto first = b->TryNextBatch();
+  ASSERT_NE(first, nullptr);
+  ASSERT_TRUE(b->Submit(0, Tasks(10, 2, &log_)).ok());
+  b->Resubmit(0, std::move(first->tasks[0]));
+  b->BatchDone();
+  auto second = b->TryNextBatch();
+  ASSERT_NE(second, nullptr);
+  EXPECT_EQ(Ids(*second), (std::vector<int>{0}));  // the returning task alone
+  clock_.Advance(absl::Milliseconds(50));
+  EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{10, 11}));
+}
+
 TEST_F(BatcherTest, FullQueueRejectsTheWholeRequest) {
   auto b = Make(2, absl::Milliseconds(5), /*max_queue=*/4);
   ASSERT_TRUE(b->Submit(0, Tasks(0, 3, &log_)).ok());

@@ -22,8 +22,8 @@
 #include "server/tcm_service.h"
 #include "server/worker_pool.h"
 
-ABSL_FLAG(int, port, 50051, "gRPC port (all interfaces).");
-ABSL_FLAG(int, metrics_port, 9464, "Prometheus metrics port: http://HOST:PORT/metrics; 0 = no metrics endpoint.");
+ABSL_FLAG(int, port, 50051, "gRPC port (all interfaces); 0 = any free port (printed).");
+ABSL_FLAG(int, metrics_port, 9464, "Prometheus metrics port: http://HOST:PORT/metrics; -1 = none, 0 = any free port (printed).");
 ABSL_FLAG(std::string, model_repository, "models", "Folder of model directories; every one is served.");
 ABSL_FLAG(std::string, default_model, "",
           "Model served when a request names none; empty = the first model by name.");
@@ -35,6 +35,8 @@ ABSL_FLAG(int, max_queue_delay_us, 2000,
           "Longest wait for a fuller batch, microseconds, unless the model's config.pbtxt sets it.");
 ABSL_FLAG(int, max_queue_size, 256,
           "Queued images per model before calls get RESOURCE_EXHAUSTED, unless the config sets it.");
+ABSL_FLAG(bool, step_level_batching, true,
+          "Let images at their first and second step share forward passes; false batches the two apart.");
 ABSL_FLAG(int, max_images_per_request, 64, "Largest num_images a call may ask for.");
 ABSL_FLAG(int, warmup_batch_size, 1, "Images in the warm-up batch each worker runs per model before serving.");
 ABSL_FLAG(double, drain_timeout, 30, "Seconds queued work may take to finish after SIGTERM.");
@@ -82,6 +84,7 @@ Batcher::ModelQueueOptions QueueOptions(const ModelDirectory& model) {
                                                                 : absl::GetFlag(FLAGS_max_queue_delay_us));
   q.max_queue_size = b.max_queue_size() ? b.max_queue_size() : absl::GetFlag(FLAGS_max_queue_size);
   q.max_queue_size = std::max(q.max_queue_size, q.max_batch_size);
+  q.mix_steps = absl::GetFlag(FLAGS_step_level_batching);
   return q;
 }
 
@@ -132,7 +135,7 @@ int Run() {
   // Metrics first, so that start-up is observable.
   ServerMetrics metrics(labels);
   std::unique_ptr<MetricsHttpServer> metrics_http;
-  if (const int port = absl::GetFlag(FLAGS_metrics_port); port > 0) {
+  if (const int port = absl::GetFlag(FLAGS_metrics_port); port >= 0) {
     auto started = MetricsHttpServer::Start(metrics.registry(), port);
     if (!started.ok()) return Fail(started.status());
     metrics_http = std::move(*started);
@@ -166,7 +169,7 @@ int Run() {
   health->SetServingStatus(true);
   for (const auto& m : *models) health->SetServingStatus(m.name, true);
   std::printf("tcm-server: serving %zu model(s) on port %d (default '%s'), metrics on port %d\n", models->size(),
-              bound_port, (*models)[default_model].name.c_str(), absl::GetFlag(FLAGS_metrics_port));
+              bound_port, (*models)[default_model].name.c_str(), metrics_http ? metrics_http->port() : 0);
   std::printf("  try: build/bin/tcm-client --server localhost:%d --steps 2 --num 4\n", bound_port);
   std::fflush(stdout);
 
