@@ -1,0 +1,136 @@
+// The pure core of tcm-bench, the load generator: flag-list parsing, the
+// seeded request mix, arrival schedules, percentiles and the per-level
+// summary (table row and JSON). Torch-free and gRPC-free, so that it is
+// unit-tested on its own (load_core_test.cc).
+//
+// What a level measures. A level runs for `warmup + duration` seconds; the
+// measurement window is the last `duration` seconds.
+//   - throughput (requests/s, images/s): OK responses that *arrived* in the
+//     window, divided by the window's length;
+//   - latency percentiles and error counts: requests *sent* in the window,
+//     each followed to its end (response, error or deadline), so that slow
+//     requests of an overloaded level are not left out of the percentiles.
+#ifndef TCM_CLIENT_LOAD_CORE_H_
+#define TCM_CLIENT_LOAD_CORE_H_
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "nlohmann/json.hpp"
+
+namespace tcm {
+namespace load {
+
+// "1,2,4,8" -> {1, 2, 4, 8}. Every entry must be a positive integer; `flag`
+// names the flag in the error ("--concurrency: ...").
+absl::StatusOr<std::vector<int>> ParsePositiveInts(absl::string_view text, absl::string_view flag);
+// "5,10,2.5" -> {5, 10, 2.5}. Every entry must be a positive finite number.
+absl::StatusOr<std::vector<double>> ParsePositiveDoubles(absl::string_view text, absl::string_view flag);
+
+uint64_t SplitMix64(uint64_t x);
+// 53 random bits of `bits` as a double in [0, 1).
+double UnitInterval(uint64_t bits);
+
+// What request number `n` of a level asks for.
+struct RequestPlan {
+  int steps = 1;      // 1 or 2
+  uint64_t seed = 0;  // the request's seed (so runs are reproducible)
+};
+
+// The request mix: request `n` (0-based, in the order requests are issued)
+// takes 2 steps with probability `two_step_fraction`, else 1, drawn from a
+// counter-based generator seeded with `seed`. Plan(n) is a function of
+// (seed, two_step_fraction, n) alone, whichever thread issues the request.
+class RequestMix {
+ public:
+  RequestMix(uint64_t seed, double two_step_fraction) : seed_(seed), two_step_fraction_(two_step_fraction) {}
+  RequestPlan Plan(uint64_t n) const;
+  double two_step_fraction() const { return two_step_fraction_; }
+
+ private:
+  uint64_t seed_;
+  double two_step_fraction_;
+};
+
+enum class Arrivals { kConstant, kPoisson };
+absl::StatusOr<Arrivals> ParseArrivals(absl::string_view text);
+const char* ArrivalsName(Arrivals arrivals);
+
+// Open-loop arrival times, in seconds from the start of a level: constant
+// (request k at k / rate) or Poisson (exponential gaps of mean 1 / rate from a
+// generator seeded with `seed`).
+class ArrivalSchedule {
+ public:
+  ArrivalSchedule(double rate, Arrivals arrivals, uint64_t seed)
+      : rate_(rate), arrivals_(arrivals), state_(seed) {}
+  // The arrival time of the next request (the first is at 0).
+  double Next();
+
+ private:
+  double rate_;
+  Arrivals arrivals_;
+  uint64_t state_;
+  uint64_t count_ = 0;
+  double next_ = 0;
+};
+
+// The p-th percentile (p in [0, 100]) of `values`, interpolating linearly
+// between the closest ranks (numpy's default); NaN when `values` is empty.
+double Percentile(std::vector<double> values, double p);
+
+// The gRPC status code's name ("OK", "UNAVAILABLE", ...), or "CODE_<n>".
+std::string StatusCodeName(int code);
+
+// One call, as the load generator saw it. Times in seconds from the start of
+// its level.
+struct CallRecord {
+  double start = 0;
+  double end = 0;
+  int code = 0;        // grpc::StatusCode; 0 = OK
+  int images = 0;      // images in the response (OK calls)
+  int steps = 1;       // what the request asked for
+  double server_total = 0;    // the response's timings (OK calls), seconds
+  double server_queue = 0;
+  double server_compute = 0;
+};
+
+enum class LoadMode { kConcurrency, kRate };
+
+struct LevelSummary {
+  LoadMode mode = LoadMode::kConcurrency;
+  double level = 0;       // clients (concurrency), or offered requests/s (rate)
+  double warmup_s = 0, window_s = 0;
+  int64_t sent = 0;       // requests sent in the window
+  int64_t dropped = 0;    // open loop: arrivals in the window not sent (--max_inflight reached)
+  int64_t ok = 0;         // OK responses that arrived in the window
+  int64_t images = 0;     // images in those responses
+  double sent_per_s = 0, requests_per_s = 0, images_per_s = 0;
+  // Latency (ms) of the OK requests sent in the window; NaN when there is none.
+  int64_t latency_count = 0;
+  double p50_ms = 0, p90_ms = 0, p99_ms = 0, mean_ms = 0, max_ms = 0;
+  double p50_ms_1step = 0, p50_ms_2step = 0;
+  // Medians of the server's own timings over the same requests (ms).
+  double server_total_p50_ms = 0, server_queue_p50_ms = 0, server_compute_p50_ms = 0;
+  std::map<std::string, int64_t> errors;  // status name -> count, requests sent in the window
+  int64_t error_count() const;
+};
+
+// Summarises one level's calls; the window is [window_start, window_end).
+LevelSummary Summarize(LoadMode mode, double level, const std::vector<CallRecord>& calls, double window_start,
+                       double window_end, int64_t dropped);
+
+// The aligned table: a header line, then one line per level (so rows can be
+// printed as levels finish). Errors are listed last as NAME:count.
+std::string TableHeader();
+std::string TableRow(const LevelSummary& summary);
+
+nlohmann::json ToJson(const LevelSummary& summary);
+
+}  // namespace load
+}  // namespace tcm
+
+#endif  // TCM_CLIENT_LOAD_CORE_H_
