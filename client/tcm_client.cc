@@ -14,6 +14,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "common/flags_usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "client/client_common.h"
@@ -181,7 +182,7 @@ int Run() {
 }  // namespace tcm
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  tcm::SetUsage(
       "Generates images with a tcm-server and writes PNG files.\n"
       "  tcm-client --class 207 --steps 2\n"
       "  tcm-client --list-models | --health");

@@ -12,6 +12,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "common/flags_usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/read_file.h"
@@ -192,7 +193,7 @@ int Run() {
 }  // namespace tcm
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  tcm::SetUsage(
       "Serves Truncated Consistency Models over gRPC.\n"
       "  tcm-server --model_repository models --port 50051 --metrics_port 9464");
   absl::ParseCommandLine(argc, argv);

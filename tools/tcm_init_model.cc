@@ -11,6 +11,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "common/flags_usage.h"
 #include "common/status_macros.h"
 #include "model/model_config.h"
 #include "model/model_repository.h"
@@ -38,7 +39,7 @@ absl::Status Run() {
 }  // namespace tcm
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("Writes a randomly initialised model directory for a config.pbtxt.");
+  tcm::SetUsage("Writes a randomly initialised model directory for a config.pbtxt.");
   absl::ParseCommandLine(argc, argv);
   const absl::Status status = tcm::Run();
   if (!status.ok()) {

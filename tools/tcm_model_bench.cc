@@ -18,6 +18,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "common/flags_usage.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
@@ -160,7 +161,7 @@ absl::Status Run() {
 }  // namespace tcm
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  tcm::SetUsage(
       "Forward-pass throughput of one network.\n"
       "  tcm-model-bench --config tools/configs/edm2-fashion-mnist.pbtxt [--batch_sizes 1,16,64]\n"
       "  tcm-model-bench --model_dir models/NAME");

@@ -16,6 +16,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "common/flags_usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
@@ -142,7 +143,7 @@ absl::StatusOr<bool> Run() {
 }  // namespace tcm
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  tcm::SetUsage(
       "Checks the native network against reference outputs.\n"
       "  tcm-parity --weights W.safetensors --io IO.safetensors\n"
       "  tcm-parity --model_dir models/NAME --io IO.safetensors");
