@@ -23,7 +23,8 @@ absl::StatusOr<std::unique_ptr<Batcher>> Batcher::Create(Options options) {
   return std::unique_ptr<Batcher>(new Batcher(std::move(options)));
 }
 
-Batcher::Batcher(Options options) : clock_(options.clock ? options.clock : RealClock()) {
+Batcher::Batcher(Options options)
+    : clock_(options.clock ? options.clock : RealClock()), on_queue_depth_(std::move(options.on_queue_depth)) {
   for (auto& m : options.models) queues_.push_back(std::make_unique<Queue>(Queue{std::move(m), {}, {}}));
 }
 
@@ -40,6 +41,7 @@ absl::Status Batcher::Submit(int model, std::vector<std::unique_ptr<ImageTask>> 
     t->arrival = now;
     q.fresh.push_back(std::move(t));
   }
+  ReportDepth(model);
   ++version_;
   return absl::OkStatus();
 }
@@ -47,6 +49,7 @@ absl::Status Batcher::Submit(int model, std::vector<std::unique_ptr<ImageTask>> 
 void Batcher::Resubmit(int model, std::unique_ptr<ImageTask> task) {
   absl::MutexLock lock(&mu_);
   queues_.at(model)->returning.push_back(std::move(task));
+  ReportDepth(model);
   ++version_;
 }
 
@@ -55,6 +58,7 @@ std::unique_ptr<Batch> Batcher::FormBatch(absl::Time now, Dropped* dropped) {
   absl::Time best_arrival = absl::InfiniteFuture();
   for (size_t index = 0; index < queues_.size(); ++index) {
     Queue& q = *queues_[index];
+    const size_t before = q.returning.size() + q.fresh.size();
     for (auto* deque : {&q.returning, &q.fresh}) {
       for (auto it = deque->begin(); it != deque->end();) {
         absl::Status why = (*it)->Abandoned(now);
@@ -67,6 +71,7 @@ std::unique_ptr<Batch> Batcher::FormBatch(absl::Time now, Dropped* dropped) {
       }
     }
     const size_t size = q.returning.size() + q.fresh.size();
+    if (size != before) ReportDepth(static_cast<int>(index));
     if (size == 0) continue;
     const absl::Time oldest = std::min(q.returning.empty() ? absl::InfiniteFuture() : q.returning.front()->arrival,
                                        q.fresh.empty() ? absl::InfiniteFuture() : q.fresh.front()->arrival);
@@ -89,6 +94,7 @@ std::unique_ptr<Batch> Batcher::FormBatch(absl::Time now, Dropped* dropped) {
       deque->pop_front();
     }
   }
+  ReportDepth(best);
   ++in_flight_;
   return batch;
 }
@@ -106,6 +112,12 @@ bool Batcher::Finished() const {
   for (const auto& q : queues_)
     if (!q->returning.empty() || !q->fresh.empty()) return false;
   return true;
+}
+
+void Batcher::ReportDepth(int model) {
+  if (!on_queue_depth_) return;
+  const Queue& q = *queues_[model];
+  on_queue_depth_(model, q.returning.size() + q.fresh.size());
 }
 
 void Batcher::DropAll(Dropped& dropped) {

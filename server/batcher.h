@@ -19,6 +19,7 @@
 
 #include <cstddef>
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -63,6 +64,9 @@ class Batcher {
   struct Options {
     std::vector<ModelQueueOptions> models;
     Clock* clock = nullptr;  // nullptr = RealClock()
+    // Called with (model, queued tasks) whenever a queue's length changes,
+    // under the batcher's lock: keep it short and do not call the batcher.
+    std::function<void(int, size_t)> on_queue_depth;
   };
 
   static absl::StatusOr<std::unique_ptr<Batcher>> Create(Options options);
@@ -106,9 +110,11 @@ class Batcher {
   // Earliest time at which a non-empty queue becomes ready by waiting.
   absl::Time NextReadyTime() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool Finished() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReportDepth(int model) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   static void DropAll(std::vector<std::pair<std::unique_ptr<ImageTask>, absl::Status>>& dropped);
 
   Clock* const clock_;
+  const std::function<void(int, size_t)> on_queue_depth_;
   mutable absl::Mutex mu_;
   std::vector<std::unique_ptr<Queue>> queues_ ABSL_GUARDED_BY(mu_);  // by model index
   int in_flight_ ABSL_GUARDED_BY(mu_) = 0;

@@ -191,6 +191,28 @@ TEST_F(BatcherTest, OldestReadyModelGoesFirst) {
   EXPECT_EQ(batch->model, 0);
 }
 
+TEST_F(BatcherTest, ReportsQueueDepthOnEveryChange) {
+  std::vector<size_t> depths;
+  Batcher::Options options;
+  options.clock = &clock_;
+  options.models.push_back({"m", 2, absl::Milliseconds(5), 100});
+  options.on_queue_depth = [&depths](int model, size_t depth) {
+    EXPECT_EQ(model, 0);
+    depths.push_back(depth);
+  };
+  auto b = std::move(*Batcher::Create(options));
+  auto cancelled = std::make_shared<std::atomic<bool>>(false);
+  std::vector<std::unique_ptr<ImageTask>> tasks = Tasks(0, 2, &log_);
+  tasks.push_back(std::make_unique<TestTask>(2, &log_, cancelled));
+  ASSERT_TRUE(b->Submit(0, std::move(tasks)).ok());  // 3 queued
+  auto batch = b->TryNextBatch();                      // 2 taken: 1 left
+  b->Resubmit(0, std::move(batch->tasks[0]));          // 2
+  b->BatchDone();
+  *cancelled = true;
+  b->TryNextBatch();                                   // the cancelled one dropped (1), then 1 taken (0)
+  EXPECT_EQ(depths, (std::vector<size_t>{3, 1, 2, 1, 0}));
+}
+
 TEST_F(BatcherTest, RejectsBadOptions) {
   Batcher::Options options;
   EXPECT_FALSE(Batcher::Create(options).ok());

@@ -14,6 +14,7 @@
 #include "absl/flags/usage.h"
 #include "common/flags_usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/read_file.h"
 #include "model/model_repository.h"
@@ -119,8 +120,6 @@ int Run() {
     labels.push_back({m.name, m.config.architecture(), m.config.img_resolution(), m.config.img_channels(),
                       m.config.num_classes(), m.config.default_steps()});
   }
-  auto batcher = Batcher::Create(batcher_options);
-  if (!batcher.ok()) return Fail(batcher.status());
 
   WorkerPool::Options pool_options;
   const std::string device = absl::GetFlag(FLAGS_device);
@@ -135,6 +134,9 @@ int Run() {
 
   // Metrics first, so that start-up is observable.
   ServerMetrics metrics(labels);
+  batcher_options.on_queue_depth = [&metrics](int model, size_t depth) { metrics.model(model).SetQueueDepth(depth); };
+  auto batcher = Batcher::Create(batcher_options);
+  if (!batcher.ok()) return Fail(batcher.status());
   std::unique_ptr<MetricsHttpServer> metrics_http;
   if (const int port = absl::GetFlag(FLAGS_metrics_port); port >= 0) {
     auto started = MetricsHttpServer::Start(metrics.registry(), port);
@@ -182,8 +184,16 @@ int Run() {
   for (const auto& m : *models) health->SetServingStatus(m.name, false);
   (*batcher)->Close();  // new calls: UNAVAILABLE; queued work goes on
   const absl::Time drain_deadline = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_drain_timeout));
-  std::thread joiner([&] { (*pool)->Join(); });
-  server->Shutdown(absl::ToChronoTime(drain_deadline));  // waits for in-flight calls up to the deadline
+  // The port stays open while queued work drains, so health checks see
+  // NOT_SERVING and late calls a clear UNAVAILABLE. Then a short grace for the
+  // last responses: open health Watch streams must not hold the exit.
+  absl::Notification drained;
+  std::thread joiner([&] {
+    (*pool)->Join();
+    drained.Notify();
+  });
+  drained.WaitForNotificationWithDeadline(drain_deadline);
+  server->Shutdown(absl::ToChronoTime(std::min(drain_deadline, absl::Now() + absl::Seconds(2))));
   joiner.join();
   std::printf("tcm-server: drained, exiting\n");
   return 0;

@@ -52,14 +52,16 @@ class ServerMetrics {
 
   const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
 
-  // A call refused before it was queued. `model` is used as a label only if it
-  // is served (else "unknown"), to keep label values bounded.
+  // A call refused before it was queued. `model` and `steps` become label
+  // values only when valid (else "unknown" / "invalid"): clients must not be
+  // able to create new series.
   template <typename Served>
   void RequestRejected(const std::string& model, unsigned steps, const std::string& code, const Served& served) {
     std::string label = "unknown";
     for (const auto& m : served)
       if (m.name == model) label = model;
-    requests_->Add({{"model", label}, {"steps", std::to_string(steps)}, {"code", code}}).Increment();
+    const std::string steps_label = steps <= 2 ? std::to_string(steps) : "invalid";
+    requests_->Add({{"model", label}, {"steps", steps_label}, {"code", code}}).Increment();
   }
   ModelMetrics& model(int index) { return *models_.at(index); }
   // Seconds worker `index` spent running batches.

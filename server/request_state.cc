@@ -16,8 +16,9 @@ RequestState::RequestState(GenerationSpec spec, ResponseSink* sink, ModelMetrics
 
 absl::Status RequestState::Abandoned(absl::Time now) const {
   if (finished_) return absl::AbortedError("the call already failed");
-  if (cancelled_) return absl::CancelledError("the client cancelled the call");
+  // The deadline first: gRPC also cancels a call whose deadline passed.
   if (now >= deadline_) return absl::DeadlineExceededError("the call's deadline passed while it was queued");
+  if (cancelled_) return absl::CancelledError("the client cancelled the call");
   return absl::OkStatus();
 }
 

@@ -166,7 +166,6 @@ absl::Status TcmServiceImpl::Start(grpc::CallbackServerContext* context,
   std::vector<std::unique_ptr<ImageTask>> tasks;
   for (unsigned i = 0; i < num_images; ++i) tasks.push_back(MakeGenerationTask(state, i, metrics));
   absl::Status submitted = batcher_->Submit(model, std::move(tasks));
-  metrics->SetQueueDepth(batcher_->QueueDepth(model));
   if (!submitted.ok()) state->Fail(submitted);  // finishes the call through `sink`
   return absl::OkStatus();
 }

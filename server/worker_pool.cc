@@ -146,7 +146,6 @@ class WorkerPool::Worker {
         task->request->ImageDone(task->index, p.data_ptr<uint8_t>(), p.size(1), p.size(0), p.size(2));
       }
     }
-    metrics.SetQueueDepth(batcher_->QueueDepth(batch.model));
   }
 
   const int id_;

@@ -1,0 +1,908 @@
+// Integration tests: a real tcm-server child process, called over gRPC on
+// loopback, with its real Prometheus endpoint. Every test starts its own
+// server(s) on free ports with its own model repository (the shared reference
+// fixtures "ddpmpp_cond_tiny" as model "cond" and "ddpmpp_cifar_tiny" as
+// "uncond"), so tests are independent of one another.
+//
+// Timing is used only in relative terms (a rejected call answers before a
+// long backlog drains); every wait has a generous timeout for slow machines.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <future>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "tests/server_test_util.h"
+
+namespace tcm {
+namespace {
+
+using grpc::StatusCode;
+using grpc::health::v1::HealthCheckResponse;
+using testing::CallGenerate;
+using testing::CheckHealth;
+using testing::CompareImages;
+using testing::FetchMetrics;
+using testing::GenerateResult;
+using testing::ImageDiff;
+using testing::MakeRequest;
+using testing::MetricOrZero;
+using testing::MetricSum;
+using testing::MetricValue;
+using testing::ServerProcess;
+using testing::TestRepositoryOptions;
+using testing::WaitForMetrics;
+using Labels = std::map<std::string, std::string>;
+
+constexpr int kSide = 32, kChannels = 3;
+constexpr size_t kRawBytes = kSide * kSide * kChannels;
+
+std::string CodeName(StatusCode code) {
+  static const char* const kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
+                                       "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
+                                       "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
+                                       "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  const int c = static_cast<int>(code);
+  return c >= 0 && c <= 16 ? kNames[c] : absl::StrCat("code ", c);
+}
+
+std::string Describe(const grpc::Status& status) {
+  return absl::StrCat(CodeName(status.error_code()), ": ", status.error_message());
+}
+
+template <typename T>
+bool IsReady(const std::future<T>& f) {
+  return f.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+}
+
+// The images of `response` are a complete, well-formed answer to `request`.
+void ExpectCompleteAnswer(const v1::GenerateRequest& request, const v1::GenerateResponse& response,
+                          const std::string& what) {
+  SCOPED_TRACE(what);
+  const unsigned n = request.num_images() == 0 ? 1 : request.num_images();
+  ASSERT_EQ(response.images_size(), static_cast<int>(n));
+  if (!request.model().empty()) EXPECT_EQ(response.model(), request.model());
+  if (request.steps() != 0) EXPECT_EQ(response.steps(), request.steps());
+  if (request.has_seed()) EXPECT_EQ(response.seed(), request.seed());
+  for (unsigned i = 0; i < n; ++i) {
+    const v1::Image& image = response.images(static_cast<int>(i));
+    EXPECT_EQ(image.index(), i);
+    EXPECT_EQ(image.width(), static_cast<uint32_t>(kSide));
+    EXPECT_EQ(image.height(), static_cast<uint32_t>(kSide));
+    EXPECT_EQ(image.channels(), static_cast<uint32_t>(kChannels));
+    EXPECT_EQ(image.seed(), response.seed());
+    EXPECT_EQ(image.format(), request.format());
+    if (request.has_class_label()) EXPECT_EQ(image.class_label(), request.class_label());
+    if (request.format() == v1::IMAGE_FORMAT_RAW) {
+      EXPECT_EQ(image.data().size(), kRawBytes);
+    } else {
+      EXPECT_EQ(image.data().substr(0, 8), std::string("\x89PNG\r\n\x1a\n", 8));
+    }
+  }
+}
+
+// Same images to within one pixel level; records how many bytes differ.
+void ExpectSameImages(const v1::GenerateResponse& expected, const v1::GenerateResponse& actual,
+                      const std::string& what) {
+  const ImageDiff diff = CompareImages(expected, actual);
+  ASSERT_TRUE(diff.same_shape) << what << ": " << diff.shape_error;
+  ::testing::Test::RecordProperty(what + "_differing_bytes", std::to_string(diff.differing_bytes));
+  std::printf("[ determinism ] %s: %lld of %lld bytes differ, max |diff| = %d\n", what.c_str(),
+              static_cast<long long>(diff.differing_bytes), static_cast<long long>(diff.total_bytes),
+              diff.max_abs_diff);
+  EXPECT_LE(diff.max_abs_diff, 1) << what << ": " << diff.differing_bytes << " of " << diff.total_bytes
+                                  << " bytes differ";
+}
+
+class ServerIntegrationTest : public ::testing::Test {
+ protected:
+  // Writes a fresh model repository and starts a server on it.
+  std::unique_ptr<ServerProcess> StartServer(const TestRepositoryOptions& repo_options,
+                                             const std::vector<std::string>& flags, bool wait_until_serving = true) {
+    const std::string root = absl::StrCat(dir_.path(), "/repo", ++repositories_);
+    auto repo = testing::WriteTestModelRepository(root, repo_options);
+    if (!repo.ok()) {
+      ADD_FAILURE() << "writing the model repository: " << repo.status();
+      return nullptr;
+    }
+    ServerProcess::Options options;
+    options.repository = *repo;
+    options.extra_flags = flags;
+    options.wait_until_serving = wait_until_serving;
+    options.log_dir = dir_.path();
+    auto server = ServerProcess::Start(options);
+    if (!server.ok()) {
+      ADD_FAILURE() << "starting tcm-server: " << server.status();
+      return nullptr;
+    }
+    logs_.push_back((*server)->log_path());
+    return std::move(*server);
+  }
+
+  std::string Metrics(const ServerProcess& server) {
+    auto text = FetchMetrics(server.metrics_port());
+    EXPECT_TRUE(text.ok()) << text.status();
+    return text.ok() ? *text : std::string();
+  }
+
+  // SIGTERM, then the exit status must be 0.
+  void StopCleanly(ServerProcess& server) {
+    auto status = server.Stop(120);
+    ASSERT_TRUE(status.ok()) << status.status();
+    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << "wait status " << *status;
+  }
+
+  void TearDown() override {
+    if (!HasFailure()) return;
+    for (const auto& path : logs_) {
+      std::ifstream in(path);
+      std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+      if (log.size() > 6000) log = "..." + log.substr(log.size() - 6000);
+      std::printf("---- %s ----\n%s\n", path.c_str(), log.c_str());
+    }
+  }
+
+  testing::TempDir dir_;
+  int repositories_ = 0;
+  std::vector<std::string> logs_;
+};
+
+// ---------------------------------------------------------------------------
+// 1. An image depends on (model, class, steps, seed, index) alone.
+
+TEST_F(ServerIntegrationTest, SameRequestGivesSameImagesAloneAndUnderConcurrentLoad) {
+  auto server = StartServer({}, {"--max_batch_size", "16", "--max_queue_delay_us", "5000"});
+  ASSERT_TRUE(server);
+  auto stub = v1::TcmService::NewStub(server->NewChannel());
+  const v1::GenerateRequest target = MakeRequest("cond", 3, 2, 4, 42);
+
+  GenerateResult quiet1 = CallGenerate(*stub, target);
+  ASSERT_TRUE(quiet1.status.ok()) << Describe(quiet1.status);
+  ExpectCompleteAnswer(target, quiet1.response, "quiet 1");
+  GenerateResult quiet2 = CallGenerate(*stub, target);
+  ASSERT_TRUE(quiet2.status.ok()) << Describe(quiet2.status);
+  const ImageDiff repeat = CompareImages(quiet1.response, quiet2.response);
+  ASSERT_TRUE(repeat.same_shape) << repeat.shape_error;
+  EXPECT_EQ(repeat.differing_bytes, 0) << "the same request twice on a quiet server must give identical bytes";
+  // The images are not all alike: each index draws its own noise.
+  EXPECT_NE(quiet1.response.images(0).data(), quiet1.response.images(1).data());
+
+  // Six other requests flood the server, staggered so that batches mix new
+  // images with images returning for their second step, and rows of
+  // different requests; the target request lands in the middle.
+  std::vector<v1::GenerateRequest> others;
+  for (int i = 0; i < 6; ++i) {
+    std::optional<int64_t> label;
+    if (i % 2 == 0) label = (i + 5) % 10;
+    others.push_back(MakeRequest("cond", label, i == 4 ? 1 : 2, 5 + i % 3, 1000 + i));
+  }
+  std::vector<std::future<GenerateResult>> flood;
+  std::future<GenerateResult> loaded;
+  for (size_t i = 0; i < others.size(); ++i) {
+    flood.push_back(std::async(std::launch::async, [&, i] { return CallGenerate(*stub, others[i]); }));
+    if (i == 2) loaded = std::async(std::launch::async, [&] { return CallGenerate(*stub, target); });
+    std::this_thread::sleep_for(std::chrono::milliseconds(8));
+  }
+  for (size_t i = 0; i < flood.size(); ++i) {
+    GenerateResult r = flood[i].get();
+    ASSERT_TRUE(r.status.ok()) << "flood request " << i << ": " << Describe(r.status);
+    ExpectCompleteAnswer(others[i], r.response, absl::StrCat("flood request ", i));
+  }
+  GenerateResult under_load = loaded.get();
+  ASSERT_TRUE(under_load.status.ok()) << Describe(under_load.status);
+  ExpectCompleteAnswer(target, under_load.response, "under load");
+  ExpectSameImages(quiet1.response, under_load.response, "alone_vs_under_load");
+
+  // The load did batch rows together (else the comparison proves little).
+  const std::string metrics = Metrics(*server);
+  const double batches = MetricOrZero(metrics, "tcm_batch_size_count", {{"model", "cond"}});
+  const double rows = MetricOrZero(metrics, "tcm_batch_size_sum", {{"model", "cond"}});
+  const double expected_rows = 3 * (2 * 4) + [&] {
+    double r = 0;
+    for (const auto& o : others) r += o.steps() * o.num_images();
+    return r;
+  }();
+  EXPECT_EQ(rows, expected_rows) << "every image step is one batch row";
+  EXPECT_GT(rows, batches) << "no batch held more than one row";
+  std::printf("[ determinism ] cond: %.0f rows in %.0f batches\n", rows, batches);
+  StopCleanly(*server);
+}
+
+// 2. The same request on one worker and on two single-threaded workers.
+TEST_F(ServerIntegrationTest, SameImagesOnOneAndTwoWorkers) {
+  const std::vector<v1::GenerateRequest> requests = {
+      MakeRequest("cond", 3, 2, 4, 42),           MakeRequest("uncond", std::nullopt, 2, 3, 7),
+      MakeRequest("cond", std::nullopt, 1, 3, 99), MakeRequest("cond", 7, 2, 2, 1234567890123ULL),
+      MakeRequest("uncond", std::nullopt, 1, 4, 0), MakeRequest("cond", 0, 2, 5, 5)};
+  std::vector<std::vector<v1::GenerateResponse>> answers;
+  for (const auto& flags : std::vector<std::vector<std::string>>{{"--workers", "1"},
+                                                                 {"--workers", "2", "--intra_op_threads", "1"}}) {
+    auto server = StartServer({}, flags);
+    ASSERT_TRUE(server);
+    auto stub = v1::TcmService::NewStub(server->NewChannel());
+    // Concurrently and staggered, so that with two workers both of them run batches.
+    std::vector<std::future<GenerateResult>> calls;
+    for (const auto& r : requests) {
+      calls.push_back(std::async(std::launch::async, [&stub, &r] { return CallGenerate(*stub, r); }));
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    answers.emplace_back();
+    for (size_t i = 0; i < calls.size(); ++i) {
+      GenerateResult r = calls[i].get();
+      ASSERT_TRUE(r.status.ok()) << flags[1] << " workers, request " << i << ": " << Describe(r.status);
+      ExpectCompleteAnswer(requests[i], r.response, absl::StrCat(flags[1], " workers, request ", i));
+      answers.back().push_back(r.response);
+    }
+    // Every worker ran batches (a worker's series appears with its first batch).
+    const std::string metrics = Metrics(*server);
+    const int workers = std::stoi(flags[1]);
+    for (int w = 0; w < workers; ++w)
+      EXPECT_GT(MetricOrZero(metrics, "tcm_worker_busy_seconds_total", {{"worker", std::to_string(w)}}), 0)
+          << "worker " << w << " of " << workers << " ran no batch";
+    EXPECT_FALSE(MetricValue(metrics, "tcm_worker_busy_seconds_total", {{"worker", std::to_string(workers)}}));
+    StopCleanly(*server);
+  }
+  ASSERT_EQ(answers.size(), 2u);
+  for (size_t i = 0; i < requests.size(); ++i)
+    ExpectSameImages(answers[0][i], answers[1][i], absl::StrCat("one_vs_two_workers_request_", i));
+}
+
+// ---------------------------------------------------------------------------
+// 3. Bad requests: the right code, a message naming the field, and counted.
+
+TEST_F(ServerIntegrationTest, BadRequestsGetTheRightCodeAndAreCounted) {
+  auto server = StartServer({}, {"--max_images_per_request", "4"});
+  ASSERT_TRUE(server);
+  auto stub = v1::TcmService::NewStub(server->NewChannel());
+
+  struct Case {
+    std::string name;
+    v1::GenerateRequest request;
+    StatusCode code;
+    std::vector<std::string> message_parts;  // the field and its allowed range
+  };
+  v1::GenerateRequest bad_format = MakeRequest("cond", 3, 1, 1, 1);
+  bad_format.set_format(static_cast<v1::ImageFormat>(7));
+  const std::vector<Case> cases = {
+      {"steps 3", MakeRequest("cond", 3, 3, 1, 1), StatusCode::INVALID_ARGUMENT, {"steps", "1 or 2"}},
+      {"class 10", MakeRequest("cond", 10, 1, 1, 1), StatusCode::INVALID_ARGUMENT, {"class_label", "[0, 10)"}},
+      {"class -1", MakeRequest("cond", -1, 1, 1, 1), StatusCode::INVALID_ARGUMENT, {"class_label", "[0, 10)"}},
+      {"class on uncond", MakeRequest("uncond", 0, 1, 1, 1), StatusCode::INVALID_ARGUMENT,
+       {"class_label", "unconditional"}},
+      {"5 images", MakeRequest("cond", 3, 1, 5, 1), StatusCode::INVALID_ARGUMENT, {"num_images", "at most 4"}},
+      {"format 7", bad_format, StatusCode::INVALID_ARGUMENT, {"format", "7"}},
+      {"model nope", MakeRequest("nope", std::nullopt, 1, 1, 1), StatusCode::NOT_FOUND, {"nope", "cond"}},
+  };
+  for (const auto& c : cases) {
+    GenerateResult r = CallGenerate(*stub, c.request, 60);
+    EXPECT_EQ(r.status.error_code(), c.code) << c.name << ": " << Describe(r.status);
+    for (const auto& part : c.message_parts)
+      EXPECT_NE(r.status.error_message().find(part), std::string::npos)
+          << c.name << ": message should mention '" << part << "': " << r.status.error_message();
+    EXPECT_EQ(r.response.images_size(), 0) << c.name;
+  }
+  // The streaming call validates the same way.
+  {
+    grpc::ClientContext context;
+    context.set_deadline(testing::DeadlineIn(60));
+    auto reader = stub->GenerateStream(&context, MakeRequest("cond", 3, 3, 1, 1));
+    v1::GenerateStreamResponse message;
+    EXPECT_FALSE(reader->Read(&message));
+    const grpc::Status status = reader->Finish();
+    EXPECT_EQ(status.error_code(), StatusCode::INVALID_ARGUMENT) << Describe(status);
+    EXPECT_NE(status.error_message().find("steps"), std::string::npos) << status.error_message();
+  }
+  // The limit itself is allowed.
+  const v1::GenerateRequest at_limit = MakeRequest("cond", 3, 1, 4, 1);
+  GenerateResult ok = CallGenerate(*stub, at_limit);
+  ASSERT_TRUE(ok.status.ok()) << Describe(ok.status);
+  ExpectCompleteAnswer(at_limit, ok.response, "at the limit");
+
+  const std::string metrics = Metrics(*server);
+  const std::string requests = "tcm_requests_total";
+  EXPECT_EQ(MetricSum(metrics, requests, {{"code", "INVALID_ARGUMENT"}, {"model", "cond"}}), 6)
+      << "steps 3 (unary and streaming), class 10, class -1, 5 images, format 7";
+  EXPECT_EQ(MetricOrZero(metrics, requests, {{"code", "INVALID_ARGUMENT"}, {"model", "cond"}, {"steps", "1"}}), 4)
+      << "class 10, class -1, 5 images, format 7";
+  EXPECT_EQ(MetricOrZero(metrics, requests, {{"code", "INVALID_ARGUMENT"}, {"model", "uncond"}, {"steps", "1"}}), 1);
+  EXPECT_EQ(MetricSum(metrics, requests, {{"code", "INVALID_ARGUMENT"}}), 7);
+  EXPECT_EQ(MetricSum(metrics, requests, {{"code", "NOT_FOUND"}}), 1);
+  EXPECT_EQ(MetricOrZero(metrics, requests, {{"code", "NOT_FOUND"}, {"model", "unknown"}, {"steps", "1"}}), 1)
+      << "unknown model names must not become label values";
+  EXPECT_EQ(MetricOrZero(metrics, requests, {{"code", "OK"}, {"model", "cond"}, {"steps", "1"}}), 1);
+  // Rejected calls cost nothing: only the 4 images at the limit were computed.
+  EXPECT_EQ(MetricSum(metrics, "tcm_images_generated_total"), 4);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_batch_size_sum", {{"model", "cond"}}), 4);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_batch_size_count", {{"model", "uncond"}}), 0);
+  StopCleanly(*server);
+}
+
+// Label values must stay bounded whatever clients send: a series per invalid
+// `steps` value would let any client grow the metrics without limit.
+TEST_F(ServerIntegrationTest, InvalidStepsDoNotCreateNewLabelValues) {
+  auto server = StartServer({}, {});
+  ASSERT_TRUE(server);
+  auto stub = v1::TcmService::NewStub(server->NewChannel());
+  const std::vector<unsigned> bad_steps = {3, 4, 17, 1000, 4294967295u};
+  for (unsigned steps : bad_steps) {
+    GenerateResult r = CallGenerate(*stub, MakeRequest("cond", 1, steps, 1, 1), 60);
+    EXPECT_EQ(r.status.error_code(), StatusCode::INVALID_ARGUMENT) << steps << ": " << Describe(r.status);
+  }
+  const std::string metrics = Metrics(*server);
+  std::set<std::string> steps_values;
+  for (const auto& sample : testing::ParseMetrics(metrics))
+    if (sample.name == "tcm_requests_total") steps_values.insert(sample.labels.at("steps"));
+  EXPECT_EQ(MetricSum(metrics, "tcm_requests_total", {{"code", "INVALID_ARGUMENT"}}), bad_steps.size());
+  std::string values;
+  for (const auto& v : steps_values) values += " " + v;
+  EXPECT_LE(steps_values.size(), 1u) << bad_steps.size() << " invalid steps values made " << steps_values.size()
+                                     << " label values:" << values;
+  StopCleanly(*server);
+}
+
+// ---------------------------------------------------------------------------
+// 4. A full queue answers RESOURCE_EXHAUSTED at once.
+
+TEST_F(ServerIntegrationTest, FullQueueAnswersResourceExhaustedAtOnce) {
+  // One image per forward pass and room for 4 queued new images: a 4-image
+  // 2-step request keeps new images queued for about 7 forward passes.
+  TestRepositoryOptions repo;
+  repo.cond.max_batch_size = 1;
+  repo.cond.max_queue_size = 4;
+  auto server = StartServer(repo, {});
+  ASSERT_TRUE(server);
+  auto stub = v1::TcmService::NewStub(server->NewChannel());
+
+  const v1::GenerateRequest first = MakeRequest("cond", 1, 2, 4, 11);
+  auto first_call = std::async(std::launch::async, [&] { return CallGenerate(*stub, first); });
+  auto accepted = WaitForMetrics(
+      server->metrics_port(),
+      [](const std::string& m) { return MetricOrZero(m, "tcm_requests_in_flight", {{"model", "cond"}}) == 1; }, 60);
+  ASSERT_TRUE(accepted.ok()) << accepted.status();
+
+  const v1::GenerateRequest second = MakeRequest("cond", 2, 1, 4, 12);
+  GenerateResult rejected = CallGenerate(*stub, second, 60);
+  const bool first_still_running = !IsReady(first_call);
+  EXPECT_EQ(rejected.status.error_code(), StatusCode::RESOURCE_EXHAUSTED) << Describe(rejected.status);
+  EXPECT_NE(rejected.status.error_message().find("full"), std::string::npos) << rejected.status.error_message();
+  EXPECT_EQ(rejected.response.images_size(), 0);
+
+  GenerateResult done = first_call.get();
+  ASSERT_TRUE(done.status.ok()) << Describe(done.status);
+  ExpectCompleteAnswer(first, done.response, "first request");
+  EXPECT_TRUE(first_still_running) << "the rejection must come before the queued work finishes";
+  EXPECT_LT(rejected.finished, done.finished);
+  std::printf("[ queue full ] rejected after %.1f ms; the first request took %.1f ms\n", rejected.seconds * 1e3,
+              done.seconds * 1e3);
+
+  // Transient: once the queue drained the same call goes through.
+  GenerateResult retried = CallGenerate(*stub, second);
+  ASSERT_TRUE(retried.status.ok()) << Describe(retried.status);
+  ExpectCompleteAnswer(second, retried.response, "retry");
+
+  const std::string metrics = Metrics(*server);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_requests_total",
+                         {{"code", "RESOURCE_EXHAUSTED"}, {"model", "cond"}, {"steps", "1"}}),
+            1);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_requests_total", {{"code", "OK"}, {"model", "cond"}, {"steps", "1"}}), 1);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_images_generated_total", {{"model", "cond"}, {"steps", "1"}}), 4);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_batch_size_sum", {{"model", "cond"}}), 4 * 2 + 4)
+      << "the rejected call must cost no compute";
+  StopCleanly(*server);
+}
+
+// ---------------------------------------------------------------------------
+// 5. Queued work of cancelled calls and of calls past their deadline is
+//    dropped without compute.
+
+TEST_F(ServerIntegrationTest, DeadlineAndCancellationDropQueuedImages) {
+  TestRepositoryOptions repo;
+  repo.cond.max_batch_size = 1;
+  auto server = StartServer(repo, {});
+  ASSERT_TRUE(server);
+  auto stub = v1::TcmService::NewStub(server->NewChannel());
+  auto in_flight_is = [](double n) {
+    return [n](const std::string& m) { return MetricOrZero(m, "tcm_requests_in_flight", {{"model", "cond"}}) == n; };
+  };
+
+  // A backlog: 48 images x 2 steps at one image per forward pass.
+  const unsigned backlog_images = 48;
+  const v1::GenerateRequest backlog = MakeRequest("cond", 0, 2, backlog_images, 21);
+  auto backlog_call = std::async(std::launch::async, [&] { return CallGenerate(*stub, backlog); });
+  auto ready = WaitForMetrics(server->metrics_port(), in_flight_is(1), 60);
+  ASSERT_TRUE(ready.ok()) << ready.status();
+
+  // 3 images with a 50 ms deadline: they expire in the queue.
+  const unsigned deadline_images = 3;
+  GenerateResult late = CallGenerate(*stub, MakeRequest("cond", 4, 1, deadline_images, 22), 0.05);
+  EXPECT_EQ(late.status.error_code(), StatusCode::DEADLINE_EXCEEDED) << Describe(late.status);
+  ASSERT_FALSE(IsReady(backlog_call)) << "the backlog finished too early for this test";
+  auto dropped = WaitForMetrics(
+      server->metrics_port(),
+      [&](const std::string& m) {
+        return MetricSum(m, "tcm_images_dropped_total", {{"model", "cond"}}) == deadline_images &&
+               MetricOrZero(m, "tcm_requests_in_flight", {{"model", "cond"}}) == 1;
+      },
+      60);
+  ASSERT_TRUE(dropped.ok()) << dropped.status();
+
+  // 2 images cancelled by the client once they are queued.
+  const unsigned cancelled_images = 2;
+  grpc::ClientContext cancel_context;  // outlives the call and the TryCancel
+  auto cancelled_call = std::async(std::launch::async, [&] {
+    return CallGenerate(*stub, MakeRequest("cond", 5, 1, cancelled_images, 23), 300, &cancel_context);
+  });
+  auto queued = WaitForMetrics(server->metrics_port(), in_flight_is(2), 60);
+  ASSERT_TRUE(queued.ok()) << queued.status();
+  ASSERT_FALSE(IsReady(backlog_call)) << "the backlog finished too early for this test";
+  cancel_context.TryCancel();
+  GenerateResult cancelled = cancelled_call.get();
+  EXPECT_EQ(cancelled.status.error_code(), StatusCode::CANCELLED) << Describe(cancelled.status);
+
+  GenerateResult done = backlog_call.get();
+  ASSERT_TRUE(done.status.ok()) << Describe(done.status);
+  ExpectCompleteAnswer(backlog, done.response, "backlog");
+
+  // (The queue depth gauge is updated after the batch that finished the last
+  // call, so it may lag the response by a moment.)
+  auto settled = WaitForMetrics(
+      server->metrics_port(),
+      [](const std::string& m) {
+        return MetricOrZero(m, "tcm_requests_in_flight", {{"model", "cond"}}) == 0 &&
+               MetricOrZero(m, "tcm_queue_depth", {{"model", "cond"}}) == 0;
+      },
+      10);
+  ASSERT_TRUE(settled.ok()) << settled.status();
+  const std::string& metrics = *settled;
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_images_dropped_total", {{"model", "cond"}, {"reason", "deadline"}}),
+            deadline_images);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_images_dropped_total", {{"model", "cond"}, {"reason", "cancelled"}}),
+            cancelled_images);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_images_dropped_total", {{"model", "cond"}, {"reason", "failed"}}), 0);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_requests_total", {{"code", "DEADLINE_EXCEEDED"}, {"model", "cond"}, {"steps", "1"}}),
+            1);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_requests_total", {{"code", "CANCELLED"}, {"model", "cond"}, {"steps", "1"}}), 1);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_requests_total", {{"code", "OK"}, {"model", "cond"}, {"steps", "2"}}), 1);
+  // Only the backlog was computed: its images, its forward passes.
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_images_generated_total", {{"model", "cond"}, {"steps", "2"}}), backlog_images);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_images_generated_total", {{"model", "cond"}, {"steps", "1"}}), 0);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_batch_size_sum", {{"model", "cond"}}), 2 * backlog_images);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_queue_wait_seconds_count", {{"model", "cond"}}), backlog_images);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_queue_depth", {{"model", "cond"}}), 0);
+  StopCleanly(*server);
+}
+
+// ---------------------------------------------------------------------------
+// 6. SIGTERM: accepted work completes, new work is refused, exit status 0.
+
+TEST_F(ServerIntegrationTest, SigtermFinishesAcceptedWorkThenExitsZero) {
+  TestRepositoryOptions repo;
+  repo.cond.max_batch_size = 1;
+  repo.uncond.max_batch_size = 1;
+  const double drain_timeout = 60;
+  auto server = StartServer(repo, {"--drain_timeout", "60"});
+  ASSERT_TRUE(server);
+  auto stub = v1::TcmService::NewStub(server->NewChannel());
+
+  const std::vector<v1::GenerateRequest> requests = {
+      MakeRequest("cond", 1, 2, 8, 31), MakeRequest("cond", std::nullopt, 1, 4, 32),
+      MakeRequest("uncond", std::nullopt, 2, 6, 33), MakeRequest("cond", 9, 2, 4, 34, v1::IMAGE_FORMAT_PNG)};
+  std::vector<std::future<GenerateResult>> calls;
+  for (const auto& r : requests)
+    calls.push_back(std::async(std::launch::async, [&stub, &r] { return CallGenerate(*stub, r); }));
+  auto accepted = WaitForMetrics(
+      server->metrics_port(),
+      [&](const std::string& m) { return MetricSum(m, "tcm_requests_in_flight") == requests.size(); }, 60);
+  ASSERT_TRUE(accepted.ok()) << accepted.status();
+
+  const auto signalled = std::chrono::steady_clock::now();
+  server->Signal(SIGTERM);
+  int unfinished = 0;
+  for (const auto& c : calls) unfinished += IsReady(c) ? 0 : 1;
+  EXPECT_GT(unfinished, 0) << "nothing was left to drain";
+
+  // Once the server has taken the signal, a new call is refused.
+  for (int i = 0; i < 500 && server->Log().find("draining") == std::string::npos; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_NE(server->Log().find("draining"), std::string::npos);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  {
+    auto fresh = v1::TcmService::NewStub(server->NewChannel());
+    GenerateResult refused = CallGenerate(*fresh, MakeRequest("cond", 0, 1, 1, 35), 10);
+    EXPECT_EQ(refused.status.error_code(), StatusCode::UNAVAILABLE) << Describe(refused.status);
+    std::printf("[ drain ] call after SIGTERM: %s\n", Describe(refused.status).c_str());
+  }
+
+  for (size_t i = 0; i < calls.size(); ++i) {
+    GenerateResult r = calls[i].get();
+    ASSERT_TRUE(r.status.ok()) << "accepted request " << i << ": " << Describe(r.status);
+    ExpectCompleteAnswer(requests[i], r.response, absl::StrCat("accepted request ", i));
+  }
+  auto status = server->WaitExit(drain_timeout + 30);
+  ASSERT_TRUE(status.ok()) << status.status();
+  const double exit_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - signalled).count();
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << "wait status " << *status;
+  EXPECT_LT(exit_seconds, drain_timeout);
+  EXPECT_NE(server->Log().find("drained"), std::string::npos);
+  std::printf("[ drain ] exited %.2f s after SIGTERM (%d of %zu calls were unfinished at the signal)\n", exit_seconds,
+              unfinished, calls.size());
+}
+
+// ---------------------------------------------------------------------------
+// 7. Health: not SERVING until warmed up; NOT_SERVING while draining.
+
+TEST_F(ServerIntegrationTest, HealthIsNotServingUntilWarmedUp) {
+  // A big warm-up batch keeps the server NOT_SERVING for a while after its
+  // port opens.
+  auto server = StartServer({}, {"--warmup_batch_size", "64"}, /*wait_until_serving=*/false);
+  ASSERT_TRUE(server);
+  int failures = 0, not_serving = 0, cond_not_serving = 0;
+  bool serving = false, first_was_serving = false;
+  std::string other;
+  std::map<std::string, int> failure_kinds;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(240);
+  for (int polls = 0; std::chrono::steady_clock::now() < deadline; ++polls) {
+    ASSERT_TRUE(server->Running()) << server->Log();
+    // A fresh channel per poll, like a readiness probe.
+    auto channel = server->NewChannel();
+    const auto answer = CheckHealth(channel, "", 3);
+    if (!answer.status.ok()) {
+      // Nobody listening yet (or, on a starved machine, no answer in time).
+      EXPECT_TRUE(answer.status.error_code() == StatusCode::UNAVAILABLE ||
+                  answer.status.error_code() == StatusCode::DEADLINE_EXCEEDED)
+          << Describe(answer.status);
+      ++failures;
+      ++failure_kinds[CodeName(answer.status.error_code())];
+    } else if (answer.serving == HealthCheckResponse::SERVING) {
+      first_was_serving = polls == 0;
+      serving = true;
+      break;
+    } else if (answer.serving == HealthCheckResponse::NOT_SERVING) {
+      ++not_serving;
+      const auto model = CheckHealth(channel, "cond", 3);
+      if (model.status.ok() && model.serving == HealthCheckResponse::NOT_SERVING) ++cond_not_serving;
+    } else {
+      other = HealthCheckResponse::ServingStatus_Name(answer.serving);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::string kinds;
+  for (const auto& [k, n] : failure_kinds) kinds += absl::StrCat(" ", k, " x", n);
+  std::printf("[ health ] before SERVING: %d failed checks (%s ), %d NOT_SERVING answers (%d for 'cond')\n",
+              failures, kinds.c_str(), not_serving, cond_not_serving);
+  ASSERT_TRUE(serving) << "never SERVING";
+  EXPECT_FALSE(first_was_serving);
+  EXPECT_GT(not_serving, 0) << "the warm-up was never observed as NOT_SERVING";
+  EXPECT_GT(cond_not_serving, 0) << "per-model health was never NOT_SERVING during warm-up";
+  EXPECT_TRUE(other.empty()) << other;
+
+  auto channel = server->NewChannel();
+  for (const std::string model : {"cond", "uncond"}) {
+    const auto answer = CheckHealth(channel, model, 10);
+    ASSERT_TRUE(answer.status.ok()) << model << ": " << Describe(answer.status);
+    EXPECT_EQ(answer.serving, HealthCheckResponse::SERVING) << model;
+  }
+  const auto unknown = CheckHealth(channel, "nope", 10);
+  EXPECT_EQ(unknown.status.error_code(), StatusCode::NOT_FOUND) << Describe(unknown.status);
+
+  // Warm-up is not traffic.
+  const std::string metrics = Metrics(*server);
+  EXPECT_EQ(MetricSum(metrics, "tcm_batch_size_count"), 0);
+  EXPECT_EQ(MetricSum(metrics, "tcm_images_generated_total"), 0);
+  StopCleanly(*server);
+}
+
+// A grpc.health.v1.Health/Watch stream read on its own thread: every status
+// the server sends, with the time it arrived.
+class HealthWatcher {
+ public:
+  struct Update {
+    HealthCheckResponse::ServingStatus status;
+    std::chrono::steady_clock::time_point at;
+  };
+
+  HealthWatcher(const std::shared_ptr<grpc::Channel>& channel, const std::string& service)
+      : stub_(grpc::health::v1::Health::NewStub(channel)) {
+    context_.set_deadline(testing::DeadlineIn(600));
+    thread_ = std::thread([this, service] {
+      grpc::health::v1::HealthCheckRequest request;
+      request.set_service(service);
+      auto reader = stub_->Watch(&context_, request);
+      HealthCheckResponse response;
+      while (reader->Read(&response)) {
+        std::lock_guard<std::mutex> lock(mu_);
+        updates_.push_back({response.status(), std::chrono::steady_clock::now()});
+      }
+      const grpc::Status status = reader->Finish();
+      std::lock_guard<std::mutex> lock(mu_);
+      ended_ = true;
+      status_ = status;
+    });
+  }
+  ~HealthWatcher() {
+    // TryCancel has no effect before the call starts: repeat until it ended.
+    for (int i = 0; i < 100 && !ended(); ++i) {
+      Cancel();
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    thread_.join();
+  }
+
+  void Cancel() { context_.TryCancel(); }
+
+  // When `status` first arrived, waiting up to `seconds` for it.
+  std::optional<std::chrono::steady_clock::time_point> WaitFor(HealthCheckResponse::ServingStatus status,
+                                                               double seconds) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+    do {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        for (const auto& u : updates_)
+          if (u.status == status) return u.at;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    } while (std::chrono::steady_clock::now() < deadline);
+    return std::nullopt;
+  }
+
+  std::vector<Update> updates() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return updates_;
+  }
+  bool ended() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return ended_;
+  }
+
+ private:
+  std::unique_ptr<grpc::health::v1::Health::Stub> stub_;
+  grpc::ClientContext context_;
+  std::mutex mu_;
+  std::vector<Update> updates_;
+  bool ended_ = false;
+  grpc::Status status_;
+  std::thread thread_;  // last: started after the members above
+};
+
+TEST_F(ServerIntegrationTest, HealthTurnsNotServingWhileDraining) {
+  TestRepositoryOptions repo;
+  repo.cond.max_batch_size = 1;
+  const double drain_timeout = 60;
+  auto server = StartServer(repo, {"--drain_timeout", "60"});
+  ASSERT_TRUE(server);
+  auto channel = server->NewChannel();
+  auto stub = v1::TcmService::NewStub(channel);
+  HealthWatcher overall(channel, ""), cond(channel, "cond");
+  ASSERT_TRUE(overall.WaitFor(HealthCheckResponse::SERVING, 60)) << "Watch never reported SERVING";
+  ASSERT_TRUE(cond.WaitFor(HealthCheckResponse::SERVING, 60)) << "Watch of 'cond' never reported SERVING";
+
+  // Something to drain: 32 two-step images at one per forward pass.
+  const v1::GenerateRequest work = MakeRequest("cond", 2, 2, 32, 41);
+  auto work_call = std::async(std::launch::async, [&] { return CallGenerate(*stub, work); });
+  auto accepted = WaitForMetrics(
+      server->metrics_port(),
+      [](const std::string& m) { return MetricOrZero(m, "tcm_requests_in_flight", {{"model", "cond"}}) == 1; }, 60);
+  ASSERT_TRUE(accepted.ok()) << accepted.status();
+
+  server->Signal(SIGTERM);
+  const auto not_serving_at = overall.WaitFor(HealthCheckResponse::NOT_SERVING, 60);
+  ASSERT_TRUE(not_serving_at) << "Watch never reported NOT_SERVING after SIGTERM";
+  const bool draining = !IsReady(work_call);
+  EXPECT_TRUE(cond.WaitFor(HealthCheckResponse::NOT_SERVING, 60)) << "'cond' still SERVING after SIGTERM";
+  // A fresh Check while draining: NOT_SERVING, or refused (the listener is closing).
+  const auto check = CheckHealth(server->NewChannel(), "", 5);
+  if (check.status.ok()) {
+    EXPECT_EQ(check.serving, HealthCheckResponse::NOT_SERVING);
+  } else {
+    EXPECT_EQ(check.status.error_code(), StatusCode::UNAVAILABLE) << Describe(check.status);
+  }
+  std::printf("[ health ] a fresh Check during the drain: %s\n",
+              check.status.ok() ? HealthCheckResponse::ServingStatus_Name(check.serving).c_str()
+                                : Describe(check.status).c_str());
+  // Open Watch streams would hold up the exit (see OpenHealthWatchDoesNotDelayExit).
+  overall.Cancel();
+  cond.Cancel();
+
+  GenerateResult done = work_call.get();
+  ASSERT_TRUE(done.status.ok()) << Describe(done.status);
+  ExpectCompleteAnswer(work, done.response, "drained request");
+  EXPECT_TRUE(draining) << "the queued request finished before health turned NOT_SERVING";
+  EXPECT_LT(*not_serving_at, done.finished) << "NOT_SERVING must be visible while work is still draining";
+
+  auto status = server->WaitExit(drain_timeout + 30);
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << "wait status " << *status;
+  const auto updates = overall.updates();
+  for (size_t i = 1; i < updates.size(); ++i)
+    if (updates[i - 1].status == HealthCheckResponse::NOT_SERVING)
+      EXPECT_NE(updates[i].status, HealthCheckResponse::SERVING) << "SERVING again after NOT_SERVING";
+}
+
+// A client watching health (e.g. gRPC client-side health checking, which keeps
+// a Watch stream open per connection) must not keep an idle server from
+// exiting for the whole drain timeout after SIGTERM.
+TEST_F(ServerIntegrationTest, OpenHealthWatchDoesNotDelayExit) {
+  const double drain_timeout = 60, allowed = 15;
+  auto server = StartServer({}, {"--drain_timeout", "60"});
+  ASSERT_TRUE(server);
+  auto channel = server->NewChannel();
+  HealthWatcher watcher(channel, "");
+  ASSERT_TRUE(watcher.WaitFor(HealthCheckResponse::SERVING, 60));
+  GenerateResult r = CallGenerate(*v1::TcmService::NewStub(channel), MakeRequest("cond", 1, 1, 1, 3));
+  ASSERT_TRUE(r.status.ok()) << Describe(r.status);
+
+  const auto signalled = std::chrono::steady_clock::now();
+  server->Signal(SIGTERM);
+  EXPECT_TRUE(watcher.WaitFor(HealthCheckResponse::NOT_SERVING, 30)) << "no NOT_SERVING after SIGTERM";
+  auto status = server->WaitExit(allowed);
+  if (!status.ok()) {
+    ADD_FAILURE() << "an idle tcm-server was still running " << allowed
+                  << " s after SIGTERM while a client held a health Watch stream open (drain timeout "
+                  << drain_timeout << " s)";
+    const auto cancelled = std::chrono::steady_clock::now();
+    watcher.Cancel();
+    status = server->WaitExit(drain_timeout + 30);
+    std::printf("[ health ] exited %.2f s after the client cancelled its Watch (%.2f s after SIGTERM)\n",
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - cancelled).count(),
+                std::chrono::duration<double>(std::chrono::steady_clock::now() - signalled).count());
+  }
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << "wait status " << *status;
+}
+
+// ---------------------------------------------------------------------------
+// 8. Metrics follow traffic.
+
+TEST_F(ServerIntegrationTest, MetricsCountRequestsImagesAndBatches) {
+  auto server = StartServer({}, {});
+  ASSERT_TRUE(server);
+  auto stub = v1::TcmService::NewStub(server->NewChannel());
+
+  std::string metrics = Metrics(*server);
+  // Both models are described, and nothing has been counted yet.
+  const Labels cond_info = {{"model", "cond"},       {"architecture", "SongUNet"}, {"resolution", "32"},
+                            {"channels", "3"},       {"num_classes", "10"},        {"default_steps", "1"}};
+  const Labels uncond_info = {{"model", "uncond"},   {"architecture", "SongUNet"}, {"resolution", "32"},
+                              {"channels", "3"},     {"num_classes", "0"},         {"default_steps", "1"}};
+  EXPECT_EQ(MetricValue(metrics, "tcm_model_info", cond_info), 1.0) << metrics;
+  EXPECT_EQ(MetricValue(metrics, "tcm_model_info", uncond_info), 1.0);
+  EXPECT_EQ(MetricSum(metrics, "tcm_requests_total"), 0);
+  EXPECT_EQ(MetricValue(metrics, "tcm_batch_size_count", {{"model", "cond"}}), 0.0);
+
+  const int n = 3;
+  const unsigned k = 2;
+  for (int i = 0; i < n; ++i) {
+    const v1::GenerateRequest request = MakeRequest("cond", i, 2, k, 500 + i);
+    GenerateResult r = CallGenerate(*stub, request);
+    ASSERT_TRUE(r.status.ok()) << Describe(r.status);
+    ExpectCompleteAnswer(request, r.response, absl::StrCat("request ", i));
+    EXPECT_GT(r.response.timings().total_seconds(), 0);
+    EXPECT_GT(r.response.timings().compute_seconds(), 0);
+    EXPECT_LE(r.response.timings().compute_seconds(), r.response.timings().total_seconds());
+  }
+  // The queue depth gauge is updated by the worker after the batch that
+  // finished the last call, so it may lag the response by a moment.
+  auto settled = WaitForMetrics(
+      server->metrics_port(),
+      [](const std::string& m) { return MetricValue(m, "tcm_queue_depth", {{"model", "cond"}}) == 0.0; }, 10);
+  EXPECT_TRUE(settled.ok()) << "tcm_queue_depth{model=\"cond\"} did not return to 0: " << settled.status();
+  metrics = Metrics(*server);
+  const Labels ok2 = {{"code", "OK"}, {"model", "cond"}, {"steps", "2"}};
+  const Labels cond2 = {{"model", "cond"}, {"steps", "2"}};
+  const Labels cond = {{"model", "cond"}};
+  EXPECT_EQ(MetricValue(metrics, "tcm_requests_total", ok2), n);
+  EXPECT_EQ(MetricSum(metrics, "tcm_requests_total"), n);
+  EXPECT_EQ(MetricValue(metrics, "tcm_images_generated_total", cond2), n * k);
+  EXPECT_EQ(MetricValue(metrics, "tcm_request_duration_seconds_count", cond2), n);
+  EXPECT_GT(MetricOrZero(metrics, "tcm_request_duration_seconds_sum", cond2), 0);
+  EXPECT_GT(MetricOrZero(metrics, "tcm_batch_size_count", cond), 0);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_batch_size_sum", cond), n * k * 2) << "one row per image and step";
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_batch_compute_seconds_count", cond),
+            MetricOrZero(metrics, "tcm_batch_size_count", cond));
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_queue_wait_seconds_count", cond), n * k) << "one wait per image";
+  EXPECT_EQ(MetricValue(metrics, "tcm_queue_depth", cond), 0.0);
+  EXPECT_EQ(MetricValue(metrics, "tcm_requests_in_flight", cond), 0.0);
+  EXPECT_GT(MetricOrZero(metrics, "tcm_worker_busy_seconds_total", {{"worker", "0"}}), 0);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_batch_size_count", {{"model", "uncond"}}), 0);
+  EXPECT_EQ(MetricSum(metrics, "tcm_images_dropped_total"), 0);
+  // The latency histogram is cumulative and complete.
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_request_duration_seconds_bucket",
+                         {{"model", "cond"}, {"steps", "2"}, {"le", "+Inf"}}),
+            n);
+  StopCleanly(*server);
+}
+
+// ---------------------------------------------------------------------------
+// 9. GenerateStream and ListModels.
+
+TEST_F(ServerIntegrationTest, GenerateStreamSendsEveryImageOnceWithGenerateBytes) {
+  auto server = StartServer({}, {});
+  ASSERT_TRUE(server);
+  auto stub = v1::TcmService::NewStub(server->NewChannel());
+
+  for (const auto& request : {MakeRequest("cond", 3, 2, 4, 42), MakeRequest("uncond", std::nullopt, 1, 5, 8),
+                              MakeRequest("cond", std::nullopt, 2, 3, 77, v1::IMAGE_FORMAT_PNG)}) {
+    SCOPED_TRACE(request.ShortDebugString());
+    GenerateResult unary = CallGenerate(*stub, request);
+    ASSERT_TRUE(unary.status.ok()) << Describe(unary.status);
+    ExpectCompleteAnswer(request, unary.response, "Generate");
+
+    grpc::ClientContext context;
+    context.set_deadline(testing::DeadlineIn(300));
+    auto reader = stub->GenerateStream(&context, request);
+    std::vector<v1::GenerateStreamResponse> messages;
+    for (v1::GenerateStreamResponse m; reader->Read(&m);) messages.push_back(m);
+    const grpc::Status status = reader->Finish();
+    ASSERT_TRUE(status.ok()) << Describe(status);
+
+    ASSERT_EQ(messages.size(), request.num_images());
+    std::set<uint32_t> seen;
+    for (const auto& m : messages) {
+      EXPECT_EQ(m.model(), request.model());
+      EXPECT_EQ(m.steps(), request.steps());
+      const uint32_t index = m.image().index();
+      ASSERT_LT(index, request.num_images());
+      EXPECT_TRUE(seen.insert(index).second) << "index " << index << " sent twice";
+      const v1::Image& expected = unary.response.images(static_cast<int>(index));
+      EXPECT_EQ(m.image().data(), expected.data()) << "image " << index << " differs from Generate's";
+      EXPECT_EQ(m.image().class_label(), expected.class_label());
+      EXPECT_EQ(m.image().seed(), request.seed());
+      EXPECT_EQ(m.image().width(), static_cast<uint32_t>(kSide));
+      EXPECT_EQ(m.image().format(), request.format());
+    }
+    EXPECT_EQ(seen.size(), request.num_images());
+  }
+  StopCleanly(*server);
+}
+
+TEST_F(ServerIntegrationTest, ListModelsDescribesBothModels) {
+  auto server = StartServer({}, {});
+  ASSERT_TRUE(server);
+  auto stub = v1::TcmService::NewStub(server->NewChannel());
+  grpc::ClientContext context;
+  context.set_deadline(testing::DeadlineIn(60));
+  v1::ListModelsResponse response;
+  const grpc::Status status = stub->ListModels(&context, v1::ListModelsRequest(), &response);
+  ASSERT_TRUE(status.ok()) << Describe(status);
+  ASSERT_EQ(response.models_size(), 2) << response.DebugString();
+
+  std::map<std::string, v1::ModelInfo> models;
+  int defaults = 0;
+  for (const auto& m : response.models()) {
+    models[m.name()] = m;
+    defaults += m.is_default() ? 1 : 0;
+    EXPECT_EQ(m.architecture(), "SongUNet") << m.name();
+    EXPECT_EQ(m.resolution(), 32u) << m.name();
+    EXPECT_EQ(m.channels(), 3u) << m.name();
+    EXPECT_FLOAT_EQ(m.t_max(), 80.0f) << m.name();
+    EXPECT_NEAR(m.mid_t(), 0.821f, 1e-6) << m.name();
+    EXPECT_GE(m.default_steps(), 1u);
+    EXPECT_LE(m.default_steps(), 2u);
+  }
+  EXPECT_EQ(defaults, 1);
+  ASSERT_EQ(models.count("cond"), 1u);
+  ASSERT_EQ(models.count("uncond"), 1u);
+  EXPECT_EQ(models["cond"].num_classes(), 10u);
+  EXPECT_EQ(std::vector<std::string>(models["cond"].class_names().begin(), models["cond"].class_names().end()),
+            testing::CondClassNames());
+  EXPECT_EQ(models["uncond"].num_classes(), 0u);
+  EXPECT_EQ(models["uncond"].class_names_size(), 0);
+  EXPECT_TRUE(models["cond"].is_default()) << "the first model by name is the default";
+
+  // An empty model name is served by the default model.
+  GenerateResult r = CallGenerate(*stub, MakeRequest("", 1, 1, 1, 5));
+  ASSERT_TRUE(r.status.ok()) << Describe(r.status);
+  EXPECT_EQ(r.response.model(), "cond");
+  StopCleanly(*server);
+}
+
+}  // namespace
+}  // namespace tcm
