@@ -33,8 +33,9 @@ ABSL_FLAG(std::string, device, "cpu", "cpu, or cuda (one worker per visible GPU;
 ABSL_FLAG(int, workers, 1, "CPU workers, each with its own replica of every model.");
 ABSL_FLAG(int, intra_op_threads, 0, "LibTorch threads per CPU worker; 0 = cores / workers.");
 ABSL_FLAG(int, max_batch_size, 16, "Images per forward pass, unless a model's config.pbtxt sets batching.");
-ABSL_FLAG(int, max_queue_delay_us, 2000,
-          "Longest wait for a fuller batch, microseconds, unless the model's config.pbtxt sets it.");
+ABSL_FLAG(int, max_queue_delay_us, 0,
+          "Longest wait for a fuller batch when a worker is idle, microseconds, unless the model's config.pbtxt "
+          "sets it. 0: an idle worker takes what is queued at once (under load batches fill while workers are busy).");
 ABSL_FLAG(int, max_queue_size, 256,
           "Queued images per model before calls get RESOURCE_EXHAUSTED, unless the config sets it.");
 ABSL_FLAG(bool, step_level_batching, true,
