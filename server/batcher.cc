@@ -30,7 +30,7 @@ Batcher::Batcher(Options options)
 
 absl::Status Batcher::Submit(int model, std::vector<std::unique_ptr<ImageTask>> tasks) {
   const absl::Time now = clock_->Now();
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   if (closed_) return absl::UnavailableError("the server is shutting down");
   Queue& q = *queues_.at(model);
   if (q.fresh.size() + tasks.size() > q.options.max_queue_size)
@@ -42,15 +42,15 @@ absl::Status Batcher::Submit(int model, std::vector<std::unique_ptr<ImageTask>> 
     q.fresh.push_back(std::move(t));
   }
   ReportDepth(model);
-  ++version_;
+  changed_.notify_all();
   return absl::OkStatus();
 }
 
 void Batcher::Resubmit(int model, std::unique_ptr<ImageTask> task) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   queues_.at(model)->returning.push_back(std::move(task));
   ReportDepth(model);
-  ++version_;
+  changed_.notify_all();
 }
 
 std::unique_ptr<Batch> Batcher::FormBatch(absl::Time now, Dropped* dropped) {
@@ -127,31 +127,31 @@ void Batcher::DropAll(Dropped& dropped) {
 
 std::unique_ptr<Batch> Batcher::NextBatch() {
   Dropped dropped;
-  mu_.Lock();
+  std::unique_lock<std::mutex> lock(mu_);
   while (true) {
     std::unique_ptr<Batch> batch = FormBatch(clock_->Now(), &dropped);
     if (batch != nullptr || !dropped.empty()) {
-      mu_.Unlock();
-      DropAll(dropped);
+      lock.unlock();
+      DropAll(dropped);  // outside the lock: it finishes calls
       if (batch != nullptr) return batch;
-      mu_.Lock();
+      lock.lock();
       continue;
     }
-    if (Finished()) break;
-    const uint64_t seen = version_;
-    const absl::Duration wait = NextReadyTime() - clock_->Now();
-    auto changed = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return version_ != seen; };
-    mu_.AwaitWithTimeout(absl::Condition(&changed), std::max(wait, absl::ZeroDuration()));
+    if (Finished()) return nullptr;
+    const absl::Time ready = NextReadyTime();
+    if (ready == absl::InfiniteFuture()) {
+      changed_.wait(lock);
+    } else {
+      changed_.wait_for(lock, absl::ToChronoNanoseconds(std::max(ready - clock_->Now(), absl::ZeroDuration())));
+    }
   }
-  mu_.Unlock();
-  return nullptr;
 }
 
 std::unique_ptr<Batch> Batcher::TryNextBatch() {
   Dropped dropped;
   std::unique_ptr<Batch> batch;
   {
-    absl::MutexLock lock(&mu_);
+    std::lock_guard<std::mutex> lock(mu_);
     batch = FormBatch(clock_->Now(), &dropped);
   }
   DropAll(dropped);
@@ -159,25 +159,25 @@ std::unique_ptr<Batch> Batcher::TryNextBatch() {
 }
 
 void Batcher::BatchDone() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   --in_flight_;
-  ++version_;
+  changed_.notify_all();
 }
 
 void Batcher::Close() {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   closed_ = true;
-  ++version_;
+  changed_.notify_all();
 }
 
 size_t Batcher::QueueDepth(int model) const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   const Queue& q = *queues_.at(model);
   return q.returning.size() + q.fresh.size();
 }
 
 bool Batcher::closed() const {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   return closed_;
 }
 

@@ -4,11 +4,8 @@
 # client without one and a plaintext client.
 set -uo pipefail
 server="$1"; client="$2"; convert="$3"; fixtures="$4"
-tmp="$(mktemp -d)"
-pid=""
-cleanup() { [[ -n "$pid" ]] && kill -9 "$pid" 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-cd "$tmp" || exit 1
+source "$(dirname "$0")/server_lib.sh"
+cd "$TMP" || exit 1
 
 quiet() { "$@" > /dev/null 2>&1; }
 quiet openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=tcm test CA" -keyout ca.key -out ca.pem || exit 1
@@ -20,12 +17,8 @@ for who in server client; do
 done
 
 "$convert" --input "$fixtures/ddpmpp_cifar_tiny.weights.safetensors" --output repo/uncond > /dev/null || exit 1
-"$server" --model_repository repo --port 0 --metrics_port -1 --tls_cert server.pem --tls_key server.key \
-  --tls_client_ca ca.pem > server.log 2>&1 &
-pid=$!
-for _ in $(seq 100); do grep -q "serving" server.log && break; sleep 0.2; done
-port="$(sed -nE 's/.* on port ([0-9]+) .*/\1/p' server.log)"
-[[ -n "$port" ]] || { echo "server did not start:"; cat server.log; exit 1; }
+start_server "$server" repo --metrics_port -1 --tls_cert server.pem --tls_key server.key --tls_client_ca ca.pem
+port="$GRPC_PORT"
 
 fail=0
 out="$("$client" --server "localhost:$port" --tls_ca ca.pem --tls_cert client.pem --tls_key client.key --out imgs 2>&1)" \
