@@ -1,19 +1,30 @@
 #include "client/client_common.h"
 
 
+#include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "common/read_file.h"
+
+ABSL_FLAG(std::string, server, "localhost:50051", "Server address, host:port.");
+ABSL_FLAG(bool, tls, false, "Use TLS (system roots unless --tls_ca).");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA that signed the server certificate (implies --tls).");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate for mutual TLS (implies --tls).");
+ABSL_FLAG(std::string, tls_key, "", "PEM key of --tls_cert.");
 
 namespace tcm {
 namespace {
 
-absl::StatusOr<std::string> ReadPem(const std::string& path, const std::string& flag) {
-  auto text = ReadFile(path);
-  if (!text.ok()) return absl::NotFoundError(absl::StrCat("--", flag, ": ", text.status().message()));
-  return text;
-}
-
 }  // namespace
+
+ChannelOptions ChannelOptionsFromFlags() {
+  ChannelOptions options;
+  options.server = absl::GetFlag(FLAGS_server);
+  options.tls = absl::GetFlag(FLAGS_tls);
+  options.ca = absl::GetFlag(FLAGS_tls_ca);
+  options.cert = absl::GetFlag(FLAGS_tls_cert);
+  options.key = absl::GetFlag(FLAGS_tls_key);
+  return options;
+}
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ChannelOptions& options) {
   grpc::ChannelArguments args;
@@ -23,16 +34,16 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ChannelOptions&
   if (options.tls || !options.ca.empty() || !options.cert.empty()) {
     grpc::SslCredentialsOptions ssl;
     if (!options.ca.empty()) {
-      auto ca = ReadPem(options.ca, "tls_ca");
+      auto ca = ReadFlagFile(options.ca, "tls_ca");
       if (!ca.ok()) return ca.status();
       ssl.pem_root_certs = *ca;
     }
     if (options.cert.empty() != options.key.empty())
       return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
     if (!options.cert.empty()) {
-      auto cert = ReadPem(options.cert, "tls_cert");
+      auto cert = ReadFlagFile(options.cert, "tls_cert");
       if (!cert.ok()) return cert.status();
-      auto key = ReadPem(options.key, "tls_key");
+      auto key = ReadFlagFile(options.key, "tls_key");
       if (!key.ok()) return key.status();
       ssl.pem_cert_chain = *cert;
       ssl.pem_private_key = *key;

@@ -9,7 +9,10 @@
 #include <string>
 #include <vector>
 
+#include "absl/flags/declare.h"
 #include "absl/status/statusor.h"
+
+ABSL_DECLARE_FLAG(std::string, server);
 
 namespace tcm {
 
@@ -22,6 +25,10 @@ struct ChannelOptions {
 };
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ChannelOptions& options);
+
+// The options given by the clients' shared flags: --server, --tls, --tls_ca,
+// --tls_cert, --tls_key (defined in client_common.cc).
+ChannelOptions ChannelOptionsFromFlags();
 
 // Rewrites "--some-flag" to "--some_flag" (names only, not values), so that
 // both spellings work with Abseil flags.

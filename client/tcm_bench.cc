@@ -55,7 +55,6 @@ ABSL_FLAG(double, duration, 10, "Measurement window of each level, seconds.");
 ABSL_FLAG(double, warmup, 2, "Load before each level's window, not measured, seconds.");
 ABSL_FLAG(int, max_inflight, 1000, "Open loop: most calls outstanding; an arrival beyond it is dropped and counted.");
 // Requests.
-ABSL_FLAG(std::string, server, "localhost:50051", "Server address, host:port.");
 ABSL_FLAG(std::string, model, "", "Model name; empty = the server's default model.");
 ABSL_FLAG(double, two_step_fraction, 0.5,
           "Share of requests with steps=2, the rest steps=1, chosen per request from a generator seeded with --seed.");
@@ -65,10 +64,6 @@ ABSL_FLAG(std::string, format, "png", "Image format asked for: png or raw.");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of the request mix, of the requests' seeds and of Poisson arrivals.");
 ABSL_FLAG(double, timeout, 60, "Deadline of each call, seconds (exceeded calls count as DEADLINE_EXCEEDED).");
 ABSL_FLAG(double, connect_timeout, 10, "How long to wait for the server's connection at start, seconds.");
-ABSL_FLAG(bool, tls, false, "Use TLS (system roots unless --tls_ca).");
-ABSL_FLAG(std::string, tls_ca, "", "PEM CA that signed the server certificate (implies --tls).");
-ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate for mutual TLS (implies --tls).");
-ABSL_FLAG(std::string, tls_key, "", "PEM key of --tls_cert.");
 // Output.
 ABSL_FLAG(std::string, json, "", "Also write the flags and one object per level to this JSON file.");
 // In-process model throughput.
@@ -443,13 +438,7 @@ int Run(const std::set<std::string>& given) {
   std::unique_ptr<v1::TcmService::Stub> stub;
   std::string model_name, model_line;
   if (s.service) {
-    ChannelOptions options;
-    options.server = s.server;
-    options.tls = absl::GetFlag(FLAGS_tls);
-    options.ca = absl::GetFlag(FLAGS_tls_ca);
-    options.cert = absl::GetFlag(FLAGS_tls_cert);
-    options.key = absl::GetFlag(FLAGS_tls_key);
-    auto channel = MakeChannel(options);
+    auto channel = MakeChannel(ChannelOptionsFromFlags());
     if (!channel.ok()) return FlagError(std::string(channel.status().message()));
     if (!(*channel)->WaitForConnected(std::chrono::system_clock::now() +
                                       std::chrono::milliseconds(static_cast<int64_t>(s.connect_timeout * 1e3))))

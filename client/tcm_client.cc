@@ -22,7 +22,6 @@
 #include "server/png_encoder.h"
 #include "tcm/v1/tcm_service.grpc.pb.h"
 
-ABSL_FLAG(std::string, server, "localhost:50051", "Server address, host:port.");
 ABSL_FLAG(std::string, model, "", "Model name; empty = the server's default model.");
 ABSL_FLAG(int64_t, class_label, -1, "Class of every image (also --class); -1 = a random class per image.");
 ABSL_FLAG(int, steps, 0, "Network evaluations per image: 1 or 2; 0 = the model's default.");
@@ -33,10 +32,6 @@ ABSL_FLAG(bool, grid, false, "Write one PNG with all images in a grid instead of
 ABSL_FLAG(bool, list_models, false, "List the server's models and exit.");
 ABSL_FLAG(bool, health, false, "Check the server's health (or --model's) and exit 0 if SERVING, else 1.");
 ABSL_FLAG(double, timeout, 60, "Call deadline, seconds.");
-ABSL_FLAG(bool, tls, false, "Use TLS (system roots unless --tls_ca).");
-ABSL_FLAG(std::string, tls_ca, "", "PEM CA that signed the server certificate (implies --tls).");
-ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate for mutual TLS (implies --tls).");
-ABSL_FLAG(std::string, tls_key, "", "PEM key of --tls_cert.");
 
 namespace tcm {
 namespace {
@@ -164,13 +159,7 @@ int Generate(v1::TcmService::Stub& stub) {
 }
 
 int Run() {
-  ChannelOptions options;
-  options.server = absl::GetFlag(FLAGS_server);
-  options.tls = absl::GetFlag(FLAGS_tls);
-  options.ca = absl::GetFlag(FLAGS_tls_ca);
-  options.cert = absl::GetFlag(FLAGS_tls_cert);
-  options.key = absl::GetFlag(FLAGS_tls_key);
-  auto channel = MakeChannel(options);
+  auto channel = MakeChannel(ChannelOptionsFromFlags());
   if (!channel.ok()) return Error(std::string(channel.status().message()));
   if (absl::GetFlag(FLAGS_health)) return Health(*channel);
   auto stub = v1::TcmService::NewStub(*channel);

@@ -21,6 +21,13 @@ inline absl::StatusOr<std::string> ReadFile(const std::string& path) {
   return std::move(contents).str();
 }
 
+// ReadFile for the file a command-line flag names; errors start "--flag: ".
+inline absl::StatusOr<std::string> ReadFlagFile(const std::string& path, absl::string_view flag) {
+  auto text = ReadFile(path);
+  if (!text.ok()) return absl::NotFoundError(absl::StrCat("--", flag, ": ", text.status().message()));
+  return text;
+}
+
 }  // namespace tcm
 
 #endif  // TCM_COMMON_READ_FILE_H_

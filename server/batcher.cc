@@ -176,9 +176,4 @@ size_t Batcher::QueueDepth(int model) const {
   return q.returning.size() + q.fresh.size();
 }
 
-bool Batcher::closed() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  return closed_;
-}
-
 }  // namespace tcm

@@ -97,7 +97,6 @@ class Batcher {
 
   // Tasks waiting in `model`'s queue (new and returning).
   size_t QueueDepth(int model) const;
-  bool closed() const;
 
  private:
   struct Queue {

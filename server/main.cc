@@ -51,25 +51,19 @@ ABSL_FLAG(std::string, tls_client_ca, "", "PEM CA bundle; when set, clients must
 namespace tcm {
 namespace {
 
-absl::StatusOr<std::string> ReadText(const std::string& path, const std::string& flag) {
-  auto text = ReadFile(path);
-  if (!text.ok()) return absl::NotFoundError(absl::StrCat("--", flag, ": ", text.status().message()));
-  return text;
-}
-
 absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials() {
   const std::string cert = absl::GetFlag(FLAGS_tls_cert), key = absl::GetFlag(FLAGS_tls_key),
                     ca = absl::GetFlag(FLAGS_tls_client_ca);
   if (cert.empty() && key.empty() && ca.empty()) return grpc::InsecureServerCredentials();
   if (cert.empty() || key.empty()) return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
   grpc::SslServerCredentialsOptions options;
-  auto cert_text = ReadText(cert, "tls_cert");
+  auto cert_text = ReadFlagFile(cert, "tls_cert");
   if (!cert_text.ok()) return cert_text.status();
-  auto key_text = ReadText(key, "tls_key");
+  auto key_text = ReadFlagFile(key, "tls_key");
   if (!key_text.ok()) return key_text.status();
   options.pem_key_cert_pairs.push_back({*key_text, *cert_text});
   if (!ca.empty()) {
-    auto ca_text = ReadText(ca, "tls_client_ca");
+    auto ca_text = ReadFlagFile(ca, "tls_client_ca");
     if (!ca_text.ok()) return ca_text.status();
     options.pem_root_certs = *ca_text;
     options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
