@@ -12,7 +12,11 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
   curl openssl prometheus
+  yamllint python3-yaml
 )
+# kubectl renders the Kubernetes manifests (`kubectl kustomize`). Debian's own
+# (kubernetes-client) only where none is installed: it does not unpack over another.
+if ! command -v kubectl > /dev/null; then PACKAGES+=(kubernetes-client); fi
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
