@@ -61,7 +61,7 @@ class MPConvImpl : public torch::nn::Module {
   // normalize(w) * gain / sqrt(fan_in) * scale; `gain` may be undefined (= 1).
   // `scale` folds constant factors of the surrounding code into the weight.
   torch::Tensor EffectiveWeight(const torch::Tensor& gain, double scale) {
-    if (is_training()) {
+    if (is_training() && !SkipForcedWeightNormalization::Active()) {
       torch::NoGradGuard no_grad;
       weight.copy_(Normalize(weight, AllButFirst(weight.dim())));
     }

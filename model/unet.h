@@ -27,6 +27,26 @@ class UNet : public torch::nn::Module {
   virtual double FlopsPerImage() const = 0;
 };
 
+// While alive on this thread, training-mode forward passes leave the stored
+// weights alone instead of forcing their normalisation (EDM2). Consistency
+// training wraps its no-grad target pass in it, as the reference does, so the
+// weights the gradient pass saved are not changed under it.
+class SkipForcedWeightNormalization {
+ public:
+  SkipForcedWeightNormalization() : previous_(Active()) { Active() = true; }
+  ~SkipForcedWeightNormalization() { Active() = previous_; }
+  SkipForcedWeightNormalization(const SkipForcedWeightNormalization&) = delete;
+  SkipForcedWeightNormalization& operator=(const SkipForcedWeightNormalization&) = delete;
+
+  static bool& Active() {
+    thread_local bool active = false;
+    return active;
+  }
+
+ private:
+  bool previous_;
+};
+
 }  // namespace tcm
 
 #endif  // TCM_MODEL_UNET_H_

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# tcm-train end to end on a tiny network: each stage runs a few steps from the
+# one before, a stopped run resumes where it stopped, the exported model
+# directory is served by tcm-server unchanged, and bad input is one clear line.
+#   train_cli_test.sh TCM_TRAIN TCM_SERVER TCM_CLIENT
+set -uo pipefail
+train="$1"
+server="$2"
+client="$3"
+source "$(dirname "$0")/server_lib.sh"
+fail=0
+check() { if ! eval "$1"; then echo "FAIL: $2"; fail=1; fi; }
+
+cat > "$TMP/tiny.pbtxt" <<'CONFIG'
+architecture: "EDM2UNet"
+img_resolution: 32
+img_channels: 1
+num_classes: 10
+edm2 { model_channels: 8 channel_mult: [1, 2] num_blocks: 1 attn_resolutions: [] }
+CONFIG
+common=(--threads 1 --batch_size 4 --log_every 1 --checkpoint_every 1)
+
+# Diffusion from random weights, stopped after 2 steps, then resumed to 3.
+"$train" diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/edm" --steps 2 "${common[@]}" > "$TMP/edm1.log" 2>&1 \
+  || { echo "FAIL: diffusion"; cat "$TMP/edm1.log"; exit 1; }
+"$train" diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/edm" --steps 3 --resume "${common[@]}" > "$TMP/edm2.log" 2>&1 \
+  || { echo "FAIL: diffusion --resume"; cat "$TMP/edm2.log"; exit 1; }
+check 'grep -q "resumed .*checkpoint.pt at step 2" "$TMP/edm2.log"' "resume message"
+check 'grep -q "^step 3/3  loss" "$TMP/edm2.log"' "progress line after resume"
+check '! grep -q "^step [12]/" "$TMP/edm2.log"' "resumed run repeats no step"
+check '[[ $(wc -l < "$TMP/edm/log.jsonl") -eq 3 ]]' "log.jsonl holds one line per step across both runs"
+check '[[ -f "$TMP/edm/model/weights.safetensors" && -f "$TMP/edm/model/labels.txt" ]]' "diffusion model exported"
+check 'grep -q "Ankle boot" "$TMP/edm/model/labels.txt"' "class names exported"
+
+# Stage 1 from the diffusion model, stage 2 from stage 1 with it as teacher.
+"$train" consistency --init "$TMP/edm/model" --out "$TMP/ct" --steps 2 "${common[@]}" > "$TMP/ct.log" 2>&1 \
+  || { echo "FAIL: consistency"; cat "$TMP/ct.log"; exit 1; }
+check 'grep -q "ratio 0.5000" "$TMP/ct.log"' "stage 1 reports its gap ratio"
+check '[[ -f "$TMP/ct/model/samples-1step.png" && -f "$TMP/ct/model/samples-2step.png" ]]' "stage 1 sample grids"
+"$train" truncated --init "$TMP/ct/model" --teacher "$TMP/ct/model" --t_lower 1 --boundary_prob 0.25 \
+  --out "$TMP/tcm" --steps 2 "${common[@]}" > "$TMP/tcm.log" 2>&1 || { echo "FAIL: truncated"; cat "$TMP/tcm.log"; exit 1; }
+check 'grep -q "boundary [0-9]" "$TMP/tcm.log"' "stage 2 reports its boundary loss"
+check '! grep -q "dropout" "$TMP/tcm/model/config.pbtxt"' "exported config carries no training-only dropout"
+
+# The exported stage-2 model directory serves unchanged.
+mkdir -p "$TMP/repo" && cp -r "$TMP/tcm/model" "$TMP/repo/tiny-tcm"
+start_server "$server" "$TMP/repo" --metrics_port -1 --workers 1 --intra_op_threads 1
+check '"$client" --server "localhost:$GRPC_PORT" --class 9 --steps 2 --num 2 --out "$TMP/out" > "$TMP/client.log" 2>&1' \
+  "tcm-client against the trained model: $(cat "$TMP/client.log" 2>/dev/null)"
+check '[[ $(ls "$TMP/out"/*.png 2>/dev/null | wc -l) -eq 2 ]]' "two PNGs written"
+
+# Bad input: one line naming the flag, exit 2.
+expect_error() {  # expect_error FRAGMENT command...
+  local fragment="$1"
+  shift
+  local out rc
+  out="$("$@" 2>&1)"
+  rc=$?
+  if [[ $rc -ne 2 || "$out" != *"$fragment"* || $(printf '%s\n' "$out" | wc -l) -ne 1 ]]; then
+    echo "FAIL: '$*' gave exit $rc and: $out"
+    fail=1
+  fi
+}
+expect_error "give one stage: diffusion, consistency or truncated" "$train"
+expect_error 'stage: must be diffusion, consistency or truncated; got "distill"' "$train" distill --out "$TMP/x"
+expect_error "--init: required" "$train" consistency --out "$TMP/x"
+expect_error "--teacher: required by the truncated stage" "$train" truncated --init "$TMP/ct/model" --out "$TMP/x"
+expect_error '--tdist: must be "normal" or "t", got "cauchy"' "$train" consistency --tdist cauchy --init "$TMP/ct/model" --out "$TMP/x"
+expect_error "--weighting: must be one of default, cout, cout_sq, sqrt, one" "$train" consistency --weighting l1 --init "$TMP/ct/model" --out "$TMP/x"
+expect_error '--data: unknown data set "mnist"' "$train" consistency --data mnist --init "$TMP/ct/model" --out "$TMP/x"
+expect_error "a checkpoint of the diffusion stage, not the consistency stage" \
+  "$train" consistency --init "$TMP/ct/model" --out "$TMP/edm" --resume --threads 1
+exit $fail

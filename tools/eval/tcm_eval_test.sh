@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# tcm-eval's command-line contract: one clear line and exit 2 on bad input; a
+# short run on a randomly initialised model reports accuracy near chance.
+#   tcm_eval_test.sh TCM_EVAL TCM_INIT_MODEL FASHION_CONFIG CLASSIFIER
+set -uo pipefail
+eval_bin="$1"
+init_model="$2"
+config="$3"
+classifier="$4"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+# One thread: the machine may be busy, and oversubscribed threads slow LibTorch many times over.
+tcm_eval=("$eval_bin" --threads 1)
+
+expect_error() {  # expect_error MESSAGE_FRAGMENT -- command...
+  local fragment="$1"
+  shift 2
+  local out rc
+  out="$("$@" 2>&1)"
+  rc=$?
+  if [[ $rc -ne 2 ]]; then
+    echo "FAIL: '$*' exited $rc, expected 2; output: $out"
+    fail=1
+  elif [[ "$out" != *"$fragment"* ]]; then
+    echo "FAIL: '$*' output lacks '$fragment': $out"
+    fail=1
+  elif [[ $(printf '%s\n' "$out" | wc -l) -ne 1 ]]; then
+    echo "FAIL: '$*' error is not one line: $out"
+    fail=1
+  fi
+}
+
+"$init_model" --config "$config" --output "$tmp/random" > /dev/null || { echo "FAIL: tcm-init-model"; exit 1; }
+sed -e 's/img_channels: 1/img_channels: 3/' "$config" > "$tmp/rgb.pbtxt"
+"$init_model" --config "$tmp/rgb.pbtxt" --output "$tmp/rgb" > /dev/null || { echo "FAIL: tcm-init-model rgb"; exit 1; }
+
+expect_error "--steps must be 1 or 2" -- "${tcm_eval[@]}" --model "$tmp/random" --steps 3 --classifier "$classifier"
+expect_error "--steps must be 1 or 2" -- "${tcm_eval[@]}" --model "$tmp/random" --steps 1,x --classifier "$classifier"
+expect_error "--num must be at least 2" -- "${tcm_eval[@]}" --model "$tmp/random" --num 0 --classifier "$classifier"
+expect_error "--model: give a model directory" -- "${tcm_eval[@]}" --classifier "$classifier"
+expect_error "--model: $tmp/absent/config.pbtxt" -- "${tcm_eval[@]}" --model "$tmp/absent" --classifier "$classifier"
+expect_error "--model: $tmp/rgb makes 3-channel 32x32 images of 10 classes" -- \
+  "${tcm_eval[@]}" --model "$tmp/rgb" --classifier "$classifier"
+expect_error "--teacher: $tmp/rgb makes 3-channel" -- \
+  "${tcm_eval[@]}" --model "$tmp/random" --teacher "$tmp/rgb" --classifier "$classifier"
+expect_error "--classifier: $tmp/absent.safetensors" -- \
+  "${tcm_eval[@]}" --model "$tmp/random" --classifier "$tmp/absent.safetensors"
+expect_error "--out: give the path" -- "${tcm_eval[@]}" --train_classifier
+
+# End to end: 40 images per step count, the composed sampler with the model as its own teacher.
+if ! "${tcm_eval[@]}" --model "$tmp/random" --teacher "$tmp/random" --num 40 --batch_size 16 --classifier "$classifier" \
+    --json "$tmp/out.json" > "$tmp/stdout" 2> "$tmp/stderr"; then
+  echo "FAIL: end-to-end run: $(cat "$tmp/stdout" "$tmp/stderr")"
+  exit 1
+fi
+grep -q "accuracy" "$tmp/stdout" || { echo "FAIL: no table: $(cat "$tmp/stdout")"; fail=1; }
+grep -q "2-step: 40/40 images" "$tmp/stderr" || { echo "FAIL: no progress: $(cat "$tmp/stderr")"; fail=1; }
+/usr/bin/python3 - "$tmp/out.json" <<'PY' || fail=1
+import json, sys
+out = json.load(open(sys.argv[1]))
+rows = out["results"]
+assert [r["steps"] for r in rows] == [1, 2], rows
+for r in rows:
+    assert r["images"] == 40, r
+    assert 0.0 <= r["class_accuracy"] <= 0.5, f"accuracy far from chance (0.1): {r}"
+    assert r["fd"] > 0 and r["fd"] < 1e6, r
+    assert r["images_per_second"] > 0, r
+assert out["transition_t"] == 1.0 and out["reference"]["images"] == 10000, out
+PY
+
+exit $fail

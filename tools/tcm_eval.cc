@@ -1,0 +1,370 @@
+// tcm-eval: quality of generated Fashion-MNIST images, measured with the
+// project's small Fashion-MNIST classifier (training/classifier.h).
+//
+//   tcm-eval --model models/NAME [--steps 1,2] [--num 10000] [--floor] [--json results.json]
+//   tcm-eval --model models/STAGE2 --teacher models/STAGE1 [--transition_t 1.0]
+//   tcm-eval --train_classifier --out tools/eval/fashion-mnist-classifier.safetensors
+//
+// For each step count it samples --num images, image i of class i % 10 with
+// noise seeded from (--seed, i), and reports the class accuracy (the
+// classifier's argmax equals the requested class) and the Fréchet distance
+// (FD) between the classifier features of the images and of the Fashion-MNIST
+// test set. Images are quantised to 8 bits first, as they are when served.
+// --floor adds FD(test set, training set), the value a perfect generator
+// would approach, and the classifier's accuracy on the test set.
+//
+// With --teacher, a sampling step whose noise level is below --transition_t
+// (t') runs on the teacher (the stage-1 network), the others on --model: the
+// composition TCM's stage 2 was trained with.
+#include <torch/torch.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "common/flags_usage.h"
+#include "common/status_macros.h"
+#include "model/cpu_threads.h"
+#include "model/model_repository.h"
+#include "model/sampler.h"
+#include "nlohmann/json.hpp"
+#include "training/classifier.h"
+#include "training/dataset.h"
+#include "training/frechet.h"
+
+ABSL_FLAG(std::string, model, "", "Model directory to evaluate (1 channel, 32x32, 10 classes).");
+ABSL_FLAG(std::string, teacher, "",
+          "Optional stage-1 model directory: sampling steps whose noise level is below --transition_t run on it.");
+ABSL_FLAG(double, transition_t, 1.0, "t': with --teacher, steps below this noise level run on the teacher.");
+ABSL_FLAG(std::string, steps, "1,2", "Step counts to evaluate, comma-separated: 1, 2 or 1,2.");
+ABSL_FLAG(int64_t, num, 10000, "Images generated per step count (image i gets class i % 10).");
+ABSL_FLAG(int64_t, batch_size, 250, "Images per sampling batch.");
+ABSL_FLAG(uint64_t, seed, 0, "Seed of the sampling noise.");
+ABSL_FLAG(std::string, classifier, "tools/eval/fashion-mnist-classifier.safetensors", "The classifier's weights.");
+ABSL_FLAG(bool, floor, false,
+          "Also report FD(test set, training set) and the classifier's test accuracy (works without --model).");
+ABSL_FLAG(std::string, json, "", "Also write the results to this JSON file.");
+ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = one per core.");
+ABSL_FLAG(bool, train_classifier, false, "Train the classifier on the Fashion-MNIST training split; see --out.");
+ABSL_FLAG(std::string, out, "", "With --train_classifier: where to write the classifier's weights.");
+ABSL_FLAG(int, epochs, 4, "With --train_classifier: passes over the training split.");
+ABSL_FLAG(int64_t, train_batch_size, 128, "With --train_classifier: images per optimiser step.");
+ABSL_FLAG(uint64_t, train_seed, 0, "With --train_classifier: seed of initialisation, shuffling and augmentation.");
+
+namespace tcm {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using Json = nlohmann::ordered_json;
+
+constexpr char kDataset[] = "fashion-mnist";
+
+double SecondsSince(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
+
+// Prints "label: done/total images, N images/s" to stderr at most every few
+// seconds, and always once at the end.
+class Progress {
+ public:
+  Progress(std::string label, int64_t total) : label_(std::move(label)), total_(total) {}
+  void Update(int64_t done) {
+    if (done < total_ && SecondsSince(last_print_) < 5) return;
+    last_print_ = Clock::now();
+    std::fprintf(stderr, "%s: %lld/%lld images, %.1f images/s\n", label_.c_str(), static_cast<long long>(done),
+                 static_cast<long long>(total_), done / std::max(SecondsSince(start_), 1e-9));
+  }
+  double Seconds() const { return SecondsSince(start_); }
+
+ private:
+  std::string label_;
+  int64_t total_;
+  Clock::time_point start_ = Clock::now(), last_print_ = Clock::now();
+};
+
+// A Fashion-MNIST split as classifier input: float [N, 1, 32, 32] in [-1, 1].
+struct Split32 {
+  torch::Tensor images;
+  torch::Tensor labels;
+};
+
+absl::StatusOr<Split32> LoadSplit(Split split) {
+  TCM_ASSIGN_OR_RETURN(LabeledImages data, LoadDataset(kDataset, split));
+  TCM_ASSIGN_OR_RETURN(torch::Tensor images, ToModelInput(data.images, kClassifierResolution));
+  return Split32{images, data.labels};
+}
+
+// Classify() over `images` in chunks, with progress.
+ClassifierOutputs ClassifyWithProgress(FashionClassifier& classifier, const torch::Tensor& images,
+                                       const std::string& label) {
+  const int64_t n = images.size(0), chunk = 5000;
+  Progress progress(label, n);
+  std::vector<torch::Tensor> features, logits;
+  for (int64_t start = 0; start < n; start += chunk) {
+    ClassifierOutputs out = Classify(classifier, images.narrow(0, start, std::min(chunk, n - start)));
+    features.push_back(out.features);
+    logits.push_back(out.logits);
+    progress.Update(start + out.features.size(0));
+  }
+  return {torch::cat(features), torch::cat(logits)};
+}
+
+// ---- --train_classifier ----
+
+absl::Status TrainAndSaveClassifier() {
+  const std::string out = absl::GetFlag(FLAGS_out);
+  if (out.empty()) return absl::InvalidArgumentError("--out: give the path of the weights to write");
+  ClassifierTrainingOptions options;
+  options.epochs = absl::GetFlag(FLAGS_epochs);
+  options.batch_size = absl::GetFlag(FLAGS_train_batch_size);
+  options.seed = absl::GetFlag(FLAGS_train_seed);
+  if (options.epochs <= 0) return absl::InvalidArgumentError("--epochs must be positive");
+  if (options.batch_size <= 0) return absl::InvalidArgumentError("--train_batch_size must be positive");
+
+  TCM_ASSIGN_OR_RETURN(Split32 train, LoadSplit(Split::kTrain));
+  TCM_ASSIGN_OR_RETURN(Split32 test, LoadSplit(Split::kTest));
+  std::printf("training the classifier on %lld images: %d epochs, batch %lld, seed %llu, %d threads\n",
+              static_cast<long long>(train.images.size(0)), options.epochs,
+              static_cast<long long>(options.batch_size), static_cast<unsigned long long>(options.seed),
+              torch::get_num_threads());
+  std::fflush(stdout);
+  const auto start = Clock::now();
+  auto report = [&](const ClassifierTrainingProgress& p) {
+    std::printf("epoch %d/%d: %lld/%lld images, loss %.4f, train accuracy %.4f, %.0f s\n", p.epoch, options.epochs,
+                static_cast<long long>(p.images_done), static_cast<long long>(p.images_total), p.mean_loss,
+                p.train_accuracy, SecondsSince(start));
+    std::fflush(stdout);
+  };
+  TCM_ASSIGN_OR_RETURN(auto classifier, TrainClassifier(train.images, train.labels, options, report));
+  const double training_seconds = SecondsSince(start);
+  const double test_accuracy = Accuracy(Classify(*classifier, test.images).logits, test.labels);
+  std::printf("test accuracy %.4f (%lld images), trained in %.0f s\n", test_accuracy,
+              static_cast<long long>(test.images.size(0)), training_seconds);
+  TCM_RETURN_IF_ERROR(SaveClassifier(
+      out, *classifier,
+      {{"format", "tcm-eval Fashion-MNIST classifier (training/classifier.h)"},
+       {"test_accuracy", absl::StrFormat("%.4f", test_accuracy)},
+       {"epochs", absl::StrCat(options.epochs)},
+       {"batch_size", absl::StrCat(options.batch_size)},
+       {"learning_rate", absl::StrCat(options.learning_rate)},
+       {"weight_decay", absl::StrCat(options.weight_decay)},
+       {"augment", options.augment ? "horizontal flips, shifts up to 2 pixels" : "none"},
+       {"seed", absl::StrCat(options.seed)}}));
+  std::printf("wrote %s\n", out.c_str());
+  return absl::OkStatus();
+}
+
+// ---- evaluation ----
+
+struct EvalSettings {
+  std::vector<int> step_counts;
+  int64_t num = 0;
+  int64_t batch_size = 0;
+  uint64_t seed = 0;
+  double transition_t = 1.0;
+};
+
+absl::StatusOr<std::vector<int>> ParseSteps(const std::string& text) {
+  std::vector<int> steps;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    int s;
+    if (!absl::SimpleAtoi(part, &s) || (s != 1 && s != 2))
+      return absl::InvalidArgumentError(absl::StrCat("--steps must be 1 or 2 (or 1,2), got \"", text, "\""));
+    if (std::find(steps.begin(), steps.end(), s) == steps.end()) steps.push_back(s);
+  }
+  return steps;
+}
+
+absl::StatusOr<EvalSettings> ReadEvalSettings() {
+  EvalSettings s;
+  TCM_ASSIGN_OR_RETURN(s.step_counts, ParseSteps(absl::GetFlag(FLAGS_steps)));
+  s.num = absl::GetFlag(FLAGS_num);
+  s.batch_size = absl::GetFlag(FLAGS_batch_size);
+  s.seed = absl::GetFlag(FLAGS_seed);
+  s.transition_t = absl::GetFlag(FLAGS_transition_t);
+  if (s.num < 2) return absl::InvalidArgumentError("--num must be at least 2 (a covariance needs two images)");
+  if (s.batch_size <= 0) return absl::InvalidArgumentError("--batch_size must be positive");
+  if (!(s.transition_t > 0)) return absl::InvalidArgumentError("--transition_t must be positive");
+  return s;
+}
+
+// Reads a model directory and checks that it makes Fashion-MNIST images.
+absl::StatusOr<std::shared_ptr<Denoiser>> LoadFashionModel(const std::string& flag, const std::string& dir) {
+  auto model = ReadModelDirectory(dir);
+  if (!model.ok()) return absl::Status(model.status().code(), absl::StrCat("--", flag, ": ", model.status().message()));
+  const auto& c = model->config;
+  if (c.img_channels() != 1 || c.img_resolution() != kClassifierResolution || c.num_classes() != kClassifierClasses)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", flag, ": ", dir, " makes ", c.img_channels(), "-channel ", c.img_resolution(), "x", c.img_resolution(),
+        " images of ", c.num_classes(), " classes; Fashion-MNIST models have 1 channel, 32x32 and 10 classes"));
+  return BuildReplica(*model);
+}
+
+// 8-bit quantisation: what a served PNG holds, mapped back to [-1, 1].
+torch::Tensor Quantize8Bit(const torch::Tensor& images) {
+  return images.mul(127.5).add(127.5).round().clamp(0, 255).div(127.5).sub(1);
+}
+
+struct StepResult {
+  int steps = 0;
+  std::string sampler;
+  double accuracy = 0;
+  double fd = 0;
+  double images_per_second = 0;
+};
+
+StepResult EvaluateSteps(int steps, Denoiser& model, Denoiser* teacher, const EvalSettings& settings,
+                         FashionClassifier& classifier, const FeatureStatistics& reference) {
+  StepResult result;
+  result.steps = steps;
+  result.sampler = teacher ? absl::StrFormat("model + teacher below t'=%g", settings.transition_t) : "model";
+  Progress progress(absl::StrCat(steps, "-step"), settings.num);
+  std::vector<torch::Tensor> features;
+  int64_t correct = 0;
+  for (int64_t start = 0; start < settings.num; start += settings.batch_size) {
+    std::vector<ImageSpec> specs;
+    for (int64_t i = start; i < std::min(settings.num, start + settings.batch_size); ++i)
+      specs.push_back({settings.seed, uint64_t(i), i % kClassifierClasses, steps});
+    torch::Tensor images;
+    {
+      torch::InferenceMode inference;
+      images = teacher ? SampleImagesComposed(model, *teacher, settings.transition_t, specs)
+                       : SampleImages(model, specs);
+    }
+    ClassifierOutputs out = Classify(classifier, Quantize8Bit(images));
+    torch::Tensor requested = torch::arange(start, start + int64_t(specs.size()), torch::kInt64) % kClassifierClasses;
+    correct += out.logits.argmax(1).eq(requested).sum().item<int64_t>();
+    features.push_back(out.features);
+    progress.Update(start + int64_t(specs.size()));
+  }
+  result.accuracy = double(correct) / settings.num;
+  result.fd = FrechetDistance(ComputeFeatureStatistics(torch::cat(features)), reference);
+  result.images_per_second = settings.num / std::max(progress.Seconds(), 1e-9);
+  return result;
+}
+
+struct Floor {
+  double fd_test_train = 0;
+  int64_t train_images = 0;
+  double classifier_test_accuracy = 0;
+};
+
+absl::Status WriteJson(const std::string& path, const Json& json) {
+  std::ofstream out(path);
+  out << json.dump(2) << "\n";
+  if (!out) return absl::DataLossError(absl::StrCat("--json: cannot write ", path));
+  return absl::OkStatus();
+}
+
+absl::Status Evaluate() {
+  const std::string model_dir = absl::GetFlag(FLAGS_model), teacher_dir = absl::GetFlag(FLAGS_teacher);
+  const std::string classifier_path = absl::GetFlag(FLAGS_classifier), json_path = absl::GetFlag(FLAGS_json);
+  const bool floor = absl::GetFlag(FLAGS_floor);
+  TCM_ASSIGN_OR_RETURN(EvalSettings settings, ReadEvalSettings());
+  if (model_dir.empty() && !floor)
+    return absl::InvalidArgumentError("--model: give a model directory (or --floor, or --train_classifier; see --help)");
+  if (model_dir.empty() && !teacher_dir.empty())
+    return absl::InvalidArgumentError("--teacher needs --model (the network of steps at or above t')");
+
+  std::shared_ptr<Denoiser> model, teacher;
+  if (!model_dir.empty()) {
+    TCM_ASSIGN_OR_RETURN(model, LoadFashionModel("model", model_dir));
+  }
+  if (!teacher_dir.empty()) {
+    TCM_ASSIGN_OR_RETURN(teacher, LoadFashionModel("teacher", teacher_dir));
+  }
+  auto classifier = LoadClassifier(classifier_path);
+  if (!classifier.ok()) return absl::Status(classifier.status().code(), absl::StrCat("--classifier: ",
+                                                                                   classifier.status().message()));
+  TCM_ASSIGN_OR_RETURN(Split32 test, LoadSplit(Split::kTest));
+  const ClassifierOutputs test_outputs = ClassifyWithProgress(**classifier, test.images, "test set features");
+  const FeatureStatistics test_stats = ComputeFeatureStatistics(test_outputs.features);
+
+  Json json;
+  json["classifier"] = classifier_path;
+  json["reference"] = {{"dataset", "fashion-mnist test split"}, {"images", test_stats.count}};
+  std::vector<StepResult> results;
+  if (model) {
+    json["model"] = model_dir;
+    if (teacher) {
+      json["teacher"] = teacher_dir;
+      json["transition_t"] = settings.transition_t;
+    }
+    json["num"] = settings.num;
+    json["seed"] = settings.seed;
+    for (int steps : settings.step_counts)
+      results.push_back(EvaluateSteps(steps, *model, teacher.get(), settings, **classifier, test_stats));
+  }
+  std::optional<Floor> floor_result;
+  if (floor) {
+    TCM_ASSIGN_OR_RETURN(Split32 train, LoadSplit(Split::kTrain));
+    const ClassifierOutputs train_outputs = ClassifyWithProgress(**classifier, train.images, "training set features");
+    floor_result = Floor{FrechetDistance(test_stats, ComputeFeatureStatistics(train_outputs.features)),
+                         train.images.size(0), Accuracy(test_outputs.logits, test.labels)};
+  }
+
+  std::printf("classifier %s; FD against the %lld Fashion-MNIST test images\n", classifier_path.c_str(),
+              static_cast<long long>(test_stats.count));
+  if (model) {
+    const std::string teacher_note = teacher ? absl::StrCat(", teacher ", teacher_dir) : "";
+    std::printf("model %s%s, %lld images per row (class i %% 10), seed %llu\n", model_dir.c_str(),
+                teacher_note.c_str(), static_cast<long long>(settings.num),
+                static_cast<unsigned long long>(settings.seed));
+    std::printf("%5s  %-28s %9s %10s %10s\n", "steps", "sampler", "accuracy", "FD", "images/s");
+    Json rows = Json::array();
+    for (const auto& r : results) {
+      std::printf("%5d  %-28s %9.4f %10.4f %10.1f\n", r.steps, r.sampler.c_str(), r.accuracy, r.fd,
+                  r.images_per_second);
+      rows.push_back({{"steps", r.steps}, {"sampler", r.sampler}, {"images", settings.num},
+                      {"class_accuracy", r.accuracy}, {"fd", r.fd}, {"images_per_second", r.images_per_second}});
+    }
+    json["results"] = rows;
+  }
+  if (floor_result) {
+    std::printf("floor: FD(test, train) %.4f (%lld vs %lld images); classifier test accuracy %.4f\n",
+                floor_result->fd_test_train, static_cast<long long>(test_stats.count),
+                static_cast<long long>(floor_result->train_images), floor_result->classifier_test_accuracy);
+    json["floor"] = {{"fd_test_train", floor_result->fd_test_train},
+                     {"test_images", test_stats.count},
+                     {"train_images", floor_result->train_images},
+                     {"classifier_test_accuracy", floor_result->classifier_test_accuracy}};
+  }
+  if (!json_path.empty()) TCM_RETURN_IF_ERROR(WriteJson(json_path, json));
+  return absl::OkStatus();
+}
+
+absl::Status Run() {
+  ConfigureCpuThreads(absl::GetFlag(FLAGS_threads));
+  return absl::GetFlag(FLAGS_train_classifier) ? TrainAndSaveClassifier() : Evaluate();
+}
+
+}  // namespace
+}  // namespace tcm
+
+int main(int argc, char** argv) {
+  tcm::SetUsage(
+      "Class accuracy and Frechet distance (in a small classifier's feature space) of generated Fashion-MNIST "
+      "images.\n"
+      "  tcm-eval --model models/NAME [--steps 1,2] [--num 10000] [--floor] [--json FILE]\n"
+      "  tcm-eval --model models/STAGE2 --teacher models/STAGE1 [--transition_t 1.0]\n"
+      "  tcm-eval --train_classifier --out tools/eval/fashion-mnist-classifier.safetensors");
+  absl::ParseCommandLine(argc, argv);
+  try {
+    const absl::Status status = tcm::Run();
+    if (!status.ok()) {
+      std::fprintf(stderr, "tcm-eval: %s\n", std::string(status.message()).c_str());
+      return 2;
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "tcm-eval: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,281 @@
+// tcm-train: the three stages of the TCM recipe on the EDM2 U-Net.
+//
+//   tcm-train diffusion   --config tools/configs/edm2-fashion-mnist.pbtxt --out runs/edm
+//   tcm-train consistency --init runs/edm/model --out runs/ct
+//   tcm-train truncated   --init runs/ct/model --teacher runs/ct/model --out runs/tcm
+//
+// Each run directory holds checkpoint.pt (resumable with --resume), log.jsonl
+// (one line per progress report) and, when the run finishes, model/ (a model
+// directory tcm-server serves) with sample grids.
+#include <torch/torch.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/flags_usage.h"
+#include "common/status_macros.h"
+#include "model/cpu_threads.h"
+#include "model/model_config.h"
+#include "model/model_repository.h"
+#include "training/dataset.h"
+#include "training/sample_grid.h"
+#include "training/trainer.h"
+
+// Run and data.
+ABSL_FLAG(std::string, out, "", "Run directory: checkpoint.pt, log.jsonl and, at the end, model/. Required.");
+ABSL_FLAG(std::string, data, "fashion-mnist",
+          "Training data: fashion-mnist, idx:IMAGES,LABELS or folder:DIR (class sub-directories of PNGs).");
+ABSL_FLAG(std::string, config, "",
+          "diffusion: the network's config.pbtxt when starting from random weights (instead of --init).");
+ABSL_FLAG(std::string, init, "",
+          "Model directory whose weights (and configuration) training starts from. Required by consistency "
+          "(the diffusion model) and truncated (the stage-1 model).");
+ABSL_FLAG(std::string, teacher, "", "truncated: the frozen stage-1 model directory, used below t'.");
+ABSL_FLAG(bool, resume, false, "Continue from OUT/checkpoint.pt exactly where it stopped.");
+ABSL_FLAG(int64_t, steps, 2000, "Optimisation steps in total (including those before a resume).");
+ABSL_FLAG(int64_t, batch_size, 128, "Images per step.");
+ABSL_FLAG(uint64_t, seed, 0, "Seed of every random draw (data order, times, noise, dropout).");
+ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = one per core.");
+ABSL_FLAG(int64_t, log_every, 20, "Steps between progress lines.");
+ABSL_FLAG(int64_t, checkpoint_every, 200, "Steps between checkpoints (also written at the end and on SIGINT/SIGTERM).");
+// Optimiser and EMA.
+ABSL_FLAG(double, lr, 1e-3, "Adam learning rate before decay.");
+ABSL_FLAG(double, beta1, 0.9, "Adam beta1.");
+ABSL_FLAG(double, beta2, 0.99, "Adam beta2.");
+ABSL_FLAG(double, adam_eps, 1e-8, "Adam epsilon.");
+ABSL_FLAG(int64_t, decay_iter, 2000, "Learning rate lr / sqrt(max(step / decay_iter, 1)); 0 = no decay.");
+ABSL_FLAG(int64_t, rampup_iter, 0, "Linear learning-rate ramp-up over this many steps; 0 = none.");
+ABSL_FLAG(double, grad_clip, 1e6, "Maximum global gradient norm.");
+ABSL_FLAG(std::string, ema_type, "power", "EMA of the weights: power (beta = (1 - 1/step)^(gamma + 1)) or constant.");
+ABSL_FLAG(double, ema_gamma, 16.97, "Power EMA exponent gamma.");
+ABSL_FLAG(double, ema_beta, 0.9999, "Constant EMA decay.");
+ABSL_FLAG(double, dropout, 0.13, "Dropout probability in the U-Net blocks (consistency and truncated stages).");
+// Diffusion.
+ABSL_FLAG(double, diffusion_mean, -1.2, "diffusion: mean of log sigma (EDM P_mean).");
+ABSL_FLAG(double, diffusion_std, 1.2, "diffusion: standard deviation of log sigma (EDM P_std).");
+// Consistency and truncated.
+ABSL_FLAG(double, mean, -1.1, "Location of log t (P_mean).");
+ABSL_FLAG(double, std, 2.0, "Scale of log t (P_std).");
+ABSL_FLAG(std::string, tdist, "normal", "Distribution of log t: normal or t (Student-t, heavy-tailed).");
+ABSL_FLAG(double, df, 2.0, "Degrees of freedom of --tdist=t.");
+ABSL_FLAG(double, t_lower, 0.002, "Smallest training t (truncated: t').");
+ABSL_FLAG(double, t_upper, 80.0, "Largest training t.");
+ABSL_FLAG(double, q, 2.0, "Gap decay factor: ratio = 1 - 1/q^(stage + 1).");
+ABSL_FLAG(double, ratio_limit, 0.999, "Largest gap ratio.");
+ABSL_FLAG(int64_t, double_every, 500, "Steps between reductions of the gap dt (one schedule stage).");
+ABSL_FLAG(int64_t, start_stage, 0, "Schedule stage at step 0 (truncated: continue stage 1's).");
+ABSL_FLAG(double, c, 0.0, "Pseudo-Huber constant c; 0 = L2 distance.");
+ABSL_FLAG(std::string, weighting, "default", "Loss weighting: default (1/dt), cout, cout_sq, sqrt, one.");
+ABSL_FLAG(double, boundary_prob, 0.05, "truncated: share of each batch placed at t = t' for the boundary loss.");
+ABSL_FLAG(double, w_boundary, 1.0, "truncated: weight of the boundary loss.");
+ABSL_FLAG(double, transition_t, 1.0, "truncated: t', below which the stage-1 model is the consistency function.");
+
+namespace tcm {
+namespace {
+
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop = true; }
+
+absl::StatusOr<TrainOptions> OptionsFromFlags(Stage stage) {
+  TrainOptions o;
+  o.stage = stage;
+  o.batch_size = absl::GetFlag(FLAGS_batch_size);
+  o.lr = absl::GetFlag(FLAGS_lr);
+  o.beta1 = absl::GetFlag(FLAGS_beta1);
+  o.beta2 = absl::GetFlag(FLAGS_beta2);
+  o.adam_eps = absl::GetFlag(FLAGS_adam_eps);
+  o.decay_iter = absl::GetFlag(FLAGS_decay_iter);
+  o.rampup_iter = absl::GetFlag(FLAGS_rampup_iter);
+  o.grad_clip = absl::GetFlag(FLAGS_grad_clip);
+  o.ema_type = absl::GetFlag(FLAGS_ema_type);
+  if (o.ema_type != "power" && o.ema_type != "constant")
+    return absl::InvalidArgumentError(absl::StrCat("--ema_type: must be power or constant, got \"", o.ema_type, "\""));
+  o.ema_gamma = absl::GetFlag(FLAGS_ema_gamma);
+  o.ema_beta = absl::GetFlag(FLAGS_ema_beta);
+  o.diffusion.p_mean = absl::GetFlag(FLAGS_diffusion_mean);
+  o.diffusion.p_std = absl::GetFlag(FLAGS_diffusion_std);
+  auto& c = o.consistency;
+  TCM_ASSIGN_OR_RETURN(c.time.kind, ParseTimeDistributionKind(absl::GetFlag(FLAGS_tdist), "--tdist"));
+  c.time.mean = absl::GetFlag(FLAGS_mean);
+  c.time.std = absl::GetFlag(FLAGS_std);
+  c.time.df = absl::GetFlag(FLAGS_df);
+  c.time.t_lower = absl::GetFlag(FLAGS_t_lower);
+  c.time.t_upper = absl::GetFlag(FLAGS_t_upper);
+  if (!(c.time.t_lower > 0 && c.time.t_lower < c.time.t_upper))
+    return absl::InvalidArgumentError("--t_lower, --t_upper: need 0 < t_lower < t_upper");
+  if (!(c.time.std > 0) || !(c.time.df > 0)) return absl::InvalidArgumentError("--std and --df: must be positive");
+  c.huber_c = absl::GetFlag(FLAGS_c);
+  TCM_ASSIGN_OR_RETURN(c.weighting, ParseLossWeighting(absl::GetFlag(FLAGS_weighting), "--weighting"));
+  c.boundary_prob = absl::GetFlag(FLAGS_boundary_prob);
+  if (c.boundary_prob < 0 || c.boundary_prob >= 1) return absl::InvalidArgumentError("--boundary_prob: must be in [0, 1)");
+  o.q = absl::GetFlag(FLAGS_q);
+  o.ratio_limit = absl::GetFlag(FLAGS_ratio_limit);
+  o.double_every = absl::GetFlag(FLAGS_double_every);
+  if (o.double_every < 1) return absl::InvalidArgumentError("--double_every: must be at least 1");
+  o.start_stage = absl::GetFlag(FLAGS_start_stage);
+  o.w_boundary = absl::GetFlag(FLAGS_w_boundary);
+  o.transition_t = absl::GetFlag(FLAGS_transition_t);
+  return o;
+}
+
+// The network to train: --init's weights and configuration, or --config with
+// random weights (diffusion only). Dropout is set from --dropout.
+absl::StatusOr<std::shared_ptr<Denoiser>> StartingNetwork(Stage stage, std::vector<std::string>* labels) {
+  const std::string init = absl::GetFlag(FLAGS_init), config_path = absl::GetFlag(FLAGS_config);
+  if (init.empty() == config_path.empty() || (stage != Stage::kDiffusion && init.empty()))
+    return absl::InvalidArgumentError(stage == Stage::kDiffusion
+                                          ? "give one of --config (random start) or --init (a model directory)"
+                                          : "--init: required (the model directory training starts from)");
+  v1::ModelConfig config;
+  TensorMap weights;
+  if (!init.empty()) {
+    TCM_ASSIGN_OR_RETURN(ModelDirectory dir, ReadModelDirectory(init));
+    config = dir.config;
+    weights = std::move(dir.weights);
+    *labels = dir.labels;
+  } else {
+    TCM_ASSIGN_OR_RETURN(config, ReadModelConfigFile(config_path));
+  }
+  if (config.architecture() != kEdm2UNet)
+    return absl::InvalidArgumentError(
+        absl::StrCat("tcm-train trains the EDM2 U-Net; the model is \"", config.architecture(), "\""));
+  config.mutable_edm2()->set_dropout(stage == Stage::kDiffusion ? 0.0f : float(absl::GetFlag(FLAGS_dropout)));
+  TCM_ASSIGN_OR_RETURN(auto net, Denoiser::Create(config));
+  if (!weights.empty()) TCM_RETURN_IF_ERROR(net->LoadStateDict(weights, init));
+  return net;
+}
+
+std::string Duration(double seconds) {
+  const int64_t s = int64_t(seconds);
+  return absl::StrFormat("%d:%02d:%02d", s / 3600, (s / 60) % 60, s % 60);
+}
+
+absl::Status Export(Trainer& trainer, Stage stage, const std::string& dir, const std::vector<std::string>& labels) {
+  v1::ModelConfig config = trainer.ema().config();
+  config.mutable_edm2()->clear_dropout();
+  TCM_RETURN_IF_ERROR(WriteModelDirectory(dir, config, trainer.ema().StateDict(), labels));
+  if (stage == Stage::kDiffusion) return absl::OkStatus();  // a score model: 1-2 step samples are not its purpose
+  for (int steps : {1, 2})
+    TCM_RETURN_IF_ERROR(
+        WriteSampleGrid(trainer.ema(), steps, 10, /*seed=*/0, absl::StrCat(dir, "/samples-", steps, "step.png")));
+  return absl::OkStatus();
+}
+
+absl::Status Run(const std::string& stage_name) {
+  TCM_ASSIGN_OR_RETURN(Stage stage, ParseStage(stage_name));
+  TCM_ASSIGN_OR_RETURN(TrainOptions options, OptionsFromFlags(stage));
+  const std::string out = absl::GetFlag(FLAGS_out);
+  if (out.empty()) return absl::InvalidArgumentError("--out: required (the run directory)");
+  std::filesystem::create_directories(out);
+  ConfigureCpuThreads(absl::GetFlag(FLAGS_threads));
+  torch::manual_seed(absl::GetFlag(FLAGS_seed));
+
+  std::vector<std::string> labels;
+  TCM_ASSIGN_OR_RETURN(auto net, StartingNetwork(stage, &labels));
+  std::shared_ptr<Denoiser> teacher;
+  if (stage == Stage::kTruncated) {
+    const std::string teacher_dir = absl::GetFlag(FLAGS_teacher);
+    if (teacher_dir.empty()) return absl::InvalidArgumentError("--teacher: required by the truncated stage");
+    TCM_ASSIGN_OR_RETURN(ModelDirectory dir, ReadModelDirectory(teacher_dir));
+    TCM_ASSIGN_OR_RETURN(teacher, BuildReplica(dir));
+  }
+  TCM_ASSIGN_OR_RETURN(LabeledImages data, LoadDataset(absl::GetFlag(FLAGS_data), Split::kTrain));
+  TCM_ASSIGN_OR_RETURN(torch::Tensor images, ToModelInput(data.images, net->config().img_resolution()));
+  if (labels.empty() && net->config().num_classes() == int64_t(data.class_names.size())) labels = data.class_names;
+  TCM_ASSIGN_OR_RETURN(auto trainer, Trainer::Create(options, net, teacher, images, data.labels));
+
+  const std::string checkpoint = out + "/checkpoint.pt";
+  if (absl::GetFlag(FLAGS_resume)) {
+    TCM_RETURN_IF_ERROR(trainer->LoadCheckpoint(checkpoint));
+    std::printf("tcm-train: resumed %s at step %lld\n", checkpoint.c_str(), (long long)trainer->step());
+  }
+  int64_t parameters = 0;
+  for (const auto& p : net->parameters()) parameters += p.numel();
+  std::printf("tcm-train %s: %lld images, %.2f M parameters, batch %lld, %lld steps, run directory %s\n",
+              StageName(stage), (long long)images.size(0), double(parameters) / 1e6, (long long)options.batch_size,
+              (long long)absl::GetFlag(FLAGS_steps), out.c_str());
+  std::fflush(stdout);
+
+  std::signal(SIGINT, OnSignal);
+  std::signal(SIGTERM, OnSignal);
+  std::ofstream log(out + "/log.jsonl", std::ios::app);
+  const int64_t total = absl::GetFlag(FLAGS_steps), log_every = absl::GetFlag(FLAGS_log_every),
+                checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
+  using Clock = std::chrono::steady_clock;
+  auto window_start = Clock::now();
+  int64_t window_steps = 0;
+  double loss_sum = 0, boundary_sum = 0;
+  while (trainer->step() < total && !g_stop) {
+    const StepStats s = trainer->Step();
+    if (!std::isfinite(s.loss)) return absl::InternalError(absl::StrCat("the loss is not finite at step ", s.step));
+    ++window_steps;
+    loss_sum += s.loss;
+    boundary_sum += s.boundary;
+    if (s.step % log_every == 0 || s.step == total) {
+      const double seconds = std::chrono::duration<double>(Clock::now() - window_start).count();
+      const double img_per_s = double(window_steps * options.batch_size) / seconds;
+      const double left = double(total - s.step) * seconds / double(window_steps);
+      std::string line = absl::StrFormat("step %d/%d  loss %.4f", s.step, total, loss_sum / window_steps);
+      if (stage == Stage::kTruncated) absl::StrAppendFormat(&line, "  boundary %.4f", boundary_sum / window_steps);
+      if (stage != Stage::kDiffusion) absl::StrAppendFormat(&line, "  ratio %.4f", s.ratio);
+      absl::StrAppendFormat(&line, "  grad %.3g  lr %.3g  %.1f img/s  left %s", s.grad_norm, s.lr, img_per_s,
+                            Duration(left));
+      std::printf("%s\n", line.c_str());
+      std::fflush(stdout);
+      log << absl::StrFormat(
+                 "{\"step\": %d, \"loss\": %.6g, \"boundary\": %.6g, \"ratio\": %.6g, \"grad_norm\": %.6g, "
+                 "\"lr\": %.6g, \"images_per_second\": %.4g}\n",
+                 s.step, loss_sum / window_steps, boundary_sum / window_steps, s.ratio, s.grad_norm, s.lr, img_per_s)
+          << std::flush;
+      window_start = Clock::now();
+      window_steps = 0;
+      loss_sum = boundary_sum = 0;
+    }
+    if (s.step % checkpoint_every == 0) TCM_RETURN_IF_ERROR(trainer->SaveCheckpoint(checkpoint));
+  }
+  TCM_RETURN_IF_ERROR(trainer->SaveCheckpoint(checkpoint));
+  if (g_stop) {
+    std::printf("tcm-train: stopped at step %lld; checkpoint %s written, continue with --resume\n",
+                (long long)trainer->step(), checkpoint.c_str());
+    return absl::OkStatus();
+  }
+  TCM_RETURN_IF_ERROR(Export(*trainer, stage, out + "/model", labels));
+  std::printf("tcm-train: done; model directory %s/model\n", out.c_str());
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace tcm
+
+int main(int argc, char** argv) {
+  tcm::SetUsage(
+      "Trains a TCM in stages.\n"
+      "  tcm-train diffusion   --config CONFIG.pbtxt --out RUN   EDM denoising score matching (the initialisation)\n"
+      "  tcm-train consistency --init MODEL_DIR --out RUN       stage 1: consistency training over [t_lower, t_upper]\n"
+      "  tcm-train truncated   --init MODEL_DIR --teacher MODEL_DIR --t_lower 1 --out RUN\n"
+      "                                                         stage 2: truncated training over [t', t_upper]");
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() != 2) {
+    std::fprintf(stderr, "tcm-train: give one stage: diffusion, consistency or truncated (see --help)\n");
+    return 2;
+  }
+  const absl::Status status = tcm::Run(args[1]);
+  if (!status.ok()) {
+    std::fprintf(stderr, "tcm-train: %s\n", std::string(status.message()).c_str());
+    // 2: the command line or its inputs are wrong; 1: training itself failed.
+    const bool bad_input = absl::IsInvalidArgument(status) || absl::IsNotFound(status);
+    return bad_input ? 2 : 1;
+  }
+  return 0;
+}

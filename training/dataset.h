@@ -1,0 +1,48 @@
+// Labelled image data sets for training and evaluation.
+//
+// A data set is named by a spec string:
+//   fashion-mnist            Debian's dataset-fashion-mnist package (IDX files)
+//   idx:IMAGES,LABELS        any IDX pair (gzip or raw): uint8 [N, H, W] or
+//                            [N, H, W, C] images and uint8 [N] labels
+//   folder:DIR               DIR/<class name>/*.png, classes in sorted order
+// Images are held as uint8 [N, C, H, W]; the trainer pads and scales them.
+#ifndef TCM_TRAINING_DATASET_H_
+#define TCM_TRAINING_DATASET_H_
+
+#include <torch/types.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace tcm {
+
+struct LabeledImages {
+  torch::Tensor images;  // uint8 [N, C, H, W]
+  torch::Tensor labels;  // int64 [N]
+  std::vector<std::string> class_names;  // one per class
+};
+
+enum class Split { kTrain, kTest };
+
+// Loads the data set named by `spec` (see above). `split` selects the train or
+// test files of fashion-mnist; the other kinds have one split and ignore it.
+absl::StatusOr<LabeledImages> LoadDataset(const std::string& spec, Split split);
+
+// Reads an IDX image file and its label file (either may be gzip-compressed).
+absl::StatusOr<LabeledImages> ReadIdxDataset(const std::string& images_path, const std::string& labels_path);
+
+// Reads DIR/<class>/*.png (8-bit grey, RGB or RGBA; every image the same size).
+absl::StatusOr<LabeledImages> ReadImageFolder(const std::string& dir);
+
+// uint8 [N, C, h, w] -> float32 [N, C, resolution, resolution] in [-1, 1],
+// centred and padded with -1 (black). Fails if the images are larger.
+absl::StatusOr<torch::Tensor> ToModelInput(const torch::Tensor& images, int64_t resolution);
+
+// The ten Fashion-MNIST class names, by label.
+const std::vector<std::string>& FashionMnistClassNames();
+
+}  // namespace tcm
+
+#endif  // TCM_TRAINING_DATASET_H_

@@ -1,0 +1,110 @@
+#include "training/dataset.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "server/png_encoder.h"
+
+namespace tcm {
+namespace {
+
+namespace fs = std::filesystem;
+
+class DatasetTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("tcm_dataset_test_" + std::to_string(::getpid()));
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string Write(const std::string& name, const std::string& bytes) {
+    const fs::path p = dir_ / name;
+    fs::create_directories(p.parent_path());
+    std::ofstream(p, std::ios::binary) << bytes;
+    return p.string();
+  }
+  fs::path dir_;
+};
+
+std::string IdxHeader(std::vector<uint32_t> dims) {
+  std::string h = {0, 0, 8, char(dims.size())};
+  for (uint32_t d : dims) h += {char(d >> 24), char(d >> 16), char(d >> 8), char(d)};
+  return h;
+}
+
+TEST(FashionMnistTest, LoadsBothSplitsWithClassNames) {
+  auto train = LoadDataset("fashion-mnist", Split::kTrain);
+  ASSERT_TRUE(train.ok()) << train.status();
+  EXPECT_EQ(train->images.sizes(), torch::IntArrayRef({60000, 1, 28, 28}));
+  EXPECT_EQ(train->images.scalar_type(), torch::kUInt8);
+  EXPECT_EQ(train->labels.min().item<int64_t>(), 0);
+  EXPECT_EQ(train->labels.max().item<int64_t>(), 9);
+  EXPECT_EQ(train->class_names.size(), 10u);
+  EXPECT_EQ(train->class_names[9], "Ankle boot");
+  auto test = LoadDataset("fashion-mnist", Split::kTest);
+  ASSERT_TRUE(test.ok());
+  EXPECT_EQ(test->images.size(0), 10000);
+}
+
+TEST_F(DatasetTest, ReadsRawIdxAndNamesProblems) {
+  std::string pixels(2 * 3 * 4, '\0');
+  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = char(i * 10);
+  const std::string images = Write("img.idx", IdxHeader({2, 3, 4}) + pixels);
+  const std::string labels = Write("lab.idx", IdxHeader({2}) + std::string{1, 0});
+  auto data = ReadIdxDataset(images, labels);
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(data->images.sizes(), torch::IntArrayRef({2, 1, 3, 4}));
+  EXPECT_EQ(data->images[1][0][2][3].item<int>(), 230);
+  EXPECT_EQ(data->labels[0].item<int64_t>(), 1);
+  EXPECT_EQ(data->class_names.size(), 2u);
+
+  const std::string short_labels = Write("short.idx", IdxHeader({3}) + std::string(3, '\0'));
+  auto mismatch = ReadIdxDataset(images, short_labels);
+  ASSERT_FALSE(mismatch.ok());
+  EXPECT_NE(mismatch.status().message().find("expected 2 labels"), std::string::npos) << mismatch.status();
+  auto truncated = ReadIdxDataset(Write("trunc.idx", IdxHeader({2, 3, 4}) + "abc"), labels);
+  ASSERT_FALSE(truncated.ok());
+  EXPECT_NE(truncated.status().message().find("header promises 24 bytes of data, file holds 3"), std::string::npos);
+  auto missing = ReadIdxDataset((dir_ / "nope.idx").string(), labels);
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(DatasetTest, ReadsAnImageFolderInSortedClassOrder) {
+  const uint8_t grey[4] = {0, 64, 128, 255};
+  for (const std::string cls : {"b-boot", "a-bag"}) {
+    auto png = EncodePng(grey, 2, 2, 1);
+    ASSERT_TRUE(png.ok());
+    Write(cls + "/0.png", *png);
+    Write(cls + "/1.png", *png);
+  }
+  auto data = LoadDataset("folder:" + dir_.string(), Split::kTrain);
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(data->images.sizes(), torch::IntArrayRef({4, 1, 2, 2}));
+  EXPECT_EQ(data->class_names, (std::vector<std::string>{"a-bag", "b-boot"}));
+  EXPECT_TRUE(torch::equal(data->labels, torch::tensor({0, 0, 1, 1}, torch::kInt64)));
+  EXPECT_EQ(data->images[3][0][1][1].item<int>(), 255);
+}
+
+TEST(DatasetSpecTest, UnknownSpecNamesTheAllowedOnes) {
+  auto bad = LoadDataset("cifar", Split::kTrain);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("allowed: fashion-mnist, idx:IMAGES,LABELS, folder:DIR"), std::string::npos);
+}
+
+TEST(ModelInputTest, ScalesToUnitRangeAndPadsWithBlack) {
+  torch::Tensor images = torch::full({1, 1, 28, 28}, 255, torch::kUInt8);
+  auto x = ToModelInput(images, 32);
+  ASSERT_TRUE(x.ok());
+  EXPECT_EQ(x->sizes(), torch::IntArrayRef({1, 1, 32, 32}));
+  EXPECT_FLOAT_EQ((*x)[0][0][0][0].item<float>(), -1.0f);    // padding
+  EXPECT_FLOAT_EQ((*x)[0][0][2][2].item<float>(), 1.0f);     // first image pixel
+  EXPECT_FLOAT_EQ((*x)[0][0][29][29].item<float>(), 1.0f);   // last image pixel
+  EXPECT_FLOAT_EQ((*x)[0][0][30][30].item<float>(), -1.0f);
+  EXPECT_FALSE(ToModelInput(images, 16).ok());
+}
+
+}  // namespace
+}  // namespace tcm

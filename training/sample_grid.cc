@@ -1,0 +1,38 @@
+#include "training/sample_grid.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <fstream>
+
+#include "absl/strings/str_cat.h"
+#include "model/sampler.h"
+#include "server/png_encoder.h"
+
+namespace tcm {
+
+absl::Status WriteSampleGrid(Denoiser& model, int steps, int columns, uint64_t seed, const std::string& path) {
+  const auto& c = model.config();
+  const int rows = c.num_classes() > 0 ? std::min<int>(int(c.num_classes()), 10) : 1;
+  std::vector<ImageSpec> specs;
+  for (int r = 0; r < rows; ++r)
+    for (int col = 0; col < columns; ++col)
+      specs.push_back({seed, uint64_t(r * columns + col), c.num_classes() > 0 ? r : -1, steps});
+  torch::Tensor pixels;
+  {
+    torch::InferenceMode inference;
+    pixels = ToPixels(SampleImages(model, specs));  // [N, H, W, C]
+  }
+  const int64_t h = pixels.size(1), w = pixels.size(2), ch = pixels.size(3);
+  // [rows, cols, H, W, C] -> [rows, H, cols, W, C]
+  const torch::Tensor grid =
+      pixels.view({rows, columns, h, w, ch}).permute({0, 2, 1, 3, 4}).contiguous().view({rows * h, columns * w, ch});
+  auto png = EncodePng(grid.data_ptr<uint8_t>(), int(columns * w), int(rows * h), int(ch), /*fast=*/false);
+  if (!png.ok()) return png.status();
+  std::ofstream out(path, std::ios::binary);
+  out << *png;
+  if (!out) return absl::InternalError(absl::StrCat(path, ": cannot write"));
+  return absl::OkStatus();
+}
+
+}  // namespace tcm

@@ -1,0 +1,207 @@
+#include "training/trainer.h"
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+
+namespace tcm {
+namespace {
+
+torch::Tensor GeneratorState() {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get_state();
+}
+
+void SetGeneratorState(const torch::Tensor& state) {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
+}
+
+double MeanOrZero(const torch::Tensor& t) { return t.numel() > 0 ? t.mean().item<double>() : 0.0; }
+
+}  // namespace
+
+absl::StatusOr<Stage> ParseStage(const std::string& name) {
+  if (name == "diffusion") return Stage::kDiffusion;
+  if (name == "consistency") return Stage::kConsistency;
+  if (name == "truncated") return Stage::kTruncated;
+  return absl::InvalidArgumentError(
+      absl::StrCat("stage: must be diffusion, consistency or truncated; got \"", name, "\""));
+}
+
+const char* StageName(Stage stage) {
+  switch (stage) {
+    case Stage::kDiffusion: return "diffusion";
+    case Stage::kConsistency: return "consistency";
+    case Stage::kTruncated: return "truncated";
+  }
+  return "?";
+}
+
+absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& options, std::shared_ptr<Denoiser> net,
+                                                         std::shared_ptr<Denoiser> teacher, torch::Tensor images,
+                                                         torch::Tensor labels) {
+  if ((options.stage == Stage::kTruncated) != (teacher != nullptr))
+    return absl::InvalidArgumentError("--teacher: required by the truncated stage and only by it");
+  if (options.batch_size < 1) return absl::InvalidArgumentError("--batch_size: must be at least 1");
+  if (images.size(0) < 1) return absl::InvalidArgumentError("--data: the data set is empty");
+  const auto& c = net->config();
+  if (images.size(1) != c.img_channels() || images.size(2) != c.img_resolution())
+    return absl::InvalidArgumentError(absl::StrCat("--data: images are ", images.size(1), "x", images.size(2), "x",
+                                                   images.size(3), ", the model takes ", c.img_channels(), "x",
+                                                   c.img_resolution(), "x", c.img_resolution()));
+  if (c.num_classes() > 0 && labels.max().item<int64_t>() >= c.num_classes())
+    return absl::InvalidArgumentError(absl::StrCat("--data: labels reach ", labels.max().item<int64_t>(),
+                                                   ", the model has ", c.num_classes(), " classes"));
+  auto ema = Denoiser::Create(c);
+  if (!ema.ok()) return ema.status();
+  TensorMap weights;
+  for (const auto& [k, v] : net->StateDict()) weights.emplace(k, v.detach().clone());
+  if (absl::Status s = (*ema)->LoadStateDict(weights, "ema"); !s.ok()) return s;
+  return std::unique_ptr<Trainer>(
+      new Trainer(options, std::move(net), *std::move(ema), std::move(teacher), std::move(images), std::move(labels)));
+}
+
+Trainer::Trainer(const TrainOptions& options, std::shared_ptr<Denoiser> net, std::shared_ptr<Denoiser> ema,
+                 std::shared_ptr<Denoiser> teacher, torch::Tensor images, torch::Tensor labels)
+    : options_(options),
+      net_(std::move(net)),
+      ema_(std::move(ema)),
+      teacher_(std::move(teacher)),
+      images_(std::move(images)),
+      labels_(std::move(labels)) {
+  net_->train();
+  ema_->eval();
+  for (auto& p : ema_->parameters()) p.set_requires_grad(false);
+  if (teacher_) {
+    teacher_->eval();
+    for (auto& p : teacher_->parameters()) p.set_requires_grad(false);
+  }
+  optimizer_ = std::make_unique<torch::optim::Adam>(
+      net_->parameters(), torch::optim::AdamOptions(options_.lr)
+                              .betas({options_.beta1, options_.beta2})
+                              .eps(options_.adam_eps));
+}
+
+double Trainer::LearningRate() const {
+  double lr = options_.lr;
+  const double iter = double(step_ + 1);
+  if (options_.decay_iter > 0) lr /= std::sqrt(std::max(iter / double(options_.decay_iter), 1.0));
+  if (options_.rampup_iter > 0) lr *= std::min(iter / double(options_.rampup_iter), 1.0);
+  return lr;
+}
+
+double Trainer::EmaBeta() const {
+  if (options_.ema_type == "constant") return options_.ema_beta;
+  return std::pow(1.0 - 1.0 / double(step_ + 1), options_.ema_gamma + 1.0);
+}
+
+void Trainer::UpdateEma() {
+  torch::NoGradGuard no_grad;
+  const double beta = EmaBeta();
+  auto ema_params = ema_->parameters();
+  auto net_params = net_->parameters();
+  for (size_t i = 0; i < ema_params.size(); ++i) ema_params[i].lerp_(net_params[i].detach(), 1.0 - beta);
+}
+
+StepStats Trainer::Step() {
+  StepStats stats;
+  const torch::Tensor index = torch::randint(images_.size(0), {options_.batch_size}, torch::kInt64);
+  const torch::Tensor images = images_.index_select(0, index);
+  const torch::Tensor labels = net_->config().num_classes() > 0 ? labels_.index_select(0, index) : torch::Tensor();
+
+  optimizer_->zero_grad();
+  torch::Tensor objective;
+  if (options_.stage == Stage::kDiffusion) {
+    const torch::Tensor loss = DiffusionLoss(*net_, images, labels, options_.diffusion);
+    objective = loss.mean();
+    stats.loss = stats.unweighted = objective.item<double>();
+  } else {
+    const int64_t schedule_stage = options_.start_stage + step_ / std::max<int64_t>(options_.double_every, 1);
+    stats.ratio = ScheduleRatio(schedule_stage, options_.q, options_.ratio_limit);
+    TruncatedComposition tcm{teacher_.get(), options_.transition_t};
+    const ConsistencyLossTerms terms =
+        ConsistencyLoss(*net_, tcm, images, labels, stats.ratio, options_.consistency);
+    objective = terms.loss.mean();
+    if (terms.boundary.numel() > 0) objective = objective + options_.w_boundary * terms.boundary.mean();
+    stats.loss = terms.loss.mean().item<double>();
+    stats.boundary = MeanOrZero(terms.boundary);
+    stats.unweighted = terms.unweighted.mean().item<double>();
+  }
+  objective.backward();
+  stats.grad_norm = torch::nn::utils::clip_grad_norm_(net_->parameters(), options_.grad_clip);
+  stats.lr = LearningRate();
+  for (auto& group : optimizer_->param_groups())
+    static_cast<torch::optim::AdamOptions&>(group.options()).lr(stats.lr);
+  {
+    // Adam updates in place; NaN/Inf gradients are zeroed first, as the reference does.
+    torch::NoGradGuard no_grad;
+    for (auto& p : net_->parameters())
+      if (p.grad().defined()) torch::nan_to_num_(p.mutable_grad(), 0.0, 0.0, 0.0);
+  }
+  optimizer_->step();
+  ++step_;
+  UpdateEma();
+  stats.step = step_;
+  return stats;
+}
+
+absl::Status Trainer::SaveCheckpoint(const std::string& path) {
+  try {
+    torch::serialize::OutputArchive archive;
+    archive.write("stage", torch::tensor(int64_t(options_.stage)));
+    archive.write("step", torch::tensor(step_));
+    archive.write("generator", GeneratorState());
+    for (const auto& [k, v] : net_->StateDict()) archive.write("net/" + k, v.detach());
+    for (const auto& [k, v] : ema_->StateDict()) archive.write("ema/" + k, v.detach());
+    torch::serialize::OutputArchive adam;
+    optimizer_->save(adam);
+    archive.write("adam", adam);
+    const std::string tmp = path + ".tmp";
+    archive.save_to(tmp);
+    std::filesystem::rename(tmp, path);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(path, ": writing the checkpoint failed: ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Trainer::LoadCheckpoint(const std::string& path) {
+  try {
+    torch::serialize::InputArchive archive;
+    archive.load_from(path);
+    torch::Tensor stage, step, generator;
+    archive.read("stage", stage);
+    if (stage.item<int64_t>() != int64_t(options_.stage))
+      return absl::InvalidArgumentError(absl::StrCat(path, ": a checkpoint of the ",
+                                                     StageName(Stage(stage.item<int64_t>())), " stage, not the ",
+                                                     StageName(options_.stage), " stage"));
+    archive.read("step", step);
+    archive.read("generator", generator);
+    TensorMap net, ema;
+    for (const auto& [k, v] : net_->StateDict()) {
+      torch::Tensor n, e;  // undefined, so read() hands over new tensors instead of copying into them
+      archive.read("net/" + k, n);
+      archive.read("ema/" + k, e);
+      net.emplace(k, n);
+      ema.emplace(k, e);
+    }
+    if (absl::Status s = net_->LoadStateDict(net, path); !s.ok()) return s;
+    if (absl::Status s = ema_->LoadStateDict(ema, path); !s.ok()) return s;
+    torch::serialize::InputArchive adam;
+    archive.read("adam", adam);
+    optimizer_->load(adam);
+    step_ = step.item<int64_t>();
+    SetGeneratorState(generator);
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": cannot resume from this checkpoint: ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace tcm

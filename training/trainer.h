@@ -1,0 +1,96 @@
+// The training loop shared by the three stages of the TCM recipe: diffusion
+// pre-training, stage-1 consistency training and stage-2 truncated training.
+// Adam with EDM2's inverse-square-root learning-rate decay, gradient clipping,
+// an EMA of the weights, and checkpoints that resume exactly.
+#ifndef TCM_TRAINING_TRAINER_H_
+#define TCM_TRAINING_TRAINER_H_
+
+#include <torch/torch.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/denoiser.h"
+#include "training/losses.h"
+
+namespace tcm {
+
+enum class Stage { kDiffusion, kConsistency, kTruncated };
+
+// "diffusion", "consistency" or "truncated".
+absl::StatusOr<Stage> ParseStage(const std::string& name);
+const char* StageName(Stage stage);
+
+struct TrainOptions {
+  Stage stage = Stage::kConsistency;
+  int64_t batch_size = 128;
+  // Adam and the learning rate lr / sqrt(max(step / decay_iter, 1)), ramped
+  // up linearly over rampup_iter steps (0 = neither).
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.99, adam_eps = 1e-8;
+  int64_t decay_iter = 2000, rampup_iter = 0;
+  double grad_clip = 1e6;  // max global gradient norm
+  // EMA: "power" (beta = (1 - 1/step)^(gamma + 1), EDM2) or "constant" (beta).
+  std::string ema_type = "power";
+  double ema_gamma = 16.97, ema_beta = 0.9999;
+  DiffusionLossOptions diffusion;
+  ConsistencyLossOptions consistency;
+  // The gap schedule: stage = start_stage + step / double_every.
+  double q = 2.0, ratio_limit = 0.999;
+  int64_t double_every = 500, start_stage = 0;
+  // Stage 2: the boundary loss weight and t'.
+  double w_boundary = 10.0, transition_t = 1.0;
+};
+
+// What one optimisation step did.
+struct StepStats {
+  int64_t step = 0;   // steps done after this one
+  double loss = 0;    // mean weighted loss (regular rows)
+  double boundary = 0;  // mean weighted boundary loss (stage 2)
+  double unweighted = 0;
+  double grad_norm = 0;
+  double lr = 0;
+  double ratio = 0;  // gap ratio (consistency stages)
+};
+
+class Trainer {
+ public:
+  // `net` is trained (its weights are the starting point), `teacher` is the
+  // frozen stage-1 network of stage 2 (null otherwise). `images` is float32
+  // [N, C, R, R] in [-1, 1], `labels` int64 [N].
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const TrainOptions& options,
+                                                         std::shared_ptr<Denoiser> net,
+                                                         std::shared_ptr<Denoiser> teacher, torch::Tensor images,
+                                                         torch::Tensor labels);
+
+  StepStats Step();
+  int64_t step() const { return step_; }
+
+  // Checkpoint: weights, EMA, Adam state, step, generator state; written to a
+  // temporary file and renamed, so a crash leaves the previous one intact.
+  absl::Status SaveCheckpoint(const std::string& path);
+  // Restores a checkpoint written for the same stage and network.
+  absl::Status LoadCheckpoint(const std::string& path);
+
+  // The EMA network (eval mode), for export and samples.
+  Denoiser& ema() { return *ema_; }
+  Denoiser& net() { return *net_; }
+
+ private:
+  Trainer(const TrainOptions& options, std::shared_ptr<Denoiser> net, std::shared_ptr<Denoiser> ema,
+          std::shared_ptr<Denoiser> teacher, torch::Tensor images, torch::Tensor labels);
+  double LearningRate() const;
+  double EmaBeta() const;
+  void UpdateEma();
+
+  TrainOptions options_;
+  std::shared_ptr<Denoiser> net_, ema_, teacher_;
+  torch::Tensor images_, labels_;
+  std::unique_ptr<torch::optim::Adam> optimizer_;
+  int64_t step_ = 0;
+};
+
+}  // namespace tcm
+
+#endif  // TCM_TRAINING_TRAINER_H_
