@@ -44,8 +44,14 @@ std::unique_ptr<ImageTask> MakeGenerationTask(std::shared_ptr<RequestState> requ
 
 class WorkerPool::Worker {
  public:
-  Worker(int id, DeviceContext device, int threads, Batcher* batcher, ServerMetrics* metrics)
-      : id_(id), device_(std::move(device)), threads_(threads), batcher_(batcher), metrics_(metrics) {}
+  Worker(int id, DeviceContext device, int threads, Batcher* batcher, ServerMetrics* metrics,
+         std::function<void(const Batch&)> before_batch)
+      : id_(id),
+        device_(std::move(device)),
+        threads_(threads),
+        batcher_(batcher),
+        metrics_(metrics),
+        before_batch_(std::move(before_batch)) {}
 
   absl::Status AddReplica(const ModelDirectory& model) {
     auto replica = BuildReplica(model);
@@ -106,6 +112,7 @@ class WorkerPool::Worker {
     const int n = static_cast<int>(batch.tasks.size());
     torch::Tensor out;
     try {
+      if (before_batch_) before_batch_(batch);
       std::vector<torch::Tensor> inputs;
       std::vector<float> sigmas;
       std::vector<int64_t> labels;
@@ -153,6 +160,7 @@ class WorkerPool::Worker {
   const int threads_;
   Batcher* const batcher_;
   ServerMetrics* const metrics_;
+  const std::function<void(const Batch&)> before_batch_;
   std::vector<std::shared_ptr<Denoiser>> replicas_;
 };
 
@@ -173,7 +181,8 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(const Options& op
                           ? options.intra_op_threads
                           : std::max(1, AvailableCores() / static_cast<int>(devices.size()));
   for (size_t i = 0; i < devices.size(); ++i) {
-    auto worker = std::make_unique<Worker>(static_cast<int>(i), std::move(devices[i]), threads, batcher, metrics);
+    auto worker = std::make_unique<Worker>(static_cast<int>(i), std::move(devices[i]), threads, batcher, metrics,
+                                           options.before_batch);
     for (const auto& model : models) {
       absl::Status status = worker->AddReplica(model);
       if (!status.ok()) return status;

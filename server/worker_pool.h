@@ -4,6 +4,7 @@
 #ifndef TCM_SERVER_WORKER_POOL_H_
 #define TCM_SERVER_WORKER_POOL_H_
 
+#include <functional>
 #include <memory>
 #include <thread>
 #include <vector>
@@ -27,6 +28,10 @@ class WorkerPool {
     Device device = Device::kCpu;
     int cpu_workers = 1;        // workers on the CPU
     int intra_op_threads = 0;   // LibTorch threads per CPU worker; 0 = cores / workers
+    // Called by a worker just before it computes a batch. An exception thrown
+    // here fails that batch exactly as a failing forward pass does: the seam
+    // through which tests inject faults. Empty in the server.
+    std::function<void(const Batch&)> before_batch;
   };
 
   // Builds every worker's replicas. `batcher` and `metrics` must outlive the pool.
