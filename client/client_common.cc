@@ -30,6 +30,9 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ChannelOptions&
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_mb << 20);
   args.SetMaxSendMessageSize(options.max_message_mb << 20);
+  // Spread calls over every address the name resolves to (a headless
+  // Kubernetes Service behind dns:///...), instead of pinning the first.
+  args.SetLoadBalancingPolicyName("round_robin");
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
   if (options.tls || !options.ca.empty() || !options.cert.empty()) {
     grpc::SslCredentialsOptions ssl;

@@ -43,6 +43,9 @@ ABSL_FLAG(bool, step_level_batching, true,
 ABSL_FLAG(int, max_images_per_request, 64, "Largest num_images a call may ask for.");
 ABSL_FLAG(int, warmup_batch_size, 1, "Images in the warm-up batch each worker runs per model before serving.");
 ABSL_FLAG(double, drain_timeout, 30, "Seconds queued work may take to finish after SIGTERM.");
+ABSL_FLAG(int, max_connection_age_s, 0,
+          "Seconds after which a client connection is asked to reconnect (GOAWAY), so long-lived callers "
+          "spread over new replicas; 0 = never.");
 ABSL_FLAG(int, max_message_mb, 64, "Largest gRPC message received or sent, MiB.");
 ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate chain; with --tls_key turns on TLS.");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
@@ -153,6 +156,10 @@ int Run() {
   builder.AddListeningPort(absl::StrCat("0.0.0.0:", absl::GetFlag(FLAGS_port)), *credentials, &bound_port);
   builder.SetMaxReceiveMessageSize(absl::GetFlag(FLAGS_max_message_mb) << 20);
   builder.SetMaxSendMessageSize(absl::GetFlag(FLAGS_max_message_mb) << 20);
+  if (const int age = absl::GetFlag(FLAGS_max_connection_age_s); age > 0) {
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, age * 1000);
+    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, 10000);  // calls in flight may finish
+  }
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || bound_port == 0)

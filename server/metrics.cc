@@ -93,6 +93,12 @@ ServerMetrics::ServerMetrics(const std::vector<ModelLabels>& models)
     metrics->batch_size_ = &batch_size.Add(labels, BatchBuckets());
     metrics->queue_depth_ = &queue_depth.Add(labels);
     metrics->in_flight_ = &in_flight.Add(labels);
+    // The series a scraper rates over exist from the start at 0, so that
+    // rate() counts a model's first images too.
+    for (const char* steps : {"1", "2"}) {
+      images.Add({{"model", m.name}, {"steps", steps}});
+      requests.Add({{"model", m.name}, {"steps", steps}, {"code", "OK"}});
+    }
     info.Add({{"model", m.name},
               {"architecture", m.architecture},
               {"resolution", std::to_string(m.resolution)},

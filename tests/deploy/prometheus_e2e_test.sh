@@ -40,11 +40,10 @@ wait_for() {
 }
 
 wait_for 'sum(up{job="tcm-serve"})' 1
-# A counter child appears with its first image, so rate() cannot see that first increment:
-# one image of each step count first, scraped, then the traffic that is measured.
-"$client" --server "$target" --num 1 --steps 1 --out "$TMP/out" > /dev/null || exit 1
-"$client" --server "$target" --num 1 --steps 2 --out "$TMP/out" > /dev/null || exit 1
-wait_for 'sum(tcm_images_generated_total{job="tcm-serve"})' 2
+# The server creates the image and request series at 0 for every model and step
+# count, so rate() and increase() see the very first image.
+wait_for 'count(tcm_images_generated_total{job="tcm-serve"})' 2
+wait_for 'sum(tcm_images_generated_total{job="tcm-serve"})' 0
 since="$(date +%s.%N)"
 sleep 1.5
 sent=0
@@ -54,7 +53,7 @@ for call in "5 1" "3 2" "4 1"; do
   sent=$((sent + num))
 done
 "$client" --server "$target" --steps 5 > /dev/null 2>&1 && { echo "steps 5 was accepted"; exit 1; }
-wait_for 'sum(tcm_images_generated_total{job="tcm-serve"})' $((sent + 2))
+wait_for 'sum(tcm_images_generated_total{job="tcm-serve"})' "$sent"
 wait_for 'sum(tcm_requests_total{job="tcm-serve", code="INVALID_ARGUMENT"})' 1
 sleep 2  # a few more scrapes and rule evaluations
 

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The whole TCM recipe on Fashion-MNIST, as run for the embedded models
+# (docs/TRAINING.md): diffusion pre-training, stage-1 consistency training,
+# stage-2 truncated training. Resumable: a stage whose model/ exists is
+# skipped, a stage with a checkpoint continues from it. Run it in the
+# background and follow RUN_DIR/*.log:
+#
+#   nohup scripts/train-fashion-mnist.sh runs/fashion > /dev/null 2>&1 &
+#
+# Then copy RUN_DIR/ct/model to models/fashion-mnist-ct and RUN_DIR/tcm/model
+# to models/fashion-mnist-tcm. THREADS (default 1) sets the intra-op threads:
+# one thread per run keeps the second core free and avoids the collapse of
+# oversubscribed OpenMP threads when anything else runs on the machine.
+set -euo pipefail
+run="${1:?usage: train-fashion-mnist.sh RUN_DIR}"
+bin="${TCM_BIN:-build/bin}"
+threads="${THREADS:-1}"
+mkdir -p "$run"
+
+# stage NAME DIR FLAGS...: runs one stage unless its model exists; resumes a checkpoint.
+stage() {
+  local name="$1" dir="$2"
+  shift 2
+  if [[ -f "$dir/model/weights.safetensors" ]]; then
+    echo "$name: $dir/model exists, skipped"
+    return
+  fi
+  local resume=()
+  [[ -f "$dir/checkpoint.pt" ]] && resume=(--resume)
+  "$bin/tcm-train" "$name" --out "$dir" --threads "$threads" --log_every 20 --checkpoint_every 100 \
+    "${resume[@]}" "$@" >> "$dir.log" 2>&1
+}
+
+# Diffusion pre-training (EDM loss), from random weights: 800 x 64 images.
+stage diffusion "$run/edm" --config tools/configs/edm2-fashion-mnist.pbtxt \
+  --steps 800 --batch_size 64 --lr 6e-3 --decay_iter 400
+
+# Stage 1: consistency training over [0.002, 80] from the diffusion weights
+# (the reference's defaults: log t ~ N(-1.1, 2.0), default weighting, q = 2),
+# the gap halved every 220 steps.
+stage consistency "$run/ct" --init "$run/edm/model" \
+  --steps 1300 --batch_size 64 --lr 1e-3 --dropout 0.1 -c 1e-8 --double_every 220
+
+# Stage 2: truncated training over [t' = 1, 80] from stage 1, stage 1 frozen
+# below t', the reference's stage-2 time distribution (Student-t, df 0.01,
+# around log t = 0) and boundary loss (25% of each batch, weight 0.1); the gap
+# schedule continues where stage 1 ended.
+stage truncated "$run/tcm" --init "$run/ct/model" --teacher "$run/ct/model" \
+  --t_lower 1 --transition_t 1 --mean 0 --std 0.2 --tdist t --df 0.01 \
+  --boundary_prob 0.25 --w_boundary 0.1 \
+  --steps 900 --batch_size 64 --lr 5e-4 --dropout 0.1 -c 1e-8 --double_every 220 --start_stage 5
+echo "done: $run/ct/model (stage 1), $run/tcm/model (stage 2)"
