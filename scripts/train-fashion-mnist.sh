@@ -37,9 +37,9 @@ stage diffusion "$run/edm" --config tools/configs/edm2-fashion-mnist.pbtxt \
 
 # Stage 1: consistency training over [0.002, 80] from the diffusion weights
 # (the reference's defaults: log t ~ N(-1.1, 2.0), default weighting, q = 2),
-# the gap halved every 220 steps.
+# the gap halved every 200 steps.
 stage consistency "$run/ct" --init "$run/edm/model" \
-  --steps 1300 --batch_size 64 --lr 1e-3 --dropout 0.1 -c 1e-8 --double_every 220
+  --steps 1200 --batch_size 64 --lr 1e-3 --dropout 0.1 -c 1e-8 --double_every 200
 
 # Stage 2: truncated training over [t' = 1, 80] from stage 1, stage 1 frozen
 # below t', the reference's stage-2 time distribution (Student-t, df 0.01,
@@ -48,5 +48,5 @@ stage consistency "$run/ct" --init "$run/edm/model" \
 stage truncated "$run/tcm" --init "$run/ct/model" --teacher "$run/ct/model" \
   --t_lower 1 --transition_t 1 --mean 0 --std 0.2 --tdist t --df 0.01 \
   --boundary_prob 0.25 --w_boundary 0.1 \
-  --steps 900 --batch_size 64 --lr 5e-4 --dropout 0.1 -c 1e-8 --double_every 220 --start_stage 5
+  --steps 800 --batch_size 64 --lr 5e-4 --dropout 0.1 -c 1e-8 --double_every 200 --start_stage 5
 echo "done: $run/ct/model (stage 1), $run/tcm/model (stage 2)"
