@@ -29,14 +29,43 @@ absl::StatusOr<std::shared_ptr<Denoiser>> Denoiser::Create(const v1::ModelConfig
           absl::StrCat("architecture: must be \"EDM2UNet\" or \"SongUNet\", got \"", config.architecture(), "\""));
     }
     d->register_module("model", d->net_);
+    if (config.has_transition_t()) {
+      v1::ModelConfig single = config;
+      single.clear_transition_t();
+      auto below = Create(single);
+      if (!below.ok()) return below.status();
+      d->below_transition_ = *below;
+      d->register_module("below_transition", d->below_transition_);
+    }
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("building the network failed: ", e.what()));
   }
   return d;
 }
 
-torch::Tensor Denoiser::forward(const torch::Tensor& x_in, const torch::Tensor& sigma_in,
+torch::Tensor Denoiser::forward(const torch::Tensor& x, const torch::Tensor& sigma,
                                 const torch::Tensor& class_labels) {
+  if (!below_transition_) return ForwardOne(x, sigma, class_labels);
+  const torch::Tensor below = sigma.to(torch::kFloat32) < config_.transition_t();
+  const int64_t n_below = below.sum().item<int64_t>();
+  if (n_below == 0) return ForwardOne(x, sigma, class_labels);
+  if (n_below == x.size(0)) return below_transition_->forward(x, sigma, class_labels);
+  // A mixed batch: each network computes its own rows.
+  auto part = [&](const torch::Tensor& rows, Denoiser& d) {
+    return d.ForwardOne(x.index_select(0, rows), sigma.index_select(0, rows),
+                        class_labels.defined() ? class_labels.index_select(0, rows) : class_labels);
+  };
+  const torch::Tensor rows_below = below.nonzero().flatten(), rows_above = below.logical_not().nonzero().flatten();
+  const torch::Tensor out_above = part(rows_above, *this);
+  torch::Tensor out = torch::empty({x.size(0), out_above.size(1), out_above.size(2), out_above.size(3)},
+                                   out_above.options());
+  out.index_copy_(0, rows_above, out_above);
+  out.index_copy_(0, rows_below, part(rows_below, *below_transition_));
+  return out;
+}
+
+torch::Tensor Denoiser::ForwardOne(const torch::Tensor& x_in, const torch::Tensor& sigma_in,
+                                   const torch::Tensor& class_labels) {
   const torch::Tensor x = x_in.to(torch::kFloat32);
   const torch::Tensor sigma = sigma_in.to(torch::kFloat32).reshape({-1, 1, 1, 1});
   const double sd = config_.sigma_data();
@@ -92,6 +121,7 @@ absl::Status Denoiser::LoadStateDict(const TensorMap& weights, const std::string
 void Denoiser::SetComputeDtype(torch::ScalarType dtype) {
   net_->to(dtype);
   compute_dtype_ = dtype;
+  if (below_transition_) below_transition_->SetComputeDtype(dtype);
 }
 
 TensorMap Denoiser::StateDict() const {

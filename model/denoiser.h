@@ -2,6 +2,11 @@
 // preconditioning (sigma_data from the config) around one of the native
 // U-Nets, held as submodule `model` so that parameter names match the
 // reference ECMPrecond state_dict (`model.enc...`).
+//
+// With `transition_t` (t') in the config it is TCM's composition: rows with
+// sigma >= t' go through `model`, the others through a second Denoiser held as
+// submodule `below_transition` (keys `below_transition.model...`), as the
+// reference TCMPrecond composes the stage-2 and stage-1 networks.
 #ifndef TCM_MODEL_DENOISER_H_
 #define TCM_MODEL_DENOISER_H_
 
@@ -38,7 +43,10 @@ class Denoiser : public torch::nn::Module {
   TensorMap StateDict() const;
 
   // Computes inference-time constants now (see UNet::PrepareForInference).
-  void PrepareForInference() { net_->PrepareForInference(); }
+  void PrepareForInference() {
+    net_->PrepareForInference();
+    if (below_transition_) below_transition_->PrepareForInference();
+  }
 
   // Runs the network in `dtype` (float32 by default; half on GPUs where the
   // config asks); preconditioning and outputs stay float32.
@@ -46,12 +54,16 @@ class Denoiser : public torch::nn::Module {
 
   const v1::ModelConfig& config() const { return config_; }
   UNet& net() { return *net_; }
+  // The network below t', or null.
+  Denoiser* below_transition() { return below_transition_.get(); }
   double FlopsPerImage() const { return net_->FlopsPerImage(); }
 
  private:
   explicit Denoiser(v1::ModelConfig config);
+  torch::Tensor ForwardOne(const torch::Tensor& x, const torch::Tensor& sigma, const torch::Tensor& class_labels);
   v1::ModelConfig config_;
   std::shared_ptr<UNet> net_;
+  std::shared_ptr<Denoiser> below_transition_;
   torch::ScalarType compute_dtype_ = torch::kFloat32;
 };
 

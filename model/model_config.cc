@@ -224,6 +224,8 @@ absl::StatusOr<ModelConfig> CompleteModelConfig(ModelConfig c) {
   if (!(c.mid_t() > 0 && c.mid_t() < c.t_max()))
     return Bad("mid_t", absl::StrCat("must be in (0, t_max = ", c.t_max(), "), got ", c.mid_t()));
   if (c.default_steps() > 2) return Bad("default_steps", absl::StrCat("must be 1 or 2, got ", c.default_steps()));
+  if (c.has_transition_t() && !(c.transition_t() > 0 && c.transition_t() < c.t_max()))
+    return Bad("transition_t", absl::StrCat("must be in (0, t_max = ", c.t_max(), "), got ", c.transition_t()));
   return c;
 }
 

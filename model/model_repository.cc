@@ -35,6 +35,28 @@ absl::StatusOr<std::vector<std::string>> ReadLabels(const fs::path& path, uint32
 
 }  // namespace
 
+absl::StatusOr<ModelDirectory> ComposeTruncated(const ModelDirectory& above, const ModelDirectory& below,
+                                                double transition_t) {
+  if (above.config.has_transition_t() || below.config.has_transition_t())
+    return absl::InvalidArgumentError("composing: both model directories must hold a single network");
+  if (above.config.architecture() != below.config.architecture() ||
+      above.config.img_resolution() != below.config.img_resolution() ||
+      above.config.img_channels() != below.config.img_channels() ||
+      above.config.num_classes() != below.config.num_classes() ||
+      above.config.sigma_data() != below.config.sigma_data() ||
+      above.config.network_case() != below.config.network_case() ||
+      ReferenceKwargsFromModelConfig(above.config) != ReferenceKwargsFromModelConfig(below.config))
+    return absl::InvalidArgumentError(absl::StrCat("composing: ", below.path, " has another network configuration than ",
+                                                   above.path));
+  ModelDirectory composed = above;
+  composed.config.set_transition_t(static_cast<float>(transition_t));
+  TCM_ASSIGN_OR_RETURN(composed.config, CompleteModelConfig(composed.config));
+  for (const auto& [key, value] : below.weights) composed.weights.emplace("below_transition." + key, value);
+  TCM_ASSIGN_OR_RETURN(auto probe, Denoiser::Create(composed.config));
+  TCM_RETURN_IF_ERROR(probe->LoadStateDict(composed.weights, "composing"));
+  return composed;
+}
+
 absl::StatusOr<ModelDirectory> ReadModelDirectory(const std::string& path) {
   const fs::path dir(path);
   ModelDirectory model;

@@ -35,6 +35,14 @@ absl::StatusOr<ModelDirectory> ReadModelDirectory(const std::string& path);
 // A ready-to-run replica: weights loaded, eval mode, inference constants computed.
 absl::StatusOr<std::shared_ptr<Denoiser>> BuildReplica(const ModelDirectory& model);
 
+// TCM's composition as one model: `above` (the stage-2 network) for noise
+// levels >= transition_t, `below` (the stage-1 network) under it. The two must
+// have the same network configuration; the result takes `above`'s name, path,
+// labels and sampling settings, and its weights hold `below`'s under
+// `below_transition.` (see ModelConfig.transition_t).
+absl::StatusOr<ModelDirectory> ComposeTruncated(const ModelDirectory& above, const ModelDirectory& below,
+                                                double transition_t);
+
 // Every model directory directly under `root` (sub-folders holding a
 // config.pbtxt), sorted by name. Fails if any of them fails to load, if two
 // share a name, or if there is none.

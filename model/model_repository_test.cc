@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "model/sampler.h"
 #include "model/test_fixtures.h"
 
 namespace tcm {
@@ -120,6 +121,92 @@ TEST_F(ModelRepositoryTest, ConfigNameOverridesDirectoryName) {
   auto model = ReadModelDirectory(dir_);
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_EQ(model->name, "renamed");
+}
+
+}  // namespace
+}  // namespace tcm
+
+namespace tcm {
+namespace {
+
+// TCM's composition: the stage-1 network below t', the stage-2 network at and above.
+class ComposeTruncatedTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    above_ = testing::LoadFixtureModel("ddpmpp_cond_tiny");
+    below_ = above_;
+    torch::manual_seed(0);
+    for (auto& [key, value] : below_.weights) value = value + 0.05 * torch::randn_like(value);
+  }
+  ModelDirectory above_, below_;
+};
+
+TEST_F(ComposeTruncatedTest, RowsBelowTransitionUseTheStageOneNetwork) {
+  auto composed = ComposeTruncated(above_, below_, 1.0);
+  ASSERT_TRUE(composed.ok()) << composed.status();
+  EXPECT_FLOAT_EQ(composed->config.transition_t(), 1.0f);
+  auto model = *BuildReplica(*composed);
+  auto alone_above = *BuildReplica(above_);
+  auto alone_below = *BuildReplica(below_);
+  torch::InferenceMode inference;
+  torch::manual_seed(1);
+  const int64_t r = above_.config.img_resolution();
+  const torch::Tensor x = torch::randn({4, above_.config.img_channels(), r, r});
+  const torch::Tensor sigma = torch::tensor({0.5f, 80.0f, 0.821f, 1.0f});
+  const torch::Tensor labels = torch::tensor({1, 2, 3, 4}, torch::kInt64);
+  const torch::Tensor out = model->forward(x, sigma, labels);
+  const torch::Tensor a = alone_above->forward(x, sigma, labels), b = alone_below->forward(x, sigma, labels);
+  ASSERT_FALSE(torch::allclose(a, b, 1e-4, 1e-5));
+  for (int64_t row : {0, 2}) EXPECT_TRUE(torch::allclose(out[row], b[row], 1e-4, 1e-5)) << row;
+  for (int64_t row : {1, 3}) EXPECT_TRUE(torch::allclose(out[row], a[row], 1e-4, 1e-5)) << row;
+  // A batch entirely on one side goes through that network alone.
+  EXPECT_TRUE(torch::allclose(model->forward(x, torch::full({4}, 0.821f), labels),
+                              alone_below->forward(x, torch::full({4}, 0.821f), labels), 1e-4, 1e-5));
+}
+
+TEST_F(ComposeTruncatedTest, TwoStepSamplingRunsTheSecondStepBelowTransition) {
+  auto model = *BuildReplica(*ComposeTruncated(above_, below_, 1.0));
+  auto alone_above = *BuildReplica(above_);
+  auto alone_below = *BuildReplica(below_);
+  torch::InferenceMode inference;
+  const std::vector<ImageSpec> specs = {{7, 0, 3, 2}, {7, 1, 5, 1}};
+  const torch::Tensor composed = SampleImages(*model, specs);
+  // By hand: step 1 (t_max) on stage 2, step 2 (mid_t < t') on stage 1.
+  const auto& c = above_.config;
+  const torch::Tensor first = alone_above->forward(
+      torch::stack({StepInput(c, 7, 0, 0, {}), StepInput(c, 7, 1, 0, {})}), torch::full({2}, c.t_max()),
+      torch::tensor({3, 5}, torch::kInt64));
+  const torch::Tensor second = alone_below->forward(StepInput(c, 7, 0, 1, first[0]).unsqueeze(0),
+                                                    torch::full({1}, c.mid_t()), torch::tensor({3}, torch::kInt64));
+  EXPECT_TRUE(torch::allclose(composed[0], second[0], 1e-4, 1e-5));
+  EXPECT_TRUE(torch::allclose(composed[1], first[1], 1e-4, 1e-5));
+}
+
+TEST_F(ComposeTruncatedTest, ComposedDirectoryRoundTrips) {
+  const fs::path dir = fs::temp_directory_path() / "tcm_composed_test";
+  fs::remove_all(dir);
+  auto composed = *ComposeTruncated(above_, below_, 1.0);
+  ASSERT_TRUE(WriteModelDirectory(dir.string(), composed.config, composed.weights, {}).ok());
+  auto read = ReadModelDirectory(dir.string());
+  fs::remove_all(dir);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_FLOAT_EQ(read->config.transition_t(), 1.0f);
+  EXPECT_EQ(read->weights.size(), 2 * above_.weights.size());
+  EXPECT_TRUE(read->weights.count("below_transition.model.map_noise.freqs") ||
+              read->weights.count("below_transition.model.map_layer0.weight"));
+}
+
+TEST_F(ComposeTruncatedTest, RefusesMismatchedNetworksAndBadTransition) {
+  ModelDirectory other = testing::LoadFixtureModel("ddpmpp_cifar_tiny");
+  auto mismatch = ComposeTruncated(above_, other, 1.0);
+  ASSERT_FALSE(mismatch.ok());
+  EXPECT_NE(mismatch.status().message().find("another network configuration"), std::string::npos);
+  auto bad = ComposeTruncated(above_, below_, 100.0);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("transition_t: must be in (0, t_max = 80)"), std::string::npos)
+      << bad.status();
+  auto nested = ComposeTruncated(*ComposeTruncated(above_, below_, 1.0), below_, 1.0);
+  EXPECT_FALSE(nested.ok());
 }
 
 }  // namespace

@@ -39,13 +39,8 @@ torch::Tensor StepInput(const v1::ModelConfig& config, uint64_t seed, uint64_t i
   return SecondStepInput(previous, ImageNoise(config, seed, index, NoiseStream::kSecondStep), config.mid_t());
 }
 
-namespace {
-
-// SampleImages with the network of each step chosen by `network_of_step(step)`;
-// `config` gives the schedule and the image shape.
-template <typename NetworkOfStep>
-torch::Tensor SampleSteps(const v1::ModelConfig& config, NetworkOfStep&& network_of_step,
-                          const std::vector<ImageSpec>& images) {
+torch::Tensor SampleImages(Denoiser& denoiser, const std::vector<ImageSpec>& images) {
+  const auto& config = denoiser.config();
   const int64_t n = static_cast<int64_t>(images.size());
   std::vector<torch::Tensor> current(n);
   torch::Tensor labels;
@@ -66,27 +61,11 @@ torch::Tensor SampleSteps(const v1::ModelConfig& config, NetworkOfStep&& network
       sigmas.push_back(static_cast<float>(StepSigma(config, step)));
     }
     torch::Tensor row_index = torch::tensor(rows, torch::kInt64);
-    torch::Tensor out =
-        network_of_step(step).forward(torch::stack(inputs), torch::tensor(sigmas),
-                                      labels.defined() ? labels.index_select(0, row_index) : torch::Tensor());
+    torch::Tensor out = denoiser.forward(torch::stack(inputs), torch::tensor(sigmas),
+                                         labels.defined() ? labels.index_select(0, row_index) : torch::Tensor());
     for (size_t r = 0; r < rows.size(); ++r) current[rows[r]] = out[r];
   }
   return torch::stack(current);
-}
-
-}  // namespace
-
-torch::Tensor SampleImages(Denoiser& denoiser, const std::vector<ImageSpec>& images) {
-  return SampleSteps(denoiser.config(), [&](int) -> Denoiser& { return denoiser; }, images);
-}
-
-torch::Tensor SampleImagesComposed(Denoiser& model, Denoiser& below_transition, double transition_t,
-                                   const std::vector<ImageSpec>& images) {
-  const auto& config = model.config();
-  auto network_of_step = [&](int step) -> Denoiser& {
-    return StepSigma(config, step) < transition_t ? below_transition : model;
-  };
-  return SampleSteps(config, network_of_step, images);
 }
 
 torch::Tensor ToPixels(const torch::Tensor& images) {

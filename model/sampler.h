@@ -47,14 +47,6 @@ struct ImageSpec {
 // forward pass). Returns [N, C, H, W] float32 in about [-1, 1].
 torch::Tensor SampleImages(Denoiser& denoiser, const std::vector<ImageSpec>& images);
 
-// The composition of TCM training: a step whose noise level is below
-// `transition_t` (t') runs on `below_transition` (the stage-1 network), the
-// others on `model` (stage 2). The schedule (t_max, mid_t) is `model`'s; both
-// networks must take the same image shape and classes. With the defaults
-// (t' = 1, mid_t = 0.821) step 1 runs on `model` and step 2 on `below_transition`.
-torch::Tensor SampleImagesComposed(Denoiser& model, Denoiser& below_transition, double transition_t,
-                                   const std::vector<ImageSpec>& images);
-
 // [N, C, H, W] in [-1, 1] to uint8 [N, H, W, C] (round(x * 127.5 + 127.5), clamped).
 torch::Tensor ToPixels(const torch::Tensor& images);
 

@@ -61,35 +61,6 @@ TEST(SamplerTest, AnImageIsTheSameAloneOrInAMixedBatch) {
   EXPECT_GT((together[0] - together[2]).abs().max().item<double>(), 1e-2);
 }
 
-TEST(SamplerTest, ComposedSamplingRunsStepsBelowTheTransitionOnTheSecondNetwork) {
-  const ModelDirectory fixture = testing::LoadFixtureModel("ddpmpp_cond_tiny");
-  auto model = BuildReplica(fixture);
-  ASSERT_TRUE(model.ok());
-  torch::manual_seed(1);
-  auto other = Denoiser::Create(fixture.config);  // same shape, different (random) weights
-  ASSERT_TRUE(other.ok());
-  (*other)->eval();
-  torch::InferenceMode inference;
-  const std::vector<ImageSpec> batch = {{5, 0, 3, 2}, {5, 1, 7, 1}};
-  const double mid_t = fixture.config.mid_t();
-
-  // t' = 1: step 1 (t_max) on the model, step 2 (mid_t < t') on the other network.
-  torch::Tensor composed = SampleImagesComposed(**model, **other, 1.0, batch);
-  torch::Tensor alone = SampleImages(**model, batch);
-  EXPECT_LT((composed[1] - alone[1]).abs().max().item<double>(), 1e-5) << "a 1-step image never reaches t'";
-  torch::Tensor labels = torch::tensor({int64_t{3}});
-  torch::Tensor x1 = (*model)->forward(StepInput(fixture.config, 5, 0, 0, {}).unsqueeze(0), torch::full({1}, 80.0),
-                                       labels);
-  torch::Tensor x2 = (*other)->forward(StepInput(fixture.config, 5, 0, 1, x1[0]).unsqueeze(0),
-                                       torch::full({1}, mid_t), labels);
-  EXPECT_LT((composed[0] - x2[0]).abs().max().item<double>(), 1e-5);
-  EXPECT_GT((composed[0] - alone[0]).abs().max().item<double>(), 1e-3);
-
-  // t' at or below mid_t: every step runs on the model.
-  torch::Tensor never = SampleImagesComposed(**model, **other, mid_t, batch);
-  EXPECT_LT((never - alone).abs().max().item<double>(), 1e-5);
-}
-
 TEST(SamplerTest, ToPixelsMapsMinusOneToOneOntoBytes) {
   torch::Tensor images = torch::tensor({-1.5f, -1.0f, 0.0f, 0.999f, 1.0f, 2.0f}).reshape({1, 1, 2, 3});
   torch::Tensor pixels = ToPixels(images);

@@ -41,13 +41,17 @@ check '[[ -f "$TMP/ct/model/samples-1step.png" && -f "$TMP/ct/model/samples-2ste
   --out "$TMP/tcm" --steps 2 "${common[@]}" > "$TMP/tcm.log" 2>&1 || { echo "FAIL: truncated"; cat "$TMP/tcm.log"; exit 1; }
 check 'grep -q "boundary [0-9]" "$TMP/tcm.log"' "stage 2 reports its boundary loss"
 check '! grep -q "dropout" "$TMP/tcm/model/config.pbtxt"' "exported config carries no training-only dropout"
+check 'grep -q "^transition_t: 1$" "$TMP/tcm/model-composed/config.pbtxt"' "composed model records t'"
+check '[[ -f "$TMP/tcm/model-composed/samples-2step.png" ]]' "composed model sample grid"
 
 # The exported stage-2 model directory serves unchanged.
-mkdir -p "$TMP/repo" && cp -r "$TMP/tcm/model" "$TMP/repo/tiny-tcm"
+mkdir -p "$TMP/repo" && cp -r "$TMP/tcm/model" "$TMP/repo/tiny-tcm" && cp -r "$TMP/tcm/model-composed" "$TMP/repo/tiny-composed"
 start_server "$server" "$TMP/repo" --metrics_port -1 --workers 1 --intra_op_threads 1
-check '"$client" --server "localhost:$GRPC_PORT" --class 9 --steps 2 --num 2 --out "$TMP/out" > "$TMP/client.log" 2>&1' \
-  "tcm-client against the trained model: $(cat "$TMP/client.log" 2>/dev/null)"
-check '[[ $(ls "$TMP/out"/*.png 2>/dev/null | wc -l) -eq 2 ]]' "two PNGs written"
+for model in tiny-tcm tiny-composed; do
+  check '"$client" --server "localhost:$GRPC_PORT" --model $model --class 9 --steps 2 --num 2 --out "$TMP/out-$model" > "$TMP/client.log" 2>&1' \
+    "tcm-client against $model: $(cat "$TMP/client.log" 2>/dev/null)"
+  check '[[ $(ls "$TMP/out-$model"/*.png 2>/dev/null | wc -l) -eq 2 ]]' "two PNGs of $model written"
+done
 
 # Bad input: one line naming the flag, exit 2.
 expect_error() {  # expect_error FRAGMENT command...

@@ -196,7 +196,7 @@ absl::StatusOr<EvalSettings> ReadEvalSettings() {
 }
 
 // Reads a model directory and checks that it makes Fashion-MNIST images.
-absl::StatusOr<std::shared_ptr<Denoiser>> LoadFashionModel(const std::string& flag, const std::string& dir) {
+absl::StatusOr<ModelDirectory> ReadFashionModel(const std::string& flag, const std::string& dir) {
   auto model = ReadModelDirectory(dir);
   if (!model.ok()) return absl::Status(model.status().code(), absl::StrCat("--", flag, ": ", model.status().message()));
   const auto& c = model->config;
@@ -204,7 +204,18 @@ absl::StatusOr<std::shared_ptr<Denoiser>> LoadFashionModel(const std::string& fl
     return absl::InvalidArgumentError(absl::StrCat(
         "--", flag, ": ", dir, " makes ", c.img_channels(), "-channel ", c.img_resolution(), "x", c.img_resolution(),
         " images of ", c.num_classes(), " classes; Fashion-MNIST models have 1 channel, 32x32 and 10 classes"));
-  return BuildReplica(*model);
+  return model;
+}
+
+// The network to sample from: --model alone, or composed with --teacher below t'.
+absl::StatusOr<std::shared_ptr<Denoiser>> LoadSampler(const std::string& model_dir, const std::string& teacher_dir,
+                                                      double transition_t) {
+  TCM_ASSIGN_OR_RETURN(ModelDirectory model, ReadFashionModel("model", model_dir));
+  if (teacher_dir.empty()) return BuildReplica(model);
+  TCM_ASSIGN_OR_RETURN(ModelDirectory teacher, ReadFashionModel("teacher", teacher_dir));
+  auto composed = ComposeTruncated(model, teacher, transition_t);
+  if (!composed.ok()) return absl::Status(composed.status().code(), absl::StrCat("--teacher: ", composed.status().message()));
+  return BuildReplica(*composed);
 }
 
 // 8-bit quantisation: what a served PNG holds, mapped back to [-1, 1].
@@ -220,11 +231,13 @@ struct StepResult {
   double images_per_second = 0;
 };
 
-StepResult EvaluateSteps(int steps, Denoiser& model, Denoiser* teacher, const EvalSettings& settings,
-                         FashionClassifier& classifier, const FeatureStatistics& reference) {
+StepResult EvaluateSteps(int steps, Denoiser& model, const EvalSettings& settings, FashionClassifier& classifier,
+                         const FeatureStatistics& reference) {
   StepResult result;
   result.steps = steps;
-  result.sampler = teacher ? absl::StrFormat("model + teacher below t'=%g", settings.transition_t) : "model";
+  result.sampler = model.below_transition()
+                       ? absl::StrFormat("composed: below t'=%g the stage-1 network", model.config().transition_t())
+                       : "model";
   Progress progress(absl::StrCat(steps, "-step"), settings.num);
   std::vector<torch::Tensor> features;
   int64_t correct = 0;
@@ -235,8 +248,7 @@ StepResult EvaluateSteps(int steps, Denoiser& model, Denoiser* teacher, const Ev
     torch::Tensor images;
     {
       torch::InferenceMode inference;
-      images = teacher ? SampleImagesComposed(model, *teacher, settings.transition_t, specs)
-                       : SampleImages(model, specs);
+      images = SampleImages(model, specs);
     }
     ClassifierOutputs out = Classify(classifier, Quantize8Bit(images));
     torch::Tensor requested = torch::arange(start, start + int64_t(specs.size()), torch::kInt64) % kClassifierClasses;
@@ -273,12 +285,9 @@ absl::Status Evaluate() {
   if (model_dir.empty() && !teacher_dir.empty())
     return absl::InvalidArgumentError("--teacher needs --model (the network of steps at or above t')");
 
-  std::shared_ptr<Denoiser> model, teacher;
+  std::shared_ptr<Denoiser> model;
   if (!model_dir.empty()) {
-    TCM_ASSIGN_OR_RETURN(model, LoadFashionModel("model", model_dir));
-  }
-  if (!teacher_dir.empty()) {
-    TCM_ASSIGN_OR_RETURN(teacher, LoadFashionModel("teacher", teacher_dir));
+    TCM_ASSIGN_OR_RETURN(model, LoadSampler(model_dir, teacher_dir, settings.transition_t));
   }
   auto classifier = LoadClassifier(classifier_path);
   if (!classifier.ok()) return absl::Status(classifier.status().code(), absl::StrCat("--classifier: ",
@@ -293,14 +302,14 @@ absl::Status Evaluate() {
   std::vector<StepResult> results;
   if (model) {
     json["model"] = model_dir;
-    if (teacher) {
+    if (!teacher_dir.empty()) {
       json["teacher"] = teacher_dir;
       json["transition_t"] = settings.transition_t;
     }
     json["num"] = settings.num;
     json["seed"] = settings.seed;
     for (int steps : settings.step_counts)
-      results.push_back(EvaluateSteps(steps, *model, teacher.get(), settings, **classifier, test_stats));
+      results.push_back(EvaluateSteps(steps, *model, settings, **classifier, test_stats));
   }
   std::optional<Floor> floor_result;
   if (floor) {
@@ -313,7 +322,7 @@ absl::Status Evaluate() {
   std::printf("classifier %s; FD against the %lld Fashion-MNIST test images\n", classifier_path.c_str(),
               static_cast<long long>(test_stats.count));
   if (model) {
-    const std::string teacher_note = teacher ? absl::StrCat(", teacher ", teacher_dir) : "";
+    const std::string teacher_note = !teacher_dir.empty() ? absl::StrCat(", teacher ", teacher_dir) : "";
     std::printf("model %s%s, %lld images per row (class i %% 10), seed %llu\n", model_dir.c_str(),
                 teacher_note.c_str(), static_cast<long long>(settings.num),
                 static_cast<unsigned long long>(settings.seed));

@@ -147,6 +147,9 @@ absl::StatusOr<std::shared_ptr<Denoiser>> StartingNetwork(Stage stage, std::vect
   } else {
     TCM_ASSIGN_OR_RETURN(config, ReadModelConfigFile(config_path));
   }
+  if (config.has_transition_t())
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--init: ", init, " is a composed model (transition_t is set); give the single network's directory"));
   if (config.architecture() != kEdm2UNet)
     return absl::InvalidArgumentError(
         absl::StrCat("tcm-train trains the EDM2 U-Net; the model is \"", config.architecture(), "\""));
@@ -161,15 +164,32 @@ std::string Duration(double seconds) {
   return absl::StrFormat("%d:%02d:%02d", s / 3600, (s / 60) % 60, s % 60);
 }
 
-absl::Status Export(Trainer& trainer, Stage stage, const std::string& dir, const std::vector<std::string>& labels) {
-  v1::ModelConfig config = trainer.ema().config();
-  config.mutable_edm2()->clear_dropout();
-  TCM_RETURN_IF_ERROR(WriteModelDirectory(dir, config, trainer.ema().StateDict(), labels));
-  if (stage == Stage::kDiffusion) return absl::OkStatus();  // a score model: 1-2 step samples are not its purpose
+// Writes a model directory and, unless it is a diffusion model (whose 1-2 step
+// samples are not its purpose), sample grids at 1 and 2 steps.
+absl::Status WriteModel(const ModelDirectory& model, const std::string& dir, bool grids) {
+  TCM_RETURN_IF_ERROR(WriteModelDirectory(dir, model.config, model.weights, model.labels));
+  if (!grids) return absl::OkStatus();
+  TCM_ASSIGN_OR_RETURN(auto replica, BuildReplica(model));
   for (int steps : {1, 2})
-    TCM_RETURN_IF_ERROR(
-        WriteSampleGrid(trainer.ema(), steps, 10, /*seed=*/0, absl::StrCat(dir, "/samples-", steps, "step.png")));
+    TCM_RETURN_IF_ERROR(WriteSampleGrid(*replica, steps, 10, /*seed=*/0, absl::StrCat(dir, "/samples-", steps, "step.png")));
   return absl::OkStatus();
+}
+
+// Exports the EMA network to OUT/model. The truncated stage also writes
+// OUT/model-composed: TCM's composition with the stage-1 teacher below t'.
+absl::Status Export(Trainer& trainer, Stage stage, const std::string& out, const std::vector<std::string>& labels,
+                    const ModelDirectory* teacher, double transition_t) {
+  ModelDirectory model;
+  model.config = trainer.ema().config();
+  model.config.mutable_edm2()->clear_dropout();
+  model.config.clear_name();  // served under the name of the directory it is copied to
+  for (const auto& [key, value] : trainer.ema().StateDict()) model.weights.emplace(key, value.detach().clone());
+  model.labels = labels;
+  TCM_RETURN_IF_ERROR(WriteModel(model, out + "/model", stage != Stage::kDiffusion));
+  if (teacher == nullptr) return absl::OkStatus();
+  model.path = out + "/model";
+  TCM_ASSIGN_OR_RETURN(ModelDirectory composed, ComposeTruncated(model, *teacher, transition_t));
+  return WriteModel(composed, out + "/model-composed", true);
 }
 
 absl::Status Run(const std::string& stage_name) {
@@ -184,11 +204,12 @@ absl::Status Run(const std::string& stage_name) {
   std::vector<std::string> labels;
   TCM_ASSIGN_OR_RETURN(auto net, StartingNetwork(stage, &labels));
   std::shared_ptr<Denoiser> teacher;
+  ModelDirectory teacher_dir;
   if (stage == Stage::kTruncated) {
-    const std::string teacher_dir = absl::GetFlag(FLAGS_teacher);
-    if (teacher_dir.empty()) return absl::InvalidArgumentError("--teacher: required by the truncated stage");
-    TCM_ASSIGN_OR_RETURN(ModelDirectory dir, ReadModelDirectory(teacher_dir));
-    TCM_ASSIGN_OR_RETURN(teacher, BuildReplica(dir));
+    const std::string path = absl::GetFlag(FLAGS_teacher);
+    if (path.empty()) return absl::InvalidArgumentError("--teacher: required by the truncated stage");
+    TCM_ASSIGN_OR_RETURN(teacher_dir, ReadModelDirectory(path));
+    TCM_ASSIGN_OR_RETURN(teacher, BuildReplica(teacher_dir));
   }
   TCM_ASSIGN_OR_RETURN(LabeledImages data, LoadDataset(absl::GetFlag(FLAGS_data), Split::kTrain));
   TCM_ASSIGN_OR_RETURN(torch::Tensor images, ToModelInput(data.images, net->config().img_resolution()));
@@ -250,8 +271,9 @@ absl::Status Run(const std::string& stage_name) {
                 (long long)trainer->step(), checkpoint.c_str());
     return absl::OkStatus();
   }
-  TCM_RETURN_IF_ERROR(Export(*trainer, stage, out + "/model", labels));
-  std::printf("tcm-train: done; model directory %s/model\n", out.c_str());
+  TCM_RETURN_IF_ERROR(Export(*trainer, stage, out, labels, teacher ? &teacher_dir : nullptr, options.transition_t));
+  std::printf("tcm-train: done; model directory %s/model%s\n", out.c_str(),
+              teacher ? absl::StrCat(" (and ", out, "/model-composed with the teacher below t')").c_str() : "");
   return absl::OkStatus();
 }
 
