@@ -46,4 +46,5 @@ EXPOSE 50051 9464
 # SERVING once every model has loaded and run its warm-up batch; NOT_SERVING while draining.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
   CMD ["tcm-client", "--server", "localhost:50051", "--health", "--timeout", "4"]
-ENTRYPOINT ["tcm-server", "--port", "50051", "--metrics_port", "9464", "--model_repository", "/models"]
+ENTRYPOINT ["tcm-server", "--port", "50051", "--metrics_port", "9464", "--model_repository", "/models", \
+            "--default_model", "fashion-mnist-tcm"]

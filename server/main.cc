@@ -39,7 +39,8 @@ ABSL_FLAG(int, max_queue_delay_us, 0,
 ABSL_FLAG(int, max_queue_size, 256,
           "Queued images per model before calls get RESOURCE_EXHAUSTED, unless the config sets it.");
 ABSL_FLAG(bool, step_level_batching, true,
-          "Let images at their first and second step share forward passes; false batches the two apart.");
+          "Let images at their first and second step share forward passes; false batches the two apart. "
+          "Composed models (config transition_t between mid_t and t_max) always batch them apart.");
 ABSL_FLAG(int, max_images_per_request, 64, "Largest num_images a call may ask for.");
 ABSL_FLAG(int, warmup_batch_size, 1, "Images in the warm-up batch each worker runs per model before serving.");
 ABSL_FLAG(double, drain_timeout, 30, "Seconds queued work may take to finish after SIGTERM.");
@@ -84,7 +85,13 @@ Batcher::ModelQueueOptions QueueOptions(const ModelDirectory& model) {
                                                                 : absl::GetFlag(FLAGS_max_queue_delay_us));
   q.max_queue_size = b.max_queue_size() ? b.max_queue_size() : absl::GetFlag(FLAGS_max_queue_size);
   q.max_queue_size = std::max(q.max_queue_size, q.max_batch_size);
-  q.mix_steps = absl::GetFlag(FLAGS_step_level_batching);
+  // A composed model (TCM's stage 2 over stage 1) runs its two steps on
+  // different networks, so a mixed batch would split into two smaller passes:
+  // its steps are batched apart.
+  const auto& c = model.config;
+  const bool steps_share_network =
+      !c.has_transition_t() || (c.mid_t() >= c.transition_t()) == (c.t_max() >= c.transition_t());
+  q.mix_steps = absl::GetFlag(FLAGS_step_level_batching) && steps_share_network;
   return q;
 }
 

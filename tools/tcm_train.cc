@@ -234,6 +234,7 @@ absl::Status Run(const std::string& stage_name) {
   const int64_t total = absl::GetFlag(FLAGS_steps), log_every = absl::GetFlag(FLAGS_log_every),
                 checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
   using Clock = std::chrono::steady_clock;
+  const auto run_start = Clock::now();
   auto window_start = Clock::now();
   int64_t window_steps = 0;
   double loss_sum = 0, boundary_sum = 0;
@@ -272,7 +273,8 @@ absl::Status Run(const std::string& stage_name) {
     return absl::OkStatus();
   }
   TCM_RETURN_IF_ERROR(Export(*trainer, stage, out, labels, teacher ? &teacher_dir : nullptr, options.transition_t));
-  std::printf("tcm-train: done; model directory %s/model%s\n", out.c_str(),
+  const double seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
+  std::printf("tcm-train: done in %s; model directory %s/model%s\n", Duration(seconds).c_str(), out.c_str(),
               teacher ? absl::StrCat(" (and ", out, "/model-composed with the teacher below t')").c_str() : "");
   return absl::OkStatus();
 }
