@@ -19,8 +19,7 @@ COPY scripts/install-deps.sh scripts/install-deps.sh
 RUN bash scripts/install-deps.sh && rm -rf /var/lib/apt/lists/*
 COPY . .
 # `make build` runs scripts/install-deps.sh again (a no-op now), configures and builds.
-# models/ may not exist yet: the image then holds an empty model repository.
-RUN make build && mkdir -p models
+RUN make build
 
 # ---- runtime: the binaries, their shared libraries and the models ----
 FROM debian:${DEBIAN_RELEASE}-slim AS runtime
