@@ -2,32 +2,12 @@
 
 #include <torch/torch.h>
 
-#include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "model/unet.h"
 
 namespace tcm {
 namespace {
-
-// Saves the default CPU generator's state; Restore() rewinds it, so the next
-// pass draws the same dropout masks as the one after construction.
-class GeneratorCheckpoint {
- public:
-  GeneratorCheckpoint() {
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    state_ = gen.get_state();
-  }
-  void Restore() const {
-    auto gen = at::detail::getDefaultCPUGenerator();
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(state_);
-  }
-
- private:
-  torch::Tensor state_;
-};
 
 torch::Tensor Rows(const torch::Tensor& t, const torch::Tensor& mask) { return t.index({mask}); }
 
@@ -100,9 +80,9 @@ ConsistencyLossTerms ConsistencyLoss(Denoiser& net, const TruncatedComposition& 
   const torch::Tensor y_t = images + eps * t.view({-1, 1, 1, 1});
   const torch::Tensor y_r = images + eps * r.view({-1, 1, 1, 1});
 
-  GeneratorCheckpoint dropout_masks;
+  const torch::Tensor dropout_masks = CpuGeneratorState();
   const torch::Tensor d_yt = net.forward(y_t, t, labels);
-  dropout_masks.Restore();
+  SetCpuGeneratorState(dropout_masks);  // the target pass draws the same masks
   torch::Tensor d_yr = torch::nan_to_num(ComposedTarget(net, tcm, y_r, r, labels));
   d_yr = torch::where((r > 0).view({-1, 1, 1, 1}), d_yr, images);
 

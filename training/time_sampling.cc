@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <functional>
+#include <mutex>
 
 #include "absl/strings/str_cat.h"
 
@@ -58,6 +59,18 @@ double InvertCdf(const std::function<double(double)>& cdf, double u, double lo, 
 }
 
 }  // namespace
+
+torch::Tensor CpuGeneratorState() {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  return gen.get_state();
+}
+
+void SetCpuGeneratorState(const torch::Tensor& state) {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
+}
 
 absl::StatusOr<TimeDistribution::Kind> ParseTimeDistributionKind(const std::string& name, const std::string& flag) {
   if (name == "normal") return TimeDistribution::Kind::kNormal;

@@ -24,6 +24,11 @@ struct TimeDistribution {
   double t_upper = 80.0;
 };
 
+// The default CPU generator's state, and restoring it: checkpoints save it,
+// and consistency training rewinds it to draw the same dropout masks twice.
+torch::Tensor CpuGeneratorState();
+void SetCpuGeneratorState(const torch::Tensor& state);
+
 // "normal" or "t"; anything else is an InvalidArgument naming `flag`.
 absl::StatusOr<TimeDistribution::Kind> ParseTimeDistributionKind(const std::string& name, const std::string& flag);
 

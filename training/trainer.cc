@@ -3,24 +3,11 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <mutex>
 
 #include "absl/strings/str_cat.h"
 
 namespace tcm {
 namespace {
-
-torch::Tensor GeneratorState() {
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  return gen.get_state();
-}
-
-void SetGeneratorState(const torch::Tensor& state) {
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  gen.set_state(state);
-}
 
 double MeanOrZero(const torch::Tensor& t) { return t.numel() > 0 ? t.mean().item<double>() : 0.0; }
 
@@ -156,7 +143,7 @@ absl::Status Trainer::SaveCheckpoint(const std::string& path) {
     torch::serialize::OutputArchive archive;
     archive.write("stage", torch::tensor(int64_t(options_.stage)));
     archive.write("step", torch::tensor(step_));
-    archive.write("generator", GeneratorState());
+    archive.write("generator", CpuGeneratorState());
     for (const auto& [k, v] : net_->StateDict()) archive.write("net/" + k, v.detach());
     for (const auto& [k, v] : ema_->StateDict()) archive.write("ema/" + k, v.detach());
     torch::serialize::OutputArchive adam;
@@ -197,7 +184,7 @@ absl::Status Trainer::LoadCheckpoint(const std::string& path) {
     archive.read("adam", adam);
     optimizer_->load(adam);
     step_ = step.item<int64_t>();
-    SetGeneratorState(generator);
+    SetCpuGeneratorState(generator);
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": cannot resume from this checkpoint: ", e.what()));
   }
