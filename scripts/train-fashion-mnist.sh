@@ -7,7 +7,7 @@
 #
 #   nohup scripts/train-fashion-mnist.sh runs/fashion > /dev/null 2>&1 &
 #
-# Then copy RUN_DIR/ct/model to models/fashion-mnist-ct and RUN_DIR/tcm/model
+# Then copy RUN_DIR/ct/model to models/fashion-mnist-ct and RUN_DIR/tcm/model-composed
 # to models/fashion-mnist-tcm. THREADS (default 1) sets the intra-op threads:
 # one thread per run keeps the second core free and avoids the collapse of
 # oversubscribed OpenMP threads when anything else runs on the machine.
@@ -49,4 +49,4 @@ stage truncated "$run/tcm" --init "$run/ct/model" --teacher "$run/ct/model" \
   --t_lower 1 --transition_t 1 --mean 0 --std 0.2 --tdist t --df 0.01 \
   --boundary_prob 0.25 --w_boundary 0.1 \
   --steps 800 --batch_size 64 --lr 5e-4 --dropout 0.1 -c 1e-8 --double_every 200 --start_stage 5
-echo "done: $run/ct/model (stage 1), $run/tcm/model (stage 2)"
+echo "done: $run/ct/model (stage 1), $run/tcm/model and $run/tcm/model-composed (stage 2)"
