@@ -26,7 +26,9 @@ double Since(Clock::time_point t0) { return std::chrono::duration<double>(Clock:
 
 // Images sampled the way the server's step-level batcher and worker do it
 // (server/worker_pool.cc): a pass takes the waiting second steps first, then
-// new images, one row each with its own sigma.
+// new images, one row each with its own sigma. As in the server, a composed
+// model whose steps run on different networks takes new images only into a
+// pass without second steps.
 class Pipeline {
  public:
   Pipeline(Denoiser& denoiser, RequestMix mix, int64_t class_label, bool png, int batch_size)
@@ -41,7 +43,8 @@ class Pipeline {
       rows.push_back(std::move(waiting_.front()));
       waiting_.pop_front();
     }
-    while (take_new && static_cast<int>(rows.size()) < batch_size_) rows.push_back(NewItem());
+    const bool mix = StepsShareNetwork(config) || rows.empty();
+    while (take_new && mix && static_cast<int>(rows.size()) < batch_size_) rows.push_back(NewItem());
     if (rows.empty()) return 0;
 
     std::vector<torch::Tensor> inputs;

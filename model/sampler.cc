@@ -27,6 +27,11 @@ torch::Tensor ImageNoise(const v1::ModelConfig& config, uint64_t seed, uint64_t 
 
 double StepSigma(const v1::ModelConfig& config, int step) { return step == 0 ? config.t_max() : config.mid_t(); }
 
+bool StepsShareNetwork(const v1::ModelConfig& config) {
+  if (!config.has_transition_t()) return true;
+  return (config.t_max() >= config.transition_t()) == (config.mid_t() >= config.transition_t());
+}
+
 torch::Tensor FirstStepInput(const torch::Tensor& latent, double t_max) { return latent * t_max; }
 
 torch::Tensor SecondStepInput(const torch::Tensor& first_step_output, const torch::Tensor& noise, double mid_t) {

@@ -27,6 +27,12 @@ torch::Tensor ImageNoise(const v1::ModelConfig& config, uint64_t seed, uint64_t 
 // Noise level of sampling step `step` (0 = first, at t_max; 1 = second, at mid_t).
 double StepSigma(const v1::ModelConfig& config, int step);
 
+// Whether both sampling steps run on the same network: false for a composed
+// model (ModelConfig.transition_t) whose t_max and mid_t lie on different
+// sides of t'. Only then can first and second steps share a forward pass
+// without splitting it in two.
+bool StepsShareNetwork(const v1::ModelConfig& config);
+
 // Network inputs of the two steps, given their noise (any shape, same as x).
 torch::Tensor FirstStepInput(const torch::Tensor& latent, double t_max);
 torch::Tensor SecondStepInput(const torch::Tensor& first_step_output, const torch::Tensor& noise, double mid_t);

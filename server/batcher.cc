@@ -87,11 +87,22 @@ std::unique_ptr<Batch> Batcher::FormBatch(absl::Time now, Dropped* dropped) {
   auto batch = std::make_unique<Batch>();
   batch->model = best;
   batch->formed = now;
+  const ModelQueueOptions& options = chosen.options;
+  // Without kind mixing the batch takes the kind of the queue's oldest task.
+  const std::unique_ptr<ImageTask>& oldest =
+      chosen.fresh.empty() || (!chosen.returning.empty() && chosen.returning.front()->arrival <= chosen.fresh.front()->arrival)
+          ? chosen.returning.front()
+          : chosen.fresh.front();
+  const int kind = oldest->kind;
   for (auto* deque : {&chosen.returning, &chosen.fresh}) {
-    if (!chosen.options.mix_steps && !batch->tasks.empty()) break;
-    while (!deque->empty() && batch->tasks.size() < chosen.options.max_batch_size) {
-      batch->tasks.push_back(std::move(deque->front()));
-      deque->pop_front();
+    if (!options.mix_steps && !batch->tasks.empty()) break;
+    for (auto it = deque->begin(); it != deque->end() && batch->tasks.size() < options.max_batch_size;) {
+      if (!options.mix_kinds && (*it)->kind != kind) {
+        ++it;
+        continue;
+      }
+      batch->tasks.push_back(std::move(*it));
+      it = deque->erase(it);
     }
   }
   ReportDepth(best);

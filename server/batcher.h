@@ -8,6 +8,9 @@
 // - A task coming back for its next step (Resubmit) goes ahead of new work
 //   and keeps its original arrival time, so it never waits for a batch to fill:
 //   items at their first and second step share forward passes.
+// - Tasks carry a kind (the server: their request's step count). Tasks of
+//   different kinds share batches; with mix_kinds off each batch holds one
+//   kind, as if every kind had a batcher of its own.
 // - Tasks whose request was cancelled or whose deadline passed are removed
 //   when a batch forms, before any compute, and told why (Drop).
 // - Close() stops new submissions (UNAVAILABLE); NextBatch keeps serving
@@ -46,6 +49,7 @@ class ImageTask {
   virtual void Drop(const absl::Status& why) = 0;
 
   absl::Time arrival;  // set by Submit; kept across Resubmit
+  int kind = 0;        // set by the caller; see ModelQueueOptions::mix_kinds
 };
 
 struct Batch {
@@ -62,8 +66,12 @@ class Batcher {
     absl::Duration max_queue_delay = absl::Milliseconds(2);  // longest wait for a fuller batch
     size_t max_queue_size = 1024;         // queued new tasks before RESOURCE_EXHAUSTED, >= max_batch_size
     // Step-level batching: first and next steps share batches. Off, a batch
-    // holds only returning tasks or only new ones (for comparison).
+    // holds only returning tasks or only new ones.
     bool mix_steps = true;
+    // Tasks of different kinds share batches. Off, a batch holds one kind
+    // (that of its oldest task); with mix_steps also off this is batching
+    // every kind separately, the baseline step-level batching is measured against.
+    bool mix_kinds = true;
   };
   struct Options {
     std::vector<ModelQueueOptions> models;

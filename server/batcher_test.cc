@@ -133,6 +133,49 @@ TEST_F(BatcherTest, WithoutStepMixingReturningAndNewTasksGetSeparateBatches) {
   EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{10, 11}));
 }
 
+TEST_F(BatcherTest, KindsMixByDefault) {
+  auto b = Make(4, absl::ZeroDuration());
+  for (int i = 0; i < 4; ++i) {
+    auto tasks = Tasks(i, 1, &log_);
+    tasks[0]->kind = 1 + i % 2;
+    ASSERT_TRUE(b->Submit(0, std::move(tasks)).ok());
+  }
+  EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{0, 1, 2, 3}));
+}
+
+TEST_F(BatcherTest, WithoutKindMixingEachBatchHoldsTheKindOfItsOldestTask) {
+  Batcher::Options options;
+  options.clock = &clock_;
+  Batcher::ModelQueueOptions queue{"m", 3, absl::ZeroDuration(), 100};
+  queue.mix_steps = false;
+  queue.mix_kinds = false;
+  options.models.push_back(queue);
+  auto b = std::move(*Batcher::Create(options));
+  // Requests of kinds 1, 2, 1, 2, 1 arrive one by one.
+  for (int i = 0; i < 5; ++i) {
+    auto tasks = Tasks(i, 1, &log_);
+    tasks[0]->kind = 1 + i % 2;
+    ASSERT_TRUE(b->Submit(0, std::move(tasks)).ok());
+    clock_.Advance(absl::Microseconds(1));
+  }
+  auto first = b->TryNextBatch();
+  EXPECT_EQ(Ids(*first), (std::vector<int>{0, 2, 4}));
+  b->BatchDone();
+  auto second = b->TryNextBatch();
+  EXPECT_EQ(Ids(*second), (std::vector<int>{1, 3}));
+  // The kind-2 tasks come back for their second step: older than anything
+  // new, they run next, alone.
+  b->Resubmit(0, std::move(second->tasks[0]));
+  b->Resubmit(0, std::move(second->tasks[1]));
+  b->BatchDone();
+  auto later = Tasks(10, 1, &log_);
+  later[0]->kind = 2;
+  ASSERT_TRUE(b->Submit(0, std::move(later)).ok());
+  EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{1, 3}));
+  b->BatchDone();
+  EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{10}));
+}
+
 TEST_F(BatcherTest, FullQueueRejectsTheWholeRequest) {
   auto b = Make(2, absl::Milliseconds(5), /*max_queue=*/4);
   ASSERT_TRUE(b->Submit(0, Tasks(0, 3, &log_)).ok());

@@ -18,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "common/read_file.h"
 #include "model/model_repository.h"
+#include "model/sampler.h"
 #include "server/batcher.h"
 #include "server/metrics.h"
 #include "server/metrics_http.h"
@@ -39,8 +40,10 @@ ABSL_FLAG(int, max_queue_delay_us, 0,
 ABSL_FLAG(int, max_queue_size, 256,
           "Queued images per model before calls get RESOURCE_EXHAUSTED, unless the config sets it.");
 ABSL_FLAG(bool, step_level_batching, true,
-          "Let images at their first and second step share forward passes; false batches the two apart. "
-          "Composed models (config transition_t between mid_t and t_max) always batch them apart.");
+          "Let images of 1- and 2-step requests, at their first and second step, share forward passes. "
+          "false batches 1-step and 2-step requests separately and second steps in passes of their own, as two "
+          "separate batchers would (the baseline step-level batching is measured against). "
+          "Composed models (config transition_t between mid_t and t_max) always run the two steps apart.");
 ABSL_FLAG(int, max_images_per_request, 64, "Largest num_images a call may ask for.");
 ABSL_FLAG(int, warmup_batch_size, 1, "Images in the warm-up batch each worker runs per model before serving.");
 ABSL_FLAG(double, drain_timeout, 30, "Seconds queued work may take to finish after SIGTERM.");
@@ -88,10 +91,8 @@ Batcher::ModelQueueOptions QueueOptions(const ModelDirectory& model) {
   // A composed model (TCM's stage 2 over stage 1) runs its two steps on
   // different networks, so a mixed batch would split into two smaller passes:
   // its steps are batched apart.
-  const auto& c = model.config;
-  const bool steps_share_network =
-      !c.has_transition_t() || (c.mid_t() >= c.transition_t()) == (c.t_max() >= c.transition_t());
-  q.mix_steps = absl::GetFlag(FLAGS_step_level_batching) && steps_share_network;
+  q.mix_steps = absl::GetFlag(FLAGS_step_level_batching) && StepsShareNetwork(model.config);
+  q.mix_kinds = absl::GetFlag(FLAGS_step_level_batching);
   return q;
 }
 

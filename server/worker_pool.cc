@@ -15,7 +15,9 @@ namespace {
 class GenerationTask : public ImageTask {
  public:
   GenerationTask(std::shared_ptr<RequestState> request, unsigned index, ModelMetrics* metrics)
-      : request(std::move(request)), index(index), metrics_(metrics) {}
+      : request(std::move(request)), index(index), metrics_(metrics) {
+    kind = static_cast<int>(this->request->spec().steps);  // 1- and 2-step requests are the batcher's kinds
+  }
 
   absl::Status Abandoned(absl::Time now) const override { return request->Abandoned(now); }
 

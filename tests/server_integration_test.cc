@@ -216,16 +216,25 @@ TEST_F(ServerIntegrationTest, SameRequestGivesSameImagesAloneAndUnderConcurrentL
   StopCleanly(*server);
 }
 
-// 2. The same request on one worker and on two single-threaded workers.
-TEST_F(ServerIntegrationTest, SameImagesOnOneAndTwoWorkers) {
+// 2. The same request on one worker, on two single-threaded workers, and
+// with 1- and 2-step requests batched apart.
+TEST_F(ServerIntegrationTest, SameImagesOnOneAndTwoWorkersAndWithoutStepLevelBatching) {
   const std::vector<v1::GenerateRequest> requests = {
       MakeRequest("cond", 3, 2, 4, 42),           MakeRequest("uncond", std::nullopt, 2, 3, 7),
       MakeRequest("cond", std::nullopt, 1, 3, 99), MakeRequest("cond", 7, 2, 2, 1234567890123ULL),
       MakeRequest("uncond", std::nullopt, 1, 4, 0), MakeRequest("cond", 0, 2, 5, 5)};
+  struct Setup {
+    std::string name;
+    int workers;
+    std::vector<std::string> flags;
+  };
+  const std::vector<Setup> setups = {
+      {"one_worker", 1, {"--workers", "1"}},
+      {"two_workers", 2, {"--workers", "2", "--intra_op_threads", "1"}},
+      {"kinds_batched_apart", 1, {"--workers", "1", "--step_level_batching=false"}}};
   std::vector<std::vector<v1::GenerateResponse>> answers;
-  for (const auto& flags : std::vector<std::vector<std::string>>{{"--workers", "1"},
-                                                                 {"--workers", "2", "--intra_op_threads", "1"}}) {
-    auto server = StartServer({}, flags);
+  for (const Setup& setup : setups) {
+    auto server = StartServer({}, setup.flags);
     ASSERT_TRUE(server);
     auto stub = v1::TcmService::NewStub(server->NewChannel());
     // Concurrently and staggered, so that with two workers both of them run batches.
@@ -237,22 +246,22 @@ TEST_F(ServerIntegrationTest, SameImagesOnOneAndTwoWorkers) {
     answers.emplace_back();
     for (size_t i = 0; i < calls.size(); ++i) {
       GenerateResult r = calls[i].get();
-      ASSERT_TRUE(r.status.ok()) << flags[1] << " workers, request " << i << ": " << Describe(r.status);
-      ExpectCompleteAnswer(requests[i], r.response, absl::StrCat(flags[1], " workers, request ", i));
+      ASSERT_TRUE(r.status.ok()) << setup.name << ", request " << i << ": " << Describe(r.status);
+      ExpectCompleteAnswer(requests[i], r.response, absl::StrCat(setup.name, ", request ", i));
       answers.back().push_back(r.response);
     }
     // Every worker ran batches (a worker's series appears with its first batch).
     const std::string metrics = Metrics(*server);
-    const int workers = std::stoi(flags[1]);
-    for (int w = 0; w < workers; ++w)
+    for (int w = 0; w < setup.workers; ++w)
       EXPECT_GT(MetricOrZero(metrics, "tcm_worker_busy_seconds_total", {{"worker", std::to_string(w)}}), 0)
-          << "worker " << w << " of " << workers << " ran no batch";
-    EXPECT_FALSE(MetricValue(metrics, "tcm_worker_busy_seconds_total", {{"worker", std::to_string(workers)}}));
+          << "worker " << w << " of " << setup.workers << " ran no batch";
+    EXPECT_FALSE(MetricValue(metrics, "tcm_worker_busy_seconds_total", {{"worker", std::to_string(setup.workers)}}));
     StopCleanly(*server);
   }
-  ASSERT_EQ(answers.size(), 2u);
-  for (size_t i = 0; i < requests.size(); ++i)
-    ExpectSameImages(answers[0][i], answers[1][i], absl::StrCat("one_vs_two_workers_request_", i));
+  ASSERT_EQ(answers.size(), setups.size());
+  for (size_t s = 1; s < setups.size(); ++s)
+    for (size_t i = 0; i < requests.size(); ++i)
+      ExpectSameImages(answers[0][i], answers[s][i], absl::StrCat("one_worker_vs_", setups[s].name, "_request_", i));
 }
 
 // ---------------------------------------------------------------------------
