@@ -48,5 +48,5 @@ stage consistency "$run/ct" --init "$run/edm/model" \
 stage truncated "$run/tcm" --init "$run/ct/model" --teacher "$run/ct/model" \
   --t_lower 1 --transition_t 1 --mean 0 --std 0.2 --tdist t --df 0.01 \
   --boundary_prob 0.25 --w_boundary 0.1 \
-  --steps 800 --batch_size 64 --lr 5e-4 --dropout 0.1 -c 1e-8 --double_every 200 --start_stage 5
+  --steps 2000 --batch_size 64 --lr 5e-4 --dropout 0.1 -c 1e-8 --double_every 200 --start_stage 5
 echo "done: $run/ct/model (stage 1), $run/tcm/model and $run/tcm/model-composed (stage 2)"
