@@ -89,10 +89,10 @@ std::unique_ptr<Batch> Batcher::FormBatch(absl::Time now, Dropped* dropped) {
   batch->formed = now;
   const ModelQueueOptions& options = chosen.options;
   // Without kind mixing the batch takes the kind of the queue's oldest task.
-  const std::unique_ptr<ImageTask>& oldest =
-      chosen.fresh.empty() || (!chosen.returning.empty() && chosen.returning.front()->arrival <= chosen.fresh.front()->arrival)
-          ? chosen.returning.front()
-          : chosen.fresh.front();
+  const bool returning_is_oldest =
+      chosen.fresh.empty() ||
+      (!chosen.returning.empty() && chosen.returning.front()->arrival <= chosen.fresh.front()->arrival);
+  const std::unique_ptr<ImageTask>& oldest = returning_is_oldest ? chosen.returning.front() : chosen.fresh.front();
   const int kind = oldest->kind;
   for (auto* deque : {&chosen.returning, &chosen.fresh}) {
     if (!options.mix_steps && !batch->tasks.empty()) break;
