@@ -3,6 +3,7 @@
 //
 //   tcm-eval --model models/NAME [--steps 1,2] [--num 10000] [--floor] [--json results.json]
 //   tcm-eval --model models/STAGE2 --teacher models/STAGE1 [--transition_t 1.0]
+//   tcm-eval --model runs/NAME/edm/model --ode_steps 18      (a diffusion model)
 //   tcm-eval --train_classifier --out tools/eval/fashion-mnist-classifier.safetensors
 //
 // For each step count it samples --num images, image i of class i % 10 with
@@ -13,6 +14,10 @@
 // --floor adds FD(test set, training set), the value a perfect generator
 // would approach, and the classifier's accuracy on the test set.
 //
+// With --ode_steps N it instead samples with EDM's Heun ODE sampler (2N-1
+// network evaluations), the way a diffusion model is judged; the row's steps
+// is then the number of evaluations.
+//
 // With --teacher, a sampling step whose noise level is below --transition_t
 // (t') runs on the teacher (the stage-1 network), the others on --model: the
 // composition TCM's stage 2 was trained with.
@@ -21,6 +26,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -40,12 +46,16 @@
 #include "training/classifier.h"
 #include "training/dataset.h"
 #include "training/frechet.h"
+#include "training/ode_sampler.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory to evaluate (1 channel, 32x32, 10 classes).");
 ABSL_FLAG(std::string, teacher, "",
           "Optional stage-1 model directory: sampling steps whose noise level is below --transition_t run on it.");
 ABSL_FLAG(double, transition_t, 1.0, "t': with --teacher, steps below this noise level run on the teacher.");
 ABSL_FLAG(std::string, steps, "1,2", "Step counts to evaluate, comma-separated: 1, 2 or 1,2.");
+ABSL_FLAG(int, ode_steps, 0,
+          "Instead of --steps, sample with EDM's deterministic Heun sampler over this many noise levels "
+          "(2N-1 network evaluations): how a diffusion model (tcm-train diffusion) is judged. 0 = off.");
 ABSL_FLAG(int64_t, num, 10000, "Images generated per step count (image i gets class i % 10).");
 ABSL_FLAG(int64_t, batch_size, 250, "Images per sampling batch.");
 ABSL_FLAG(uint64_t, seed, 0, "Seed of the sampling noise.");
@@ -165,6 +175,7 @@ absl::Status TrainAndSaveClassifier() {
 
 struct EvalSettings {
   std::vector<int> step_counts;
+  int ode_steps = 0;  // > 0: one row from the Heun ODE sampler instead of step_counts
   int64_t num = 0;
   int64_t batch_size = 0;
   uint64_t seed = 0;
@@ -185,12 +196,14 @@ absl::StatusOr<std::vector<int>> ParseSteps(const std::string& text) {
 absl::StatusOr<EvalSettings> ReadEvalSettings() {
   EvalSettings s;
   TCM_ASSIGN_OR_RETURN(s.step_counts, ParseSteps(absl::GetFlag(FLAGS_steps)));
+  s.ode_steps = absl::GetFlag(FLAGS_ode_steps);
   s.num = absl::GetFlag(FLAGS_num);
   s.batch_size = absl::GetFlag(FLAGS_batch_size);
   s.seed = absl::GetFlag(FLAGS_seed);
   s.transition_t = absl::GetFlag(FLAGS_transition_t);
   if (s.num < 2) return absl::InvalidArgumentError("--num must be at least 2 (a covariance needs two images)");
   if (s.batch_size <= 0) return absl::InvalidArgumentError("--batch_size must be positive");
+  if (s.ode_steps < 0) return absl::InvalidArgumentError("--ode_steps must be 0 (off) or a number of noise levels");
   if (!(s.transition_t > 0)) return absl::InvalidArgumentError("--transition_t must be positive");
   return s;
 }
@@ -231,13 +244,42 @@ struct StepResult {
   double images_per_second = 0;
 };
 
-StepResult EvaluateSteps(int steps, Denoiser& model, const EvalSettings& settings, FashionClassifier& classifier,
-                         const FeatureStatistics& reference) {
+// Draws images [N, C, H, W] in [-1, 1] for `specs` (their `steps` ignored by ODE sampling).
+using ImageSampler = std::function<torch::Tensor(const std::vector<ImageSpec>& specs)>;
+
+// Consistency sampling in `steps` steps, as the server does.
+ImageSampler ConsistencySampler(Denoiser& model) {
+  return [&model](const std::vector<ImageSpec>& specs) { return SampleImages(model, specs); };
+}
+
+// EDM's Heun sampler from each image's seeded latent noise at t_max.
+ImageSampler HeunOdeSampler(Denoiser& model, int ode_steps) {
+  return [&model, ode_steps](const std::vector<ImageSpec>& specs) {
+    const v1::ModelConfig& config = model.config();
+    std::vector<torch::Tensor> latents;
+    std::vector<int64_t> classes;
+    for (const ImageSpec& spec : specs) {
+      latents.push_back(ImageNoise(config, spec.seed, spec.index, NoiseStream::kLatent));
+      classes.push_back(spec.class_label);
+    }
+    const torch::Tensor labels = torch::tensor(classes, torch::kInt64);
+    OdeSamplerOptions options;
+    options.steps = ode_steps;
+    options.sigma_max = config.t_max();
+    const DenoiseFn denoise = [&](const torch::Tensor& x, double sigma) {
+      return model.forward(x, torch::full({x.size(0)}, sigma, torch::kFloat32), labels);
+    };
+    return SolveProbabilityFlow(denoise, torch::stack(latents) * config.t_max(), options);
+  };
+}
+
+// Samples settings.num images of `steps` steps with `sample` and scores them.
+StepResult EvaluateSampler(const ImageSampler& sample, int steps, const std::string& sampler_name,
+                           const EvalSettings& settings, FashionClassifier& classifier,
+                           const FeatureStatistics& reference) {
   StepResult result;
   result.steps = steps;
-  result.sampler = model.below_transition()
-                       ? absl::StrFormat("composed: below t'=%g the stage-1 network", model.config().transition_t())
-                       : "model";
+  result.sampler = sampler_name;
   Progress progress(absl::StrCat(steps, "-step"), settings.num);
   std::vector<torch::Tensor> features;
   int64_t correct = 0;
@@ -248,7 +290,7 @@ StepResult EvaluateSteps(int steps, Denoiser& model, const EvalSettings& setting
     torch::Tensor images;
     {
       torch::InferenceMode inference;
-      images = SampleImages(model, specs);
+      images = sample(specs);
     }
     ClassifierOutputs out = Classify(classifier, Quantize8Bit(images));
     torch::Tensor requested = torch::arange(start, start + int64_t(specs.size()), torch::kInt64) % kClassifierClasses;
@@ -308,8 +350,18 @@ absl::Status Evaluate() {
     }
     json["num"] = settings.num;
     json["seed"] = settings.seed;
-    for (int steps : settings.step_counts)
-      results.push_back(EvaluateSteps(steps, *model, settings, **classifier, test_stats));
+    if (settings.ode_steps > 0) {
+      results.push_back(EvaluateSampler(HeunOdeSampler(*model, settings.ode_steps), 2 * settings.ode_steps - 1,
+                                        absl::StrCat("Heun ODE, ", settings.ode_steps, " levels"), settings,
+                                        **classifier, test_stats));
+    } else {
+      const std::string name =
+          model->below_transition()
+              ? absl::StrFormat("composed: below t'=%g the stage-1 network", model->config().transition_t())
+              : "model";
+      for (int steps : settings.step_counts)
+        results.push_back(EvaluateSampler(ConsistencySampler(*model), steps, name, settings, **classifier, test_stats));
+    }
   }
   std::optional<Floor> floor_result;
   if (floor) {
@@ -326,7 +378,7 @@ absl::Status Evaluate() {
     std::printf("model %s%s, %lld images per row (class i %% 10), seed %llu\n", model_dir.c_str(),
                 teacher_note.c_str(), static_cast<long long>(settings.num),
                 static_cast<unsigned long long>(settings.seed));
-    std::printf("%5s  %-28s %9s %10s %10s\n", "steps", "sampler", "accuracy", "FD", "images/s");
+    std::printf("%5s  %-28s %9s %10s %10s\n", "evals", "sampler", "accuracy", "FD", "images/s");
     Json rows = Json::array();
     for (const auto& r : results) {
       std::printf("%5d  %-28s %9.4f %10.4f %10.1f\n", r.steps, r.sampler.c_str(), r.accuracy, r.fd,

@@ -38,6 +38,8 @@ sed -e 's/img_channels: 1/img_channels: 3/' "$config" > "$tmp/rgb.pbtxt"
 expect_error "--steps must be 1 or 2" -- "${tcm_eval[@]}" --model "$tmp/random" --steps 3 --classifier "$classifier"
 expect_error "--steps must be 1 or 2" -- "${tcm_eval[@]}" --model "$tmp/random" --steps 1,x --classifier "$classifier"
 expect_error "--num must be at least 2" -- "${tcm_eval[@]}" --model "$tmp/random" --num 0 --classifier "$classifier"
+expect_error "--ode_steps must be 0 (off) or a number" -- \
+  "${tcm_eval[@]}" --model "$tmp/random" --ode_steps -1 --classifier "$classifier"
 expect_error "--model: give a model directory" -- "${tcm_eval[@]}" --classifier "$classifier"
 expect_error "--model: $tmp/absent/config.pbtxt" -- "${tcm_eval[@]}" --model "$tmp/absent" --classifier "$classifier"
 expect_error "--model: $tmp/rgb makes 3-channel 32x32 images of 10 classes" -- \
@@ -67,6 +69,19 @@ for r in rows:
     assert r["fd"] > 0 and r["fd"] < 1e6, r
     assert r["images_per_second"] > 0, r
 assert out["transition_t"] == 1.0 and out["reference"]["images"] == 10000, out
+PY
+
+# The Heun ODE sampler: one row of 2N-1 network evaluations.
+if ! "${tcm_eval[@]}" --model "$tmp/random" --ode_steps 3 --num 20 --batch_size 10 --classifier "$classifier" \
+    --json "$tmp/ode.json" > "$tmp/ode.stdout" 2>&1; then
+  echo "FAIL: ODE run: $(cat "$tmp/ode.stdout")"
+  exit 1
+fi
+/usr/bin/python3 - "$tmp/ode.json" <<'PY' || fail=1
+import json, sys
+rows = json.load(open(sys.argv[1]))["results"]
+assert len(rows) == 1 and rows[0]["steps"] == 5 and rows[0]["sampler"] == "Heun ODE, 3 levels", rows
+assert rows[0]["images"] == 20 and rows[0]["fd"] > 0 and 0.0 <= rows[0]["class_accuracy"] <= 0.6, rows
 PY
 
 exit $fail
