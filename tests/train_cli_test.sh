@@ -39,7 +39,12 @@ check 'grep -q "ratio 0.5000" "$TMP/ct.log"' "stage 1 reports its gap ratio"
 check '[[ -f "$TMP/ct/model/samples-1step.png" && -f "$TMP/ct/model/samples-2step.png" ]]' "stage 1 sample grids"
 "$train" truncated --init "$TMP/ct/model" --teacher "$TMP/ct/model" --t_lower 1 --boundary_prob 0.25 \
   --out "$TMP/tcm" --steps 2 "${common[@]}" > "$TMP/tcm.log" 2>&1 || { echo "FAIL: truncated"; cat "$TMP/tcm.log"; exit 1; }
-check 'grep -q "boundary [0-9]" "$TMP/tcm.log"' "stage 2 reports its boundary loss"
+check 'grep -Eq "boundary [0-9.]*[1-9]" "$TMP/tcm.log"' "stage 2 reports a non-zero boundary loss"
+"$train" truncated --init "$TMP/ct/model" --teacher "$TMP/ct/model" --t_lower 1 --boundary_prob 0.25 \
+  --out "$TMP/tcm" --steps 3 --resume "${common[@]}" > "$TMP/tcm2.log" 2>&1 \
+  || { echo "FAIL: truncated --resume"; cat "$TMP/tcm2.log"; exit 1; }
+check 'grep -q "resumed .*checkpoint.pt at step 2" "$TMP/tcm2.log"' "stage 2 resumes"
+check 'grep -q "^step 3/3  loss" "$TMP/tcm2.log"' "stage 2 progress line after resume"
 check '! grep -q "dropout" "$TMP/tcm/model/config.pbtxt"' "exported config carries no training-only dropout"
 check 'grep -q "^transition_t: 1$" "$TMP/tcm/model-composed/config.pbtxt"' "composed model records t'"
 check '[[ -f "$TMP/tcm/model-composed/samples-2step.png" ]]' "composed model sample grid"
@@ -68,7 +73,9 @@ expect_error() {  # expect_error FRAGMENT command...
 expect_error "give one stage: diffusion, consistency or truncated" "$train"
 expect_error 'stage: must be diffusion, consistency or truncated; got "distill"' "$train" distill --out "$TMP/x"
 expect_error "--init: required" "$train" consistency --out "$TMP/x"
-expect_error "--teacher: required by the truncated stage" "$train" truncated --init "$TMP/ct/model" --out "$TMP/x"
+expect_error "--teacher: required by the truncated stage" "$train" truncated --init "$TMP/ct/model" --t_lower 1 --out "$TMP/x"
+expect_error "--t_lower (0.002) must be at least --transition_t (1): stage 2 trains over [t', t_max]" \
+  "$train" truncated --init "$TMP/ct/model" --teacher "$TMP/ct/model" --out "$TMP/x"
 expect_error '--tdist: must be "normal" or "t", got "cauchy"' "$train" consistency --tdist cauchy --init "$TMP/ct/model" --out "$TMP/x"
 expect_error "--weighting: must be one of default, cout, cout_sq, sqrt, one" "$train" consistency --weighting l1 --init "$TMP/ct/model" --out "$TMP/x"
 expect_error '--data: unknown data set "mnist"' "$train" consistency --data mnist --init "$TMP/ct/model" --out "$TMP/x"

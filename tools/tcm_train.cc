@@ -44,7 +44,7 @@ ABSL_FLAG(std::string, init, "",
 ABSL_FLAG(std::string, teacher, "", "truncated: the frozen stage-1 model directory, used below t'.");
 ABSL_FLAG(bool, resume, false, "Continue from OUT/checkpoint.pt exactly where it stopped.");
 ABSL_FLAG(int64_t, steps, 2000, "Optimisation steps in total (including those before a resume).");
-ABSL_FLAG(int64_t, batch_size, 128, "Images per step.");
+ABSL_FLAG(int64_t, batch_size, 512, "Images per step.");
 ABSL_FLAG(uint64_t, seed, 0, "Seed of every random draw (data order, times, noise, dropout).");
 ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = one per core.");
 ABSL_FLAG(int64_t, log_every, 20, "Steps between progress lines.");
@@ -52,12 +52,13 @@ ABSL_FLAG(int64_t, checkpoint_every, 200, "Steps between checkpoints (also writt
 // Optimiser and EMA.
 ABSL_FLAG(double, lr, 1e-3, "Adam learning rate before decay.");
 ABSL_FLAG(double, beta1, 0.9, "Adam beta1.");
-ABSL_FLAG(double, beta2, 0.99, "Adam beta2.");
+ABSL_FLAG(double, beta2, 0.999, "Adam beta2.");
 ABSL_FLAG(double, adam_eps, 1e-8, "Adam epsilon.");
-ABSL_FLAG(int64_t, decay_iter, 2000, "Learning rate lr / sqrt(max(step / decay_iter, 1)); 0 = no decay.");
+ABSL_FLAG(int64_t, decay_iter, 0, "Learning rate lr / sqrt(max(step / decay_iter, 1)); 0 = no decay.");
 ABSL_FLAG(int64_t, rampup_iter, 0, "Linear learning-rate ramp-up over this many steps; 0 = none.");
 ABSL_FLAG(double, grad_clip, 1e6, "Maximum global gradient norm.");
-ABSL_FLAG(std::string, ema_type, "power", "EMA of the weights: power (beta = (1 - 1/step)^(gamma + 1)) or constant.");
+ABSL_FLAG(std::string, ema_type, "constant",
+          "EMA of the weights: constant (--ema_beta) or power (beta = (1 - 1/step)^(gamma + 1), EDM2's).");
 ABSL_FLAG(double, ema_gamma, 16.97, "Power EMA exponent gamma.");
 ABSL_FLAG(double, ema_beta, 0.9999, "Constant EMA decay.");
 ABSL_FLAG(double, dropout, 0.13, "Dropout probability in the U-Net blocks (consistency and truncated stages).");
@@ -73,7 +74,8 @@ ABSL_FLAG(double, t_lower, 0.002, "Smallest training t (truncated: t').");
 ABSL_FLAG(double, t_upper, 80.0, "Largest training t.");
 ABSL_FLAG(double, q, 2.0, "Gap decay factor: ratio = 1 - 1/q^(stage + 1).");
 ABSL_FLAG(double, ratio_limit, 0.999, "Largest gap ratio.");
-ABSL_FLAG(int64_t, double_every, 500, "Steps between reductions of the gap dt (one schedule stage).");
+ABSL_FLAG(int64_t, double_every, 50000,
+          "Steps between reductions of the gap dt (one schedule stage; the reference's 500 ticks of 100 steps).");
 ABSL_FLAG(int64_t, start_stage, 0, "Schedule stage at step 0 (truncated: continue stage 1's).");
 ABSL_FLAG(double, c, 0.0, "Pseudo-Huber constant c; 0 = L2 distance.");
 ABSL_FLAG(std::string, weighting, "default", "Loss weighting: default (1/dt), cout, cout_sq, sqrt, one.");
@@ -126,6 +128,9 @@ absl::StatusOr<TrainOptions> OptionsFromFlags(Stage stage) {
   o.start_stage = absl::GetFlag(FLAGS_start_stage);
   o.w_boundary = absl::GetFlag(FLAGS_w_boundary);
   o.transition_t = absl::GetFlag(FLAGS_transition_t);
+  if (stage == Stage::kTruncated && c.time.t_lower < o.transition_t)
+    return absl::InvalidArgumentError(absl::StrCat("--t_lower (", c.time.t_lower, ") must be at least --transition_t (",
+                                                   o.transition_t, "): stage 2 trains over [t', t_max]"));
   return o;
 }
 
@@ -209,7 +214,10 @@ absl::Status Run(const std::string& stage_name) {
     const std::string path = absl::GetFlag(FLAGS_teacher);
     if (path.empty()) return absl::InvalidArgumentError("--teacher: required by the truncated stage");
     TCM_ASSIGN_OR_RETURN(teacher_dir, ReadModelDirectory(path));
-    TCM_ASSIGN_OR_RETURN(teacher, BuildReplica(teacher_dir));
+    // The teacher runs with the student's dropout (and masks), as in the reference.
+    ModelDirectory with_dropout = teacher_dir;
+    with_dropout.config.mutable_edm2()->set_dropout(float(absl::GetFlag(FLAGS_dropout)));
+    TCM_ASSIGN_OR_RETURN(teacher, BuildReplica(with_dropout));
   }
   TCM_ASSIGN_OR_RETURN(LabeledImages data, LoadDataset(absl::GetFlag(FLAGS_data), Split::kTrain));
   TCM_ASSIGN_OR_RETURN(torch::Tensor images, ToModelInput(data.images, net->config().img_resolution()));

@@ -52,16 +52,15 @@ torch::Tensor ComposedTarget(Denoiser& student, const TruncatedComposition& tcm,
                              const torch::Tensor& sigma, const torch::Tensor& labels) {
   torch::NoGradGuard no_grad;
   SkipForcedWeightNormalization keep_weights;
-  torch::Tensor out = student.forward(x, sigma, labels);
-  if (tcm.teacher == nullptr) return out;
   const torch::Tensor below = sigma < tcm.transition_t;
-  if (below.any().item<bool>()) {
-    const torch::Tensor rows = below.nonzero().flatten();
-    const torch::Tensor teacher_labels = labels.defined() ? labels.index_select(0, rows) : labels;
-    out.index_copy_(0, rows, tcm.teacher->forward(x.index_select(0, rows), sigma.index_select(0, rows),
-                                                  teacher_labels));
-  }
-  return out;
+  if (tcm.teacher == nullptr || !below.any().item<bool>()) return student.forward(x, sigma, labels);
+  // As the reference's TCMPrecond: the teacher sees the whole batch from the
+  // same generator state as the student, so both draw the same dropout masks.
+  const torch::Tensor dropout_masks = CpuGeneratorState();
+  const torch::Tensor from_teacher = tcm.teacher->forward(x, sigma, labels);
+  SetCpuGeneratorState(dropout_masks);
+  const torch::Tensor from_student = student.forward(x, sigma, labels);
+  return torch::where(below.view({-1, 1, 1, 1}), from_teacher, from_student);
 }
 
 ConsistencyLossTerms ConsistencyLoss(Denoiser& net, const TruncatedComposition& tcm, const torch::Tensor& images,

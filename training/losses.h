@@ -38,14 +38,17 @@ struct ConsistencyLossOptions {
 };
 
 // TCM's consistency function during stage 2: the trained network at noise
-// levels >= t', the frozen stage-1 network (eval mode, no gradient) below.
+// levels >= t', the frozen stage-1 network (no gradient) below. As in the
+// reference, the teacher stays in training mode with the student's dropout.
 struct TruncatedComposition {
   Denoiser* teacher = nullptr;  // null in stage 1
   double transition_t = 1.0;    // t'
 };
 
 // Evaluates the composition for the target pass (no gradient): rows with
-// sigma >= t' through `student`, the others through the teacher.
+// sigma >= t' through `student`, the others through the teacher. When any row
+// is below t', both networks run on the whole batch from the same generator
+// state (the same dropout masks), as the reference's TCMPrecond does.
 torch::Tensor ComposedTarget(Denoiser& student, const TruncatedComposition& tcm, const torch::Tensor& x,
                              const torch::Tensor& sigma, const torch::Tensor& labels);
 

@@ -66,7 +66,7 @@ Trainer::Trainer(const TrainOptions& options, std::shared_ptr<Denoiser> net, std
   ema_->eval();
   for (auto& p : ema_->parameters()) p.set_requires_grad(false);
   if (teacher_) {
-    teacher_->eval();
+    teacher_->train();  // dropout on, as the reference's teacher; its weights never change
     for (auto& p : teacher_->parameters()) p.set_requires_grad(false);
   }
   optimizer_ = std::make_unique<torch::optim::Adam>(
@@ -77,7 +77,7 @@ Trainer::Trainer(const TrainOptions& options, std::shared_ptr<Denoiser> net, std
 
 double Trainer::LearningRate() const {
   double lr = options_.lr;
-  const double iter = double(step_ + 1);
+  const double iter = double(step_);  // steps done before this one, as the reference counts
   if (options_.decay_iter > 0) lr /= std::sqrt(std::max(iter / double(options_.decay_iter), 1.0));
   if (options_.rampup_iter > 0) lr *= std::min(iter / double(options_.rampup_iter), 1.0);
   return lr;
@@ -85,7 +85,7 @@ double Trainer::LearningRate() const {
 
 double Trainer::EmaBeta() const {
   if (options_.ema_type == "constant") return options_.ema_beta;
-  return std::pow(1.0 - 1.0 / double(step_ + 1), options_.ema_gamma + 1.0);
+  return std::pow(1.0 - 1.0 / double(step_), options_.ema_gamma + 1.0);  // step_ >= 1 here: 0 at the first step
 }
 
 void Trainer::UpdateEma() {
@@ -126,7 +126,8 @@ StepStats Trainer::Step() {
   for (auto& group : optimizer_->param_groups())
     static_cast<torch::optim::AdamOptions&>(group.options()).lr(stats.lr);
   {
-    // Adam updates in place; NaN/Inf gradients are zeroed first, as the reference does.
+    // NaN/Inf gradients are zeroed before Adam's step: a guard the reference
+    // lacks, so that one bad batch cannot put NaN into the weights.
     torch::NoGradGuard no_grad;
     for (auto& p : net_->parameters())
       if (p.grad().defined()) torch::nan_to_num_(p.mutable_grad(), 0.0, 0.0, 0.0);

@@ -23,24 +23,25 @@ enum class Stage { kDiffusion, kConsistency, kTruncated };
 absl::StatusOr<Stage> ParseStage(const std::string& name);
 const char* StageName(Stage stage);
 
+// Defaults are the reference's (ct_train.py, training/loss.py).
 struct TrainOptions {
   Stage stage = Stage::kConsistency;
-  int64_t batch_size = 128;
+  int64_t batch_size = 512;
   // Adam and the learning rate lr / sqrt(max(step / decay_iter, 1)), ramped
   // up linearly over rampup_iter steps (0 = neither).
-  double lr = 1e-3, beta1 = 0.9, beta2 = 0.99, adam_eps = 1e-8;
-  int64_t decay_iter = 2000, rampup_iter = 0;
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8;
+  int64_t decay_iter = 0, rampup_iter = 0;
   double grad_clip = 1e6;  // max global gradient norm
   // EMA: "power" (beta = (1 - 1/step)^(gamma + 1), EDM2) or "constant" (beta).
-  std::string ema_type = "power";
+  std::string ema_type = "constant";
   double ema_gamma = 16.97, ema_beta = 0.9999;
   DiffusionLossOptions diffusion;
   ConsistencyLossOptions consistency;
   // The gap schedule: stage = start_stage + step / double_every.
   double q = 2.0, ratio_limit = 0.999;
-  int64_t double_every = 500, start_stage = 0;
+  int64_t double_every = 50000, start_stage = 0;
   // Stage 2: the boundary loss weight and t'.
-  double w_boundary = 10.0, transition_t = 1.0;
+  double w_boundary = 1.0, transition_t = 1.0;
 };
 
 // What one optimisation step did.

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <filesystem>
 
 #include "model/cpu_threads.h"
@@ -33,9 +34,11 @@ v1::ModelConfig TinyConfig() {
 
 // Random weights as initialised, except the output gain, which starts at zero
 // (D = c_skip x for any weights) and is set to one here.
-std::shared_ptr<Denoiser> TinyNet(uint64_t seed) {
+std::shared_ptr<Denoiser> TinyNet(uint64_t seed, float dropout = 0.0f) {
   torch::manual_seed(seed);
-  auto net = *Denoiser::Create(TinyConfig());
+  v1::ModelConfig config = TinyConfig();
+  config.mutable_edm2()->set_dropout(dropout);
+  auto net = *Denoiser::Create(config);
   torch::NoGradGuard no_grad;
   net->StateDict().at("model.out_gain").fill_(1.0);
   return net;
@@ -103,6 +106,30 @@ TEST_F(TrainerTest, CompositionUsesTeacherBelowTransitionAndStudentAbove) {
   EXPECT_TRUE(torch::allclose(ComposedTarget(*student, {}, x, sigma, labels), from_student, 1e-5, 1e-6));
 }
 
+TEST_F(TrainerTest, CompositionDrawsTheSameDropoutMasksInTeacherAndStudent) {
+  auto student = TinyNet(1, 0.5f), teacher = TinyNet(2, 0.5f);
+  torch::manual_seed(3);
+  const torch::Tensor x = torch::randn({4, 1, 32, 32});
+  const torch::Tensor sigma = torch::tensor({0.5f, 5.0f, 0.9f, 2.0f});
+  const torch::Tensor labels = torch::tensor({0, 1, 2, 3}, torch::kInt64);
+  const torch::Tensor start = CpuGeneratorState();
+  const torch::Tensor out = ComposedTarget(*student, {teacher.get(), 1.0}, x, sigma, labels);
+  const torch::Tensor end = CpuGeneratorState();
+
+  torch::NoGradGuard no_grad;
+  SkipForcedWeightNormalization keep_weights;
+  SetCpuGeneratorState(start);
+  const torch::Tensor from_teacher = teacher->forward(x, sigma, labels);
+  SetCpuGeneratorState(start);
+  const torch::Tensor from_student = student->forward(x, sigma, labels);
+  // The generator ends after the student's draws, as if the teacher had not run.
+  EXPECT_TRUE(torch::equal(CpuGeneratorState(), end));
+  // Dropout is on in both: other masks give other outputs.
+  EXPECT_FALSE(torch::allclose(student->forward(x, sigma, labels), from_student, 1e-4, 1e-5));
+  for (int64_t row : {0, 2}) EXPECT_TRUE(torch::equal(out[row], from_teacher[row])) << row;
+  for (int64_t row : {1, 3}) EXPECT_TRUE(torch::equal(out[row], from_student[row])) << row;
+}
+
 TEST_F(TrainerTest, StageTwoLossSplitsOffTheBoundaryRows) {
   const Data data = FashionImages(64);
   auto student = TinyNet(1), teacher = TinyNet(2);
@@ -127,14 +154,21 @@ TEST_F(TrainerTest, StageTwoLossSplitsOffTheBoundaryRows) {
 // trip, take the same next step.
 TEST_F(TrainerTest, ResumeContinuesExactly) {
   const Data data = FashionImages(200);
-  for (Stage stage : {Stage::kConsistency, Stage::kDiffusion}) {
+  for (Stage stage : {Stage::kConsistency, Stage::kDiffusion, Stage::kTruncated}) {
     TrainOptions o;
     o.stage = stage;
     o.batch_size = 8;
     o.consistency.huber_c = 0.01;
+    o.consistency.boundary_prob = 0.25;
+    const bool truncated = stage == Stage::kTruncated;
+    if (truncated) o.consistency.time.t_lower = 1.0;
+    // Dropout on where the reference trains with it: the masks come from the
+    // generator, whose state the checkpoint carries.
+    const float dropout = stage == Stage::kDiffusion ? 0.0f : 0.1f;
+    std::shared_ptr<Denoiser> teacher = truncated ? TinyNet(8, dropout) : nullptr;
     const std::string path =
         (std::filesystem::temp_directory_path() / ("tcm_resume_test_" + std::to_string(::getpid()) + ".pt")).string();
-    auto uninterrupted = *Trainer::Create(o, TinyNet(5), nullptr, data.images, data.labels);
+    auto uninterrupted = *Trainer::Create(o, TinyNet(5, dropout), teacher, data.images, data.labels);
     torch::manual_seed(6);
     uninterrupted->Step();
     uninterrupted->Step();
@@ -142,7 +176,7 @@ TEST_F(TrainerTest, ResumeContinuesExactly) {
     const StepStats expected = uninterrupted->Step();
 
     torch::manual_seed(99);  // a different generator state, overwritten by the checkpoint
-    auto resumed = *Trainer::Create(o, TinyNet(7), nullptr, data.images, data.labels);
+    auto resumed = *Trainer::Create(o, TinyNet(7, dropout), teacher, data.images, data.labels);
     ASSERT_TRUE(resumed->LoadCheckpoint(path).ok());
     EXPECT_EQ(resumed->step(), 2);
     const StepStats got = resumed->Step();
@@ -150,6 +184,8 @@ TEST_F(TrainerTest, ResumeContinuesExactly) {
     EXPECT_EQ(got.step, 3);
     EXPECT_DOUBLE_EQ(got.loss, expected.loss) << StageName(stage);
     EXPECT_DOUBLE_EQ(got.grad_norm, expected.grad_norm) << StageName(stage);
+    EXPECT_DOUBLE_EQ(got.boundary, expected.boundary) << StageName(stage);
+    if (truncated) EXPECT_GT(got.boundary, 0.0);
     const TensorMap a = uninterrupted->net().StateDict(), b = resumed->net().StateDict();
     const TensorMap ea = uninterrupted->ema().StateDict(), eb = resumed->ema().StateDict();
     for (const auto& [key, value] : a) {
@@ -157,6 +193,52 @@ TEST_F(TrainerTest, ResumeContinuesExactly) {
       EXPECT_TRUE(torch::equal(ea.at(key), eb.at(key))) << "ema " << key;
     }
   }
+}
+
+// Learning rate lr / sqrt(max(i / decay_iter, 1)) * min(i / rampup_iter, 1),
+// with i the steps done before this one (the reference's count).
+TEST_F(TrainerTest, LearningRateFollowsDecayAndRampUp) {
+  const Data data = FashionImages(20);
+  TrainOptions o;
+  o.stage = Stage::kDiffusion;
+  o.batch_size = 2;
+  o.lr = 1e-3;
+  o.decay_iter = 2;
+  auto decaying = *Trainer::Create(o, TinyNet(0), nullptr, data.images, data.labels);
+  for (double expected : {1e-3, 1e-3, 1e-3, 1e-3 / std::sqrt(1.5), 1e-3 / std::sqrt(2.0)})
+    EXPECT_DOUBLE_EQ(decaying->Step().lr, expected);
+  o.decay_iter = 0;
+  o.rampup_iter = 4;
+  auto ramping = *Trainer::Create(o, TinyNet(0), nullptr, data.images, data.labels);
+  for (double expected : {0.0, 0.25e-3, 0.5e-3, 0.75e-3, 1e-3, 1e-3}) EXPECT_DOUBLE_EQ(ramping->Step().lr, expected);
+}
+
+// Power EMA: beta = (1 - 1/step)^(gamma + 1), 0 at the first step (the EMA
+// becomes the network). Constant EMA: ema += (1 - beta) (net - ema).
+TEST_F(TrainerTest, EmaFollowsItsSchedule) {
+  const Data data = FashionImages(20);
+  TrainOptions o;
+  o.stage = Stage::kDiffusion;
+  o.batch_size = 2;
+  o.ema_type = "power";
+  auto power = *Trainer::Create(o, TinyNet(0), nullptr, data.images, data.labels);
+  power->Step();
+  for (const auto& [key, value] : power->net().StateDict())
+    EXPECT_TRUE(torch::equal(power->ema().StateDict().at(key), value)) << key;
+
+  o.ema_type = "constant";
+  o.ema_beta = 0.75;
+  auto constant = *Trainer::Create(o, TinyNet(0), nullptr, data.images, data.labels);
+  TensorMap before;
+  for (const auto& [key, value] : constant->ema().StateDict()) before.emplace(key, value.clone());
+  constant->Step();
+  const TensorMap net = constant->net().StateDict(), ema = constant->ema().StateDict();
+  int moved = 0;
+  for (const auto& [key, value] : ema) {
+    EXPECT_TRUE(torch::allclose(value, before.at(key) + 0.25 * (net.at(key) - before.at(key)), 1e-6, 1e-7)) << key;
+    moved += !torch::equal(value, before.at(key));
+  }
+  EXPECT_GT(moved, 0);
 }
 
 TEST_F(TrainerTest, CheckpointOfAnotherStageIsRefused) {
