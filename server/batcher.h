@@ -106,6 +106,9 @@ class Batcher {
   // Tasks waiting in `model`'s queue (new and returning).
   size_t QueueDepth(int model) const;
 
+  // Most new tasks `model`'s queue holds (ModelQueueOptions::max_queue_size).
+  size_t MaxQueueSize(int model) const { return queues_.at(model)->options.max_queue_size; }
+
  private:
   struct Queue {
     ModelQueueOptions options;

@@ -2,7 +2,6 @@
 // (tcm.v1.TcmService, grpc.health.v1, reflection) with Prometheus metrics.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
-#include <grpcpp/health_check_service_interface.h>
 #include <pthread.h>
 #include <signal.h>
 
@@ -14,12 +13,14 @@
 #include "absl/flags/usage.h"
 #include "common/flags_usage.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/read_file.h"
 #include "model/model_repository.h"
 #include "model/sampler.h"
 #include "server/batcher.h"
+#include "server/health_service.h"
 #include "server/metrics.h"
 #include "server/metrics_http.h"
 #include "server/tcm_service.h"
@@ -101,7 +102,37 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
+// Numeric flags outside their range: an error naming the flag and the range.
+absl::Status CheckFlagRanges() {
+  struct Range {
+    const char* name;
+    double value, low, high;
+  };
+  constexpr double kNoLimit = 1e18;
+  const Range ranges[] = {
+      {"workers", double(absl::GetFlag(FLAGS_workers)), 1, 1024},
+      {"intra_op_threads", double(absl::GetFlag(FLAGS_intra_op_threads)), 0, 1024},
+      {"max_batch_size", double(absl::GetFlag(FLAGS_max_batch_size)), 1, 65536},
+      {"max_queue_delay_us", double(absl::GetFlag(FLAGS_max_queue_delay_us)), 0, kNoLimit},
+      {"max_queue_size", double(absl::GetFlag(FLAGS_max_queue_size)), 1, kNoLimit},
+      {"max_images_per_request", double(absl::GetFlag(FLAGS_max_images_per_request)), 1, 1 << 20},
+      {"warmup_batch_size", double(absl::GetFlag(FLAGS_warmup_batch_size)), 1, 65536},
+      {"drain_timeout", absl::GetFlag(FLAGS_drain_timeout), 0, kNoLimit},
+      {"max_connection_age_s", double(absl::GetFlag(FLAGS_max_connection_age_s)), 0, kNoLimit},
+      {"max_message_mb", double(absl::GetFlag(FLAGS_max_message_mb)), 1, 2047},
+  };
+  for (const Range& r : ranges) {
+    if (r.value >= r.low && r.value <= r.high) continue;
+    return absl::InvalidArgumentError(
+        r.high == kNoLimit
+            ? absl::StrFormat("--%s: must be at least %.15g, got %.15g", r.name, r.low, r.value)
+            : absl::StrFormat("--%s: must be in [%.15g, %.15g], got %.15g", r.name, r.low, r.high, r.value));
+  }
+  return absl::OkStatus();
+}
+
 int Run() {
+  if (absl::Status ranges = CheckFlagRanges(); !ranges.ok()) return Fail(ranges);
   // SIGTERM / SIGINT are taken by sigwait below, in no other thread.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);
@@ -157,7 +188,9 @@ int Run() {
   service_options.limits.max_images_per_request = absl::GetFlag(FLAGS_max_images_per_request);
   TcmServiceImpl service(service_options, *models, batcher->get(), &metrics);
 
-  grpc::EnableDefaultHealthCheckService(true);
+  std::vector<std::string> model_names;
+  for (const auto& m : *models) model_names.push_back(m.name);
+  HealthService health(model_names);  // NOT_SERVING until warmed up
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int bound_port = 0;
@@ -169,18 +202,14 @@ int Run() {
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, 10000);  // calls in flight may finish
   }
   builder.RegisterService(&service);
+  builder.RegisterService(&health);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || bound_port == 0)
     return Fail(absl::UnavailableError(absl::StrCat("--port ", absl::GetFlag(FLAGS_port), ": cannot listen")));
-  grpc::HealthCheckServiceInterface* health = server->GetHealthCheckService();
-  health->SetServingStatus(false);  // NOT_SERVING until warmed up
-  for (const auto& m : *models) health->SetServingStatus(m.name, false);
-
   const absl::Status warm = (*pool)->WarmUp(absl::GetFlag(FLAGS_warmup_batch_size));
   if (!warm.ok()) return Fail(warm);
   (*pool)->Start();
-  health->SetServingStatus(true);
-  for (const auto& m : *models) health->SetServingStatus(m.name, true);
+  health.SetServing(true);
   std::printf("tcm-server: serving %zu model(s) on port %d (default '%s'), metrics on port %d\n", models->size(),
               bound_port, (*models)[default_model].name.c_str(), metrics_http ? metrics_http->port() : 0);
   std::printf("  try: build/bin/tcm-client --server localhost:%d --steps 2 --num 4\n", bound_port);
@@ -190,19 +219,19 @@ int Run() {
   sigwait(&stop_signals, &signal_number);
   std::printf("tcm-server: signal %d: draining (up to %.0f s)\n", signal_number, absl::GetFlag(FLAGS_drain_timeout));
   std::fflush(stdout);
-  health->SetServingStatus(false);
-  for (const auto& m : *models) health->SetServingStatus(m.name, false);
+  health.SetServing(false);
   (*batcher)->Close();  // new calls: UNAVAILABLE; queued work goes on
   const absl::Time drain_deadline = absl::Now() + absl::Seconds(absl::GetFlag(FLAGS_drain_timeout));
   // The port stays open while queued work drains, so health checks see
   // NOT_SERVING and late calls a clear UNAVAILABLE. Then a short grace for the
-  // last responses: open health Watch streams must not hold the exit.
+  // last responses.
   absl::Notification drained;
   std::thread joiner([&] {
     (*pool)->Join();
     drained.Notify();
   });
   drained.WaitForNotificationWithDeadline(drain_deadline);
+  health.Shutdown();  // open Watch streams end now
   server->Shutdown(absl::ToChronoTime(std::min(drain_deadline, absl::Now() + absl::Seconds(2))));
   joiner.join();
   std::printf("tcm-server: drained, exiting\n");

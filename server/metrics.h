@@ -53,14 +53,17 @@ class ServerMetrics {
   const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
 
   // A call refused before it was queued. `model` and `steps` become label
-  // values only when valid (else "unknown" / "invalid"): clients must not be
-  // able to create new series.
+  // values only when valid (else "unknown" / "invalid"; steps 0 counts as
+  // the model's default): clients must not be able to create new series.
   template <typename Served>
   void RequestRejected(const std::string& model, unsigned steps, const std::string& code, const Served& served) {
-    std::string label = "unknown";
-    for (const auto& m : served)
-      if (m.name == model) label = model;
-    const std::string steps_label = steps <= 2 ? std::to_string(steps) : "invalid";
+    std::string label = "unknown", steps_label = "invalid";
+    for (const auto& m : served) {
+      if (m.name != model) continue;
+      label = model;
+      if (steps == 0) steps = m.default_steps;  // 0 asks for the model's default
+    }
+    if (steps == 1 || steps == 2) steps_label = std::to_string(steps);
     requests_->Add({{"model", label}, {"steps", steps_label}, {"code", code}}).Increment();
   }
   ModelMetrics& model(int index) { return *models_.at(index); }

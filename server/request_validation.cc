@@ -40,8 +40,11 @@ absl::StatusOr<GenerationSpec> ValidateRequest(const v1::GenerateRequest& reques
                                                    model.default_steps, "), got ", request.steps()));
 
   spec.num_images = request.num_images() == 0 ? 1 : request.num_images();
-  if (spec.num_images > limits.max_images_per_request)
-    return absl::InvalidArgumentError(absl::StrCat("num_images: must be at most ", limits.max_images_per_request,
+  const bool model_caps = model.max_images > 0 && model.max_images < limits.max_images_per_request;
+  const unsigned max_images = model_caps ? model.max_images : limits.max_images_per_request;
+  if (spec.num_images > max_images)
+    return absl::InvalidArgumentError(absl::StrCat("num_images: must be at most ", max_images,
+                                                   model_caps ? absl::StrCat(" for model '", model.name, "'") : "",
                                                    " (0 = 1), got ", request.num_images()));
 
   if (!v1::ImageFormat_IsValid(request.format()))

@@ -17,6 +17,9 @@ struct ServedModel {
   std::string name;
   unsigned num_classes = 0;
   unsigned default_steps = 1;
+  // Most images its queue can ever take at once (0 = no limit of its own);
+  // a request above it could never be queued, so it is a bad request.
+  unsigned max_images = 0;
 };
 
 struct ValidationLimits {

@@ -84,5 +84,25 @@ TEST(RequestValidationTest, ErrorsNameTheFieldAndAllowedValues) {
   ExpectError(r, absl::StatusCode::kInvalidArgument, "format: must be IMAGE_FORMAT_PNG (0) or IMAGE_FORMAT_RAW (1), got 7");
 }
 
+// A model whose queue holds fewer images than the server-wide limit caps
+// num_images itself: such a request could never be queued.
+TEST(RequestValidationTest, ModelQueueSizeCapsNumImages) {
+  const std::vector<ServedModel> models = {{"small-queue", 10, 1, 4}, {"big-queue", 10, 1, 100}};
+  v1::GenerateRequest r;
+  r.set_num_images(5);
+  auto capped = ValidateRequest(r, models, 0, ValidationLimits{8}, 1);
+  ASSERT_FALSE(capped.ok());
+  EXPECT_EQ(capped.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(capped.status().message(), "num_images: must be at most 4 for model 'small-queue' (0 = 1), got 5");
+  r.set_num_images(4);
+  EXPECT_TRUE(ValidateRequest(r, models, 0, ValidationLimits{8}, 1).ok());
+  // The server-wide limit applies where it is the smaller one.
+  r.set_model("big-queue");
+  r.set_num_images(9);
+  auto server_limit = ValidateRequest(r, models, 0, ValidationLimits{8}, 1);
+  ASSERT_FALSE(server_limit.ok());
+  EXPECT_EQ(server_limit.status().message(), "num_images: must be at most 8 (0 = 1), got 9");
+}
+
 }  // namespace
 }  // namespace tcm

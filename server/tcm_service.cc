@@ -1,6 +1,7 @@
 #include "server/tcm_service.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <chrono>
 #include <deque>
 
@@ -128,7 +129,8 @@ TcmServiceImpl::TcmServiceImpl(const Options& options, const std::vector<ModelDi
     : options_(options), batcher_(batcher), metrics_(metrics), seed_source_(std::random_device{}()) {
   for (size_t i = 0; i < models.size(); ++i) {
     const auto& c = models[i].config;
-    served_.push_back({models[i].name, c.num_classes(), c.default_steps()});
+    served_.push_back({models[i].name, c.num_classes(), c.default_steps(),
+                       static_cast<unsigned>(std::min<size_t>(batcher->MaxQueueSize(int(i)), UINT32_MAX))});
     v1::ModelInfo* info = model_list_.add_models();
     info->set_name(models[i].name);
     info->set_architecture(c.architecture());

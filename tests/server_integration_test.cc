@@ -345,11 +345,16 @@ TEST_F(ServerIntegrationTest, InvalidStepsDoNotCreateNewLabelValues) {
     GenerateResult r = CallGenerate(*stub, MakeRequest("cond", 1, steps, 1, 1), 60);
     EXPECT_EQ(r.status.error_code(), StatusCode::INVALID_ARGUMENT) << steps << ": " << Describe(r.status);
   }
+  // steps 0 asks for the model's default (1): a rejected call counts there.
+  GenerateResult by_default = CallGenerate(*stub, MakeRequest("cond", 99, 0, 1, 1), 60);
+  EXPECT_EQ(by_default.status.error_code(), StatusCode::INVALID_ARGUMENT) << Describe(by_default.status);
   const std::string metrics = Metrics(*server);
+  EXPECT_EQ(MetricSum(metrics, "tcm_requests_total", {{"model", "cond"}, {"steps", "1"}, {"code", "INVALID_ARGUMENT"}}),
+            1);
   std::set<std::string> steps_values;
   for (const auto& sample : testing::ParseMetrics(metrics))
     if (sample.name == "tcm_requests_total") steps_values.insert(sample.labels.at("steps"));
-  EXPECT_EQ(MetricSum(metrics, "tcm_requests_total", {{"code", "INVALID_ARGUMENT"}}), bad_steps.size());
+  EXPECT_EQ(MetricSum(metrics, "tcm_requests_total", {{"code", "INVALID_ARGUMENT"}}), bad_steps.size() + 1);
   std::string values;
   for (const auto& v : steps_values) values += " " + v;
   // "1" and "2" exist from start-up (at 0); every invalid value shares "invalid".
@@ -397,6 +402,11 @@ TEST_F(ServerIntegrationTest, FullQueueAnswersResourceExhaustedAtOnce) {
   GenerateResult retried = CallGenerate(*stub, second);
   ASSERT_TRUE(retried.status.ok()) << Describe(retried.status);
   ExpectCompleteAnswer(second, retried.response, "retry");
+
+  // A request larger than the whole queue could never be queued: a bad request.
+  GenerateResult too_big = CallGenerate(*stub, MakeRequest("cond", 2, 1, 5, 13), 60);
+  EXPECT_EQ(too_big.status.error_code(), StatusCode::INVALID_ARGUMENT) << Describe(too_big.status);
+  EXPECT_EQ(too_big.status.error_message(), "num_images: must be at most 4 for model 'cond' (0 = 1), got 5");
 
   const std::string metrics = Metrics(*server);
   EXPECT_EQ(MetricOrZero(metrics, "tcm_requests_total",

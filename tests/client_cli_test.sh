@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# tcm-client and tcm-bench end to end against a real tcm-server serving the
+# embedded models: what they print, the files they write, their JSON, and their
+# one-line errors. tcm-server's own flag checks run first (no model loads).
+#   client_cli_test.sh SOURCE_DIR BIN_DIR
+set -uo pipefail
+source_dir="$1"; bin="$2"
+source "$(dirname "$0")/server_lib.sh"
+fail=0
+check() {  # check CONDITION DESCRIPTION
+  if ! eval "$1"; then echo "FAIL: $2"; fail=1; fi
+}
+# expect_error EXIT FRAGMENT command...: the command exits EXIT and prints
+# exactly one line, which contains FRAGMENT.
+expect_error() {
+  local want="$1" fragment="$2"
+  shift 2
+  local out rc
+  out="$("$@" 2>&1)"
+  rc=$?
+  if [[ $rc -ne $want || "$out" != *"$fragment"* || $(printf '%s\n' "$out" | wc -l) -ne 1 ]]; then
+    echo "FAIL: '$*' gave exit $rc (want $want) and: $out"
+    fail=1
+  fi
+}
+
+# tcm-server refuses numeric flags out of range before loading anything.
+expect_error 1 "--max_images_per_request: must be in [1, 1048576], got 0" \
+  "$bin/tcm-server" --model_repository "$source_dir/models" --max_images_per_request 0
+expect_error 1 "--max_queue_size: must be at least 1, got -5" \
+  "$bin/tcm-server" --model_repository "$source_dir/models" --max_queue_size -5
+expect_error 1 "--drain_timeout: must be at least 0, got -1" \
+  "$bin/tcm-server" --model_repository "$source_dir/models" --drain_timeout -1
+
+start_server "$bin/tcm-server" "$source_dir/models" --default_model fashion-mnist-tcm --metrics_port -1
+server="localhost:$GRPC_PORT"
+
+# --list-models: one line per model, then its class names.
+"$bin/tcm-client" --server "$server" --list-models > "$TMP/list.txt" 2>&1 || { echo "FAIL: --list-models"; fail=1; }
+check 'grep -Eq "^fashion-mnist-tcm.*: EDM2UNet 32x32x1, 10 classes, default 1 step\(s\), mid_t 0.821$" "$TMP/list.txt"' \
+  "--list-models describes the default model: $(cat "$TMP/list.txt")"
+check 'grep -Eq "^fashion-mnist-ct.*: EDM2UNet 32x32x1, 10 classes" "$TMP/list.txt"' "--list-models lists the stage-1 model"
+check 'grep -q "^  classes: T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot$" "$TMP/list.txt"' \
+  "--list-models prints the class names"
+
+# Images: one PNG per image, the files and the server time printed.
+"$bin/tcm-client" --server "$server" --model fashion-mnist-ct --class 3 --steps 2 --num 5 --seed 7 --out "$TMP/each" \
+  > "$TMP/each.txt" 2>&1 || { echo "FAIL: generate: $(cat "$TMP/each.txt")"; fail=1; }
+check '[[ $(grep -c "^wrote $TMP/each/.*\.png$" "$TMP/each.txt") -eq 5 ]]' "five 'wrote' lines: $(cat "$TMP/each.txt")"
+check 'grep -Eq "^model fashion-mnist-ct, 2 step\(s\), seed 7: server time [0-9.]+ ms \(queue [0-9.]+, compute [0-9.]+, encode [0-9.]+\)$" "$TMP/each.txt"' \
+  "the server time line"
+# --grid: the same five images in one PNG, 3 columns by 2 rows.
+"$bin/tcm-client" --server "$server" --model fashion-mnist-ct --class 3 --steps 2 --num 5 --seed 7 --grid --out "$TMP/grid" \
+  > "$TMP/grid.txt" 2>&1 || { echo "FAIL: --grid: $(cat "$TMP/grid.txt")"; fail=1; }
+check '[[ $(ls "$TMP/grid"/*.png | wc -l) -eq 1 ]]' "--grid writes one file"
+/usr/bin/python3 - "$TMP/each" "$TMP/grid" << 'PY' || fail=1
+import glob, sys
+import numpy as np
+from matplotlib import image
+each = [image.imread(p) for p in sorted(glob.glob(sys.argv[1] + "/*.png"))]
+grid = image.imread(glob.glob(sys.argv[2] + "/*.png")[0])
+assert len(each) == 5 and all(e.shape == (32, 32) for e in each), [e.shape for e in each]
+assert grid.shape == (64, 96), grid.shape
+for i, e in enumerate(each):
+    tile = grid[(i // 3) * 32:(i // 3 + 1) * 32, (i % 3) * 32:(i % 3 + 1) * 32]
+    assert np.array_equal(tile, e), f"tile {i} differs from image {i}"
+assert not grid[32:, 64:].any(), "the unused tile is not black"
+assert len({e.tobytes() for e in each}) == 5, "the five images are not distinct"
+PY
+
+# Errors from the server: one line naming the field, non-zero exit.
+expect_error 1 "steps: must be 1 or 2" "$bin/tcm-client" --server "$server" --steps 3 --out "$TMP/x"
+expect_error 1 "model: 'nope' is not served" "$bin/tcm-client" --server "$server" --model nope --out "$TMP/x"
+expect_error 1 "class_label: must be in [0, 10)" "$bin/tcm-client" --server "$server" --class 10 --out "$TMP/x"
+
+# tcm-bench: a closed-loop sweep and an open-loop rate, table and JSON.
+"$bin/tcm-bench" --server "$server" --concurrency 1,2 --duration 2 --warmup 0.5 --two_step_fraction 0.5 \
+  --json "$TMP/closed.json" > "$TMP/closed.txt" 2>&1 || { echo "FAIL: tcm-bench closed loop: $(cat "$TMP/closed.txt")"; fail=1; }
+"$bin/tcm-bench" --server "$server" --rates 4 --duration 2 --warmup 0.5 --images_per_request 2 --two_step_fraction 0 \
+  --json "$TMP/open.json" > "$TMP/open.txt" 2>&1 || { echo "FAIL: tcm-bench open loop: $(cat "$TMP/open.txt")"; fail=1; }
+"$bin/tcm-bench" --raw --model_dir "$source_dir/models/fashion-mnist-ct" --batch_size 2 --raw_seconds 0.2 --threads 1 \
+  --json "$TMP/raw.json" > "$TMP/raw.txt" 2>&1 || { echo "FAIL: tcm-bench --raw: $(cat "$TMP/raw.txt")"; fail=1; }
+check 'grep -q "p99" "$TMP/closed.txt"' "the closed-loop table has a p99 column: $(cat "$TMP/closed.txt")"
+/usr/bin/python3 - "$TMP/closed.json" "$TMP/open.json" "$TMP/raw.json" << 'PY' || fail=1
+import json, sys
+closed, opened, raw = (json.load(open(p)) for p in sys.argv[1:])
+levels = closed["levels"]
+assert [l["mode"] for l in levels] == ["concurrency"] * 2 and [l["concurrency"] for l in levels] == [1, 2], levels
+for l in levels + opened["levels"]:
+    assert l["ok"] > 0 and l["error_count"] == 0, l
+    assert l["images_per_s"] > 0 and l["requests_per_s"] > 0, l
+    lat = l["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"], lat
+(o,) = opened["levels"]
+assert o["mode"] == "rate" and o["images"] == 2 * o["ok"], o
+assert abs(o["images_per_s"] - 2 * o["requests_per_s"]) < 1e-6, o
+cases = raw["raw"]["cases"]
+assert len(cases) >= 2 and all(c["batch_size"] == 2 and c["images_per_s"] > 0 for c in cases), cases
+PY
+exit $fail
