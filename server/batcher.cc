@@ -53,7 +53,7 @@ void Batcher::Resubmit(int model, std::unique_ptr<ImageTask> task) {
   changed_.notify_all();
 }
 
-std::unique_ptr<Batch> Batcher::FormBatch(absl::Time now, Dropped* dropped) {
+std::unique_ptr<Batch> Batcher::FormBatch(absl::Time now, const ModelSet& serves, Dropped* dropped) {
   int best = -1;
   absl::Time best_arrival = absl::InfiniteFuture();
   for (size_t index = 0; index < queues_.size(); ++index) {
@@ -72,7 +72,7 @@ std::unique_ptr<Batch> Batcher::FormBatch(absl::Time now, Dropped* dropped) {
     }
     const size_t size = q.returning.size() + q.fresh.size();
     if (size != before) ReportDepth(static_cast<int>(index));
-    if (size == 0) continue;
+    if (size == 0 || !Serves(serves, index)) continue;
     const absl::Time oldest = std::min(q.returning.empty() ? absl::InfiniteFuture() : q.returning.front()->arrival,
                                        q.fresh.empty() ? absl::InfiniteFuture() : q.fresh.front()->arrival);
     const bool ready = closed_ || !q.returning.empty() || size >= q.options.max_batch_size ||
@@ -110,10 +110,12 @@ std::unique_ptr<Batch> Batcher::FormBatch(absl::Time now, Dropped* dropped) {
   return batch;
 }
 
-absl::Time Batcher::NextReadyTime() const {
+absl::Time Batcher::NextReadyTime(const ModelSet& serves) const {
   absl::Time next = absl::InfiniteFuture();
-  for (const auto& q : queues_) {
-    if (!q->fresh.empty()) next = std::min(next, q->fresh.front()->arrival + q->options.max_queue_delay);
+  for (size_t index = 0; index < queues_.size(); ++index) {
+    const Queue& q = *queues_[index];
+    if (!q.fresh.empty() && Serves(serves, index))
+      next = std::min(next, q.fresh.front()->arrival + q.options.max_queue_delay);
   }
   return next;
 }
@@ -136,11 +138,11 @@ void Batcher::DropAll(Dropped& dropped) {
   dropped.clear();
 }
 
-std::unique_ptr<Batch> Batcher::NextBatch() {
+std::unique_ptr<Batch> Batcher::NextBatch(const ModelSet& serves) {
   Dropped dropped;
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
-    std::unique_ptr<Batch> batch = FormBatch(clock_->Now(), &dropped);
+    std::unique_ptr<Batch> batch = FormBatch(clock_->Now(), serves, &dropped);
     if (batch != nullptr || !dropped.empty()) {
       lock.unlock();
       DropAll(dropped);  // outside the lock: it finishes calls
@@ -149,7 +151,7 @@ std::unique_ptr<Batch> Batcher::NextBatch() {
       continue;
     }
     if (Finished()) return nullptr;
-    const absl::Time ready = NextReadyTime();
+    const absl::Time ready = NextReadyTime(serves);
     if (ready == absl::InfiniteFuture()) {
       changed_.wait(lock);
     } else {
@@ -158,12 +160,12 @@ std::unique_ptr<Batch> Batcher::NextBatch() {
   }
 }
 
-std::unique_ptr<Batch> Batcher::TryNextBatch() {
+std::unique_ptr<Batch> Batcher::TryNextBatch(const ModelSet& serves) {
   Dropped dropped;
   std::unique_ptr<Batch> batch;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    batch = FormBatch(clock_->Now(), &dropped);
+    batch = FormBatch(clock_->Now(), serves, &dropped);
   }
   DropAll(dropped);
   return batch;

@@ -90,12 +90,16 @@ class Batcher {
   // after Close(); call it before BatchDone() of the batch it came from.
   void Resubmit(int model, std::unique_ptr<ImageTask> task);
 
-  // Blocks until a batch is ready and returns it; nullptr once closed and
-  // every queue is empty with no batch in flight.
-  std::unique_ptr<Batch> NextBatch();
+  // Which models a caller runs: serves[m] for model m; empty = every model.
+  using ModelSet = std::vector<bool>;
 
-  // Non-blocking: a batch if one is ready at clock->Now(), else nullptr.
-  std::unique_ptr<Batch> TryNextBatch();
+  // Blocks until a batch of a model in `serves` is ready and returns it;
+  // nullptr once closed and every queue is empty with no batch in flight.
+  std::unique_ptr<Batch> NextBatch(const ModelSet& serves = {});
+
+  // Non-blocking: a batch of a model in `serves` if one is ready at
+  // clock->Now(), else nullptr.
+  std::unique_ptr<Batch> TryNextBatch(const ModelSet& serves = {});
 
   // A worker finished a batch from NextBatch/TryNextBatch (after resubmitting).
   void BatchDone();
@@ -118,11 +122,13 @@ class Batcher {
 
   explicit Batcher(Options options);
 
-  // Forms a batch if one is ready at `now`; abandoned tasks go to `dropped`.
-  // The helpers below need mu_ held.
-  std::unique_ptr<Batch> FormBatch(absl::Time now, std::vector<std::pair<std::unique_ptr<ImageTask>, absl::Status>>* dropped);
-  // Earliest time at which a non-empty queue becomes ready by waiting.
-  absl::Time NextReadyTime() const;
+  // Forms a batch of a model in `serves` if one is ready at `now`; abandoned
+  // tasks (of any model) go to `dropped`. The helpers below need mu_ held.
+  std::unique_ptr<Batch> FormBatch(absl::Time now, const ModelSet& serves,
+                                   std::vector<std::pair<std::unique_ptr<ImageTask>, absl::Status>>* dropped);
+  // Earliest time at which a non-empty queue in `serves` becomes ready by waiting.
+  absl::Time NextReadyTime(const ModelSet& serves) const;
+  static bool Serves(const ModelSet& serves, size_t model) { return serves.empty() || serves.at(model); }
   bool Finished() const;
   void ReportDepth(int model);
   static void DropAll(std::vector<std::pair<std::unique_ptr<ImageTask>, absl::Status>>& dropped);

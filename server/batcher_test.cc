@@ -234,6 +234,33 @@ TEST_F(BatcherTest, OldestReadyModelGoesFirst) {
   EXPECT_EQ(batch->model, 0);
 }
 
+// A worker that runs only some models takes batches of those only, however
+// old the others' work; abandoned work of any model is still dropped.
+TEST_F(BatcherTest, ACallerTakesBatchesOfTheModelsItServesOnly) {
+  auto b = Make(2, absl::Milliseconds(10), 100, /*models=*/2);
+  ASSERT_TRUE(b->Submit(0, Tasks(0, 2, &log_)).ok());
+  clock_.Advance(absl::Milliseconds(1));
+  ASSERT_TRUE(b->Submit(1, Tasks(100, 2, &log_)).ok());
+  const Batcher::ModelSet only_model_1 = {false, true};
+  auto batch = b->TryNextBatch(only_model_1);
+  ASSERT_NE(batch, nullptr);
+  EXPECT_EQ(batch->model, 1);
+  EXPECT_EQ(b->TryNextBatch(only_model_1), nullptr);
+  EXPECT_EQ(b->QueueDepth(0), 2u);  // model 0's older work waits for its own workers
+  batch = b->TryNextBatch({true, false});
+  ASSERT_NE(batch, nullptr);
+  EXPECT_EQ(batch->model, 0);
+
+  auto cancelled = std::make_shared<std::atomic<bool>>(false);
+  std::vector<std::unique_ptr<ImageTask>> doomed;
+  doomed.push_back(std::make_unique<TestTask>(7, &log_, cancelled));
+  ASSERT_TRUE(b->Submit(0, std::move(doomed)).ok());
+  *cancelled = true;
+  EXPECT_EQ(b->TryNextBatch(only_model_1), nullptr);
+  EXPECT_EQ(log_.dropped.load(), 1);
+  EXPECT_EQ(b->QueueDepth(0), 0u);
+}
+
 TEST_F(BatcherTest, ReportsQueueDepthOnEveryChange) {
   std::vector<size_t> depths;
   Batcher::Options options;

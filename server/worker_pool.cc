@@ -55,7 +55,13 @@ class WorkerPool::Worker {
         metrics_(metrics),
         before_batch_(std::move(before_batch)) {}
 
-  absl::Status AddReplica(const ModelDirectory& model) {
+  // Serves `model` (the next model index) on this worker, or skips it.
+  absl::Status AddReplica(const ModelDirectory& model, bool serve) {
+    serves_.push_back(serve);
+    if (!serve) {
+      replicas_.push_back(nullptr);
+      return absl::OkStatus();
+    }
     auto replica = BuildReplica(model);
     if (!replica.ok()) return replica.status();
     try {
@@ -70,6 +76,7 @@ class WorkerPool::Worker {
   absl::Status WarmUp(int batch_size) {
     ConfigureThisThread();
     for (auto& replica : replicas_) {
+      if (replica == nullptr) continue;
       const auto& c = replica->config();
       std::vector<torch::Tensor> inputs;
       for (int i = 0; i < batch_size; ++i) inputs.push_back(StepInput(c, 0, i, 0, {}));
@@ -85,7 +92,7 @@ class WorkerPool::Worker {
 
   void Run() {
     ConfigureThisThread();
-    while (std::unique_ptr<Batch> batch = batcher_->NextBatch()) {
+    while (std::unique_ptr<Batch> batch = batcher_->NextBatch(serves_)) {
       const absl::Time start = absl::Now();
       RunBatch(*batch);
       batcher_->BatchDone();
@@ -163,8 +170,30 @@ class WorkerPool::Worker {
   Batcher* const batcher_;
   ServerMetrics* const metrics_;
   const std::function<void(const Batch&)> before_batch_;
-  std::vector<std::shared_ptr<Denoiser>> replicas_;
+  std::vector<std::shared_ptr<Denoiser>> replicas_;  // by model index; null where not served
+  Batcher::ModelSet serves_;
 };
+
+namespace {
+
+// The workers that run `model`: its config's instance count on the CPU (0 =
+// all), every device on GPUs; its instance kind must match the device.
+absl::StatusOr<int> InstanceCount(const ModelDirectory& model, WorkerPool::Options::Device device, int workers) {
+  const auto& instance = model.config.instance();
+  const bool cuda = device == WorkerPool::Options::Device::kCuda;
+  if ((instance.kind() == v1::InstanceConfig::KIND_GPU && !cuda) ||
+      (instance.kind() == v1::InstanceConfig::KIND_CPU && cuda))
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model '", model.name, "': instance.kind is ", v1::InstanceConfig::Kind_Name(instance.kind()),
+        " but the server runs on ", cuda ? "cuda" : "cpu", " (--device)"));
+  if (cuda || instance.count() == 0) return workers;
+  if (static_cast<int>(instance.count()) > workers)
+    return absl::InvalidArgumentError(absl::StrCat("model '", model.name, "': instance.count is ", instance.count(),
+                                                   " but the server has ", workers, " CPU worker(s) (--workers)"));
+  return static_cast<int>(instance.count());
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(const Options& options,
                                                                 const std::vector<ModelDirectory>& models,
@@ -182,11 +211,17 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(const Options& op
   const int threads = options.intra_op_threads > 0
                           ? options.intra_op_threads
                           : std::max(1, AvailableCores() / static_cast<int>(devices.size()));
+  std::vector<int> counts;
+  for (const auto& model : models) {
+    auto count = InstanceCount(model, options.device, static_cast<int>(devices.size()));
+    if (!count.ok()) return count.status();
+    counts.push_back(*count);
+  }
   for (size_t i = 0; i < devices.size(); ++i) {
     auto worker = std::make_unique<Worker>(static_cast<int>(i), std::move(devices[i]), threads, batcher, metrics,
                                            options.before_batch);
-    for (const auto& model : models) {
-      absl::Status status = worker->AddReplica(model);
+    for (size_t m = 0; m < models.size(); ++m) {
+      absl::Status status = worker->AddReplica(models[m], static_cast<int>(i) < counts[m]);
       if (!status.ok()) return status;
     }
     pool->workers_.push_back(std::move(worker));

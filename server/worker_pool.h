@@ -1,6 +1,8 @@
 // Workers that pull batches from the Batcher and run them on a model
 // replica: one worker per device (each CUDA device, or a configured number of
-// CPU workers), each with its own replica of every model.
+// CPU workers), each with its own replica of every model it serves. On the
+// CPU a model's config may ask for fewer workers (instance.count: workers
+// 0..count-1 serve it); its instance.kind, if set, must match the device.
 #ifndef TCM_SERVER_WORKER_POOL_H_
 #define TCM_SERVER_WORKER_POOL_H_
 

@@ -1,5 +1,6 @@
 // The worker pool with a real (tiny) model: a batch whose computation throws
-// fails only its own requests with INTERNAL, and the worker serves on.
+// fails only its own requests with INTERNAL, and the worker serves on; a
+// model's instance settings decide which workers run it.
 #include "server/worker_pool.h"
 
 #include <gtest/gtest.h>
@@ -53,22 +54,33 @@ class WorkerPoolTest : public ::testing::Test {
     batcher_ = *Batcher::Create(bo);
   }
 
-  // Submits one request of `num_images` at `steps` and waits for its end.
-  absl::Status Generate(unsigned num_images, unsigned steps, int* images) {
+  // Queues one request of `num_images` at `steps`; its outcome arrives in the sink.
+  std::unique_ptr<RecordingSink> Submit(unsigned num_images, unsigned steps) {
     GenerationSpec spec;
     spec.model_name = "tiny";
     spec.num_images = num_images;
     spec.steps = steps;
     spec.class_labels.assign(num_images, 3);
-    RecordingSink sink;
-    auto state = std::make_shared<RequestState>(spec, &sink, &metrics_->model(0), absl::Now(), absl::InfiniteFuture());
+    auto sink = std::make_unique<RecordingSink>();
+    auto state =
+        std::make_shared<RequestState>(spec, sink.get(), &metrics_->model(0), absl::Now(), absl::InfiniteFuture());
     std::vector<std::unique_ptr<ImageTask>> tasks;
     for (unsigned i = 0; i < num_images; ++i) tasks.push_back(MakeGenerationTask(state, i, &metrics_->model(0)));
     EXPECT_TRUE(batcher_->Submit(0, std::move(tasks)).ok());
+    return sink;
+  }
+
+  // Waits for the request behind `sink` to end.
+  static absl::Status Wait(RecordingSink& sink, int* images) {
     auto result = sink.done.get_future();
     EXPECT_EQ(result.wait_for(std::chrono::seconds(60)), std::future_status::ready);
     *images = sink.images;
     return result.get();
+  }
+
+  // Submits one request and waits for its end.
+  absl::Status Generate(unsigned num_images, unsigned steps, int* images) {
+    return Wait(*Submit(num_images, steps), images);
   }
 
   ModelDirectory model_;
@@ -104,6 +116,72 @@ TEST_F(WorkerPoolTest, AFailingBatchFailsOnlyItsRequestsAndTheWorkerServesOn) {
 
   batcher_->Close();
   (*pool)->Join();
+}
+
+TEST_F(WorkerPoolTest, AFailingBatchLeavesTheRequestsOfOtherBatchesAlone) {
+  Batcher::Options one_per_batch;
+  one_per_batch.models.push_back({"tiny", /*max_batch_size=*/1, absl::ZeroDuration(), /*max_queue_size=*/64});
+  batcher_ = *Batcher::Create(one_per_batch);
+  std::atomic<int> batches{0};
+  WorkerPool::Options options;
+  options.cpu_workers = 1;
+  options.intra_op_threads = 1;
+  options.before_batch = [&](const Batch&) {
+    if (++batches == 1) throw std::runtime_error("injected fault");
+  };
+  auto pool = WorkerPool::Create(options, {model_}, batcher_.get(), metrics_.get());
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  // Both requests wait in the queue before any batch runs; the first batch
+  // (the first request's image) fails.
+  auto first = Submit(1, 1);
+  auto second = Submit(2, 2);
+  (*pool)->Start();
+  int images = 0;
+  EXPECT_EQ(Wait(*first, &images).code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(images, 0);
+  const absl::Status ok = Wait(*second, &images);
+  EXPECT_TRUE(ok.ok()) << ok;
+  EXPECT_EQ(images, 2);
+  EXPECT_EQ(batches.load(), 5);  // the failed one, then two images at two steps
+  batcher_->Close();
+  (*pool)->Join();
+}
+
+TEST_F(WorkerPoolTest, InstanceCountLimitsTheWorkersThatRunAModel) {
+  model_.config.mutable_instance()->set_count(1);
+  WorkerPool::Options options;
+  options.cpu_workers = 2;
+  options.intra_op_threads = 1;
+  auto pool = WorkerPool::Create(options, {model_}, batcher_.get(), metrics_.get());
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  (*pool)->Start();
+  // Requests in flight together, so that an idle second worker would take some.
+  std::vector<std::unique_ptr<RecordingSink>> sinks;
+  for (int i = 0; i < 6; ++i) sinks.push_back(Submit(8, 2));
+  for (auto& sink : sinks) {
+    int images = 0;
+    EXPECT_TRUE(Wait(*sink, &images).ok());
+    EXPECT_EQ(images, 8);
+  }
+  EXPECT_GT(metrics_->worker_busy(0).Value(), 0.0);
+  EXPECT_EQ(metrics_->worker_busy(1).Value(), 0.0) << "worker 1 does not hold the model";
+  batcher_->Close();
+  (*pool)->Join();
+}
+
+TEST_F(WorkerPoolTest, InstanceSettingsTheServerCannotMeetAreRefused) {
+  WorkerPool::Options options;
+  options.cpu_workers = 2;
+  model_.config.mutable_instance()->set_count(3);
+  auto too_many = WorkerPool::Create(options, {model_}, batcher_.get(), metrics_.get());
+  ASSERT_FALSE(too_many.ok());
+  EXPECT_EQ(too_many.status().message(),
+            "model 'tiny': instance.count is 3 but the server has 2 CPU worker(s) (--workers)");
+  model_.config.mutable_instance()->set_count(0);
+  model_.config.mutable_instance()->set_kind(v1::InstanceConfig::KIND_GPU);
+  auto gpu = WorkerPool::Create(options, {model_}, batcher_.get(), metrics_.get());
+  ASSERT_FALSE(gpu.ok());
+  EXPECT_EQ(gpu.status().message(), "model 'tiny': instance.kind is KIND_GPU but the server runs on cpu (--device)");
 }
 
 }  // namespace
