@@ -6,6 +6,7 @@
 //
 // Timing is used only in relative terms (a rejected call answers before a
 // long backlog drains); every wait has a generous timeout for slow machines.
+#include <grpcpp/generic/generic_stub.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -922,6 +923,94 @@ TEST_F(ServerIntegrationTest, ListModelsDescribesBothModels) {
   ASSERT_TRUE(r.status.ok()) << Describe(r.status);
   EXPECT_EQ(r.response.model(), "cond");
   StopCleanly(*server);
+}
+
+TEST_F(ServerIntegrationTest, MessagesAboveTheSizeLimitAreRefused) {
+  auto server = StartServer({}, {"--max_message_mb", "1"});
+  ASSERT_TRUE(server);
+  auto stub = v1::TcmService::NewStub(server->NewChannel());
+  v1::GenerateRequest huge = MakeRequest("cond", 1, 1, 1, 1);
+  huge.set_model(std::string(2 << 20, 'x'));  // a 2 MiB request
+  GenerateResult r = CallGenerate(*stub, huge, 60);
+  EXPECT_EQ(r.status.error_code(), StatusCode::RESOURCE_EXHAUSTED) << Describe(r.status);
+  // The server goes on serving ordinary calls, and the refused one cost nothing.
+  GenerateResult ok = CallGenerate(*stub, MakeRequest("cond", 1, 1, 1, 1), 60);
+  EXPECT_TRUE(ok.status.ok()) << Describe(ok.status);
+  EXPECT_EQ(MetricSum(Metrics(*server), "tcm_batch_size_sum"), 1);
+  StopCleanly(*server);
+}
+
+// Server reflection: a ListServices request on the reflection stream, sent as
+// raw protobuf bytes (field 7, list_services = ""), names the services.
+TEST_F(ServerIntegrationTest, ReflectionListsTheServices) {
+  auto server = StartServer({}, {});
+  ASSERT_TRUE(server);
+  grpc::GenericStub stub(server->NewChannel());
+  grpc::CompletionQueue cq;
+  grpc::ClientContext context;
+  context.set_deadline(testing::DeadlineIn(60));
+  auto await = [&cq](intptr_t want) {
+    void* tag = nullptr;
+    bool ok = false;
+    EXPECT_TRUE(cq.Next(&tag, &ok));
+    EXPECT_EQ(reinterpret_cast<intptr_t>(tag), want);
+    return ok;
+  };
+  auto call = stub.PrepareCall(&context, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  call->StartCall(reinterpret_cast<void*>(1));
+  ASSERT_TRUE(await(1));
+  grpc::Slice request_bytes(std::string("\x3a\x00", 2));
+  grpc::ByteBuffer request(&request_bytes, 1);
+  call->Write(request, reinterpret_cast<void*>(2));
+  ASSERT_TRUE(await(2));
+  call->WritesDone(reinterpret_cast<void*>(3));
+  ASSERT_TRUE(await(3));
+  grpc::ByteBuffer response;
+  call->Read(&response, reinterpret_cast<void*>(4));
+  ASSERT_TRUE(await(4));
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  await(5);
+  EXPECT_TRUE(status.ok()) << Describe(status);
+  std::vector<grpc::Slice> slices;
+  ASSERT_TRUE(response.Dump(&slices).ok());
+  std::string bytes;
+  for (const auto& slice : slices) bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  for (const char* service : {"tcm.v1.TcmService", "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"})
+    EXPECT_NE(bytes.find(service), std::string::npos) << service << " not listed";
+  StopCleanly(*server);
+}
+
+// Queued work that outlasts --drain_timeout is given up: the server still
+// exits 0, soon after the deadline, and every call gets an answer.
+TEST_F(ServerIntegrationTest, DrainTimeoutCutsLongQueuedWorkAndStillExitsZero) {
+  TestRepositoryOptions repo;
+  repo.cond.max_batch_size = 1;
+  repo.cond.max_queue_size = 256;
+  auto server = StartServer(repo, {"--drain_timeout", "0.2"});
+  ASSERT_TRUE(server);
+  auto stub = v1::TcmService::NewStub(server->NewChannel());
+  // 4 x 64 images at 2 steps, one image per pass: 512 forward passes.
+  std::vector<std::future<GenerateResult>> calls;
+  for (int i = 0; i < 4; ++i)
+    calls.push_back(std::async(std::launch::async, [&stub, i] {
+      return CallGenerate(*stub, MakeRequest("cond", 1, 2, 64, 40 + i), 120);
+    }));
+  auto accepted = WaitForMetrics(
+      server->metrics_port(), [&](const std::string& m) { return MetricSum(m, "tcm_requests_in_flight") == 4; }, 60);
+  ASSERT_TRUE(accepted.ok()) << accepted.status();
+  server->Signal(SIGTERM);
+  auto status = server->WaitExit(60);
+  ASSERT_TRUE(status.ok()) << status.status();
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << "wait status " << *status;
+  int cut = 0;
+  for (auto& c : calls) {
+    ASSERT_EQ(c.wait_for(std::chrono::seconds(30)), std::future_status::ready) << "a call was left hanging";
+    const GenerateResult r = c.get();
+    if (!r.status.ok()) ++cut;
+  }
+  EXPECT_GT(cut, 0) << "all the work finished within the drain timeout; nothing was cut";
+  std::printf("[ drain timeout ] %d of 4 calls cut\n", cut);
 }
 
 }  // namespace

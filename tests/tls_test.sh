@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # TLS and mutual TLS: a server with --tls_cert/--tls_key/--tls_client_ca
 # answers a client that presents a certificate from the CA, and refuses a
-# client without one and a plaintext client.
+# client without one and a plaintext client; a server with --tls_cert/--tls_key
+# only answers any client that trusts its CA and refuses plaintext and
+# clients that do not trust it.
 set -uo pipefail
 server="$1"; client="$2"; convert="$3"; fixtures="$4"
 source "$(dirname "$0")/server_lib.sh"
@@ -21,11 +23,33 @@ start_server "$server" repo --metrics_port -1 --tls_cert server.pem --tls_key se
 port="$GRPC_PORT"
 
 fail=0
+# refused DESCRIPTION FRAGMENT client-args...: the call fails at once with
+# UNAVAILABLE (a refused handshake, not a timeout) and FRAGMENT in its line.
+refused() {
+  local what="$1" fragment="$2" out
+  shift 2
+  if out="$("$client" "$@" --timeout 5 --out "refused" 2>&1)"; then
+    echo "FAIL: $what was served"; fail=1
+  elif [[ "$out" != *"tcm-client: UNAVAILABLE"* || "$out" != *"$fragment"* ]]; then
+    echo "FAIL: $what: expected an UNAVAILABLE refusal with '$fragment', got: $out"; fail=1
+  fi
+}
+
+# Mutual TLS: only a client with a certificate from the CA is served.
 out="$("$client" --server "localhost:$port" --tls_ca ca.pem --tls_cert client.pem --tls_key client.key --out imgs 2>&1)" \
   || { echo "FAIL: mutual TLS client was refused: $out"; fail=1; }
 ls imgs/*.png > /dev/null 2>&1 || { echo "FAIL: no image written over TLS"; fail=1; }
-"$client" --server "localhost:$port" --tls_ca ca.pem --timeout 5 --out imgs2 > /dev/null 2>&1 \
-  && { echo "FAIL: a client without a certificate was served"; fail=1; }
-"$client" --server "localhost:$port" --timeout 5 --out imgs3 > /dev/null 2>&1 \
-  && { echo "FAIL: a plaintext client was served"; fail=1; }
+refused "a client without a certificate" "" --server "localhost:$port" --tls_ca ca.pem
+refused "a plaintext client" "" --server "localhost:$port"
+
+# Server-side TLS only: any client that trusts the server's CA is served.
+kill -9 "$SERVER_PID"; wait "$SERVER_PID" 2> /dev/null
+start_server "$server" repo --metrics_port -1 --tls_cert server.pem --tls_key server.key
+port="$GRPC_PORT"
+out="$("$client" --server "localhost:$port" --tls_ca ca.pem --out tls-imgs 2>&1)" \
+  || { echo "FAIL: a TLS client was refused: $out"; fail=1; }
+ls tls-imgs/*.png > /dev/null 2>&1 || { echo "FAIL: no image written over server-side TLS"; fail=1; }
+refused "a plaintext client of a TLS server" "" --server "localhost:$port"
+refused "a client that does not trust the server's certificate" "certificate verify failed" \
+  --server "localhost:$port" --tls_ca client.pem
 exit $fail
