@@ -109,5 +109,19 @@ TEST(TimeSamplingTest, BoundaryMaskSetsExactlyItsShare) {
   EXPECT_EQ(BoundaryMask(40, 0.05).sum().item<int64_t>(), 2);
 }
 
+// EDM's training noise levels: log sigma ~ N(P_mean, P_std^2), untruncated.
+TEST(TimeSamplingTest, DiffusionTimesAreLogNormal) {
+  torch::manual_seed(5);
+  const torch::Tensor sigma = SampleLogNormalTimes(200000, -1.2, 1.2);
+  ASSERT_EQ(sigma.sizes(), (std::vector<int64_t>{200000}));
+  EXPECT_GT(sigma.min().item<double>(), 0.0);
+  const torch::Tensor log_sigma = sigma.log();
+  EXPECT_NEAR(log_sigma.mean().item<double>(), -1.2, 0.01);
+  EXPECT_NEAR(log_sigma.std().item<double>(), 1.2, 0.01);
+  // Untruncated: both 4-sigma tails are reached.
+  EXPECT_LT(log_sigma.min().item<double>(), -1.2 - 4 * 1.2);
+  EXPECT_GT(log_sigma.max().item<double>(), -1.2 + 4 * 1.2);
+}
+
 }  // namespace
 }  // namespace tcm

@@ -241,6 +241,20 @@ TEST_F(TrainerTest, EmaFollowsItsSchedule) {
   EXPECT_GT(moved, 0);
 }
 
+// The gap ratio 1 - 1/q^(stage + 1), stage = start_stage + steps done / double_every.
+TEST_F(TrainerTest, GapRatioAdvancesEveryDoubleEverySteps) {
+  const Data data = FashionImages(20);
+  TrainOptions o;
+  o.stage = Stage::kConsistency;
+  o.batch_size = 2;
+  o.double_every = 2;
+  auto from_zero = *Trainer::Create(o, TinyNet(0), nullptr, data.images, data.labels);
+  for (double expected : {0.5, 0.5, 0.75, 0.75, 0.875}) EXPECT_DOUBLE_EQ(from_zero->Step().ratio, expected);
+  o.start_stage = 9;  // 1 - 1/1024 = 0.99902..., above the 0.999 limit
+  auto late = *Trainer::Create(o, TinyNet(0), nullptr, data.images, data.labels);
+  EXPECT_DOUBLE_EQ(late->Step().ratio, 0.999);
+}
+
 TEST_F(TrainerTest, CheckpointOfAnotherStageIsRefused) {
   const Data data = FashionImages(50);
   TrainOptions o;
