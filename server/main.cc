@@ -207,7 +207,11 @@ int Run() {
   if (server == nullptr || bound_port == 0)
     return Fail(absl::UnavailableError(absl::StrCat("--port ", absl::GetFlag(FLAGS_port), ": cannot listen")));
   const absl::Status warm = (*pool)->WarmUp(absl::GetFlag(FLAGS_warmup_batch_size));
-  if (!warm.ok()) return Fail(warm);
+  if (!warm.ok()) {
+    health.Shutdown();  // so that an open Watch stream cannot hold the server's shutdown
+    server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
+    return Fail(warm);
+  }
   (*pool)->Start();
   health.SetServing(true);
   std::printf("tcm-server: serving %zu model(s) on port %d (default '%s'), metrics on port %d\n", models->size(),
