@@ -32,7 +32,9 @@ ABSL_FLAG(std::string, model_repository, "models", "Folder of model directories;
 ABSL_FLAG(std::string, default_model, "",
           "Model served when a request names none; empty = the first model by name.");
 ABSL_FLAG(std::string, device, "cpu", "cpu, or cuda (one worker per visible GPU; needs a CUDA build).");
-ABSL_FLAG(int, workers, 1, "CPU workers, each with its own replica of every model.");
+ABSL_FLAG(int, workers, 1,
+          "CPU workers, each with its own replica of every model it runs (a config's instance.count may "
+          "limit a model to the first N).");
 ABSL_FLAG(int, intra_op_threads, 0, "LibTorch threads per CPU worker; 0 = cores / workers.");
 ABSL_FLAG(int, max_batch_size, 16, "Images per forward pass, unless a model's config.pbtxt sets batching.");
 ABSL_FLAG(int, max_queue_delay_us, 0,
@@ -45,7 +47,8 @@ ABSL_FLAG(bool, step_level_batching, true,
           "false batches 1-step and 2-step requests separately and second steps in passes of their own, as two "
           "separate batchers would (the baseline step-level batching is measured against). "
           "Composed models (config transition_t between mid_t and t_max) always run the two steps apart.");
-ABSL_FLAG(int, max_images_per_request, 64, "Largest num_images a call may ask for.");
+ABSL_FLAG(int, max_images_per_request, 64,
+          "Largest num_images a call may ask for; a model's max_queue_size caps it too.");
 ABSL_FLAG(int, warmup_batch_size, 1, "Images in the warm-up batch each worker runs per model before serving.");
 ABSL_FLAG(double, drain_timeout, 30, "Seconds queued work may take to finish after SIGTERM.");
 ABSL_FLAG(int, max_connection_age_s, 0,

@@ -1,8 +1,8 @@
 #include "server/tcm_service.h"
 
 #include <algorithm>
-#include <cstdint>
 #include <chrono>
+#include <cstdint>
 #include <deque>
 
 #include "absl/time/clock.h"

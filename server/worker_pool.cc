@@ -57,7 +57,6 @@ class WorkerPool::Worker {
 
   // Serves `model` (the next model index) on this worker, or skips it.
   absl::Status AddReplica(const ModelDirectory& model, bool serve) {
-    serves_.push_back(serve);
     if (!serve) {
       replicas_.push_back(nullptr);
       return absl::OkStatus();
@@ -92,7 +91,9 @@ class WorkerPool::Worker {
 
   void Run() {
     ConfigureThisThread();
-    while (std::unique_ptr<Batch> batch = batcher_->NextBatch(serves_)) {
+    Batcher::ModelSet serves;
+    for (const auto& replica : replicas_) serves.push_back(replica != nullptr);
+    while (std::unique_ptr<Batch> batch = batcher_->NextBatch(serves)) {
       const absl::Time start = absl::Now();
       RunBatch(*batch);
       batcher_->BatchDone();
@@ -171,7 +172,6 @@ class WorkerPool::Worker {
   ServerMetrics* const metrics_;
   const std::function<void(const Batch&)> before_batch_;
   std::vector<std::shared_ptr<Denoiser>> replicas_;  // by model index; null where not served
-  Batcher::ModelSet serves_;
 };
 
 namespace {

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <atomic>
+#include <functional>
 #include <future>
 
 #include "model/denoiser.h"
@@ -83,6 +84,29 @@ class WorkerPoolTest : public ::testing::Test {
     return Wait(*Submit(num_images, steps), images);
   }
 
+  // A pool of `workers` one-thread CPU workers over model_ and batcher_.
+  absl::StatusOr<std::unique_ptr<WorkerPool>> MakePool(int workers,
+                                                       std::function<void(const Batch&)> before_batch = {}) {
+    WorkerPool::Options options;
+    options.cpu_workers = workers;
+    options.intra_op_threads = 1;
+    options.before_batch = std::move(before_batch);
+    return WorkerPool::Create(options, {model_}, batcher_.get(), metrics_.get());
+  }
+
+  // A before_batch hook that counts batches in `batches` and throws on batch `n` (from 1).
+  static std::function<void(const Batch&)> FailBatch(int n, std::atomic<int>* batches) {
+    return [n, batches](const Batch&) {
+      if (++*batches == n) throw std::runtime_error("injected fault");
+    };
+  }
+
+  // Ends the test's traffic: the workers drain the queue and stop.
+  void Stop(WorkerPool& pool) {
+    batcher_->Close();
+    pool.Join();
+  }
+
   ModelDirectory model_;
   std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<Batcher> batcher_;
@@ -90,14 +114,8 @@ class WorkerPoolTest : public ::testing::Test {
 
 TEST_F(WorkerPoolTest, AFailingBatchFailsOnlyItsRequestsAndTheWorkerServesOn) {
   std::atomic<int> batches{0};
-  WorkerPool::Options options;
-  options.cpu_workers = 1;
-  options.intra_op_threads = 1;
   // The second batch fails: the second step of the first request.
-  options.before_batch = [&](const Batch&) {
-    if (++batches == 2) throw std::runtime_error("injected fault");
-  };
-  auto pool = WorkerPool::Create(options, {model_}, batcher_.get(), metrics_.get());
+  auto pool = MakePool(1, FailBatch(2, &batches));
   ASSERT_TRUE(pool.ok()) << pool.status();
   (*pool)->Start();
 
@@ -114,8 +132,7 @@ TEST_F(WorkerPoolTest, AFailingBatchFailsOnlyItsRequestsAndTheWorkerServesOn) {
   }
   EXPECT_EQ(batches.load(), 5);  // 2 for the failed call, then 1 and 2: one worker did them all
 
-  batcher_->Close();
-  (*pool)->Join();
+  Stop(**pool);
 }
 
 TEST_F(WorkerPoolTest, AFailingBatchLeavesTheRequestsOfOtherBatchesAlone) {
@@ -123,13 +140,7 @@ TEST_F(WorkerPoolTest, AFailingBatchLeavesTheRequestsOfOtherBatchesAlone) {
   one_per_batch.models.push_back({"tiny", /*max_batch_size=*/1, absl::ZeroDuration(), /*max_queue_size=*/64});
   batcher_ = *Batcher::Create(one_per_batch);
   std::atomic<int> batches{0};
-  WorkerPool::Options options;
-  options.cpu_workers = 1;
-  options.intra_op_threads = 1;
-  options.before_batch = [&](const Batch&) {
-    if (++batches == 1) throw std::runtime_error("injected fault");
-  };
-  auto pool = WorkerPool::Create(options, {model_}, batcher_.get(), metrics_.get());
+  auto pool = MakePool(1, FailBatch(1, &batches));
   ASSERT_TRUE(pool.ok()) << pool.status();
   // Both requests wait in the queue before any batch runs; the first batch
   // (the first request's image) fails.
@@ -143,16 +154,12 @@ TEST_F(WorkerPoolTest, AFailingBatchLeavesTheRequestsOfOtherBatchesAlone) {
   EXPECT_TRUE(ok.ok()) << ok;
   EXPECT_EQ(images, 2);
   EXPECT_EQ(batches.load(), 5);  // the failed one, then two images at two steps
-  batcher_->Close();
-  (*pool)->Join();
+  Stop(**pool);
 }
 
 TEST_F(WorkerPoolTest, InstanceCountLimitsTheWorkersThatRunAModel) {
   model_.config.mutable_instance()->set_count(1);
-  WorkerPool::Options options;
-  options.cpu_workers = 2;
-  options.intra_op_threads = 1;
-  auto pool = WorkerPool::Create(options, {model_}, batcher_.get(), metrics_.get());
+  auto pool = MakePool(2);
   ASSERT_TRUE(pool.ok()) << pool.status();
   (*pool)->Start();
   // Requests in flight together, so that an idle second worker would take some.
@@ -165,21 +172,18 @@ TEST_F(WorkerPoolTest, InstanceCountLimitsTheWorkersThatRunAModel) {
   }
   EXPECT_GT(metrics_->worker_busy(0).Value(), 0.0);
   EXPECT_EQ(metrics_->worker_busy(1).Value(), 0.0) << "worker 1 does not hold the model";
-  batcher_->Close();
-  (*pool)->Join();
+  Stop(**pool);
 }
 
 TEST_F(WorkerPoolTest, InstanceSettingsTheServerCannotMeetAreRefused) {
-  WorkerPool::Options options;
-  options.cpu_workers = 2;
   model_.config.mutable_instance()->set_count(3);
-  auto too_many = WorkerPool::Create(options, {model_}, batcher_.get(), metrics_.get());
+  auto too_many = MakePool(2);
   ASSERT_FALSE(too_many.ok());
   EXPECT_EQ(too_many.status().message(),
             "model 'tiny': instance.count is 3 but the server has 2 CPU worker(s) (--workers)");
   model_.config.mutable_instance()->set_count(0);
   model_.config.mutable_instance()->set_kind(v1::InstanceConfig::KIND_GPU);
-  auto gpu = WorkerPool::Create(options, {model_}, batcher_.get(), metrics_.get());
+  auto gpu = MakePool(2);
   ASSERT_FALSE(gpu.ok());
   EXPECT_EQ(gpu.status().message(), "model 'tiny': instance.kind is KIND_GPU but the server runs on cpu (--device)");
 }

@@ -61,7 +61,8 @@ ABSL_FLAG(std::string, ema_type, "constant",
           "EMA of the weights: constant (--ema_beta) or power (beta = (1 - 1/step)^(gamma + 1), EDM2's).");
 ABSL_FLAG(double, ema_gamma, 16.97, "Power EMA exponent gamma.");
 ABSL_FLAG(double, ema_beta, 0.9999, "Constant EMA decay.");
-ABSL_FLAG(double, dropout, 0.13, "Dropout probability in the U-Net blocks (consistency and truncated stages).");
+ABSL_FLAG(double, dropout, 0.13,
+          "Dropout probability in the U-Net blocks (consistency and truncated stages; stage 2's teacher too).");
 // Diffusion.
 ABSL_FLAG(double, diffusion_mean, -1.2, "diffusion: mean of log sigma (EDM P_mean).");
 ABSL_FLAG(double, diffusion_std, 1.2, "diffusion: standard deviation of log sigma (EDM P_std).");
@@ -70,7 +71,7 @@ ABSL_FLAG(double, mean, -1.1, "Location of log t (P_mean).");
 ABSL_FLAG(double, std, 2.0, "Scale of log t (P_std).");
 ABSL_FLAG(std::string, tdist, "normal", "Distribution of log t: normal or t (Student-t, heavy-tailed).");
 ABSL_FLAG(double, df, 2.0, "Degrees of freedom of --tdist=t.");
-ABSL_FLAG(double, t_lower, 0.002, "Smallest training t (truncated: t').");
+ABSL_FLAG(double, t_lower, 0.002, "Smallest training t (truncated: t', at least --transition_t).");
 ABSL_FLAG(double, t_upper, 80.0, "Largest training t.");
 ABSL_FLAG(double, q, 2.0, "Gap decay factor: ratio = 1 - 1/q^(stage + 1).");
 ABSL_FLAG(double, ratio_limit, 0.999, "Largest gap ratio.");
