@@ -240,6 +240,7 @@ struct StepResult {
   int steps = 0;
   std::string sampler;
   double accuracy = 0;
+  std::vector<double> class_accuracy;  // per requested class, in class order
   double fd = 0;
   double images_per_second = 0;
 };
@@ -282,7 +283,8 @@ StepResult EvaluateSampler(const ImageSampler& sample, int steps, const std::str
   result.sampler = sampler_name;
   Progress progress(absl::StrCat(steps, "-step"), settings.num);
   std::vector<torch::Tensor> features;
-  int64_t correct = 0;
+  torch::Tensor correct = torch::zeros({kClassifierClasses}, torch::kInt64);
+  torch::Tensor requested_count = torch::zeros({kClassifierClasses}, torch::kInt64);
   for (int64_t start = 0; start < settings.num; start += settings.batch_size) {
     std::vector<ImageSpec> specs;
     for (int64_t i = start; i < std::min(settings.num, start + settings.batch_size); ++i)
@@ -294,11 +296,16 @@ StepResult EvaluateSampler(const ImageSampler& sample, int steps, const std::str
     }
     ClassifierOutputs out = Classify(classifier, Quantize8Bit(images));
     torch::Tensor requested = torch::arange(start, start + int64_t(specs.size()), torch::kInt64) % kClassifierClasses;
-    correct += out.logits.argmax(1).eq(requested).sum().item<int64_t>();
+    correct.index_add_(0, requested, out.logits.argmax(1).eq(requested).to(torch::kInt64));
+    requested_count.index_add_(0, requested, torch::ones_like(requested));
     features.push_back(out.features);
     progress.Update(start + int64_t(specs.size()));
   }
-  result.accuracy = double(correct) / settings.num;
+  result.accuracy = double(correct.sum().item<int64_t>()) / settings.num;
+  for (int64_t c = 0; c < kClassifierClasses; ++c) {
+    const int64_t n = requested_count[c].item<int64_t>();
+    result.class_accuracy.push_back(n > 0 ? double(correct[c].item<int64_t>()) / n : 0.0);
+  }
   result.fd = FrechetDistance(ComputeFeatureStatistics(torch::cat(features)), reference);
   result.images_per_second = settings.num / std::max(progress.Seconds(), 1e-9);
   return result;
@@ -309,6 +316,19 @@ struct Floor {
   int64_t train_images = 0;
   double classifier_test_accuracy = 0;
 };
+
+// One line per result: the accuracy of each requested class, by the data set's class names.
+void PrintPerClassAccuracy(const std::vector<StepResult>& results) {
+  const std::vector<std::string>& names = FashionMnistClassNames();
+  std::printf("%5s  %-28s", "evals", "accuracy per class");
+  for (const std::string& name : names) std::printf(" %11.11s", name.c_str());
+  std::printf("\n");
+  for (const auto& r : results) {
+    std::printf("%5d  %-28s", r.steps, "");
+    for (double a : r.class_accuracy) std::printf(" %11.4f", a);
+    std::printf("\n");
+  }
+}
 
 absl::Status WriteJson(const std::string& path, const Json& json) {
   std::ofstream out(path);
@@ -384,8 +404,10 @@ absl::Status Evaluate() {
       std::printf("%5d  %-28s %9.4f %10.4f %10.1f\n", r.steps, r.sampler.c_str(), r.accuracy, r.fd,
                   r.images_per_second);
       rows.push_back({{"steps", r.steps}, {"sampler", r.sampler}, {"images", settings.num},
-                      {"class_accuracy", r.accuracy}, {"fd", r.fd}, {"images_per_second", r.images_per_second}});
+                      {"class_accuracy", r.accuracy}, {"class_accuracy_per_class", r.class_accuracy}, {"fd", r.fd},
+                      {"images_per_second", r.images_per_second}});
     }
+    PrintPerClassAccuracy(results);
     json["results"] = rows;
   }
   if (floor_result) {

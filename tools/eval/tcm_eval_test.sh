@@ -57,6 +57,7 @@ if ! "${tcm_eval[@]}" --model "$tmp/random" --teacher "$tmp/random" --num 40 --b
   exit 1
 fi
 grep -q "accuracy" "$tmp/stdout" || { echo "FAIL: no table: $(cat "$tmp/stdout")"; fail=1; }
+grep -q "accuracy per class.*T-shirt/top.*Ankle boot" "$tmp/stdout" || { echo "FAIL: no per-class header: $(cat "$tmp/stdout")"; fail=1; }
 grep -q "2-step: 40/40 images" "$tmp/stderr" || { echo "FAIL: no progress: $(cat "$tmp/stderr")"; fail=1; }
 /usr/bin/python3 - "$tmp/out.json" <<'PY' || fail=1
 import json, sys
@@ -66,6 +67,10 @@ assert [r["steps"] for r in rows] == [1, 2], rows
 for r in rows:
     assert r["images"] == 40, r
     assert 0.0 <= r["class_accuracy"] <= 0.5, f"accuracy far from chance (0.1): {r}"
+    per_class = r["class_accuracy_per_class"]
+    # 40 images: 4 of each class, so every per-class figure is a multiple of 1/4 and they average to the whole.
+    assert len(per_class) == 10 and all(a * 4 == round(a * 4) and 0 <= a <= 1 for a in per_class), r
+    assert abs(sum(per_class) / 10 - r["class_accuracy"]) < 1e-9, r
     assert r["fd"] > 0 and r["fd"] < 1e6, r
     assert r["images_per_second"] > 0, r
 assert out["transition_t"] == 1.0 and out["reference"]["images"] == 10000, out
