@@ -31,6 +31,11 @@ check '! grep -q "^step [12]/" "$TMP/edm2.log"' "resumed run repeats no step"
 check '[[ $(wc -l < "$TMP/edm/log.jsonl") -eq 3 ]]' "log.jsonl holds one line per step across both runs"
 check '[[ -f "$TMP/edm/model/weights.safetensors" && -f "$TMP/edm/model/labels.txt" ]]' "diffusion model exported"
 check 'grep -q "Ankle boot" "$TMP/edm/model/labels.txt"' "class names exported"
+check 'grep -q "\"lr\": \"0.001\"" "$TMP/edm/settings.json" && grep -q "\"stage\": \"diffusion\"" "$TMP/edm/settings.json"' \
+  "settings.json records the run's flags"
+check '! grep -q "\"steps\"" "$TMP/edm/settings.json"' "settings.json leaves out the flags that only pace the run"
+
+edm_checkpoint_sum="$(md5sum < "$TMP/edm/checkpoint.pt")"
 
 # Stage 1 from the diffusion model, stage 2 from stage 1 with it as teacher.
 "$train" consistency --init "$TMP/edm/model" --out "$TMP/ct" --steps 2 "${common[@]}" > "$TMP/ct.log" 2>&1 \
@@ -40,10 +45,13 @@ check '[[ -f "$TMP/ct/model/samples-1step.png" && -f "$TMP/ct/model/samples-2ste
 "$train" truncated --init "$TMP/ct/model" --teacher "$TMP/ct/model" --t_lower 1 --boundary_prob 0.25 \
   --out "$TMP/tcm" --steps 2 "${common[@]}" > "$TMP/tcm.log" 2>&1 || { echo "FAIL: truncated"; cat "$TMP/tcm.log"; exit 1; }
 check 'grep -Eq "boundary [0-9.]*[1-9]" "$TMP/tcm.log"' "stage 2 reports a non-zero boundary loss"
+rm "$TMP/tcm/settings.json"  # as a run begun before runs recorded their settings
 "$train" truncated --init "$TMP/ct/model" --teacher "$TMP/ct/model" --t_lower 1 --boundary_prob 0.25 \
   --out "$TMP/tcm" --steps 3 --resume "${common[@]}" > "$TMP/tcm2.log" 2>&1 \
   || { echo "FAIL: truncated --resume"; cat "$TMP/tcm2.log"; exit 1; }
 check 'grep -q "resumed .*checkpoint.pt at step 2" "$TMP/tcm2.log"' "stage 2 resumes"
+check 'grep -q "has no settings.json (begun by an older tcm-train); recording" "$TMP/tcm2.log"' "an unrecorded run adopts the command's settings"
+check 'grep -q "\"transition_t\": \"1\"" "$TMP/tcm/settings.json"' "the adopted settings are recorded"
 check 'grep -q "^step 3/3  loss" "$TMP/tcm2.log"' "stage 2 progress line after resume"
 check '! grep -q "dropout" "$TMP/tcm/model/config.pbtxt"' "exported config carries no training-only dropout"
 check 'grep -q "^transition_t: 1$" "$TMP/tcm/model-composed/config.pbtxt"' "composed model records t'"
@@ -79,6 +87,14 @@ expect_error "--t_lower (0.002) must be at least --transition_t (1): stage 2 tra
 expect_error '--tdist: must be "normal" or "t", got "cauchy"' "$train" consistency --tdist cauchy --init "$TMP/ct/model" --out "$TMP/x"
 expect_error "--weighting: must be one of default, cout, cout_sq, sqrt, one" "$train" consistency --weighting l1 --init "$TMP/ct/model" --out "$TMP/x"
 expect_error '--data: unknown data set "mnist"' "$train" consistency --data mnist --init "$TMP/ct/model" --out "$TMP/x"
-expect_error "a checkpoint of the diffusion stage, not the consistency stage" \
+expect_error "--out: $TMP/edm is a run of the diffusion stage, not the consistency stage" \
   "$train" consistency --init "$TMP/ct/model" --out "$TMP/edm" --resume --threads 1
+# A run's checkpoint is never overwritten by a new run, nor continued with other settings.
+expect_error "--out: $TMP/edm holds a run already (checkpoint.pt); continue it with --resume" \
+  "$train" diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/edm" --steps 4 "${common[@]}"
+expect_error "--resume: $TMP/edm was begun with other settings ($TMP/edm/settings.json): --lr: the run's 0.001, now 0.002; --seed: the run's 0, now 5. Repeat" \
+  "$train" diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/edm" --steps 4 --resume --lr 0.002 --seed 5 "${common[@]}"
+expect_error "--resume: $TMP/none/checkpoint.pt does not exist" \
+  "$train" diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/none" --resume "${common[@]}"
+check '[[ $(cat "$TMP/edm/checkpoint.pt" | md5sum) == "$edm_checkpoint_sum" ]]' "refused runs leave the checkpoint alone"
 exit $fail

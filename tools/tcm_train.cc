@@ -4,8 +4,9 @@
 //   tcm-train consistency --init runs/edm/model --out runs/ct
 //   tcm-train truncated   --init runs/ct/model --teacher runs/ct/model --out runs/tcm
 //
-// Each run directory holds checkpoint.pt (resumable with --resume), log.jsonl
-// (one line per progress report) and, when the run finishes, model/ (a model
+// Each run directory holds checkpoint.pt (resumable with --resume), settings.json
+// (the flags that shape the result, which --resume must repeat), log.jsonl (one
+// line per progress report) and, when the run finishes, model/ (a model
 // directory tcm-server serves) with sample grids.
 #include <torch/torch.h>
 
@@ -19,16 +20,19 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/flags_usage.h"
 #include "common/status_macros.h"
 #include "model/cpu_threads.h"
 #include "model/model_config.h"
 #include "model/model_repository.h"
 #include "training/dataset.h"
+#include "training/run_settings.h"
 #include "training/sample_grid.h"
 #include "training/trainer.h"
 
@@ -42,7 +46,9 @@ ABSL_FLAG(std::string, init, "",
           "Model directory whose weights (and configuration) training starts from. Required by consistency "
           "(the diffusion model) and truncated (the stage-1 model).");
 ABSL_FLAG(std::string, teacher, "", "truncated: the frozen stage-1 model directory, used below t'.");
-ABSL_FLAG(bool, resume, false, "Continue from OUT/checkpoint.pt exactly where it stopped.");
+ABSL_FLAG(bool, resume, false,
+          "Continue from OUT/checkpoint.pt exactly where it stopped. The flags recorded in OUT/settings.json must "
+          "be repeated; --steps, --threads, --log_every and --checkpoint_every may change.");
 ABSL_FLAG(int64_t, steps, 2000, "Optimisation steps in total (including those before a resume).");
 ABSL_FLAG(int64_t, batch_size, 512, "Images per step.");
 ABSL_FLAG(uint64_t, seed, 0, "Seed of every random draw (data order, times, noise, dropout).");
@@ -165,6 +171,54 @@ absl::StatusOr<std::shared_ptr<Denoiser>> StartingNetwork(Stage stage, std::vect
   return net;
 }
 
+// Flags that shape a run's result: recorded in OUT/settings.json when the run
+// begins, required unchanged by --resume. The rest only pace the run.
+constexpr const char* kResultFlags[] = {
+    "data", "config", "init", "teacher", "seed",                                                  // what and from where
+    "batch_size", "lr", "beta1", "beta2", "adam_eps", "decay_iter", "rampup_iter", "grad_clip",  // optimiser
+    "ema_type", "ema_gamma", "ema_beta", "dropout",                                                // EMA, network
+    "diffusion_mean", "diffusion_std", "mean", "std", "tdist", "df", "t_lower", "t_upper",       // noise levels
+    "q", "ratio_limit", "double_every", "start_stage", "c", "weighting",                          // consistency loss
+    "boundary_prob", "w_boundary", "transition_t"};                                                // truncated stage
+
+RunSettings CommandRunSettings(Stage stage) {
+  RunSettings settings = {{"stage", StageName(stage)}};
+  for (const char* name : kResultFlags) settings[name] = absl::FindCommandLineFlag(name)->CurrentValue();
+  return settings;
+}
+
+// A new run records its settings, and refuses a directory that holds a run
+// already (it would overwrite that run's checkpoint); --resume needs the
+// checkpoint and the recorded settings. A run begun before settings.json
+// existed adopts this command's.
+absl::Status RecordOrCheckRunSettings(const std::string& out, Stage stage, bool resume) {
+  const std::string path = out + "/settings.json", checkpoint = out + "/checkpoint.pt";
+  const RunSettings now = CommandRunSettings(stage);
+  if (!resume) {
+    if (std::filesystem::exists(checkpoint))
+      return absl::InvalidArgumentError(absl::StrCat("--out: ", out, " holds a run already (checkpoint.pt); "
+                                                     "continue it with --resume, or give another directory"));
+    return WriteRunSettings(path, now);
+  }
+  if (!std::filesystem::exists(checkpoint))
+    return absl::InvalidArgumentError(absl::StrCat("--resume: ", checkpoint, " does not exist"));
+  absl::StatusOr<RunSettings> recorded = ReadRunSettings(path);
+  if (absl::IsNotFound(recorded.status())) {
+    std::printf("tcm-train: %s has no settings.json (begun by an older tcm-train); recording this command's\n",
+                out.c_str());
+    return WriteRunSettings(path, now);
+  }
+  if (!recorded.ok()) return recorded.status();
+  if (recorded->count("stage") && recorded->at("stage") != now.at("stage"))
+    return absl::InvalidArgumentError(absl::StrCat("--out: ", out, " is a run of the ", recorded->at("stage"),
+                                                   " stage, not the ", now.at("stage"), " stage"));
+  const std::vector<std::string> changes = DescribeSettingChanges(*recorded, now);
+  if (changes.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("--resume: ", out, " was begun with other settings (", path,
+                                                 "): ", absl::StrJoin(changes, "; "),
+                                                 ". Repeat the run's values, or start a new --out"));
+}
+
 std::string Duration(double seconds) {
   const int64_t s = int64_t(seconds);
   return absl::StrFormat("%d:%02d:%02d", s / 3600, (s / 60) % 60, s % 60);
@@ -204,6 +258,8 @@ absl::Status Run(const std::string& stage_name) {
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) return absl::InvalidArgumentError("--out: required (the run directory)");
   std::filesystem::create_directories(out);
+  const bool resume = absl::GetFlag(FLAGS_resume);
+  TCM_RETURN_IF_ERROR(RecordOrCheckRunSettings(out, stage, resume));
   ConfigureCpuThreads(absl::GetFlag(FLAGS_threads));
   torch::manual_seed(absl::GetFlag(FLAGS_seed));
 
@@ -226,7 +282,7 @@ absl::Status Run(const std::string& stage_name) {
   TCM_ASSIGN_OR_RETURN(auto trainer, Trainer::Create(options, net, teacher, images, data.labels));
 
   const std::string checkpoint = out + "/checkpoint.pt";
-  if (absl::GetFlag(FLAGS_resume)) {
+  if (resume) {
     TCM_RETURN_IF_ERROR(trainer->LoadCheckpoint(checkpoint));
     std::printf("tcm-train: resumed %s at step %lld\n", checkpoint.c_str(), (long long)trainer->step());
   }

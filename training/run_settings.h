@@ -1,0 +1,34 @@
+// The settings that shape a training run's result (stage, data, network,
+// optimiser, schedules, seed), recorded in RUN/settings.json when the run
+// starts so that --resume can refuse to continue it with other ones. Settings
+// that only pace the run (--steps, --threads, --log_every, ...) are not part
+// of it and may change between sittings.
+#ifndef TCM_TRAINING_RUN_SETTINGS_H_
+#define TCM_TRAINING_RUN_SETTINGS_H_
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace tcm {
+
+// Setting name (a flag's name, or "stage") -> its value as text.
+using RunSettings = std::map<std::string, std::string>;
+
+// Writes `settings` as one JSON object (through a temporary file and a rename).
+absl::Status WriteRunSettings(const std::string& path, const RunSettings& settings);
+
+// NotFound when `path` does not exist; InvalidArgument when it is not a JSON
+// object of strings.
+absl::StatusOr<RunSettings> ReadRunSettings(const std::string& path);
+
+// One line per setting whose value differs, or that only one side has, in name
+// order: `--lr: the run's 0.001, now 0.002` (a missing value reads "unset").
+// Empty when the two are equal.
+std::vector<std::string> DescribeSettingChanges(const RunSettings& recorded, const RunSettings& now);
+
+}  // namespace tcm
+
+#endif  // TCM_TRAINING_RUN_SETTINGS_H_
