@@ -36,9 +36,9 @@ stage() {
 # constant 0.9999).
 common=(--batch_size 64 --beta2 0.99 --ema_type power --ema_gamma 16.97)
 
-# Diffusion pre-training (EDM loss), from random weights: 3000 x 64 images.
+# Diffusion pre-training (EDM loss), from random weights: 8000 x 64 images.
 stage diffusion "$run/edm" --config tools/configs/edm2-fashion-mnist.pbtxt "${common[@]}" \
-  --steps 3000 --lr 6e-3 --decay_iter 400
+  --steps 8000 --lr 6e-3 --decay_iter 400
 
 # Stage 1: consistency training over [0.002, 80] from the diffusion weights
 # (the reference's defaults: log t ~ N(-1.1, 2.0), default weighting, q = 2),
