@@ -11,7 +11,7 @@ PACKAGES=(
   prometheus-cpp-dev nlohmann-json3-dev libpng-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
-  curl openssl prometheus
+  curl openssl prometheus jq
   yamllint python3-yaml
 )
 # kubectl renders the Kubernetes manifests (`kubectl kustomize`). Debian's own
