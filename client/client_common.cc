@@ -34,6 +34,8 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ChannelOptions&
   // Kubernetes Service behind dns:///...), instead of pinning the first.
   args.SetLoadBalancingPolicyName("round_robin");
   std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (options.cert.empty() != options.key.empty())
+    return absl::InvalidArgumentError("--tls_cert and --tls_key go together: give both or neither");
   if (options.tls || !options.ca.empty() || !options.cert.empty()) {
     grpc::SslCredentialsOptions ssl;
     if (!options.ca.empty()) {
@@ -41,8 +43,6 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ChannelOptions&
       if (!ca.ok()) return ca.status();
       ssl.pem_root_certs = *ca;
     }
-    if (options.cert.empty() != options.key.empty())
-      return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
     if (!options.cert.empty()) {
       auto cert = ReadFlagFile(options.cert, "tls_cert");
       if (!cert.ok()) return cert.status();
@@ -56,7 +56,8 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ChannelOptions&
   return grpc::CreateCustomChannel(options.server, credentials, args);
 }
 
-std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::string>* storage) {
+std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::string>* storage,
+                                      const std::map<std::string, std::string>& aliases) {
   storage->clear();
   for (int i = 0; i < argc; ++i) {
     std::string arg = argv[i];
@@ -64,9 +65,12 @@ std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::st
       const size_t end = std::min(arg.find('='), arg.size());
       for (size_t j = 2; j < end; ++j)
         if (arg[j] == '-') arg[j] = '_';
+      auto alias = aliases.find(arg.substr(2, end - 2));
+      if (alias != aliases.end()) arg = "--" + alias->second + arg.substr(end);
     }
     storage->push_back(arg);
   }
+  // Pointers are taken only once storage is complete: a later push_back could move the strings.
   std::vector<char*> out;
   for (auto& s : *storage) out.push_back(s.data());
   return out;

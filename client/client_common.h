@@ -5,6 +5,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,8 +32,11 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ChannelOptions&
 ChannelOptions ChannelOptionsFromFlags();
 
 // Rewrites "--some-flag" to "--some_flag" (names only, not values), so that
-// both spellings work with Abseil flags.
-std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::string>* storage);
+// both spellings work with Abseil flags, and renames each flag of `aliases`
+// (name without dashes -> the defined flag's name). The returned argv points
+// into *storage, which must outlive it and not change meanwhile.
+std::vector<char*> NormalizeFlagNames(int argc, char** argv, std::vector<std::string>* storage,
+                                      const std::map<std::string, std::string>& aliases = {});
 
 }  // namespace tcm
 

@@ -1,6 +1,6 @@
 // tcm-client: generates images with a tcm-server and writes PNG files.
 //
-//   tcm-client --class 207 --steps 2
+//   tcm-client --class 3 --steps 2 --num 4
 //   tcm-client --server host:50051 --model fashion-mnist-tcm --num 16 --grid
 //   tcm-client --list-models
 //   tcm-client --health
@@ -173,18 +173,11 @@ int Run() {
 int main(int argc, char** argv) {
   tcm::SetUsage(
       "Generates images with a tcm-server and writes PNG files.\n"
-      "  tcm-client --class 207 --steps 2\n"
+      "  tcm-client --class 3 --steps 2 --num 4\n"
       "  tcm-client --list-models | --health");
   std::vector<std::string> storage;
   // `--class` is a C++ keyword as a flag name: accept it as --class_label.
-  std::vector<char*> args = tcm::NormalizeFlagNames(argc, argv, &storage);
-  for (auto*& a : args) {
-    std::string s = a;
-    if (s == "--class" || s.rfind("--class=", 0) == 0) {
-      storage.push_back("--class_label" + s.substr(7));
-      a = storage.back().data();
-    }
-  }
+  std::vector<char*> args = tcm::NormalizeFlagNames(argc, argv, &storage, {{"class", "class_label"}});
   absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   return tcm::Run();
 }

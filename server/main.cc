@@ -14,6 +14,7 @@
 #include "common/flags_usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "common/read_file.h"
@@ -66,7 +67,9 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> Credentials() {
   const std::string cert = absl::GetFlag(FLAGS_tls_cert), key = absl::GetFlag(FLAGS_tls_key),
                     ca = absl::GetFlag(FLAGS_tls_client_ca);
   if (cert.empty() && key.empty() && ca.empty()) return grpc::InsecureServerCredentials();
-  if (cert.empty() || key.empty()) return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+  if (cert.empty() != key.empty())
+    return absl::InvalidArgumentError("--tls_cert and --tls_key go together: give both or neither");
+  if (cert.empty()) return absl::InvalidArgumentError("--tls_client_ca: needs --tls_cert and --tls_key (mutual TLS)");
   grpc::SslServerCredentialsOptions options;
   auto cert_text = ReadFlagFile(cert, "tls_cert");
   if (!cert_text.ok()) return cert_text.status();
@@ -113,6 +116,8 @@ absl::Status CheckFlagRanges() {
   };
   constexpr double kNoLimit = 1e18;
   const Range ranges[] = {
+      {"port", double(absl::GetFlag(FLAGS_port)), 0, 65535},
+      {"metrics_port", double(absl::GetFlag(FLAGS_metrics_port)), -1, 65535},
       {"workers", double(absl::GetFlag(FLAGS_workers)), 1, 1024},
       {"intra_op_threads", double(absl::GetFlag(FLAGS_intra_op_threads)), 0, 1024},
       {"max_batch_size", double(absl::GetFlag(FLAGS_max_batch_size)), 1, 65536},
@@ -150,7 +155,12 @@ int Run() {
     default_model = -1;
     for (size_t i = 0; i < models->size(); ++i)
       if ((*models)[i].name == name) default_model = static_cast<int>(i);
-    if (default_model < 0) return Fail(absl::NotFoundError(absl::StrCat("--default_model: no model named '", name, "'")));
+    if (default_model < 0) {
+      std::vector<std::string> names;
+      for (const auto& m : *models) names.push_back(m.name);
+      return Fail(absl::NotFoundError(absl::StrCat("--default_model: no model named '", name, "' (available: ",
+                                                   absl::StrJoin(names, ", "), ")")));
+    }
   }
 
   Batcher::Options batcher_options;

@@ -31,6 +31,13 @@ expect_error 1 "--max_queue_size: must be at least 1, got -5" \
   "$bin/tcm-server" --model_repository "$source_dir/models" --max_queue_size -5
 expect_error 1 "--drain_timeout: must be at least 0, got -1" \
   "$bin/tcm-server" --model_repository "$source_dir/models" --drain_timeout -1
+expect_error 1 "--metrics_port: must be in [-1, 65535], got 70000" \
+  "$bin/tcm-server" --model_repository "$source_dir/models" --metrics_port 70000
+expect_error 1 "--port: must be in [0, 65535], got -5" \
+  "$bin/tcm-server" --model_repository "$source_dir/models" --port -5
+# An unknown --default_model names the models there are.
+expect_error 1 "--default_model: no model named 'nosuch' (available: fashion-mnist-ct, fashion-mnist-tcm)" \
+  "$bin/tcm-server" --model_repository "$source_dir/models" --default_model nosuch --port 0 --metrics_port -1
 
 start_server "$bin/tcm-server" "$source_dir/models" --default_model fashion-mnist-tcm --metrics_port -1
 server="localhost:$GRPC_PORT"

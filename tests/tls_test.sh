@@ -52,4 +52,22 @@ ls tls-imgs/*.png > /dev/null 2>&1 || { echo "FAIL: no image written over server
 refused "a plaintext client of a TLS server" "" --server "localhost:$port"
 refused "a client that does not trust the server's certificate" "certificate verify failed" \
   --server "localhost:$port" --tls_ca client.pem
+
+# Half-given TLS flags stop the server and the client with a line naming them,
+# instead of falling back to plaintext.
+flag_error() {  # flag_error FRAGMENT command...
+  local fragment="$1" out rc
+  shift
+  out="$(timeout 60 "$@" 2>&1)"
+  rc=$?
+  if [[ $rc -eq 0 || $rc -eq 124 || "$out" != *"$fragment"* ]]; then
+    echo "FAIL: '$*' gave exit $rc (want an error with '$fragment') and: $out"; fail=1
+  fi
+}
+flag_error "--tls_client_ca: needs --tls_cert and --tls_key" \
+  "$server" --model_repository repo --port 0 --metrics_port -1 --tls_client_ca ca.pem
+flag_error "--tls_cert and --tls_key go together: give both or neither" \
+  "$server" --model_repository repo --port 0 --metrics_port -1 --tls_key server.key
+flag_error "--tls_cert and --tls_key go together: give both or neither" \
+  "$client" --server "localhost:$port" --tls_key client.key --out half
 exit $fail
