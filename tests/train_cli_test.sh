@@ -81,6 +81,11 @@ expect_error() {  # expect_error FRAGMENT command...
 expect_error "give one stage: diffusion, consistency or truncated" "$train"
 expect_error 'stage: must be diffusion, consistency or truncated; got "distill"' "$train" distill --out "$TMP/x"
 expect_error "--init: required" "$train" consistency --out "$TMP/x"
+expect_error "--config: only for the diffusion stage; consistency takes its network and weights from --init" \
+  "$train" consistency --init "$TMP/ct/model" --config "$TMP/x.pbtxt" --out "$TMP/x"
+expect_error "--log_every: must be at least 1, got 0" "$train" consistency --log_every 0 --init "$TMP/ct/model" --out "$TMP/x"
+expect_error "--checkpoint_every: must be at least 1, got -3" \
+  "$train" consistency --checkpoint_every -3 --init "$TMP/ct/model" --out "$TMP/x"
 expect_error "--teacher: required by the truncated stage" "$train" truncated --init "$TMP/ct/model" --t_lower 1 --out "$TMP/x"
 expect_error "--t_lower (0.002) must be at least --transition_t (1): stage 2 trains over [t', t_max]" \
   "$train" truncated --init "$TMP/ct/model" --teacher "$TMP/ct/model" --out "$TMP/x"

@@ -53,8 +53,9 @@ ABSL_FLAG(int64_t, steps, 2000, "Optimisation steps in total (including those be
 ABSL_FLAG(int64_t, batch_size, 512, "Images per step.");
 ABSL_FLAG(uint64_t, seed, 0, "Seed of every random draw (data order, times, noise, dropout).");
 ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = one per core.");
-ABSL_FLAG(int64_t, log_every, 20, "Steps between progress lines.");
-ABSL_FLAG(int64_t, checkpoint_every, 200, "Steps between checkpoints (also written at the end and on SIGINT/SIGTERM).");
+ABSL_FLAG(int64_t, log_every, 20, "Steps between progress lines (at least 1).");
+ABSL_FLAG(int64_t, checkpoint_every, 200,
+          "Steps between checkpoints (at least 1; also written at the end and on SIGINT/SIGTERM).");
 // Optimiser and EMA.
 ABSL_FLAG(double, lr, 1e-3, "Adam learning rate before decay.");
 ABSL_FLAG(double, beta1, 0.9, "Adam beta1.");
@@ -68,24 +69,24 @@ ABSL_FLAG(std::string, ema_type, "constant",
 ABSL_FLAG(double, ema_gamma, 16.97, "Power EMA exponent gamma.");
 ABSL_FLAG(double, ema_beta, 0.9999, "Constant EMA decay.");
 ABSL_FLAG(double, dropout, 0.13,
-          "Dropout probability in the U-Net blocks (consistency and truncated stages; stage 2's teacher too).");
+          "consistency, truncated: dropout probability in the U-Net blocks (stage 2's teacher too).");
 // Diffusion.
 ABSL_FLAG(double, diffusion_mean, -1.2, "diffusion: mean of log sigma (EDM P_mean).");
 ABSL_FLAG(double, diffusion_std, 1.2, "diffusion: standard deviation of log sigma (EDM P_std).");
 // Consistency and truncated.
-ABSL_FLAG(double, mean, -1.1, "Location of log t (P_mean).");
-ABSL_FLAG(double, std, 2.0, "Scale of log t (P_std).");
-ABSL_FLAG(std::string, tdist, "normal", "Distribution of log t: normal or t (Student-t, heavy-tailed).");
-ABSL_FLAG(double, df, 2.0, "Degrees of freedom of --tdist=t.");
-ABSL_FLAG(double, t_lower, 0.002, "Smallest training t (truncated: t', at least --transition_t).");
-ABSL_FLAG(double, t_upper, 80.0, "Largest training t.");
-ABSL_FLAG(double, q, 2.0, "Gap decay factor: ratio = 1 - 1/q^(stage + 1).");
-ABSL_FLAG(double, ratio_limit, 0.999, "Largest gap ratio.");
+ABSL_FLAG(double, mean, -1.1, "consistency, truncated: location of log t (P_mean).");
+ABSL_FLAG(double, std, 2.0, "consistency, truncated: scale of log t (P_std).");
+ABSL_FLAG(std::string, tdist, "normal", "consistency, truncated: distribution of log t: normal or t (Student-t, heavy-tailed).");
+ABSL_FLAG(double, df, 2.0, "consistency, truncated: degrees of freedom of --tdist=t.");
+ABSL_FLAG(double, t_lower, 0.002, "consistency, truncated: smallest training t (truncated: t', at least --transition_t).");
+ABSL_FLAG(double, t_upper, 80.0, "consistency, truncated: largest training t.");
+ABSL_FLAG(double, q, 2.0, "consistency, truncated: gap decay factor: ratio = 1 - 1/q^(stage + 1).");
+ABSL_FLAG(double, ratio_limit, 0.999, "consistency, truncated: largest gap ratio.");
 ABSL_FLAG(int64_t, double_every, 50000,
-          "Steps between reductions of the gap dt (one schedule stage; the reference's 500 ticks of 100 steps).");
-ABSL_FLAG(int64_t, start_stage, 0, "Schedule stage at step 0 (truncated: continue stage 1's).");
-ABSL_FLAG(double, c, 0.0, "Pseudo-Huber constant c; 0 = L2 distance.");
-ABSL_FLAG(std::string, weighting, "default", "Loss weighting: default (1/dt), cout, cout_sq, sqrt, one.");
+          "consistency, truncated: steps between reductions of the gap dt (one schedule stage; the reference's 500 ticks of 100 steps).");
+ABSL_FLAG(int64_t, start_stage, 0, "consistency, truncated: schedule stage at step 0 (truncated: continue stage 1's).");
+ABSL_FLAG(double, c, 0.0, "consistency, truncated: pseudo-Huber constant c; 0 = L2 distance.");
+ABSL_FLAG(std::string, weighting, "default", "consistency, truncated: loss weighting: default (1/dt), cout, cout_sq, sqrt, one.");
 ABSL_FLAG(double, boundary_prob, 0.05, "truncated: share of each batch placed at t = t' for the boundary loss.");
 ABSL_FLAG(double, w_boundary, 1.0, "truncated: weight of the boundary loss.");
 ABSL_FLAG(double, transition_t, 1.0, "truncated: t', below which the stage-1 model is the consistency function.");
@@ -132,6 +133,9 @@ absl::StatusOr<TrainOptions> OptionsFromFlags(Stage stage) {
   o.ratio_limit = absl::GetFlag(FLAGS_ratio_limit);
   o.double_every = absl::GetFlag(FLAGS_double_every);
   if (o.double_every < 1) return absl::InvalidArgumentError("--double_every: must be at least 1");
+  for (const auto& [name, value] : {std::pair<const char*, int64_t>{"log_every", absl::GetFlag(FLAGS_log_every)},
+                                    {"checkpoint_every", absl::GetFlag(FLAGS_checkpoint_every)}})
+    if (value < 1) return absl::InvalidArgumentError(absl::StrCat("--", name, ": must be at least 1, got ", value));
   o.start_stage = absl::GetFlag(FLAGS_start_stage);
   o.w_boundary = absl::GetFlag(FLAGS_w_boundary);
   o.transition_t = absl::GetFlag(FLAGS_transition_t);
@@ -145,6 +149,9 @@ absl::StatusOr<TrainOptions> OptionsFromFlags(Stage stage) {
 // random weights (diffusion only). Dropout is set from --dropout.
 absl::StatusOr<std::shared_ptr<Denoiser>> StartingNetwork(Stage stage, std::vector<std::string>* labels) {
   const std::string init = absl::GetFlag(FLAGS_init), config_path = absl::GetFlag(FLAGS_config);
+  if (stage != Stage::kDiffusion && !config_path.empty())
+    return absl::InvalidArgumentError(absl::StrCat("--config: only for the diffusion stage; ", StageName(stage),
+                                                   " takes its network and weights from --init"));
   if (init.empty() == config_path.empty() || (stage != Stage::kDiffusion && init.empty()))
     return absl::InvalidArgumentError(stage == Stage::kDiffusion
                                           ? "give one of --config (random start) or --init (a model directory)"
