@@ -136,6 +136,8 @@ def check_common(name, insts, server, client, pod_uid, report):
         copies_models = any(word == "COPY" and rest.split()[-1].rstrip("/") == repo for word, rest in final) or any(
             word == "RUN" and f"mkdir -p {repo}" in rest for word, rest in final)
         report.expect(copies_models, f"{name}: the image puts models at --model_repository {repo}")
+        report.expect(flag_value(entry[0], "default_model") == "fashion-mnist-tcm",
+                      f"{name}: calls that name no model get fashion-mnist-tcm (--default_model)")
     health = [rest for word, rest in final if word == "HEALTHCHECK"]
     report.expect(len(health) == 1, f"{name}: one HEALTHCHECK")
     if health:

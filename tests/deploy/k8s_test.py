@@ -259,6 +259,9 @@ class Checker:
                 self.check(m.get("readOnly") is True, f"{repo} is mounted writable")
         else:
             self.check(not mounts, f"a volume hides the image's models at {repo}")
+            self.check(flags.get("default_model") == "fashion-mnist-tcm",
+                       "the image's models are served without --default_model=fashion-mnist-tcm: calls that name "
+                       "no model would get the first by name (stage 1)")
 
     def disruption_and_scaling(self, dep, pod_labels):
         pdbs = self.of_kind("PodDisruptionBudget")
@@ -341,6 +344,8 @@ def self_test(server):
             s for s in d if s["kind"] == "Service" and s["metadata"]["name"].endswith("grpc"))["spec"].pop(
             "clusterIP")),
         "replicas set under the autoscaler": (lambda d: deployment(d)["spec"].update(replicas=3)),
+        "default model left to the first by name": (lambda d: flags_cm(d)["data"].update(
+            {k: v.replace("--default_model=fashion-mnist-tcm\n", "") for k, v in flags_cm(d)["data"].items()})),
         "models volume over the image's models": (lambda d: container(d)["volumeMounts"].append(
             {"name": "tmp", "mountPath": "/models"})),
     }
