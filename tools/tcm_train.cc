@@ -76,17 +76,21 @@ ABSL_FLAG(double, diffusion_std, 1.2, "diffusion: standard deviation of log sigm
 // Consistency and truncated.
 ABSL_FLAG(double, mean, -1.1, "consistency, truncated: location of log t (P_mean).");
 ABSL_FLAG(double, std, 2.0, "consistency, truncated: scale of log t (P_std).");
-ABSL_FLAG(std::string, tdist, "normal", "consistency, truncated: distribution of log t: normal or t (Student-t, heavy-tailed).");
+ABSL_FLAG(std::string, tdist, "normal",
+          "consistency, truncated: distribution of log t: normal or t (Student-t, heavy-tailed).");
 ABSL_FLAG(double, df, 2.0, "consistency, truncated: degrees of freedom of --tdist=t.");
-ABSL_FLAG(double, t_lower, 0.002, "consistency, truncated: smallest training t (truncated: t', at least --transition_t).");
+ABSL_FLAG(double, t_lower, 0.002,
+          "consistency, truncated: smallest training t (truncated: t', at least --transition_t).");
 ABSL_FLAG(double, t_upper, 80.0, "consistency, truncated: largest training t.");
 ABSL_FLAG(double, q, 2.0, "consistency, truncated: gap decay factor: ratio = 1 - 1/q^(stage + 1).");
 ABSL_FLAG(double, ratio_limit, 0.999, "consistency, truncated: largest gap ratio.");
 ABSL_FLAG(int64_t, double_every, 50000,
-          "consistency, truncated: steps between reductions of the gap dt (one schedule stage; the reference's 500 ticks of 100 steps).");
+          "consistency, truncated: steps between reductions of the gap dt (one schedule stage; the reference's "
+          "500 ticks of 100 steps).");
 ABSL_FLAG(int64_t, start_stage, 0, "consistency, truncated: schedule stage at step 0 (truncated: continue stage 1's).");
 ABSL_FLAG(double, c, 0.0, "consistency, truncated: pseudo-Huber constant c; 0 = L2 distance.");
-ABSL_FLAG(std::string, weighting, "default", "consistency, truncated: loss weighting: default (1/dt), cout, cout_sq, sqrt, one.");
+ABSL_FLAG(std::string, weighting, "default",
+          "consistency, truncated: loss weighting: default (1/dt), cout, cout_sq, sqrt, one.");
 ABSL_FLAG(double, boundary_prob, 0.05, "truncated: share of each batch placed at t = t' for the boundary loss.");
 ABSL_FLAG(double, w_boundary, 1.0, "truncated: weight of the boundary loss.");
 ABSL_FLAG(double, transition_t, 1.0, "truncated: t', below which the stage-1 model is the consistency function.");
@@ -133,8 +137,9 @@ absl::StatusOr<TrainOptions> OptionsFromFlags(Stage stage) {
   o.ratio_limit = absl::GetFlag(FLAGS_ratio_limit);
   o.double_every = absl::GetFlag(FLAGS_double_every);
   if (o.double_every < 1) return absl::InvalidArgumentError("--double_every: must be at least 1");
-  for (const auto& [name, value] : {std::pair<const char*, int64_t>{"log_every", absl::GetFlag(FLAGS_log_every)},
-                                    {"checkpoint_every", absl::GetFlag(FLAGS_checkpoint_every)}})
+  for (const auto& [name, value] :
+       {std::pair<const char*, int64_t>{"log_every", absl::GetFlag(FLAGS_log_every)},
+        {"checkpoint_every", absl::GetFlag(FLAGS_checkpoint_every)}})
     if (value < 1) return absl::InvalidArgumentError(absl::StrCat("--", name, ": must be at least 1, got ", value));
   o.start_stage = absl::GetFlag(FLAGS_start_stage);
   o.w_boundary = absl::GetFlag(FLAGS_w_boundary);
