@@ -137,10 +137,6 @@ absl::StatusOr<TrainOptions> OptionsFromFlags(Stage stage) {
   o.ratio_limit = absl::GetFlag(FLAGS_ratio_limit);
   o.double_every = absl::GetFlag(FLAGS_double_every);
   if (o.double_every < 1) return absl::InvalidArgumentError("--double_every: must be at least 1");
-  for (const auto& [name, value] :
-       {std::pair<const char*, int64_t>{"log_every", absl::GetFlag(FLAGS_log_every)},
-        {"checkpoint_every", absl::GetFlag(FLAGS_checkpoint_every)}})
-    if (value < 1) return absl::InvalidArgumentError(absl::StrCat("--", name, ": must be at least 1, got ", value));
   o.start_stage = absl::GetFlag(FLAGS_start_stage);
   o.w_boundary = absl::GetFlag(FLAGS_w_boundary);
   o.transition_t = absl::GetFlag(FLAGS_transition_t);
@@ -157,7 +153,7 @@ absl::StatusOr<std::shared_ptr<Denoiser>> StartingNetwork(Stage stage, std::vect
   if (stage != Stage::kDiffusion && !config_path.empty())
     return absl::InvalidArgumentError(absl::StrCat("--config: only for the diffusion stage; ", StageName(stage),
                                                    " takes its network and weights from --init"));
-  if (init.empty() == config_path.empty() || (stage != Stage::kDiffusion && init.empty()))
+  if (init.empty() == config_path.empty())
     return absl::InvalidArgumentError(stage == Stage::kDiffusion
                                           ? "give one of --config (random start) or --init (a model directory)"
                                           : "--init: required (the model directory training starts from)");
@@ -269,6 +265,11 @@ absl::Status Run(const std::string& stage_name) {
   TCM_ASSIGN_OR_RETURN(TrainOptions options, OptionsFromFlags(stage));
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) return absl::InvalidArgumentError("--out: required (the run directory)");
+  // The training loop's own cadence.
+  for (const auto& [name, value] :
+       {std::pair<const char*, int64_t>{"log_every", absl::GetFlag(FLAGS_log_every)},
+        {"checkpoint_every", absl::GetFlag(FLAGS_checkpoint_every)}})
+    if (value < 1) return absl::InvalidArgumentError(absl::StrCat("--", name, ": must be at least 1, got ", value));
   std::filesystem::create_directories(out);
   const bool resume = absl::GetFlag(FLAGS_resume);
   TCM_RETURN_IF_ERROR(RecordOrCheckRunSettings(out, stage, resume));
