@@ -47,6 +47,7 @@
 #include "training/dataset.h"
 #include "training/frechet.h"
 #include "training/ode_sampler.h"
+#include "training/sample_grid.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory to evaluate (1 channel, 32x32, 10 classes).");
 ABSL_FLAG(std::string, teacher, "",
@@ -63,6 +64,10 @@ ABSL_FLAG(std::string, classifier, "tools/eval/fashion-mnist-classifier.safetens
 ABSL_FLAG(bool, floor, false,
           "Also report FD(test set, training set) and the classifier's test accuracy (works without --model).");
 ABSL_FLAG(std::string, json, "", "Also write the results to this JSON file.");
+ABSL_FLAG(std::string, grid_dir, "",
+          "Also write samples-1step.png / samples-2step.png (for the --steps given) into this directory: one row "
+          "per class, seed 0, the grids tcm-train writes. For a model directory whose config.pbtxt was edited "
+          "(mid_t, say). Empty = none.");
 ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = one per core.");
 ABSL_FLAG(bool, train_classifier, false, "Train the classifier on the Fashion-MNIST training split; see --out.");
 ABSL_FLAG(std::string, out, "", "With --train_classifier: where to write the classifier's weights.");
@@ -347,9 +352,21 @@ absl::Status Evaluate() {
   if (model_dir.empty() && !teacher_dir.empty())
     return absl::InvalidArgumentError("--teacher needs --model (the network of steps at or above t')");
 
+  const std::string grid_dir = absl::GetFlag(FLAGS_grid_dir);
+  if (!grid_dir.empty() && (model_dir.empty() || settings.ode_steps > 0))
+    return absl::InvalidArgumentError("--grid_dir needs --model and consistency sampling (--steps, not --ode_steps)");
+
   std::shared_ptr<Denoiser> model;
   if (!model_dir.empty()) {
     TCM_ASSIGN_OR_RETURN(model, LoadSampler(model_dir, teacher_dir, settings.transition_t));
+  }
+  if (!grid_dir.empty()) {
+    for (int steps : settings.step_counts) {
+      const std::string path = absl::StrCat(grid_dir, "/samples-", steps, "step.png");
+      if (absl::Status written = WriteSampleGrid(*model, steps, 10, /*seed=*/0, path); !written.ok())
+        return absl::InvalidArgumentError(absl::StrCat("--grid_dir: ", written.message()));
+      std::fprintf(stderr, "wrote %s\n", path.c_str());
+    }
   }
   auto classifier = LoadClassifier(classifier_path);
   if (!classifier.ok()) return absl::Status(classifier.status().code(), absl::StrCat("--classifier: ",

@@ -49,10 +49,15 @@ expect_error "--teacher: $tmp/rgb makes 3-channel" -- \
 expect_error "--classifier: $tmp/absent.safetensors" -- \
   "${tcm_eval[@]}" --model "$tmp/random" --classifier "$tmp/absent.safetensors"
 expect_error "--out: give the path" -- "${tcm_eval[@]}" --train_classifier
+expect_error "--grid_dir needs --model and consistency sampling" -- \
+  "${tcm_eval[@]}" --model "$tmp/random" --ode_steps 3 --grid_dir "$tmp" --classifier "$classifier"
+expect_error "--grid_dir: " -- \
+  "${tcm_eval[@]}" --model "$tmp/random" --grid_dir "$tmp/absent" --classifier "$classifier"
 
 # End to end: 40 images per step count, the composed sampler with the model as its own teacher.
+mkdir "$tmp/grids"
 if ! "${tcm_eval[@]}" --model "$tmp/random" --teacher "$tmp/random" --num 40 --batch_size 16 --classifier "$classifier" \
-    --json "$tmp/out.json" > "$tmp/stdout" 2> "$tmp/stderr"; then
+    --json "$tmp/out.json" --grid_dir "$tmp/grids" > "$tmp/stdout" 2> "$tmp/stderr"; then
   echo "FAIL: end-to-end run: $(cat "$tmp/stdout" "$tmp/stderr")"
   exit 1
 fi
@@ -74,6 +79,15 @@ for r in rows:
     assert r["fd"] > 0 and r["fd"] < 1e6, r
     assert r["images_per_second"] > 0, r
 assert out["transition_t"] == 1.0 and out["reference"]["images"] == 10000, out
+PY
+# --grid_dir: one 320x320 grayscale PNG per step count (10 classes x 10 seeds of 32x32).
+/usr/bin/python3 - "$tmp/grids" <<'PY' || fail=1
+import struct, sys
+for steps in (1, 2):
+    head = open(f"{sys.argv[1]}/samples-{steps}step.png", "rb").read(26)
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", head
+    width, height, depth, color = struct.unpack(">IIBB", head[16:26])
+    assert (width, height, color) == (320, 320, 0), (steps, width, height, color)
 PY
 
 # The Heun ODE sampler: one row of 2N-1 network evaluations.
