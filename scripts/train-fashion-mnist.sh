@@ -7,8 +7,9 @@
 #
 #   nohup env THREADS=2 scripts/train-fashion-mnist.sh runs/fashion > /dev/null 2>&1 &
 #
-# Then copy RUN_DIR/ct/model to models/fashion-mnist-ct and RUN_DIR/tcm/model-composed
-# to models/fashion-mnist-tcm. THREADS (default 1) sets the intra-op threads;
+# Then copy RUN_DIR/ct/model to models/fashion-mnist-ct and RUN_DIR/tcm/model to
+# models/fashion-mnist-tcm, and set their mid_t (docs/TRAINING.md, "The recipe as
+# run"). THREADS (default 1) sets the intra-op threads;
 # give it the machine's cores only when nothing else runs: oversubscribed
 # OpenMP threads slow training several-fold.
 set -euo pipefail
@@ -38,7 +39,7 @@ common=(--batch_size 64 --beta2 0.99 --ema_type power --ema_gamma 16.97)
 
 # Diffusion pre-training (EDM loss), from random weights: 8000 x 64 images.
 stage diffusion "$run/edm" --config tools/configs/edm2-fashion-mnist.pbtxt "${common[@]}" \
-  --steps 8000 --lr 6e-3 --decay_iter 400
+  --steps 8000 --lr 2.4e-2 --decay_iter 400
 
 # Stage 1: consistency training over [0.002, 80] from the diffusion weights
 # (the reference's defaults: log t ~ N(-1.1, 2.0), default weighting, q = 2),
