@@ -11,7 +11,10 @@ fail=0
 check_help() {
   local tool="$1" flag="$2" out
   out="$("$bin/$tool" --help 2>&1)"
-  if [[ "$out" != *"--$flag ("* || "$out" != *"default:"* ]]; then
+  # The flag's own entry: from its name up to the next flag's.
+  local entry="${out#*--$flag (}"
+  entry="${entry%%$'\n'    --*}"
+  if [[ "$out" != *"--$flag ("* || "$entry" != *"default:"* ]]; then
     echo "FAIL: $tool --help does not describe --$flag with its default"
     fail=1
   fi

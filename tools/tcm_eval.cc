@@ -361,12 +361,9 @@ absl::Status Evaluate() {
     TCM_ASSIGN_OR_RETURN(model, LoadSampler(model_dir, teacher_dir, settings.transition_t));
   }
   if (!grid_dir.empty()) {
-    for (int steps : settings.step_counts) {
-      const std::string path = absl::StrCat(grid_dir, "/samples-", steps, "step.png");
-      if (absl::Status written = WriteSampleGrid(*model, steps, 10, /*seed=*/0, path); !written.ok())
-        return absl::InvalidArgumentError(absl::StrCat("--grid_dir: ", written.message()));
-      std::fprintf(stderr, "wrote %s\n", path.c_str());
-    }
+    if (absl::Status written = WriteModelSampleGrids(*model, settings.step_counts, grid_dir); !written.ok())
+      return absl::InvalidArgumentError(absl::StrCat("--grid_dir: ", written.message()));
+    std::fprintf(stderr, "wrote the sample grids of %s into %s\n", model_dir.c_str(), grid_dir.c_str());
   }
   auto classifier = LoadClassifier(classifier_path);
   if (!classifier.ok()) return absl::Status(classifier.status().code(), absl::StrCat("--classifier: ",

@@ -238,9 +238,7 @@ absl::Status WriteModel(const ModelDirectory& model, const std::string& dir, boo
   TCM_RETURN_IF_ERROR(WriteModelDirectory(dir, model.config, model.weights, model.labels));
   if (!grids) return absl::OkStatus();
   TCM_ASSIGN_OR_RETURN(auto replica, BuildReplica(model));
-  for (int steps : {1, 2})
-    TCM_RETURN_IF_ERROR(WriteSampleGrid(*replica, steps, 10, /*seed=*/0, absl::StrCat(dir, "/samples-", steps, "step.png")));
-  return absl::OkStatus();
+  return WriteModelSampleGrids(*replica, {1, 2}, dir);
 }
 
 // Exports the EMA network to OUT/model. The truncated stage also writes

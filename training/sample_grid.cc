@@ -35,4 +35,13 @@ absl::Status WriteSampleGrid(Denoiser& model, int steps, int columns, uint64_t s
   return absl::OkStatus();
 }
 
+absl::Status WriteModelSampleGrids(Denoiser& model, const std::vector<int>& step_counts, const std::string& dir) {
+  for (int steps : step_counts) {
+    absl::Status written = WriteSampleGrid(model, steps, /*columns=*/10, /*seed=*/0,
+                                           absl::StrCat(dir, "/samples-", steps, "step.png"));
+    if (!written.ok()) return written;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace tcm
