@@ -9,8 +9,8 @@
 #define TCM_SERVER_HEALTH_SERVICE_H_
 
 #include <map>
+#include <memory>
 #include <mutex>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -44,10 +44,17 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
  private:
   class Watcher;
   void Forget(Watcher* watcher);
+  // The watchers not yet done. Requires `mu_`.
+  std::vector<std::shared_ptr<Watcher>> OpenWatchers();
 
-  std::mutex mu_;  // before any Watcher's own lock
+  // Held while a status changes and is sent to the watchers, so that they
+  // get changes in order. Taken before `mu_`; no reaction takes it.
+  std::mutex send_mu_;
+  // Guards the fields below; taken by a Watcher's OnDone (through Forget), so
+  // never held while a watcher is told anything.
+  std::mutex mu_;
   std::map<std::string, ServingStatus> status_;
-  std::set<Watcher*> watchers_;
+  std::map<Watcher*, std::weak_ptr<Watcher>> watchers_;
   bool shut_down_ = false;
 };
 

@@ -12,6 +12,13 @@
 namespace tcm {
 namespace {
 
+// The rule for every reactor in this project: nothing that can complete the
+// call (Finish(), or StartWrite() where its OnWriteDone can finish) runs while
+// a lock of the reactor, or a lock its OnDone() takes, is held. gRPC may run
+// OnDone(), which deletes the reactor and its mutex, on another thread before
+// Finish() returns; a lock guard would then unlock a destroyed mutex.
+// Reactors decide under their lock what to start, release it, then start it.
+
 absl::Time Deadline(grpc::CallbackServerContext* context) {
   const auto deadline = context->deadline();
   if (deadline >= std::chrono::system_clock::now() + std::chrono::hours(24 * 365)) return absl::InfiniteFuture();
@@ -55,6 +62,8 @@ class GenerateReactor : public grpc::ServerUnaryReactor, public ResponseSink {
 };
 
 // GenerateStream: one message per image as it finishes, one write at a time.
+// Each entry point decides under `mu_` what to start next and starts it after
+// releasing `mu_` (see the rule at the top of this file).
 class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse>, public ResponseSink {
  public:
   void OnAccepted(const std::shared_ptr<RequestState>& state) override {
@@ -65,32 +74,40 @@ class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse
   }
 
   void OnImage(v1::Image image) override {
-    absl::MutexLock lock(&mu_);
-    v1::GenerateStreamResponse message;
-    message.set_model(model_);
-    message.set_steps(steps_);
-    *message.mutable_image() = std::move(image);
-    pending_.push_back(std::move(message));
-    if (!writing_) WriteNext();
+    Next next;
+    {
+      absl::MutexLock lock(&mu_);
+      v1::GenerateStreamResponse message;
+      message.set_model(model_);
+      message.set_steps(steps_);
+      *message.mutable_image() = std::move(image);
+      pending_.push_back(std::move(message));
+      next = ChooseNext();
+    }
+    Start(next);
   }
 
   void OnFinish(const absl::Status& status, const v1::Timings&) override {
-    absl::MutexLock lock(&mu_);
-    final_ = ToGrpcStatus(status);
-    finishing_ = true;
-    if (!status.ok()) pending_.clear();
-    if (!writing_) Finish(final_);
+    Next next;
+    {
+      absl::MutexLock lock(&mu_);
+      final_ = ToGrpcStatus(status);
+      finishing_ = true;
+      if (!status.ok()) pending_.clear();
+      next = ChooseNext();
+    }
+    Start(next);
   }
 
   void OnWriteDone(bool ok) override {
-    absl::MutexLock lock(&mu_);
-    writing_ = false;
-    if (!ok) pending_.clear();  // the client is gone; OnCancel fails the call
-    if (!pending_.empty()) {
-      WriteNext();
-    } else if (finishing_) {
-      Finish(final_);
+    Next next;
+    {
+      absl::MutexLock lock(&mu_);
+      writing_ = false;
+      if (!ok) pending_.clear();  // the client is gone; OnCancel fails the call
+      next = ChooseNext();
     }
+    Start(next);
   }
 
   void OnCancel() override {
@@ -104,18 +121,42 @@ class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse
   void OnDone() override { delete this; }
 
  private:
-  void WriteNext() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    current_ = std::move(pending_.front());
-    pending_.pop_front();
-    writing_ = true;
-    StartWrite(&current_);
+  enum class Next { kNothing, kWrite, kFinish };
+
+  // What to start now: the next queued message when no write is in flight,
+  // else the finish once the call has its status and nothing is left to write.
+  Next ChooseNext() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (writing_ || finished_) return Next::kNothing;
+    if (!pending_.empty()) {
+      current_ = std::move(pending_.front());
+      pending_.pop_front();
+      writing_ = true;
+      return Next::kWrite;
+    }
+    if (finishing_) {
+      finished_ = true;
+      return Next::kFinish;
+    }
+    return Next::kNothing;
+  }
+
+  // Called without `mu_`. `current_` and `final_` are not changed while a
+  // write is in flight or once the finish is chosen. After Finish() the
+  // reactor may already be deleted: nothing touches it after the call.
+  void Start(Next next) ABSL_LOCKS_EXCLUDED(mu_) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (next == Next::kWrite) {
+      StartWrite(&current_);
+    } else if (next == Next::kFinish) {
+      Finish(final_);
+    }
   }
 
   absl::Mutex mu_;
   std::deque<v1::GenerateStreamResponse> pending_ ABSL_GUARDED_BY(mu_);
   v1::GenerateStreamResponse current_ ABSL_GUARDED_BY(mu_);
   bool writing_ ABSL_GUARDED_BY(mu_) = false;
-  bool finishing_ ABSL_GUARDED_BY(mu_) = false;
+  bool finishing_ ABSL_GUARDED_BY(mu_) = false;  // the call's status is known
+  bool finished_ ABSL_GUARDED_BY(mu_) = false;   // Finish() is chosen
   grpc::Status final_ ABSL_GUARDED_BY(mu_);
   std::weak_ptr<RequestState> state_ ABSL_GUARDED_BY(mu_);
   std::string model_ ABSL_GUARDED_BY(mu_);

@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "tests/server_fixture.h"
 #include "tests/server_test_util.h"
 
 namespace tcm {
@@ -103,58 +104,7 @@ void ExpectSameImages(const v1::GenerateResponse& expected, const v1::GenerateRe
                                   << " bytes differ";
 }
 
-class ServerIntegrationTest : public ::testing::Test {
- protected:
-  // Writes a fresh model repository and starts a server on it.
-  std::unique_ptr<ServerProcess> StartServer(const TestRepositoryOptions& repo_options,
-                                             const std::vector<std::string>& flags, bool wait_until_serving = true) {
-    const std::string root = absl::StrCat(dir_.path(), "/repo", ++repositories_);
-    auto repo = testing::WriteTestModelRepository(root, repo_options);
-    if (!repo.ok()) {
-      ADD_FAILURE() << "writing the model repository: " << repo.status();
-      return nullptr;
-    }
-    ServerProcess::Options options;
-    options.repository = *repo;
-    options.extra_flags = flags;
-    options.wait_until_serving = wait_until_serving;
-    options.log_dir = dir_.path();
-    auto server = ServerProcess::Start(options);
-    if (!server.ok()) {
-      ADD_FAILURE() << "starting tcm-server: " << server.status();
-      return nullptr;
-    }
-    logs_.push_back((*server)->log_path());
-    return std::move(*server);
-  }
-
-  std::string Metrics(const ServerProcess& server) {
-    auto text = FetchMetrics(server.metrics_port());
-    EXPECT_TRUE(text.ok()) << text.status();
-    return text.ok() ? *text : std::string();
-  }
-
-  // SIGTERM, then the exit status must be 0.
-  void StopCleanly(ServerProcess& server) {
-    auto status = server.Stop(120);
-    ASSERT_TRUE(status.ok()) << status.status();
-    EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << "wait status " << *status;
-  }
-
-  void TearDown() override {
-    if (!HasFailure()) return;
-    for (const auto& path : logs_) {
-      std::ifstream in(path);
-      std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      if (log.size() > 6000) log = "..." + log.substr(log.size() - 6000);
-      std::printf("---- %s ----\n%s\n", path.c_str(), log.c_str());
-    }
-  }
-
-  testing::TempDir dir_;
-  int repositories_ = 0;
-  std::vector<std::string> logs_;
-};
+using ServerIntegrationTest = testing::ServerFixture;
 
 // ---------------------------------------------------------------------------
 // 1. An image depends on (model, class, steps, seed, index) alone.
