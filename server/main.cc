@@ -199,7 +199,12 @@ int Run() {
   TcmServiceImpl::Options service_options;
   service_options.default_model = default_model;
   service_options.limits.max_images_per_request = absl::GetFlag(FLAGS_max_images_per_request);
-  TcmServiceImpl service(service_options, *models, batcher->get(), &metrics);
+  std::vector<ServedModel> served;
+  for (size_t i = 0; i < models->size(); ++i) {
+    const ModelDirectory& m = (*models)[i];
+    served.push_back(DescribeModel(m.name, m.config, m.labels, (*batcher)->MaxQueueSize(static_cast<int>(i))));
+  }
+  TcmServiceImpl service(service_options, std::move(served), pool->get(), &metrics);
 
   std::vector<std::string> model_names;
   for (const auto& m : *models) model_names.push_back(m.name);

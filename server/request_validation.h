@@ -9,18 +9,10 @@
 
 #include "absl/status/statusor.h"
 #include "server/request_state.h"
+#include "server/served_model.h"
 #include "tcm/v1/tcm_service.pb.h"
 
 namespace tcm {
-
-struct ServedModel {
-  std::string name;
-  unsigned num_classes = 0;
-  unsigned default_steps = 1;
-  // Most images its queue can ever take at once (0 = no limit of its own);
-  // a request above it could never be queued, so it is a bad request.
-  unsigned max_images = 0;
-};
 
 struct ValidationLimits {
   unsigned max_images_per_request = 64;

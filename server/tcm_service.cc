@@ -7,7 +7,6 @@
 
 #include "absl/time/clock.h"
 #include "server/status_util.h"
-#include "server/worker_pool.h"
 
 namespace tcm {
 namespace {
@@ -165,23 +164,25 @@ class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse
 
 }  // namespace
 
-TcmServiceImpl::TcmServiceImpl(const Options& options, const std::vector<ModelDirectory>& models,
-                               Batcher* batcher, ServerMetrics* metrics)
-    : options_(options), batcher_(batcher), metrics_(metrics), seed_source_(std::random_device{}()) {
-  for (size_t i = 0; i < models.size(); ++i) {
-    const auto& c = models[i].config;
-    served_.push_back({models[i].name, c.num_classes(), c.default_steps(),
-                       static_cast<unsigned>(std::min<size_t>(batcher->MaxQueueSize(int(i)), UINT32_MAX))});
+TcmServiceImpl::TcmServiceImpl(const Options& options, std::vector<ServedModel> models, GenerationQueue* queue,
+                               ServerMetrics* metrics)
+    : options_(options),
+      queue_(queue),
+      metrics_(metrics),
+      served_(std::move(models)),
+      seed_source_(std::random_device{}()) {
+  for (size_t i = 0; i < served_.size(); ++i) {
+    const ServedModel& m = served_[i];
     v1::ModelInfo* info = model_list_.add_models();
-    info->set_name(models[i].name);
-    info->set_architecture(c.architecture());
-    info->set_resolution(c.img_resolution());
-    info->set_channels(c.img_channels());
-    info->set_num_classes(c.num_classes());
-    for (const auto& label : models[i].labels) info->add_class_names(label);
-    info->set_default_steps(c.default_steps());
-    info->set_mid_t(c.mid_t());
-    info->set_t_max(c.t_max());
+    info->set_name(m.name);
+    info->set_architecture(m.architecture);
+    info->set_resolution(m.resolution);
+    info->set_channels(m.channels);
+    info->set_num_classes(m.num_classes);
+    for (const auto& label : m.class_names) info->add_class_names(label);
+    info->set_default_steps(m.default_steps);
+    info->set_mid_t(static_cast<float>(m.mid_t));
+    info->set_t_max(static_cast<float>(m.t_max));
     info->set_is_default(static_cast<int>(i) == options.default_model);
   }
 }
@@ -191,9 +192,8 @@ uint64_t TcmServiceImpl::FreshSeed() {
   return seed_source_() >> 1;  // 63 bits: safe in every client language
 }
 
-absl::Status TcmServiceImpl::Start(grpc::CallbackServerContext* context,
-                                                                    const v1::GenerateRequest& request,
-                                                                    ResponseSink* sink) {
+absl::Status TcmServiceImpl::Start(grpc::CallbackServerContext* context, const v1::GenerateRequest& request,
+                                   ResponseSink* sink) {
   const absl::Time start = absl::Now();
   auto spec = ValidateRequest(request, served_, options_.default_model, options_.limits, FreshSeed());
   if (!spec.ok()) {
@@ -201,14 +201,10 @@ absl::Status TcmServiceImpl::Start(grpc::CallbackServerContext* context,
                               request.steps(), StatusCodeName(spec.status().code()), served_);
     return spec.status();
   }
-  const int model = spec->model;
-  const unsigned num_images = spec->num_images;
-  ModelMetrics* metrics = &metrics_->model(model);
+  ModelMetrics* metrics = &metrics_->model(spec->model);
   auto state = std::make_shared<RequestState>(std::move(*spec), sink, metrics, start, Deadline(context));
   sink->OnAccepted(state);
-  std::vector<std::unique_ptr<ImageTask>> tasks;
-  for (unsigned i = 0; i < num_images; ++i) tasks.push_back(MakeGenerationTask(state, i, metrics));
-  absl::Status submitted = batcher_->Submit(model, std::move(tasks));
+  absl::Status submitted = queue_->Submit(state);
   if (!submitted.ok()) state->Fail(submitted);  // finishes the call through `sink`
   return absl::OkStatus();
 }

@@ -1,6 +1,6 @@
 // The tcm.v1.TcmService implementation (gRPC callback API): validates calls,
-// turns them into per-image tasks for the Batcher, and answers from the
-// workers' results.
+// hands them to a GenerationQueue, and answers from the results it reports
+// through each call's RequestState. Torch-free.
 #ifndef TCM_SERVER_TCM_SERVICE_H_
 #define TCM_SERVER_TCM_SERVICE_H_
 
@@ -9,10 +9,10 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
-#include "model/model_repository.h"
-#include "server/batcher.h"
+#include "server/generation_queue.h"
 #include "server/metrics.h"
 #include "server/request_validation.h"
+#include "server/served_model.h"
 #include "tcm/v1/tcm_service.grpc.pb.h"
 
 namespace tcm {
@@ -24,8 +24,9 @@ class TcmServiceImpl final : public v1::TcmService::CallbackService {
     ValidationLimits limits;
   };
 
-  // `batcher` and `metrics` must outlive the service.
-  TcmServiceImpl(const Options& options, const std::vector<ModelDirectory>& models, Batcher* batcher,
+  // `models`: the served models, in the order of their metrics and queue
+  // indices. `queue` and `metrics` must outlive the service.
+  TcmServiceImpl(const Options& options, std::vector<ServedModel> models, GenerationQueue* queue,
                  ServerMetrics* metrics);
 
   grpc::ServerUnaryReactor* Generate(grpc::CallbackServerContext* context, const v1::GenerateRequest* request,
@@ -39,12 +40,11 @@ class TcmServiceImpl final : public v1::TcmService::CallbackService {
   // Validates `request` and submits its images with results going to `sink`.
   // A bad request is returned as an error (the caller finishes the call); a
   // rejected submission finishes the call through `sink`.
-  absl::Status Start(grpc::CallbackServerContext* context,
-                                                      const v1::GenerateRequest& request, ResponseSink* sink);
+  absl::Status Start(grpc::CallbackServerContext* context, const v1::GenerateRequest& request, ResponseSink* sink);
   uint64_t FreshSeed();
 
   const Options options_;
-  Batcher* const batcher_;
+  GenerationQueue* const queue_;
   ServerMetrics* const metrics_;
   std::vector<ServedModel> served_;
   v1::ListModelsResponse model_list_;

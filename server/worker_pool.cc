@@ -12,6 +12,7 @@
 namespace tcm {
 namespace {
 
+// The batcher's unit of work: one image of a request at one sampling step.
 class GenerationTask : public ImageTask {
  public:
   GenerationTask(std::shared_ptr<RequestState> request, unsigned index, ModelMetrics* metrics)
@@ -38,11 +39,6 @@ class GenerationTask : public ImageTask {
 };
 
 }  // namespace
-
-std::unique_ptr<ImageTask> MakeGenerationTask(std::shared_ptr<RequestState> request, unsigned index,
-                                              ModelMetrics* metrics) {
-  return std::make_unique<GenerationTask>(std::move(request), index, metrics);
-}
 
 class WorkerPool::Worker {
  public:
@@ -198,7 +194,7 @@ absl::StatusOr<int> InstanceCount(const ModelDirectory& model, WorkerPool::Optio
 absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(const Options& options,
                                                                 const std::vector<ModelDirectory>& models,
                                                                 Batcher* batcher, ServerMetrics* metrics) {
-  std::unique_ptr<WorkerPool> pool(new WorkerPool());
+  std::unique_ptr<WorkerPool> pool(new WorkerPool(batcher, metrics));
   std::vector<DeviceContext> devices;
   if (options.device == Options::Device::kCuda) {
     auto cuda = CudaDevices();
@@ -227,6 +223,17 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(const Options& op
     pool->workers_.push_back(std::move(worker));
   }
   return pool;
+}
+
+WorkerPool::WorkerPool(Batcher* batcher, ServerMetrics* metrics) : batcher_(batcher), metrics_(metrics) {}
+
+absl::Status WorkerPool::Submit(const std::shared_ptr<RequestState>& request) {
+  const int model = request->spec().model;
+  ModelMetrics* metrics = &metrics_->model(model);
+  std::vector<std::unique_ptr<ImageTask>> tasks;
+  for (unsigned i = 0; i < request->spec().num_images; ++i)
+    tasks.push_back(std::make_unique<GenerationTask>(request, i, metrics));
+  return batcher_->Submit(model, std::move(tasks));
 }
 
 absl::Status WorkerPool::WarmUp(int batch_size) {

@@ -3,6 +3,10 @@
 // CPU workers), each with its own replica of every model it serves. On the
 // CPU a model's config may ask for fewer workers (instance.count: workers
 // 0..count-1 serve it); its instance.kind, if set, must match the device.
+//
+// The pool is the service's GenerationQueue: a submitted request becomes one
+// task per image in the Batcher, and each task keeps its sampling-step state
+// (the step it is at, the previous step's output) on this, the LibTorch, side.
 #ifndef TCM_SERVER_WORKER_POOL_H_
 #define TCM_SERVER_WORKER_POOL_H_
 
@@ -14,16 +18,13 @@
 #include "absl/status/statusor.h"
 #include "model/model_repository.h"
 #include "server/batcher.h"
+#include "server/generation_queue.h"
 #include "server/metrics.h"
 #include "server/request_state.h"
 
 namespace tcm {
 
-// The batcher's unit of work: one image of a request at one sampling step.
-std::unique_ptr<ImageTask> MakeGenerationTask(std::shared_ptr<RequestState> request, unsigned index,
-                                              ModelMetrics* metrics);
-
-class WorkerPool {
+class WorkerPool final : public GenerationQueue {
  public:
   struct Options {
     enum class Device { kCpu, kCuda };
@@ -40,7 +41,10 @@ class WorkerPool {
   static absl::StatusOr<std::unique_ptr<WorkerPool>> Create(const Options& options,
                                                             const std::vector<ModelDirectory>& models,
                                                             Batcher* batcher, ServerMetrics* metrics);
-  ~WorkerPool();
+  ~WorkerPool() override;
+
+  // Queues one task per image of `request` in the batcher (all or none).
+  absl::Status Submit(const std::shared_ptr<RequestState>& request) override;
 
   // Runs one batch of `batch_size` first-step images of every model on every
   // worker, so that the first request pays no warm-up.
@@ -56,7 +60,9 @@ class WorkerPool {
   class Worker;
 
  private:
-  WorkerPool() = default;
+  WorkerPool(Batcher* batcher, ServerMetrics* metrics);
+  Batcher* const batcher_;
+  ServerMetrics* const metrics_;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::thread> threads_;  // declared last: joined before the workers go
 };

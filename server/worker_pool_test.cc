@@ -55,8 +55,9 @@ class WorkerPoolTest : public ::testing::Test {
     batcher_ = *Batcher::Create(bo);
   }
 
-  // Queues one request of `num_images` at `steps`; its outcome arrives in the sink.
-  std::unique_ptr<RecordingSink> Submit(unsigned num_images, unsigned steps) {
+  // Queues one request of `num_images` at `steps` through `pool`; its outcome
+  // arrives in the sink.
+  std::unique_ptr<RecordingSink> Submit(WorkerPool& pool, unsigned num_images, unsigned steps) {
     GenerationSpec spec;
     spec.model_name = "tiny";
     spec.num_images = num_images;
@@ -65,9 +66,7 @@ class WorkerPoolTest : public ::testing::Test {
     auto sink = std::make_unique<RecordingSink>();
     auto state =
         std::make_shared<RequestState>(spec, sink.get(), &metrics_->model(0), absl::Now(), absl::InfiniteFuture());
-    std::vector<std::unique_ptr<ImageTask>> tasks;
-    for (unsigned i = 0; i < num_images; ++i) tasks.push_back(MakeGenerationTask(state, i, &metrics_->model(0)));
-    EXPECT_TRUE(batcher_->Submit(0, std::move(tasks)).ok());
+    EXPECT_TRUE(pool.Submit(state).ok());
     return sink;
   }
 
@@ -80,8 +79,8 @@ class WorkerPoolTest : public ::testing::Test {
   }
 
   // Submits one request and waits for its end.
-  absl::Status Generate(unsigned num_images, unsigned steps, int* images) {
-    return Wait(*Submit(num_images, steps), images);
+  absl::Status Generate(WorkerPool& pool, unsigned num_images, unsigned steps, int* images) {
+    return Wait(*Submit(pool, num_images, steps), images);
   }
 
   // A pool of `workers` one-thread CPU workers over model_ and batcher_.
@@ -120,13 +119,13 @@ TEST_F(WorkerPoolTest, AFailingBatchFailsOnlyItsRequestsAndTheWorkerServesOn) {
   (*pool)->Start();
 
   int images = 0;
-  const absl::Status failed = Generate(3, 2, &images);
+  const absl::Status failed = Generate(**pool, 3, 2, &images);
   EXPECT_EQ(failed.code(), absl::StatusCode::kInternal);
   EXPECT_EQ(failed.message(), "batch failed: injected fault");
   EXPECT_EQ(images, 0);
 
   for (unsigned steps : {1u, 2u}) {
-    const absl::Status ok = Generate(4, steps, &images);
+    const absl::Status ok = Generate(**pool, 4, steps, &images);
     EXPECT_TRUE(ok.ok()) << ok;
     EXPECT_EQ(images, 4);
   }
@@ -144,8 +143,8 @@ TEST_F(WorkerPoolTest, AFailingBatchLeavesTheRequestsOfOtherBatchesAlone) {
   ASSERT_TRUE(pool.ok()) << pool.status();
   // Both requests wait in the queue before any batch runs; the first batch
   // (the first request's image) fails.
-  auto first = Submit(1, 1);
-  auto second = Submit(2, 2);
+  auto first = Submit(**pool, 1, 1);
+  auto second = Submit(**pool, 2, 2);
   (*pool)->Start();
   int images = 0;
   EXPECT_EQ(Wait(*first, &images).code(), absl::StatusCode::kInternal);
@@ -164,7 +163,7 @@ TEST_F(WorkerPoolTest, InstanceCountLimitsTheWorkersThatRunAModel) {
   (*pool)->Start();
   // Requests in flight together, so that an idle second worker would take some.
   std::vector<std::unique_ptr<RecordingSink>> sinks;
-  for (int i = 0; i < 6; ++i) sinks.push_back(Submit(8, 2));
+  for (int i = 0; i < 6; ++i) sinks.push_back(Submit(**pool, 8, 2));
   for (auto& sink : sinks) {
     int images = 0;
     EXPECT_TRUE(Wait(*sink, &images).ok());

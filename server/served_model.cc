@@ -1,0 +1,24 @@
+#include "server/served_model.h"
+
+#include <algorithm>
+#include <cstdint>
+
+namespace tcm {
+
+ServedModel DescribeModel(const std::string& name, const v1::ModelConfig& config,
+                          const std::vector<std::string>& labels, size_t max_queue_size) {
+  ServedModel m;
+  m.name = name;
+  m.num_classes = config.num_classes();
+  m.default_steps = config.default_steps();
+  m.max_images = static_cast<unsigned>(std::min<size_t>(max_queue_size, UINT32_MAX));
+  m.architecture = config.architecture();
+  m.resolution = config.img_resolution();
+  m.channels = config.img_channels();
+  m.mid_t = config.mid_t();
+  m.t_max = config.t_max();
+  m.class_names = labels;
+  return m;
+}
+
+}  // namespace tcm

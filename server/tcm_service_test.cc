@@ -1,0 +1,399 @@
+// The request-to-response path of tcm.v1.TcmService, without sockets and
+// without LibTorch: the service runs in an in-process gRPC server and hands
+// its requests to a fake GenerationQueue, which the test plays the workers of.
+#include "server/tcm_service.h"
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <future>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "server/generation_queue.h"
+#include "server/metrics.h"
+
+namespace tcm {
+namespace {
+
+using grpc::StatusCode;
+
+// Records the requests it is given; the test finishes them as a worker would.
+class FakeQueue : public GenerationQueue {
+ public:
+  absl::Status Submit(const std::shared_ptr<RequestState>& request) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!refusal_.ok()) return refusal_;
+    submitted_.push_back(request);
+    changed_.notify_all();
+    return absl::OkStatus();
+  }
+
+  // Later submissions fail with `status` (OK: accepted again).
+  void RefuseWith(absl::Status status) {
+    std::lock_guard<std::mutex> lock(mu_);
+    refusal_ = std::move(status);
+  }
+
+  // The `n`-th request submitted (from 0), waiting for it up to 30 s.
+  std::shared_ptr<RequestState> WaitForRequest(size_t n) {
+    std::unique_lock<std::mutex> lock(mu_);
+    changed_.wait_for(lock, std::chrono::seconds(30), [&] { return submitted_.size() > n; });
+    return submitted_.size() > n ? submitted_[n] : nullptr;
+  }
+
+  size_t submitted() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return submitted_.size();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable changed_;
+  absl::Status refusal_;
+  std::vector<std::shared_ptr<RequestState>> submitted_;
+};
+
+// A 2x2 single-channel image whose every byte is `value`.
+constexpr int kSide = 2, kChannels = 1;
+void FinishImage(RequestState& request, unsigned index, uint8_t value) {
+  const std::vector<uint8_t> pixels(kSide * kSide * kChannels, value);
+  request.ImageDone(index, pixels.data(), kSide, kSide, kChannels);
+}
+
+v1::GenerateRequest Request(const std::string& model, std::optional<int64_t> class_label, unsigned steps,
+                            unsigned num_images, uint64_t seed) {
+  v1::GenerateRequest request;
+  request.set_model(model);
+  if (class_label) request.set_class_label(*class_label);
+  request.set_steps(steps);
+  request.set_num_images(num_images);
+  request.set_seed(seed);
+  request.set_format(v1::IMAGE_FORMAT_RAW);
+  return request;
+}
+
+// The value of the sample of family `name` whose labels include `labels`
+// (counter, gauge, or a histogram's count); nullopt when there is none.
+std::optional<double> Sample(prometheus::Registry& registry, const std::string& name,
+                             const std::map<std::string, std::string>& labels) {
+  for (const auto& family : registry.Collect()) {
+    if (family.name != name) continue;
+    for (const auto& metric : family.metric) {
+      size_t matched = 0;
+      for (const auto& label : metric.label) {
+        auto it = labels.find(label.name);
+        if (it != labels.end() && it->second == label.value) ++matched;
+      }
+      if (matched != labels.size()) continue;
+      switch (family.type) {
+        case prometheus::MetricType::Counter: return metric.counter.value;
+        case prometheus::MetricType::Gauge: return metric.gauge.value;
+        case prometheus::MetricType::Histogram: return static_cast<double>(metric.histogram.sample_count);
+        default: return std::nullopt;
+      }
+    }
+  }
+  return std::nullopt;
+}
+
+class TcmServiceFixture : public ::testing::Test {
+ protected:
+  TcmServiceFixture() {
+    ServedModel cond;
+    cond.name = "cond";
+    cond.num_classes = 10;
+    cond.default_steps = 1;
+    cond.max_images = 8;
+    cond.architecture = "SongUNet";
+    cond.resolution = kSide;
+    cond.channels = kChannels;
+    cond.mid_t = 0.821;
+    cond.t_max = 80;
+    cond.class_names = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"};
+    ServedModel uncond = cond;
+    uncond.name = "uncond";
+    uncond.num_classes = 0;
+    uncond.default_steps = 2;
+    uncond.class_names.clear();
+    models_ = {cond, uncond};
+    std::vector<ModelLabels> labels;
+    for (const auto& m : models_)
+      labels.push_back({m.name, m.architecture, m.resolution, m.channels, m.num_classes, m.default_steps});
+    metrics_ = std::make_unique<ServerMetrics>(labels);
+    TcmServiceImpl::Options options;
+    options.default_model = 0;
+    service_ = std::make_unique<TcmServiceImpl>(options, models_, &queue_, metrics_.get());
+    grpc::ServerBuilder builder;
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    stub_ = v1::TcmService::NewStub(server_->InProcessChannel(grpc::ChannelArguments()));
+  }
+  ~TcmServiceFixture() override { server_->Shutdown(); }
+
+  // A unary call on its own thread.
+  std::future<std::pair<grpc::Status, v1::GenerateResponse>> CallAsync(const v1::GenerateRequest& request,
+                                                                        grpc::ClientContext* context) {
+    return std::async(std::launch::async, [this, request, context] {
+      v1::GenerateResponse response;
+      grpc::Status status = stub_->Generate(context, request, &response);
+      return std::make_pair(status, response);
+    });
+  }
+
+  grpc::Status Call(const v1::GenerateRequest& request) {
+    grpc::ClientContext context;
+    v1::GenerateResponse response;
+    return stub_->Generate(&context, request, &response);
+  }
+
+  double Metric(const std::string& name, const std::map<std::string, std::string>& labels) {
+    return Sample(*metrics_->registry(), name, labels).value_or(0);
+  }
+
+  std::vector<ServedModel> models_;
+  FakeQueue queue_;
+  std::unique_ptr<ServerMetrics> metrics_;
+  std::unique_ptr<TcmServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<v1::TcmService::Stub> stub_;
+};
+
+using TcmServiceValidationTest = TcmServiceFixture;
+using TcmServiceUnaryTest = TcmServiceFixture;
+using TcmServiceStreamTest = TcmServiceFixture;
+using TcmServiceCancellationTest = TcmServiceFixture;
+using TcmServiceDrainTest = TcmServiceFixture;
+using TcmServiceMetricsTest = TcmServiceFixture;
+using TcmServiceListModelsTest = TcmServiceFixture;
+
+TEST_F(TcmServiceValidationTest, BadRequestsNameTheFieldAndQueueNothing) {
+  struct Case {
+    v1::GenerateRequest request;
+    StatusCode code;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {Request("cond", 1, 3, 1, 1), StatusCode::INVALID_ARGUMENT,
+       "steps: must be 1 or 2 (0 = the model's default, 1), got 3"},
+      {Request("nope", 1, 1, 1, 1), StatusCode::NOT_FOUND, "model: 'nope' is not served (available: cond, uncond)"},
+      {Request("cond", 10, 1, 1, 1), StatusCode::INVALID_ARGUMENT,
+       "class_label: must be in [0, 10) for model 'cond', got 10"},
+      {Request("uncond", 1, 1, 1, 1), StatusCode::INVALID_ARGUMENT,
+       "class_label: model 'uncond' is unconditional; leave class_label unset"},
+      {Request("cond", 1, 1, 9, 1), StatusCode::INVALID_ARGUMENT,
+       "num_images: must be at most 8 for model 'cond' (0 = 1), got 9"},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.request.ShortDebugString());
+    const grpc::Status unary = Call(c.request);
+    EXPECT_EQ(unary.error_code(), c.code);
+    EXPECT_EQ(unary.error_message(), c.message);
+
+    grpc::ClientContext context;
+    auto reader = stub_->GenerateStream(&context, c.request);
+    v1::GenerateStreamResponse message;
+    EXPECT_FALSE(reader->Read(&message));
+    const grpc::Status stream = reader->Finish();
+    EXPECT_EQ(stream.error_code(), c.code);
+    EXPECT_EQ(stream.error_message(), c.message);
+  }
+  EXPECT_EQ(queue_.submitted(), 0u);
+  EXPECT_EQ(Metric("tcm_requests_total", {{"model", "cond"}, {"steps", "invalid"}, {"code", "INVALID_ARGUMENT"}}),
+            2);
+  EXPECT_EQ(Metric("tcm_requests_total", {{"model", "unknown"}, {"code", "NOT_FOUND"}}), 2);
+}
+
+TEST_F(TcmServiceUnaryTest, ImagesFinishedOutOfOrderComeBackByIndex) {
+  grpc::ClientContext context;
+  auto call = CallAsync(Request("cond", 7, 2, 3, 42), &context);
+  auto request = queue_.WaitForRequest(0);
+  ASSERT_NE(request, nullptr);
+  EXPECT_EQ(request->spec().model_name, "cond");
+  EXPECT_EQ(request->spec().steps, 2u);
+  EXPECT_EQ(request->spec().num_images, 3u);
+  EXPECT_EQ(request->spec().seed, 42u);
+  EXPECT_EQ(request->spec().class_labels, std::vector<int64_t>({7, 7, 7}));
+
+  FinishImage(*request, 2, 20);
+  FinishImage(*request, 0, 0);
+  FinishImage(*request, 1, 10);
+  auto [status, response] = call.get();
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(response.model(), "cond");
+  EXPECT_EQ(response.steps(), 2u);
+  EXPECT_EQ(response.seed(), 42u);
+  ASSERT_EQ(response.images_size(), 3);
+  for (int i = 0; i < 3; ++i) {
+    const v1::Image& image = response.images(i);
+    EXPECT_EQ(image.index(), static_cast<uint32_t>(i));
+    EXPECT_EQ(image.data(), std::string(kSide * kSide * kChannels, static_cast<char>(10 * i)));
+    EXPECT_EQ(image.width(), static_cast<uint32_t>(kSide));
+    EXPECT_EQ(image.height(), static_cast<uint32_t>(kSide));
+    EXPECT_EQ(image.channels(), static_cast<uint32_t>(kChannels));
+    EXPECT_EQ(image.class_label(), 7);
+    EXPECT_EQ(image.seed(), 42u);
+  }
+  EXPECT_GE(response.timings().total_seconds(), 0);
+}
+
+TEST_F(TcmServiceUnaryTest, AFailedImageFailsTheCallWithoutPartialImages) {
+  grpc::ClientContext context;
+  auto call = CallAsync(Request("cond", 1, 1, 2, 3), &context);
+  auto request = queue_.WaitForRequest(0);
+  ASSERT_NE(request, nullptr);
+  FinishImage(*request, 0, 1);
+  request->Fail(absl::InternalError("batch failed: out of memory"));
+  FinishImage(*request, 1, 2);  // too late: ignored
+  auto [status, response] = call.get();
+  EXPECT_EQ(status.error_code(), StatusCode::INTERNAL);
+  EXPECT_EQ(status.error_message(), "batch failed: out of memory");
+  EXPECT_EQ(response.images_size(), 0);
+}
+
+TEST_F(TcmServiceStreamTest, ImagesArriveInCompletionOrderThenTheStatus) {
+  grpc::ClientContext context;
+  auto reader = stub_->GenerateStream(&context, Request("uncond", std::nullopt, 0, 3, 9));
+  auto request = queue_.WaitForRequest(0);
+  ASSERT_NE(request, nullptr);
+  EXPECT_EQ(request->spec().steps, 2u) << "steps 0 is the model's default";
+  EXPECT_EQ(request->spec().class_labels, std::vector<int64_t>({-1, -1, -1}));
+
+  v1::GenerateStreamResponse message;
+  FinishImage(*request, 1, 11);
+  ASSERT_TRUE(reader->Read(&message));
+  EXPECT_EQ(message.image().index(), 1u);
+  EXPECT_EQ(message.model(), "uncond");
+  EXPECT_EQ(message.steps(), 2u);
+  FinishImage(*request, 2, 22);
+  FinishImage(*request, 0, 0);
+  ASSERT_TRUE(reader->Read(&message));
+  EXPECT_EQ(message.image().index(), 2u);
+  EXPECT_EQ(message.image().data(), std::string(kSide * kSide * kChannels, 22));
+  ASSERT_TRUE(reader->Read(&message));
+  EXPECT_EQ(message.image().index(), 0u);
+  EXPECT_FALSE(reader->Read(&message));
+  const grpc::Status status = reader->Finish();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+}
+
+TEST_F(TcmServiceStreamTest, AFailureEndsTheStreamAfterTheImagesSent) {
+  grpc::ClientContext context;
+  auto reader = stub_->GenerateStream(&context, Request("cond", 2, 1, 3, 9));
+  auto request = queue_.WaitForRequest(0);
+  ASSERT_NE(request, nullptr);
+  FinishImage(*request, 0, 5);
+  v1::GenerateStreamResponse message;
+  ASSERT_TRUE(reader->Read(&message));
+  EXPECT_EQ(message.image().index(), 0u);
+  request->Fail(absl::InternalError("batch failed"));
+  EXPECT_FALSE(reader->Read(&message));
+  EXPECT_EQ(reader->Finish().error_code(), StatusCode::INTERNAL);
+}
+
+TEST_F(TcmServiceCancellationTest, ACancelledCallIsAbandonedAndEndsCancelled) {
+  for (bool stream : {false, true}) {
+    SCOPED_TRACE(stream ? "GenerateStream" : "Generate");
+    grpc::ClientContext context;
+    std::future<grpc::Status> call;
+    std::unique_ptr<grpc::ClientReader<v1::GenerateStreamResponse>> reader;
+    if (stream) {
+      reader = stub_->GenerateStream(&context, Request("cond", 1, 2, 2, 1));
+    } else {
+      call = std::async(std::launch::async, [&] {
+        v1::GenerateResponse response;
+        return stub_->Generate(&context, Request("cond", 1, 2, 2, 1), &response);
+      });
+    }
+    auto request = queue_.WaitForRequest(stream ? 1 : 0);
+    ASSERT_NE(request, nullptr);
+    EXPECT_TRUE(request->Abandoned(absl::Now()).ok());
+    context.TryCancel();
+    // The service marks the request; the batcher would drop its images.
+    absl::Status abandoned;
+    for (int i = 0; i < 3000 && abandoned.ok(); ++i) {
+      abandoned = request->Abandoned(absl::Now());
+      if (abandoned.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    EXPECT_EQ(abandoned.code(), absl::StatusCode::kCancelled) << abandoned;
+    request->Fail(abandoned);
+    const grpc::Status status = stream ? reader->Finish() : call.get();
+    EXPECT_EQ(status.error_code(), StatusCode::CANCELLED);
+  }
+  EXPECT_EQ(Metric("tcm_requests_in_flight", {{"model", "cond"}}), 0);
+}
+
+TEST_F(TcmServiceCancellationTest, TheCallsDeadlineTravelsWithTheRequest) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  auto call = CallAsync(Request("cond", 1, 1, 1, 1), &context);
+  auto request = queue_.WaitForRequest(0);
+  ASSERT_NE(request, nullptr);
+  EXPECT_TRUE(request->Abandoned(absl::Now()).ok());
+  EXPECT_EQ(request->Abandoned(absl::Now() + absl::Seconds(61)).code(), absl::StatusCode::kDeadlineExceeded);
+  FinishImage(*request, 0, 1);
+  EXPECT_TRUE(call.get().first.ok());
+}
+
+TEST_F(TcmServiceDrainTest, RefusedSubmissionsAnswerAtOnceWithTheQueuesReason) {
+  queue_.RefuseWith(absl::UnavailableError("the server is shutting down"));
+  grpc::Status status = Call(Request("cond", 1, 1, 1, 1));
+  EXPECT_EQ(status.error_code(), StatusCode::UNAVAILABLE);
+  EXPECT_EQ(status.error_message(), "the server is shutting down");
+
+  queue_.RefuseWith(absl::ResourceExhaustedError("queue full"));
+  grpc::ClientContext context;
+  auto reader = stub_->GenerateStream(&context, Request("cond", 1, 1, 1, 1));
+  v1::GenerateStreamResponse message;
+  EXPECT_FALSE(reader->Read(&message));
+  EXPECT_EQ(reader->Finish().error_code(), StatusCode::RESOURCE_EXHAUSTED);
+
+  EXPECT_EQ(Metric("tcm_requests_total", {{"model", "cond"}, {"steps", "1"}, {"code", "UNAVAILABLE"}}), 1);
+  EXPECT_EQ(Metric("tcm_requests_total", {{"model", "cond"}, {"steps", "1"}, {"code", "RESOURCE_EXHAUSTED"}}), 1);
+  EXPECT_EQ(Metric("tcm_requests_in_flight", {{"model", "cond"}}), 0);
+}
+
+TEST_F(TcmServiceMetricsTest, CountsRequestsImagesAndCallsInFlight) {
+  grpc::ClientContext context;
+  auto call = CallAsync(Request("cond", 3, 2, 2, 5), &context);
+  auto request = queue_.WaitForRequest(0);
+  ASSERT_NE(request, nullptr);
+  EXPECT_EQ(Metric("tcm_requests_in_flight", {{"model", "cond"}}), 1);
+  FinishImage(*request, 0, 0);
+  FinishImage(*request, 1, 1);
+  ASSERT_TRUE(call.get().first.ok());
+  EXPECT_EQ(Metric("tcm_requests_in_flight", {{"model", "cond"}}), 0);
+  EXPECT_EQ(Metric("tcm_requests_total", {{"model", "cond"}, {"steps", "2"}, {"code", "OK"}}), 1);
+  EXPECT_EQ(Metric("tcm_images_generated_total", {{"model", "cond"}, {"steps", "2"}}), 2);
+  EXPECT_EQ(Metric("tcm_request_duration_seconds", {{"model", "cond"}, {"steps", "2"}}), 1);
+}
+
+TEST_F(TcmServiceListModelsTest, DescribesEveryModelAndMarksTheDefault) {
+  grpc::ClientContext context;
+  v1::ListModelsResponse response;
+  ASSERT_TRUE(stub_->ListModels(&context, v1::ListModelsRequest(), &response).ok());
+  ASSERT_EQ(response.models_size(), 2);
+  const v1::ModelInfo& cond = response.models(0);
+  EXPECT_EQ(cond.name(), "cond");
+  EXPECT_TRUE(cond.is_default());
+  EXPECT_EQ(cond.num_classes(), 10u);
+  EXPECT_EQ(cond.class_names_size(), 10);
+  EXPECT_EQ(cond.class_names(3), "three");
+  EXPECT_EQ(cond.architecture(), "SongUNet");
+  EXPECT_EQ(cond.resolution(), static_cast<uint32_t>(kSide));
+  EXPECT_FLOAT_EQ(cond.mid_t(), 0.821f);
+  EXPECT_FLOAT_EQ(cond.t_max(), 80.0f);
+  EXPECT_EQ(response.models(1).name(), "uncond");
+  EXPECT_FALSE(response.models(1).is_default());
+  EXPECT_EQ(response.models(1).default_steps(), 2u);
+}
+
+}  // namespace
+}  // namespace tcm
