@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "model/torch_error.h"
 #include "absl/strings/str_join.h"
 #include "model/edm2_unet.h"
 #include "model/model_config.h"
@@ -38,7 +39,7 @@ absl::StatusOr<std::shared_ptr<Denoiser>> Denoiser::Create(const v1::ModelConfig
       d->register_module("below_transition", d->below_transition_);
     }
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat("building the network failed: ", e.what()));
+    return absl::InternalError(absl::StrCat("building the network failed: ", ExceptionMessage(e)));
   }
   return d;
 }

@@ -1,7 +1,9 @@
 #include "model/model_config.h"
 
+#include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/read_file.h"
 #include "common/status_macros.h"
@@ -47,6 +49,77 @@ absl::Status CheckResampleFilter(google::protobuf::RepeatedField<float>* filter,
   float sum = 0;
   for (float f : *filter) sum += f;
   if (sum == 0.0f) return Bad(field, "taps must not sum to zero");
+  return absl::OkStatus();
+}
+
+// `value` of `field` must be at most `limit`.
+absl::Status CheckAtMost(uint64_t value, uint64_t limit, absl::string_view field) {
+  if (value > limit) return Bad(field, absl::StrCat("must be at most ", limit, ", got ", value));
+  return absl::OkStatus();
+}
+
+absl::Status CheckListLimits(const google::protobuf::RepeatedField<uint32_t>& list, int max_entries,
+                             uint32_t max_value, absl::string_view field) {
+  if (list.size() > max_entries)
+    return Bad(field, absl::StrCat("must have at most ", max_entries, " entries, got ", list.size()));
+  for (uint32_t v : list) TCM_RETURN_IF_ERROR(CheckAtMost(v, max_value, field));
+  return absl::OkStatus();
+}
+
+// The sizes shared by both architectures, against ConfigLimits; `prefix` is
+// "edm2" or "song". A rough count of the 3x3 convolution weights (two per
+// block, encoder and decoder) guards the network's total size.
+template <typename Net>
+absl::Status CheckNetworkLimits(const Net& c, absl::string_view prefix) {
+  using L = ConfigLimits;
+  const std::string p(prefix);
+  TCM_RETURN_IF_ERROR(CheckAtMost(c.model_channels(), L::kMaxModelChannels, p + ".model_channels"));
+  TCM_RETURN_IF_ERROR(CheckListLimits(c.channel_mult(), L::kMaxLevels, L::kMaxChannelMult, p + ".channel_mult"));
+  TCM_RETURN_IF_ERROR(CheckAtMost(c.num_blocks(), L::kMaxBlocks, p + ".num_blocks"));
+  TCM_RETURN_IF_ERROR(CheckAtMost(c.channel_mult_emb(), L::kMaxChannelMult, p + ".channel_mult_emb"));
+  TCM_RETURN_IF_ERROR(CheckAtMost(c.channel_mult_noise(), L::kMaxChannelMult, p + ".channel_mult_noise"));
+  TCM_RETURN_IF_ERROR(
+      CheckListLimits(c.attn_resolutions(), L::kMaxListEntries, L::kMaxResolution, p + ".attn_resolutions"));
+  if (c.resample_filter_size() > L::kMaxFilterTaps)
+    return Bad(p + ".resample_filter",
+               absl::StrCat("must have at most ", L::kMaxFilterTaps, " taps, got ", c.resample_filter_size()));
+  double weights = 0;
+  for (uint32_t mult : c.channel_mult()) {
+    const uint64_t width = static_cast<uint64_t>(c.model_channels()) * mult;
+    if (width > L::kMaxLevelChannels)
+      return Bad(p + ".channel_mult",
+                 absl::StrCat("model_channels x channel_mult must be at most ", L::kMaxLevelChannels, ", got ",
+                              c.model_channels(), " x ", mult, " = ", width));
+    weights += 2.0 * 2 * (c.num_blocks() + 1) * 9.0 * static_cast<double>(width) * static_cast<double>(width);
+  }
+  if (weights > L::kMaxParameters)
+    return Bad(p, absl::StrCat("a network of about ", absl::StrFormat("%.3g", weights),
+                               " weights is past the limit of ", absl::StrFormat("%.3g", L::kMaxParameters),
+                               " (model_channels, channel_mult, num_blocks)"));
+  return absl::OkStatus();
+}
+
+absl::Status CheckLimits(const ModelConfig& c) {
+  using L = ConfigLimits;
+  TCM_RETURN_IF_ERROR(CheckAtMost(c.img_resolution(), L::kMaxResolution, "img_resolution"));
+  TCM_RETURN_IF_ERROR(CheckAtMost(c.img_channels(), L::kMaxImageChannels, "img_channels"));
+  TCM_RETURN_IF_ERROR(CheckAtMost(c.num_classes(), L::kMaxClasses, "num_classes"));
+  if (c.has_edm2()) {
+    TCM_RETURN_IF_ERROR(CheckNetworkLimits(c.edm2(), "edm2"));
+    TCM_RETURN_IF_ERROR(
+        CheckAtMost(c.edm2().channels_per_head(), L::kMaxChannelsPerHead, "edm2.channels_per_head"));
+    TCM_RETURN_IF_ERROR(CheckListLimits(c.edm2().dout_resolutions(), L::kMaxListEntries, L::kMaxResolution,
+                                        "edm2.dout_resolutions"));
+  }
+  if (c.has_song()) {
+    TCM_RETURN_IF_ERROR(CheckNetworkLimits(c.song(), "song"));
+    TCM_RETURN_IF_ERROR(CheckAtMost(c.song().augment_dim(), L::kMaxAugmentDim, "song.augment_dim"));
+  }
+  TCM_RETURN_IF_ERROR(CheckAtMost(c.batching().max_batch_size(), L::kMaxBatchSize, "batching.max_batch_size"));
+  TCM_RETURN_IF_ERROR(CheckAtMost(c.batching().max_queue_size(), L::kMaxQueueSize, "batching.max_queue_size"));
+  TCM_RETURN_IF_ERROR(
+      CheckAtMost(c.batching().max_queue_delay_us(), L::kMaxQueueDelayUs, "batching.max_queue_delay_us"));
+  TCM_RETURN_IF_ERROR(CheckAtMost(c.instance().count(), L::kMaxInstances, "instance.count"));
   return absl::OkStatus();
 }
 
@@ -196,6 +269,7 @@ int NumLevels(const ModelConfig& config) {
 }
 
 absl::StatusOr<ModelConfig> CompleteModelConfig(ModelConfig c) {
+  TCM_RETURN_IF_ERROR(CheckLimits(c));
   if (c.architecture().empty()) {
     if (c.has_edm2()) c.set_architecture(std::string(kEdm2UNet));
     if (c.has_song()) c.set_architecture(std::string(kSongUNet));

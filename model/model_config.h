@@ -4,7 +4,9 @@
 #ifndef TCM_MODEL_MODEL_CONFIG_H_
 #define TCM_MODEL_MODEL_CONFIG_H_
 
+#include <cstdint>
 #include <string>
+
 #include "absl/strings/string_view.h"
 
 #include "absl/status/statusor.h"
@@ -15,8 +17,33 @@ namespace tcm {
 inline constexpr absl::string_view kEdm2UNet = "EDM2UNet";
 inline constexpr absl::string_view kSongUNet = "SongUNet";
 
+// The sane range of every size in a config, checked before anything is
+// built: a network past them is refused with the field and the limit, not
+// allocated. The released NVlabs models sit far inside them (ImageNet 64x64
+// EDM2-XL: model_channels 320, channel_mult up to 4, 3 blocks, 1000 classes).
+struct ConfigLimits {
+  static constexpr uint32_t kMaxResolution = 4096;        // img_resolution
+  static constexpr uint32_t kMaxImageChannels = 16;       // img_channels
+  static constexpr uint32_t kMaxClasses = 100000;         // num_classes
+  static constexpr uint32_t kMaxModelChannels = 4096;     // edm2/song.model_channels
+  static constexpr uint32_t kMaxChannelMult = 64;         // each channel_mult entry, channel_mult_emb/noise
+  static constexpr int kMaxLevels = 8;                    // entries of channel_mult
+  static constexpr uint32_t kMaxLevelChannels = 16384;    // model_channels x the largest multiplier
+  static constexpr uint32_t kMaxBlocks = 64;              // num_blocks
+  static constexpr uint32_t kMaxChannelsPerHead = 4096;   // edm2.channels_per_head
+  static constexpr uint32_t kMaxAugmentDim = 1024;        // song.augment_dim
+  static constexpr int kMaxFilterTaps = 16;               // resample_filter entries
+  static constexpr int kMaxListEntries = 16;              // attn_resolutions, dout_resolutions entries
+  static constexpr double kMaxParameters = 4e9;           // estimated weights of the network
+  static constexpr uint32_t kMaxBatchSize = 65536;        // batching.max_batch_size
+  static constexpr uint32_t kMaxQueueSize = 1u << 24;     // batching.max_queue_size
+  static constexpr uint64_t kMaxQueueDelayUs = 60000000;  // batching.max_queue_delay_us (one minute)
+  static constexpr uint32_t kMaxInstances = 1024;         // instance.count
+};
+
 // Returns `config` with every optional field set to its reference default,
-// or an InvalidArgument error naming the first bad field and what is allowed.
+// or an InvalidArgument error naming the first bad field and what is allowed
+// (sizes outside ConfigLimits included).
 absl::StatusOr<v1::ModelConfig> CompleteModelConfig(v1::ModelConfig config);
 
 // Parses a `config.pbtxt` (protobuf text format) and completes it.

@@ -112,6 +112,54 @@ TEST(ModelConfigTest, BadValuesNameTheField) {
               "song.encoder_type: must be \"standard\", \"skip\" or \"residual\", got \"fancy\"");
 }
 
+TEST(ModelConfigTest, AbsurdSizesAreRefusedWithTheLimit) {
+  using C = v1::ModelConfig;
+  ExpectEditError([](C& c) { c.mutable_edm2()->set_model_channels(2000000000); },
+                  "edm2.model_channels: must be at most 4096, got 2000000000");
+  ExpectEditError([](C& c) { c.set_num_classes(4000000000u); }, "num_classes: must be at most 100000, got 4000000000");
+  ExpectEditError([](C& c) { c.set_img_resolution(1u << 20); }, "img_resolution: must be at most 4096");
+  ExpectEditError([](C& c) { c.set_img_channels(100); }, "img_channels: must be at most 16, got 100");
+  ExpectEditError([](C& c) { c.mutable_edm2()->set_num_blocks(1000); }, "edm2.num_blocks: must be at most 64");
+  ExpectEditError([](C& c) { c.mutable_edm2()->set_channel_mult(0, 1000); }, "edm2.channel_mult: must be at most 64");
+  ExpectEditError(
+      [](C& c) {
+        for (int i = 0; i < 10; ++i) c.mutable_edm2()->add_channel_mult(1);
+      },
+      "edm2.channel_mult: must have at most 8 entries, got 13");
+  ExpectEditError(
+      [](C& c) {
+        c.mutable_edm2()->set_model_channels(4096);
+        c.mutable_edm2()->set_channel_mult(1, 8);
+      },
+      "edm2.channel_mult: model_channels x channel_mult must be at most 16384, got 4096 x 8 = 32768");
+  ExpectEditError(
+      [](C& c) {
+        c.mutable_edm2()->set_model_channels(4096);
+        c.mutable_edm2()->set_num_blocks(64);
+      },
+      "weights is past the limit of 4e+09");
+  ExpectEditError([](C& c) { c.mutable_edm2()->set_channels_per_head(1u << 30); }, "edm2.channels_per_head");
+  ExpectEditError([](C& c) { c.mutable_batching()->set_max_batch_size(1u << 30); }, "batching.max_batch_size");
+  ExpectEditError([](C& c) { c.mutable_batching()->set_max_queue_delay_us(1ull << 40); },
+                  "batching.max_queue_delay_us: must be at most 60000000");
+  ExpectEditError([](C& c) { c.mutable_instance()->set_count(1u << 20); }, "instance.count: must be at most 1024");
+  ExpectError("img_resolution: 32 img_channels: 3 song { model_channels: 16 channel_mult: [1] num_blocks: 1 "
+              "augment_dim: 1000000 }",
+              "song.augment_dim: must be at most 1024");
+  // The largest released network is well inside the limits.
+  auto xl = Edited([](C& c) {
+    c.set_img_resolution(64);
+    c.set_img_channels(4);
+    c.set_num_classes(1000);
+    auto* e = c.mutable_edm2();
+    e->set_model_channels(320);
+    e->clear_channel_mult();
+    for (int m : {1, 2, 3, 4}) e->add_channel_mult(m);
+    e->set_num_blocks(3);
+  });
+  EXPECT_TRUE(xl.ok()) << xl.status();
+}
+
 TEST(ModelConfigTest, SyntaxErrorsNameTheLine) {
   ExpectError("architecture: \"EDM2UNet\"\nimg_resolutoin: 32\n", "line 2");
 }

@@ -8,6 +8,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "model/torch_error.h"
 #include "common/status_macros.h"
 #include "google/protobuf/text_format.h"
 #include "model/model_config.h"
@@ -69,10 +70,16 @@ absl::StatusOr<ModelDirectory> ReadModelDirectory(const std::string& path) {
 
   const std::string weights_path = (dir / "weights.safetensors").string();
   TCM_ASSIGN_OR_RETURN(auto file, SafetensorsFile::Read(weights_path));
-  model.weights = ToTensors(file);
   // Validate the weights against the configuration by loading them once.
-  TCM_ASSIGN_OR_RETURN(auto probe, Denoiser::Create(model.config));
-  TCM_RETURN_IF_ERROR(probe->LoadStateDict(model.weights, weights_path));
+  // LibTorch's exceptions stop here, as one line naming the directory.
+  try {
+    model.weights = ToTensors(file);
+    auto probe = Denoiser::Create(model.config);
+    if (!probe.ok()) return absl::Status(probe.status().code(), absl::StrCat(path, ": ", probe.status().message()));
+    TCM_RETURN_IF_ERROR((*probe)->LoadStateDict(model.weights, weights_path));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(path, ": loading the model failed: ", ExceptionMessage(e)));
+  }
   TCM_ASSIGN_OR_RETURN(model.labels, ReadLabels(dir / "labels.txt", model.config.num_classes()));
   return model;
 }
@@ -84,7 +91,7 @@ absl::StatusOr<std::shared_ptr<Denoiser>> BuildReplica(const ModelDirectory& mod
   try {
     denoiser->PrepareForInference();
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat(model.path, ": preparing for inference failed: ", e.what()));
+    return absl::InternalError(absl::StrCat(model.path, ": preparing for inference failed: ", ExceptionMessage(e)));
   }
   return denoiser;
 }

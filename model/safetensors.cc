@@ -14,6 +14,32 @@ namespace tcm {
 namespace {
 
 constexpr uint64_t kMaxHeaderBytes = 100 * 1024 * 1024;
+// The format's header is flat: {"name": {"dtype", "shape": [..], "data_offsets": [..]}}.
+constexpr int kMaxHeaderNesting = 8;
+constexpr int kMaxDims = 16;
+
+// How deep `json` nests arrays and objects, counted without parsing it (the
+// parser and the destructor of a parsed document recurse per level), up to
+// `limit` + 1.
+int NestingDepth(absl::string_view json, int limit) {
+  int depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (char c : json) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+      if (deepest > limit) return deepest;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return deepest;
+}
 
 struct DTypeInfo {
   DType dtype;
@@ -46,11 +72,22 @@ absl::StatusOr<TensorEntry> ParseEntry(const std::string& source, const std::str
   entry.dtype = *dtype;
   if (!spec.contains("shape") || !spec["shape"].is_array())
     return Invalid(source, absl::StrCat(where, ": missing array field 'shape'"));
+  if (spec["shape"].size() > kMaxDims)
+    return Invalid(source, absl::StrCat(where, ": shape has ", spec["shape"].size(), " dimensions, at most ",
+                                        kMaxDims, " are allowed"));
+  // The byte size, checked against overflow: a shape whose size passes 2^63
+  // cannot match any file.
+  uint64_t expected = DTypeSize(entry.dtype);
+  bool overflow = false;
   for (const auto& dim : spec["shape"]) {
     if (!dim.is_number_integer() || dim.get<int64_t>() < 0)
       return Invalid(source, absl::StrCat(where, ": shape entries must be non-negative integers"));
     entry.shape.push_back(dim.get<int64_t>());
+    overflow = overflow || __builtin_mul_overflow(expected, static_cast<uint64_t>(dim.get<int64_t>()), &expected);
   }
+  if (overflow || expected > static_cast<uint64_t>(INT64_MAX))
+    return Invalid(source, absl::StrCat(where, ": shape [", absl::StrJoin(entry.shape, ", "),
+                                        "] is too large (its byte size overflows 64 bits)"));
   const auto& offsets = spec.contains("data_offsets") ? spec["data_offsets"] : nlohmann::json();
   if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
       !offsets[1].is_number_unsigned())
@@ -60,7 +97,6 @@ absl::StatusOr<TensorEntry> ParseEntry(const std::string& source, const std::str
   if (begin > end || end > data.size())
     return Invalid(source, absl::StrCat(where, ": data_offsets [", begin, ", ", end,
                                         "] out of range (data section is ", data.size(), " bytes)"));
-  const uint64_t expected = static_cast<uint64_t>(entry.NumElements()) * DTypeSize(entry.dtype);
   if (end - begin != expected)
     return Invalid(source, absl::StrCat(where, ": holds ", end - begin, " bytes but shape [",
                                         absl::StrJoin(entry.shape, ", "), "] of ",
@@ -122,6 +158,8 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Parse(std::string contents,
   const absl::string_view header_text = all.substr(8, header_len);
   const absl::string_view data = all.substr(8 + header_len);
 
+  if (NestingDepth(header_text, kMaxHeaderNesting) > kMaxHeaderNesting)
+    return Invalid(source, absl::StrCat("bad header: JSON nested deeper than ", kMaxHeaderNesting, " levels"));
   nlohmann::json header =
       nlohmann::json::parse(header_text.begin(), header_text.end(), nullptr, /*allow_exceptions=*/false);
   if (header.is_discarded() || !header.is_object())

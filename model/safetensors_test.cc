@@ -116,6 +116,35 @@ TEST(SafetensorsTest, MissingFieldsAreNamed) {
                    "non-negative");
 }
 
+TEST(SafetensorsTest, ShapeWhoseSizeOverflowsIsRefused) {
+  // 2^32 x 2^32 F32 elements: 2^66 bytes, 0 modulo 2^64, so an unchecked
+  // product would match the empty data range.
+  ExpectParseError(Header(R"({"w": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 0]}})"),
+                   "tensor 'w': shape [4294967296, 4294967296] is too large (its byte size overflows 64 bits)");
+  ExpectParseError(
+      Header(R"({"w": {"dtype": "U8", "shape": [9223372036854775807, 2], "data_offsets": [0, 0]}})"),
+      "is too large");
+  ExpectParseError(Header(R"({"w": {"dtype": "F32", "shape": [18446744073709551615], "data_offsets": [0, 4]}})") +
+                       std::string(4, 0),
+                   "non-negative");
+}
+
+TEST(SafetensorsTest, TooManyDimensionsAreRefused) {
+  ExpectParseError(Header(R"({"w": {"dtype": "U8", "shape": [1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1], )"
+                          R"("data_offsets": [0, 1]}})") +
+                       std::string(1, 0),
+                   "shape has 17 dimensions, at most 16 are allowed");
+}
+
+TEST(SafetensorsTest, DeeplyNestedHeaderIsRefusedBeforeParsing) {
+  const std::string deep = std::string(100000, '[') + std::string(100000, ']');
+  ExpectParseError(Header("{\"w\": " + deep + "}"), "bad header: JSON nested deeper than 8 levels");
+  // Brackets inside strings do not count.
+  auto file = SafetensorsFile::Parse(Header(R"({"__metadata__": {"note": "[[[[[[[[[[{{{{{{{{{{"}})"), "w.safetensors");
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->metadata().at("note"), "[[[[[[[[[[{{{{{{{{{{");
+}
+
 TEST(SafetensorsTest, NonStringMetadata) {
   ExpectParseError(Header(R"({"__metadata__": {"config": 3}})"), "metadata 'config' is not a string");
 }

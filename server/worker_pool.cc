@@ -5,6 +5,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "model/torch_error.h"
 #include "model/cpu_threads.h"
 #include "model/sampler.h"
 #include "server/device.h"
@@ -62,7 +63,7 @@ class WorkerPool::Worker {
     try {
       device_.Adopt(**replica, model.config);
     } catch (const std::exception& e) {
-      return absl::InternalError(absl::StrCat("moving '", model.name, "' to ", device_.name(), ": ", e.what()));
+      return absl::InternalError(absl::StrCat("moving '", model.name, "' to ", device_.name(), ": ", ExceptionMessage(e)));
     }
     replicas_.push_back(*replica);
     return absl::OkStatus();
@@ -79,7 +80,7 @@ class WorkerPool::Worker {
       try {
         Forward(*replica, torch::stack(inputs), torch::full({batch_size}, StepSigma(c, 0)), labels);
       } catch (const std::exception& e) {
-        return absl::InternalError(absl::StrCat("warm-up of '", c.name(), "' failed: ", e.what()));
+        return absl::InternalError(absl::StrCat("warm-up of '", c.name(), "' failed: ", ExceptionMessage(e)));
       }
     }
     return absl::OkStatus();
@@ -137,7 +138,7 @@ class WorkerPool::Worker {
       torch::Tensor label_tensor = config.num_classes() ? torch::tensor(labels, torch::kInt64) : torch::Tensor();
       out = Forward(replica, torch::stack(inputs), torch::tensor(sigmas), label_tensor);
     } catch (const std::exception& e) {
-      const absl::Status status = absl::InternalError(absl::StrCat("batch failed: ", e.what()));
+      const absl::Status status = absl::InternalError(absl::StrCat("batch failed: ", ExceptionMessage(e)));
       for (auto& t : batch.tasks) static_cast<GenerationTask&>(*t).request->Fail(status);
       metrics.Batch(n, absl::ToDoubleSeconds(absl::Now() - start));
       return;

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# tcm-server refuses hostile or broken model files with one line naming the
+# file and what is wrong, and exits 1 instead of hanging, allocating what a
+# file declares, or dumping a LibTorch stack trace.
+#   hostile_model_files_test.sh SOURCE_DIR BIN_DIR
+set -uo pipefail
+source_dir="$1"; bin="$2"
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+fail=0
+good="$source_dir/models/fashion-mnist-tcm"
+checked=0
+
+# A repository holding one copy of the embedded model, its files as given:
+#   repo_with CONFIG_TEXT WEIGHTS_FILE -> prints the repository path
+repo_with() {
+  local repo
+  repo="$(mktemp -d "$tmp/repo.XXXX")"
+  mkdir -p "$repo/m"
+  printf '%s\n' "$1" > "$repo/m/config.pbtxt"
+  cp "$2" "$repo/m/weights.safetensors"
+  echo "$repo"
+}
+
+# A safetensors file whose header is JSON, followed by DATA_BYTES zero bytes.
+safetensors() {  # safetensors OUT JSON DATA_BYTES
+  python3 - "$1" "$2" "$3" <<'PY'
+import struct, sys
+out, header, data = sys.argv[1], sys.argv[2].encode(), int(sys.argv[3])
+with open(out, "wb") as f:
+    f.write(struct.pack("<Q", len(header)) + header + b"\0" * data)
+PY
+}
+
+# refused REPO FRAGMENT: tcm-server exits 1 within 60 s with one line that
+# names the model's directory and contains FRAGMENT.
+refused() {
+  local out rc
+  checked=$((checked + 1))
+  out="$(timeout 60 "$bin/tcm-server" --model_repository "$1" --port 0 --metrics_port -1 2>&1)"
+  rc=$?
+  if [[ $rc -ne 1 || "$out" != *"$2"* || "$out" != *"$1/m"* || $(printf '%s\n' "$out" | wc -l) -ne 1 ]]; then
+    echo "FAIL: expected exit 1 and one line with '$2'; got exit $rc and:"
+    printf '%s\n' "$out" | head -5
+    fail=1
+  fi
+}
+
+config="$(cat "$good/config.pbtxt")"
+refused "$(repo_with "${config/model_channels: 32/model_channels: 2000000000}" "$good/weights.safetensors")" \
+  "config.pbtxt: edm2.model_channels: must be at most 4096, got 2000000000"
+refused "$(repo_with "${config/num_classes: 10/num_classes: 4000000000}" "$good/weights.safetensors")" \
+  "config.pbtxt: num_classes: must be at most 100000, got 4000000000"
+refused "$(repo_with "${config/num_blocks: 1/num_blocks: 100000}" "$good/weights.safetensors")" \
+  "config.pbtxt: edm2.num_blocks: must be at most 64"
+
+safetensors "$tmp/overflow.safetensors" \
+  '{"w": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 0]}}' 0
+refused "$(repo_with "$config" "$tmp/overflow.safetensors")" "weights.safetensors: tensor 'w': shape [4294967296, 4294967296] is too large"
+safetensors "$tmp/offsets.safetensors" '{"w": {"dtype": "F32", "shape": [4], "data_offsets": [16, 0]}}' 16
+refused "$(repo_with "$config" "$tmp/offsets.safetensors")" "data_offsets [16, 0] out of range"
+safetensors "$tmp/dtype.safetensors" '{"w": {"dtype": "F8_E9", "shape": [1], "data_offsets": [0, 1]}}' 1
+refused "$(repo_with "$config" "$tmp/dtype.safetensors")" "unknown dtype 'F8_E9'"
+safetensors "$tmp/meta.safetensors" '{"__metadata__": {"config": {"nested": 1}}}' 0
+refused "$(repo_with "$config" "$tmp/meta.safetensors")" "metadata 'config' is not a string"
+safetensors "$tmp/deep.safetensors" "{\"w\": $(printf '[%.0s' {1..5000})$(printf ']%.0s' {1..5000})}" 0
+refused "$(repo_with "$config" "$tmp/deep.safetensors")" "JSON nested deeper than 8 levels"
+head -c 1000 "$good/weights.safetensors" > "$tmp/truncated.safetensors"
+refused "$(repo_with "$config" "$tmp/truncated.safetensors")" "weights.safetensors: truncated or bad header"
+# Weights of another shape than the config asks for.
+refused "$(repo_with "${config/model_channels: 32/model_channels: 48}" "$good/weights.safetensors")" \
+  "weights.safetensors: weight '"
+
+[[ $fail -eq 0 ]] && echo "PASS: $checked hostile model directories refused with one line each"
+exit $fail
