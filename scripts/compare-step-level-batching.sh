@@ -52,7 +52,7 @@ start_server false
 apart_port=$PORT apart_metrics=$METRICS_PORT
 
 window_run() {  # window_run MODE PORT PAIR
-  "$bin/tcm-bench" --server "localhost:$2" --model "$model" --concurrency "$concurrency" \
+  "$bin/tcm-bench" --server "127.0.0.1:$2" --model "$model" --concurrency "$concurrency" \
     --two_step_fraction 0.5 --duration "$window" --warmup 1 --connect_timeout 120 \
     --json "$out/$1-$3.json" > /dev/null
 }
@@ -67,8 +67,8 @@ for ((i = 1; i <= pairs; i++)); do
     window_run step_level "$step_port" "$i"
   fi
 done
-curl -sf "localhost:$step_metrics/metrics" > "$out/metrics-step_level.txt"
-curl -sf "localhost:$apart_metrics/metrics" > "$out/metrics-apart.txt"
+curl -sf "127.0.0.1:$step_metrics/metrics" > "$out/metrics-step_level.txt"
+curl -sf "127.0.0.1:$apart_metrics/metrics" > "$out/metrics-apart.txt"
 
 /usr/bin/python3 - "$out" "$pairs" "$model" << 'PY'
 import json, math, statistics, sys

@@ -40,7 +40,7 @@ expect_error 1 "--default_model: no model named 'nosuch' (available: fashion-mni
   "$bin/tcm-server" --model_repository "$source_dir/models" --default_model nosuch --port 0 --metrics_port -1
 
 start_server "$bin/tcm-server" "$source_dir/models" --default_model fashion-mnist-tcm --metrics_port -1
-server="localhost:$GRPC_PORT"
+server="127.0.0.1:$GRPC_PORT"
 
 # --list-models: one line per model, then its class names.
 "$bin/tcm-client" --server "$server" --list-models > "$TMP/list.txt" 2>&1 || { echo "FAIL: --list-models"; fail=1; }

@@ -30,6 +30,6 @@ done
 for mode in true false; do
   port="$(sed -nE 's/.*metrics on port ([0-9]+).*/\1/p' "$tmp/out/server-$mode.log")"
   [[ -n "$port" ]] || { echo "FAIL: server-$mode.log names no metrics port"; fail=1; continue; }
-  curl -sf "localhost:$port/metrics" > /dev/null && { echo "FAIL: the $mode server outlived the script"; fail=1; }
+  curl -sf "127.0.0.1:$port/metrics" > /dev/null && { echo "FAIL: the $mode server outlived the script"; fail=1; }
 done
 exit $fail

@@ -11,8 +11,8 @@ start_server "$server" "$tmp/repo" --metrics_port 0
 grpc_port="$GRPC_PORT"
 metrics_port="$METRICS_PORT"
 
-"$client" --server "localhost:$grpc_port" --num 3 --steps 2 --out "$tmp/out" > /dev/null || exit 1
-"$client" --server "localhost:$grpc_port" --steps 5 > /dev/null 2>&1 && { echo "steps 5 was accepted"; exit 1; }
+"$client" --server "127.0.0.1:$grpc_port" --num 3 --steps 2 --out "$tmp/out" > /dev/null || exit 1
+"$client" --server "127.0.0.1:$grpc_port" --steps 5 > /dev/null 2>&1 && { echo "steps 5 was accepted"; exit 1; }
 
 curl -sf "http://127.0.0.1:$metrics_port/metrics" > "$tmp/metrics.txt" || { echo "no metrics"; exit 1; }
 grep -q '^tcm_images_generated_total{model="cond",steps="2"} 3$' "$tmp/metrics.txt" || { echo "images not counted"; exit 1; }

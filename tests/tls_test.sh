@@ -36,22 +36,22 @@ refused() {
 }
 
 # Mutual TLS: only a client with a certificate from the CA is served.
-out="$("$client" --server "localhost:$port" --tls_ca ca.pem --tls_cert client.pem --tls_key client.key --out imgs 2>&1)" \
+out="$("$client" --server "127.0.0.1:$port" --tls_ca ca.pem --tls_cert client.pem --tls_key client.key --out imgs 2>&1)" \
   || { echo "FAIL: mutual TLS client was refused: $out"; fail=1; }
 ls imgs/*.png > /dev/null 2>&1 || { echo "FAIL: no image written over TLS"; fail=1; }
-refused "a client without a certificate" "" --server "localhost:$port" --tls_ca ca.pem
-refused "a plaintext client" "" --server "localhost:$port"
+refused "a client without a certificate" "" --server "127.0.0.1:$port" --tls_ca ca.pem
+refused "a plaintext client" "" --server "127.0.0.1:$port"
 
 # Server-side TLS only: any client that trusts the server's CA is served.
 kill -9 "$SERVER_PID"; wait "$SERVER_PID" 2> /dev/null
 start_server "$server" repo --metrics_port -1 --tls_cert server.pem --tls_key server.key
 port="$GRPC_PORT"
-out="$("$client" --server "localhost:$port" --tls_ca ca.pem --out tls-imgs 2>&1)" \
+out="$("$client" --server "127.0.0.1:$port" --tls_ca ca.pem --out tls-imgs 2>&1)" \
   || { echo "FAIL: a TLS client was refused: $out"; fail=1; }
 ls tls-imgs/*.png > /dev/null 2>&1 || { echo "FAIL: no image written over server-side TLS"; fail=1; }
-refused "a plaintext client of a TLS server" "" --server "localhost:$port"
+refused "a plaintext client of a TLS server" "" --server "127.0.0.1:$port"
 refused "a client that does not trust the server's certificate" "certificate verify failed" \
-  --server "localhost:$port" --tls_ca client.pem
+  --server "127.0.0.1:$port" --tls_ca client.pem
 
 # Half-given TLS flags stop the server and the client with a line naming them,
 # instead of falling back to plaintext.
@@ -69,5 +69,5 @@ flag_error "--tls_client_ca: needs --tls_cert and --tls_key" \
 flag_error "--tls_cert and --tls_key go together: give both or neither" \
   "$server" --model_repository repo --port 0 --metrics_port -1 --tls_key server.key
 flag_error "--tls_cert and --tls_key go together: give both or neither" \
-  "$client" --server "localhost:$port" --tls_key client.key --out half
+  "$client" --server "127.0.0.1:$port" --tls_key client.key --out half
 exit $fail

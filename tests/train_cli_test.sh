@@ -61,7 +61,7 @@ check '[[ -f "$TMP/tcm/model-composed/samples-2step.png" ]]' "composed model sam
 mkdir -p "$TMP/repo" && cp -r "$TMP/tcm/model" "$TMP/repo/tiny-tcm" && cp -r "$TMP/tcm/model-composed" "$TMP/repo/tiny-composed"
 start_server "$server" "$TMP/repo" --metrics_port -1 --workers 1 --intra_op_threads 1
 for model in tiny-tcm tiny-composed; do
-  check '"$client" --server "localhost:$GRPC_PORT" --model $model --class 9 --steps 2 --num 2 --out "$TMP/out-$model" > "$TMP/client.log" 2>&1' \
+  check '"$client" --server "127.0.0.1:$GRPC_PORT" --model $model --class 9 --steps 2 --num 2 --out "$TMP/out-$model" > "$TMP/client.log" 2>&1' \
     "tcm-client against $model: $(cat "$TMP/client.log" 2>/dev/null)"
   check '[[ $(ls "$TMP/out-$model"/*.png 2>/dev/null | wc -l) -eq 2 ]]' "two PNGs of $model written"
 done

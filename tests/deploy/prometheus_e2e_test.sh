@@ -18,7 +18,7 @@ trap stop_all EXIT
 
 "$init_model" --config "$repo/tools/configs/edm2-fashion-mnist.pbtxt" --output "$TMP/repo/fashion" > /dev/null || exit 1
 start_server "$server" "$TMP/repo" --metrics_port 0
-target="localhost:$GRPC_PORT"
+target="127.0.0.1:$GRPC_PORT"
 
 prom_port="$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 /usr/bin/python3 "$here/prom_tools.py" config --out "$TMP/prom" --interval 1s --drop-job kube-state-metrics \
