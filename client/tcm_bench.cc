@@ -41,6 +41,7 @@
 #include "absl/time/time.h"
 #include "client/client_common.h"
 #include "client/load_core.h"
+#include "client/response_check.h"
 #include "client/load_raw.h"
 #include "tcm/v1/tcm_service.grpc.pb.h"
 
@@ -298,7 +299,7 @@ class Bench {
           record.start = Since(t0);
           const grpc::Status status = stub_->Generate(&context, request, &response);
           record.end = Since(t0);
-          Fill(status, response, &record);
+          Fill(request, status, response, &record);
           per_thread[c].push_back(record);
         }
       });
@@ -348,7 +349,7 @@ class Bench {
       stub_->async()->Generate(&call->context, &call->request, &call->response,
                                [state, call, t0](grpc::Status status) {
                                  call->record.end = Since(t0);
-                                 Fill(status, call->response, &call->record);
+                                 Fill(call->request, status, call->response, &call->record);
                                  const CallRecord record = call->record;
                                  delete call;
                                  std::lock_guard<std::mutex> lock(state->mu);
@@ -380,9 +381,15 @@ class Bench {
                           std::chrono::microseconds(static_cast<int64_t>(s_.timeout * 1e6)));
   }
 
-  static void Fill(const grpc::Status& status, const v1::GenerateResponse& response, CallRecord* record) {
+  // A response that does not hold what was asked counts as DATA_LOSS.
+  static void Fill(const v1::GenerateRequest& request, const grpc::Status& status,
+                   const v1::GenerateResponse& response, CallRecord* record) {
     record->code = static_cast<int>(status.error_code());
     if (!status.ok()) return;
+    if (!CheckGenerateResponse(request, response).ok()) {
+      record->code = static_cast<int>(grpc::StatusCode::DATA_LOSS);
+      return;
+    }
     record->images = response.images_size();
     record->server_total = response.timings().total_seconds();
     record->server_queue = response.timings().queue_seconds();

@@ -19,6 +19,7 @@
 #include "absl/strings/str_join.h"
 #include "client/client_common.h"
 #include "grpc/health/v1/health.grpc.pb.h"
+#include "client/response_check.h"
 #include "server/png_encoder.h"
 #include "tcm/v1/tcm_service.grpc.pb.h"
 
@@ -90,12 +91,17 @@ bool WriteFile(const std::filesystem::path& path, const std::string& data) {
   return static_cast<bool>(out);
 }
 
-// Tiles raw images (same size) into one grid image, ceil(sqrt(n)) columns.
-std::string Grid(const v1::GenerateResponse& response, int* width, int* height, int* channels) {
+// Tiles raw images into one grid image, ceil(sqrt(n)) columns. Requires a
+// response that passed CheckGenerateResponse and CheckSameImageSize.
+absl::StatusOr<std::string> Grid(const v1::GenerateResponse& response, int* width, int* height, int* channels) {
   const auto& first = response.images(0);
   const int n = response.images_size(), w = first.width(), h = first.height(), c = first.channels();
   const int cols = static_cast<int>(std::ceil(std::sqrt(static_cast<double>(n))));
   const int rows = (n + cols - 1) / cols;
+  constexpr uint64_t kMaxSide = 1 << 16;
+  if (uint64_t{1} * cols * w > kMaxSide || uint64_t{1} * rows * h > kMaxSide)
+    return absl::InvalidArgumentError(absl::StrCat("--grid: a grid of ", n, " images of ", w, "x", h,
+                                                   " would be wider or taller than ", kMaxSide, " pixels"));
   *width = cols * w;
   *height = rows * h;
   *channels = c;
@@ -127,6 +133,10 @@ int Generate(v1::TcmService::Stub& stub) {
   v1::GenerateResponse response;
   grpc::Status status = stub.Generate(&context, request, &response);
   if (!status.ok()) return Error(status);
+  if (absl::Status checked = CheckGenerateResponse(request, response); !checked.ok())
+    return Error(std::string(checked.message()));
+  if (absl::Status same = grid ? CheckSameImageSize(response) : absl::OkStatus(); !same.ok())
+    return Error(std::string(same.message()));
 
   const std::filesystem::path out = absl::GetFlag(FLAGS_out);
   std::error_code ec;
@@ -136,8 +146,9 @@ int Generate(v1::TcmService::Stub& stub) {
   std::vector<std::string> written;
   if (grid) {
     int w, h, c;
-    const std::string pixels = Grid(response, &w, &h, &c);
-    auto png = EncodePng(reinterpret_cast<const uint8_t*>(pixels.data()), w, h, c, /*fast=*/false);
+    auto pixels = Grid(response, &w, &h, &c);
+    if (!pixels.ok()) return Error(std::string(pixels.status().message()));
+    auto png = EncodePng(reinterpret_cast<const uint8_t*>(pixels->data()), w, h, c, /*fast=*/false);
     if (!png.ok()) return Error(std::string(png.status().message()));
     const auto path = out / (stem + "_grid.png");
     if (!WriteFile(path, *png)) return Error(absl::StrCat("cannot write ", path.string()));
