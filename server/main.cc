@@ -6,6 +6,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -178,6 +179,7 @@ int Run() {
   pool_options.device = device == "cuda" ? WorkerPool::Options::Device::kCuda : WorkerPool::Options::Device::kCpu;
   pool_options.cpu_workers = absl::GetFlag(FLAGS_workers);
   pool_options.intra_op_threads = absl::GetFlag(FLAGS_intra_op_threads);
+  if (const char* gate = std::getenv("TCM_TEST_BATCH_GATE")) pool_options.batch_gate_file = gate;
 
   auto credentials = Credentials();
   if (!credentials.ok()) return Fail(credentials.status());

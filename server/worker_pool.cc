@@ -2,7 +2,10 @@
 
 #include <torch/torch.h>
 
+#include <chrono>
+#include <filesystem>
 #include <set>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "model/torch_error.h"
@@ -214,9 +217,17 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(const Options& op
     if (!count.ok()) return count.status();
     counts.push_back(*count);
   }
+  std::function<void(const Batch&)> before_batch = options.before_batch;
+  if (!options.batch_gate_file.empty()) {
+    before_batch = [gate = options.batch_gate_file, then = options.before_batch](const Batch& batch) {
+      std::error_code ec;
+      while (std::filesystem::exists(gate, ec)) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      if (then) then(batch);
+    };
+  }
   for (size_t i = 0; i < devices.size(); ++i) {
     auto worker = std::make_unique<Worker>(static_cast<int>(i), std::move(devices[i]), threads, batcher, metrics,
-                                           options.before_batch);
+                                           before_batch);
     for (size_t m = 0; m < models.size(); ++m) {
       absl::Status status = worker->AddReplica(models[m], static_cast<int>(i) < counts[m]);
       if (!status.ok()) return status;

@@ -12,6 +12,7 @@
 
 #include <functional>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -35,6 +36,11 @@ class WorkerPool final : public GenerationQueue {
     // here fails that batch exactly as a failing forward pass does: the seam
     // through which tests inject faults. Empty in the server.
     std::function<void(const Batch&)> before_batch;
+    // For tests: before each batch a worker waits while this file exists, so
+    // that a test holds work in the queue without depending on how fast
+    // batches run. Empty in production (tcm-server takes it from the
+    // environment variable TCM_TEST_BATCH_GATE).
+    std::string batch_gate_file;
   };
 
   // Builds every worker's replicas. `batcher` and `metrics` must outlive the pool.

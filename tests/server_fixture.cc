@@ -12,7 +12,7 @@ namespace tcm::testing {
 
 std::unique_ptr<ServerProcess> ServerFixture::StartServer(const TestRepositoryOptions& repo_options,
                                                           const std::vector<std::string>& flags,
-                                                          bool wait_until_serving) {
+                                                          bool wait_until_serving, const BatchGate* gate) {
   const std::string root = absl::StrCat(dir_.path(), "/repo", ++repositories_);
   auto repo = WriteTestModelRepository(root, repo_options);
   if (!repo.ok()) {
@@ -24,6 +24,7 @@ std::unique_ptr<ServerProcess> ServerFixture::StartServer(const TestRepositoryOp
   options.extra_flags = flags;
   options.wait_until_serving = wait_until_serving;
   options.log_dir = dir_.path();
+  if (gate != nullptr) options.batch_gate_file = gate->path();
   auto server = ServerProcess::Start(options);
   if (!server.ok()) {
     ADD_FAILURE() << "starting tcm-server: " << server.status();

@@ -17,9 +17,11 @@ namespace tcm::testing {
 class ServerFixture : public ::testing::Test {
  protected:
   // Writes a fresh model repository and starts a server on it; null (with a
-  // test failure) when that fails.
+  // test failure) when that fails. With `gate`, the server's batches wait
+  // while it is closed.
   std::unique_ptr<ServerProcess> StartServer(const TestRepositoryOptions& repo_options,
-                                             const std::vector<std::string>& flags, bool wait_until_serving = true);
+                                             const std::vector<std::string>& flags, bool wait_until_serving = true,
+                                             const BatchGate* gate = nullptr);
 
   // The server's /metrics text (empty, with a test failure, when unreadable).
   std::string Metrics(const ServerProcess& server);

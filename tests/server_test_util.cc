@@ -168,6 +168,13 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(const Option
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
+    std::vector<std::string> env_strings;
+    for (char** e = environ; *e != nullptr; ++e)
+      if (std::strncmp(*e, "TCM_TEST_BATCH_GATE=", 20) != 0) env_strings.push_back(*e);
+    if (!options.batch_gate_file.empty()) env_strings.push_back("TCM_TEST_BATCH_GATE=" + options.batch_gate_file);
+    std::vector<char*> envp;
+    for (auto& e : env_strings) envp.push_back(e.data());
+    envp.push_back(nullptr);
 
     const int log_fd = open(server->log_path_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (log_fd < 0) return absl::InternalError(absl::StrCat(server->log_path_, ": ", std::strerror(errno)));
@@ -186,7 +193,7 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(const Option
       if (null_fd >= 0) dup2(null_fd, STDIN_FILENO);
       dup2(log_fd, STDOUT_FILENO);
       dup2(log_fd, STDERR_FILENO);
-      execv(argv[0], argv.data());
+      execve(argv[0], argv.data(), envp.data());
       _exit(127);
     }
     close(log_fd);
@@ -288,6 +295,13 @@ std::string ServerProcess::Log() const {
 
 // ---------------------------------------------------------------------------
 // gRPC
+
+void BatchGate::Close() { std::ofstream(path_).put('x'); }
+
+void BatchGate::Open() {
+  std::error_code ec;
+  fs::remove(path_, ec);
+}
 
 std::chrono::system_clock::time_point DeadlineIn(double seconds) {
   return std::chrono::system_clock::now() +

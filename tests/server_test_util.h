@@ -89,6 +89,7 @@ class ServerProcess {
     bool wait_until_serving = true;       // Start() returns once health says SERVING
     double startup_timeout_seconds = 180;
     std::string log_dir;                  // where server-PORT.log goes; empty = system temp dir
+    std::string batch_gate_file;          // TCM_TEST_BATCH_GATE: workers wait while it exists
   };
 
   // Starts the server (retrying with other ports if a port was taken).
@@ -125,6 +126,21 @@ class ServerProcess {
   int port_ = 0;
   int metrics_port_ = 0;
   std::string log_path_;
+};
+
+// Holds a server's batches (ServerProcess::Options::batch_gate_file): while
+// closed, every worker waits before its next forward pass, so queued work
+// stays queued however fast the machine is. Starts open.
+class BatchGate {
+ public:
+  explicit BatchGate(const std::string& dir) : path_(dir + "/batch-gate") {}
+  ~BatchGate() { Open(); }
+  const std::string& path() const { return path_; }
+  void Close();  // workers wait before their next batch
+  void Open();   // workers go on
+
+ private:
+  std::string path_;
 };
 
 // ---------------------------------------------------------------------------
