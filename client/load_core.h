@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/splitmix.h"
 #include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
 
@@ -31,7 +32,7 @@ absl::StatusOr<std::vector<int>> ParsePositiveInts(absl::string_view text, absl:
 // "5,10,2.5" -> {5, 10, 2.5}. Every entry must be a positive finite number.
 absl::StatusOr<std::vector<double>> ParsePositiveDoubles(absl::string_view text, absl::string_view flag);
 
-uint64_t SplitMix64(uint64_t x);
+using ::tcm::SplitMix64;
 // 53 random bits of `bits` as a double in [0, 1).
 double UnitInterval(uint64_t bits);
 

@@ -14,7 +14,7 @@
 #include "model/cpu_threads.h"
 #include "model/model_repository.h"
 #include "model/sampler.h"
-#include "server/png_encoder.h"
+#include "common/png_encoder.h"
 
 namespace tcm {
 namespace load {

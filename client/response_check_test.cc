@@ -4,7 +4,7 @@
 
 #include <vector>
 
-#include "server/png_encoder.h"
+#include "common/png_encoder.h"
 
 namespace tcm {
 namespace {

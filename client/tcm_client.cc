@@ -20,7 +20,8 @@
 #include "client/client_common.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "client/response_check.h"
-#include "server/png_encoder.h"
+#include "common/image_grid.h"
+#include "common/png_encoder.h"
 #include "tcm/v1/tcm_service.grpc.pb.h"
 
 ABSL_FLAG(std::string, model, "", "Model name; empty = the server's default model.");
@@ -102,18 +103,13 @@ absl::StatusOr<std::string> Grid(const v1::GenerateResponse& response, int* widt
   if (uint64_t{1} * cols * w > kMaxSide || uint64_t{1} * rows * h > kMaxSide)
     return absl::InvalidArgumentError(absl::StrCat("--grid: a grid of ", n, " images of ", w, "x", h,
                                                    " would be wider or taller than ", kMaxSide, " pixels"));
+  std::vector<const uint8_t*> images(n);
+  for (const v1::Image& image : response.images())
+    images[image.index()] = reinterpret_cast<const uint8_t*>(image.data().data());
   *width = cols * w;
   *height = rows * h;
   *channels = c;
-  std::string grid(static_cast<size_t>(*width) * *height * c, '\0');
-  for (int i = 0; i < n; ++i) {
-    const std::string& img = response.images(i).data();
-    const int gx = (i % cols) * w, gy = (i / cols) * h;
-    for (int y = 0; y < h; ++y)
-      std::copy_n(img.data() + static_cast<size_t>(y) * w * c, static_cast<size_t>(w) * c,
-                  grid.data() + (static_cast<size_t>(gy + y) * *width + gx) * c);
-  }
-  return grid;
+  return TileImages(images, w, h, c, cols);
 }
 
 int Generate(v1::TcmService::Stub& stub) {

@@ -3,17 +3,9 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <torch/torch.h>
 
+#include "common/splitmix.h"
+
 namespace tcm {
-namespace {
-
-uint64_t SplitMix64(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-}  // namespace
 
 uint64_t ImageNoiseSeed(uint64_t seed, uint64_t index, NoiseStream stream) {
   return SplitMix64(SplitMix64(SplitMix64(seed) ^ index) ^ static_cast<uint64_t>(stream));

@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "server/png_encoder.h"
+#include "common/png_encoder.h"
 #include "server/status_util.h"
 
 namespace tcm {

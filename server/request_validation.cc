@@ -2,16 +2,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/splitmix.h"
 
 namespace tcm {
 
 int64_t RandomClassLabel(uint64_t seed, unsigned index, unsigned num_classes) {
-  // splitmix64 of (seed, index), then reduced to the class range.
-  uint64_t x = seed ^ (0x9e3779b97f4a7c15ULL * (static_cast<uint64_t>(index) + 1)) ^ 0xc1a55c1a55ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  x ^= x >> 31;
-  return static_cast<int64_t>(x % num_classes);
+  // SplitMix64's output from the state (seed, index) mixed in, reduced to the
+  // class range. (The state is taken one gamma back, as it always was.)
+  const uint64_t state = seed ^ (kSplitMixGamma * (static_cast<uint64_t>(index) + 1)) ^ 0xc1a55c1a55ULL;
+  return static_cast<int64_t>(SplitMix64(state - kSplitMixGamma) % num_classes);
 }
 
 absl::StatusOr<GenerationSpec> ValidateRequest(const v1::GenerateRequest& request,

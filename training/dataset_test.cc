@@ -6,7 +6,7 @@
 #include <filesystem>
 #include <fstream>
 
-#include "server/png_encoder.h"
+#include "common/png_encoder.h"
 
 namespace tcm {
 namespace {

@@ -7,7 +7,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "model/sampler.h"
-#include "server/png_encoder.h"
+#include "common/image_grid.h"
+#include "common/png_encoder.h"
 
 namespace tcm {
 
@@ -24,10 +25,11 @@ absl::Status WriteSampleGrid(Denoiser& model, int steps, int columns, uint64_t s
     pixels = ToPixels(SampleImages(model, specs));  // [N, H, W, C]
   }
   const int64_t h = pixels.size(1), w = pixels.size(2), ch = pixels.size(3);
-  // [rows, cols, H, W, C] -> [rows, H, cols, W, C]
-  const torch::Tensor grid =
-      pixels.view({rows, columns, h, w, ch}).permute({0, 2, 1, 3, 4}).contiguous().view({rows * h, columns * w, ch});
-  auto png = EncodePng(grid.data_ptr<uint8_t>(), int(columns * w), int(rows * h), int(ch), /*fast=*/false);
+  std::vector<const uint8_t*> images;
+  for (int64_t i = 0; i < pixels.size(0); ++i) images.push_back(pixels.data_ptr<uint8_t>() + i * h * w * ch);
+  const std::string grid = TileImages(images, int(w), int(h), int(ch), columns);
+  auto png = EncodePng(reinterpret_cast<const uint8_t*>(grid.data()), int(columns * w), int(rows * h), int(ch),
+                       /*fast=*/false);
   if (!png.ok()) return png.status();
   std::ofstream out(path, std::ios::binary);
   out << *png;

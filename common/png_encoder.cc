@@ -1,4 +1,4 @@
-#include "server/png_encoder.h"
+#include "common/png_encoder.h"
 
 #include <png.h>
 #include <zlib.h>

@@ -1,6 +1,6 @@
 // PNG encoding of 8-bit images. Torch-free.
-#ifndef TCM_SERVER_PNG_ENCODER_H_
-#define TCM_SERVER_PNG_ENCODER_H_
+#ifndef TCM_COMMON_PNG_ENCODER_H_
+#define TCM_COMMON_PNG_ENCODER_H_
 
 #include <cstdint>
 #include <string>
@@ -15,4 +15,4 @@ absl::StatusOr<std::string> EncodePng(const uint8_t* pixels, int width, int heig
 
 }  // namespace tcm
 
-#endif  // TCM_SERVER_PNG_ENCODER_H_
+#endif  // TCM_COMMON_PNG_ENCODER_H_
