@@ -4,7 +4,7 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps configure build test test-sanitize run clean
+.PHONY: all deps configure build test test-sanitize fuzz run clean
 
 all: build
 
@@ -31,9 +31,18 @@ test-sanitize: deps
 	@cmake --build build-tsan -j $(JOBS) --target batcher_test
 	TSAN_OPTIONS=halt_on_error=1 build-tsan/bin/batcher_test
 
+# libFuzzer targets (clang, AddressSanitizer, UndefinedBehaviorSanitizer), each run
+# FUZZ_SECONDS on its seed corpus; prints "fuzz_NAME: N runs, C crashes" per target.
+FUZZ_SECONDS ?= 60
+fuzz:
+	@bash scripts/install-deps.sh --fuzz
+	@cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ -DTCM_FUZZ_ONLY=ON > /dev/null
+	@cmake --build build-fuzz -j $(JOBS)
+	@bash scripts/fuzz.sh build-fuzz $(FUZZ_SECONDS)
+
 # Serves the embedded Fashion-MNIST models; the stage-2 TCM answers calls that name no model.
 run: build
 	$(BUILD_DIR)/bin/tcm-server --model_repository models --default_model fashion-mnist-tcm
 
 clean:
-	rm -rf $(BUILD_DIR) build-asan build-tsan
+	rm -rf $(BUILD_DIR) build-asan build-tsan build-fuzz

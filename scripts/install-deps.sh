@@ -14,6 +14,8 @@ PACKAGES=(
   curl openssl prometheus jq
   yamllint python3-yaml
 )
+# `make fuzz` (install-deps.sh --fuzz): clang with libFuzzer and the sanitizer runtimes.
+if [[ "${1:-}" == "--fuzz" ]]; then PACKAGES+=(clang libfuzzer-14-dev libclang-rt-14-dev); fi
 # kubectl renders the Kubernetes manifests (`kubectl kustomize`). Debian's own
 # (kubernetes-client) only where none is installed: it does not unpack over another.
 if ! command -v kubectl > /dev/null; then PACKAGES+=(kubernetes-client); fi
