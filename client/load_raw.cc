@@ -14,6 +14,7 @@
 #include "model/cpu_threads.h"
 #include "model/model_repository.h"
 #include "model/sampler.h"
+#include "common/batching_defaults.h"
 #include "common/png_encoder.h"
 
 namespace tcm {
@@ -182,7 +183,8 @@ absl::StatusOr<RawReport> RunRaw(const RawOptions& options) {
                                  config.num_classes());
   report.threads = torch::get_num_threads();
   int batch_size = options.batch_size;
-  if (batch_size <= 0) batch_size = config.batching().max_batch_size() > 0 ? config.batching().max_batch_size() : 16;
+  if (batch_size <= 0)
+    batch_size = config.batching().has_max_batch_size() ? config.batching().max_batch_size() : kDefaultMaxBatchSize;
 
   std::vector<std::pair<std::string, double>> cases = {{"1-step", 0.0}, {"2-step", 1.0}};
   const double f = options.two_step_fraction;

@@ -35,6 +35,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/batching_defaults.h"
 #include "server/clock.h"
 
 namespace tcm {
@@ -62,9 +63,10 @@ class Batcher {
  public:
   struct ModelQueueOptions {
     std::string name;
-    size_t max_batch_size = 16;           // tasks per batch, >= 1
-    absl::Duration max_queue_delay = absl::Milliseconds(2);  // longest wait for a fuller batch
-    size_t max_queue_size = 1024;         // queued new tasks before RESOURCE_EXHAUSTED, >= max_batch_size
+    size_t max_batch_size = kDefaultMaxBatchSize;  // tasks per batch, >= 1
+    // Longest wait for a fuller batch.
+    absl::Duration max_queue_delay = absl::Microseconds(kDefaultMaxQueueDelayUs);
+    size_t max_queue_size = kDefaultMaxQueueSize;  // queued new tasks before RESOURCE_EXHAUSTED, >= max_batch_size
     // Step-level batching: first and next steps share batches. Off, a batch
     // holds only returning tasks or only new ones.
     bool mix_steps = true;

@@ -1,0 +1,29 @@
+#include "server/server_credentials.h"
+
+#include "common/read_file.h"
+
+namespace tcm {
+
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const std::string& cert,
+                                                                           const std::string& key,
+                                                                           const std::string& client_ca) {
+  if (cert.empty() && key.empty() && client_ca.empty()) return grpc::InsecureServerCredentials();
+  if (cert.empty() != key.empty())
+    return absl::InvalidArgumentError("--tls_cert and --tls_key go together: give both or neither");
+  if (cert.empty()) return absl::InvalidArgumentError("--tls_client_ca: needs --tls_cert and --tls_key (mutual TLS)");
+  grpc::SslServerCredentialsOptions options;
+  auto cert_text = ReadFlagFile(cert, "tls_cert");
+  if (!cert_text.ok()) return cert_text.status();
+  auto key_text = ReadFlagFile(key, "tls_key");
+  if (!key_text.ok()) return key_text.status();
+  options.pem_key_cert_pairs.push_back({*key_text, *cert_text});
+  if (!client_ca.empty()) {
+    auto ca_text = ReadFlagFile(client_ca, "tls_client_ca");
+    if (!ca_text.ok()) return ca_text.status();
+    options.pem_root_certs = *ca_text;
+    options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(options);
+}
+
+}  // namespace tcm

@@ -1,0 +1,68 @@
+#include "server/server_flags.h"
+
+#include <cstdint>
+#include <string>
+
+#include "absl/flags/flag.h"
+
+// Every default comes from ServerOptions.
+ABSL_FLAG(int, port, tcm::ServerOptions().port, "gRPC port (all interfaces); 0 = any free port (printed).");
+ABSL_FLAG(int, metrics_port, tcm::ServerOptions().metrics_port, "Prometheus metrics port: http://HOST:PORT/metrics; -1 = none, 0 = any free port (printed).");
+ABSL_FLAG(std::string, model_repository, tcm::ServerOptions().model_repository, "Folder of model directories; every one is served.");
+ABSL_FLAG(std::string, default_model, tcm::ServerOptions().default_model,
+          "Model served when a request names none; empty = the first model by name.");
+ABSL_FLAG(std::string, device, tcm::ServerOptions().device, "cpu, or cuda (one worker per visible GPU; needs a CUDA build).");
+ABSL_FLAG(int, workers, tcm::ServerOptions().workers,
+          "CPU workers, each with its own replica of every model it runs (a config's instance.count may "
+          "limit a model to the first N).");
+ABSL_FLAG(int, intra_op_threads, tcm::ServerOptions().intra_op_threads, "LibTorch threads per CPU worker; 0 = cores / workers.");
+ABSL_FLAG(int, max_batch_size, tcm::ServerOptions().max_batch_size, "Images per forward pass, unless a model's config.pbtxt sets batching.");
+ABSL_FLAG(int64_t, max_queue_delay_us, tcm::ServerOptions().max_queue_delay_us,
+          "Longest wait for a fuller batch when a worker is idle, microseconds, unless the model's config.pbtxt "
+          "sets it. 0: an idle worker takes what is queued at once (under load batches fill while workers are busy).");
+ABSL_FLAG(int, max_queue_size, tcm::ServerOptions().max_queue_size,
+          "Queued images per model before calls get RESOURCE_EXHAUSTED, unless the config sets it.");
+ABSL_FLAG(bool, step_level_batching, tcm::ServerOptions().step_level_batching,
+          "Let images of 1- and 2-step requests, at their first and second step, share forward passes. "
+          "false batches 1-step and 2-step requests separately and second steps in passes of their own, as two "
+          "separate batchers would (the baseline step-level batching is measured against). "
+          "Composed models (config transition_t between mid_t and t_max) always run the two steps apart.");
+ABSL_FLAG(int, max_images_per_request, tcm::ServerOptions().max_images_per_request,
+          "Largest num_images a call may ask for; a model's max_queue_size caps it too.");
+ABSL_FLAG(int, warmup_batch_size, tcm::ServerOptions().warmup_batch_size, "Images in the warm-up batch each worker runs per model before serving.");
+ABSL_FLAG(double, drain_timeout, tcm::ServerOptions().drain_timeout, "Seconds queued work may take to finish after SIGTERM.");
+ABSL_FLAG(int, max_connection_age_s, tcm::ServerOptions().max_connection_age_s,
+          "Seconds after which a client connection is asked to reconnect (GOAWAY), so long-lived callers "
+          "spread over new replicas; 0 = never.");
+ABSL_FLAG(int, max_message_mb, tcm::ServerOptions().max_message_mb, "Largest gRPC message received or sent, MiB.");
+ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate chain; with --tls_key turns on TLS.");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, tls_client_ca, "", "PEM CA bundle; when set, clients must present a certificate it signed (mTLS).");
+
+namespace tcm {
+
+ServerOptions ServerOptionsFromFlags() {
+  ServerOptions o;
+  o.port = absl::GetFlag(FLAGS_port);
+  o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  o.model_repository = absl::GetFlag(FLAGS_model_repository);
+  o.default_model = absl::GetFlag(FLAGS_default_model);
+  o.device = absl::GetFlag(FLAGS_device);
+  o.workers = absl::GetFlag(FLAGS_workers);
+  o.intra_op_threads = absl::GetFlag(FLAGS_intra_op_threads);
+  o.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
+  o.max_queue_delay_us = absl::GetFlag(FLAGS_max_queue_delay_us);
+  o.max_queue_size = absl::GetFlag(FLAGS_max_queue_size);
+  o.step_level_batching = absl::GetFlag(FLAGS_step_level_batching);
+  o.max_images_per_request = absl::GetFlag(FLAGS_max_images_per_request);
+  o.warmup_batch_size = absl::GetFlag(FLAGS_warmup_batch_size);
+  o.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
+  o.max_connection_age_s = absl::GetFlag(FLAGS_max_connection_age_s);
+  o.max_message_mb = absl::GetFlag(FLAGS_max_message_mb);
+  o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
+  o.tls_key = absl::GetFlag(FLAGS_tls_key);
+  o.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  return o;
+}
+
+}  // namespace tcm

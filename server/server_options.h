@@ -1,0 +1,58 @@
+// tcm-server's settings in one tested place: ServerOptions holds every flag
+// (its member initialisers are the flags' defaults, the only ones), their
+// ranges are checked here, and each model's batching is merged here with
+// them: a model's config.pbtxt sets its own queue, a field it leaves unset
+// takes the flag. Torch-free.
+#ifndef TCM_SERVER_SERVER_OPTIONS_H_
+#define TCM_SERVER_SERVER_OPTIONS_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "common/batching_defaults.h"
+#include "server/batcher.h"
+#include "tcm/v1/model_config.pb.h"
+
+namespace tcm {
+
+struct ServerOptions {
+  int port = 50051;
+  int metrics_port = 9464;  // -1 = none
+  std::string model_repository = "models";
+  std::string default_model;  // empty = the first model by name
+  std::string device = "cpu";
+  int workers = 1;
+  int intra_op_threads = 0;  // 0 = cores / workers
+  int max_batch_size = static_cast<int>(kDefaultMaxBatchSize);
+  int64_t max_queue_delay_us = static_cast<int64_t>(kDefaultMaxQueueDelayUs);
+  int max_queue_size = static_cast<int>(kDefaultMaxQueueSize);
+  bool step_level_batching = true;
+  int max_images_per_request = 64;
+  int warmup_batch_size = 1;
+  double drain_timeout = 30;  // seconds
+  int max_connection_age_s = 0;
+  int max_message_mb = 64;
+  std::string tls_cert, tls_key, tls_client_ca;
+};
+
+// The first numeric setting outside its range, as "--NAME: must be ...";
+// also --device.
+absl::Status CheckServerOptions(const ServerOptions& options);
+
+// The queue of model `name`: its config's batching where set, the options'
+// flags elsewhere. `steps_share_network`: one network runs both sampling
+// steps (a composed model's steps are batched apart). An unusable result (a
+// queue smaller than a batch, a zero batch size) is an error naming the
+// model and the field.
+absl::StatusOr<Batcher::ModelQueueOptions> MergeQueueOptions(const std::string& name, const v1::ModelConfig& config,
+                                                             bool steps_share_network, const ServerOptions& options);
+
+// Index in `names` of --default_model (empty: 0), or NOT_FOUND listing the names.
+absl::StatusOr<int> DefaultModelIndex(const std::vector<std::string>& names, const std::string& default_model);
+
+}  // namespace tcm
+
+#endif  // TCM_SERVER_SERVER_OPTIONS_H_

@@ -1,0 +1,107 @@
+#include "server/server_options.h"
+
+#include <gtest/gtest.h>
+
+#include <optional>
+
+namespace tcm {
+namespace {
+
+v1::ModelConfig WithBatching(std::optional<uint32_t> batch, std::optional<uint64_t> delay_us,
+                             std::optional<uint32_t> queue) {
+  v1::ModelConfig config;
+  if (batch) config.mutable_batching()->set_max_batch_size(*batch);
+  if (delay_us) config.mutable_batching()->set_max_queue_delay_us(*delay_us);
+  if (queue) config.mutable_batching()->set_max_queue_size(*queue);
+  return config;
+}
+
+TEST(ServerOptionsTest, DefaultsAreTheBatchersAndValid) {
+  const ServerOptions defaults;
+  EXPECT_TRUE(CheckServerOptions(defaults).ok());
+  const Batcher::ModelQueueOptions batcher;
+  EXPECT_EQ(static_cast<size_t>(defaults.max_batch_size), batcher.max_batch_size);
+  EXPECT_EQ(static_cast<size_t>(defaults.max_queue_size), batcher.max_queue_size);
+  EXPECT_EQ(absl::Microseconds(defaults.max_queue_delay_us), batcher.max_queue_delay);
+  EXPECT_EQ(defaults.max_batch_size, 16);
+  EXPECT_EQ(defaults.max_queue_size, 256);
+}
+
+TEST(ServerOptionsTest, AModelsBatchingWinsFieldByFieldAndZeroDelayIsAValue) {
+  ServerOptions flags;
+  flags.max_batch_size = 8;
+  flags.max_queue_delay_us = 500;
+  flags.max_queue_size = 100;
+  auto unset = MergeQueueOptions("m", v1::ModelConfig(), true, flags);
+  ASSERT_TRUE(unset.ok()) << unset.status();
+  EXPECT_EQ(unset->name, "m");
+  EXPECT_EQ(unset->max_batch_size, 8u);
+  EXPECT_EQ(unset->max_queue_delay, absl::Microseconds(500));
+  EXPECT_EQ(unset->max_queue_size, 100u);
+
+  auto set = MergeQueueOptions("m", WithBatching(4, 0, std::nullopt), true, flags);
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->max_batch_size, 4u);
+  EXPECT_EQ(set->max_queue_delay, absl::ZeroDuration()) << "0 in the config means no wait, not the flag";
+  EXPECT_EQ(set->max_queue_size, 100u);
+}
+
+TEST(ServerOptionsTest, AQueueSmallerThanABatchIsRefusedNotRaised) {
+  ServerOptions flags;
+  flags.max_queue_size = 4;
+  auto from_flag = MergeQueueOptions("m", WithBatching(16, std::nullopt, std::nullopt), true, flags);
+  ASSERT_FALSE(from_flag.ok());
+  EXPECT_EQ(from_flag.status().message(),
+            "model 'm': its queue (max_queue_size 4, --max_queue_size) must hold a whole batch (16, "
+            "batching.max_batch_size)");
+  auto from_config = MergeQueueOptions("m", WithBatching(std::nullopt, std::nullopt, 2), true, ServerOptions());
+  ASSERT_FALSE(from_config.ok());
+  EXPECT_EQ(from_config.status().message(),
+            "model 'm': its queue (max_queue_size 2, batching.max_queue_size) must hold a whole batch (16, "
+            "--max_batch_size)");
+  auto zero = MergeQueueOptions("m", WithBatching(0, std::nullopt, std::nullopt), true, ServerOptions());
+  ASSERT_FALSE(zero.ok());
+  EXPECT_EQ(zero.status().message(), "model 'm': batching.max_batch_size must be at least 1, got 0");
+}
+
+TEST(ServerOptionsTest, StepLevelBatchingFollowsTheFlagAndTheNetwork) {
+  ServerOptions flags;
+  auto shared = MergeQueueOptions("m", v1::ModelConfig(), /*steps_share_network=*/true, flags);
+  ASSERT_TRUE(shared.ok());
+  EXPECT_TRUE(shared->mix_steps);
+  EXPECT_TRUE(shared->mix_kinds);
+  auto composed = MergeQueueOptions("m", v1::ModelConfig(), /*steps_share_network=*/false, flags);
+  ASSERT_TRUE(composed.ok());
+  EXPECT_FALSE(composed->mix_steps);
+  EXPECT_TRUE(composed->mix_kinds);
+  flags.step_level_batching = false;
+  auto apart = MergeQueueOptions("m", v1::ModelConfig(), true, flags);
+  ASSERT_TRUE(apart.ok());
+  EXPECT_FALSE(apart->mix_steps);
+  EXPECT_FALSE(apart->mix_kinds);
+}
+
+TEST(ServerOptionsTest, OutOfRangeFlagsNameTheFlagAndTheRange) {
+  ServerOptions o;
+  o.metrics_port = 70000;
+  EXPECT_EQ(CheckServerOptions(o).message(), "--metrics_port: must be in [-1, 65535], got 70000");
+  o = ServerOptions();
+  o.max_queue_size = -5;
+  EXPECT_EQ(CheckServerOptions(o).message(), "--max_queue_size: must be at least 1, got -5");
+  o = ServerOptions();
+  o.device = "tpu";
+  EXPECT_EQ(CheckServerOptions(o).message(), "--device: must be cpu or cuda, got tpu");
+}
+
+TEST(ServerOptionsTest, DefaultModelIsFoundByNameOrListsTheModels) {
+  const std::vector<std::string> names = {"a", "b"};
+  EXPECT_EQ(*DefaultModelIndex(names, ""), 0);
+  EXPECT_EQ(*DefaultModelIndex(names, "b"), 1);
+  auto missing = DefaultModelIndex(names, "c");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(missing.status().message(), "--default_model: no model named 'c' (available: a, b)");
+}
+
+}  // namespace
+}  // namespace tcm
