@@ -12,6 +12,7 @@
 #include "client/load_core.h"
 #include "common/status_macros.h"
 #include "model/cpu_threads.h"
+#include "model/malloc_config.h"
 #include "model/model_repository.h"
 #include "model/sampler.h"
 #include "common/batching_defaults.h"
@@ -167,6 +168,7 @@ absl::StatusOr<RawCase> MeasureCase(Denoiser& denoiser, const RawOptions& option
 
 absl::StatusOr<RawReport> RunRaw(const RawOptions& options) {
   ConfigureCpuThreads(options.threads);
+  KeepFreedMemoryForReuse();  // as tcm-server does
   TCM_ASSIGN_OR_RETURN(ModelDirectory model, ReadModelDirectory(options.model_dir));
   const auto& config = model.config;
   if (options.class_label >= 0 && options.class_label >= static_cast<int64_t>(config.num_classes()))

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "model/malloc_config.h"
 #include "model/model_repository.h"
 #include "model/sampler.h"
 #include "server/batcher.h"
@@ -35,6 +36,7 @@ int Fail(const absl::Status& status) {
 
 int Run(const ServerOptions& o) {
   if (absl::Status checked = CheckServerOptions(o); !checked.ok()) return Fail(checked);
+  KeepFreedMemoryForReuse();
   // SIGTERM / SIGINT are taken by sigwait below, in no other thread.
   sigset_t stop_signals;
   sigemptyset(&stop_signals);

@@ -23,6 +23,7 @@
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "model/cpu_threads.h"
+#include "model/malloc_config.h"
 #include "model/derived_tensor.h"
 #include "model/model_config.h"
 #include "model/model_repository.h"
@@ -102,6 +103,7 @@ absl::StatusOr<std::shared_ptr<Denoiser>> LoadNetwork() {
 
 absl::Status Run() {
   ConfigureCpuThreads(absl::GetFlag(FLAGS_threads));
+  KeepFreedMemoryForReuse();  // as tcm-server does
   std::vector<int64_t> batch_sizes;
   for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_batch_sizes), ',')) {
     int64_t b;
