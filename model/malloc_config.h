@@ -10,7 +10,7 @@ namespace tcm {
 // With glibc: blocks up to 32 MiB come from the heap rather than their own
 // mmap (so freeing them unmaps nothing), the heap is not trimmed below 1 GiB
 // of free space, and it grows 64 MiB beyond each request. Measured on the
-// embedded network, served batches of 16 took 129 ms without this and 75 ms
+// embedded network, served batches of 16 took 124 ms without this and 68 ms
 // with it (docs/PERFORMANCE.md). Returns false where an option was refused.
 bool KeepFreedMemoryForReuse();
 
