@@ -67,10 +67,14 @@ absl::Status CheckListLimits(const google::protobuf::RepeatedField<uint32_t>& li
 }
 
 // The sizes shared by both architectures, against ConfigLimits; `prefix` is
-// "edm2" or "song". A rough count of the 3x3 convolution weights (two per
-// block, encoder and decoder) guards the network's total size.
+// "edm2" or "song", `default_emb_mult` the embedding multiplier an unset
+// channel_mult_emb means. A rough count of the weights (two 3x3 convolutions
+// and an embedding projection per block, encoder and decoder, the embedding
+// network and the class embedding) guards the network's total size, and the
+// widest activation of one image its memory.
 template <typename Net>
-absl::Status CheckNetworkLimits(const Net& c, absl::string_view prefix) {
+absl::Status CheckNetworkLimits(const Net& c, absl::string_view prefix, uint32_t num_classes,
+                                uint32_t img_resolution, uint32_t default_emb_mult) {
   using L = ConfigLimits;
   const std::string p(prefix);
   TCM_RETURN_IF_ERROR(CheckAtMost(c.model_channels(), L::kMaxModelChannels, p + ".model_channels"));
@@ -83,19 +87,35 @@ absl::Status CheckNetworkLimits(const Net& c, absl::string_view prefix) {
   if (c.resample_filter_size() > L::kMaxFilterTaps)
     return Bad(p + ".resample_filter",
                absl::StrCat("must have at most ", L::kMaxFilterTaps, " taps, got ", c.resample_filter_size()));
-  double weights = 0;
+  const uint64_t emb_mult = c.channel_mult_emb() ? c.channel_mult_emb() : default_emb_mult;
+  const uint64_t emb = static_cast<uint64_t>(c.model_channels()) * emb_mult;
+  if (emb > L::kMaxLevelChannels)
+    return Bad(p + ".channel_mult_emb",
+               absl::StrCat("model_channels x channel_mult_emb must be at most ", L::kMaxLevelChannels, ", got ",
+                            c.model_channels(), " x ", emb_mult, " = ", emb));
+  const double e = static_cast<double>(emb);
+  double weights = 2.0 * e * e + static_cast<double>(num_classes) * e;
+  uint64_t widest = 0;
   for (uint32_t mult : c.channel_mult()) {
     const uint64_t width = static_cast<uint64_t>(c.model_channels()) * mult;
     if (width > L::kMaxLevelChannels)
       return Bad(p + ".channel_mult",
                  absl::StrCat("model_channels x channel_mult must be at most ", L::kMaxLevelChannels, ", got ",
                               c.model_channels(), " x ", mult, " = ", width));
-    weights += 2.0 * 2 * (c.num_blocks() + 1) * 9.0 * static_cast<double>(width) * static_cast<double>(width);
+    const double w = static_cast<double>(width);
+    weights += 2.0 * (c.num_blocks() + 1) * (2 * 9.0 * w * w + e * w);
+    widest = std::max(widest, width);
   }
   if (weights > L::kMaxParameters)
     return Bad(p, absl::StrCat("a network of about ", absl::StrFormat("%.3g", weights),
                                " weights is past the limit of ", absl::StrFormat("%.3g", L::kMaxParameters),
-                               " (model_channels, channel_mult, num_blocks)"));
+                               " (model_channels, channel_mult, channel_mult_emb, num_blocks, num_classes)"));
+  const double activation = static_cast<double>(img_resolution) * img_resolution * static_cast<double>(widest);
+  if (activation > L::kMaxActivationValues)
+    return Bad("img_resolution",
+               absl::StrCat("a ", img_resolution, "x", img_resolution, " image at ", widest, " channels needs ",
+                            absl::StrFormat("%.3g", activation), " values per activation, past the limit of ",
+                            absl::StrFormat("%.3g", L::kMaxActivationValues)));
   return absl::OkStatus();
 }
 
@@ -105,14 +125,18 @@ absl::Status CheckLimits(const ModelConfig& c) {
   TCM_RETURN_IF_ERROR(CheckAtMost(c.img_channels(), L::kMaxImageChannels, "img_channels"));
   TCM_RETURN_IF_ERROR(CheckAtMost(c.num_classes(), L::kMaxClasses, "num_classes"));
   if (c.has_edm2()) {
-    TCM_RETURN_IF_ERROR(CheckNetworkLimits(c.edm2(), "edm2"));
+    uint32_t largest_mult = 1;
+    for (uint32_t m : c.edm2().channel_mult()) largest_mult = std::max(largest_mult, m);
+    TCM_RETURN_IF_ERROR(
+        CheckNetworkLimits(c.edm2(), "edm2", c.num_classes(), c.img_resolution(), /*default_emb_mult=*/largest_mult));
     TCM_RETURN_IF_ERROR(
         CheckAtMost(c.edm2().channels_per_head(), L::kMaxChannelsPerHead, "edm2.channels_per_head"));
     TCM_RETURN_IF_ERROR(CheckListLimits(c.edm2().dout_resolutions(), L::kMaxListEntries, L::kMaxResolution,
                                         "edm2.dout_resolutions"));
   }
   if (c.has_song()) {
-    TCM_RETURN_IF_ERROR(CheckNetworkLimits(c.song(), "song"));
+    TCM_RETURN_IF_ERROR(
+        CheckNetworkLimits(c.song(), "song", c.num_classes(), c.img_resolution(), /*default_emb_mult=*/4));
     TCM_RETURN_IF_ERROR(CheckAtMost(c.song().augment_dim(), L::kMaxAugmentDim, "song.augment_dim"));
   }
   TCM_RETURN_IF_ERROR(CheckAtMost(c.batching().max_batch_size(), L::kMaxBatchSize, "batching.max_batch_size"));

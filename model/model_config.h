@@ -28,13 +28,14 @@ struct ConfigLimits {
   static constexpr uint32_t kMaxModelChannels = 4096;     // edm2/song.model_channels
   static constexpr uint32_t kMaxChannelMult = 64;         // each channel_mult entry, channel_mult_emb/noise
   static constexpr int kMaxLevels = 8;                    // entries of channel_mult
-  static constexpr uint32_t kMaxLevelChannels = 16384;    // model_channels x the largest multiplier
+  static constexpr uint32_t kMaxLevelChannels = 16384;    // model_channels x any multiplier (levels, embedding)
   static constexpr uint32_t kMaxBlocks = 64;              // num_blocks
   static constexpr uint32_t kMaxChannelsPerHead = 4096;   // edm2.channels_per_head
   static constexpr uint32_t kMaxAugmentDim = 1024;        // song.augment_dim
   static constexpr int kMaxFilterTaps = 16;               // resample_filter entries
   static constexpr int kMaxListEntries = 16;              // attn_resolutions, dout_resolutions entries
   static constexpr double kMaxParameters = 4e9;           // estimated weights of the network
+  static constexpr double kMaxActivationValues = 1 << 28;  // img_resolution^2 x the widest level, per image
   static constexpr uint32_t kMaxBatchSize = 65536;        // batching.max_batch_size
   static constexpr uint32_t kMaxQueueSize = 1u << 24;     // batching.max_queue_size
   static constexpr uint64_t kMaxQueueDelayUs = 60000000;  // batching.max_queue_delay_us (one minute)

@@ -129,6 +129,7 @@ TEST(ModelConfigTest, AbsurdSizesAreRefusedWithTheLimit) {
   ExpectEditError(
       [](C& c) {
         c.mutable_edm2()->set_model_channels(4096);
+        c.mutable_edm2()->set_channel_mult_emb(1);
         c.mutable_edm2()->set_channel_mult(1, 8);
       },
       "edm2.channel_mult: model_channels x channel_mult must be at most 16384, got 4096 x 8 = 32768");
@@ -139,6 +140,23 @@ TEST(ModelConfigTest, AbsurdSizesAreRefusedWithTheLimit) {
       },
       "weights is past the limit of 4e+09");
   ExpectEditError([](C& c) { c.mutable_edm2()->set_channels_per_head(1u << 30); }, "edm2.channels_per_head");
+  // The embedding network and the activations are bounded too.
+  ExpectError("img_resolution: 32 img_channels: 3 song { model_channels: 4096 channel_mult: [1] num_blocks: 1 "
+              "channel_mult_emb: 64 }",
+              "song.channel_mult_emb: model_channels x channel_mult_emb must be at most 16384, got 4096 x 64 = 262144");
+  ExpectEditError(
+      [](C& c) {
+        c.set_num_classes(100000);
+        c.mutable_edm2()->set_model_channels(4096);
+        c.mutable_edm2()->set_channel_mult_emb(4);
+      },
+      "weights is past the limit of 4e+09");
+  ExpectEditError(
+      [](C& c) {
+        c.set_img_resolution(4096);
+        c.mutable_edm2()->set_model_channels(256);
+      },
+      "img_resolution: a 4096x4096 image at 512 channels needs 8.59e+09 values per activation");
   ExpectEditError([](C& c) { c.mutable_batching()->set_max_batch_size(1u << 30); }, "batching.max_batch_size");
   ExpectEditError([](C& c) { c.mutable_batching()->set_max_queue_delay_us(1ull << 40); },
                   "batching.max_queue_delay_us: must be at most 60000000");

@@ -22,6 +22,10 @@ for binary in "$build"/bin/fuzz_*; do
   runs="$(grep -Eo 'stat::number_of_executed_units: *[0-9]+' "$work/$name.log" | grep -Eo '[0-9]+$' | tail -1)"
   found=$(( $(ls "$crashes" | wc -l) - before ))
   echo "fuzz_$name: ${runs:-0} runs, $found crashes"
+  if [[ "${runs:-0}" -eq 0 ]]; then
+    status=1
+    echo "fuzz_$name ran nothing:"; tail -5 "$work/$name.log"
+  fi
   if [[ $found -gt 0 ]]; then
     status=1
     grep -E "ERROR|SUMMARY|==[0-9]+==" "$work/$name.log" | head -5

@@ -71,6 +71,10 @@ ServerMetrics::ServerMetrics(const std::vector<ModelLabels>& models)
                         .Name("tcm_requests_in_flight")
                         .Help("Calls received and not yet finished.")
                         .Register(*registry_);
+  auto& cancellations = prometheus::BuildCounter()
+                            .Name("tcm_client_cancellations_total")
+                            .Help("Calls gRPC cancelled before they finished: the client cancelled, its deadline passed or its connection ended.")
+                            .Register(*registry_);
   auto& info = prometheus::BuildGauge()
                    .Name("tcm_model_info")
                    .Help("Models served (value 1), with their architecture and shape as labels.")
@@ -93,6 +97,7 @@ ServerMetrics::ServerMetrics(const std::vector<ModelLabels>& models)
     metrics->batch_size_ = &batch_size.Add(labels, BatchBuckets());
     metrics->queue_depth_ = &queue_depth.Add(labels);
     metrics->in_flight_ = &in_flight.Add(labels);
+    metrics->client_cancellations_ = &cancellations.Add(labels);
     // The series a scraper rates over exist from the start at 0, so that
     // rate() counts a model's first images too.
     for (const char* steps : {"1", "2"}) {

@@ -25,6 +25,7 @@ class ModelMetrics {
   void QueueWait(double seconds) { queue_wait_->Observe(seconds); }
   void SetQueueDepth(size_t depth) { queue_depth_->Set(static_cast<double>(depth)); }
   void RequestStarted() { in_flight_->Increment(); }
+  void ClientCancelled() { client_cancellations_->Increment(); }
   void RequestEnded() { in_flight_->Decrement(); }
 
  private:
@@ -39,6 +40,7 @@ class ModelMetrics {
   prometheus::Histogram* batch_size_ = nullptr;
   prometheus::Gauge* queue_depth_ = nullptr;
   prometheus::Gauge* in_flight_ = nullptr;
+  prometheus::Counter* client_cancellations_ = nullptr;
 };
 
 struct ModelLabels {

@@ -22,6 +22,10 @@ absl::Status RequestState::Abandoned(absl::Time now) const {
   return absl::OkStatus();
 }
 
+void RequestState::Cancel() {
+  if (!cancelled_.exchange(true)) metrics_->ClientCancelled();
+}
+
 void RequestState::AddQueueWait(double seconds) {
   absl::MutexLock lock(&mu_);
   timings_.set_queue_seconds(std::max(timings_.queue_seconds(), seconds));

@@ -54,8 +54,9 @@ class RequestState {
   // client, deadline passed, or already failed).
   absl::Status Abandoned(absl::Time now) const;
 
-  // The client went away.
-  void Cancel() { cancelled_ = true; }
+  // gRPC cancelled the call: the client cancelled, its deadline passed or it
+  // went away (counted once in tcm_client_cancellations_total).
+  void Cancel();
 
   // Image `index` is done: `pixels` is height x width x channels uint8.
   // Encodes it, hands it to the sink, and finishes the call after the last.

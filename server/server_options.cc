@@ -18,7 +18,7 @@ absl::Status CheckServerOptions(const ServerOptions& o) {
       {"workers", double(o.workers), 1, 1024},
       {"intra_op_threads", double(o.intra_op_threads), 0, 1024},
       {"max_batch_size", double(o.max_batch_size), 1, 65536},
-      {"max_queue_delay_us", double(o.max_queue_delay_us), 0, kNoLimit},
+      {"max_queue_delay_us", double(o.max_queue_delay_us), 0, 60e6},  // as batching.max_queue_delay_us
       {"max_queue_size", double(o.max_queue_size), 1, kNoLimit},
       {"max_images_per_request", double(o.max_images_per_request), 1, 1 << 20},
       {"warmup_batch_size", double(o.warmup_batch_size), 1, 65536},

@@ -328,6 +328,7 @@ TEST_F(TcmServiceCancellationTest, ACancelledCallIsAbandonedAndEndsCancelled) {
     EXPECT_EQ(status.error_code(), StatusCode::CANCELLED);
   }
   EXPECT_EQ(Metric("tcm_requests_in_flight", {{"model", "cond"}}), 0);
+  EXPECT_EQ(Metric("tcm_client_cancellations_total", {{"model", "cond"}}), 2);
 }
 
 TEST_F(TcmServiceCancellationTest, TheCallsDeadlineTravelsWithTheRequest) {

@@ -3,6 +3,7 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <set>
 #include <thread>
@@ -219,6 +220,8 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(const Options& op
   }
   std::function<void(const Batch&)> before_batch = options.before_batch;
   if (!options.batch_gate_file.empty()) {
+    std::fprintf(stderr, "tcm-server: TCM_TEST_BATCH_GATE is set: batches wait while %s exists\n",
+                 options.batch_gate_file.c_str());
     before_batch = [gate = options.batch_gate_file, then = options.before_batch](const Batch& batch) {
       std::error_code ec;
       while (std::filesystem::exists(gate, ec)) std::this_thread::sleep_for(std::chrono::milliseconds(2));

@@ -163,7 +163,8 @@ void ChurnHealthWatches(const std::shared_ptr<grpc::Channel>& channel, const std
 }
 
 TEST_F(MisbehavingCallersTest, HealthWatchesCancelledWhileTheServerStartsAndStops) {
-  auto server = StartServer({}, {"--drain_timeout", "60"}, /*wait_until_serving=*/false);
+  testing::BatchGate gate(dir_.path());  // holds work to drain until SIGTERM has been taken
+  auto server = StartServer({}, {"--drain_timeout", "60"}, /*wait_until_serving=*/false, &gate);
   ASSERT_TRUE(server);
   auto channel = server->NewChannel();
 
@@ -190,9 +191,16 @@ TEST_F(MisbehavingCallersTest, HealthWatchesCancelledWhileTheServerStartsAndStop
 
   // Shutdown with work to drain: health turns NOT_SERVING, every stream ends.
   auto stub = v1::TcmService::NewStub(channel);
+  gate.Close();
   std::thread work([&] { testing::CallGenerate(*stub, MakeRequest("cond", 1, 2, 16, 5), 120); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  auto queued = testing::WaitForMetrics(
+      server->metrics_port(),
+      [](const std::string& m) { return MetricOrZero(m, "tcm_requests_in_flight", {{"model", "cond"}}) == 1; }, 60);
+  EXPECT_TRUE(queued.ok()) << queued.status();
   server->Signal(SIGTERM);
+  for (int i = 0; i < 6000 && server->Log().find("draining") == std::string::npos; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  gate.Open();
   auto status = server->WaitExit(120);
   stop_watchers();
   work.join();

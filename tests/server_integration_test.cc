@@ -416,6 +416,13 @@ TEST_F(ServerIntegrationTest, DeadlineAndCancellationDropQueuedImages) {
   GenerateResult cancelled = cancelled_call.get();
   EXPECT_EQ(cancelled.status.error_code(), StatusCode::CANCELLED) << Describe(cancelled.status);
   EXPECT_FALSE(IsReady(backlog_call)) << "the gate did not hold the backlog";
+  // The server has seen both calls end (the deadline and the cancel) before any
+  // batch forms again.
+  auto seen = WaitForMetrics(
+      server->metrics_port(),
+      [](const std::string& m) { return MetricOrZero(m, "tcm_client_cancellations_total", {{"model", "cond"}}) == 2; },
+      60);
+  ASSERT_TRUE(seen.ok()) << seen.status();
 
   gate.Open();
   GenerateResult done = backlog_call.get();
@@ -957,10 +964,13 @@ TEST_F(ServerIntegrationTest, DrainTimeoutCutsLongQueuedWorkAndStillExitsZero) {
   auto accepted = WaitForMetrics(
       server->metrics_port(), [&](const std::string& m) { return MetricSum(m, "tcm_requests_in_flight") == 4; }, 60);
   ASSERT_TRUE(accepted.ok()) << accepted.status();
+  // The server ends open health Watch streams when its drain timeout has run
+  // out: the gate opens only then.
+  HealthWatcher watcher(server->NewChannel(), "");
+  ASSERT_TRUE(watcher.WaitFor(HealthCheckResponse::SERVING, 60));
   server->Signal(SIGTERM);
-  for (int i = 0; i < 3000 && server->Log().find("draining") == std::string::npos; ++i)
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // past the 0.2 s drain timeout
+  for (int i = 0; i < 6000 && !watcher.ended(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_TRUE(watcher.ended()) << "the health Watch stream did not end after the drain timeout";
   gate.Open();
   auto status = server->WaitExit(60);
   ASSERT_TRUE(status.ok()) << status.status();
