@@ -87,21 +87,21 @@ absl::Status CheckNetworkLimits(const Net& c, absl::string_view prefix, uint32_t
   if (c.resample_filter_size() > L::kMaxFilterTaps)
     return Bad(p + ".resample_filter",
                absl::StrCat("must have at most ", L::kMaxFilterTaps, " taps, got ", c.resample_filter_size()));
-  const uint64_t emb_mult = c.channel_mult_emb() ? c.channel_mult_emb() : default_emb_mult;
-  const uint64_t emb = static_cast<uint64_t>(c.model_channels()) * emb_mult;
-  if (emb > L::kMaxLevelChannels)
-    return Bad(p + ".channel_mult_emb",
-               absl::StrCat("model_channels x channel_mult_emb must be at most ", L::kMaxLevelChannels, ", got ",
-                            c.model_channels(), " x ", emb_mult, " = ", emb));
+  // model_channels x `mult` (of `field`): a layer's width, at most kMaxLevelChannels.
+  auto width_of = [&](uint64_t mult, const char* field) -> absl::StatusOr<uint64_t> {
+    const uint64_t width = static_cast<uint64_t>(c.model_channels()) * mult;
+    if (width > L::kMaxLevelChannels)
+      return Bad(p + "." + field, absl::StrCat("model_channels x ", field, " must be at most ", L::kMaxLevelChannels,
+                                               ", got ", c.model_channels(), " x ", mult, " = ", width));
+    return width;
+  };
+  TCM_ASSIGN_OR_RETURN(const uint64_t emb,
+                       width_of(c.channel_mult_emb() ? c.channel_mult_emb() : default_emb_mult, "channel_mult_emb"));
   const double e = static_cast<double>(emb);
   double weights = 2.0 * e * e + static_cast<double>(num_classes) * e;
   uint64_t widest = 0;
   for (uint32_t mult : c.channel_mult()) {
-    const uint64_t width = static_cast<uint64_t>(c.model_channels()) * mult;
-    if (width > L::kMaxLevelChannels)
-      return Bad(p + ".channel_mult",
-                 absl::StrCat("model_channels x channel_mult must be at most ", L::kMaxLevelChannels, ", got ",
-                              c.model_channels(), " x ", mult, " = ", width));
+    TCM_ASSIGN_OR_RETURN(const uint64_t width, width_of(mult, "channel_mult"));
     const double w = static_cast<double>(width);
     weights += 2.0 * (c.num_blocks() + 1) * (2 * 9.0 * w * w + e * w);
     widest = std::max(widest, width);

@@ -241,7 +241,7 @@ TEST_F(TcmServiceUnaryTest, ImagesFinishedOutOfOrderComeBackByIndex) {
     EXPECT_EQ(image.class_label(), 7);
     EXPECT_EQ(image.seed(), 42u);
   }
-  EXPECT_GE(response.timings().total_seconds(), 0);
+  EXPECT_GT(response.timings().total_seconds(), 0) << "the call's own time is measured";
 }
 
 TEST_F(TcmServiceUnaryTest, AFailedImageFailsTheCallWithoutPartialImages) {
