@@ -16,12 +16,13 @@ ABSL_FLAG(int, workers, tcm::ServerOptions().workers,
           "CPU workers, each with its own replica of every model it runs (a config's instance.count may "
           "limit a model to the first N).");
 ABSL_FLAG(int, intra_op_threads, tcm::ServerOptions().intra_op_threads, "LibTorch threads per CPU worker; 0 = cores / workers.");
-ABSL_FLAG(int, max_batch_size, tcm::ServerOptions().max_batch_size, "Images per forward pass, unless a model's config.pbtxt sets batching.");
+ABSL_FLAG(int, max_batch_size, tcm::ServerOptions().max_batch_size, "Images per forward pass, unless a model's config.pbtxt sets batching.max_batch_size.");
 ABSL_FLAG(int64_t, max_queue_delay_us, tcm::ServerOptions().max_queue_delay_us,
           "Longest wait for a fuller batch when a worker is idle, microseconds, unless the model's config.pbtxt "
           "sets it. 0: an idle worker takes what is queued at once (under load batches fill while workers are busy).");
 ABSL_FLAG(int, max_queue_size, tcm::ServerOptions().max_queue_size,
-          "Queued images per model before calls get RESOURCE_EXHAUSTED, unless the config sets it.");
+          "Queued images per model before calls get RESOURCE_EXHAUSTED, unless the config sets it; "
+          "must hold a whole batch (max_batch_size), or the server refuses to start.");
 ABSL_FLAG(bool, step_level_batching, tcm::ServerOptions().step_level_batching,
           "Let images of 1- and 2-step requests, at their first and second step, share forward passes. "
           "false batches 1-step and 2-step requests separately and second steps in passes of their own, as two "
