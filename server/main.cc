@@ -48,21 +48,20 @@ int Run(const ServerOptions& o) {
   if (!models.ok()) return Fail(models.status());
   std::vector<std::string> names;
   Batcher::Options batcher_options;
-  std::vector<ModelLabels> labels;
+  std::vector<ServedModel> served;  // what the service and the metrics know of each model
   for (const auto& m : *models) {
     names.push_back(m.name);
     auto queue = MergeQueueOptions(m.name, m.config, StepsShareNetwork(m.config), o);
     if (!queue.ok()) return Fail(queue.status());
     batcher_options.models.push_back(*queue);
-    labels.push_back({m.name, m.config.architecture(), m.config.img_resolution(), m.config.img_channels(),
-                      m.config.num_classes(), m.config.default_steps()});
+    served.push_back(DescribeModel(m.name, m.config, m.labels, queue->max_queue_size));
   }
   auto default_model = DefaultModelIndex(names, o.default_model);
   if (!default_model.ok()) return Fail(default_model.status());
   auto credentials = ServerCredentials(o.tls_cert, o.tls_key, o.tls_client_ca);
   if (!credentials.ok()) return Fail(credentials.status());
   // Metrics first, so that start-up is observable.
-  ServerMetrics metrics(labels);
+  ServerMetrics metrics(served);
   batcher_options.on_queue_depth = [&metrics](int model, size_t depth) { metrics.model(model).SetQueueDepth(depth); };
   auto batcher = Batcher::Create(batcher_options);
   if (!batcher.ok()) return Fail(batcher.status());
@@ -82,11 +81,6 @@ int Run(const ServerOptions& o) {
   TcmServiceImpl::Options service_options;
   service_options.default_model = *default_model;
   service_options.limits.max_images_per_request = o.max_images_per_request;
-  std::vector<ServedModel> served;
-  for (size_t i = 0; i < models->size(); ++i) {
-    const ModelDirectory& m = (*models)[i];
-    served.push_back(DescribeModel(m.name, m.config, m.labels, (*batcher)->MaxQueueSize(static_cast<int>(i))));
-  }
   TcmServiceImpl service(service_options, std::move(served), pool->get(), &metrics);
   HealthService health(names);  // NOT_SERVING until warmed up
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();

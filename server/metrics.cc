@@ -32,7 +32,7 @@ void ModelMetrics::Batch(int size, double compute_seconds) {
   batch_compute_->Observe(compute_seconds);
 }
 
-ServerMetrics::ServerMetrics(const std::vector<ModelLabels>& models)
+ServerMetrics::ServerMetrics(const std::vector<ServedModel>& models)
     : registry_(std::make_shared<prometheus::Registry>()) {
   auto& requests = prometheus::BuildCounter()
                        .Name("tcm_requests_total")

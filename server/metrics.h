@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "server/served_model.h"
+
 namespace tcm {
 
 // Metrics of one model; every member is safe to use from any thread.
@@ -43,14 +45,10 @@ class ModelMetrics {
   prometheus::Counter* client_cancellations_ = nullptr;
 };
 
-struct ModelLabels {
-  std::string name, architecture;
-  unsigned resolution = 0, channels = 0, num_classes = 0, default_steps = 1;
-};
-
 class ServerMetrics {
  public:
-  explicit ServerMetrics(const std::vector<ModelLabels>& models);
+  // One set of per-model metrics for each of `models`, in their order.
+  explicit ServerMetrics(const std::vector<ServedModel>& models);
 
   const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
 

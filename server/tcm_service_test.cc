@@ -124,10 +124,7 @@ class TcmServiceFixture : public ::testing::Test {
     uncond.default_steps = 2;
     uncond.class_names.clear();
     models_ = {cond, uncond};
-    std::vector<ModelLabels> labels;
-    for (const auto& m : models_)
-      labels.push_back({m.name, m.architecture, m.resolution, m.channels, m.num_classes, m.default_steps});
-    metrics_ = std::make_unique<ServerMetrics>(labels);
+    metrics_ = std::make_unique<ServerMetrics>(models_);
     TcmServiceImpl::Options options;
     options.default_model = 0;
     service_ = std::make_unique<TcmServiceImpl>(options, models_, &queue_, metrics_.get());
