@@ -28,7 +28,8 @@ Batcher::Batcher(Options options)
   for (auto& m : options.models) queues_.push_back(std::make_unique<Queue>(Queue{std::move(m), {}, {}}));
 }
 
-absl::Status Batcher::Submit(int model, std::vector<std::unique_ptr<ImageTask>> tasks) {
+absl::Status Batcher::Submit(int model, std::vector<std::unique_ptr<ImageTask>> tasks,
+                             const std::function<void()>& accepted) {
   const absl::Time now = clock_->Now();
   std::lock_guard<std::mutex> lock(mu_);
   if (closed_) return absl::UnavailableError("the server is shutting down");
@@ -37,6 +38,7 @@ absl::Status Batcher::Submit(int model, std::vector<std::unique_ptr<ImageTask>> 
     return absl::ResourceExhaustedError(absl::StrCat("the queue of model '", q.options.name, "' is full (",
                                                      q.fresh.size(), " of ", q.options.max_queue_size,
                                                      " images queued); retry later"));
+  if (accepted) accepted();
   for (auto& t : tasks) {
     t->arrival = now;
     q.fresh.push_back(std::move(t));

@@ -85,8 +85,11 @@ class Batcher {
 
   static absl::StatusOr<std::unique_ptr<Batcher>> Create(Options options);
 
-  // Queues `tasks` (new images of one request) for `model`, all or none.
-  absl::Status Submit(int model, std::vector<std::unique_ptr<ImageTask>> tasks);
+  // Queues `tasks` (new images of one request) for `model`, all or none. On
+  // success `accepted` (if set) runs under the lock, before any caller of
+  // NextBatch can take a task: keep it short and do not call the batcher.
+  absl::Status Submit(int model, std::vector<std::unique_ptr<ImageTask>> tasks,
+                      const std::function<void()>& accepted = nullptr);
 
   // Queues a task for its next step, ahead of new work. Never rejected, also
   // after Close(); call it before BatchDone() of the batch it came from.

@@ -16,9 +16,10 @@ class GenerationQueue {
  public:
   virtual ~GenerationQueue() = default;
 
-  // Queues every image of `request`, all or none. RESOURCE_EXHAUSTED when its
-  // model's queue cannot take them, UNAVAILABLE once the server is draining:
-  // then nothing was queued and the caller fails the request.
+  // Queues every image of `request`, all or none, calling request->Queued()
+  // before any image can be reported. RESOURCE_EXHAUSTED when its model's
+  // queue cannot take them, UNAVAILABLE once the server is draining: then
+  // nothing was queued and the caller fails the request.
   virtual absl::Status Submit(const std::shared_ptr<RequestState>& request) = 0;
 };
 

@@ -23,8 +23,8 @@ void ModelMetrics::ImagesGenerated(unsigned steps, int count) {
   images_->Add({{"model", model_}, {"steps", std::to_string(steps)}}).Increment(count);
 }
 
-void ModelMetrics::TaskDropped(const std::string& reason) {
-  dropped_->Add({{"model", model_}, {"reason", reason}}).Increment();
+void ModelMetrics::ImagesDropped(const std::string& reason, int count) {
+  dropped_->Add({{"model", model_}, {"reason", reason}}).Increment(count);
 }
 
 void ModelMetrics::Batch(int size, double compute_seconds) {
@@ -45,11 +45,17 @@ ServerMetrics::ServerMetrics(const std::vector<ServedModel>& models)
                       .Register(*registry_);
   auto& images = prometheus::BuildCounter()
                      .Name("tcm_images_generated_total")
-                     .Help("Images generated, by model and steps.")
+                     .Help("Images handed to their callers, by model and steps: all of an OK Generate call, each "
+                           "image a GenerateStream call sent.")
                      .Register(*registry_);
+  auto& accepted = prometheus::BuildCounter()
+                       .Name("tcm_images_accepted_total")
+                       .Help("Images of calls accepted into the queue; each ends counted once in "
+                             "tcm_images_generated_total or tcm_images_dropped_total.")
+                       .Register(*registry_);
   auto& dropped = prometheus::BuildCounter()
                       .Name("tcm_images_dropped_total")
-                      .Help("Queued images removed without compute, by model and reason (cancelled, deadline, failed).")
+                      .Help("Accepted images not handed to their callers, by model and reason (cancelled, deadline, failed).")
                       .Register(*registry_);
   auto& queue_wait = prometheus::BuildHistogram()
                          .Name("tcm_queue_wait_seconds")
@@ -92,6 +98,7 @@ ServerMetrics::ServerMetrics(const std::vector<ServedModel>& models)
     metrics->latency_ = &latency;
     metrics->images_ = &images;
     metrics->dropped_ = &dropped;
+    metrics->accepted_ = &accepted.Add(labels);
     metrics->queue_wait_ = &queue_wait.Add(labels, SecondsBuckets());
     metrics->batch_compute_ = &batch_compute.Add(labels, SecondsBuckets());
     metrics->batch_size_ = &batch_size.Add(labels, BatchBuckets());

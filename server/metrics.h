@@ -21,8 +21,12 @@ namespace tcm {
 class ModelMetrics {
  public:
   void RequestFinished(unsigned steps, const std::string& code, double seconds);
+  // The image ledger: every image of an accepted call is counted once as
+  // accepted, and later once as either generated (handed to its caller) or
+  // dropped, with the reason ("cancelled", "deadline" or "failed").
+  void ImagesAccepted(int count) { accepted_->Increment(count); }
   void ImagesGenerated(unsigned steps, int count);
-  void TaskDropped(const std::string& reason);
+  void ImagesDropped(const std::string& reason, int count);
   void Batch(int size, double compute_seconds);
   void QueueWait(double seconds) { queue_wait_->Observe(seconds); }
   void SetQueueDepth(size_t depth) { queue_depth_->Set(static_cast<double>(depth)); }
@@ -37,6 +41,7 @@ class ModelMetrics {
   prometheus::Family<prometheus::Histogram>* latency_ = nullptr;
   prometheus::Family<prometheus::Counter>* images_ = nullptr;
   prometheus::Family<prometheus::Counter>* dropped_ = nullptr;
+  prometheus::Counter* accepted_ = nullptr;
   prometheus::Histogram* queue_wait_ = nullptr;
   prometheus::Histogram* batch_compute_ = nullptr;
   prometheus::Histogram* batch_size_ = nullptr;

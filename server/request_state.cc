@@ -14,8 +14,28 @@ RequestState::RequestState(GenerationSpec spec, ResponseSink* sink, ModelMetrics
   metrics_->RequestStarted();
 }
 
+namespace {
+
+// The tcm_images_dropped_total reason for an image of a call that ended with `code`.
+const char* DropReason(absl::StatusCode code) {
+  switch (code) {
+    case absl::StatusCode::kCancelled:
+      return "cancelled";
+    case absl::StatusCode::kDeadlineExceeded:
+      return "deadline";
+    default:
+      return "failed";
+  }
+}
+
+}  // namespace
+
+void RequestState::Queued() { metrics_->ImagesAccepted(static_cast<int>(spec_.num_images)); }
+
 absl::Status RequestState::Abandoned(absl::Time now) const {
-  if (finished_) return absl::AbortedError("the call already failed");
+  if (finished_) {
+    return absl::Status(static_cast<absl::StatusCode>(final_code_.load()), "the call already ended");
+  }
   // The deadline first: gRPC also cancels a call whose deadline passed.
   if (now >= deadline_) return absl::DeadlineExceededError("the call's deadline passed while it was queued");
   if (cancelled_) return absl::CancelledError("the client cancelled the call");
@@ -37,7 +57,10 @@ void RequestState::AddCompute(double seconds) {
 }
 
 void RequestState::ImageDone(unsigned index, const uint8_t* pixels, int width, int height, int channels) {
-  if (finished_) return;
+  if (finished_) {
+    metrics_->ImagesDropped(DropReason(static_cast<absl::StatusCode>(final_code_.load())), 1);
+    return;
+  }
   const absl::Time encode_start = absl::Now();
   v1::Image image;
   if (spec_.format == v1::IMAGE_FORMAT_RAW) {
@@ -60,13 +83,20 @@ void RequestState::ImageDone(unsigned index, const uint8_t* pixels, int width, i
   const double encode_seconds = absl::ToDoubleSeconds(absl::Now() - encode_start);
 
   absl::MutexLock lock(&mu_);
-  if (finished_) return;
+  if (finished_) {
+    metrics_->ImagesDropped(DropReason(static_cast<absl::StatusCode>(final_code_.load())), 1);
+    return;
+  }
   timings_.set_encode_seconds(timings_.encode_seconds() + encode_seconds);
   sink_->OnImage(std::move(image));
-  if (++done_ == spec_.num_images) {
-    metrics_->ImagesGenerated(spec_.steps, static_cast<int>(spec_.num_images));
-    Finish(absl::OkStatus());
-  }
+  ++done_;
+  if (sink_->DeliversEachImage()) metrics_->ImagesGenerated(spec_.steps, 1);
+  if (done_ == spec_.num_images) Finish(absl::OkStatus());
+}
+
+void RequestState::DropImage(const absl::Status& why) {
+  metrics_->ImagesDropped(DropReason(why.code()), 1);
+  Fail(why);
 }
 
 void RequestState::Fail(const absl::Status& status) {
@@ -75,7 +105,15 @@ void RequestState::Fail(const absl::Status& status) {
 }
 
 void RequestState::Finish(const absl::Status& status) {
+  final_code_ = static_cast<int>(status.code());
   finished_ = true;
+  if (!sink_->DeliversEachImage()) {  // the images held for the answer are returned now, or never
+    if (status.ok()) {
+      metrics_->ImagesGenerated(spec_.steps, static_cast<int>(done_));
+    } else if (done_ > 0) {
+      metrics_->ImagesDropped(DropReason(status.code()), static_cast<int>(done_));
+    }
+  }
   const double total = absl::ToDoubleSeconds(absl::Now() - start_);
   timings_.set_total_seconds(total);
   metrics_->RequestFinished(spec_.steps, StatusCodeName(status.code()), total);

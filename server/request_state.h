@@ -38,6 +38,9 @@ class ResponseSink {
   virtual ~ResponseSink() = default;
   // The call was accepted as `state` (before any image is queued).
   virtual void OnAccepted(const std::shared_ptr<RequestState>& state) = 0;
+  // True when each image reaches the caller as OnImage hands it over (a
+  // stream); false when the images are returned together on success.
+  virtual bool DeliversEachImage() const = 0;
   virtual void OnImage(v1::Image image) = 0;
   virtual void OnFinish(const absl::Status& status, const v1::Timings& timings) = 0;
 };
@@ -50,8 +53,12 @@ class RequestState {
 
   const GenerationSpec& spec() const { return spec_; }
 
+  // The call's images are queued: counts them in tcm_images_accepted_total.
+  // From then on each image is counted once more, as generated or dropped.
+  void Queued();
+
   // OK while the call still wants its images; else why not (cancelled by the
-  // client, deadline passed, or already failed).
+  // client, deadline passed, or the call already ended with that code).
   absl::Status Abandoned(absl::Time now) const;
 
   // gRPC cancelled the call: the client cancelled, its deadline passed or it
@@ -62,7 +69,12 @@ class RequestState {
   // Encodes it, hands it to the sink, and finishes the call after the last.
   void ImageDone(unsigned index, const uint8_t* pixels, int width, int height, int channels);
 
-  // Fails the call (first failure wins); later images are discarded.
+  // One image will not be computed (it was removed from the queue, or its
+  // batch failed): counts it as dropped for `why` and fails the call.
+  void DropImage(const absl::Status& why);
+
+  // Fails the call (first failure wins); later images are discarded and
+  // counted as dropped. For a call whose images were never queued.
   void Fail(const absl::Status& status);
 
   // Timing contributions, in seconds.
@@ -79,6 +91,7 @@ class RequestState {
   const absl::Time deadline_;
   std::atomic<bool> cancelled_{false};
   std::atomic<bool> finished_{false};
+  std::atomic<int> final_code_{0};  // absl::StatusCode, set before finished_
 
   absl::Mutex mu_;
   unsigned done_ ABSL_GUARDED_BY(mu_) = 0;

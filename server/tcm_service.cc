@@ -36,6 +36,7 @@ class GenerateReactor : public grpc::ServerUnaryReactor, public ResponseSink {
     state_ = state;
   }
 
+  bool DeliversEachImage() const override { return false; }
   void OnImage(v1::Image image) override { *response_->add_images() = std::move(image); }
 
   void OnFinish(const absl::Status& status, const v1::Timings& timings) override {
@@ -71,6 +72,8 @@ class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse
     steps_ = state->spec().steps;
     state_ = state;
   }
+
+  bool DeliversEachImage() const override { return true; }
 
   void OnImage(v1::Image image) override {
     Next next;

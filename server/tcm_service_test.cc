@@ -31,6 +31,7 @@ class FakeQueue : public GenerationQueue {
   absl::Status Submit(const std::shared_ptr<RequestState>& request) override {
     std::lock_guard<std::mutex> lock(mu_);
     if (!refusal_.ok()) return refusal_;
+    request->Queued();
     submitted_.push_back(request);
     changed_.notify_all();
     return absl::OkStatus();
@@ -371,6 +372,41 @@ TEST_F(TcmServiceMetricsTest, CountsRequestsImagesAndCallsInFlight) {
   EXPECT_EQ(Metric("tcm_requests_total", {{"model", "cond"}, {"steps", "2"}, {"code", "OK"}}), 1);
   EXPECT_EQ(Metric("tcm_images_generated_total", {{"model", "cond"}, {"steps", "2"}}), 2);
   EXPECT_EQ(Metric("tcm_request_duration_seconds", {{"model", "cond"}, {"steps", "2"}}), 1);
+}
+
+// The image ledger: each accepted image ends counted once, as generated
+// (handed to its caller) or dropped with the reason its call ended.
+TEST_F(TcmServiceMetricsTest, EveryAcceptedImageIsCountedOnceAsGeneratedOrDropped) {
+  {  // A stream: the image sent counts as generated; the other two are dropped.
+    grpc::ClientContext context;
+    auto reader = stub_->GenerateStream(&context, Request("cond", 1, 1, 3, 5));
+    auto request = queue_.WaitForRequest(0);
+    ASSERT_NE(request, nullptr);
+    FinishImage(*request, 0, 0);
+    v1::GenerateStreamResponse message;
+    ASSERT_TRUE(reader->Read(&message));
+    request->DropImage(absl::DeadlineExceededError("the call's deadline passed while it was queued"));
+    const absl::Status abandoned = request->Abandoned(absl::Now());
+    EXPECT_EQ(abandoned.code(), absl::StatusCode::kDeadlineExceeded) << "an ended call's images are dropped for its reason";
+    request->DropImage(abandoned);
+    EXPECT_FALSE(reader->Read(&message));
+    EXPECT_EQ(reader->Finish().error_code(), StatusCode::DEADLINE_EXCEEDED);
+  }
+  {  // A unary call: the image held for the answer is dropped when the call fails.
+    grpc::ClientContext context;
+    auto call = CallAsync(Request("cond", 1, 2, 3, 5), &context);
+    auto request = queue_.WaitForRequest(1);
+    ASSERT_NE(request, nullptr);
+    FinishImage(*request, 0, 0);
+    request->DropImage(absl::CancelledError("the client cancelled the call"));  // image 1
+    EXPECT_EQ(call.get().first.error_code(), StatusCode::CANCELLED);
+    FinishImage(*request, 2, 2);  // computed after the call ended: dropped too
+  }
+  EXPECT_EQ(Metric("tcm_images_accepted_total", {{"model", "cond"}}), 6);
+  EXPECT_EQ(Metric("tcm_images_generated_total", {{"model", "cond"}, {"steps", "1"}}), 1);
+  EXPECT_EQ(Metric("tcm_images_dropped_total", {{"model", "cond"}, {"reason", "deadline"}}), 2);
+  EXPECT_EQ(Metric("tcm_images_dropped_total", {{"model", "cond"}, {"reason", "cancelled"}}), 3);
+  EXPECT_EQ(Metric("tcm_images_generated_total", {{"model", "cond"}, {"steps", "2"}}), 0);
 }
 
 TEST_F(TcmServiceListModelsTest, DescribesEveryModelAndMarksTheDefault) {

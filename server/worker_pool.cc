@@ -20,27 +20,19 @@ namespace {
 // The batcher's unit of work: one image of a request at one sampling step.
 class GenerationTask : public ImageTask {
  public:
-  GenerationTask(std::shared_ptr<RequestState> request, unsigned index, ModelMetrics* metrics)
-      : request(std::move(request)), index(index), metrics_(metrics) {
+  GenerationTask(std::shared_ptr<RequestState> request, unsigned index)
+      : request(std::move(request)), index(index) {
     kind = static_cast<int>(this->request->spec().steps);  // 1- and 2-step requests are the batcher's kinds
   }
 
   absl::Status Abandoned(absl::Time now) const override { return request->Abandoned(now); }
 
-  void Drop(const absl::Status& why) override {
-    metrics_->TaskDropped(why.code() == absl::StatusCode::kCancelled          ? "cancelled"
-                          : why.code() == absl::StatusCode::kDeadlineExceeded ? "deadline"
-                                                                              : "failed");
-    request->Fail(why);
-  }
+  void Drop(const absl::Status& why) override { request->DropImage(why); }
 
   std::shared_ptr<RequestState> request;
   unsigned index;
   int step = 0;
   torch::Tensor previous;  // output of the last step, [C, H, W] on the CPU
-
- private:
-  ModelMetrics* metrics_;
 };
 
 }  // namespace
@@ -143,7 +135,7 @@ class WorkerPool::Worker {
       out = Forward(replica, torch::stack(inputs), torch::tensor(sigmas), label_tensor);
     } catch (const std::exception& e) {
       const absl::Status status = absl::InternalError(absl::StrCat("batch failed: ", ExceptionMessage(e)));
-      for (auto& t : batch.tasks) static_cast<GenerationTask&>(*t).request->Fail(status);
+      for (auto& t : batch.tasks) static_cast<GenerationTask&>(*t).request->DropImage(status);
       metrics.Batch(n, absl::ToDoubleSeconds(absl::Now() - start));
       return;
     }
@@ -244,11 +236,10 @@ WorkerPool::WorkerPool(Batcher* batcher, ServerMetrics* metrics) : batcher_(batc
 
 absl::Status WorkerPool::Submit(const std::shared_ptr<RequestState>& request) {
   const int model = request->spec().model;
-  ModelMetrics* metrics = &metrics_->model(model);
   std::vector<std::unique_ptr<ImageTask>> tasks;
   for (unsigned i = 0; i < request->spec().num_images; ++i)
-    tasks.push_back(std::make_unique<GenerationTask>(request, i, metrics));
-  return batcher_->Submit(model, std::move(tasks));
+    tasks.push_back(std::make_unique<GenerationTask>(request, i));
+  return batcher_->Submit(model, std::move(tasks), [&request] { request->Queued(); });
 }
 
 absl::Status WorkerPool::WarmUp(int batch_size) {

@@ -39,6 +39,7 @@ ModelDirectory TinyModel() {
 class RecordingSink : public ResponseSink {
  public:
   void OnAccepted(const std::shared_ptr<RequestState>&) override {}
+  bool DeliversEachImage() const override { return false; }
   void OnImage(v1::Image) override { ++images; }
   void OnFinish(const absl::Status& status, const v1::Timings&) override { done.set_value(status); }
   std::atomic<int> images{0};

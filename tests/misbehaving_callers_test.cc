@@ -8,10 +8,12 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <random>
@@ -19,6 +21,7 @@
 #include <thread>
 #include <vector>
 
+#include "client/mixed_traffic.h"
 #include "tests/server_fixture.h"
 #include "tests/server_test_util.h"
 
@@ -131,6 +134,108 @@ TEST_F(MisbehavingCallersTest, CancelledAndTimedOutStreamsLeaveTheServerServing)
       server->metrics_port(),
       [](const std::string& m) { return MetricOrZero(m, "tcm_requests_in_flight", {{"model", "cond"}}) == 0; }, 60);
   EXPECT_TRUE(idle.ok()) << idle.status();
+  StopCleanly(*server);
+}
+
+// Starts `count` tcm-client processes, one after another, each asking model
+// "uncond" (which the other traffic leaves alone) for 64 2-step images, and
+// kills each with SIGKILL once the server has its call in flight; then waits
+// until the server has seen that call end. Returns how many were killed
+// mid-call (a client whose call finished before the kill does not count).
+int KillClientsMidCall(const ServerProcess& server, int count) {
+  auto uncond_in_flight = [&server](double n) {
+    return testing::WaitForMetrics(
+        server.metrics_port(),
+        [n](const std::string& m) { return MetricOrZero(m, "tcm_requests_in_flight", {{"model", "uncond"}}) == n; },
+        60);
+  };
+  int killed = 0;
+  for (int i = 0; i < count; ++i) {
+    std::vector<std::string> args = {TCM_CLIENT_BIN, "--server", server.address(), "--model", "uncond",
+                                     "--steps", "2", "--num", "64", "--seed", std::to_string(500 + i),
+                                     "--out", "/dev/null/none", "--timeout", "300"};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const pid_t pid = fork();
+    if (pid == 0) {
+      execv(argv[0], argv.data());
+      _exit(127);
+    }
+    if (pid < 0) continue;
+    const bool in_flight = uncond_in_flight(1).ok();
+    killed += in_flight && kill(pid, SIGKILL) == 0;
+    int status = 0;
+    waitpid(pid, &status, 0);
+    EXPECT_TRUE(uncond_in_flight(0).ok()) << "the server did not end the call of a killed client";
+  }
+  return killed;
+}
+
+// Mixed traffic from a fixed, printed seed (TCM_TEST_SEED replays another):
+// unary calls and streams, 1 and 2 steps, cancelled at random moments, given
+// deadlines shorter than their work, malformed; meanwhile client processes
+// are killed mid-call. Every call must end with a code its kind allows, the
+// server must serve in full afterwards, and its image ledger must balance:
+// every accepted image generated or dropped with a reason.
+TEST_F(MisbehavingCallersTest, RandomizedCallersAndKilledClientsKeepTheImageLedger) {
+  const char* env_seed = std::getenv("TCM_TEST_SEED");
+  const uint64_t seed = env_seed != nullptr ? std::strtoull(env_seed, nullptr, 10) : 20261202;
+  std::printf("[ seed ] %llu (replay with TCM_TEST_SEED=%llu)\n", static_cast<unsigned long long>(seed),
+              static_cast<unsigned long long>(seed));
+  auto server = StartServer({}, {"--workers", "2"});
+  ASSERT_TRUE(server);
+  auto channel = server->NewChannel();
+  auto stub = v1::TcmService::NewStub(channel);
+
+  traffic::TrafficOptions options;
+  options.model = "cond";
+  options.num_classes = 10;
+  options.max_images = 6;
+  options.misbehaving_fraction = 0.6;
+  std::atomic<bool> never{false};
+  int killed = 0;
+  std::thread killer([&] { killed = KillClientsMidCall(*server, 8); });
+  const traffic::TrafficReport report = traffic::RunTraffic(*stub, seed, /*callers=*/6, /*calls_per_caller=*/40,
+                                                            options, never);
+  killer.join();
+  std::printf("[ traffic ] %s[ killed ] %d tcm-client processes mid-call\n", report.Summary().c_str(), killed);
+  EXPECT_EQ(report.unexpected_count, 0) << report.Summary();
+  EXPECT_EQ(report.calls, 240);
+  EXPECT_GT(report.CallsWithCode("OK"), 0);
+  EXPECT_GT(report.CallsWithCode("CANCELLED"), 0);
+  EXPECT_GT(report.CallsWithCode("INVALID_ARGUMENT") + report.CallsWithCode("NOT_FOUND"), 0);
+  EXPECT_GT(killed, 0) << "no client was killed while its call was in flight";
+  ExpectServesInFull(*server);
+
+  // Once nothing is in flight or queued, every accepted image is accounted for.
+  auto balanced = testing::WaitForMetrics(
+      server->metrics_port(),
+      [](const std::string& m) {
+        const double accepted = testing::MetricSum(m, "tcm_images_accepted_total");
+        const double ended =
+            testing::MetricSum(m, "tcm_images_generated_total") + testing::MetricSum(m, "tcm_images_dropped_total");
+        return testing::MetricSum(m, "tcm_requests_in_flight") == 0 && testing::MetricSum(m, "tcm_queue_depth") == 0 &&
+               accepted == ended;
+      },
+      60);
+  ASSERT_TRUE(balanced.ok()) << balanced.status();
+  const std::string& m = *balanced;
+  std::printf("[ ledger ] accepted %.0f = generated %.0f + dropped %.0f (cond: cancelled %.0f, deadline %.0f, failed %.0f)\n",
+              testing::MetricSum(m, "tcm_images_accepted_total"), testing::MetricSum(m, "tcm_images_generated_total"),
+              testing::MetricSum(m, "tcm_images_dropped_total"),
+              MetricOrZero(m, "tcm_images_dropped_total", {{"model", "cond"}, {"reason", "cancelled"}}),
+              MetricOrZero(m, "tcm_images_dropped_total", {{"model", "cond"}, {"reason", "deadline"}}),
+              MetricOrZero(m, "tcm_images_dropped_total", {{"model", "cond"}, {"reason", "failed"}}));
+  EXPECT_GT(MetricOrZero(m, "tcm_images_dropped_total", {{"model", "cond"}, {"reason", "cancelled"}}), 0);
+  EXPECT_GT(MetricOrZero(m, "tcm_images_dropped_total", {{"model", "uncond"}, {"reason", "cancelled"}}), 0)
+      << "the killed clients' remaining images were dropped";
+  EXPECT_EQ(testing::MetricSum(m, "tcm_images_dropped_total", {{"reason", "failed"}}), 0)
+      << "no batch failed and no call was refused after it was queued";
+  // The server refused exactly the malformed calls the callers sent, each with its code.
+  EXPECT_EQ(testing::MetricSum(m, "tcm_requests_total", {{"code", "INVALID_ARGUMENT"}}),
+            report.CallsWithCode("INVALID_ARGUMENT"));
+  EXPECT_EQ(testing::MetricSum(m, "tcm_requests_total", {{"code", "NOT_FOUND"}}), report.CallsWithCode("NOT_FOUND"));
   StopCleanly(*server);
 }
 

@@ -445,6 +445,8 @@ TEST_F(ServerIntegrationTest, DeadlineAndCancellationDropQueuedImages) {
   EXPECT_EQ(MetricOrZero(metrics, "tcm_images_dropped_total", {{"model", "cond"}, {"reason", "cancelled"}}),
             cancelled_images);
   EXPECT_EQ(MetricOrZero(metrics, "tcm_images_dropped_total", {{"model", "cond"}, {"reason", "failed"}}), 0);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_images_accepted_total", {{"model", "cond"}}),
+            backlog_images + deadline_images + cancelled_images);
   EXPECT_EQ(MetricOrZero(metrics, "tcm_requests_total", {{"code", "DEADLINE_EXCEEDED"}, {"model", "cond"}, {"steps", "1"}}),
             1);
   EXPECT_EQ(MetricOrZero(metrics, "tcm_requests_total", {{"code", "CANCELLED"}, {"model", "cond"}, {"steps", "1"}}), 1);
