@@ -16,6 +16,7 @@ namespace load {
 namespace {
 
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+constexpr int kResourceExhausted = 8;  // grpc::StatusCode::RESOURCE_EXHAUSTED
 
 template <typename T, typename ParseFn>
 absl::StatusOr<std::vector<T>> ParseList(absl::string_view text, absl::string_view flag, const char* what,
@@ -110,7 +111,7 @@ LevelSummary Summarize(LoadMode mode, double level, const std::vector<CallRecord
   s.window_s = window_end - window_start;
   s.dropped = dropped;
   auto in_window = [&](double t) { return t >= window_start && t < window_end; };
-  std::vector<double> latency, latency1, latency2, server_total, server_queue, server_compute;
+  std::vector<double> latency, latency1, latency2, server_total, server_queue, server_compute, rejected;
   double sum = 0, max = kNaN;
   for (const CallRecord& c : calls) {
     if (c.code == 0 && in_window(c.end)) {
@@ -121,6 +122,7 @@ LevelSummary Summarize(LoadMode mode, double level, const std::vector<CallRecord
     ++s.sent;
     if (c.code != 0) {
       ++s.errors[StatusCodeName(c.code)];
+      if (c.code == kResourceExhausted) rejected.push_back(Ms(c.end - c.start));
       continue;
     }
     const double ms = Ms(c.end - c.start);
@@ -147,6 +149,9 @@ LevelSummary Summarize(LoadMode mode, double level, const std::vector<CallRecord
   s.server_total_p50_ms = Percentile(server_total, 50);
   s.server_queue_p50_ms = Percentile(server_queue, 50);
   s.server_compute_p50_ms = Percentile(server_compute, 50);
+  s.rejected_p50_ms = Percentile(rejected, 50);
+  s.rejected_p99_ms = Percentile(rejected, 99);
+  s.rejected_max_ms = rejected.empty() ? kNaN : *std::max_element(rejected.begin(), rejected.end());
   return s;
 }
 
@@ -168,7 +173,10 @@ std::string TableHeader() {
 std::string TableRow(const LevelSummary& s) {
   const bool rate = s.mode == LoadMode::kRate;
   std::vector<std::string> errors;
-  for (const auto& [name, count] : s.errors) errors.push_back(absl::StrCat(name, ":", count));
+  for (const auto& [name, count] : s.errors) {
+    errors.push_back(absl::StrCat(name, ":", count));
+    if (name == "RESOURCE_EXHAUSTED") absl::StrAppend(&errors.back(), "(p99 ", Num(s.rejected_p99_ms, 2), " ms)");
+  }
   return absl::StrFormat(kRowFormat, rate ? "rate" : "concurrency",
                          rate ? absl::StrFormat("%g", s.level) : absl::StrCat(static_cast<int64_t>(s.level)),
                          Num(s.sent_per_s, 2), Num(s.requests_per_s, 2), Num(s.images_per_s, 2), Num(s.p50_ms, 1),
@@ -202,6 +210,10 @@ nlohmann::json ToJson(const LevelSummary& s) {
   j["server_ms_p50"] = {{"total", num(s.server_total_p50_ms)},
                         {"queue", num(s.server_queue_p50_ms)},
                         {"compute", num(s.server_compute_p50_ms)}};
+  j["rejected_latency_ms"] = {{"count", s.errors.count("RESOURCE_EXHAUSTED") ? s.errors.at("RESOURCE_EXHAUSTED") : 0},
+                              {"p50", num(s.rejected_p50_ms)},
+                              {"p99", num(s.rejected_p99_ms)},
+                              {"max", num(s.rejected_max_ms)}};
   j["errors"] = nlohmann::json::object();
   for (const auto& [name, count] : s.errors) j["errors"][name] = count;
   j["error_count"] = s.error_count();

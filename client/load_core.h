@@ -117,6 +117,9 @@ struct LevelSummary {
   // Medians of the server's own timings over the same requests (ms).
   double server_total_p50_ms = 0, server_queue_p50_ms = 0, server_compute_p50_ms = 0;
   std::map<std::string, int64_t> errors;  // status name -> count, requests sent in the window
+  // Latency (ms) of the calls refused with RESOURCE_EXHAUSTED (a full queue),
+  // sent in the window: how fast an overloaded server says no. NaN when none.
+  double rejected_p50_ms = 0, rejected_p99_ms = 0, rejected_max_ms = 0;
   int64_t error_count() const;
 };
 

@@ -182,6 +182,25 @@ TEST(SummarizeTest, NoSuccessGivesNoLatency) {
   EXPECT_NE(row.find("UNAVAILABLE:2"), std::string::npos) << row;
 }
 
+TEST(SummarizeTest, RejectionsHaveTheirOwnLatency) {
+  // Window [0, 10): four refusals (RESOURCE_EXHAUSTED) of 1, 2, 3 and 100 ms, one OK call.
+  const std::vector<CallRecord> calls = {Call(1.0, 1.001, 8), Call(2.0, 2.002, 8), Call(3.0, 3.003, 8),
+                                         Call(4.0, 4.1, 8), Call(5.0, 5.5, 0)};
+  const LevelSummary s = Summarize(LoadMode::kRate, 1, calls, 0, 10, 0);
+  EXPECT_NEAR(s.rejected_p50_ms, 2.5, 1e-6);
+  EXPECT_NEAR(s.rejected_p99_ms, 3 + 0.97 * 97, 1e-6);  // between the ranks of 3 and 100 ms
+  EXPECT_NEAR(s.rejected_max_ms, 100, 1e-6);
+  EXPECT_NEAR(s.p50_ms, 500, 1e-6) << "refusals stay out of the OK latency";
+  const nlohmann::json j = ToJson(s);
+  EXPECT_EQ(j["rejected_latency_ms"]["count"], 4);
+  EXPECT_NEAR(j["rejected_latency_ms"]["p99"].get<double>(), 97.09, 1e-6);
+
+  const LevelSummary none = Summarize(LoadMode::kRate, 1, {Call(5.0, 5.5, 0)}, 0, 10, 0);
+  EXPECT_TRUE(std::isnan(none.rejected_p99_ms));
+  EXPECT_TRUE(ToJson(none)["rejected_latency_ms"]["p99"].is_null());
+  EXPECT_EQ(ToJson(none)["rejected_latency_ms"]["count"], 0);
+}
+
 TEST(TableTest, RowsLineUpWithTheHeader) {
   const std::string header = TableHeader();
   LevelSummary a = Summarize(LoadMode::kConcurrency, 8, {Call(1, 1.25, 0)}, 0, 2, 0);
@@ -191,7 +210,7 @@ TEST(TableTest, RowsLineUpWithTheHeader) {
   const size_t errors_at = header.find("errors");
   ASSERT_NE(errors_at, std::string::npos);
   EXPECT_EQ(ra.substr(errors_at), "0");
-  EXPECT_EQ(rb.substr(errors_at), "RESOURCE_EXHAUSTED:1");
+  EXPECT_EQ(rb.substr(errors_at), "RESOURCE_EXHAUSTED:1(p99 100.00 ms)");
   EXPECT_EQ(ra.rfind("concurrency", 0), 0u);
   EXPECT_NE(ra.find(" 250.0 "), std::string::npos) << ra;  // p50 ms
   EXPECT_EQ(rb.rfind("rate", 0), 0u);

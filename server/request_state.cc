@@ -47,12 +47,12 @@ void RequestState::Cancel() {
 }
 
 void RequestState::AddQueueWait(double seconds) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   timings_.set_queue_seconds(std::max(timings_.queue_seconds(), seconds));
 }
 
 void RequestState::AddCompute(double seconds) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   timings_.set_compute_seconds(timings_.compute_seconds() + seconds);
 }
 
@@ -82,7 +82,7 @@ void RequestState::ImageDone(unsigned index, const uint8_t* pixels, int width, i
   image.set_format(spec_.format);
   const double encode_seconds = absl::ToDoubleSeconds(absl::Now() - encode_start);
 
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   if (finished_) {
     metrics_->ImagesDropped(DropReason(static_cast<absl::StatusCode>(final_code_.load())), 1);
     return;
@@ -100,7 +100,7 @@ void RequestState::DropImage(const absl::Status& why) {
 }
 
 void RequestState::Fail(const absl::Status& status) {
-  absl::MutexLock lock(&mu_);
+  std::lock_guard<std::mutex> lock(mu_);
   if (!finished_) Finish(status);
 }
 

@@ -19,6 +19,7 @@
 #include "absl/time/clock.h"
 #include "server/generation_queue.h"
 #include "server/metrics.h"
+#include "server/metrics_test_util.h"
 
 namespace tcm {
 namespace {
@@ -81,29 +82,7 @@ v1::GenerateRequest Request(const std::string& model, std::optional<int64_t> cla
   return request;
 }
 
-// The value of the sample of family `name` whose labels include `labels`
-// (counter, gauge, or a histogram's count); nullopt when there is none.
-std::optional<double> Sample(prometheus::Registry& registry, const std::string& name,
-                             const std::map<std::string, std::string>& labels) {
-  for (const auto& family : registry.Collect()) {
-    if (family.name != name) continue;
-    for (const auto& metric : family.metric) {
-      size_t matched = 0;
-      for (const auto& label : metric.label) {
-        auto it = labels.find(label.name);
-        if (it != labels.end() && it->second == label.value) ++matched;
-      }
-      if (matched != labels.size()) continue;
-      switch (family.type) {
-        case prometheus::MetricType::Counter: return metric.counter.value;
-        case prometheus::MetricType::Gauge: return metric.gauge.value;
-        case prometheus::MetricType::Histogram: return static_cast<double>(metric.histogram.sample_count);
-        default: return std::nullopt;
-      }
-    }
-  }
-  return std::nullopt;
-}
+using testing::Sample;
 
 class TcmServiceFixture : public ::testing::Test {
  protected:
