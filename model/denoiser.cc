@@ -79,14 +79,11 @@ torch::Tensor Denoiser::ForwardOne(const torch::Tensor& x_in, const torch::Tenso
   const torch::Tensor c_out = sigma * sd * var.rsqrt();
   const torch::Tensor c_in = var.rsqrt();
   const torch::Tensor c_noise = sigma.log().flatten() / 4;
-  torch::Tensor f;
-  if (compute_dtype_ == torch::kFloat32) {
-    f = net_->Forward(c_in * x, c_noise, onehot);
-  } else {
-    f = net_->Forward((c_in * x).to(compute_dtype_), c_noise.to(compute_dtype_),
-                      onehot.defined() ? onehot.to(compute_dtype_) : onehot)
-            .to(torch::kFloat32);
-  }
+  torch::Tensor body_in = c_in * x;
+  if (compute_dtype_ != torch::kFloat32 || channels_last_)
+    body_in = body_in.to(compute_dtype_).contiguous(channels_last_ ? torch::MemoryFormat::ChannelsLast
+                                                                   : torch::MemoryFormat::Contiguous);
+  const torch::Tensor f = net_->Forward(body_in, c_noise, onehot).to(torch::kFloat32).contiguous();
   return torch::addcmul(c_skip * x, c_out, f);
 }
 
@@ -119,10 +116,11 @@ absl::Status Denoiser::LoadStateDict(const TensorMap& weights, const std::string
   return absl::OkStatus();
 }
 
-void Denoiser::SetComputeDtype(torch::ScalarType dtype) {
-  net_->to(dtype);
+void Denoiser::SetCompute(torch::ScalarType dtype, bool channels_last) {
+  net_->SetCompute(dtype, channels_last);
   compute_dtype_ = dtype;
-  if (below_transition_) below_transition_->SetComputeDtype(dtype);
+  channels_last_ = channels_last;
+  if (below_transition_) below_transition_->SetCompute(dtype, channels_last);
 }
 
 TensorMap Denoiser::StateDict() const {

@@ -48,9 +48,14 @@ class Denoiser : public torch::nn::Module {
     if (below_transition_) below_transition_->PrepareForInference();
   }
 
-  // Runs the network in `dtype` (float32 by default; half on GPUs where the
-  // config asks); preconditioning and outputs stay float32.
-  void SetComputeDtype(torch::ScalarType dtype);
+  // Runs the network body in `dtype` (float32 by default; bfloat16 or half)
+  // and, with `channels_last`, with its activations and convolution weights
+  // in channels-last layout. Preconditioning, the noise embedding and the
+  // outputs stay float32 and contiguous; EDM2's weight normalisation is
+  // computed in float32 and then cast. Call PrepareForInference after it.
+  void SetCompute(torch::ScalarType dtype, bool channels_last);
+  torch::ScalarType compute_dtype() const { return compute_dtype_; }
+  bool channels_last() const { return channels_last_; }
 
   const v1::ModelConfig& config() const { return config_; }
   UNet& net() { return *net_; }
@@ -65,6 +70,7 @@ class Denoiser : public torch::nn::Module {
   std::shared_ptr<UNet> net_;
   std::shared_ptr<Denoiser> below_transition_;
   torch::ScalarType compute_dtype_ = torch::kFloat32;
+  bool channels_last_ = false;
 };
 
 }  // namespace tcm

@@ -71,8 +71,18 @@ class MPConvImpl : public torch::nn::Module {
     }
     return cache_.Get({weight, gain.defined() ? gain : weight}, [&] {
       torch::Tensor w = Normalize(weight, AllButFirst(weight.dim()), scale / std::sqrt(double(fan_in_)));
-      return gain.defined() ? w * gain : w;
+      if (gain.defined()) w = w * gain;
+      if (w.dim() != 4 || torch::GradMode::is_enabled()) return w;  // linear layers stay float32
+      return w.to(compute_dtype_).contiguous(memory_format_);
     });
+  }
+
+  // Convolutions (not linear layers) use their normalised weight in `dtype`
+  // and `format`, cast from the float32 result (inference only).
+  void SetCompute(torch::ScalarType dtype, torch::MemoryFormat format) {
+    compute_dtype_ = dtype;
+    memory_format_ = format;
+    cache_.Reset();
   }
 
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& gain = {}, double scale = 1.0) {
@@ -88,6 +98,8 @@ class MPConvImpl : public torch::nn::Module {
  private:
   int64_t fan_in_ = 0;
   double cached_scale_ = 1.0;
+  torch::ScalarType compute_dtype_ = torch::kFloat32;
+  torch::MemoryFormat memory_format_ = torch::MemoryFormat::Contiguous;
   DerivedTensor cache_;
 };
 TORCH_MODULE(MPConv);
@@ -138,7 +150,7 @@ class BlockImpl : public torch::nn::Module {
     }
     // Residual branch; mp_silu's 1/0.596 lives in conv_res0's and conv_res1's weights.
     torch::Tensor y = conv_res0->forward(torch::silu(x), {}, kMpSiluGain);
-    torch::Tensor c = emb_linear(emb, emb_gain).add_(1);
+    torch::Tensor c = emb_linear(emb, emb_gain).add_(1).to(y.scalar_type());
     y = torch::silu_(y.mul_(c.unsqueeze(2).unsqueeze(3)));
     if (is_training() && o_.config->dropout() > 0 && InDropoutResolution(x.size(-1)))
       y = torch::dropout(y, o_.config->dropout(), /*train=*/true);
@@ -326,10 +338,18 @@ class Edm2UNetImpl : public UNet {
     return out_conv(x, out_gain);
   }
 
+  void SetCompute(torch::ScalarType dtype, bool channels_last) override {
+    compute_dtype_ = dtype;
+    memory_format_ = channels_last ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous;
+    for (const auto& m : modules(/*include_self=*/false))
+      if (auto* conv = dynamic_cast<MPConvImpl*>(m.get())) conv->SetCompute(dtype, memory_format_);
+  }
+
   void PrepareForInference() override {
     torch::NoGradGuard no_grad;
     const int64_t res = config_.img_resolution();
-    torch::Tensor x = torch::zeros({1, int64_t(config_.img_channels()), res, res});
+    torch::Tensor x = torch::zeros({1, int64_t(config_.img_channels()), res, res}, compute_dtype_)
+                          .contiguous(memory_format_);
     torch::Tensor labels = config_.num_classes() ? torch::zeros({1, int64_t(config_.num_classes())}) : torch::Tensor();
     Forward(x, torch::zeros({1}), labels);  // fills every cache
   }
@@ -359,6 +379,8 @@ class Edm2UNetImpl : public UNet {
 
   v1::ModelConfig config_;
   const v1::Edm2UNetConfig& c_;
+  torch::ScalarType compute_dtype_ = torch::kFloat32;
+  torch::MemoryFormat memory_format_ = torch::MemoryFormat::Contiguous;
   MPConv enc_conv_{nullptr};
   std::vector<Block> enc_blocks_;
   std::vector<std::pair<Block, bool>> dec_blocks_;  // block, takes a skip connection

@@ -10,9 +10,10 @@ namespace tcm {
 
 class UNet : public torch::nn::Module {
  public:
-  // x: [N, C, H, W] float32, already scaled by c_in; noise_labels: [N]
-  // (c_noise per row); class_onehot: [N, num_classes], undefined for an
-  // unconditional network. Returns F(x) with the shape of x.
+  // x: [N, C, H, W] in the compute dtype and layout (see SetCompute), already
+  // scaled by c_in; noise_labels: [N] float32 (c_noise per row);
+  // class_onehot: [N, num_classes] float32, undefined for an unconditional
+  // network. Returns F(x) with the shape of x, in the compute dtype.
   virtual torch::Tensor Forward(const torch::Tensor& x, const torch::Tensor& noise_labels,
                                 const torch::Tensor& class_onehot) = 0;
 
@@ -20,6 +21,11 @@ class UNet : public torch::nn::Module {
   // frequency tables) instead of at the first forward call. Optional: the
   // caches also refresh themselves when a weight changes.
   virtual void PrepareForInference() = 0;
+
+  // The dtype the network body computes in and whether its activations and
+  // convolution weights are channels-last. Inference only: training keeps
+  // float32 and the default layout.
+  virtual void SetCompute(torch::ScalarType dtype, bool channels_last) = 0;
 
   // Floating-point operations of one forward pass for one image, counted
   // from the architecture (2 per multiply-add of convolutions, linear layers

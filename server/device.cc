@@ -15,13 +15,23 @@ struct DeviceContext::CudaState {
 };
 #endif
 
+torch::ScalarType ComputeDtype(v1::InstanceConfig::Precision precision) {
+  switch (precision) {
+    case v1::InstanceConfig::PRECISION_BF16:
+      return torch::kBFloat16;
+    case v1::InstanceConfig::PRECISION_FP16:
+      return torch::kHalf;
+    default:
+      return torch::kFloat32;
+  }
+}
+
 DeviceContext DeviceContext::Cpu() { return DeviceContext(torch::Device(torch::kCPU)); }
 
 void DeviceContext::Adopt(Denoiser& replica, const v1::ModelConfig& config) {
-  if (device_.is_cpu()) return;
-  replica.to(device_);
-  if (config.instance().half_precision()) replica.SetComputeDtype(torch::kHalf);
-  replica.PrepareForInference();  // recompute the cached constants on the device
+  if (!device_.is_cpu()) replica.to(device_);
+  replica.SetCompute(ComputeDtype(config.instance().precision()), /*channels_last=*/true);
+  replica.PrepareForInference();  // recompute the cached constants on the device, in its precision
 }
 
 void DeviceContext::BindThisThread() {

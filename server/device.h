@@ -15,14 +15,17 @@
 
 namespace tcm {
 
+// The torch dtype of a resolved precision (DEFAULT: float32).
+torch::ScalarType ComputeDtype(v1::InstanceConfig::Precision precision);
+
 class DeviceContext {
  public:
   static DeviceContext Cpu();
 
   std::string name() const { return device_.str(); }
 
-  // Moves `replica` onto this device; on a GPU in half precision when the
-  // model's config asks for it.
+  // Moves `replica` onto this device and sets it to compute in the config's
+  // (resolved) instance.precision, channels-last.
   void Adopt(Denoiser& replica, const v1::ModelConfig& config);
 
   // Makes this device (and its stream) current for the calling thread.

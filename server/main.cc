@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "absl/flags/parse.h"
+#include "common/cpu_features.h"
 #include "common/flags_usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
@@ -49,8 +50,10 @@ int Run(const ServerOptions& o) {
   std::vector<std::string> names;
   Batcher::Options batcher_options;
   std::vector<ServedModel> served;  // what the service and the metrics know of each model
-  for (const auto& m : *models) {
+  for (auto& m : *models) {
     names.push_back(m.name);
+    absl::Status precision = ApplyPrecision(m.name, &m.config, o, CpuHasNativeBf16());
+    if (!precision.ok()) return Fail(precision);
     auto queue = MergeQueueOptions(m.name, m.config, StepsShareNetwork(m.config), o);
     if (!queue.ok()) return Fail(queue.status());
     batcher_options.models.push_back(*queue);

@@ -83,7 +83,7 @@ ServerMetrics::ServerMetrics(const std::vector<ServedModel>& models)
                             .Register(*registry_);
   auto& info = prometheus::BuildGauge()
                    .Name("tcm_model_info")
-                   .Help("Models served (value 1), with their architecture and shape as labels.")
+                   .Help("Models served (value 1), with their architecture, shape and precision as labels.")
                    .Register(*registry_);
   auto& busy = prometheus::BuildCounter()
                    .Name("tcm_worker_busy_seconds_total")
@@ -116,7 +116,8 @@ ServerMetrics::ServerMetrics(const std::vector<ServedModel>& models)
               {"resolution", std::to_string(m.resolution)},
               {"channels", std::to_string(m.channels)},
               {"num_classes", std::to_string(m.num_classes)},
-              {"default_steps", std::to_string(m.default_steps)}})
+              {"default_steps", std::to_string(m.default_steps)},
+              {"precision", m.precision}})
         .Set(1);
     models_.push_back(std::move(metrics));
   }

@@ -21,10 +21,12 @@ struct ServedModel {
   unsigned resolution = 0, channels = 0;
   double mid_t = 0, t_max = 0;
   std::vector<std::string> class_names;  // labels.txt; may be empty
+  std::string precision;                 // as served: "fp32", "bf16" or "fp16"
 };
 
-// The description of model `name` with `config`, class names `labels` and a
-// queue of `max_queue_size` images.
+// The description of model `name` with `config` (its instance.precision
+// already resolved: see ResolvePrecision), class names `labels` and a queue
+// of `max_queue_size` images.
 ServedModel DescribeModel(const std::string& name, const v1::ModelConfig& config,
                           const std::vector<std::string>& labels, size_t max_queue_size);
 

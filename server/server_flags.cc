@@ -12,6 +12,9 @@ ABSL_FLAG(std::string, model_repository, tcm::ServerOptions().model_repository, 
 ABSL_FLAG(std::string, default_model, tcm::ServerOptions().default_model,
           "Model served when a request names none; empty = the first model by name.");
 ABSL_FLAG(std::string, device, tcm::ServerOptions().device, "cpu, or cuda (one worker per visible GPU; needs a CUDA build).");
+ABSL_FLAG(std::string, precision, tcm::ServerOptions().precision,
+          "The network's arithmetic for models whose config leaves instance.precision unset: auto (bf16 on CPUs "
+          "with native bf16, fp16 on GPUs, else fp32), fp32, bf16 or fp16 (GPUs only).");
 ABSL_FLAG(int, workers, tcm::ServerOptions().workers,
           "CPU workers, each with its own replica of every model it runs (a config's instance.count may "
           "limit a model to the first N).");
@@ -49,6 +52,7 @@ ServerOptions ServerOptionsFromFlags() {
   o.model_repository = absl::GetFlag(FLAGS_model_repository);
   o.default_model = absl::GetFlag(FLAGS_default_model);
   o.device = absl::GetFlag(FLAGS_device);
+  o.precision = absl::GetFlag(FLAGS_precision);
   o.workers = absl::GetFlag(FLAGS_workers);
   o.intra_op_threads = absl::GetFlag(FLAGS_intra_op_threads);
   o.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);

@@ -1,5 +1,7 @@
 #include "server/server_options.h"
 
+#include <cstdio>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -35,7 +37,64 @@ absl::Status CheckServerOptions(const ServerOptions& o) {
   }
   if (o.device != "cpu" && o.device != "cuda")
     return absl::InvalidArgumentError(absl::StrCat("--device: must be cpu or cuda, got ", o.device));
+  if (o.precision != "auto" && o.precision != "fp32" && o.precision != "bf16" && o.precision != "fp16")
+    return absl::InvalidArgumentError(
+        absl::StrCat("--precision: must be auto, fp32, bf16 or fp16, got ", o.precision));
   return absl::OkStatus();
+}
+
+absl::Status ApplyPrecision(const std::string& name, v1::ModelConfig* config, const ServerOptions& options,
+                            bool native_bf16) {
+  auto resolved = ResolvePrecision(name, *config, options, native_bf16);
+  if (!resolved.ok()) return resolved.status();
+  if (!resolved->note.empty()) std::fprintf(stderr, "tcm-server: %s\n", resolved->note.c_str());
+  config->mutable_instance()->set_precision(resolved->precision);
+  return absl::OkStatus();
+}
+
+const char* PrecisionName(v1::InstanceConfig::Precision precision) {
+  switch (precision) {
+    case v1::InstanceConfig::PRECISION_FP32:
+      return "fp32";
+    case v1::InstanceConfig::PRECISION_BF16:
+      return "bf16";
+    case v1::InstanceConfig::PRECISION_FP16:
+      return "fp16";
+    default:
+      return "default";
+  }
+}
+
+absl::StatusOr<ResolvedPrecision> ResolvePrecision(const std::string& name, const v1::ModelConfig& config,
+                                                   const ServerOptions& options, bool native_bf16) {
+  using P = v1::InstanceConfig;
+  const bool cuda = options.device == "cuda";
+  P::Precision asked = config.instance().precision();
+  const bool from_flag = asked == P::PRECISION_DEFAULT;
+  const std::string source = absl::StrCat("model '", name, "': ", from_flag ? "--precision" : "instance.precision");
+  if (from_flag) {
+    if (options.precision == "auto") {
+      ResolvedPrecision auto_choice;
+      auto_choice.precision = cuda ? P::PRECISION_FP16 : native_bf16 ? P::PRECISION_BF16 : P::PRECISION_FP32;
+      return auto_choice;
+    }
+    asked = options.precision == "bf16"   ? P::PRECISION_BF16
+            : options.precision == "fp16" ? P::PRECISION_FP16
+                                          : P::PRECISION_FP32;
+  }
+  ResolvedPrecision resolved;
+  resolved.precision = asked;
+  if (cuda) return resolved;
+  if (asked == P::PRECISION_FP16)
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": fp16 runs on GPUs only (--device=cuda); on the CPU use bf16 or fp32"));
+  if (asked == P::PRECISION_BF16 && !native_bf16) {
+    resolved.precision = P::PRECISION_FP32;
+    resolved.note = absl::StrCat(source,
+                                 " asks for bf16, but this CPU has no native bf16 (avx512_bf16 or amx_bf16): "
+                                 "running fp32");
+  }
+  return resolved;
 }
 
 absl::StatusOr<Batcher::ModelQueueOptions> MergeQueueOptions(const std::string& name, const v1::ModelConfig& config,

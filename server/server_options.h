@@ -24,6 +24,10 @@ struct ServerOptions {
   std::string model_repository = "models";
   std::string default_model;  // empty = the first model by name
   std::string device = "cpu";
+  // The network's arithmetic for models whose instance.precision is DEFAULT:
+  // auto (bf16 where the CPU has native bf16, fp16 on GPUs, else fp32), fp32,
+  // bf16 or fp16.
+  std::string precision = "auto";
   int workers = 1;
   int intra_op_threads = 0;  // 0 = cores / workers
   int max_batch_size = static_cast<int>(kDefaultMaxBatchSize);
@@ -49,6 +53,26 @@ absl::Status CheckServerOptions(const ServerOptions& options);
 // model and the field.
 absl::StatusOr<Batcher::ModelQueueOptions> MergeQueueOptions(const std::string& name, const v1::ModelConfig& config,
                                                              bool steps_share_network, const ServerOptions& options);
+
+// The precision model `name` runs in: its config's instance.precision, or
+// --precision where that is DEFAULT, resolved for the device (`cuda`) and
+// the CPU (`native_bf16`): never DEFAULT. bf16 on a CPU without native bf16
+// runs fp32 and says so in `note` (one log line); fp16 on the CPU is an error
+// naming the model and the field (or the flag).
+struct ResolvedPrecision {
+  v1::InstanceConfig::Precision precision = v1::InstanceConfig::PRECISION_FP32;
+  std::string note;  // empty unless the model's or the flag's request was changed
+};
+absl::StatusOr<ResolvedPrecision> ResolvePrecision(const std::string& name, const v1::ModelConfig& config,
+                                                   const ServerOptions& options, bool native_bf16);
+
+// Sets `config`'s instance.precision to the resolved one; a note goes to
+// stderr as one "tcm-server: ..." line.
+absl::Status ApplyPrecision(const std::string& name, v1::ModelConfig* config, const ServerOptions& options,
+                            bool native_bf16);
+
+// "fp32", "bf16" or "fp16" (DEFAULT: "default").
+const char* PrecisionName(v1::InstanceConfig::Precision precision);
 
 // Index in `names` of --default_model (empty: 0), or NOT_FOUND listing the names.
 absl::StatusOr<int> DefaultModelIndex(const std::vector<std::string>& names, const std::string& default_model);

@@ -93,6 +93,55 @@ TEST(ServerOptionsTest, OutOfRangeFlagsNameTheFlagAndTheRange) {
   EXPECT_EQ(CheckServerOptions(o).message(), "--device: must be cpu or cuda, got tpu");
 }
 
+v1::ModelConfig WithPrecision(v1::InstanceConfig::Precision precision) {
+  v1::ModelConfig config;
+  config.mutable_instance()->set_precision(precision);
+  return config;
+}
+
+TEST(ServerOptionsTest, PrecisionComesFromTheModelThenTheFlagAndSuitsTheDevice) {
+  using P = v1::InstanceConfig;
+  ServerOptions o;  // --precision auto
+  auto resolve = [&](P::Precision asked, bool native_bf16) {
+    return ResolvePrecision("m", WithPrecision(asked), o, native_bf16);
+  };
+  // auto: bf16 where the CPU has it natively, else fp32; fp16 on GPUs.
+  EXPECT_EQ(resolve(P::PRECISION_DEFAULT, true)->precision, P::PRECISION_BF16);
+  EXPECT_EQ(resolve(P::PRECISION_DEFAULT, false)->precision, P::PRECISION_FP32);
+  EXPECT_EQ(resolve(P::PRECISION_DEFAULT, false)->note, "");
+  // The model's own setting wins over the flag.
+  o.precision = "bf16";
+  EXPECT_EQ(resolve(P::PRECISION_FP32, true)->precision, P::PRECISION_FP32);
+  EXPECT_EQ(resolve(P::PRECISION_DEFAULT, true)->precision, P::PRECISION_BF16);
+  // bf16 without native support runs fp32, with one line saying so.
+  auto fallback = resolve(P::PRECISION_BF16, false);
+  ASSERT_TRUE(fallback.ok());
+  EXPECT_EQ(fallback->precision, P::PRECISION_FP32);
+  EXPECT_EQ(fallback->note,
+            "model 'm': instance.precision asks for bf16, but this CPU has no native bf16 (avx512_bf16 or "
+            "amx_bf16): running fp32");
+  // fp16 is refused on the CPU, naming the model and the field (or the flag).
+  auto fp16 = resolve(P::PRECISION_FP16, true);
+  EXPECT_EQ(fp16.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(fp16.status().message(),
+            "model 'm': instance.precision: fp16 runs on GPUs only (--device=cuda); on the CPU use bf16 or fp32");
+  o.precision = "fp16";
+  EXPECT_EQ(resolve(P::PRECISION_DEFAULT, true).status().message(),
+            "model 'm': --precision: fp16 runs on GPUs only (--device=cuda); on the CPU use bf16 or fp32");
+  o.device = "cuda";
+  EXPECT_EQ(resolve(P::PRECISION_DEFAULT, false)->precision, P::PRECISION_FP16);
+  EXPECT_EQ(resolve(P::PRECISION_BF16, false)->precision, P::PRECISION_BF16) << "GPUs are not asked for avx512_bf16";
+  o.precision = "auto";
+  EXPECT_EQ(resolve(P::PRECISION_DEFAULT, true)->precision, P::PRECISION_FP16);
+  EXPECT_STREQ(PrecisionName(P::PRECISION_BF16), "bf16");
+}
+
+TEST(ServerOptionsTest, PrecisionFlagMustBeKnown) {
+  ServerOptions o;
+  o.precision = "int8";
+  EXPECT_EQ(CheckServerOptions(o).message(), "--precision: must be auto, fp32, bf16 or fp16, got int8");
+}
+
 TEST(ServerOptionsTest, DefaultModelIsFoundByNameOrListsTheModels) {
   const std::vector<std::string> names = {"a", "b"};
   EXPECT_EQ(*DefaultModelIndex(names, ""), 0);

@@ -187,6 +187,7 @@ TcmServiceImpl::TcmServiceImpl(const Options& options, std::vector<ServedModel> 
     info->set_mid_t(static_cast<float>(m.mid_t));
     info->set_t_max(static_cast<float>(m.t_max));
     info->set_is_default(static_cast<int>(i) == options.default_model);
+    info->set_precision(m.precision);
   }
 }
 

@@ -103,6 +103,8 @@ class TcmServiceFixture : public ::testing::Test {
     uncond.num_classes = 0;
     uncond.default_steps = 2;
     uncond.class_names.clear();
+    cond.precision = "bf16";
+    uncond.precision = "fp32";
     models_ = {cond, uncond};
     metrics_ = std::make_unique<ServerMetrics>(models_);
     TcmServiceImpl::Options options;
@@ -403,7 +405,9 @@ TEST_F(TcmServiceListModelsTest, DescribesEveryModelAndMarksTheDefault) {
   EXPECT_EQ(cond.resolution(), static_cast<uint32_t>(kSide));
   EXPECT_FLOAT_EQ(cond.mid_t(), 0.821f);
   EXPECT_FLOAT_EQ(cond.t_max(), 80.0f);
+  EXPECT_EQ(cond.precision(), "bf16");
   EXPECT_EQ(response.models(1).name(), "uncond");
+  EXPECT_EQ(response.models(1).precision(), "fp32");
   EXPECT_FALSE(response.models(1).is_default());
   EXPECT_EQ(response.models(1).default_steps(), 2u);
 }

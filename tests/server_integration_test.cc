@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/cpu_features.h"
 #include "tests/server_fixture.h"
 #include "tests/server_test_util.h"
 
@@ -748,16 +749,18 @@ TEST_F(ServerIntegrationTest, OpenHealthWatchDoesNotDelayExit) {
 // 8. Metrics follow traffic.
 
 TEST_F(ServerIntegrationTest, MetricsCountRequestsImagesAndBatches) {
-  auto server = StartServer({}, {});
+  auto server = StartServer({}, {"--precision", "fp32"});
   ASSERT_TRUE(server);
   auto stub = v1::TcmService::NewStub(server->NewChannel());
 
   std::string metrics = Metrics(*server);
   // Both models are described, and nothing has been counted yet.
-  const Labels cond_info = {{"model", "cond"},       {"architecture", "SongUNet"}, {"resolution", "32"},
-                            {"channels", "3"},       {"num_classes", "10"},        {"default_steps", "1"}};
-  const Labels uncond_info = {{"model", "uncond"},   {"architecture", "SongUNet"}, {"resolution", "32"},
-                              {"channels", "3"},     {"num_classes", "0"},         {"default_steps", "1"}};
+  const Labels cond_info = {{"model", "cond"},   {"architecture", "SongUNet"}, {"resolution", "32"},
+                            {"channels", "3"},   {"num_classes", "10"},        {"default_steps", "1"},
+                            {"precision", "fp32"}};
+  const Labels uncond_info = {{"model", "uncond"}, {"architecture", "SongUNet"}, {"resolution", "32"},
+                              {"channels", "3"},   {"num_classes", "0"},         {"default_steps", "1"},
+                              {"precision", "fp32"}};
   EXPECT_EQ(MetricValue(metrics, "tcm_model_info", cond_info), 1.0) << metrics;
   EXPECT_EQ(MetricValue(metrics, "tcm_model_info", uncond_info), 1.0);
   EXPECT_EQ(MetricSum(metrics, "tcm_requests_total"), 0);
@@ -872,6 +875,8 @@ TEST_F(ServerIntegrationTest, ListModelsDescribesBothModels) {
     EXPECT_NEAR(m.mid_t(), 0.821f, 1e-6) << m.name();
     EXPECT_GE(m.default_steps(), 1u);
     EXPECT_LE(m.default_steps(), 2u);
+    // --precision auto: bf16 where this CPU has native bf16, else fp32.
+    EXPECT_EQ(m.precision(), CpuHasNativeBf16() ? "bf16" : "fp32") << m.name();
   }
   EXPECT_EQ(defaults, 1);
   ASSERT_EQ(models.count("cond"), 1u);

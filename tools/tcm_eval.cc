@@ -69,6 +69,8 @@ ABSL_FLAG(std::string, grid_dir, "",
           "per class, seed 0, the grids tcm-train writes. For a model directory whose config.pbtxt was edited "
           "(mid_t, say). Empty = none.");
 ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = one per core.");
+ABSL_FLAG(std::string, precision, "fp32",
+          "The sampled network's arithmetic: fp32 or bf16 (channels-last either way, as tcm-server runs it).");
 ABSL_FLAG(bool, train_classifier, false, "Train the classifier on the Fashion-MNIST training split; see --out.");
 ABSL_FLAG(std::string, out, "", "With --train_classifier: where to write the classifier's weights.");
 ABSL_FLAG(int, epochs, 4, "With --train_classifier: passes over the training split.");
@@ -359,6 +361,11 @@ absl::Status Evaluate() {
   std::shared_ptr<Denoiser> model;
   if (!model_dir.empty()) {
     TCM_ASSIGN_OR_RETURN(model, LoadSampler(model_dir, teacher_dir, settings.transition_t));
+    const std::string precision = absl::GetFlag(FLAGS_precision);
+    if (precision != "fp32" && precision != "bf16")
+      return absl::InvalidArgumentError(absl::StrCat("--precision: must be fp32 or bf16, got ", precision));
+    model->SetCompute(precision == "bf16" ? torch::kBFloat16 : torch::kFloat32, /*channels_last=*/true);
+    model->PrepareForInference();
   }
   if (!grid_dir.empty()) {
     if (absl::Status written = WriteModelSampleGrids(*model, settings.step_counts, grid_dir); !written.ok())
@@ -378,6 +385,7 @@ absl::Status Evaluate() {
   std::vector<StepResult> results;
   if (model) {
     json["model"] = model_dir;
+    json["precision"] = absl::GetFlag(FLAGS_precision);
     if (!teacher_dir.empty()) {
       json["teacher"] = teacher_dir;
       json["transition_t"] = settings.transition_t;

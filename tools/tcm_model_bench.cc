@@ -1,45 +1,62 @@
 // tcm-model-bench: in-process forward-pass throughput of one network.
 //
 //   tcm-model-bench --config tools/configs/edm2-fashion-mnist.pbtxt
-//   tcm-model-bench --model_dir models/NAME --batch_sizes 1,16,64
+//   tcm-model-bench --model_dir models/NAME --batch_sizes 1,16,64 --precision fp32,bf16 --json bench.json
 //
-// For each batch size, times repeated forward passes (median per pass) of the preconditioned
-// network D(x, sigma, class) and reports images/s and the achieved GFLOP/s
-// (FLOPs counted from the architecture) beside the fp32 matmul GFLOP/s of a
-// 2048x2048 product measured in the same run: the machine's practical ceiling.
+// For each precision and batch size, times repeated forward passes (median per
+// pass) of the preconditioned network D(x, sigma, class) and reports images/s
+// and the achieved GFLOP/s (FLOPs counted from the architecture). Measured in
+// the same run, the ceilings: the fp32 matmul GFLOP/s of a 2048x2048 product,
+// and a lone 3x3 convolution of the network's first level (its width and
+// resolution, batch 16) in each precision and layout.
 #include <torch/torch.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "common/flags_usage.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/cpu_features.h"
+#include "common/flags_usage.h"
 #include "common/status_macros.h"
 #include "model/cpu_threads.h"
-#include "model/malloc_config.h"
 #include "model/derived_tensor.h"
+#include "model/malloc_config.h"
 #include "model/model_config.h"
 #include "model/model_repository.h"
+#include "model/op_profile.h"
 #include "model/sampler.h"
+#include "nlohmann/json.hpp"
 
 ABSL_FLAG(std::string, model_dir, "", "Model directory to benchmark (its weights are used).");
 ABSL_FLAG(std::string, config, "", "Or a config.pbtxt: the network is built with random weights.");
 ABSL_FLAG(std::string, batch_sizes, "1,16,64", "Comma-separated batch sizes.");
+ABSL_FLAG(std::string, precision, "fp32,bf16",
+          "Comma-separated precisions of the network body to measure, each in turn: fp32, bf16.");
+ABSL_FLAG(bool, channels_last, true, "Run activations and convolution weights in channels-last layout.");
 ABSL_FLAG(double, seconds, 3.0, "Minimum timed duration per batch size, seconds.");
 ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = one per core.");
 ABSL_FLAG(bool, baseline, false,
           "Measure the path before the load-time optimisations: weights normalised on every call, NoGradGuard "
           "instead of InferenceMode, and OpenBLAS threads nested inside LibTorch's.");
 ABSL_FLAG(bool, conv_ceiling, true,
-          "Also time one 3x3 convolution of the network's first-level width and resolution alone: the "
-          "practical ceiling of the network's dominant layer.");
+          "Also time one 3x3 convolution of the network's first-level width and resolution alone (batch 16), in "
+          "fp32 and bf16, NCHW and channels-last: the practical ceiling of the network's dominant layer.");
+ABSL_FLAG(bool, profile, false,
+          "Also print, for each precision, the operations that take the most time in a pass at the batch size "
+          "nearest 16.");
+ABSL_FLAG(std::string, json, "", "Also write the CPU, the ceilings and one row per precision and batch size here.");
 
 namespace tcm {
 namespace {
@@ -73,9 +90,12 @@ double MatmulGflops(double seconds) {
 }
 
 // GFLOP/s of a lone channels x channels 3x3 convolution on [batch, channels, res, res].
-double ConvGflops(int64_t batch, int64_t channels, int64_t res, double seconds) {
+double ConvGflops(int64_t batch, int64_t channels, int64_t res, torch::ScalarType dtype, bool channels_last,
+                  double seconds) {
   torch::InferenceMode inference;
-  torch::Tensor x = torch::randn({batch, channels, res, res}), w = torch::randn({channels, channels, 3, 3});
+  const auto format = channels_last ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous;
+  torch::Tensor x = torch::randn({batch, channels, res, res}).to(dtype).contiguous(format);
+  torch::Tensor w = torch::randn({channels, channels, 3, 3}).to(dtype).contiguous(format);
   const double t = TimePerCall([&] { torch::conv2d(x, w, {}, 1, 1); }, seconds);
   return 2.0 * batch * channels * channels * 9 * res * res / t / 1e9;
 }
@@ -101,15 +121,48 @@ absl::StatusOr<std::shared_ptr<Denoiser>> LoadNetwork() {
   return BuildReplica(model);
 }
 
-absl::Status Run() {
-  ConfigureCpuThreads(absl::GetFlag(FLAGS_threads));
-  KeepFreedMemoryForReuse();  // as tcm-server does
-  std::vector<int64_t> batch_sizes;
-  for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_batch_sizes), ',')) {
+struct Precision {
+  std::string name;  // "fp32" or "bf16"
+  torch::ScalarType dtype;
+};
+
+absl::StatusOr<std::vector<Precision>> ParsePrecisions(const std::string& text) {
+  std::vector<Precision> out;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    if (part == "fp32") {
+      out.push_back({"fp32", torch::kFloat32});
+    } else if (part == "bf16") {
+      out.push_back({"bf16", torch::kBFloat16});
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("--precision: expected fp32 and/or bf16, comma-separated, got '",
+                                                     part, "'"));
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<int64_t>> ParseBatchSizes(const std::string& text) {
+  std::vector<int64_t> out;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
     int64_t b;
     if (!absl::SimpleAtoi(part, &b) || b <= 0)
       return absl::InvalidArgumentError("--batch_sizes: expected positive integers separated by commas");
-    batch_sizes.push_back(b);
+    out.push_back(b);
+  }
+  return out;
+}
+
+absl::Status Run() {
+  ConfigureCpuThreads(absl::GetFlag(FLAGS_threads));
+  KeepFreedMemoryForReuse();  // as tcm-server does
+  TCM_ASSIGN_OR_RETURN(const std::vector<int64_t> batch_sizes, ParseBatchSizes(absl::GetFlag(FLAGS_batch_sizes)));
+  TCM_ASSIGN_OR_RETURN(const std::vector<Precision> precisions, ParsePrecisions(absl::GetFlag(FLAGS_precision)));
+  const bool channels_last = absl::GetFlag(FLAGS_channels_last);
+  const std::string json_path = absl::GetFlag(FLAGS_json);
+  std::ofstream json_out;
+  if (!json_path.empty()) {
+    json_out.open(json_path, std::ios::trunc);
+    if (!json_out) return absl::InvalidArgumentError(absl::StrCat("--json: cannot write ", json_path));
   }
   const bool baseline = absl::GetFlag(FLAGS_baseline);
   DerivedTensor::SetCachingEnabled(!baseline);
@@ -118,43 +171,82 @@ absl::Status Run() {
   const auto& config = denoiser->config();
   const double seconds = absl::GetFlag(FLAGS_seconds);
   const double flops = denoiser->FlopsPerImage();
+  const bool bf16_native = CpuHasNativeBf16();
+  nlohmann::json report = {{"cpu", {{"bf16_native", bf16_native}}}};
 
-  std::printf("network: %s %ux%ux%u, %u classes, %.3f GFLOP per image, %d threads, %s path\n",
+  std::printf("network: %s %ux%ux%u, %u classes, %.3f GFLOP per image, %d threads, %s path, %s layout\n",
               config.architecture().c_str(), config.img_resolution(), config.img_resolution(), config.img_channels(),
-              config.num_classes(), flops / 1e9, torch::get_num_threads(), baseline ? "baseline" : "optimised");
-  const double ceiling = MatmulGflops(seconds);
-  std::printf("fp32 matmul 2048x2048: %.1f GFLOP/s\n", ceiling);
-  const bool conv = absl::GetFlag(FLAGS_conv_ceiling);
-  const int64_t conv_channels = FirstLevelChannels(config);
-  if (conv)
-    std::printf("conv ceiling: one %lldx%lld 3x3 convolution at %ux%u, alone\n", static_cast<long long>(conv_channels),
-                static_cast<long long>(conv_channels), config.img_resolution(), config.img_resolution());
-  std::printf("%6s %12s %12s %10s %10s%s\n", "batch", "ms/batch", "images/s", "GFLOP/s", "of matmul",
-              conv ? "   conv GFLOP/s   of matmul" : "");
-  for (int64_t b : batch_sizes) {
-    const int64_t res = config.img_resolution();
-    torch::Tensor x = torch::randn({b, int64_t(config.img_channels()), res, res}) * 80;
-    torch::Tensor sigma = torch::full({b}, 80.0);
-    torch::Tensor labels = config.num_classes() ? torch::randint(config.num_classes(), {b}) : torch::Tensor();
-    auto forward = [&] {
-      if (baseline) {
-        torch::NoGradGuard no_grad;
-        denoiser->forward(x, sigma, labels);
-      } else {
-        torch::InferenceMode inference;
-        denoiser->forward(x, sigma, labels);
+              config.num_classes(), flops / 1e9, torch::get_num_threads(), baseline ? "baseline" : "optimised",
+              channels_last ? "channels-last" : "NCHW");
+  std::printf("cpu: %s native bf16\n", bf16_native ? "has" : "has no");
+  const double matmul = MatmulGflops(seconds);
+  std::printf("fp32 matmul 2048x2048: %.1f GFLOP/s\n", matmul);
+  report["ceilings"]["matmul_fp32_gflops"] = matmul;
+  std::map<std::string, double> conv;  // "fp32_channels_last" -> GFLOP/s
+  if (absl::GetFlag(FLAGS_conv_ceiling)) {
+    const int64_t channels = FirstLevelChannels(config), res = config.img_resolution();
+    std::printf("lone %lldx%lld 3x3 convolution at %lldx%lld, batch 16 (GFLOP/s):", static_cast<long long>(channels),
+                static_cast<long long>(channels), static_cast<long long>(res), static_cast<long long>(res));
+    for (const Precision& p : {Precision{"fp32", torch::kFloat32}, Precision{"bf16", torch::kBFloat16}}) {
+      for (bool cl : {false, true}) {
+        const std::string key = absl::StrCat(p.name, cl ? "_channels_last" : "_nchw");
+        conv[key] = ConvGflops(16, channels, res, p.dtype, cl, seconds);
+        std::printf(" %s %.1f", key.c_str(), conv[key]);
       }
-    };
-    const double t = TimePerCall(forward, seconds);
-    const double gflops = flops * b / t / 1e9;
-    std::printf("%6lld %12.2f %12.1f %10.1f %10.2f", static_cast<long long>(b), t * 1e3, b / t, gflops,
-                gflops / ceiling);
-    if (conv) {
-      const double conv_gflops = ConvGflops(b, conv_channels, config.img_resolution(), seconds);
-      std::printf(" %15.1f %11.2f", conv_gflops, conv_gflops / ceiling);
     }
     std::printf("\n");
-    std::fflush(stdout);
+    for (const auto& [key, value] : conv) report["ceilings"]["conv_gflops"][key] = value;
+  }
+  std::printf("%9s %6s %12s %12s %10s %10s\n", "precision", "batch", "ms/batch", "images/s", "GFLOP/s", "of conv");
+  std::fflush(stdout);
+  report["rows"] = nlohmann::json::array();
+  for (const Precision& p : precisions) {
+    denoiser->SetCompute(p.dtype, channels_last);
+    denoiser->PrepareForInference();
+    std::function<void()> profile_pass;
+    int64_t profile_batch = 0;
+    for (int64_t b : batch_sizes) {
+      const int64_t res = config.img_resolution();
+      torch::Tensor x = torch::randn({b, int64_t(config.img_channels()), res, res}) * 80;
+      torch::Tensor sigma = torch::full({b}, 80.0);
+      torch::Tensor labels = config.num_classes() ? torch::randint(config.num_classes(), {b}) : torch::Tensor();
+      auto forward = [denoiser, x, sigma, labels, baseline] {
+        if (baseline) {
+          torch::NoGradGuard no_grad;
+          denoiser->forward(x, sigma, labels);
+        } else {
+          torch::InferenceMode inference;
+          denoiser->forward(x, sigma, labels);
+        }
+      };
+      const double t = TimePerCall(forward, seconds);
+      const double gflops = flops * b / t / 1e9;
+      const std::string conv_key = absl::StrCat(p.name, channels_last ? "_channels_last" : "_nchw");
+      const double of_conv = conv.count(conv_key) ? gflops / conv[conv_key] : 0;
+      std::printf("%9s %6lld %12.2f %12.1f %10.1f %10s\n", p.name.c_str(), static_cast<long long>(b), t * 1e3, b / t,
+                  gflops, conv.count(conv_key) ? absl::StrCat(static_cast<int>(of_conv * 100 + 0.5), "%").c_str() : "-");
+      std::fflush(stdout);
+      report["rows"].push_back({{"precision", p.name},
+                                {"channels_last", channels_last},
+                                {"batch", b},
+                                {"ms_per_batch", t * 1e3},
+                                {"images_per_second", b / t},
+                                {"gflops", gflops}});
+      if (profile_batch == 0 || std::abs(b - 16) < std::abs(profile_batch - 16)) {
+        profile_batch = b;
+        profile_pass = forward;
+      }
+    }
+    if (absl::GetFlag(FLAGS_profile)) {
+      std::printf("\nprofile: %s, batch %lld, per pass\n%s\n", p.name.c_str(), static_cast<long long>(profile_batch),
+                  OpTable(ProfileOps(profile_pass, 5), 15).c_str());
+    }
+  }
+  if (json_out.is_open()) {
+    json_out << report.dump(2) << "\n";
+    json_out.close();
+    if (!json_out) return absl::InternalError(absl::StrCat("--json: writing ", json_path, " failed"));
+    std::printf("wrote %s\n", json_path.c_str());
   }
   return absl::OkStatus();
 }
@@ -166,7 +258,7 @@ int main(int argc, char** argv) {
   tcm::SetUsage(
       "Forward-pass throughput of one network.\n"
       "  tcm-model-bench --config tools/configs/edm2-fashion-mnist.pbtxt [--batch_sizes 1,16,64]\n"
-      "  tcm-model-bench --model_dir models/NAME");
+      "  tcm-model-bench --model_dir models/NAME --precision fp32,bf16 --json bench.json [--profile]");
   absl::ParseCommandLine(argc, argv);
   try {
     auto status = tcm::Run();

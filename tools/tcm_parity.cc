@@ -31,7 +31,11 @@ ABSL_FLAG(std::string, weights, "", "Reference state dict (.safetensors) with `c
 ABSL_FLAG(std::string, model_dir, "", "A model directory to test instead of --weights.");
 ABSL_FLAG(std::string, io, "", "Reference inputs and outputs (.safetensors): x, sigma, [class_labels], denoised, "
                                "latents, step2_noise, sample_1step, sample_2step.");
-ABSL_FLAG(double, tolerance, 1e-4, "Largest accepted relative error max|out-ref|/max|ref|.");
+ABSL_FLAG(std::string, precision, "fp32", "The network body's precision: fp32 or bf16.");
+ABSL_FLAG(bool, channels_last, false, "Run the network in channels-last layout (as tcm-server does).");
+ABSL_FLAG(double, tolerance, 0,
+          "Largest accepted relative error max|out-ref|/max|ref|; 0 = the precision's own: 1e-4 for fp32, 2e-2 "
+          "for bf16.");
 ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = one per core.");
 
 namespace tcm {
@@ -99,6 +103,11 @@ absl::StatusOr<bool> Run() {
     TCM_ASSIGN_OR_RETURN(auto model, ReadModelDirectory(model_dir));
     TCM_ASSIGN_OR_RETURN(denoiser, BuildReplica(model));
   }
+  const std::string precision = absl::GetFlag(FLAGS_precision);
+  if (precision != "fp32" && precision != "bf16")
+    return absl::InvalidArgumentError(absl::StrCat("--precision: must be fp32 or bf16, got ", precision));
+  denoiser->SetCompute(precision == "bf16" ? torch::kBFloat16 : torch::kFloat32, absl::GetFlag(FLAGS_channels_last));
+  denoiser->PrepareForInference();
   TCM_ASSIGN_OR_RETURN(auto io_file, SafetensorsFile::Read(io_path));
   const TensorMap io = ToTensors(io_file);
   double t_max = denoiser->config().t_max(), mid_t = denoiser->config().mid_t();
@@ -124,7 +133,10 @@ absl::StatusOr<bool> Run() {
       SecondStepInput(sample1, step2_noise.to(torch::kFloat32), mid_t), torch::full({n}, mid_t), labels);
 
   bool pass = true;
-  const double tolerance = absl::GetFlag(FLAGS_tolerance);
+  const double tolerance =
+      absl::GetFlag(FLAGS_tolerance) > 0 ? absl::GetFlag(FLAGS_tolerance) : precision == "bf16" ? 2e-2 : 1e-4;
+  std::printf("%s%s, tolerance %.0e\n", precision.c_str(), absl::GetFlag(FLAGS_channels_last) ? " channels-last" : "",
+              tolerance);
   for (const auto& [name, out] : {std::pair<std::string, torch::Tensor>{"denoised", denoised},
                                   {"sample_1step", sample1},
                                   {"sample_2step", sample2}}) {
