@@ -18,7 +18,7 @@ class ServerFixture : public ::testing::Test {
  protected:
   // Writes a fresh model repository and starts a server on it; null (with a
   // test failure) when that fails. With `gate`, the server's batches wait
-  // while it is closed.
+  // while it is closed. Unless `flags` has --precision, the server runs fp32.
   std::unique_ptr<ServerProcess> StartServer(const TestRepositoryOptions& repo_options,
                                              const std::vector<std::string>& flags, bool wait_until_serving = true,
                                              const BatchGate* gate = nullptr);

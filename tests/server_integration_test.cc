@@ -853,7 +853,7 @@ TEST_F(ServerIntegrationTest, GenerateStreamSendsEveryImageOnceWithGenerateBytes
 }
 
 TEST_F(ServerIntegrationTest, ListModelsDescribesBothModels) {
-  auto server = StartServer({}, {});
+  auto server = StartServer({}, {"--precision", "auto"});  // the server's default
   ASSERT_TRUE(server);
   auto stub = v1::TcmService::NewStub(server->NewChannel());
   grpc::ClientContext context;
