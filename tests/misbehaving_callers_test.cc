@@ -1,9 +1,10 @@
 // Callers that do not wait for their answers: streams cancelled at random
-// moments or given deadlines shorter than their work, health Watch streams
-// cancelled while the server changes state and shuts down. Each test drives a
-// real tcm-server child process over gRPC on loopback and then checks that it
-// is alive and answers a well-behaved call in full (or, after SIGTERM, that it
-// exits 0). Counts of calls, not durations, bound every loop.
+// moments or given deadlines shorter than their work, seeded mixed traffic
+// with malformed calls and client processes killed mid-call, health Watch
+// streams cancelled while the server changes state and shuts down. Each test
+// drives a real tcm-server child process over gRPC on loopback and then checks
+// that it is alive and answers a well-behaved call in full (or, after SIGTERM,
+// that it exits 0). Counts of calls, not durations, bound every loop.
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <signal.h>
