@@ -7,6 +7,7 @@
 #include <deque>
 #include <utility>
 
+#include "common/cpu_features.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/load_core.h"
@@ -178,11 +179,16 @@ absl::StatusOr<RawReport> RunRaw(const RawOptions& options) {
             : absl::StrCat("--class_label: ", options.class_label, " is outside [0, ", config.num_classes(),
                            ") for model '", model.name, "'"));
   TCM_ASSIGN_OR_RETURN(std::shared_ptr<Denoiser> denoiser, BuildReplica(model));
+  // The path tcm-server runs by default (--precision auto): bf16 where the CPU
+  // has native bf16, else fp32; channels-last either way.
+  const bool bf16 = CpuHasNativeBf16();
+  denoiser->SetCompute(bf16 ? torch::kBFloat16 : torch::kFloat32, /*channels_last=*/true);
+  denoiser->PrepareForInference();
 
   RawReport report;
-  report.model = absl::StrFormat("%s (%s %ux%ux%u, %u classes)", model.name, config.architecture(),
-                                 config.img_resolution(), config.img_resolution(), config.img_channels(),
-                                 config.num_classes());
+  report.model = absl::StrFormat("%s (%s %ux%ux%u, %u classes, %s channels-last)", model.name,
+                                 config.architecture(), config.img_resolution(), config.img_resolution(),
+                                 config.img_channels(), config.num_classes(), bf16 ? "bf16" : "fp32");
   report.threads = torch::get_num_threads();
   int batch_size = options.batch_size;
   if (batch_size <= 0)

@@ -200,18 +200,10 @@ void TrafficReport::Merge(const TrafficReport& other) {
   calls += other.calls;
   images_received += other.images_received;
   for (const auto& [name, count] : other.outcomes) outcomes[name] += count;
+  for (const auto& [name, count] : other.codes) codes[name] += count;
   unexpected_count += other.unexpected_count;
   for (const auto& line : other.unexpected)
     if (unexpected.size() < 20) unexpected.push_back(line);
-}
-
-int64_t TrafficReport::CallsWithCode(const std::string& name) const {
-  int64_t total = 0;
-  for (const auto& [outcome, count] : outcomes)
-    if (outcome.size() > name.size() && outcome.compare(outcome.size() - name.size(), name.size(), name) == 0 &&
-        outcome[outcome.size() - name.size() - 1] == ' ')
-      total += count;
-  return total;
 }
 
 std::string TrafficReport::Summary() const {
@@ -236,7 +228,9 @@ TrafficReport RunTraffic(v1::TcmService::Stub& stub, uint64_t seed, int callers,
         if (problem.empty()) problem = CheckOutcome(plan, code, images);
         ++report.calls;
         report.images_received += images;
-        ++report.outcomes[absl::StrCat(CallName(plan), " ", load::StatusCodeName(code))];
+        const std::string code_name = load::StatusCodeName(code);
+        ++report.outcomes[absl::StrCat(CallName(plan), " ", code_name)];
+        ++report.codes[code_name];
         if (!problem.empty()) {
           ++report.unexpected_count;
           if (report.unexpected.size() < 20)

@@ -71,12 +71,16 @@ struct TrafficReport {
   int64_t images_received = 0;
   // "<Generate|GenerateStream> <behaviour> <CODE>" -> calls.
   std::map<std::string, int64_t> outcomes;
+  std::map<std::string, int64_t> codes;  // "<CODE>" -> calls, over all kinds
   int64_t unexpected_count = 0;
   std::vector<std::string> unexpected;  // the first few, each with its caller and call number
 
   void Merge(const TrafficReport& other);
   // Calls that ended with the code `name` ("OK", "CANCELLED", ...), over all kinds.
-  int64_t CallsWithCode(const std::string& name) const;
+  int64_t CallsWithCode(const std::string& name) const {
+    auto it = codes.find(name);
+    return it == codes.end() ? 0 : it->second;
+  }
   // A few lines: totals, one line per outcome, the first unexpected calls.
   std::string Summary() const;
 };

@@ -126,8 +126,10 @@ TEST(MixedTrafficReportTest, CountsCodesOverAllKindsAndMerges) {
   TrafficReport a, b;
   a.calls = 3;
   a.outcomes = {{"Generate complete OK", 2}, {"GenerateStream cancel_after_delay CANCELLED", 1}};
+  a.codes = {{"OK", 2}, {"CANCELLED", 1}};
   b.calls = 2;
   b.outcomes = {{"GenerateStream complete OK", 1}, {"Generate bad_request NOT_FOUND", 1}};
+  b.codes = {{"OK", 1}, {"NOT_FOUND", 1}};
   b.unexpected_count = 1;
   b.unexpected = {"caller 1 call 0: unexpected"};
   a.Merge(b);

@@ -69,8 +69,9 @@ ABSL_FLAG(double, connect_timeout, 10, "How long to wait for the server's connec
 ABSL_FLAG(std::string, json, "", "Also write the flags and one object per level to this JSON file.");
 // In-process model throughput.
 ABSL_FLAG(bool, raw, false,
-          "Measure the model in this process (needs --model_dir) instead of the server; with --server, "
-          "--concurrency or --rates also given, the raw cases run first, then the service levels.");
+          "Measure the model in this process (needs --model_dir) instead of the server, on the server's default "
+          "path (bf16 where the CPU has native bf16, else fp32; channels-last); with --server, --concurrency or "
+          "--rates also given, the raw cases run first, then the service levels.");
 ABSL_FLAG(std::string, model_dir, "", "Model directory for --raw.");
 ABSL_FLAG(int, batch_size, 0,
           "--raw: images per forward pass; 0 = the model's batching.max_batch_size, else 16 (the server's default).");

@@ -19,11 +19,9 @@ set -uo pipefail
 BUILD_DIR="${1:-build}"
 SECONDS_PER_LEVEL="${2:-30}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-BIN="$BUILD_DIR/bin"
-[[ "$BIN" = /* ]] || BIN="$ROOT/$BIN"
-for tool in tcm-server tcm-bench tcm-client; do
-  [[ -x "$BIN/$tool" ]] || { echo "overload: $BIN/$tool not found; run make build" >&2; exit 2; }
-done
+source "$ROOT/scripts/lib/local-server.sh"
+BIN="$(tcm_bin_dir "$BUILD_DIR")"
+tcm_require_tools overload "$BIN" tcm-server tcm-bench tcm-client
 command -v jq > /dev/null || { echo "overload: needs jq (scripts/install-deps.sh)" >&2; exit 2; }
 
 WORK="$(mktemp -d)"
@@ -38,16 +36,12 @@ fail() {
   exit 1
 }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-PORT="$(free_port)"
+PORT="$(tcm_free_port)"
 "$BIN/tcm-server" --model_repository "$ROOT/models" --default_model fashion-mnist-tcm --port "$PORT" \
   --metrics_port -1 > "$WORK/server.log" 2>&1 &
 SERVER_PID=$!
-for _ in $(seq 1 600); do
-  "$BIN/tcm-client" --server "127.0.0.1:$PORT" --health --timeout 2 > /dev/null 2>&1 && break
-  kill -0 "$SERVER_PID" 2>/dev/null || fail "the server exited at start: $(tail -5 "$WORK/server.log")"
-  sleep 0.5
-done
+tcm_wait_serving "$BIN" "$PORT" "$SERVER_PID" ||
+  fail "the server exited at start or was not SERVING after 300 s: $(tail -5 "$WORK/server.log")"
 
 BENCH=("$BIN/tcm-bench" --server "127.0.0.1:$PORT" --images_per_request 4 --two_step_fraction 0
        --duration "$SECONDS_PER_LEVEL" --warmup 5)

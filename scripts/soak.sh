@@ -22,8 +22,8 @@ set -uo pipefail
 MINUTES="${1:?usage: scripts/soak.sh MINUTES [BUILD_DIR]}"
 BUILD_DIR="${2:-build}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-BIN="$BUILD_DIR/bin"
-[[ "$BIN" = /* ]] || BIN="$ROOT/$BIN"
+source "$ROOT/scripts/lib/local-server.sh"
+BIN="$(tcm_bin_dir "$BUILD_DIR")"
 SAMPLE_EVERY=10
 THREAD_MARGIN=8
 FD_MARGIN=16
@@ -32,9 +32,7 @@ if ! [[ "$MINUTES" =~ ^[0-9]+([.][0-9]+)?$ ]] || [[ "$(awk -v m="$MINUTES" 'BEGI
   echo "soak: MINUTES must be a number, at least 1 (got '$MINUTES')" >&2
   exit 2
 fi
-for tool in tcm-server tcm-mixed-load tcm-client; do
-  [[ -x "$BIN/$tool" ]] || { echo "soak: $BIN/$tool not found; run make build" >&2; exit 2; }
-done
+tcm_require_tools soak "$BIN" tcm-server tcm-mixed-load tcm-client
 
 WORK="$(mktemp -d)"
 SERVER_PID=""
@@ -53,22 +51,16 @@ fail() {
   exit 1
 }
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 metrics() { curl -sf --max-time 10 "http://127.0.0.1:$METRICS_PORT/metrics"; }
 # Sum of a metric's samples (all label sets).
 metric_sum() { awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $NF } END { printf "%.0f", s }' <<< "$2"; }
 
-PORT="$(free_port)"
-METRICS_PORT="$(free_port)"
+PORT="$(tcm_free_port)"
+METRICS_PORT="$(tcm_free_port)"
 "$BIN/tcm-server" --model_repository "$ROOT/models" --default_model fashion-mnist-tcm --port "$PORT" \
   --metrics_port "$METRICS_PORT" --max_queue_size 256 > "$WORK/server.log" 2>&1 &
 SERVER_PID=$!
-for _ in $(seq 1 600); do
-  "$BIN/tcm-client" --server "127.0.0.1:$PORT" --health --timeout 2 > /dev/null 2>&1 && break
-  kill -0 "$SERVER_PID" 2>/dev/null || fail "the server exited at start"
-  sleep 0.5
-done
-"$BIN/tcm-client" --server "127.0.0.1:$PORT" --health --timeout 2 > /dev/null 2>&1 || fail "not SERVING after 300 s"
+tcm_wait_serving "$BIN" "$PORT" "$SERVER_PID" || fail "the server exited at start or was not SERVING after 300 s"
 
 SECONDS_TOTAL="$(awk -v m="$MINUTES" 'BEGIN{printf "%d", m * 60}')"
 BASELINE_AT=$(( SECONDS_TOTAL >= 240 ? 120 : SECONDS_TOTAL / 2 ))

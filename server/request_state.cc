@@ -30,6 +30,10 @@ const char* DropReason(absl::StatusCode code) {
 
 }  // namespace
 
+void RequestState::DropFinishedLate() {
+  metrics_->ImagesDropped(DropReason(static_cast<absl::StatusCode>(final_code_.load())), 1);
+}
+
 void RequestState::Queued() { metrics_->ImagesAccepted(static_cast<int>(spec_.num_images)); }
 
 absl::Status RequestState::Abandoned(absl::Time now) const {
@@ -58,7 +62,7 @@ void RequestState::AddCompute(double seconds) {
 
 void RequestState::ImageDone(unsigned index, const uint8_t* pixels, int width, int height, int channels) {
   if (finished_) {
-    metrics_->ImagesDropped(DropReason(static_cast<absl::StatusCode>(final_code_.load())), 1);
+    DropFinishedLate();
     return;
   }
   const absl::Time encode_start = absl::Now();
@@ -84,7 +88,7 @@ void RequestState::ImageDone(unsigned index, const uint8_t* pixels, int width, i
 
   std::lock_guard<std::mutex> lock(mu_);
   if (finished_) {
-    metrics_->ImagesDropped(DropReason(static_cast<absl::StatusCode>(final_code_.load())), 1);
+    DropFinishedLate();
     return;
   }
   timings_.set_encode_seconds(timings_.encode_seconds() + encode_seconds);

@@ -83,6 +83,8 @@ class RequestState {
 
  private:
   void Finish(const absl::Status& status);  // with mu_ held
+  // Counts an image finished after its call ended as dropped, for the call's reason.
+  void DropFinishedLate();
 
   const GenerationSpec spec_;
   ResponseSink* const sink_;

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "server/server_options.h"
+
 namespace tcm {
 
 ServedModel DescribeModel(const std::string& name, const v1::ModelConfig& config,
@@ -18,17 +20,7 @@ ServedModel DescribeModel(const std::string& name, const v1::ModelConfig& config
   m.mid_t = config.mid_t();
   m.t_max = config.t_max();
   m.class_names = labels;
-  switch (config.instance().precision()) {
-    case v1::InstanceConfig::PRECISION_BF16:
-      m.precision = "bf16";
-      break;
-    case v1::InstanceConfig::PRECISION_FP16:
-      m.precision = "fp16";
-      break;
-    default:
-      m.precision = "fp32";
-      break;
-  }
+  m.precision = PrecisionName(config.instance().precision());
   return m;
 }
 

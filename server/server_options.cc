@@ -54,14 +54,12 @@ absl::Status ApplyPrecision(const std::string& name, v1::ModelConfig* config, co
 
 const char* PrecisionName(v1::InstanceConfig::Precision precision) {
   switch (precision) {
-    case v1::InstanceConfig::PRECISION_FP32:
-      return "fp32";
     case v1::InstanceConfig::PRECISION_BF16:
       return "bf16";
     case v1::InstanceConfig::PRECISION_FP16:
       return "fp16";
     default:
-      return "default";
+      return "fp32";
   }
 }
 

@@ -71,7 +71,7 @@ absl::StatusOr<ResolvedPrecision> ResolvePrecision(const std::string& name, cons
 absl::Status ApplyPrecision(const std::string& name, v1::ModelConfig* config, const ServerOptions& options,
                             bool native_bf16);
 
-// "fp32", "bf16" or "fp16" (DEFAULT: "default").
+// "fp32", "bf16" or "fp16"; DEFAULT (unresolved) runs fp32, so "fp32".
 const char* PrecisionName(v1::InstanceConfig::Precision precision);
 
 // Index in `names` of --default_model (empty: 0), or NOT_FOUND listing the names.
