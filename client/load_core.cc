@@ -125,6 +125,7 @@ LevelSummary Summarize(LoadMode mode, double level, const std::vector<CallRecord
       if (c.code == kResourceExhausted) rejected.push_back(Ms(c.end - c.start));
       continue;
     }
+    s.images_in_time += c.images;
     const double ms = Ms(c.end - c.start);
     latency.push_back(ms);
     (c.steps == 2 ? latency2 : latency1).push_back(ms);
@@ -138,6 +139,7 @@ LevelSummary Summarize(LoadMode mode, double level, const std::vector<CallRecord
   s.sent_per_s = static_cast<double>(s.sent) / window;
   s.requests_per_s = static_cast<double>(s.ok) / window;
   s.images_per_s = static_cast<double>(s.images) / window;
+  s.goodput_images_per_s = static_cast<double>(s.images_in_time) / window;
   s.latency_count = static_cast<int64_t>(latency.size());
   s.p50_ms = Percentile(latency, 50);
   s.p90_ms = Percentile(latency, 90);
@@ -204,6 +206,7 @@ nlohmann::json ToJson(const LevelSummary& s) {
   j["images"] = s.images;
   j["requests_per_s"] = num(s.requests_per_s);
   j["images_per_s"] = num(s.images_per_s);
+  j["goodput_images_per_s"] = num(s.goodput_images_per_s);
   j["latency_ms"] = {{"count", s.latency_count}, {"p50", num(s.p50_ms)},   {"p90", num(s.p90_ms)},
                      {"p99", num(s.p99_ms)},     {"mean", num(s.mean_ms)}, {"max", num(s.max_ms)},
                      {"p50_1step", num(s.p50_ms_1step)}, {"p50_2step", num(s.p50_ms_2step)}};

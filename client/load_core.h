@@ -110,6 +110,10 @@ struct LevelSummary {
   int64_t ok = 0;         // OK responses that arrived in the window
   int64_t images = 0;     // images in those responses
   double sent_per_s = 0, requests_per_s = 0, images_per_s = 0;
+  // Goodput: images of the calls sent in the window that answered OK, so
+  // within their deadline (--timeout), per second of the window.
+  int64_t images_in_time = 0;
+  double goodput_images_per_s = 0;
   // Latency (ms) of the OK requests sent in the window; NaN when there is none.
   int64_t latency_count = 0;
   double p50_ms = 0, p90_ms = 0, p99_ms = 0, mean_ms = 0, max_ms = 0;

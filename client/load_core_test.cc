@@ -155,6 +155,9 @@ TEST(SummarizeTest, ThroughputCountsArrivalsLatencyCountsSends) {
   EXPECT_DOUBLE_EQ(s.sent_per_s, 0.7);
   EXPECT_DOUBLE_EQ(s.requests_per_s, 0.4);
   EXPECT_DOUBLE_EQ(s.images_per_s, 0.5);
+  EXPECT_EQ(s.images_in_time, 4);  // OK calls sent in the window, wherever they arrived
+  EXPECT_DOUBLE_EQ(s.goodput_images_per_s, 0.4);
+  EXPECT_DOUBLE_EQ(ToJson(s)["goodput_images_per_s"].get<double>(), 0.4);
   EXPECT_EQ(s.dropped, 3);
   EXPECT_EQ(s.latency_count, 4);
   EXPECT_NEAR(s.p50_ms, 250, 1e-6);      // of 100, 200, 300, 1500

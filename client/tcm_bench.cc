@@ -63,7 +63,10 @@ ABSL_FLAG(int, images_per_request, 1, "num_images of every request.");
 ABSL_FLAG(int64_t, class_label, -1, "Class of every image; -1 = a random class per image (the server's choice).");
 ABSL_FLAG(std::string, format, "png", "Image format asked for: png or raw.");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of the request mix, of the requests' seeds and of Poisson arrivals.");
-ABSL_FLAG(double, timeout, 60, "Deadline of each call, seconds (exceeded calls count as DEADLINE_EXCEEDED).");
+ABSL_FLAG(double, timeout, 60,
+          "Deadline of each call, seconds (exceeded calls count as DEADLINE_EXCEEDED). With --rates this is an "
+          "open-loop run with per-call deadlines: the JSON's goodput_images_per_s counts the images of calls "
+          "answered within it.");
 ABSL_FLAG(double, connect_timeout, 10, "How long to wait for the server's connection at start, seconds.");
 // Output.
 ABSL_FLAG(std::string, json, "", "Also write the flags and one object per level to this JSON file.");

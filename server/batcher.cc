@@ -1,13 +1,12 @@
 #include "server/batcher.h"
 
 #include <algorithm>
+#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 
 namespace tcm {
-
-using Dropped = std::vector<std::pair<std::unique_ptr<ImageTask>, absl::Status>>;
 
 absl::StatusOr<std::unique_ptr<Batcher>> Batcher::Create(Options options) {
   if (options.models.empty()) return absl::InvalidArgumentError("batcher: no models");
@@ -25,7 +24,7 @@ absl::StatusOr<std::unique_ptr<Batcher>> Batcher::Create(Options options) {
 
 Batcher::Batcher(Options options)
     : clock_(options.clock ? options.clock : RealClock()), on_queue_depth_(std::move(options.on_queue_depth)) {
-  for (auto& m : options.models) queues_.push_back(std::make_unique<Queue>(Queue{std::move(m), {}, {}}));
+  for (auto& m : options.models) queues_.push_back(std::make_unique<Queue>(std::move(m)));
 }
 
 absl::Status Batcher::Submit(int model, std::vector<std::unique_ptr<ImageTask>> tasks,
@@ -39,10 +38,8 @@ absl::Status Batcher::Submit(int model, std::vector<std::unique_ptr<ImageTask>> 
                                                      q.fresh.size(), " of ", q.options.max_queue_size,
                                                      " images queued); retry later"));
   if (accepted) accepted();
-  for (auto& t : tasks) {
-    t->arrival = now;
-    q.fresh.push_back(std::move(t));
-  }
+  for (auto& t : tasks) t->arrival = now;
+  Enqueue(q, q.fresh, std::move(tasks));
   ReportDepth(model);
   changed_.notify_all();
   return absl::OkStatus();
@@ -50,38 +47,74 @@ absl::Status Batcher::Submit(int model, std::vector<std::unique_ptr<ImageTask>> 
 
 void Batcher::Resubmit(int model, std::unique_ptr<ImageTask> task) {
   std::lock_guard<std::mutex> lock(mu_);
-  queues_.at(model)->returning.push_back(std::move(task));
+  Queue& q = *queues_.at(model);
+  std::vector<std::unique_ptr<ImageTask>> one;
+  one.push_back(std::move(task));
+  Enqueue(q, q.returning, std::move(one));
   ReportDepth(model);
   changed_.notify_all();
 }
 
+void Batcher::Enqueue(const Queue& q, std::deque<std::unique_ptr<ImageTask>>& list,
+                      std::vector<std::unique_ptr<ImageTask>> tasks) {
+  for (auto& task : tasks) {
+    auto place = list.end();
+    if (q.options.deadline_aware) {  // after every task served before it or tied with it: ties keep their order
+      place = std::upper_bound(list.begin(), list.end(), *task, [](const ImageTask& t, const auto& queued) {
+        return std::tie(t.deadline, t.arrival) < std::tie(queued->deadline, queued->arrival);
+      });
+    }
+    list.insert(place, std::move(task));
+  }
+}
+
+const ImageTask* Batcher::Sweep(Queue& q, absl::Time now, absl::Duration pass, Dropped* dropped) {
+  const ImageTask* oldest = nullptr;
+  for (auto* list : {&q.returning, &q.fresh}) {
+    for (auto it = list->begin(); it != list->end();) {
+      ImageTask& task = **it;
+      absl::Status why = task.Abandoned(now);
+      DropCause cause = DropCause::kAbandoned;
+      const absl::Duration needed = pass * task.steps_left;
+      if (why.ok() && pass > absl::ZeroDuration() && now + needed > task.deadline) {
+        why = absl::DeadlineExceededError(absl::StrCat(
+            "the call's deadline cannot be met: it is ", absl::FormatDuration(task.deadline - now),
+            " away and an image still needs ", task.steps_left, " forward pass(es) of about ",
+            absl::FormatDuration(absl::Trunc(pass, absl::Microseconds(100)))));
+        cause = DropCause::kDeadlineUnmeetable;
+      }
+      if (why.ok()) {
+        if (oldest == nullptr || task.arrival < oldest->arrival) oldest = &task;
+        ++it;
+      } else {
+        dropped->push_back({std::move(*it), std::move(why), cause});
+        it = list->erase(it);
+      }
+    }
+  }
+  return oldest;
+}
+
 std::unique_ptr<Batch> Batcher::FormBatch(absl::Time now, const ModelSet& serves, Dropped* dropped) {
   int best = -1;
-  absl::Time best_arrival = absl::InfiniteFuture();
+  const ImageTask* best_oldest = nullptr;
   for (size_t index = 0; index < queues_.size(); ++index) {
     Queue& q = *queues_[index];
     const size_t before = q.returning.size() + q.fresh.size();
-    for (auto* deque : {&q.returning, &q.fresh}) {
-      for (auto it = deque->begin(); it != deque->end();) {
-        absl::Status why = (*it)->Abandoned(now);
-        if (why.ok()) {
-          ++it;
-        } else {
-          dropped->emplace_back(std::move(*it), std::move(why));
-          it = deque->erase(it);
-        }
-      }
-    }
+    if (before == 0) continue;
+    // Judged against a pass of the batch this queue would form now.
+    const absl::Duration pass = q.options.deadline_aware
+                                    ? q.pass_time.Estimate(std::min(before, q.options.max_batch_size))
+                                    : absl::ZeroDuration();
+    const ImageTask* oldest = Sweep(q, now, pass, dropped);
     const size_t size = q.returning.size() + q.fresh.size();
     if (size != before) ReportDepth(static_cast<int>(index));
     if (size == 0 || !Serves(serves, index)) continue;
-    const absl::Time oldest = std::min(q.returning.empty() ? absl::InfiniteFuture() : q.returning.front()->arrival,
-                                       q.fresh.empty() ? absl::InfiniteFuture() : q.fresh.front()->arrival);
     const bool ready = closed_ || !q.returning.empty() || size >= q.options.max_batch_size ||
-                       oldest + q.options.max_queue_delay <= now;
-    if (ready && oldest < best_arrival) {
+                       oldest->arrival + q.options.max_queue_delay <= now;
+    if (ready && (best_oldest == nullptr || oldest->arrival < best_oldest->arrival)) {
       best = static_cast<int>(index);
-      best_arrival = oldest;
+      best_oldest = oldest;
     }
   }
   if (best < 0) return nullptr;
@@ -90,21 +123,16 @@ std::unique_ptr<Batch> Batcher::FormBatch(absl::Time now, const ModelSet& serves
   batch->model = best;
   batch->formed = now;
   const ModelQueueOptions& options = chosen.options;
-  // Without kind mixing the batch takes the kind of the queue's oldest task.
-  const bool returning_is_oldest =
-      chosen.fresh.empty() ||
-      (!chosen.returning.empty() && chosen.returning.front()->arrival <= chosen.fresh.front()->arrival);
-  const std::unique_ptr<ImageTask>& oldest = returning_is_oldest ? chosen.returning.front() : chosen.fresh.front();
-  const int kind = oldest->kind;
-  for (auto* deque : {&chosen.returning, &chosen.fresh}) {
+  const int kind = best_oldest->kind;  // without kind mixing, the batch takes its oldest task's kind
+  for (auto* list : {&chosen.returning, &chosen.fresh}) {
     if (!options.mix_steps && !batch->tasks.empty()) break;
-    for (auto it = deque->begin(); it != deque->end() && batch->tasks.size() < options.max_batch_size;) {
+    for (auto it = list->begin(); it != list->end() && batch->tasks.size() < options.max_batch_size;) {
       if (!options.mix_kinds && (*it)->kind != kind) {
         ++it;
         continue;
       }
       batch->tasks.push_back(std::move(*it));
-      it = deque->erase(it);
+      it = list->erase(it);
     }
   }
   ReportDepth(best);
@@ -116,8 +144,8 @@ absl::Time Batcher::NextReadyTime(const ModelSet& serves) const {
   absl::Time next = absl::InfiniteFuture();
   for (size_t index = 0; index < queues_.size(); ++index) {
     const Queue& q = *queues_[index];
-    if (!q.fresh.empty() && Serves(serves, index))
-      next = std::min(next, q.fresh.front()->arrival + q.options.max_queue_delay);
+    if (!Serves(serves, index)) continue;
+    for (const auto& task : q.fresh) next = std::min(next, task->arrival + q.options.max_queue_delay);
   }
   return next;
 }
@@ -136,7 +164,7 @@ void Batcher::ReportDepth(int model) {
 }
 
 void Batcher::DropAll(Dropped& dropped) {
-  for (auto& [task, why] : dropped) task->Drop(why);
+  for (auto& d : dropped) d.task->Drop(d.why, d.cause);
   dropped.clear();
 }
 
@@ -177,6 +205,16 @@ void Batcher::BatchDone() {
   std::lock_guard<std::mutex> lock(mu_);
   --in_flight_;
   changed_.notify_all();
+}
+
+void Batcher::ObservePass(int model, size_t batch_size, absl::Duration took) {
+  std::lock_guard<std::mutex> lock(mu_);
+  queues_.at(model)->pass_time.Observe(batch_size, took);
+}
+
+absl::Duration Batcher::EstimatedPassTime(int model, size_t batch_size) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return queues_.at(model)->pass_time.Estimate(batch_size);
 }
 
 void Batcher::Close() {

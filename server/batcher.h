@@ -13,6 +13,13 @@
 //   kind, as if every kind had a batcher of its own.
 // - Tasks whose request was cancelled or whose deadline passed are removed
 //   when a batch forms, before any compute, and told why (Drop).
+// - Deadline-aware (on by default): each queue is served earliest deadline
+//   first (tasks without a deadline by arrival, after those with one), and
+//   when a batch forms every queued task that could not finish before its
+//   deadline even if computed now (its remaining passes at the estimated
+//   pass time of this batch's size, PassTimeEstimate) is removed unmeetable.
+//   Under overload the workers then spend their time on work that can still
+//   be delivered. Workers report each pass's time (ObservePass).
 // - Close() stops new submissions (UNAVAILABLE); NextBatch keeps serving
 //   queued and returning work, then returns nullptr once all is done.
 //
@@ -37,8 +44,15 @@
 #include "absl/time/time.h"
 #include "common/batching_defaults.h"
 #include "server/clock.h"
+#include "server/pass_time_estimate.h"
 
 namespace tcm {
+
+// Why the batcher discarded a task.
+enum class DropCause {
+  kAbandoned,           // its request no longer wants it (Abandoned said why)
+  kDeadlineUnmeetable,  // it could not finish before its deadline even if computed at once
+};
 
 // One image at one sampling step. Implemented by the serving layer.
 class ImageTask {
@@ -47,10 +61,12 @@ class ImageTask {
   // Whether the request no longer wants this image; with the reason.
   virtual absl::Status Abandoned(absl::Time now) const = 0;
   // Called (outside the batcher's lock) when the batcher discards the task.
-  virtual void Drop(const absl::Status& why) = 0;
+  virtual void Drop(const absl::Status& why, DropCause cause) = 0;
 
-  absl::Time arrival;  // set by Submit; kept across Resubmit
-  int kind = 0;        // set by the caller; see ModelQueueOptions::mix_kinds
+  absl::Time arrival;                          // set by Submit; kept across Resubmit
+  int kind = 0;                                // set by the caller; see ModelQueueOptions::mix_kinds
+  absl::Time deadline = absl::InfiniteFuture();  // set by the caller: when its request stops wanting it
+  int steps_left = 1;  // set by the caller: passes still needed, this one included (lower it before Resubmit)
 };
 
 struct Batch {
@@ -74,6 +90,10 @@ class Batcher {
     // (that of its oldest task); with mix_steps also off this is batching
     // every kind separately, the baseline step-level batching is measured against.
     bool mix_kinds = true;
+    // Earliest deadline first, and tasks that cannot meet their deadline
+    // removed before compute. Off: first come, first served, and a task is
+    // removed only once its deadline has passed.
+    bool deadline_aware = true;
   };
   struct Options {
     std::vector<ModelQueueOptions> models;
@@ -109,6 +129,17 @@ class Batcher {
   // A worker finished a batch from NextBatch/TryNextBatch (after resubmitting).
   void BatchDone();
 
+  // A forward pass of `batch_size` images of `model` took `took` (warm-up
+  // passes included): feeds the pass-time estimate.
+  void ObservePass(int model, size_t batch_size, absl::Duration took);
+
+  // The estimated time of a pass of `batch_size` images of `model`; zero
+  // until a pass was observed.
+  absl::Duration EstimatedPassTime(int model, size_t batch_size) const;
+
+  // Most tasks of `model` in one batch (ModelQueueOptions::max_batch_size).
+  size_t MaxBatchSize(int model) const { return queues_.at(model)->options.max_batch_size; }
+
   // Stops accepting new submissions; queued work still drains.
   void Close();
 
@@ -119,24 +150,40 @@ class Batcher {
   size_t MaxQueueSize(int model) const { return queues_.at(model)->options.max_queue_size; }
 
  private:
+  // Both task lists are in serving order: by (deadline, arrival) when
+  // deadline-aware, else by arrival.
   struct Queue {
+    explicit Queue(ModelQueueOptions o) : options(std::move(o)), pass_time(options.max_batch_size) {}
     ModelQueueOptions options;
     std::deque<std::unique_ptr<ImageTask>> returning;  // next steps, served first
     std::deque<std::unique_ptr<ImageTask>> fresh;      // first steps
+    PassTimeEstimate pass_time;
   };
+  struct DroppedTask {
+    std::unique_ptr<ImageTask> task;
+    absl::Status why;
+    DropCause cause;
+  };
+  using Dropped = std::vector<DroppedTask>;
 
   explicit Batcher(Options options);
 
   // Forms a batch of a model in `serves` if one is ready at `now`; abandoned
   // tasks (of any model) go to `dropped`. The helpers below need mu_ held.
-  std::unique_ptr<Batch> FormBatch(absl::Time now, const ModelSet& serves,
-                                   std::vector<std::pair<std::unique_ptr<ImageTask>, absl::Status>>* dropped);
+  std::unique_ptr<Batch> FormBatch(absl::Time now, const ModelSet& serves, Dropped* dropped);
+  // Moves the tasks of `q` that are abandoned, or cannot finish by their
+  // deadline at `pass` per remaining step, to `dropped`; returns the oldest
+  // remaining task (nullptr when none is left).
+  static const ImageTask* Sweep(Queue& q, absl::Time now, absl::Duration pass, Dropped* dropped);
+  // Inserts `tasks` into `list` at their places in serving order.
+  static void Enqueue(const Queue& q, std::deque<std::unique_ptr<ImageTask>>& list,
+                      std::vector<std::unique_ptr<ImageTask>> tasks);
   // Earliest time at which a non-empty queue in `serves` becomes ready by waiting.
   absl::Time NextReadyTime(const ModelSet& serves) const;
   static bool Serves(const ModelSet& serves, size_t model) { return serves.empty() || serves.at(model); }
   bool Finished() const;
   void ReportDepth(int model);
-  static void DropAll(std::vector<std::pair<std::unique_ptr<ImageTask>, absl::Status>>& dropped);
+  static void DropAll(Dropped& dropped);
 
   Clock* const clock_;
   const std::function<void(int, size_t)> on_queue_depth_;

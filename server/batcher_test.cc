@@ -12,6 +12,8 @@ namespace {
 struct Log {
   std::atomic<int> dropped{0};
   absl::Status last_drop;
+  std::vector<int> unmeetable;  // ids dropped as unable to meet their deadline
+  std::vector<absl::StatusCode> codes;  // of every drop, in order
   absl::Mutex mu;
 };
 
@@ -19,15 +21,19 @@ class TestTask : public ImageTask {
  public:
   TestTask(int id, Log* log, std::shared_ptr<std::atomic<bool>> cancelled = nullptr,
            absl::Time deadline = absl::InfiniteFuture())
-      : id(id), log_(log), cancelled_(std::move(cancelled)), deadline_(deadline) {}
+      : id(id), log_(log), cancelled_(std::move(cancelled)) {
+    this->deadline = deadline;
+  }
   absl::Status Abandoned(absl::Time now) const override {
     if (cancelled_ && *cancelled_) return absl::CancelledError("cancelled");
-    if (now >= deadline_) return absl::DeadlineExceededError("deadline");
+    if (now >= deadline) return absl::DeadlineExceededError("deadline");
     return absl::OkStatus();
   }
-  void Drop(const absl::Status& why) override {
+  void Drop(const absl::Status& why, DropCause cause) override {
     absl::MutexLock lock(&log_->mu);
     log_->last_drop = why;
+    log_->codes.push_back(why.code());
+    if (cause == DropCause::kDeadlineUnmeetable) log_->unmeetable.push_back(id);
     ++log_->dropped;
   }
   int id;
@@ -35,8 +41,15 @@ class TestTask : public ImageTask {
  private:
   Log* log_;
   std::shared_ptr<std::atomic<bool>> cancelled_;
-  absl::Time deadline_;
 };
+
+// One task of `steps` passes whose call ends at `deadline`.
+std::vector<std::unique_ptr<ImageTask>> Due(int id, Log* log, absl::Time deadline, int steps = 1) {
+  std::vector<std::unique_ptr<ImageTask>> out;
+  out.push_back(std::make_unique<TestTask>(id, log, nullptr, deadline));
+  out.back()->steps_left = steps;
+  return out;
+}
 
 std::vector<std::unique_ptr<ImageTask>> Tasks(int first, int count, Log* log) {
   std::vector<std::unique_ptr<ImageTask>> out;
@@ -52,11 +65,14 @@ std::vector<int> Ids(const Batch& batch) {
 
 class BatcherTest : public ::testing::Test {
  protected:
-  std::unique_ptr<Batcher> Make(size_t max_batch, absl::Duration delay, size_t max_queue = 100, int models = 1) {
+  std::unique_ptr<Batcher> Make(size_t max_batch, absl::Duration delay, size_t max_queue = 100, int models = 1,
+                                bool deadline_aware = true) {
     Batcher::Options options;
     options.clock = &clock_;
-    for (int m = 0; m < models; ++m)
+    for (int m = 0; m < models; ++m) {
       options.models.push_back({"model" + std::to_string(m), max_batch, delay, max_queue});
+      options.models.back().deadline_aware = deadline_aware;
+    }
     auto batcher = Batcher::Create(options);
     EXPECT_TRUE(batcher.ok()) << batcher.status();
     return std::move(*batcher);
@@ -201,7 +217,90 @@ TEST_F(BatcherTest, CancelledAndExpiredTasksAreDroppedBeforeCompute) {
   EXPECT_EQ(Ids(*batch), (std::vector<int>{1}));
   EXPECT_EQ(log_.dropped, 2);
   absl::MutexLock lock(&log_.mu);
+  // Served earliest deadline first, the expired task is queued ahead of the cancelled one.
+  EXPECT_EQ(log_.codes, (std::vector<absl::StatusCode>{absl::StatusCode::kDeadlineExceeded, absl::StatusCode::kCancelled}));
+  EXPECT_TRUE(log_.unmeetable.empty());
+}
+
+TEST_F(BatcherTest, EarliestDeadlineIsServedFirstAndCallsWithoutOneByArrival) {
+  auto b = Make(1, absl::ZeroDuration());
+  const absl::Time t0 = clock_.Now();
+  ASSERT_TRUE(b->Submit(0, Tasks(0, 1, &log_)).ok());  // no deadline
+  clock_.Advance(absl::Milliseconds(1));
+  ASSERT_TRUE(b->Submit(0, Due(1, &log_, t0 + absl::Seconds(3))).ok());
+  ASSERT_TRUE(b->Submit(0, Due(2, &log_, t0 + absl::Seconds(1))).ok());
+  ASSERT_TRUE(b->Submit(0, Tasks(3, 1, &log_)).ok());  // no deadline, later
+  ASSERT_TRUE(b->Submit(0, Due(4, &log_, t0 + absl::Seconds(1))).ok());  // same deadline as 2, later
+  std::vector<int> order;
+  while (auto batch = b->TryNextBatch()) {
+    order.push_back(Ids(*batch).at(0));
+    b->BatchDone();
+  }
+  EXPECT_EQ(order, (std::vector<int>{2, 4, 1, 0, 3}));
+}
+
+TEST_F(BatcherTest, WithoutDeadlineAwarenessTheQueueIsFirstComeFirstServed) {
+  auto b = Make(1, absl::ZeroDuration(), 100, 1, /*deadline_aware=*/false);
+  b->ObservePass(0, 1, absl::Milliseconds(50));
+  const absl::Time t0 = clock_.Now();
+  ASSERT_TRUE(b->Submit(0, Due(0, &log_, t0 + absl::Seconds(3))).ok());
+  ASSERT_TRUE(b->Submit(0, Due(1, &log_, t0 + absl::Milliseconds(10))).ok());  // cannot make it, still served
+  EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{0}));
+  b->BatchDone();
+  EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{1}));
+  EXPECT_EQ(log_.dropped.load(), 0);
+}
+
+// Every queued task is judged against a pass of the batch that forms now,
+// times the passes it still needs; the unmeetable ones never reach compute.
+TEST_F(BatcherTest, TasksThatCannotMeetTheirDeadlineAreDroppedBeforeCompute) {
+  auto b = Make(4, absl::ZeroDuration());
+  b->ObservePass(0, 4, absl::Milliseconds(30));
+  const absl::Time t0 = clock_.Now();
+  ASSERT_TRUE(b->Submit(0, Due(0, &log_, t0 + absl::Milliseconds(20))).ok());         // 30 ms > 20 ms
+  ASSERT_TRUE(b->Submit(0, Due(1, &log_, t0 + absl::Milliseconds(50), 2)).ok());      // 2 x 30 ms > 50 ms
+  ASSERT_TRUE(b->Submit(0, Due(2, &log_, t0 + absl::Milliseconds(100), 2)).ok());     // 60 ms: in time
+  ASSERT_TRUE(b->Submit(0, Due(3, &log_, t0 + absl::Milliseconds(31))).ok());         // 30 ms: in time
+  ASSERT_TRUE(b->Submit(0, Tasks(4, 1, &log_)).ok());                                 // no deadline
+  auto batch = b->TryNextBatch();
+  ASSERT_NE(batch, nullptr);
+  EXPECT_EQ(Ids(*batch), (std::vector<int>{3, 2, 4}));
+  absl::MutexLock lock(&log_.mu);
+  EXPECT_EQ(log_.unmeetable, (std::vector<int>{0, 1}));
   EXPECT_EQ(log_.last_drop.code(), absl::StatusCode::kDeadlineExceeded);
+  EXPECT_NE(log_.last_drop.message().find("cannot be met"), absl::string_view::npos) << log_.last_drop;
+}
+
+TEST_F(BatcherTest, AReturningTaskIsJudgedByTheStepsItHasLeft) {
+  auto b = Make(2, absl::ZeroDuration());
+  const absl::Time t0 = clock_.Now();
+  ASSERT_TRUE(b->Submit(0, Due(0, &log_, t0 + absl::Milliseconds(70), 2)).ok());
+  auto first = b->TryNextBatch();  // nothing observed yet: nothing is judged
+  ASSERT_NE(first, nullptr);
+  b->ObservePass(0, 1, absl::Milliseconds(30));
+  clock_.Advance(absl::Milliseconds(30));
+  first->tasks[0]->steps_left = 1;
+  b->Resubmit(0, std::move(first->tasks[0]));
+  b->BatchDone();
+  auto second = b->TryNextBatch();  // at 30 ms: one pass left ends at 60 ms; two would end at 90 ms
+  ASSERT_NE(second, nullptr);
+  EXPECT_EQ(Ids(*second), (std::vector<int>{0}));
+  EXPECT_EQ(log_.dropped.load(), 0);
+}
+
+TEST_F(BatcherTest, ThePassTimeIsJudgedAtTheSizeOfTheBatchThatForms) {
+  auto b = Make(4, absl::ZeroDuration());
+  b->ObservePass(0, 1, absl::Milliseconds(10));
+  b->ObservePass(0, 4, absl::Milliseconds(40));
+  EXPECT_EQ(b->EstimatedPassTime(0, 2), absl::Milliseconds(20));
+  const absl::Time t0 = clock_.Now();
+  ASSERT_TRUE(b->Submit(0, Due(0, &log_, t0 + absl::Milliseconds(25))).ok());
+  EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{0}));  // alone: about 10 ms
+  b->BatchDone();
+  for (int id = 1; id <= 4; ++id) ASSERT_TRUE(b->Submit(0, Due(id, &log_, t0 + absl::Milliseconds(25))).ok());
+  EXPECT_EQ(b->TryNextBatch(), nullptr);  // four together need about 40 ms: all dropped
+  absl::MutexLock lock(&log_.mu);
+  EXPECT_EQ(log_.unmeetable, (std::vector<int>{1, 2, 3, 4}));
 }
 
 TEST_F(BatcherTest, CloseRejectsNewWorkAndDrainsQueuedWorkAtOnce) {

@@ -55,7 +55,7 @@ ServerMetrics::ServerMetrics(const std::vector<ServedModel>& models)
                        .Register(*registry_);
   auto& dropped = prometheus::BuildCounter()
                       .Name("tcm_images_dropped_total")
-                      .Help("Accepted images not handed to their callers, by model and reason (cancelled, deadline, failed).")
+                      .Help("Accepted images not handed to their callers, by model and reason (cancelled, deadline, deadline_unmeetable, failed).")
                       .Register(*registry_);
   auto& queue_wait = prometheus::BuildHistogram()
                          .Name("tcm_queue_wait_seconds")

@@ -98,8 +98,8 @@ void RequestState::ImageDone(unsigned index, const uint8_t* pixels, int width, i
   if (done_ == spec_.num_images) Finish(absl::OkStatus());
 }
 
-void RequestState::DropImage(const absl::Status& why) {
-  metrics_->ImagesDropped(DropReason(why.code()), 1);
+void RequestState::DropImage(const absl::Status& why, const std::string& reason) {
+  metrics_->ImagesDropped(reason.empty() ? DropReason(why.code()) : reason, 1);
   Fail(why);
 }
 

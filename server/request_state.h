@@ -52,6 +52,8 @@ class RequestState {
                absl::Time deadline);
 
   const GenerationSpec& spec() const { return spec_; }
+  // When the call stops wanting its images (absl::InfiniteFuture() = never).
+  absl::Time deadline() const { return deadline_; }
 
   // The call's images are queued: counts them in tcm_images_accepted_total.
   // From then on each image is counted once more, as generated or dropped.
@@ -70,8 +72,10 @@ class RequestState {
   void ImageDone(unsigned index, const uint8_t* pixels, int width, int height, int channels);
 
   // One image will not be computed (it was removed from the queue, or its
-  // batch failed): counts it as dropped for `why` and fails the call.
-  void DropImage(const absl::Status& why);
+  // batch failed): counts it as dropped and fails the call with `why`. The
+  // tcm_images_dropped_total reason is `reason`, or when empty follows
+  // why's code ("cancelled", "deadline", "failed").
+  void DropImage(const absl::Status& why, const std::string& reason = "");
 
   // Fails the call (first failure wins); later images are discarded and
   // counted as dropped. For a call whose images were never queued.

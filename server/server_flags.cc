@@ -31,6 +31,12 @@ ABSL_FLAG(bool, step_level_batching, tcm::ServerOptions().step_level_batching,
           "false batches 1-step and 2-step requests separately and second steps in passes of their own, as two "
           "separate batchers would (the baseline step-level batching is measured against). "
           "Composed models (config transition_t between mid_t and t_max) always run the two steps apart.");
+ABSL_FLAG(bool, deadline_aware_batching, tcm::ServerOptions().deadline_aware_batching,
+          "Serve each model's queue earliest deadline first (calls without a deadline by arrival), and drop "
+          "before compute every queued image that could not finish before its call's deadline even if computed "
+          "at once, by the pass time measured at warm-up and while serving (tcm_images_dropped_total "
+          "reason deadline_unmeetable; the call ends DEADLINE_EXCEEDED at once). false: first come, first served, "
+          "and images are dropped only once their deadline has passed.");
 ABSL_FLAG(int, max_images_per_request, tcm::ServerOptions().max_images_per_request,
           "Largest num_images a call may ask for; a model's max_queue_size caps it too.");
 ABSL_FLAG(int, warmup_batch_size, tcm::ServerOptions().warmup_batch_size, "Images in the warm-up batch each worker runs per model before serving.");
@@ -59,6 +65,7 @@ ServerOptions ServerOptionsFromFlags() {
   o.max_queue_delay_us = absl::GetFlag(FLAGS_max_queue_delay_us);
   o.max_queue_size = absl::GetFlag(FLAGS_max_queue_size);
   o.step_level_batching = absl::GetFlag(FLAGS_step_level_batching);
+  o.deadline_aware_batching = absl::GetFlag(FLAGS_deadline_aware_batching);
   o.max_images_per_request = absl::GetFlag(FLAGS_max_images_per_request);
   o.warmup_batch_size = absl::GetFlag(FLAGS_warmup_batch_size);
   o.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);

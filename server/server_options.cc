@@ -114,6 +114,7 @@ absl::StatusOr<Batcher::ModelQueueOptions> MergeQueueOptions(const std::string& 
         q.max_batch_size, ", ", b.has_max_batch_size() ? "batching.max_batch_size" : "--max_batch_size", ")"));
   q.mix_steps = options.step_level_batching && steps_share_network;
   q.mix_kinds = options.step_level_batching;
+  q.deadline_aware = options.deadline_aware_batching;
   return q;
 }
 

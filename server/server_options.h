@@ -34,6 +34,7 @@ struct ServerOptions {
   int64_t max_queue_delay_us = static_cast<int64_t>(kDefaultMaxQueueDelayUs);
   int max_queue_size = static_cast<int>(kDefaultMaxQueueSize);
   bool step_level_batching = true;
+  bool deadline_aware_batching = true;  // earliest deadline first; unmeetable images dropped before compute
   int max_images_per_request = 64;
   int warmup_batch_size = 1;
   double drain_timeout = 30;  // seconds

@@ -23,11 +23,15 @@ class GenerationTask : public ImageTask {
   GenerationTask(std::shared_ptr<RequestState> request, unsigned index)
       : request(std::move(request)), index(index) {
     kind = static_cast<int>(this->request->spec().steps);  // 1- and 2-step requests are the batcher's kinds
+    steps_left = kind;
+    deadline = this->request->deadline();
   }
 
   absl::Status Abandoned(absl::Time now) const override { return request->Abandoned(now); }
 
-  void Drop(const absl::Status& why) override { request->DropImage(why); }
+  void Drop(const absl::Status& why, DropCause cause) override {
+    request->DropImage(why, cause == DropCause::kDeadlineUnmeetable ? "deadline_unmeetable" : "");
+  }
 
   std::shared_ptr<RequestState> request;
   unsigned index;
@@ -65,18 +69,26 @@ class WorkerPool::Worker {
     return absl::OkStatus();
   }
 
+  // Per served model: a pass of `batch_size` images, then timed passes of
+  // one image and of a full batch for the batcher's pass-time estimate (each
+  // after an untimed first pass of its size, which pays one-off set-up).
   absl::Status WarmUp(int batch_size) {
     ConfigureThisThread();
-    for (auto& replica : replicas_) {
-      if (replica == nullptr) continue;
-      const auto& c = replica->config();
-      std::vector<torch::Tensor> inputs;
-      for (int i = 0; i < batch_size; ++i) inputs.push_back(StepInput(c, 0, i, 0, {}));
-      torch::Tensor labels = c.num_classes() ? torch::zeros({batch_size}, torch::kInt64) : torch::Tensor();
+    for (size_t model = 0; model < replicas_.size(); ++model) {
+      if (replicas_[model] == nullptr) continue;
+      Denoiser& replica = *replicas_[model];
+      const int full = static_cast<int>(batcher_->MaxBatchSize(static_cast<int>(model)));
       try {
-        Forward(*replica, torch::stack(inputs), torch::full({batch_size}, StepSigma(c, 0)), labels);
+        WarmUpPass(replica, batch_size);
+        for (int size : {1, full}) {
+          if (size != batch_size) WarmUpPass(replica, size);
+          const absl::Time start = absl::Now();
+          WarmUpPass(replica, size);
+          batcher_->ObservePass(static_cast<int>(model), size, absl::Now() - start);
+        }
       } catch (const std::exception& e) {
-        return absl::InternalError(absl::StrCat("warm-up of '", c.name(), "' failed: ", ExceptionMessage(e)));
+        return absl::InternalError(
+            absl::StrCat("warm-up of '", replica.config().name(), "' failed: ", ExceptionMessage(e)));
       }
     }
     return absl::OkStatus();
@@ -99,6 +111,15 @@ class WorkerPool::Worker {
     // LibTorch's thread count is per thread (OpenMP): set it in every worker.
     ConfigureCpuThreads(threads_);
     device_.BindThisThread();
+  }
+
+  // One first-step pass of `n` images of class 0. Throws what the network throws.
+  void WarmUpPass(Denoiser& replica, int n) {
+    const auto& c = replica.config();
+    std::vector<torch::Tensor> inputs;
+    for (int i = 0; i < n; ++i) inputs.push_back(StepInput(c, 0, i, 0, {}));
+    torch::Tensor labels = c.num_classes() ? torch::zeros({n}, torch::kInt64) : torch::Tensor();
+    Forward(replica, torch::stack(inputs), torch::full({n}, StepSigma(c, 0)), labels);
   }
 
   torch::Tensor Forward(Denoiser& replica, const torch::Tensor& x, const torch::Tensor& sigma,
@@ -139,8 +160,10 @@ class WorkerPool::Worker {
       metrics.Batch(n, absl::ToDoubleSeconds(absl::Now() - start));
       return;
     }
-    const double compute = absl::ToDoubleSeconds(absl::Now() - start);
+    const absl::Duration took = absl::Now() - start;
+    const double compute = absl::ToDoubleSeconds(took);
     metrics.Batch(n, compute);
+    batcher_->ObservePass(batch.model, n, took);
 
     torch::Tensor pixels = ToPixels(out);  // [N, H, W, C] uint8
     std::set<RequestState*> served;  // each request is charged the batch once
@@ -150,6 +173,7 @@ class WorkerPool::Worker {
       if (task->step + 1 < static_cast<int>(task->request->spec().steps)) {
         task->previous = out[i].clone();
         ++task->step;
+        --task->steps_left;
         batcher_->Resubmit(batch.model, std::move(task));
       } else {
         const torch::Tensor p = pixels[i];

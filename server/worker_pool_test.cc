@@ -12,6 +12,7 @@
 
 #include "model/denoiser.h"
 #include "model/model_config.h"
+#include "server/metrics_test_util.h"
 
 namespace tcm {
 namespace {
@@ -58,7 +59,8 @@ class WorkerPoolTest : public ::testing::Test {
 
   // Queues one request of `num_images` at `steps` through `pool`; its outcome
   // arrives in the sink.
-  std::unique_ptr<RecordingSink> Submit(WorkerPool& pool, unsigned num_images, unsigned steps) {
+  std::unique_ptr<RecordingSink> Submit(WorkerPool& pool, unsigned num_images, unsigned steps,
+                                        absl::Time deadline = absl::InfiniteFuture()) {
     GenerationSpec spec;
     spec.model_name = "tiny";
     spec.num_images = num_images;
@@ -66,7 +68,7 @@ class WorkerPoolTest : public ::testing::Test {
     spec.class_labels.assign(num_images, 3);
     auto sink = std::make_unique<RecordingSink>();
     auto state =
-        std::make_shared<RequestState>(spec, sink.get(), &metrics_->model(0), absl::Now(), absl::InfiniteFuture());
+        std::make_shared<RequestState>(spec, sink.get(), &metrics_->model(0), absl::Now(), deadline);
     EXPECT_TRUE(pool.Submit(state).ok());
     return sink;
   }
@@ -154,6 +156,37 @@ TEST_F(WorkerPoolTest, AFailingBatchLeavesTheRequestsOfOtherBatchesAlone) {
   EXPECT_TRUE(ok.ok()) << ok;
   EXPECT_EQ(images, 2);
   EXPECT_EQ(batches.load(), 5);  // the failed one, then two images at two steps
+  Stop(**pool);
+}
+
+// Warm-up times passes of one image and of a full batch for the batcher; a
+// call that cannot finish by its deadline at the estimated pass time is
+// dropped before any compute, counted as deadline_unmeetable.
+TEST_F(WorkerPoolTest, WarmUpFeedsThePassTimeEstimateAndUnmeetableCallsCostNoCompute) {
+  std::atomic<int> batches{0};
+  auto pool = MakePool(1, [&batches](const Batch&) { ++batches; });
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  EXPECT_EQ(batcher_->EstimatedPassTime(0, 8), absl::ZeroDuration());
+  ASSERT_TRUE((*pool)->WarmUp(1).ok());
+  EXPECT_GT(batcher_->EstimatedPassTime(0, 1), absl::ZeroDuration());
+  EXPECT_GT(batcher_->EstimatedPassTime(0, 8), absl::ZeroDuration());
+  // Passes of an hour, whatever this machine's speed: a call due in a minute cannot be met.
+  for (int i = 0; i < 20; ++i)
+    for (size_t size : {1, 8}) batcher_->ObservePass(0, size, absl::Hours(1));
+  (*pool)->Start();
+  int images = 0;
+  const absl::Status late = Wait(*Submit(**pool, 3, 2, absl::Now() + absl::Minutes(1)), &images);
+  EXPECT_EQ(late.code(), absl::StatusCode::kDeadlineExceeded) << late;
+  EXPECT_NE(late.message().find("cannot be met"), absl::string_view::npos) << late;
+  EXPECT_EQ(images, 0);
+  EXPECT_EQ(batches.load(), 0);
+  EXPECT_EQ(testing::Sample(*metrics_->registry(), "tcm_images_dropped_total",
+                            {{"model", "tiny"}, {"reason", "deadline_unmeetable"}}),
+            3);
+  // A call without a deadline still runs.
+  EXPECT_TRUE(Generate(**pool, 2, 1, &images).ok());
+  EXPECT_EQ(images, 2);
+  EXPECT_EQ(batches.load(), 1);
   Stop(**pool);
 }
 
