@@ -4,17 +4,20 @@
 //   tcm-client --server host:50051 --model fashion-mnist-tcm --num 16 --grid
 //   tcm-client --list-models
 //   tcm-client --health
+//   tcm-client --health --health_every 0.25 --health_checks 40
 #include <grpcpp/grpcpp.h>
 
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "common/flags_usage.h"
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "client/client_common.h"
@@ -33,10 +36,18 @@ ABSL_FLAG(std::string, out, "samples", "Folder for the PNG files (created if mis
 ABSL_FLAG(bool, grid, false, "Write one PNG with all images in a grid instead of one file per image.");
 ABSL_FLAG(bool, list_models, false, "List the server's models and exit.");
 ABSL_FLAG(bool, health, false, "Check the server's health (or --model's) and exit 0 if SERVING, else 1.");
+ABSL_FLAG(double, health_every, 0,
+          "With --health: check again every this many seconds on one connection, printing one line per check, "
+          "'STATUS MILLISECONDS' (STATUS is SERVING, NOT_SERVING, ... or the call's error code); exit 0 if every "
+          "check was SERVING. 0: check once.");
+ABSL_FLAG(int, health_checks, 0, "With --health_every: how many checks; 0 = until the process is stopped.");
 ABSL_FLAG(double, timeout, 60, "Call deadline, seconds.");
 
 namespace tcm {
 namespace {
+
+// "DEADLINE_EXCEEDED", ...: gRPC's code numbers are absl's.
+std::string StatusCodeName(int code) { return absl::StatusCodeToString(static_cast<absl::StatusCode>(code)); }
 
 int Error(const std::string& message) {
   std::fprintf(stderr, "tcm-client: %s\n", message.c_str());
@@ -44,12 +55,7 @@ int Error(const std::string& message) {
 }
 
 int Error(const grpc::Status& status) {
-  static const char* const kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-                                       "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-                                       "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
-                                       "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
-  const int code = status.error_code();
-  return Error(absl::StrCat(code >= 0 && code <= 16 ? kNames[code] : "ERROR", ": ", status.error_message()));
+  return Error(absl::StrCat(StatusCodeName(status.error_code()), ": ", status.error_message()));
 }
 
 void SetDeadline(grpc::ClientContext* context) {
@@ -72,18 +78,44 @@ int ListModels(v1::TcmService::Stub& stub) {
   return 0;
 }
 
-int Health(const std::shared_ptr<grpc::Channel>& channel) {
-  auto stub = grpc::health::v1::Health::NewStub(channel);
+grpc::Status CheckHealth(grpc::health::v1::Health::Stub& stub, grpc::health::v1::HealthCheckResponse* response) {
   grpc::ClientContext context;
   SetDeadline(&context);
   grpc::health::v1::HealthCheckRequest request;
   request.set_service(absl::GetFlag(FLAGS_model));
+  return stub.Check(&context, request, response);
+}
+
+int Health(const std::shared_ptr<grpc::Channel>& channel) {
+  auto stub = grpc::health::v1::Health::NewStub(channel);
   grpc::health::v1::HealthCheckResponse response;
-  grpc::Status status = stub->Check(&context, request, &response);
+  grpc::Status status = CheckHealth(*stub, &response);
   if (!status.ok()) return Error(status);
   const bool serving = response.status() == grpc::health::v1::HealthCheckResponse::SERVING;
   std::printf("%s\n", grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status()).c_str());
   return serving ? 0 : 1;
+}
+
+// --health_every: checks on one channel at a fixed period, one line each.
+int HealthRepeated(const std::shared_ptr<grpc::Channel>& channel, double every, int checks) {
+  auto stub = grpc::health::v1::Health::NewStub(channel);
+  const auto period = std::chrono::microseconds(static_cast<int64_t>(every * 1e6));
+  auto next = std::chrono::steady_clock::now();
+  bool all_serving = true;
+  for (int n = 0; checks == 0 || n < checks; ++n) {
+    const auto start = std::chrono::steady_clock::now();
+    grpc::health::v1::HealthCheckResponse response;
+    grpc::Status status = CheckHealth(*stub, &response);
+    const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    const std::string name = status.ok() ? grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status())
+                                         : StatusCodeName(status.error_code());
+    all_serving = all_serving && name == "SERVING";
+    std::printf("%s %.2f\n", name.c_str(), ms);
+    std::fflush(stdout);
+    next += period;
+    std::this_thread::sleep_until(next);
+  }
+  return all_serving ? 0 : 1;
 }
 
 bool WriteFile(const std::filesystem::path& path, const std::string& data) {
@@ -168,7 +200,13 @@ int Generate(v1::TcmService::Stub& stub) {
 int Run() {
   auto channel = MakeChannel(ChannelOptionsFromFlags());
   if (!channel.ok()) return Error(std::string(channel.status().message()));
-  if (absl::GetFlag(FLAGS_health)) return Health(*channel);
+  if (absl::GetFlag(FLAGS_health)) {
+    const double every = absl::GetFlag(FLAGS_health_every);
+    const int checks = absl::GetFlag(FLAGS_health_checks);
+    if (!(every >= 0) || !std::isfinite(every)) return Error("--health_every: must be a number of seconds >= 0");
+    if (checks < 0) return Error("--health_checks: must be at least 0");
+    return every > 0 ? HealthRepeated(*channel, every, checks) : Health(*channel);
+  }
   auto stub = v1::TcmService::NewStub(*channel);
   if (absl::GetFlag(FLAGS_list_models)) return ListModels(*stub);
   return Generate(*stub);

@@ -78,6 +78,7 @@ int Run(const ServerOptions& o) {
   pool_options.device = o.device == "cuda" ? WorkerPool::Options::Device::kCuda : WorkerPool::Options::Device::kCpu;
   pool_options.cpu_workers = o.workers;
   pool_options.intra_op_threads = o.intra_op_threads;
+  pool_options.compute_nice = o.compute_nice;
   if (const char* gate = std::getenv("TCM_TEST_BATCH_GATE")) pool_options.batch_gate_file = gate;
   auto pool = WorkerPool::Create(pool_options, *models, batcher->get(), &metrics);
   if (!pool.ok()) return Fail(pool.status());

@@ -19,6 +19,10 @@ ABSL_FLAG(int, workers, tcm::ServerOptions().workers,
           "CPU workers, each with its own replica of every model it runs (a config's instance.count may "
           "limit a model to the first N).");
 ABSL_FLAG(int, intra_op_threads, tcm::ServerOptions().intra_op_threads, "LibTorch threads per CPU worker; 0 = cores / workers.");
+ABSL_FLAG(int, compute_nice, tcm::ServerOptions().compute_nice,
+          "Nice increment (0..19) of the workers and their intra-op threads, so that the threads that accept, "
+          "refuse and answer calls and health checks get a core at once while every core computes. 0: the "
+          "workers run at the server's own priority.");
 ABSL_FLAG(int, max_batch_size, tcm::ServerOptions().max_batch_size, "Images per forward pass, unless a model's config.pbtxt sets batching.max_batch_size.");
 ABSL_FLAG(int64_t, max_queue_delay_us, tcm::ServerOptions().max_queue_delay_us,
           "Longest wait for a fuller batch when a worker is idle, microseconds, unless the model's config.pbtxt "
@@ -61,6 +65,7 @@ ServerOptions ServerOptionsFromFlags() {
   o.precision = absl::GetFlag(FLAGS_precision);
   o.workers = absl::GetFlag(FLAGS_workers);
   o.intra_op_threads = absl::GetFlag(FLAGS_intra_op_threads);
+  o.compute_nice = absl::GetFlag(FLAGS_compute_nice);
   o.max_batch_size = absl::GetFlag(FLAGS_max_batch_size);
   o.max_queue_delay_us = absl::GetFlag(FLAGS_max_queue_delay_us);
   o.max_queue_size = absl::GetFlag(FLAGS_max_queue_size);

@@ -19,6 +19,7 @@ absl::Status CheckServerOptions(const ServerOptions& o) {
       {"metrics_port", double(o.metrics_port), -1, 65535},
       {"workers", double(o.workers), 1, 1024},
       {"intra_op_threads", double(o.intra_op_threads), 0, 1024},
+      {"compute_nice", double(o.compute_nice), 0, 19},
       {"max_batch_size", double(o.max_batch_size), 1, 65536},
       {"max_queue_delay_us", double(o.max_queue_delay_us), 0, 60e6},  // as batching.max_queue_delay_us
       {"max_queue_size", double(o.max_queue_size), 1, kNoLimit},

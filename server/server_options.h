@@ -30,6 +30,7 @@ struct ServerOptions {
   std::string precision = "auto";
   int workers = 1;
   int intra_op_threads = 0;  // 0 = cores / workers
+  int compute_nice = 10;     // nice increment of the compute threads; 0 = none
   int max_batch_size = static_cast<int>(kDefaultMaxBatchSize);
   int64_t max_queue_delay_us = static_cast<int64_t>(kDefaultMaxQueueDelayUs);
   int max_queue_size = static_cast<int>(kDefaultMaxQueueSize);

@@ -91,6 +91,9 @@ TEST(ServerOptionsTest, OutOfRangeFlagsNameTheFlagAndTheRange) {
   o = ServerOptions();
   o.device = "tpu";
   EXPECT_EQ(CheckServerOptions(o).message(), "--device: must be cpu or cuda, got tpu");
+  o = ServerOptions();
+  o.compute_nice = 20;
+  EXPECT_EQ(CheckServerOptions(o).message(), "--compute_nice: must be in [0, 19], got 20");
 }
 
 v1::ModelConfig WithPrecision(v1::InstanceConfig::Precision precision) {

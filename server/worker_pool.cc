@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "common/thread_priority.h"
 #include "model/torch_error.h"
 #include "model/cpu_threads.h"
 #include "model/sampler.h"
@@ -43,11 +44,12 @@ class GenerationTask : public ImageTask {
 
 class WorkerPool::Worker {
  public:
-  Worker(int id, DeviceContext device, int threads, Batcher* batcher, ServerMetrics* metrics,
+  Worker(int id, DeviceContext device, int threads, int nice, Batcher* batcher, ServerMetrics* metrics,
          std::function<void(const Batch&)> before_batch)
       : id_(id),
         device_(std::move(device)),
         threads_(threads),
+        nice_(nice),
         batcher_(batcher),
         metrics_(metrics),
         before_batch_(std::move(before_batch)) {}
@@ -95,6 +97,9 @@ class WorkerPool::Worker {
   }
 
   void Run() {
+    // Before the first parallel region, so that the OpenMP team inherits it.
+    if (absl::Status nice = LowerThisThreadPriority(nice_); !nice.ok())
+      std::fprintf(stderr, "tcm-server: worker %d keeps its priority: %s\n", id_, nice.ToString().c_str());
     ConfigureThisThread();
     Batcher::ModelSet serves;
     for (const auto& replica : replicas_) serves.push_back(replica != nullptr);
@@ -185,6 +190,7 @@ class WorkerPool::Worker {
   const int id_;
   DeviceContext device_;
   const int threads_;
+  const int nice_;
   Batcher* const batcher_;
   ServerMetrics* const metrics_;
   const std::function<void(const Batch&)> before_batch_;
@@ -245,8 +251,8 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(const Options& op
     };
   }
   for (size_t i = 0; i < devices.size(); ++i) {
-    auto worker = std::make_unique<Worker>(static_cast<int>(i), std::move(devices[i]), threads, batcher, metrics,
-                                           before_batch);
+    auto worker = std::make_unique<Worker>(static_cast<int>(i), std::move(devices[i]), threads,
+                                           options.compute_nice, batcher, metrics, before_batch);
     for (size_t m = 0; m < models.size(); ++m) {
       absl::Status status = worker->AddReplica(models[m], static_cast<int>(i) < counts[m]);
       if (!status.ok()) return status;

@@ -32,6 +32,10 @@ class WorkerPool final : public GenerationQueue {
     Device device = Device::kCpu;
     int cpu_workers = 1;        // workers on the CPU
     int intra_op_threads = 0;   // LibTorch threads per CPU worker; 0 = cores / workers
+    // Nice increment of each worker thread, taken before its first batch so
+    // that its intra-op threads inherit it: the gRPC threads then get a core
+    // at once while every core computes. 0 = none.
+    int compute_nice = 0;
     // Called by a worker just before it computes a batch. An exception thrown
     // here fails that batch exactly as a failing forward pass does: the seam
     // through which tests inject faults. Empty in the server.

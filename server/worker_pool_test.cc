@@ -12,6 +12,7 @@
 
 #include "model/denoiser.h"
 #include "model/model_config.h"
+#include "common/thread_priority.h"
 #include "server/metrics_test_util.h"
 
 namespace tcm {
@@ -88,10 +89,12 @@ class WorkerPoolTest : public ::testing::Test {
 
   // A pool of `workers` one-thread CPU workers over model_ and batcher_.
   absl::StatusOr<std::unique_ptr<WorkerPool>> MakePool(int workers,
-                                                       std::function<void(const Batch&)> before_batch = {}) {
+                                                       std::function<void(const Batch&)> before_batch = {},
+                                                       int compute_nice = 0) {
     WorkerPool::Options options;
     options.cpu_workers = workers;
     options.intra_op_threads = 1;
+    options.compute_nice = compute_nice;
     options.before_batch = std::move(before_batch);
     return WorkerPool::Create(options, {model_}, batcher_.get(), metrics_.get());
   }
@@ -180,13 +183,26 @@ TEST_F(WorkerPoolTest, WarmUpFeedsThePassTimeEstimateAndUnmeetableCallsCostNoCom
   EXPECT_NE(late.message().find("cannot be met"), absl::string_view::npos) << late;
   EXPECT_EQ(images, 0);
   EXPECT_EQ(batches.load(), 0);
-  EXPECT_EQ(testing::Sample(*metrics_->registry(), "tcm_images_dropped_total",
-                            {{"model", "tiny"}, {"reason", "deadline_unmeetable"}}),
-            3);
   // A call without a deadline still runs.
   EXPECT_TRUE(Generate(**pool, 2, 1, &images).ok());
   EXPECT_EQ(images, 2);
+  Stop(**pool);  // the call ends at its first drop; after Join every image is counted
   EXPECT_EQ(batches.load(), 1);
+  EXPECT_EQ(testing::Sample(*metrics_->registry(), "tcm_images_dropped_total",
+                            {{"model", "tiny"}, {"reason", "deadline_unmeetable"}}),
+            3);
+}
+
+TEST_F(WorkerPoolTest, WorkersComputeAtTheirNiceAndTheRestOfTheProcessKeepsItsOwn) {
+  const int mine = ThisThreadNice();
+  std::atomic<int> worker_nice{-100};
+  auto pool = MakePool(1, [&worker_nice](const Batch&) { worker_nice = ThisThreadNice(); }, /*compute_nice=*/5);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  (*pool)->Start();
+  int images = 0;
+  EXPECT_TRUE(Generate(**pool, 2, 1, &images).ok());
+  EXPECT_EQ(worker_nice.load(), std::min(mine + 5, 19));
+  EXPECT_EQ(ThisThreadNice(), mine);
   Stop(**pool);
 }
 

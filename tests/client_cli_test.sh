@@ -50,6 +50,18 @@ check 'grep -Eq "^fashion-mnist-ct.*: EDM2UNet 32x32x1, 10 classes" "$TMP/list.t
 check 'grep -q "^  classes: T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot$" "$TMP/list.txt"' \
   "--list-models prints the class names"
 
+# --health, once and repeated on one connection ("STATUS MILLISECONDS" per check).
+"$bin/tcm-client" --server "$server" --health > "$TMP/health.txt" 2>&1 || { echo "FAIL: --health"; fail=1; }
+check '[[ "$(cat "$TMP/health.txt")" == SERVING ]]' "--health prints SERVING: $(cat "$TMP/health.txt")"
+"$bin/tcm-client" --server "$server" --health --health_every 0.05 --health_checks 3 > "$TMP/health3.txt" 2>&1 ||
+  { echo "FAIL: --health_every: $(cat "$TMP/health3.txt")"; fail=1; }
+check '[[ $(grep -cE "^SERVING [0-9]+\.[0-9]{2}$" "$TMP/health3.txt") -eq 3 && $(wc -l < "$TMP/health3.txt") -eq 3 ]]' \
+  "--health_every prints three timed SERVING lines: $(cat "$TMP/health3.txt")"
+"$bin/tcm-client" --server "$server" --health --model nosuch --health_every 0.05 --health_checks 2 \
+  > "$TMP/health_bad.txt" 2>&1 && { echo "FAIL: --health_every on an unknown model exited 0"; fail=1; }
+check '[[ $(grep -cE "^NOT_FOUND [0-9.]+$" "$TMP/health_bad.txt") -eq 2 ]]' \
+  "--health_every names the error per check: $(cat "$TMP/health_bad.txt")"
+
 # Images: one PNG per image, the files and the server time printed.
 "$bin/tcm-client" --server "$server" --model fashion-mnist-ct --class 3 --steps 2 --num 5 --seed 7 --out "$TMP/each" \
   > "$TMP/each.txt" 2>&1 || { echo "FAIL: generate: $(cat "$TMP/each.txt")"; fail=1; }
