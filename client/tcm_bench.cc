@@ -62,6 +62,7 @@ ABSL_FLAG(double, two_step_fraction, 0.5,
 ABSL_FLAG(int, images_per_request, 1, "num_images of every request.");
 ABSL_FLAG(int64_t, class_label, -1, "Class of every image; -1 = a random class per image (the server's choice).");
 ABSL_FLAG(std::string, format, "png", "Image format asked for: png or raw.");
+ABSL_FLAG(int, priority, 0, "Priority level of every request: 1 is the highest; 0 = the model's default level.");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of the request mix, of the requests' seeds and of Poisson arrivals.");
 ABSL_FLAG(double, timeout, 60,
           "Deadline of each call, seconds (exceeded calls count as DEADLINE_EXCEEDED). With --rates this is an "
@@ -98,7 +99,7 @@ const std::vector<FlagGroup>& FlagGroups() {
   static const auto* groups = new std::vector<FlagGroup>{
       {"Load levels", {"concurrency", "rates", "arrivals", "duration", "warmup", "max_inflight"}},
       {"Requests",
-       {"server", "model", "two_step_fraction", "images_per_request", "class_label", "format", "seed", "timeout",
+       {"server", "model", "two_step_fraction", "images_per_request", "class_label", "format", "priority", "seed", "timeout",
         "connect_timeout", "tls", "tls_ca", "tls_cert", "tls_key"}},
       {"Output", {"json"}},
       {"In-process model throughput", {"raw", "model_dir", "batch_size", "raw_seconds", "threads"}},
@@ -203,6 +204,7 @@ struct Settings {
   int64_t class_label = -1;
   v1::ImageFormat format = v1::IMAGE_FORMAT_PNG;
   uint64_t seed = 0;
+  int priority = 0;
   double timeout = 0, connect_timeout = 0;
   std::string json;
   bool raw = false;
@@ -253,6 +255,8 @@ std::string ReadSettings(const std::set<std::string>& given, Settings* s) {
     return absl::StrCat("--format: '", format, "' is not png or raw");
   }
   s->seed = absl::GetFlag(FLAGS_seed);
+  s->priority = absl::GetFlag(FLAGS_priority);
+  if (s->priority < 0) return "--priority: must be at least 0 (0 = the model's default level)";
   s->timeout = absl::GetFlag(FLAGS_timeout);
   s->connect_timeout = absl::GetFlag(FLAGS_connect_timeout);
   if (!ok_positive(s->timeout)) return "--timeout: must be a positive number of seconds";
@@ -377,6 +381,7 @@ class Bench {
     request.set_num_images(s_.images_per_request);
     request.set_seed(plan.seed);
     request.set_format(s_.format);
+    request.set_priority(static_cast<uint32_t>(s_.priority));
     return request;
   }
 

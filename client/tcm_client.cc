@@ -32,6 +32,7 @@ ABSL_FLAG(int64_t, class_label, -1, "Class of every image (also --class); -1 = a
 ABSL_FLAG(int, steps, 0, "Network evaluations per image: 1 or 2; 0 = the model's default.");
 ABSL_FLAG(int, num, 1, "Images to generate.");
 ABSL_FLAG(int64_t, seed, -1, "Seed; -1 = the server picks one (printed).");
+ABSL_FLAG(int, priority, 0, "Priority level: 1 is the highest; 0 = the model's default level.");
 ABSL_FLAG(std::string, out, "samples", "Folder for the PNG files (created if missing).");
 ABSL_FLAG(bool, grid, false, "Write one PNG with all images in a grid instead of one file per image.");
 ABSL_FLAG(bool, list_models, false, "List the server's models and exit.");
@@ -153,6 +154,8 @@ int Generate(v1::TcmService::Stub& stub) {
   request.set_steps(absl::GetFlag(FLAGS_steps));
   request.set_num_images(absl::GetFlag(FLAGS_num));
   if (absl::GetFlag(FLAGS_seed) >= 0) request.set_seed(absl::GetFlag(FLAGS_seed));
+  if (absl::GetFlag(FLAGS_priority) < 0) return Error("--priority must be >= 0 (0 = the model's default level)");
+  request.set_priority(absl::GetFlag(FLAGS_priority));
   const bool grid = absl::GetFlag(FLAGS_grid);
   request.set_format(grid ? v1::IMAGE_FORMAT_RAW : v1::IMAGE_FORMAT_PNG);
 

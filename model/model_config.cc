@@ -143,6 +143,10 @@ absl::Status CheckLimits(const ModelConfig& c) {
   TCM_RETURN_IF_ERROR(CheckAtMost(c.batching().max_queue_size(), L::kMaxQueueSize, "batching.max_queue_size"));
   TCM_RETURN_IF_ERROR(
       CheckAtMost(c.batching().max_queue_delay_us(), L::kMaxQueueDelayUs, "batching.max_queue_delay_us"));
+  TCM_RETURN_IF_ERROR(
+      CheckAtMost(c.batching().priority_levels(), L::kMaxPriorityLevels, "batching.priority_levels"));
+  TCM_RETURN_IF_ERROR(CheckAtMost(c.batching().default_priority_level(), L::kMaxPriorityLevels,
+                                  "batching.default_priority_level"));
   TCM_RETURN_IF_ERROR(CheckAtMost(c.instance().count(), L::kMaxInstances, "instance.count"));
   return absl::OkStatus();
 }

@@ -39,6 +39,7 @@ struct ConfigLimits {
   static constexpr uint32_t kMaxBatchSize = 65536;        // batching.max_batch_size
   static constexpr uint32_t kMaxQueueSize = 1u << 24;     // batching.max_queue_size
   static constexpr uint64_t kMaxQueueDelayUs = 60000000;  // batching.max_queue_delay_us (one minute)
+  static constexpr uint32_t kMaxPriorityLevels = 16;      // batching.priority_levels, default_priority_level
   static constexpr uint32_t kMaxInstances = 1024;         // instance.count
 };
 

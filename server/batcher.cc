@@ -1,7 +1,6 @@
 #include "server/batcher.h"
 
 #include <algorithm>
-#include <tuple>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -18,6 +17,8 @@ absl::StatusOr<std::unique_ptr<Batcher>> Batcher::Create(Options options) {
                                                      ") must be at least max_batch_size (", m.max_batch_size, ")"));
     if (m.max_queue_delay < absl::ZeroDuration())
       return absl::InvalidArgumentError(absl::StrCat("model '", m.name, "': max_queue_delay must not be negative"));
+    if (m.priority_levels < 1)
+      return absl::InvalidArgumentError(absl::StrCat("model '", m.name, "': priority_levels must be at least 1"));
   }
   return std::unique_ptr<Batcher>(new Batcher(std::move(options)));
 }
@@ -33,13 +34,25 @@ absl::Status Batcher::Submit(int model, std::vector<std::unique_ptr<ImageTask>> 
   std::lock_guard<std::mutex> lock(mu_);
   if (closed_) return absl::UnavailableError("the server is shutting down");
   Queue& q = *queues_.at(model);
-  if (q.fresh.size() + tasks.size() > q.options.max_queue_size)
-    return absl::ResourceExhaustedError(absl::StrCat("the queue of model '", q.options.name, "' is full (",
-                                                     q.fresh.size(), " of ", q.options.max_queue_size,
-                                                     " images queued); retry later"));
+  if (tasks.empty()) {
+    if (accepted) accepted();
+    return absl::OkStatus();
+  }
+  const int level = tasks.front()->priority;
+  for (const auto& t : tasks)
+    if (t->priority != level || level < 1 || level > q.options.priority_levels)
+      return absl::InvalidArgumentError(absl::StrCat("batcher: the tasks of one submission need one priority in 1..",
+                                                     q.options.priority_levels));
+  const size_t queued = q.fresh_by_level[level];
+  if (queued + tasks.size() > q.options.max_queue_size)
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the queue of model '", q.options.name, "' is full (", queued, " of ", q.options.max_queue_size,
+        " images queued", q.options.priority_levels > 1 ? absl::StrCat(" at priority ", level) : "", "); retry later"));
   if (accepted) accepted();
-  for (auto& t : tasks) t->arrival = now;
-  Enqueue(q, q.fresh, std::move(tasks));
+  for (auto& t : tasks) {
+    t->arrival = now;
+    Enqueue(q, q.fresh, std::move(t));
+  }
   ReportDepth(model);
   changed_.notify_all();
   return absl::OkStatus();
@@ -48,24 +61,36 @@ absl::Status Batcher::Submit(int model, std::vector<std::unique_ptr<ImageTask>> 
 void Batcher::Resubmit(int model, std::unique_ptr<ImageTask> task) {
   std::lock_guard<std::mutex> lock(mu_);
   Queue& q = *queues_.at(model);
-  std::vector<std::unique_ptr<ImageTask>> one;
-  one.push_back(std::move(task));
-  Enqueue(q, q.returning, std::move(one));
+  Enqueue(q, q.returning, std::move(task));
   ReportDepth(model);
   changed_.notify_all();
 }
 
-void Batcher::Enqueue(const Queue& q, std::deque<std::unique_ptr<ImageTask>>& list,
-                      std::vector<std::unique_ptr<ImageTask>> tasks) {
-  for (auto& task : tasks) {
-    auto place = list.end();
-    if (q.options.deadline_aware) {  // after every task served before it or tied with it: ties keep their order
-      place = std::upper_bound(list.begin(), list.end(), *task, [](const ImageTask& t, const auto& queued) {
-        return std::tie(t.deadline, t.arrival) < std::tie(queued->deadline, queued->arrival);
-      });
-    }
-    list.insert(place, std::move(task));
-  }
+bool Batcher::ServedBefore(const ImageTask& a, const ImageTask& b, bool deadline_aware) {
+  if (a.priority != b.priority) return a.priority < b.priority;
+  if (deadline_aware && a.deadline != b.deadline) return a.deadline < b.deadline;
+  return a.arrival < b.arrival;
+}
+
+void Batcher::Enqueue(Queue& q, TaskList& list, std::unique_ptr<ImageTask> task) {
+  const bool deadline_aware = q.options.deadline_aware;
+  // The first queued task that `task` is served before: ties keep their order.
+  auto place = std::upper_bound(list.begin(), list.end(), *task, [deadline_aware](const ImageTask& t, const auto& queued) {
+    return ServedBefore(t, *queued, deadline_aware);
+  });
+  const size_t level = static_cast<size_t>(task->priority);
+  if (&list == &q.fresh) ++q.fresh_by_level.at(level);
+  ++q.depth_by_level.at(level);
+  list.insert(place, std::move(task));
+}
+
+std::unique_ptr<ImageTask> Batcher::Take(Queue& q, TaskList& list, TaskList::iterator& it) {
+  std::unique_ptr<ImageTask> task = std::move(*it);
+  it = list.erase(it);
+  const size_t level = static_cast<size_t>(task->priority);
+  if (&list == &q.fresh) --q.fresh_by_level[level];
+  --q.depth_by_level[level];
+  return task;
 }
 
 const ImageTask* Batcher::Sweep(Queue& q, absl::Time now, absl::Duration pass, Dropped* dropped) {
@@ -87,8 +112,7 @@ const ImageTask* Batcher::Sweep(Queue& q, absl::Time now, absl::Duration pass, D
         if (oldest == nullptr || task.arrival < oldest->arrival) oldest = &task;
         ++it;
       } else {
-        dropped->push_back({std::move(*it), std::move(why), cause});
-        it = list->erase(it);
+        dropped->push_back({Take(q, *list, it), std::move(why), cause});
       }
     }
   }
@@ -124,15 +148,24 @@ std::unique_ptr<Batch> Batcher::FormBatch(absl::Time now, const ModelSet& serves
   batch->formed = now;
   const ModelQueueOptions& options = chosen.options;
   const int kind = best_oldest->kind;  // without kind mixing, the batch takes its oldest task's kind
-  for (auto* list : {&chosen.returning, &chosen.fresh}) {
-    if (!options.mix_steps && !batch->tasks.empty()) break;
-    for (auto it = list->begin(); it != list->end() && batch->tasks.size() < options.max_batch_size;) {
-      if (!options.mix_kinds && (*it)->kind != kind) {
-        ++it;
-        continue;
-      }
-      batch->tasks.push_back(std::move(*it));
-      it = list->erase(it);
+  auto fits = [&](const TaskList::iterator& it) { return options.mix_kinds || (*it)->kind == kind; };
+  // Merges the two lists level by level: a level's returning tasks before its new ones.
+  auto r = chosen.returning.begin(), f = chosen.fresh.begin();
+  bool took_returning = false, took_fresh = false;
+  while (batch->tasks.size() < options.max_batch_size) {
+    while (r != chosen.returning.end() && !fits(r)) ++r;
+    while (f != chosen.fresh.end() && !fits(f)) ++f;
+    const bool has_r = r != chosen.returning.end(), has_f = f != chosen.fresh.end();
+    if (!has_r && !has_f) break;
+    const bool take_returning = has_r && (!has_f || (*r)->priority <= (*f)->priority);
+    // Without step mixing a batch holds only returning tasks or only new ones.
+    if (!options.mix_steps && (take_returning ? took_fresh : took_returning)) break;
+    if (take_returning) {
+      batch->tasks.push_back(Take(chosen, chosen.returning, r));
+      took_returning = true;
+    } else {
+      batch->tasks.push_back(Take(chosen, chosen.fresh, f));
+      took_fresh = true;
     }
   }
   ReportDepth(best);
@@ -160,7 +193,8 @@ bool Batcher::Finished() const {
 void Batcher::ReportDepth(int model) {
   if (!on_queue_depth_) return;
   const Queue& q = *queues_[model];
-  on_queue_depth_(model, q.returning.size() + q.fresh.size());
+  for (int level = 1; level <= q.options.priority_levels; ++level)
+    on_queue_depth_(model, level, q.depth_by_level[level]);
 }
 
 void Batcher::DropAll(Dropped& dropped) {

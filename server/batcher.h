@@ -5,16 +5,21 @@
 //   cannot take them all answers RESOURCE_EXHAUSTED at once.
 // - A batch takes up to max_batch_size tasks of one model. It forms as soon as
 //   that many are queued, or when the oldest has waited max_queue_delay.
-// - A task coming back for its next step (Resubmit) goes ahead of new work
-//   and keeps its original arrival time, so it never waits for a batch to fill:
-//   items at their first and second step share forward passes.
+// - Priority levels (Triton's convention: 1 is the highest). A batch is
+//   filled from the highest level first; each level has a queue of
+//   max_queue_size new tasks of its own, so a flood at one level cannot
+//   refuse work at another.
+// - A task coming back for its next step (Resubmit) goes ahead of new work of
+//   its own and lower levels and keeps its original arrival time, so it never
+//   waits for a batch to fill: items at their first and second step share
+//   forward passes.
 // - Tasks carry a kind (the server: their request's step count). Tasks of
 //   different kinds share batches; with mix_kinds off each batch holds one
 //   kind, as if every kind had a batcher of its own.
 // - Tasks whose request was cancelled or whose deadline passed are removed
 //   when a batch forms, before any compute, and told why (Drop).
-// - Deadline-aware (on by default): each queue is served earliest deadline
-//   first (tasks without a deadline by arrival, after those with one), and
+// - Deadline-aware (on by default): within a level, earliest deadline first
+//   (tasks without a deadline by arrival, after those with one), and
 //   when a batch forms every queued task that could not finish before its
 //   deadline even if computed now (its remaining passes at the estimated
 //   pass time of this batch's size, PassTimeEstimate) is removed unmeetable.
@@ -67,6 +72,7 @@ class ImageTask {
   int kind = 0;                                // set by the caller; see ModelQueueOptions::mix_kinds
   absl::Time deadline = absl::InfiniteFuture();  // set by the caller: when its request stops wanting it
   int steps_left = 1;  // set by the caller: passes still needed, this one included (lower it before Resubmit)
+  int priority = 1;    // set by the caller: 1 (highest) ..ModelQueueOptions::priority_levels
 };
 
 struct Batch {
@@ -82,7 +88,10 @@ class Batcher {
     size_t max_batch_size = kDefaultMaxBatchSize;  // tasks per batch, >= 1
     // Longest wait for a fuller batch.
     absl::Duration max_queue_delay = absl::Microseconds(kDefaultMaxQueueDelayUs);
-    size_t max_queue_size = kDefaultMaxQueueSize;  // queued new tasks before RESOURCE_EXHAUSTED, >= max_batch_size
+    // Queued new tasks per priority level before RESOURCE_EXHAUSTED, >= max_batch_size.
+    size_t max_queue_size = kDefaultMaxQueueSize;
+    int priority_levels = 1;         // tasks' priority is 1..priority_levels
+    int default_priority_level = 1;  // for the service: the level of a request with priority 0
     // Step-level batching: first and next steps share batches. Off, a batch
     // holds only returning tasks or only new ones.
     bool mix_steps = true;
@@ -98,9 +107,10 @@ class Batcher {
   struct Options {
     std::vector<ModelQueueOptions> models;
     Clock* clock = nullptr;  // nullptr = RealClock()
-    // Called with (model, queued tasks) whenever a queue's length changes,
-    // under the batcher's lock: keep it short and do not call the batcher.
-    std::function<void(int, size_t)> on_queue_depth;
+    // Called with (model, priority level, queued tasks of that level, new
+    // and returning) for every level whenever a queue's length changes, under
+    // the batcher's lock: keep it short and do not call the batcher.
+    std::function<void(int, int, size_t)> on_queue_depth;
   };
 
   static absl::StatusOr<std::unique_ptr<Batcher>> Create(Options options);
@@ -143,21 +153,27 @@ class Batcher {
   // Stops accepting new submissions; queued work still drains.
   void Close();
 
-  // Tasks waiting in `model`'s queue (new and returning).
+  // Tasks waiting in `model`'s queue (new and returning, every level).
   size_t QueueDepth(int model) const;
 
   // Most new tasks `model`'s queue holds (ModelQueueOptions::max_queue_size).
   size_t MaxQueueSize(int model) const { return queues_.at(model)->options.max_queue_size; }
 
  private:
-  // Both task lists are in serving order: by (deadline, arrival) when
-  // deadline-aware, else by arrival.
+  // Both task lists are in serving order (ServedBefore).
+  using TaskList = std::deque<std::unique_ptr<ImageTask>>;
   struct Queue {
-    explicit Queue(ModelQueueOptions o) : options(std::move(o)), pass_time(options.max_batch_size) {}
+    explicit Queue(ModelQueueOptions o)
+        : options(std::move(o)),
+          pass_time(options.max_batch_size),
+          fresh_by_level(options.priority_levels + 1, 0),
+          depth_by_level(options.priority_levels + 1, 0) {}
     ModelQueueOptions options;
-    std::deque<std::unique_ptr<ImageTask>> returning;  // next steps, served first
-    std::deque<std::unique_ptr<ImageTask>> fresh;      // first steps
+    TaskList returning;  // next steps: ahead of new work of their level and lower ones
+    TaskList fresh;      // first steps
     PassTimeEstimate pass_time;
+    std::vector<size_t> fresh_by_level;  // by priority level (index 0 unused)
+    std::vector<size_t> depth_by_level;  // new and returning
   };
   struct DroppedTask {
     std::unique_ptr<ImageTask> task;
@@ -175,9 +191,14 @@ class Batcher {
   // deadline at `pass` per remaining step, to `dropped`; returns the oldest
   // remaining task (nullptr when none is left).
   static const ImageTask* Sweep(Queue& q, absl::Time now, absl::Duration pass, Dropped* dropped);
-  // Inserts `tasks` into `list` at their places in serving order.
-  static void Enqueue(const Queue& q, std::deque<std::unique_ptr<ImageTask>>& list,
-                      std::vector<std::unique_ptr<ImageTask>> tasks);
+  // Whether `a` is served before `b` in one list: by level, then (when
+  // deadline-aware) deadline, then arrival.
+  static bool ServedBefore(const ImageTask& a, const ImageTask& b, bool deadline_aware);
+  // Inserts `task` into `list` (q.fresh or q.returning) at its place in
+  // serving order, after the tasks it ties with.
+  static void Enqueue(Queue& q, TaskList& list, std::unique_ptr<ImageTask> task);
+  // Removes the task at `it` from `list` (q.fresh or q.returning), moving `it` on.
+  static std::unique_ptr<ImageTask> Take(Queue& q, TaskList& list, TaskList::iterator& it);
   // Earliest time at which a non-empty queue in `serves` becomes ready by waiting.
   absl::Time NextReadyTime(const ModelSet& serves) const;
   static bool Serves(const ModelSet& serves, size_t model) { return serves.empty() || serves.at(model); }
@@ -186,7 +207,7 @@ class Batcher {
   static void DropAll(Dropped& dropped);
 
   Clock* const clock_;
-  const std::function<void(int, size_t)> on_queue_depth_;
+  const std::function<void(int, int, size_t)> on_queue_depth_;
   mutable std::mutex mu_;
   std::condition_variable changed_;  // notified on every change that may make a batch ready
   // Guarded by mu_:

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <thread>
+#include <tuple>
 
 namespace tcm {
 namespace {
@@ -303,6 +304,82 @@ TEST_F(BatcherTest, ThePassTimeIsJudgedAtTheSizeOfTheBatchThatForms) {
   EXPECT_EQ(log_.unmeetable, (std::vector<int>{1, 2, 3, 4}));
 }
 
+// Tasks of `count` images at priority `level`, ids from `first`.
+std::vector<std::unique_ptr<ImageTask>> AtLevel(int level, int first, int count, Log* log) {
+  auto tasks = Tasks(first, count, log);
+  for (auto& t : tasks) t->priority = level;
+  return tasks;
+}
+
+class PriorityBatcherTest : public BatcherTest {
+ protected:
+  std::unique_ptr<Batcher> MakeLevels(size_t max_batch, size_t max_queue, int levels,
+                                      std::vector<std::tuple<int, size_t>>* depths = nullptr) {
+    Batcher::Options options;
+    options.clock = &clock_;
+    options.models.push_back({"m", max_batch, absl::ZeroDuration(), max_queue});
+    options.models.back().priority_levels = levels;
+    if (depths != nullptr)
+      options.on_queue_depth = [depths](int, int level, size_t depth) { depths->emplace_back(level, depth); };
+    auto batcher = Batcher::Create(options);
+    EXPECT_TRUE(batcher.ok()) << batcher.status();
+    return std::move(*batcher);
+  }
+};
+
+TEST_F(PriorityBatcherTest, TheHighestLevelFillsTheBatchFirst) {
+  auto b = MakeLevels(3, 100, 3);
+  ASSERT_TRUE(b->Submit(0, AtLevel(3, 0, 2, &log_)).ok());
+  ASSERT_TRUE(b->Submit(0, AtLevel(2, 10, 2, &log_)).ok());
+  clock_.Advance(absl::Milliseconds(1));
+  ASSERT_TRUE(b->Submit(0, AtLevel(1, 20, 1, &log_)).ok());  // newest, yet first
+  EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{20, 10, 11}));
+  b->BatchDone();
+  EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{0, 1}));
+}
+
+// A returning second step goes ahead of new work of its own and lower
+// levels, not ahead of new work of a higher level.
+TEST_F(PriorityBatcherTest, AReturningTaskKeepsItsLevel) {
+  auto b = MakeLevels(4, 100, 2);
+  ASSERT_TRUE(b->Submit(0, AtLevel(2, 0, 1, &log_)).ok());
+  ASSERT_TRUE(b->Submit(0, AtLevel(1, 1, 1, &log_)).ok());
+  auto first = b->TryNextBatch();
+  ASSERT_EQ(Ids(*first), (std::vector<int>{1, 0}));
+  ASSERT_TRUE(b->Submit(0, AtLevel(2, 20, 2, &log_)).ok());
+  ASSERT_TRUE(b->Submit(0, AtLevel(1, 10, 1, &log_)).ok());
+  b->Resubmit(0, std::move(first->tasks[1]));  // level 2
+  b->Resubmit(0, std::move(first->tasks[0]));  // level 1
+  b->BatchDone();
+  EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{1, 10, 0, 20}));
+}
+
+TEST_F(PriorityBatcherTest, EachLevelHasAQueueOfItsOwn) {
+  auto b = MakeLevels(2, 4, 2);
+  ASSERT_TRUE(b->Submit(0, AtLevel(2, 0, 4, &log_)).ok());
+  const absl::Status full = b->Submit(0, AtLevel(2, 4, 1, &log_));
+  EXPECT_EQ(full.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(full.message().find("4 of 4 images queued at priority 2"), absl::string_view::npos) << full;
+  EXPECT_TRUE(b->Submit(0, AtLevel(1, 10, 4, &log_)).ok()) << "a flood at level 2 leaves level 1 its room";
+  EXPECT_EQ(b->QueueDepth(0), 8u);
+  const absl::Status bad = b->Submit(0, AtLevel(3, 20, 1, &log_));
+  EXPECT_EQ(bad.code(), absl::StatusCode::kInvalidArgument) << bad;
+  EXPECT_EQ(b->Submit(0, AtLevel(0, 20, 1, &log_)).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(PriorityBatcherTest, QueueDepthIsReportedPerLevel) {
+  std::vector<std::tuple<int, size_t>> depths;
+  auto b = MakeLevels(2, 10, 2, &depths);
+  ASSERT_TRUE(b->Submit(0, AtLevel(2, 0, 3, &log_)).ok());
+  ASSERT_TRUE(b->Submit(0, AtLevel(1, 10, 1, &log_)).ok());
+  depths.clear();
+  auto batch = b->TryNextBatch();  // 10 and 0 taken
+  EXPECT_EQ(depths, (std::vector<std::tuple<int, size_t>>{{1, 0}, {2, 2}}));
+  b->Resubmit(0, std::move(batch->tasks[0]));  // 10 returns at level 1
+  EXPECT_EQ(depths.back(), std::make_tuple(2, size_t{2}));
+  EXPECT_EQ(depths[depths.size() - 2], std::make_tuple(1, size_t{1}));
+}
+
 TEST_F(BatcherTest, CloseRejectsNewWorkAndDrainsQueuedWorkAtOnce) {
   auto b = Make(4, absl::Seconds(100));
   ASSERT_TRUE(b->Submit(0, Tasks(0, 1, &log_)).ok());
@@ -365,8 +442,9 @@ TEST_F(BatcherTest, ReportsQueueDepthOnEveryChange) {
   Batcher::Options options;
   options.clock = &clock_;
   options.models.push_back({"m", 2, absl::Milliseconds(5), 100});
-  options.on_queue_depth = [&depths](int model, size_t depth) {
+  options.on_queue_depth = [&depths](int model, int level, size_t depth) {
     EXPECT_EQ(model, 0);
+    EXPECT_EQ(level, 1);
     depths.push_back(depth);
   };
   auto b = std::move(*Batcher::Create(options));

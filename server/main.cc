@@ -57,7 +57,7 @@ int Run(const ServerOptions& o) {
     auto queue = MergeQueueOptions(m.name, m.config, StepsShareNetwork(m.config), o);
     if (!queue.ok()) return Fail(queue.status());
     batcher_options.models.push_back(*queue);
-    served.push_back(DescribeModel(m.name, m.config, m.labels, queue->max_queue_size));
+    served.push_back(DescribeModel(m.name, m.config, m.labels, *queue));
   }
   auto default_model = DefaultModelIndex(names, o.default_model);
   if (!default_model.ok()) return Fail(default_model.status());
@@ -65,7 +65,9 @@ int Run(const ServerOptions& o) {
   if (!credentials.ok()) return Fail(credentials.status());
   // Metrics first, so that start-up is observable.
   ServerMetrics metrics(served);
-  batcher_options.on_queue_depth = [&metrics](int model, size_t depth) { metrics.model(model).SetQueueDepth(depth); };
+  batcher_options.on_queue_depth = [&metrics](int model, int level, size_t depth) {
+    metrics.model(model).SetQueueDepth(level, depth);
+  };
   auto batcher = Batcher::Create(batcher_options);
   if (!batcher.ok()) return Fail(batcher.status());
   std::unique_ptr<MetricsHttpServer> metrics_http;

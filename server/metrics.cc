@@ -59,7 +59,7 @@ ServerMetrics::ServerMetrics(const std::vector<ServedModel>& models)
                       .Register(*registry_);
   auto& queue_wait = prometheus::BuildHistogram()
                          .Name("tcm_queue_wait_seconds")
-                         .Help("Time an image waited in the queue before its first forward pass.")
+                         .Help("Time an image waited in the queue before its first forward pass, by model and priority level.")
                          .Register(*registry_);
   auto& batch_compute = prometheus::BuildHistogram()
                             .Name("tcm_batch_compute_seconds")
@@ -71,7 +71,7 @@ ServerMetrics::ServerMetrics(const std::vector<ServedModel>& models)
                          .Register(*registry_);
   auto& queue_depth = prometheus::BuildGauge()
                           .Name("tcm_queue_depth")
-                          .Help("Images waiting in the model's queue (new and returning for their second step).")
+                          .Help("Images waiting in the model's queue (new and returning for their second step), by priority level.")
                           .Register(*registry_);
   auto& in_flight = prometheus::BuildGauge()
                         .Name("tcm_requests_in_flight")
@@ -99,10 +99,15 @@ ServerMetrics::ServerMetrics(const std::vector<ServedModel>& models)
     metrics->images_ = &images;
     metrics->dropped_ = &dropped;
     metrics->accepted_ = &accepted.Add(labels);
-    metrics->queue_wait_ = &queue_wait.Add(labels, SecondsBuckets());
+    metrics->queue_wait_.assign(m.priority_levels + 1, nullptr);
+    metrics->queue_depth_.assign(m.priority_levels + 1, nullptr);
+    for (unsigned level = 1; level <= m.priority_levels; ++level) {
+      const prometheus::Labels by_level = {{"model", m.name}, {"priority", std::to_string(level)}};
+      metrics->queue_wait_[level] = &queue_wait.Add(by_level, SecondsBuckets());
+      metrics->queue_depth_[level] = &queue_depth.Add(by_level);
+    }
     metrics->batch_compute_ = &batch_compute.Add(labels, SecondsBuckets());
     metrics->batch_size_ = &batch_size.Add(labels, BatchBuckets());
-    metrics->queue_depth_ = &queue_depth.Add(labels);
     metrics->in_flight_ = &in_flight.Add(labels);
     metrics->client_cancellations_ = &cancellations.Add(labels);
     // The series a scraper rates over exist from the start at 0, so that

@@ -28,8 +28,9 @@ class ModelMetrics {
   void ImagesGenerated(unsigned steps, int count);
   void ImagesDropped(const std::string& reason, int count);
   void Batch(int size, double compute_seconds);
-  void QueueWait(double seconds) { queue_wait_->Observe(seconds); }
-  void SetQueueDepth(size_t depth) { queue_depth_->Set(static_cast<double>(depth)); }
+  // By priority level, 1..the model's priority_levels.
+  void QueueWait(int level, double seconds) { queue_wait_.at(level)->Observe(seconds); }
+  void SetQueueDepth(int level, size_t depth) { queue_depth_.at(level)->Set(static_cast<double>(depth)); }
   void RequestStarted() { in_flight_->Increment(); }
   void ClientCancelled() { client_cancellations_->Increment(); }
   void RequestEnded() { in_flight_->Decrement(); }
@@ -42,10 +43,10 @@ class ModelMetrics {
   prometheus::Family<prometheus::Counter>* images_ = nullptr;
   prometheus::Family<prometheus::Counter>* dropped_ = nullptr;
   prometheus::Counter* accepted_ = nullptr;
-  prometheus::Histogram* queue_wait_ = nullptr;
+  std::vector<prometheus::Histogram*> queue_wait_;  // by priority level (index 0 unused)
   prometheus::Histogram* batch_compute_ = nullptr;
   prometheus::Histogram* batch_size_ = nullptr;
-  prometheus::Gauge* queue_depth_ = nullptr;
+  std::vector<prometheus::Gauge*> queue_depth_;     // by priority level (index 0 unused)
   prometheus::Gauge* in_flight_ = nullptr;
   prometheus::Counter* client_cancellations_ = nullptr;
 };

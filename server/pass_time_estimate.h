@@ -2,11 +2,15 @@
 // passes the workers time (at warm-up and while serving), so that the batcher
 // can tell which queued images can still meet their call's deadline.
 //
-// Each batch size observed keeps an exponentially weighted mean of its pass
-// times. A size not observed yet is interpolated linearly between the
-// nearest observed sizes below and above; above the largest observed size
-// the time grows in proportion to the size, below the smallest it shrinks in
-// proportion. Nothing observed: no estimate (Estimate returns zero).
+// Each batch size observed keeps exponentially weighted means of its pass
+// times and of their absolute deviation from the mean; the estimate is a
+// time a pass rarely exceeds, the mean plus kDeviations deviations. (Under
+// overload the images served are those with the least time to spare: judged
+// by the mean alone, about half of them would finish just too late.) A size
+// not observed yet is interpolated linearly between the nearest observed
+// sizes below and above; above the largest observed size the time grows in
+// proportion to the size, below the smallest it shrinks in proportion.
+// Nothing observed: no estimate (Estimate returns zero).
 //
 // Not thread-safe: the batcher guards it with its lock. Torch-free.
 #ifndef TCM_SERVER_PASS_TIME_ESTIMATE_H_
@@ -21,8 +25,11 @@ namespace tcm {
 
 class PassTimeEstimate {
  public:
-  // Weight of the newest observation in a size's mean.
+  // Weight of the newest observation in a size's means.
   static constexpr double kNewWeight = 0.25;
+  // Mean absolute deviations added to the mean (about the 99th percentile
+  // for normally distributed times).
+  static constexpr double kDeviations = 3;
 
   // Batch sizes 1..max_batch_size (at least 1).
   explicit PassTimeEstimate(size_t max_batch_size);
@@ -31,12 +38,17 @@ class PassTimeEstimate {
   // non-positive times are ignored.
   void Observe(size_t batch_size, absl::Duration took);
 
-  // The expected time of a pass of `batch_size` images (clamped to
-  // 1..max); zero while nothing has been observed.
+  // A time a pass of `batch_size` images (clamped to 1..max) rarely
+  // exceeds; zero while nothing has been observed.
   absl::Duration Estimate(size_t batch_size) const;
 
  private:
-  std::vector<double> seconds_;  // index = batch size; 0 = not observed
+  struct Size {
+    double mean = 0;       // seconds; 0 = not observed
+    double deviation = 0;  // seconds
+    double bound() const { return mean + kDeviations * deviation; }
+  };
+  std::vector<Size> sizes_;  // index = batch size
 };
 
 }  // namespace tcm

@@ -13,12 +13,15 @@ TEST(PassTimeEstimateTest, NothingObservedMeansNoEstimate) {
   EXPECT_EQ(estimate.Estimate(16), absl::ZeroDuration());
 }
 
-TEST(PassTimeEstimateTest, AnObservedSizeKeepsAWeightedMean) {
+TEST(PassTimeEstimateTest, AnObservedSizeKeepsWeightedMeansOfTimeAndDeviation) {
   PassTimeEstimate estimate(16);
   estimate.Observe(16, absl::Milliseconds(40));
   EXPECT_DOUBLE_EQ(Ms(estimate.Estimate(16)), 40);
   estimate.Observe(16, absl::Milliseconds(80));
-  EXPECT_DOUBLE_EQ(Ms(estimate.Estimate(16)), 40 * 0.75 + 80 * 0.25);
+  // Mean 40 x 0.75 + 80 x 0.25 = 50; deviation 0.25 x |80 - 40| = 10.
+  EXPECT_NEAR(Ms(estimate.Estimate(16)), 50 + PassTimeEstimate::kDeviations * 10, 1e-9);
+  for (int i = 0; i < 200; ++i) estimate.Observe(16, absl::Milliseconds(30));
+  EXPECT_NEAR(Ms(estimate.Estimate(16)), 30, 1e-6) << "steady times: the deviation fades";
 }
 
 TEST(PassTimeEstimateTest, UnobservedSizesAreInterpolatedBetweenObservedOnes) {

@@ -27,6 +27,7 @@ struct GenerationSpec {
   uint64_t seed = 0;
   std::vector<int64_t> class_labels;  // one per image; -1 = unconditional
   v1::ImageFormat format = v1::IMAGE_FORMAT_PNG;
+  unsigned priority = 1;  // the batcher's level: 1 (highest) ..the model's priority_levels
 };
 
 // Where a call's results go; implemented by the RPC reactors. RequestState

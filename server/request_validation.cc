@@ -50,6 +50,11 @@ absl::StatusOr<GenerationSpec> ValidateRequest(const v1::GenerateRequest& reques
     return absl::InvalidArgumentError(
         absl::StrCat("format: must be IMAGE_FORMAT_PNG (0) or IMAGE_FORMAT_RAW (1), got ", request.format()));
   spec.format = request.format();
+  if (request.priority() > model.priority_levels)
+    return absl::InvalidArgumentError(absl::StrCat(
+        "priority: must be 1 (highest) to ", model.priority_levels, " for model '", model.name,
+        "', or 0 (the model's default, ", model.default_priority_level, "), got ", request.priority()));
+  spec.priority = request.priority() == 0 ? model.default_priority_level : request.priority();
   spec.seed = request.has_seed() ? request.seed() : fresh_seed;
 
   if (request.has_class_label()) {

@@ -33,6 +33,26 @@ TEST(RequestValidationTest, DefaultsFillAnEmptyRequest) {
   EXPECT_LT(spec->class_labels[0], 10);
 }
 
+TEST(RequestValidationTest, PriorityZeroIsTheModelsDefaultLevelAndOutOfRangeNamesTheLevels) {
+  std::vector<ServedModel> models = kModels;
+  models[0].priority_levels = 3;
+  models[0].default_priority_level = 2;
+  v1::GenerateRequest r;
+  auto spec = ValidateRequest(r, models, 0, ValidationLimits{8}, 1);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->priority, 2u);
+  r.set_priority(1);
+  EXPECT_EQ(ValidateRequest(r, models, 0, ValidationLimits{8}, 1)->priority, 1u);
+  r.set_priority(3);
+  EXPECT_EQ(ValidateRequest(r, models, 0, ValidationLimits{8}, 1)->priority, 3u);
+  r.set_priority(4);
+  auto bad = ValidateRequest(r, models, 0, ValidationLimits{8}, 1);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(bad.status().message(),
+            "priority: must be 1 (highest) to 3 for model 'fashion', or 0 (the model's default, 2), got 4");
+}
+
 TEST(RequestValidationTest, ExplicitFieldsAreKept) {
   v1::GenerateRequest r;
   r.set_model("cifar");

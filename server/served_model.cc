@@ -8,12 +8,14 @@
 namespace tcm {
 
 ServedModel DescribeModel(const std::string& name, const v1::ModelConfig& config,
-                          const std::vector<std::string>& labels, size_t max_queue_size) {
+                          const std::vector<std::string>& labels, const Batcher::ModelQueueOptions& queue) {
   ServedModel m;
   m.name = name;
   m.num_classes = config.num_classes();
   m.default_steps = config.default_steps();
-  m.max_images = static_cast<unsigned>(std::min<size_t>(max_queue_size, UINT32_MAX));
+  m.max_images = static_cast<unsigned>(std::min<size_t>(queue.max_queue_size, UINT32_MAX));
+  m.priority_levels = static_cast<unsigned>(queue.priority_levels);
+  m.default_priority_level = static_cast<unsigned>(queue.default_priority_level);
   m.architecture = config.architecture();
   m.resolution = config.img_resolution();
   m.channels = config.img_channels();

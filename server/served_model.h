@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "server/batcher.h"
 #include "tcm/v1/model_config.pb.h"
 
 namespace tcm {
@@ -22,13 +23,15 @@ struct ServedModel {
   double mid_t = 0, t_max = 0;
   std::vector<std::string> class_names;  // labels.txt; may be empty
   std::string precision;                 // as served: "fp32", "bf16" or "fp16"
+  unsigned priority_levels = 1;          // a request's priority may be 1..priority_levels
+  unsigned default_priority_level = 1;   // the level of a request with priority 0
 };
 
 // The description of model `name` with `config` (its instance.precision
-// already resolved: see ResolvePrecision), class names `labels` and a queue
-// of `max_queue_size` images.
+// already resolved: see ResolvePrecision), class names `labels` and the
+// batcher's `queue` for it (merged with the flags: see MergeQueueOptions).
 ServedModel DescribeModel(const std::string& name, const v1::ModelConfig& config,
-                          const std::vector<std::string>& labels, size_t max_queue_size);
+                          const std::vector<std::string>& labels, const Batcher::ModelQueueOptions& queue);
 
 }  // namespace tcm
 

@@ -28,7 +28,7 @@ ABSL_FLAG(int64_t, max_queue_delay_us, tcm::ServerOptions().max_queue_delay_us,
           "Longest wait for a fuller batch when a worker is idle, microseconds, unless the model's config.pbtxt "
           "sets it. 0: an idle worker takes what is queued at once (under load batches fill while workers are busy).");
 ABSL_FLAG(int, max_queue_size, tcm::ServerOptions().max_queue_size,
-          "Queued images per model before calls get RESOURCE_EXHAUSTED, unless the config sets it; "
+          "Queued images per model and priority level before calls get RESOURCE_EXHAUSTED, unless the config sets it; "
           "must hold a whole batch (max_batch_size), or the server refuses to start.");
 ABSL_FLAG(bool, step_level_batching, tcm::ServerOptions().step_level_batching,
           "Let images of 1- and 2-step requests, at their first and second step, share forward passes. "
@@ -41,6 +41,13 @@ ABSL_FLAG(bool, deadline_aware_batching, tcm::ServerOptions().deadline_aware_bat
           "at once, by the pass time measured at warm-up and while serving (tcm_images_dropped_total "
           "reason deadline_unmeetable; the call ends DEADLINE_EXCEEDED at once). false: first come, first served, "
           "and images are dropped only once their deadline has passed.");
+ABSL_FLAG(int, priority_levels, tcm::ServerOptions().priority_levels,
+          "Priority levels (1..16) of every model whose config sets no batching.priority_levels: a request's "
+          "priority may be 1 (the highest) to this; a batch is filled from the highest level first, and each "
+          "level has a queue of max_queue_size images of its own.");
+ABSL_FLAG(int, default_priority_level, tcm::ServerOptions().default_priority_level,
+          "Level of a request with priority 0, unless a model's config sets batching.default_priority_level; "
+          "0 = the lowest level.");
 ABSL_FLAG(int, max_images_per_request, tcm::ServerOptions().max_images_per_request,
           "Largest num_images a call may ask for; a model's max_queue_size caps it too.");
 ABSL_FLAG(int, warmup_batch_size, tcm::ServerOptions().warmup_batch_size, "Images in the warm-up batch each worker runs per model before serving.");
@@ -71,6 +78,8 @@ ServerOptions ServerOptionsFromFlags() {
   o.max_queue_size = absl::GetFlag(FLAGS_max_queue_size);
   o.step_level_batching = absl::GetFlag(FLAGS_step_level_batching);
   o.deadline_aware_batching = absl::GetFlag(FLAGS_deadline_aware_batching);
+  o.priority_levels = absl::GetFlag(FLAGS_priority_levels);
+  o.default_priority_level = absl::GetFlag(FLAGS_default_priority_level);
   o.max_images_per_request = absl::GetFlag(FLAGS_max_images_per_request);
   o.warmup_batch_size = absl::GetFlag(FLAGS_warmup_batch_size);
   o.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);

@@ -20,6 +20,8 @@ absl::Status CheckServerOptions(const ServerOptions& o) {
       {"workers", double(o.workers), 1, 1024},
       {"intra_op_threads", double(o.intra_op_threads), 0, 1024},
       {"compute_nice", double(o.compute_nice), 0, 19},
+      {"priority_levels", double(o.priority_levels), 1, 16},
+      {"default_priority_level", double(o.default_priority_level), 0, 16},
       {"max_batch_size", double(o.max_batch_size), 1, 65536},
       {"max_queue_delay_us", double(o.max_queue_delay_us), 0, 60e6},  // as batching.max_queue_delay_us
       {"max_queue_size", double(o.max_queue_size), 1, kNoLimit},
@@ -113,6 +115,20 @@ absl::StatusOr<Batcher::ModelQueueOptions> MergeQueueOptions(const std::string& 
         "model '", name, "': its queue (max_queue_size ", q.max_queue_size, ", ",
         b.has_max_queue_size() ? "batching.max_queue_size" : "--max_queue_size", ") must hold a whole batch (",
         q.max_batch_size, ", ", b.has_max_batch_size() ? "batching.max_batch_size" : "--max_batch_size", ")"));
+  const char* levels_source = b.has_priority_levels() ? "batching.priority_levels" : "--priority_levels";
+  const int levels = b.has_priority_levels() ? static_cast<int>(b.priority_levels()) : options.priority_levels;
+  if (levels < 1)
+    return absl::InvalidArgumentError(absl::StrCat("model '", name, "': ", levels_source, " must be at least 1, got ", levels));
+  const char* default_source =
+      b.has_default_priority_level() ? "batching.default_priority_level" : "--default_priority_level";
+  const int default_level =
+      b.has_default_priority_level() ? static_cast<int>(b.default_priority_level()) : options.default_priority_level;
+  if (default_level > levels)
+    return absl::InvalidArgumentError(absl::StrCat("model '", name, "': ", default_source, " (", default_level,
+                                                   ") must be at most its priority levels (", levels, ", ",
+                                                   levels_source, "); 0 = the lowest"));
+  q.priority_levels = levels;
+  q.default_priority_level = default_level == 0 ? levels : default_level;
   q.mix_steps = options.step_level_batching && steps_share_network;
   q.mix_kinds = options.step_level_batching;
   q.deadline_aware = options.deadline_aware_batching;

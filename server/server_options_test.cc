@@ -81,6 +81,31 @@ TEST(ServerOptionsTest, StepLevelBatchingFollowsTheFlagAndTheNetwork) {
   EXPECT_FALSE(apart->mix_kinds);
 }
 
+TEST(ServerOptionsTest, PriorityLevelsComeFromTheConfigOrTheFlagsAndZeroIsTheLowest) {
+  ServerOptions flags;  // 2 levels, default 0 = the lowest
+  auto from_flags = MergeQueueOptions("m", v1::ModelConfig(), true, flags);
+  ASSERT_TRUE(from_flags.ok()) << from_flags.status();
+  EXPECT_EQ(from_flags->priority_levels, 2);
+  EXPECT_EQ(from_flags->default_priority_level, 2);
+  v1::ModelConfig config;
+  config.mutable_batching()->set_priority_levels(4);
+  auto four = MergeQueueOptions("m", config, true, flags);
+  ASSERT_TRUE(four.ok()) << four.status();
+  EXPECT_EQ(four->priority_levels, 4);
+  EXPECT_EQ(four->default_priority_level, 4);
+  config.mutable_batching()->set_default_priority_level(1);
+  EXPECT_EQ(MergeQueueOptions("m", config, true, flags)->default_priority_level, 1);
+  flags.default_priority_level = 3;
+  auto too_low = MergeQueueOptions("m", v1::ModelConfig(), true, flags);
+  ASSERT_FALSE(too_low.ok());
+  EXPECT_EQ(too_low.status().message(),
+            "model 'm': --default_priority_level (3) must be at most its priority levels (2, --priority_levels); "
+            "0 = the lowest");
+  config.mutable_batching()->set_priority_levels(0);
+  EXPECT_EQ(MergeQueueOptions("m", config, true, flags).status().message(),
+            "model 'm': batching.priority_levels must be at least 1, got 0");
+}
+
 TEST(ServerOptionsTest, OutOfRangeFlagsNameTheFlagAndTheRange) {
   ServerOptions o;
   o.metrics_port = 70000;

@@ -188,6 +188,8 @@ TcmServiceImpl::TcmServiceImpl(const Options& options, std::vector<ServedModel> 
     info->set_t_max(static_cast<float>(m.t_max));
     info->set_is_default(static_cast<int>(i) == options.default_model);
     info->set_precision(m.precision);
+    info->set_priority_levels(m.priority_levels);
+    info->set_default_priority_level(m.default_priority_level);
   }
 }
 

@@ -26,6 +26,7 @@ class GenerationTask : public ImageTask {
     kind = static_cast<int>(this->request->spec().steps);  // 1- and 2-step requests are the batcher's kinds
     steps_left = kind;
     deadline = this->request->deadline();
+    priority = static_cast<int>(this->request->spec().priority);
   }
 
   absl::Status Abandoned(absl::Time now) const override { return request->Abandoned(now); }
@@ -149,7 +150,7 @@ class WorkerPool::Worker {
         auto& task = static_cast<GenerationTask&>(*t);
         if (task.step == 0) {
           const double waited = absl::ToDoubleSeconds(start - task.arrival);
-          metrics.QueueWait(waited);
+          metrics.QueueWait(task.priority, waited);
           task.request->AddQueueWait(waited);
         }
         const auto& spec = task.request->spec();

@@ -52,7 +52,7 @@ class WorkerPoolTest : public ::testing::Test {
  protected:
   void SetUp() override {
     model_ = TinyModel();
-    metrics_ = std::make_unique<ServerMetrics>(std::vector<ServedModel>{DescribeModel("tiny", model_.config, {}, 64)});
+    metrics_ = std::make_unique<ServerMetrics>(std::vector<ServedModel>{DescribeModel("tiny", model_.config, {}, Batcher::ModelQueueOptions{"tiny", 8, absl::ZeroDuration(), 64})});
     Batcher::Options bo;
     bo.models.push_back({"tiny", /*max_batch_size=*/8, absl::ZeroDuration(), /*max_queue_size=*/64});
     batcher_ = *Batcher::Create(bo);

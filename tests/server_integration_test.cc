@@ -436,7 +436,7 @@ TEST_F(ServerIntegrationTest, DeadlineAndCancellationDropQueuedImages) {
       server->metrics_port(),
       [](const std::string& m) {
         return MetricOrZero(m, "tcm_requests_in_flight", {{"model", "cond"}}) == 0 &&
-               MetricOrZero(m, "tcm_queue_depth", {{"model", "cond"}}) == 0;
+               MetricValue(m, "tcm_queue_depth", {{"model", "cond"}, {"priority", "2"}}) == 0.0;
       },
       10);
   ASSERT_TRUE(settled.ok()) << settled.status();
@@ -456,8 +456,77 @@ TEST_F(ServerIntegrationTest, DeadlineAndCancellationDropQueuedImages) {
   EXPECT_EQ(MetricOrZero(metrics, "tcm_images_generated_total", {{"model", "cond"}, {"steps", "2"}}), backlog_images);
   EXPECT_EQ(MetricOrZero(metrics, "tcm_images_generated_total", {{"model", "cond"}, {"steps", "1"}}), 0);
   EXPECT_EQ(MetricOrZero(metrics, "tcm_batch_size_sum", {{"model", "cond"}}), 2 * backlog_images);
-  EXPECT_EQ(MetricOrZero(metrics, "tcm_queue_wait_seconds_count", {{"model", "cond"}}), backlog_images);
-  EXPECT_EQ(MetricOrZero(metrics, "tcm_queue_depth", {{"model", "cond"}}), 0);
+  EXPECT_EQ(MetricSum(metrics, "tcm_queue_wait_seconds_count", {{"model", "cond"}}), backlog_images);
+  EXPECT_EQ(MetricValue(metrics, "tcm_queue_depth", {{"model", "cond"}, {"priority", "2"}}), 0.0);
+  StopCleanly(*server);
+}
+
+// Priority levels (the server's defaults: 2 levels, requests at the lowest
+// unless they ask): with the worker held, a flood of calls at the default
+// level is queued; a call at priority 1 that comes after them is served by
+// the next batch, ahead of every queued flood call.
+TEST_F(ServerIntegrationTest, AHighPriorityCallOvertakesAFloodOfLowPriorityWork) {
+  testing::BatchGate gate(dir_.path());
+  TestRepositoryOptions repo;
+  repo.cond.max_batch_size = 2;
+  auto server = StartServer(repo, {}, /*wait_until_serving=*/true, &gate);
+  ASSERT_TRUE(server);
+  auto stub = v1::TcmService::NewStub(server->NewChannel());
+  gate.Close();
+
+  const int flood_calls = 16;
+  std::vector<v1::GenerateRequest> flood_requests;
+  std::vector<std::future<GenerateResult>> flood;
+  for (int i = 0; i < flood_calls; ++i) flood_requests.push_back(MakeRequest("cond", i % 10, 1, 2, 300 + i));
+  for (int i = 0; i < flood_calls; ++i)
+    flood.push_back(std::async(std::launch::async, [&, i] { return CallGenerate(*stub, flood_requests[i]); }));
+  auto queued = WaitForMetrics(
+      server->metrics_port(),
+      [&](const std::string& m) {
+        return MetricOrZero(m, "tcm_requests_in_flight", {{"model", "cond"}}) == flood_calls;
+      },
+      60);
+  ASSERT_TRUE(queued.ok()) << queued.status();
+
+  v1::GenerateRequest urgent = MakeRequest("cond", 7, 1, 2, 400);
+  urgent.set_priority(1);
+  auto urgent_call = std::async(std::launch::async, [&] { return CallGenerate(*stub, urgent); });
+  auto urgent_queued = WaitForMetrics(
+      server->metrics_port(),
+      [](const std::string& m) {
+        return MetricValue(m, "tcm_queue_depth", {{"model", "cond"}, {"priority", "1"}}) == 2.0;
+      },
+      60);
+  ASSERT_TRUE(urgent_queued.ok()) << urgent_queued.status();
+  gate.Open();
+
+  GenerateResult done = urgent_call.get();
+  ASSERT_TRUE(done.status.ok()) << Describe(done.status);
+  ExpectCompleteAnswer(urgent, done.response, "priority 1 call");
+  int finished_first = 0;
+  for (int i = 0; i < flood_calls; ++i) {
+    GenerateResult result = flood[i].get();
+    ASSERT_TRUE(result.status.ok()) << Describe(result.status);
+    ExpectCompleteAnswer(flood_requests[i], result.response, "flood call");
+    if (result.finished < done.finished) ++finished_first;
+  }
+  // Served in order, only the flood call whose batch the gate held finishes
+  // first; first come, first served, all 16 would. The margin allows for the
+  // client's threads noting their answers late, without depending on speed.
+  EXPECT_LE(finished_first, flood_calls / 4);
+
+  // Out of range names the field and the levels.
+  v1::GenerateRequest bad = MakeRequest("cond", 1, 1, 1, 1);
+  bad.set_priority(3);
+  GenerateResult refused = CallGenerate(*stub, bad, 60);
+  EXPECT_EQ(refused.status.error_code(), StatusCode::INVALID_ARGUMENT) << Describe(refused.status);
+  EXPECT_EQ(refused.status.error_message(),
+            "priority: must be 1 (highest) to 2 for model 'cond', or 0 (the model's default, 2), got 3");
+
+  const std::string metrics = Metrics(*server);
+  EXPECT_EQ(MetricValue(metrics, "tcm_queue_wait_seconds_count", {{"model", "cond"}, {"priority", "1"}}), 2.0);
+  EXPECT_EQ(MetricValue(metrics, "tcm_queue_wait_seconds_count", {{"model", "cond"}, {"priority", "2"}}),
+            2.0 * flood_calls);
   StopCleanly(*server);
 }
 
@@ -781,8 +850,11 @@ TEST_F(ServerIntegrationTest, MetricsCountRequestsImagesAndBatches) {
   // finished the last call, so it may lag the response by a moment.
   auto settled = WaitForMetrics(
       server->metrics_port(),
-      [](const std::string& m) { return MetricValue(m, "tcm_queue_depth", {{"model", "cond"}}) == 0.0; }, 10);
-  EXPECT_TRUE(settled.ok()) << "tcm_queue_depth{model=\"cond\"} did not return to 0: " << settled.status();
+      [](const std::string& m) {
+        return MetricValue(m, "tcm_queue_depth", {{"model", "cond"}, {"priority", "2"}}) == 0.0;
+      },
+      10);
+  EXPECT_TRUE(settled.ok()) << "tcm_queue_depth{model=\"cond\",priority=\"2\"} did not return to 0: " << settled.status();
   metrics = Metrics(*server);
   const Labels ok2 = {{"code", "OK"}, {"model", "cond"}, {"steps", "2"}};
   const Labels cond2 = {{"model", "cond"}, {"steps", "2"}};
@@ -796,8 +868,10 @@ TEST_F(ServerIntegrationTest, MetricsCountRequestsImagesAndBatches) {
   EXPECT_EQ(MetricOrZero(metrics, "tcm_batch_size_sum", cond), n * k * 2) << "one row per image and step";
   EXPECT_EQ(MetricOrZero(metrics, "tcm_batch_compute_seconds_count", cond),
             MetricOrZero(metrics, "tcm_batch_size_count", cond));
-  EXPECT_EQ(MetricOrZero(metrics, "tcm_queue_wait_seconds_count", cond), n * k) << "one wait per image";
-  EXPECT_EQ(MetricValue(metrics, "tcm_queue_depth", cond), 0.0);
+  EXPECT_EQ(MetricSum(metrics, "tcm_queue_wait_seconds_count", cond), n * k) << "one wait per image, at the default level";
+  EXPECT_EQ(MetricValue(metrics, "tcm_queue_wait_seconds_count", {{"model", "cond"}, {"priority", "2"}}), n * k);
+  EXPECT_EQ(MetricValue(metrics, "tcm_queue_depth", {{"model", "cond"}, {"priority", "1"}}), 0.0);
+  EXPECT_EQ(MetricValue(metrics, "tcm_queue_depth", {{"model", "cond"}, {"priority", "2"}}), 0.0);
   EXPECT_EQ(MetricValue(metrics, "tcm_requests_in_flight", cond), 0.0);
   EXPECT_GT(MetricOrZero(metrics, "tcm_worker_busy_seconds_total", {{"worker", "0"}}), 0);
   EXPECT_EQ(MetricOrZero(metrics, "tcm_batch_size_count", {{"model", "uncond"}}), 0);
