@@ -92,21 +92,27 @@ std::pair<grpc::StatusCode, int> Send(v1::TcmService::Stub& stub, const CallPlan
   if (plan.stream) {
     auto reader = stub.GenerateStream(&context, plan.request);
     std::vector<bool> seen(std::max<uint32_t>(plan.request.num_images(), 1), false);
+    std::vector<bool> previewed(seen.size(), false);
     for (v1::GenerateStreamResponse message; reader->Read(&message);) {
       v1::GenerateResponse one;  // each message is checked as a one-image answer
       *one.add_images() = message.image();
       one.set_model(message.model());
       v1::GenerateRequest asked = plan.request;
       const uint32_t index = message.image().index();
-      if (index >= seen.size() || seen[index]) {
-        *problem = absl::StrCat("image index ", index, " out of range or repeated");
+      // A preview: asked for, once per image, before that image's final.
+      std::vector<bool>& once = message.preview() ? previewed : seen;
+      if (index >= once.size() || once[index]) {
+        *problem = absl::StrCat(message.preview() ? "preview" : "image", " index ", index, " out of range or repeated");
+      } else if (message.preview() && (!plan.request.preview() || seen[index])) {
+        *problem = absl::StrCat("preview of image ", index, plan.request.preview() ? " after its final" : " not asked");
       } else {
-        seen[index] = true;
+        once[index] = true;
         one.mutable_images(0)->set_index(0);
         asked.set_num_images(1);
         const absl::Status check = CheckGenerateResponse(asked, one);
         if (!check.ok()) *problem = std::string(check.message());
       }
+      if (message.preview()) continue;
       ++images;
       if (plan.behaviour == Behaviour::kCancelAfterFirstImage) context.TryCancel();
     }
@@ -152,6 +158,8 @@ CallPlan PlanCall(uint64_t seed, int caller, uint64_t n, const TrafficOptions& o
   plan.request.set_format(draws.Unit() < 0.5 ? v1::IMAGE_FORMAT_PNG : v1::IMAGE_FORMAT_RAW);
   if (options.num_classes > 0 && draws.Unit() < 0.5)
     plan.request.set_class_label(draws.Between(0, options.num_classes - 1));
+  // Half the 2-step streams ask for previews (from the seed's low bit: the other draws stay as they were).
+  plan.request.set_preview(plan.stream && plan.request.steps() == 2 && (plan.request.seed() & 1) != 0);
   plan.delay_ms = draws.Between(1, std::max(1, options.max_delay_ms));
   if (draws.Unit() >= options.misbehaving_fraction) return plan;
   const int kinds = plan.stream ? 4 : 3;

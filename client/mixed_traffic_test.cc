@@ -38,6 +38,7 @@ TEST(MixedTrafficPlanTest, TheMixHoldsEveryKindWithinTheOptions) {
   std::map<std::pair<bool, Behaviour>, int> kinds;
   std::set<StatusCode> bad_codes;
   std::set<uint32_t> steps, images;
+  int previews = 0;
   for (int caller = 0; caller < 4; ++caller) {
     for (uint64_t n = 0; n < 500; ++n) {
       const CallPlan plan = PlanCall(1, caller, n, options);
@@ -56,8 +57,13 @@ TEST(MixedTrafficPlanTest, TheMixHoldsEveryKindWithinTheOptions) {
         EXPECT_LT(plan.request.class_label(), 10);
       }
       EXPECT_FALSE(!plan.stream && plan.behaviour == Behaviour::kCancelAfterFirstImage);
+      if (plan.request.preview()) {
+        ++previews;
+        EXPECT_TRUE(plan.stream && plan.request.steps() == 2) << "previews only on 2-step streams";
+      }
     }
   }
+  EXPECT_GT(previews, 0);
   for (bool stream : {false, true})
     for (Behaviour b : {Behaviour::kComplete, Behaviour::kCancelAfterDelay, Behaviour::kShortDeadline,
                         Behaviour::kBadRequest})

@@ -7,6 +7,7 @@
 //   tcm-client --health --health_every 0.25 --health_checks 40
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -25,6 +26,7 @@
 #include "client/response_check.h"
 #include "common/image_grid.h"
 #include "common/png_encoder.h"
+#include "common/status_macros.h"
 #include "tcm/v1/tcm_service.grpc.pb.h"
 
 ABSL_FLAG(std::string, model, "", "Model name; empty = the server's default model.");
@@ -35,6 +37,9 @@ ABSL_FLAG(int64_t, seed, -1, "Seed; -1 = the server picks one (printed).");
 ABSL_FLAG(int, priority, 0, "Priority level: 1 is the highest; 0 = the model's default level.");
 ABSL_FLAG(std::string, out, "samples", "Folder for the PNG files (created if missing).");
 ABSL_FLAG(bool, grid, false, "Write one PNG with all images in a grid instead of one file per image.");
+ABSL_FLAG(bool, preview, false,
+          "With 2 steps: stream the call and also write each image's first-step result (the 1-step image, "
+          "files ending _preview.png), which the server sends as soon as it exists.");
 ABSL_FLAG(bool, list_models, false, "List the server's models and exit.");
 ABSL_FLAG(bool, health, false, "Check the server's health (or --model's) and exit 0 if SERVING, else 1.");
 ABSL_FLAG(double, health_every, 0,
@@ -145,6 +150,68 @@ absl::StatusOr<std::string> Grid(const v1::GenerateResponse& response, int* widt
   return TileImages(images, w, h, c, cols);
 }
 
+grpc::Status Unary(v1::TcmService::Stub& stub, const v1::GenerateRequest& request, v1::GenerateResponse* response) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  return stub.Generate(&context, request, response);
+}
+
+// GenerateStream: the final images into `response`, the previews into
+// `previews`, each with the model, steps and seed the messages carry.
+grpc::Status Stream(v1::TcmService::Stub& stub, const v1::GenerateRequest& request, v1::GenerateResponse* response,
+                    v1::GenerateResponse* previews) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  auto reader = stub.GenerateStream(&context, request);
+  v1::GenerateStreamResponse message;
+  while (reader->Read(&message)) {
+    v1::GenerateResponse* into = message.preview() ? previews : response;
+    into->set_model(message.model());
+    into->set_steps(message.steps());
+    into->set_seed(message.image().seed());
+    *into->add_images() = std::move(*message.mutable_image());
+  }
+  grpc::Status status = reader->Finish();
+  if (status.ok()) {
+    auto by_index = [](const v1::Image& a, const v1::Image& b) { return a.index() < b.index(); };
+    std::sort(response->mutable_images()->begin(), response->mutable_images()->end(), by_index);
+    std::sort(previews->mutable_images()->begin(), previews->mutable_images()->end(), by_index);
+  }
+  return status;
+}
+
+// Checks `response` against `request` and writes its images (or their grid
+// with --grid) into --out, file names ending in `suffix`; appends the paths.
+absl::Status CheckAndWrite(const v1::GenerateRequest& request, const v1::GenerateResponse& response,
+                           const std::string& suffix, std::vector<std::string>* written) {
+  const bool grid = absl::GetFlag(FLAGS_grid);
+  TCM_RETURN_IF_ERROR(CheckGenerateResponse(request, response));
+  if (grid) TCM_RETURN_IF_ERROR(CheckSameImageSize(response));
+  const std::filesystem::path out = absl::GetFlag(FLAGS_out);
+  std::error_code ec;
+  std::filesystem::create_directories(out, ec);
+  if (ec) return absl::InternalError(absl::StrCat("--out ", out.string(), ": ", ec.message()));
+  const std::string stem = absl::StrCat(response.model(), "_s", response.seed(), "_", response.steps(), "step");
+  if (grid) {
+    int w, h, c;
+    auto pixels = Grid(response, &w, &h, &c);
+    if (!pixels.ok()) return pixels.status();
+    auto png = EncodePng(reinterpret_cast<const uint8_t*>(pixels->data()), w, h, c, /*fast=*/false);
+    if (!png.ok()) return png.status();
+    const auto path = out / (stem + "_grid" + suffix + ".png");
+    if (!WriteFile(path, *png)) return absl::InternalError(absl::StrCat("cannot write ", path.string()));
+    written->push_back(path.string());
+    return absl::OkStatus();
+  }
+  for (const auto& image : response.images()) {
+    const std::string label = image.class_label() >= 0 ? absl::StrCat("_c", image.class_label()) : "";
+    const auto path = out / absl::StrCat(stem, label, "_", image.index(), suffix, ".png");
+    if (!WriteFile(path, image.data())) return absl::InternalError(absl::StrCat("cannot write ", path.string()));
+    written->push_back(path.string());
+  }
+  return absl::OkStatus();
+}
+
 int Generate(v1::TcmService::Stub& stub) {
   v1::GenerateRequest request;
   request.set_model(absl::GetFlag(FLAGS_model));
@@ -158,41 +225,26 @@ int Generate(v1::TcmService::Stub& stub) {
   request.set_priority(absl::GetFlag(FLAGS_priority));
   const bool grid = absl::GetFlag(FLAGS_grid);
   request.set_format(grid ? v1::IMAGE_FORMAT_RAW : v1::IMAGE_FORMAT_PNG);
+  const bool preview = absl::GetFlag(FLAGS_preview);
+  request.set_preview(preview);
 
-  grpc::ClientContext context;
-  SetDeadline(&context);
-  v1::GenerateResponse response;
-  grpc::Status status = stub.Generate(&context, request, &response);
+  v1::GenerateResponse response, previews;
+  grpc::Status status = preview ? Stream(stub, request, &response, &previews) : Unary(stub, request, &response);
   if (!status.ok()) return Error(status);
-  if (absl::Status checked = CheckGenerateResponse(request, response); !checked.ok())
-    return Error(std::string(checked.message()));
-  if (absl::Status same = grid ? CheckSameImageSize(response) : absl::OkStatus(); !same.ok())
-    return Error(std::string(same.message()));
-
-  const std::filesystem::path out = absl::GetFlag(FLAGS_out);
-  std::error_code ec;
-  std::filesystem::create_directories(out, ec);
-  if (ec) return Error(absl::StrCat("--out ", out.string(), ": ", ec.message()));
-  const std::string stem = absl::StrCat(response.model(), "_s", response.seed(), "_", response.steps(), "step");
   std::vector<std::string> written;
-  if (grid) {
-    int w, h, c;
-    auto pixels = Grid(response, &w, &h, &c);
-    if (!pixels.ok()) return Error(std::string(pixels.status().message()));
-    auto png = EncodePng(reinterpret_cast<const uint8_t*>(pixels->data()), w, h, c, /*fast=*/false);
-    if (!png.ok()) return Error(std::string(png.status().message()));
-    const auto path = out / (stem + "_grid.png");
-    if (!WriteFile(path, *png)) return Error(absl::StrCat("cannot write ", path.string()));
-    written.push_back(path.string());
-  } else {
-    for (const auto& image : response.images()) {
-      const std::string label = image.class_label() >= 0 ? absl::StrCat("_c", image.class_label()) : "";
-      const auto path = out / absl::StrCat(stem, label, "_", image.index(), ".png");
-      if (!WriteFile(path, image.data())) return Error(absl::StrCat("cannot write ", path.string()));
-      written.push_back(path.string());
-    }
+  if (absl::Status saved = CheckAndWrite(request, response, "", &written); !saved.ok())
+    return Error(std::string(saved.message()));
+  if (preview && response.steps() == 2) {
+    if (absl::Status saved = CheckAndWrite(request, previews, "_preview", &written); !saved.ok())
+      return Error(absl::StrCat("previews: ", saved.message()));
   }
   for (const auto& path : written) std::printf("wrote %s\n", path.c_str());
+  if (preview) {
+    std::printf("model %s, %u step(s), seed %llu: %d image(s) and %d preview(s) streamed\n", response.model().c_str(),
+                response.steps(), static_cast<unsigned long long>(response.seed()), response.images_size(),
+                previews.images_size());
+    return 0;
+  }
   const auto& t = response.timings();
   std::printf("model %s, %u step(s), seed %llu: server time %.1f ms (queue %.1f, compute %.1f, encode %.1f)\n",
               response.model().c_str(), response.steps(), static_cast<unsigned long long>(response.seed()),

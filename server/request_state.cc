@@ -60,21 +60,15 @@ void RequestState::AddCompute(double seconds) {
   timings_.set_compute_seconds(timings_.compute_seconds() + seconds);
 }
 
-void RequestState::ImageDone(unsigned index, const uint8_t* pixels, int width, int height, int channels) {
-  if (finished_) {
-    DropFinishedLate();
-    return;
-  }
+absl::StatusOr<v1::Image> RequestState::Encode(unsigned index, const uint8_t* pixels, int width, int height,
+                                               int channels, double* encode_seconds) const {
   const absl::Time encode_start = absl::Now();
   v1::Image image;
   if (spec_.format == v1::IMAGE_FORMAT_RAW) {
     image.set_data(reinterpret_cast<const char*>(pixels), static_cast<size_t>(width) * height * channels);
   } else {
     auto png = EncodePng(pixels, width, height, channels);
-    if (!png.ok()) {
-      Fail(absl::InternalError(absl::StrCat("image ", index, ": ", png.status().message())));
-      return;
-    }
+    if (!png.ok()) return absl::InternalError(absl::StrCat("image ", index, ": ", png.status().message()));
     image.set_data(std::move(*png));
   }
   image.set_width(width);
@@ -84,7 +78,35 @@ void RequestState::ImageDone(unsigned index, const uint8_t* pixels, int width, i
   image.set_seed(spec_.seed);
   image.set_index(index);
   image.set_format(spec_.format);
-  const double encode_seconds = absl::ToDoubleSeconds(absl::Now() - encode_start);
+  *encode_seconds += absl::ToDoubleSeconds(absl::Now() - encode_start);
+  return image;
+}
+
+void RequestState::PreviewDone(unsigned index, const uint8_t* pixels, int width, int height, int channels) {
+  if (!spec_.preview || finished_) return;
+  double encode_seconds = 0;
+  auto image = Encode(index, pixels, width, height, channels, &encode_seconds);
+  if (!image.ok()) {
+    Fail(image.status());
+    return;
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (finished_) return;
+  timings_.set_encode_seconds(timings_.encode_seconds() + encode_seconds);
+  sink_->OnPreview(*std::move(image));
+}
+
+void RequestState::ImageDone(unsigned index, const uint8_t* pixels, int width, int height, int channels) {
+  if (finished_) {
+    DropFinishedLate();
+    return;
+  }
+  double encode_seconds = 0;
+  auto image = Encode(index, pixels, width, height, channels, &encode_seconds);
+  if (!image.ok()) {
+    DropImage(image.status());  // counted as dropped ("failed"); fails the call
+    return;
+  }
 
   std::lock_guard<std::mutex> lock(mu_);
   if (finished_) {
@@ -92,7 +114,7 @@ void RequestState::ImageDone(unsigned index, const uint8_t* pixels, int width, i
     return;
   }
   timings_.set_encode_seconds(timings_.encode_seconds() + encode_seconds);
-  sink_->OnImage(std::move(image));
+  sink_->OnImage(*std::move(image));
   ++done_;
   if (sink_->DeliversEachImage()) metrics_->ImagesGenerated(spec_.steps, 1);
   if (done_ == spec_.num_images) Finish(absl::OkStatus());

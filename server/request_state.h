@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/metrics.h"
 #include "tcm/v1/tcm_service.pb.h"
@@ -28,6 +29,7 @@ struct GenerationSpec {
   std::vector<int64_t> class_labels;  // one per image; -1 = unconditional
   v1::ImageFormat format = v1::IMAGE_FORMAT_PNG;
   unsigned priority = 1;  // the batcher's level: 1 (highest) ..the model's priority_levels
+  bool preview = false;   // send each 2-step image's first-step result too (streams only)
 };
 
 // Where a call's results go; implemented by the RPC reactors. RequestState
@@ -43,6 +45,9 @@ class ResponseSink {
   // stream); false when the images are returned together on success.
   virtual bool DeliversEachImage() const = 0;
   virtual void OnImage(v1::Image image) = 0;
+  // The first-step result of an image of a 2-step call that asked for
+  // previews, before that image's OnImage. Not part of the image ledger.
+  virtual void OnPreview(v1::Image) {}
   virtual void OnFinish(const absl::Status& status, const v1::Timings& timings) = 0;
 };
 
@@ -72,6 +77,10 @@ class RequestState {
   // Encodes it, hands it to the sink, and finishes the call after the last.
   void ImageDone(unsigned index, const uint8_t* pixels, int width, int height, int channels);
 
+  // Image `index` finished its first step of two: when the call asked for
+  // previews, encodes that result and hands it to the sink (OnPreview).
+  void PreviewDone(unsigned index, const uint8_t* pixels, int width, int height, int channels);
+
   // One image will not be computed (it was removed from the queue, or its
   // batch failed): counts it as dropped and fails the call with `why`. The
   // tcm_images_dropped_total reason is `reason`, or when empty follows
@@ -88,6 +97,10 @@ class RequestState {
 
  private:
   void Finish(const absl::Status& status);  // with mu_ held
+  // Image `index` as the call asked for it (PNG or RAW); adds the encoding
+  // time to `encode_seconds`.
+  absl::StatusOr<v1::Image> Encode(unsigned index, const uint8_t* pixels, int width, int height, int channels,
+                                   double* encode_seconds) const;
   // Counts an image finished after its call ended as dropped, for the call's reason.
   void DropFinishedLate();
 

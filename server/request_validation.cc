@@ -50,6 +50,7 @@ absl::StatusOr<GenerationSpec> ValidateRequest(const v1::GenerateRequest& reques
     return absl::InvalidArgumentError(
         absl::StrCat("format: must be IMAGE_FORMAT_PNG (0) or IMAGE_FORMAT_RAW (1), got ", request.format()));
   spec.format = request.format();
+  spec.preview = request.preview();
   if (request.priority() > model.priority_levels)
     return absl::InvalidArgumentError(absl::StrCat(
         "priority: must be 1 (highest) to ", model.priority_levels, " for model '", model.name,

@@ -75,19 +75,8 @@ class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse
 
   bool DeliversEachImage() const override { return true; }
 
-  void OnImage(v1::Image image) override {
-    Next next;
-    {
-      absl::MutexLock lock(&mu_);
-      v1::GenerateStreamResponse message;
-      message.set_model(model_);
-      message.set_steps(steps_);
-      *message.mutable_image() = std::move(image);
-      pending_.push_back(std::move(message));
-      next = ChooseNext();
-    }
-    Start(next);
-  }
+  void OnImage(v1::Image image) override { Send(std::move(image), /*preview=*/false); }
+  void OnPreview(v1::Image image) override { Send(std::move(image), /*preview=*/true); }
 
   void OnFinish(const absl::Status& status, const v1::Timings&) override {
     Next next;
@@ -124,6 +113,21 @@ class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse
 
  private:
   enum class Next { kNothing, kWrite, kFinish };
+
+  void Send(v1::Image image, bool preview) {
+    Next next;
+    {
+      absl::MutexLock lock(&mu_);
+      v1::GenerateStreamResponse message;
+      message.set_model(model_);
+      message.set_steps(steps_);
+      *message.mutable_image() = std::move(image);
+      message.set_preview(preview);
+      pending_.push_back(std::move(message));
+      next = ChooseNext();
+    }
+    Start(next);
+  }
 
   // What to start now: the next queued message when no write is in flight,
   // else the finish once the call has its status and nothing is left to write.
@@ -202,6 +206,9 @@ absl::Status TcmServiceImpl::Start(grpc::CallbackServerContext* context, const v
                                    ResponseSink* sink) {
   const absl::Time start = absl::Now();
   auto spec = ValidateRequest(request, served_, options_.default_model, options_.limits, FreshSeed());
+  if (spec.ok() && spec->preview && !sink->DeliversEachImage())
+    spec = absl::InvalidArgumentError(
+        "preview: only GenerateStream sends previews; Generate answers once with the final images");
   if (!spec.ok()) {
     metrics_->RequestRejected(request.model().empty() ? served_[options_.default_model].name : request.model(),
                               request.steps(), StatusCodeName(spec.status().code()), served_);

@@ -263,6 +263,49 @@ TEST_F(TcmServiceStreamTest, ImagesArriveInCompletionOrderThenTheStatus) {
   EXPECT_TRUE(status.ok()) << status.error_message();
 }
 
+// Previews: each image's first-step result, flagged, ahead of its final
+// image; they are not images of the ledger. Generate refuses them.
+TEST_F(TcmServiceStreamTest, PreviewsComeAheadOfTheirFinalImagesOnStreamsOnly) {
+  v1::GenerateRequest asked = Request("cond", 4, 2, 2, 9);
+  asked.set_preview(true);
+  EXPECT_EQ(Call(asked).error_message(),
+            "preview: only GenerateStream sends previews; Generate answers once with the final images");
+  EXPECT_EQ(queue_.submitted(), 0u);
+
+  grpc::ClientContext context;
+  auto reader = stub_->GenerateStream(&context, asked);
+  auto request = queue_.WaitForRequest(0);
+  ASSERT_NE(request, nullptr);
+  EXPECT_TRUE(request->spec().preview);
+  const std::vector<uint8_t> first(kSide * kSide * kChannels, 3);
+  request->PreviewDone(1, first.data(), kSide, kSide, kChannels);
+  request->PreviewDone(0, first.data(), kSide, kSide, kChannels);
+  FinishImage(*request, 1, 31);
+  FinishImage(*request, 0, 30);
+  std::vector<std::pair<unsigned, bool>> order;
+  v1::GenerateStreamResponse message;
+  while (reader->Read(&message)) {
+    order.emplace_back(message.image().index(), message.preview());
+    if (message.preview()) EXPECT_EQ(message.image().data(), std::string(first.begin(), first.end()));
+    EXPECT_EQ(message.steps(), 2u);
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(order, (std::vector<std::pair<unsigned, bool>>{{1, true}, {0, true}, {1, false}, {0, false}}));
+  EXPECT_EQ(Metric("tcm_images_generated_total", {{"model", "cond"}, {"steps", "2"}}), 2) << "previews are not images";
+
+  // Without preview asked, a first-step result goes nowhere.
+  grpc::ClientContext plain_context;
+  auto plain = stub_->GenerateStream(&plain_context, Request("cond", 4, 2, 1, 9));
+  auto plain_request = queue_.WaitForRequest(1);
+  ASSERT_NE(plain_request, nullptr);
+  plain_request->PreviewDone(0, first.data(), kSide, kSide, kChannels);
+  FinishImage(*plain_request, 0, 7);
+  ASSERT_TRUE(plain->Read(&message));
+  EXPECT_FALSE(message.preview());
+  EXPECT_FALSE(plain->Read(&message));
+  EXPECT_TRUE(plain->Finish().ok());
+}
+
 TEST_F(TcmServiceStreamTest, AFailureEndsTheStreamAfterTheImagesSent) {
   grpc::ClientContext context;
   auto reader = stub_->GenerateStream(&context, Request("cond", 2, 1, 3, 9));

@@ -177,6 +177,10 @@ class WorkerPool::Worker {
       auto task = std::unique_ptr<GenerationTask>(static_cast<GenerationTask*>(batch.tasks[i].release()));
       if (served.insert(task->request.get()).second) task->request->AddCompute(compute);
       if (task->step + 1 < static_cast<int>(task->request->spec().steps)) {
+        if (task->request->spec().preview) {  // the first step's result is the 1-step image
+          const torch::Tensor p = pixels[i];
+          task->request->PreviewDone(task->index, p.data_ptr<uint8_t>(), p.size(1), p.size(0), p.size(2));
+        }
         task->previous = out[i].clone();
         ++task->step;
         --task->steps_left;

@@ -68,6 +68,23 @@ check '[[ $(grep -cE "^NOT_FOUND [0-9.]+$" "$TMP/health_bad.txt") -eq 2 ]]' \
 check '[[ $(grep -c "^wrote $TMP/each/.*\.png$" "$TMP/each.txt") -eq 5 ]]' "five 'wrote' lines: $(cat "$TMP/each.txt")"
 check 'grep -Eq "^model fashion-mnist-ct, 2 step\(s\), seed 7: server time [0-9.]+ ms \(queue [0-9.]+, compute [0-9.]+, encode [0-9.]+\)$" "$TMP/each.txt"' \
   "the server time line"
+# --preview: the call streamed; each image's first-step result written too (_preview.png),
+# byte-identical to the same call at 1 step; the finals to the same call without --preview
+# (same batch sizes, so also at bf16, whose bytes may depend on the batch's size).
+"$bin/tcm-client" --server "$server" --model fashion-mnist-ct --class 3 --steps 2 --num 2 --seed 7 --preview \
+  --out "$TMP/preview" > "$TMP/preview.txt" 2>&1 || { echo "FAIL: --preview: $(cat "$TMP/preview.txt")"; fail=1; }
+"$bin/tcm-client" --server "$server" --model fashion-mnist-ct --class 3 --steps 1 --num 2 --seed 7 \
+  --out "$TMP/preview" > "$TMP/one_step.txt" 2>&1 || { echo "FAIL: 1 step: $(cat "$TMP/one_step.txt")"; fail=1; }
+"$bin/tcm-client" --server "$server" --model fashion-mnist-ct --class 3 --steps 2 --num 2 --seed 7 \
+  --out "$TMP/two_step" > "$TMP/two_step.txt" 2>&1 || { echo "FAIL: 2 steps: $(cat "$TMP/two_step.txt")"; fail=1; }
+check 'grep -q "^model fashion-mnist-ct, 2 step(s), seed 7: 2 image(s) and 2 preview(s) streamed$" "$TMP/preview.txt"' \
+  "--preview's summary line: $(cat "$TMP/preview.txt")"
+for i in 0 1; do
+  check 'cmp -s "$TMP/preview/fashion-mnist-ct_s7_2step_c3_${i}_preview.png" "$TMP/preview/fashion-mnist-ct_s7_1step_c3_${i}.png"' \
+    "preview $i equals the 1-step image: $(ls "$TMP/preview")"
+  check 'cmp -s "$TMP/preview/fashion-mnist-ct_s7_2step_c3_${i}.png" "$TMP/two_step/fashion-mnist-ct_s7_2step_c3_${i}.png"' \
+    "final $i equals Generate's 2-step image"
+done
 # --grid: the same five images in one PNG, 3 columns by 2 rows.
 "$bin/tcm-client" --server "$server" --model fashion-mnist-ct --class 3 --steps 2 --num 5 --seed 7 --grid --out "$TMP/grid" \
   > "$TMP/grid.txt" 2>&1 || { echo "FAIL: --grid: $(cat "$TMP/grid.txt")"; fail=1; }

@@ -17,6 +17,7 @@
 #include <fstream>
 #include <future>
 #include <mutex>
+#include <map>
 #include <set>
 #include <thread>
 
@@ -923,6 +924,55 @@ TEST_F(ServerIntegrationTest, GenerateStreamSendsEveryImageOnceWithGenerateBytes
     }
     EXPECT_EQ(seen.size(), request.num_images());
   }
+  StopCleanly(*server);
+}
+
+// Progressive delivery: with preview, each image's first-step result comes
+// ahead of its final image, byte-identical to the same request at 1 step; the
+// final is byte-identical to Generate at 2 steps; no extra forward pass.
+TEST_F(ServerIntegrationTest, PreviewsAreTheOneStepImagesAheadOfTheFinalOnesAtNoExtraCompute) {
+  auto server = StartServer({}, {});
+  ASSERT_TRUE(server);
+  auto stub = v1::TcmService::NewStub(server->NewChannel());
+  const unsigned n = 3;
+  const v1::GenerateRequest one_step = MakeRequest("cond", 5, 1, n, 91, v1::IMAGE_FORMAT_PNG);
+  const v1::GenerateRequest two_step = MakeRequest("cond", 5, 2, n, 91, v1::IMAGE_FORMAT_PNG);
+  GenerateResult first = CallGenerate(*stub, one_step);
+  GenerateResult final = CallGenerate(*stub, two_step);
+  ASSERT_TRUE(first.status.ok()) << Describe(first.status);
+  ASSERT_TRUE(final.status.ok()) << Describe(final.status);
+  const double rows_before = MetricOrZero(Metrics(*server), "tcm_batch_size_sum", {{"model", "cond"}});
+
+  v1::GenerateRequest asked = two_step;
+  asked.set_preview(true);
+  grpc::ClientContext context;
+  context.set_deadline(testing::DeadlineIn(300));
+  auto reader = stub->GenerateStream(&context, asked);
+  std::vector<v1::GenerateStreamResponse> messages;
+  for (v1::GenerateStreamResponse m; reader->Read(&m);) messages.push_back(m);
+  const grpc::Status status = reader->Finish();
+  ASSERT_TRUE(status.ok()) << Describe(status);
+  ASSERT_EQ(messages.size(), 2 * n);
+  std::map<uint32_t, int> previewed_at, finished_at;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    const v1::GenerateStreamResponse& m = messages[i];
+    const uint32_t index = m.image().index();
+    ASSERT_LT(index, n);
+    const GenerateResult& expected = m.preview() ? first : final;
+    EXPECT_EQ(m.image().data(), expected.response.images(static_cast<int>(index)).data())
+        << (m.preview() ? "preview " : "final ") << index;
+    EXPECT_EQ(m.steps(), 2u);
+    auto& at = m.preview() ? previewed_at : finished_at;
+    EXPECT_TRUE(at.emplace(index, static_cast<int>(i)).second) << "index " << index << " sent twice";
+  }
+  ASSERT_EQ(previewed_at.size(), n);
+  ASSERT_EQ(finished_at.size(), n);
+  for (uint32_t i = 0; i < n; ++i) EXPECT_LT(previewed_at[i], finished_at[i]) << "image " << i;
+  EXPECT_EQ(MetricOrZero(Metrics(*server), "tcm_batch_size_sum", {{"model", "cond"}}) - rows_before, 2.0 * n)
+      << "one row per image and step, previews included";
+
+  GenerateResult unary = CallGenerate(*stub, asked, 60);
+  EXPECT_EQ(unary.status.error_code(), StatusCode::INVALID_ARGUMENT) << Describe(unary.status);
   StopCleanly(*server);
 }
 
