@@ -16,7 +16,8 @@ class GenerationQueue {
  public:
   virtual ~GenerationQueue() = default;
 
-  // Queues every image of `request`, all or none, calling request->Queued()
+  // Queues every image of `request` to compute (its indices_to_compute(),
+  // possibly none), all or none, calling request->Queued()
   // before any image can be reported. RESOURCE_EXHAUSTED when its model's
   // queue cannot take them, UNAVAILABLE once the server is draining: then
   // nothing was queued and the caller fails the request.

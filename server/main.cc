@@ -6,7 +6,6 @@
 #include <signal.h>
 
 #include <cstdio>
-#include <cstdlib>
 #include <thread>
 
 #include "absl/flags/parse.h"
@@ -65,9 +64,7 @@ int Run(const ServerOptions& o) {
   if (!credentials.ok()) return Fail(credentials.status());
   // Metrics first, so that start-up is observable.
   ServerMetrics metrics(served);
-  batcher_options.on_queue_depth = [&metrics](int model, int level, size_t depth) {
-    metrics.model(model).SetQueueDepth(level, depth);
-  };
+  batcher_options.on_queue_depth = [&metrics](int m, int level, size_t n) { metrics.model(m).SetQueueDepth(level, n); };
   auto batcher = Batcher::Create(batcher_options);
   if (!batcher.ok()) return Fail(batcher.status());
   std::unique_ptr<MetricsHttpServer> metrics_http;
@@ -76,16 +73,14 @@ int Run(const ServerOptions& o) {
     if (!started.ok()) return Fail(started.status());
     metrics_http = std::move(*started);
   }
-  WorkerPool::Options pool_options;
-  pool_options.device = o.device == "cuda" ? WorkerPool::Options::Device::kCuda : WorkerPool::Options::Device::kCpu;
-  pool_options.cpu_workers = o.workers;
-  pool_options.intra_op_threads = o.intra_op_threads;
-  pool_options.compute_nice = o.compute_nice;
-  if (const char* gate = std::getenv("TCM_TEST_BATCH_GATE")) pool_options.batch_gate_file = gate;
-  auto pool = WorkerPool::Create(pool_options, *models, batcher->get(), &metrics);
+  auto pool = WorkerPool::Create(PoolOptions(o), *models, batcher->get(), &metrics);
   if (!pool.ok()) return Fail(pool.status());
+  std::unique_ptr<ResponseCache> cache;  // --cache_mb; 0 = none
+  auto cache_bytes = [&metrics](size_t bytes) { metrics.SetCacheBytes(bytes); };
+  if (o.cache_mb > 0) cache = std::make_unique<ResponseCache>(static_cast<size_t>(o.cache_mb) << 20, cache_bytes);
   TcmServiceImpl::Options service_options;
   service_options.default_model = *default_model;
+  service_options.cache = cache.get();
   service_options.limits.max_images_per_request = o.max_images_per_request;
   TcmServiceImpl service(service_options, std::move(served), pool->get(), &metrics);
   HealthService health(names);  // NOT_SERVING until warmed up

@@ -85,6 +85,19 @@ ServerMetrics::ServerMetrics(const std::vector<ServedModel>& models)
                    .Name("tcm_model_info")
                    .Help("Models served (value 1), with their architecture, shape and precision as labels.")
                    .Register(*registry_);
+  auto& cache_hits = prometheus::BuildCounter()
+                         .Name("tcm_cache_hits_total")
+                         .Help("Images of seeded calls served from the response cache (--cache_mb), by model.")
+                         .Register(*registry_);
+  auto& cache_misses = prometheus::BuildCounter()
+                           .Name("tcm_cache_misses_total")
+                           .Help("Images of seeded calls looked up in the response cache and not found, by model.")
+                           .Register(*registry_);
+  cache_bytes_ = &prometheus::BuildGauge()
+                      .Name("tcm_cache_bytes")
+                      .Help("Bytes held by the response cache (--cache_mb).")
+                      .Register(*registry_)
+                      .Add({});
   auto& busy = prometheus::BuildCounter()
                    .Name("tcm_worker_busy_seconds_total")
                    .Help("Seconds each worker spent running batches.")
@@ -110,6 +123,8 @@ ServerMetrics::ServerMetrics(const std::vector<ServedModel>& models)
     metrics->batch_size_ = &batch_size.Add(labels, BatchBuckets());
     metrics->in_flight_ = &in_flight.Add(labels);
     metrics->client_cancellations_ = &cancellations.Add(labels);
+    metrics->cache_hits_ = &cache_hits.Add(labels);
+    metrics->cache_misses_ = &cache_misses.Add(labels);
     // The series a scraper rates over exist from the start at 0, so that
     // rate() counts a model's first images too.
     for (const char* steps : {"1", "2"}) {

@@ -33,6 +33,9 @@ class ModelMetrics {
   void SetQueueDepth(int level, size_t depth) { queue_depth_.at(level)->Set(static_cast<double>(depth)); }
   void RequestStarted() { in_flight_->Increment(); }
   void ClientCancelled() { client_cancellations_->Increment(); }
+  // Images of seeded calls looked up in the response cache.
+  void CacheHits(int count) { cache_hits_->Increment(count); }
+  void CacheMisses(int count) { cache_misses_->Increment(count); }
   void RequestEnded() { in_flight_->Decrement(); }
 
  private:
@@ -49,6 +52,8 @@ class ModelMetrics {
   std::vector<prometheus::Gauge*> queue_depth_;     // by priority level (index 0 unused)
   prometheus::Gauge* in_flight_ = nullptr;
   prometheus::Counter* client_cancellations_ = nullptr;
+  prometheus::Counter* cache_hits_ = nullptr;
+  prometheus::Counter* cache_misses_ = nullptr;
 };
 
 class ServerMetrics {
@@ -73,6 +78,8 @@ class ServerMetrics {
     requests_->Add({{"model", label}, {"steps", steps_label}, {"code", code}}).Increment();
   }
   ModelMetrics& model(int index) { return *models_.at(index); }
+  // Bytes the response cache holds.
+  void SetCacheBytes(size_t bytes) { cache_bytes_->Set(static_cast<double>(bytes)); }
   // Seconds worker `index` spent running batches.
   prometheus::Counter& worker_busy(int index) { return busy_->Add({{"worker", std::to_string(index)}}); }
 
@@ -81,6 +88,7 @@ class ServerMetrics {
   prometheus::Family<prometheus::Counter>* requests_ = nullptr;
   std::vector<std::unique_ptr<ModelMetrics>> models_;
   prometheus::Family<prometheus::Counter>* busy_ = nullptr;
+  prometheus::Gauge* cache_bytes_ = nullptr;
 };
 
 }  // namespace tcm

@@ -9,9 +9,23 @@
 namespace tcm {
 
 RequestState::RequestState(GenerationSpec spec, ResponseSink* sink, ModelMetrics* metrics, absl::Time start,
-                           absl::Time deadline)
-    : spec_(std::move(spec)), sink_(sink), metrics_(metrics), start_(start), deadline_(deadline) {
+                           absl::Time deadline, ResponseCache* cache)
+    : spec_(std::move(spec)), sink_(sink), metrics_(metrics), start_(start), deadline_(deadline), cache_(cache) {
+  for (unsigned i = 0; i < spec_.num_images; ++i) to_compute_.push_back(i);
   metrics_->RequestStarted();
+}
+
+ImageKey RequestState::CacheKey(unsigned index) const {
+  return ImageKey{spec_.model_name, spec_.class_labels.at(index), spec_.steps, spec_.seed, index,
+                  static_cast<int>(spec_.format)};
+}
+
+void RequestState::ImageFromCache(v1::Image image) {
+  if (finished_) {
+    DropFinishedLate();
+    return;
+  }
+  Deliver(std::move(image), 0);
 }
 
 namespace {
@@ -107,14 +121,18 @@ void RequestState::ImageDone(unsigned index, const uint8_t* pixels, int width, i
     DropImage(image.status());  // counted as dropped ("failed"); fails the call
     return;
   }
+  if (cache_ != nullptr) cache_->Insert(CacheKey(index), *image);
+  Deliver(*std::move(image), encode_seconds);
+}
 
+void RequestState::Deliver(v1::Image image, double encode_seconds) {
   std::lock_guard<std::mutex> lock(mu_);
   if (finished_) {
     DropFinishedLate();
     return;
   }
   timings_.set_encode_seconds(timings_.encode_seconds() + encode_seconds);
-  sink_->OnImage(*std::move(image));
+  sink_->OnImage(std::move(image));
   ++done_;
   if (sink_->DeliversEachImage()) metrics_->ImagesGenerated(spec_.steps, 1);
   if (done_ == spec_.num_images) Finish(absl::OkStatus());

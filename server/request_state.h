@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/metrics.h"
+#include "server/response_cache.h"
 #include "tcm/v1/tcm_service.pb.h"
 
 namespace tcm {
@@ -30,6 +31,7 @@ struct GenerationSpec {
   v1::ImageFormat format = v1::IMAGE_FORMAT_PNG;
   unsigned priority = 1;  // the batcher's level: 1 (highest) ..the model's priority_levels
   bool preview = false;   // send each 2-step image's first-step result too (streams only)
+  bool seeded = false;    // the request named its seed (only such images are cached)
 };
 
 // Where a call's results go; implemented by the RPC reactors. RequestState
@@ -53,11 +55,19 @@ class ResponseSink {
 
 class RequestState {
  public:
-  // `sink` and `metrics` must outlive the call's OnFinish.
+  // `sink` and `metrics` must outlive the call's OnFinish. With `cache`, the
+  // images this call computes are cached (see CacheKey).
   RequestState(GenerationSpec spec, ResponseSink* sink, ModelMetrics* metrics, absl::Time start,
-               absl::Time deadline);
+               absl::Time deadline, ResponseCache* cache = nullptr);
 
   const GenerationSpec& spec() const { return spec_; }
+
+  // The images to compute: every index unless the call found some in the
+  // cache (set before the call is queued).
+  const std::vector<unsigned>& indices_to_compute() const { return to_compute_; }
+  void SetIndicesToCompute(std::vector<unsigned> indices) { to_compute_ = std::move(indices); }
+  // What image `index` of this call is cached under.
+  ImageKey CacheKey(unsigned index) const;
   // When the call stops wanting its images (absl::InfiniteFuture() = never).
   absl::Time deadline() const { return deadline_; }
 
@@ -76,6 +86,10 @@ class RequestState {
   // Image `index` is done: `pixels` is height x width x channels uint8.
   // Encodes it, hands it to the sink, and finishes the call after the last.
   void ImageDone(unsigned index, const uint8_t* pixels, int width, int height, int channels);
+
+  // An image of the call found in the cache, encoded as asked: handed to the
+  // sink like a computed one (counted as generated).
+  void ImageFromCache(v1::Image image);
 
   // Image `index` finished its first step of two: when the call asked for
   // previews, encodes that result and hands it to the sink (OnPreview).
@@ -101,6 +115,8 @@ class RequestState {
   // time to `encode_seconds`.
   absl::StatusOr<v1::Image> Encode(unsigned index, const uint8_t* pixels, int width, int height, int channels,
                                    double* encode_seconds) const;
+  // Hands a finished image to the sink and finishes the call after the last.
+  void Deliver(v1::Image image, double encode_seconds);
   // Counts an image finished after its call ended as dropped, for the call's reason.
   void DropFinishedLate();
 
@@ -109,6 +125,8 @@ class RequestState {
   ModelMetrics* const metrics_;
   const absl::Time start_;
   const absl::Time deadline_;
+  ResponseCache* const cache_;
+  std::vector<unsigned> to_compute_;
   std::atomic<bool> cancelled_{false};
   std::atomic<bool> finished_{false};
   std::atomic<int> final_code_{0};  // absl::StatusCode, set before finished_

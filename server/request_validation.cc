@@ -57,6 +57,7 @@ absl::StatusOr<GenerationSpec> ValidateRequest(const v1::GenerateRequest& reques
         "', or 0 (the model's default, ", model.default_priority_level, "), got ", request.priority()));
   spec.priority = request.priority() == 0 ? model.default_priority_level : request.priority();
   spec.seed = request.has_seed() ? request.seed() : fresh_seed;
+  spec.seeded = request.has_seed();
 
   if (request.has_class_label()) {
     if (model.num_classes == 0)

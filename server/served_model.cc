@@ -16,6 +16,7 @@ ServedModel DescribeModel(const std::string& name, const v1::ModelConfig& config
   m.max_images = static_cast<unsigned>(std::min<size_t>(queue.max_queue_size, UINT32_MAX));
   m.priority_levels = static_cast<unsigned>(queue.priority_levels);
   m.default_priority_level = static_cast<unsigned>(queue.default_priority_level);
+  m.cacheable = !config.caching().has_enable() || config.caching().enable();
   m.architecture = config.architecture();
   m.resolution = config.img_resolution();
   m.channels = config.img_channels();

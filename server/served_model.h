@@ -25,6 +25,7 @@ struct ServedModel {
   std::string precision;                 // as served: "fp32", "bf16" or "fp16"
   unsigned priority_levels = 1;          // a request's priority may be 1..priority_levels
   unsigned default_priority_level = 1;   // the level of a request with priority 0
+  bool cacheable = true;                 // config caching.enable (unset = true)
 };
 
 // The description of model `name` with `config` (its instance.precision

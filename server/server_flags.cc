@@ -48,6 +48,11 @@ ABSL_FLAG(int, priority_levels, tcm::ServerOptions().priority_levels,
 ABSL_FLAG(int, default_priority_level, tcm::ServerOptions().default_priority_level,
           "Level of a request with priority 0, unless a model's config sets batching.default_priority_level; "
           "0 = the lowest level.");
+ABSL_FLAG(int, cache_mb, tcm::ServerOptions().cache_mb,
+          "Exact response cache, MiB (0 = off). A seeded image is a function of (model, class, steps, seed, "
+          "index, format), so calls that name their seed are looked up image by image and served from the cache "
+          "without queue or compute; least recently used images go first. A model's config can opt out with "
+          "caching { enable: false }. Calls without a seed never hit.");
 ABSL_FLAG(int, max_images_per_request, tcm::ServerOptions().max_images_per_request,
           "Largest num_images a call may ask for; a model's max_queue_size caps it too.");
 ABSL_FLAG(int, warmup_batch_size, tcm::ServerOptions().warmup_batch_size, "Images in the warm-up batch each worker runs per model before serving.");
@@ -82,6 +87,7 @@ ServerOptions ServerOptionsFromFlags() {
   o.default_priority_level = absl::GetFlag(FLAGS_default_priority_level);
   o.max_images_per_request = absl::GetFlag(FLAGS_max_images_per_request);
   o.warmup_batch_size = absl::GetFlag(FLAGS_warmup_batch_size);
+  o.cache_mb = absl::GetFlag(FLAGS_cache_mb);
   o.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
   o.max_connection_age_s = absl::GetFlag(FLAGS_max_connection_age_s);
   o.max_message_mb = absl::GetFlag(FLAGS_max_message_mb);

@@ -27,6 +27,7 @@ absl::Status CheckServerOptions(const ServerOptions& o) {
       {"max_queue_size", double(o.max_queue_size), 1, kNoLimit},
       {"max_images_per_request", double(o.max_images_per_request), 1, 1 << 20},
       {"warmup_batch_size", double(o.warmup_batch_size), 1, 65536},
+      {"cache_mb", double(o.cache_mb), 0, 1 << 20},
       {"drain_timeout", o.drain_timeout, 0, kNoLimit},
       {"max_connection_age_s", double(o.max_connection_age_s), 0, kNoLimit},
       {"max_message_mb", double(o.max_message_mb), 1, 2047},

@@ -40,6 +40,7 @@ struct ServerOptions {
   int default_priority_level = 0;  // level of a request with priority 0; 0 = the lowest  // earliest deadline first; unmeetable images dropped before compute
   int max_images_per_request = 64;
   int warmup_batch_size = 1;
+  int cache_mb = 0;  // exact response cache, MiB; 0 = off
   double drain_timeout = 30;  // seconds
   int max_connection_age_s = 0;
   int max_message_mb = 64;

@@ -215,10 +215,31 @@ absl::Status TcmServiceImpl::Start(grpc::CallbackServerContext* context, const v
     return spec.status();
   }
   ModelMetrics* metrics = &metrics_->model(spec->model);
-  auto state = std::make_shared<RequestState>(std::move(*spec), sink, metrics, start, Deadline(context));
+  ResponseCache* cache = options_.cache != nullptr && spec->seeded && served_[spec->model].cacheable ? options_.cache
+                                                                                                     : nullptr;
+  auto state = std::make_shared<RequestState>(std::move(*spec), sink, metrics, start, Deadline(context), cache);
   sink->OnAccepted(state);
-  absl::Status submitted = queue_->Submit(state);
-  if (!submitted.ok()) state->Fail(submitted);  // finishes the call through `sink`
+  std::vector<v1::Image> hits;
+  if (cache != nullptr) {
+    std::vector<unsigned> misses;
+    for (unsigned i = 0; i < state->spec().num_images; ++i) {
+      if (auto image = cache->Lookup(state->CacheKey(i))) {
+        hits.push_back(*std::move(image));
+      } else {
+        misses.push_back(i);
+      }
+    }
+    metrics->CacheHits(static_cast<int>(hits.size()));
+    metrics->CacheMisses(static_cast<int>(misses.size()));
+    state->SetIndicesToCompute(std::move(misses));
+  }
+  // The images to compute first (all or none; none when every image was
+  // cached, which a draining server still refuses), then the cached ones.
+  if (absl::Status submitted = queue_->Submit(state); !submitted.ok()) {
+    state->Fail(submitted);  // finishes the call through `sink`
+    return absl::OkStatus();
+  }
+  for (v1::Image& image : hits) state->ImageFromCache(std::move(image));
   return absl::OkStatus();
 }
 

@@ -12,6 +12,7 @@
 #include "server/generation_queue.h"
 #include "server/metrics.h"
 #include "server/request_validation.h"
+#include "server/response_cache.h"
 #include "server/served_model.h"
 #include "tcm/v1/tcm_service.grpc.pb.h"
 
@@ -22,6 +23,9 @@ class TcmServiceImpl final : public v1::TcmService::CallbackService {
   struct Options {
     int default_model = 0;  // index into the model list
     ValidationLimits limits;
+    // Seeded calls of cacheable models look their images up here first and
+    // cache what they compute; nullptr = no cache. Must outlive the service.
+    ResponseCache* cache = nullptr;
   };
 
   // `models`: the served models, in the order of their metrics and queue

@@ -145,6 +145,23 @@ class TcmServiceFixture : public ::testing::Test {
   std::unique_ptr<v1::TcmService::Stub> stub_;
 };
 
+// The same service with a response cache.
+class TcmServiceCacheTest : public TcmServiceFixture {
+ protected:
+  TcmServiceCacheTest() {
+    server_->Shutdown();
+    server_.reset();
+    TcmServiceImpl::Options options;
+    options.cache = &cache_;
+    service_ = std::make_unique<TcmServiceImpl>(options, models_, &queue_, metrics_.get());
+    grpc::ServerBuilder builder;
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    stub_ = v1::TcmService::NewStub(server_->InProcessChannel(grpc::ChannelArguments()));
+  }
+  ResponseCache cache_{1 << 20};
+};
+
 using TcmServiceValidationTest = TcmServiceFixture;
 using TcmServiceUnaryTest = TcmServiceFixture;
 using TcmServiceStreamTest = TcmServiceFixture;
@@ -431,6 +448,69 @@ TEST_F(TcmServiceMetricsTest, EveryAcceptedImageIsCountedOnceAsGeneratedOrDroppe
   EXPECT_EQ(Metric("tcm_images_dropped_total", {{"model", "cond"}, {"reason", "deadline"}}), 2);
   EXPECT_EQ(Metric("tcm_images_dropped_total", {{"model", "cond"}, {"reason", "cancelled"}}), 3);
   EXPECT_EQ(Metric("tcm_images_generated_total", {{"model", "cond"}, {"steps", "2"}}), 0);
+}
+
+// Seeded images computed once come back from the cache byte for byte
+// without queue or compute; a larger request computes only its new images.
+TEST_F(TcmServiceCacheTest, CachedImagesSkipTheQueueAndOnlyNewOnesAreComputed) {
+  grpc::ClientContext first_context;
+  auto first_call = CallAsync(Request("cond", 3, 1, 4, 42), &first_context);
+  auto first = queue_.WaitForRequest(0);
+  ASSERT_NE(first, nullptr);
+  EXPECT_EQ(first->indices_to_compute(), (std::vector<unsigned>{0, 1, 2, 3}));
+  for (unsigned i = 0; i < 4; ++i) FinishImage(*first, i, static_cast<uint8_t>(10 * i));
+  auto [first_status, first_response] = first_call.get();
+  ASSERT_TRUE(first_status.ok()) << first_status.error_message();
+
+  grpc::ClientContext second_context;
+  auto second_call = CallAsync(Request("cond", 3, 1, 8, 42), &second_context);
+  auto second = queue_.WaitForRequest(1);
+  ASSERT_NE(second, nullptr);
+  EXPECT_EQ(second->indices_to_compute(), (std::vector<unsigned>{4, 5, 6, 7}));
+  for (unsigned i = 4; i < 8; ++i) FinishImage(*second, i, static_cast<uint8_t>(10 * i));
+  auto [second_status, second_response] = second_call.get();
+  ASSERT_TRUE(second_status.ok()) << second_status.error_message();
+  ASSERT_EQ(second_response.images_size(), 8);
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_EQ(second_response.images(i).index(), static_cast<uint32_t>(i));
+    EXPECT_EQ(second_response.images(i).data(), std::string(kSide * kSide * kChannels, static_cast<char>(10 * i)));
+  }
+  EXPECT_EQ(Metric("tcm_cache_hits_total", {{"model", "cond"}}), 4);
+  EXPECT_EQ(Metric("tcm_cache_misses_total", {{"model", "cond"}}), 8);
+
+  // All cached: nothing to compute, answered at once.
+  v1::GenerateResponse again;
+  grpc::ClientContext again_context;
+  ASSERT_TRUE(stub_->Generate(&again_context, Request("cond", 3, 1, 8, 42), &again).ok());
+  EXPECT_EQ(again.images(7).data(), second_response.images(7).data());
+  ASSERT_NE(queue_.WaitForRequest(2), nullptr);
+  EXPECT_TRUE(queue_.WaitForRequest(2)->indices_to_compute().empty());
+  EXPECT_EQ(Metric("tcm_cache_hits_total", {{"model", "cond"}}), 12);
+  EXPECT_EQ(Metric("tcm_images_generated_total", {{"model", "cond"}, {"steps", "1"}}), 4 + 8 + 8);
+
+  // Another class, steps or seed, or no seed at all: not from the cache.
+  for (const v1::GenerateRequest& other :
+       {Request("cond", 4, 1, 1, 42), Request("cond", 3, 2, 1, 42), Request("cond", 3, 1, 1, 43)}) {
+    grpc::ClientContext context;
+    const size_t n = queue_.submitted();
+    auto call = CallAsync(other, &context);
+    auto request = queue_.WaitForRequest(n);
+    ASSERT_NE(request, nullptr);
+    EXPECT_EQ(request->indices_to_compute(), (std::vector<unsigned>{0})) << other.ShortDebugString();
+    FinishImage(*request, 0, 1);
+    EXPECT_TRUE(call.get().first.ok());
+  }
+  v1::GenerateRequest unseeded = Request("cond", 3, 1, 1, 0);
+  unseeded.clear_seed();
+  grpc::ClientContext unseeded_context;
+  const size_t n = queue_.submitted();
+  auto unseeded_call = CallAsync(unseeded, &unseeded_context);
+  auto request = queue_.WaitForRequest(n);
+  ASSERT_NE(request, nullptr);
+  FinishImage(*request, 0, 1);
+  EXPECT_TRUE(unseeded_call.get().first.ok());
+  EXPECT_EQ(Metric("tcm_cache_misses_total", {{"model", "cond"}}), 8 + 3) << "a call without a seed is not looked up";
+  EXPECT_EQ(Metric("tcm_cache_hits_total", {{"model", "cond"}}), 12);
 }
 
 TEST_F(TcmServiceListModelsTest, DescribesEveryModelAndMarksTheDefault) {

@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <set>
 #include <thread>
@@ -272,8 +273,7 @@ WorkerPool::WorkerPool(Batcher* batcher, ServerMetrics* metrics) : batcher_(batc
 absl::Status WorkerPool::Submit(const std::shared_ptr<RequestState>& request) {
   const int model = request->spec().model;
   std::vector<std::unique_ptr<ImageTask>> tasks;
-  for (unsigned i = 0; i < request->spec().num_images; ++i)
-    tasks.push_back(std::make_unique<GenerationTask>(request, i));
+  for (unsigned i : request->indices_to_compute()) tasks.push_back(std::make_unique<GenerationTask>(request, i));
   return batcher_->Submit(model, std::move(tasks), [&request] { request->Queued(); });
 }
 
@@ -300,5 +300,15 @@ void WorkerPool::Join() {
 }
 
 WorkerPool::~WorkerPool() { Join(); }
+
+WorkerPool::Options PoolOptions(const ServerOptions& o) {
+  WorkerPool::Options options;
+  options.device = o.device == "cuda" ? WorkerPool::Options::Device::kCuda : WorkerPool::Options::Device::kCpu;
+  options.cpu_workers = o.workers;
+  options.intra_op_threads = o.intra_op_threads;
+  options.compute_nice = o.compute_nice;
+  if (const char* gate = std::getenv("TCM_TEST_BATCH_GATE")) options.batch_gate_file = gate;
+  return options;
+}
 
 }  // namespace tcm

@@ -22,6 +22,7 @@
 #include "server/generation_queue.h"
 #include "server/metrics.h"
 #include "server/request_state.h"
+#include "server/server_options.h"
 
 namespace tcm {
 
@@ -77,6 +78,10 @@ class WorkerPool final : public GenerationQueue {
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::thread> threads_;  // declared last: joined before the workers go
 };
+
+// The pool's settings from the server's: device, workers, intra-op threads,
+// compute nice value, and the test gate from TCM_TEST_BATCH_GATE.
+WorkerPool::Options PoolOptions(const ServerOptions& o);
 
 }  // namespace tcm
 

@@ -976,6 +976,49 @@ TEST_F(ServerIntegrationTest, PreviewsAreTheOneStepImagesAheadOfTheFinalOnesAtNo
   StopCleanly(*server);
 }
 
+// The exact response cache: a seeded call's images come back byte for byte
+// without compute, a larger call computes only its new images, and a model
+// whose config opts out is never cached.
+TEST_F(ServerIntegrationTest, TheResponseCacheServesSeededImagesWithoutCompute) {
+  TestRepositoryOptions repo;
+  repo.uncond.cache_disabled = true;
+  auto server = StartServer(repo, {"--cache_mb", "16"});
+  ASSERT_TRUE(server);
+  auto stub = v1::TcmService::NewStub(server->NewChannel());
+  auto rows = [&](const std::string& model) {
+    return MetricOrZero(Metrics(*server), "tcm_batch_size_sum", {{"model", model}});
+  };
+
+  const v1::GenerateRequest four = MakeRequest("cond", 6, 2, 4, 1234, v1::IMAGE_FORMAT_PNG);
+  GenerateResult first = CallGenerate(*stub, four);
+  ASSERT_TRUE(first.status.ok()) << Describe(first.status);
+  EXPECT_EQ(rows("cond"), 2 * 4);
+  const v1::GenerateRequest eight = MakeRequest("cond", 6, 2, 8, 1234, v1::IMAGE_FORMAT_PNG);
+  GenerateResult second = CallGenerate(*stub, eight);
+  ASSERT_TRUE(second.status.ok()) << Describe(second.status);
+  ExpectCompleteAnswer(eight, second.response, "8 after 4");
+  for (int i = 0; i < 4; ++i)
+    EXPECT_EQ(second.response.images(i).data(), first.response.images(i).data()) << "image " << i;
+  EXPECT_EQ(rows("cond"), 2 * 4 + 2 * 4) << "only the 4 new images were computed";
+  GenerateResult third = CallGenerate(*stub, eight);
+  ASSERT_TRUE(third.status.ok()) << Describe(third.status);
+  for (int i = 0; i < 8; ++i) EXPECT_EQ(third.response.images(i).data(), second.response.images(i).data());
+  EXPECT_EQ(rows("cond"), 2 * 8) << "all cached: no compute";
+
+  const v1::GenerateRequest opted_out = MakeRequest("uncond", std::nullopt, 1, 2, 99);
+  for (int round = 0; round < 2; ++round) ASSERT_TRUE(CallGenerate(*stub, opted_out).status.ok());
+  EXPECT_EQ(rows("uncond"), 2 * 2) << "caching { enable: false }: computed both times";
+
+  const std::string metrics = Metrics(*server);
+  EXPECT_EQ(MetricValue(metrics, "tcm_cache_hits_total", {{"model", "cond"}}), 4.0 + 8.0);
+  EXPECT_EQ(MetricValue(metrics, "tcm_cache_misses_total", {{"model", "cond"}}), 4.0 + 4.0);
+  EXPECT_EQ(MetricValue(metrics, "tcm_cache_hits_total", {{"model", "uncond"}}), 0.0);
+  EXPECT_EQ(MetricValue(metrics, "tcm_cache_misses_total", {{"model", "uncond"}}), 0.0);
+  EXPECT_GT(MetricOrZero(metrics, "tcm_cache_bytes", {}), 8 * 100.0);
+  EXPECT_EQ(MetricValue(metrics, "tcm_images_generated_total", {{"model", "cond"}, {"steps", "2"}}), 4.0 + 8 + 8);
+  StopCleanly(*server);
+}
+
 TEST_F(ServerIntegrationTest, ListModelsDescribesBothModels) {
   auto server = StartServer({}, {"--precision", "auto"});  // the server's default
   ASSERT_TRUE(server);

@@ -74,6 +74,7 @@ void ApplyBatching(const TestBatching& b, v1::ModelConfig* config) {
   if (b.max_batch_size) config->mutable_batching()->set_max_batch_size(b.max_batch_size);
   if (b.max_queue_delay_us) config->mutable_batching()->set_max_queue_delay_us(b.max_queue_delay_us);
   if (b.max_queue_size) config->mutable_batching()->set_max_queue_size(b.max_queue_size);
+  if (b.cache_disabled) config->mutable_caching()->set_enable(false);
 }
 
 absl::Status WriteFixtureModel(const std::string& fixture, const std::string& dir, const std::string& name,

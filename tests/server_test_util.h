@@ -56,6 +56,7 @@ struct TestBatching {
   uint32_t max_batch_size = 0;
   uint64_t max_queue_delay_us = 0;
   uint32_t max_queue_size = 0;
+  bool cache_disabled = false;  // caching { enable: false }
 };
 
 struct TestRepositoryOptions {
