@@ -118,7 +118,8 @@ int HealthRepeated(const std::shared_ptr<grpc::Channel>& channel, double every, 
     all_serving = all_serving && name == "SERVING";
     std::printf("%s %.2f\n", name.c_str(), ms);
     std::fflush(stdout);
-    next += period;
+    if (checks != 0 && n + 1 == checks) break;
+    next = std::max(next + period, std::chrono::steady_clock::now());  // a slow check does not bunch the next ones
     std::this_thread::sleep_until(next);
   }
   return all_serving ? 0 : 1;
@@ -221,7 +222,7 @@ int Generate(v1::TcmService::Stub& stub) {
   request.set_steps(absl::GetFlag(FLAGS_steps));
   request.set_num_images(absl::GetFlag(FLAGS_num));
   if (absl::GetFlag(FLAGS_seed) >= 0) request.set_seed(absl::GetFlag(FLAGS_seed));
-  if (absl::GetFlag(FLAGS_priority) < 0) return Error("--priority must be >= 0 (0 = the model's default level)");
+  if (absl::GetFlag(FLAGS_priority) < 0) return Error("--priority: must be at least 0 (0 = the model's default level)");
   request.set_priority(absl::GetFlag(FLAGS_priority));
   const bool grid = absl::GetFlag(FLAGS_grid);
   request.set_format(grid ? v1::IMAGE_FORMAT_RAW : v1::IMAGE_FORMAT_PNG);

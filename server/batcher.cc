@@ -147,19 +147,28 @@ std::unique_ptr<Batch> Batcher::FormBatch(absl::Time now, const ModelSet& serves
   batch->model = best;
   batch->formed = now;
   const ModelQueueOptions& options = chosen.options;
-  const int kind = best_oldest->kind;  // without kind mixing, the batch takes its oldest task's kind
+  // A level's returning tasks come before its new ones.
+  auto first_is_returning = [](const TaskList& returning, const TaskList::iterator& r, const TaskList& fresh,
+                               const TaskList::iterator& f) {
+    return r != returning.end() && (f == fresh.end() || (*r)->priority <= (*f)->priority);
+  };
+  // Without kind mixing the batch takes the kind of the first task in serving order.
+  const int kind = first_is_returning(chosen.returning, chosen.returning.begin(), chosen.fresh, chosen.fresh.begin())
+                       ? chosen.returning.front()->kind
+                       : chosen.fresh.front()->kind;
   auto fits = [&](const TaskList::iterator& it) { return options.mix_kinds || (*it)->kind == kind; };
-  // Merges the two lists level by level: a level's returning tasks before its new ones.
+  // Merges the two lists level by level. Without step mixing a batch holds
+  // only returning tasks or only new ones: once it took from one list, the
+  // other counts as empty.
   auto r = chosen.returning.begin(), f = chosen.fresh.begin();
   bool took_returning = false, took_fresh = false;
   while (batch->tasks.size() < options.max_batch_size) {
     while (r != chosen.returning.end() && !fits(r)) ++r;
     while (f != chosen.fresh.end() && !fits(f)) ++f;
-    const bool has_r = r != chosen.returning.end(), has_f = f != chosen.fresh.end();
-    if (!has_r && !has_f) break;
-    const bool take_returning = has_r && (!has_f || (*r)->priority <= (*f)->priority);
-    // Without step mixing a batch holds only returning tasks or only new ones.
-    if (!options.mix_steps && (take_returning ? took_fresh : took_returning)) break;
+    if (!options.mix_steps && took_fresh) r = chosen.returning.end();
+    if (!options.mix_steps && took_returning) f = chosen.fresh.end();
+    if (r == chosen.returning.end() && f == chosen.fresh.end()) break;
+    const bool take_returning = first_is_returning(chosen.returning, r, chosen.fresh, f);
     if (take_returning) {
       batch->tasks.push_back(Take(chosen, chosen.returning, r));
       took_returning = true;

@@ -96,7 +96,7 @@ class Batcher {
     // holds only returning tasks or only new ones.
     bool mix_steps = true;
     // Tasks of different kinds share batches. Off, a batch holds one kind
-    // (that of its oldest task); with mix_steps also off this is batching
+    // (that of its first task in serving order); with mix_steps also off this is batching
     // every kind separately, the baseline step-level batching is measured against.
     bool mix_kinds = true;
     // Earliest deadline first, and tasks that cannot meet their deadline

@@ -160,7 +160,7 @@ TEST_F(BatcherTest, KindsMixByDefault) {
   EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{0, 1, 2, 3}));
 }
 
-TEST_F(BatcherTest, WithoutKindMixingEachBatchHoldsTheKindOfItsOldestTask) {
+TEST_F(BatcherTest, WithoutKindMixingEachBatchHoldsTheKindOfItsFirstTask) {
   Batcher::Options options;
   options.clock = &clock_;
   Batcher::ModelQueueOptions queue{"m", 3, absl::ZeroDuration(), 100};
@@ -352,6 +352,27 @@ TEST_F(PriorityBatcherTest, AReturningTaskKeepsItsLevel) {
   b->Resubmit(0, std::move(first->tasks[0]));  // level 1
   b->BatchDone();
   EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{1, 10, 0, 20}));
+}
+
+// Without step mixing, a batch of new work still fills across levels; the
+// returning task waits for a batch of its own.
+TEST_F(PriorityBatcherTest, WithoutStepMixingABatchFillsAcrossLevelsFromOneList) {
+  Batcher::Options options;
+  options.clock = &clock_;
+  options.models.push_back({"m", 4, absl::ZeroDuration(), 100});
+  options.models.back().priority_levels = 2;
+  options.models.back().mix_steps = false;
+  auto b = std::move(*Batcher::Create(options));
+  ASSERT_TRUE(b->Submit(0, AtLevel(2, 0, 1, &log_)).ok());
+  auto first = b->TryNextBatch();
+  ASSERT_EQ(Ids(*first), (std::vector<int>{0}));
+  ASSERT_TRUE(b->Submit(0, AtLevel(1, 10, 1, &log_)).ok());
+  ASSERT_TRUE(b->Submit(0, AtLevel(2, 20, 3, &log_)).ok());
+  b->Resubmit(0, std::move(first->tasks[0]));  // level 2, returning
+  b->BatchDone();
+  EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{10, 20, 21, 22}));
+  b->BatchDone();
+  EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{0}));
 }
 
 TEST_F(PriorityBatcherTest, EachLevelHasAQueueOfItsOwn) {

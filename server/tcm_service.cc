@@ -220,8 +220,10 @@ absl::Status TcmServiceImpl::Start(grpc::CallbackServerContext* context, const v
   auto state = std::make_shared<RequestState>(std::move(*spec), sink, metrics, start, Deadline(context), cache);
   sink->OnAccepted(state);
   std::vector<v1::Image> hits;
-  if (cache != nullptr) {
-    std::vector<unsigned> misses;
+  std::vector<unsigned> misses;
+  // A preview call is not looked up: its previews come from computing the images.
+  const bool look_up = cache != nullptr && !state->spec().preview;
+  if (look_up) {
     for (unsigned i = 0; i < state->spec().num_images; ++i) {
       if (auto image = cache->Lookup(state->CacheKey(i))) {
         hits.push_back(*std::move(image));
@@ -229,15 +231,17 @@ absl::Status TcmServiceImpl::Start(grpc::CallbackServerContext* context, const v
         misses.push_back(i);
       }
     }
-    metrics->CacheHits(static_cast<int>(hits.size()));
-    metrics->CacheMisses(static_cast<int>(misses.size()));
-    state->SetIndicesToCompute(std::move(misses));
+    state->SetIndicesToCompute(misses);
   }
   // The images to compute first (all or none; none when every image was
   // cached, which a draining server still refuses), then the cached ones.
   if (absl::Status submitted = queue_->Submit(state); !submitted.ok()) {
     state->Fail(submitted);  // finishes the call through `sink`
     return absl::OkStatus();
+  }
+  if (look_up) {
+    metrics->CacheHits(static_cast<int>(hits.size()));
+    metrics->CacheMisses(static_cast<int>(misses.size()));
   }
   for (v1::Image& image : hits) state->ImageFromCache(std::move(image));
   return absl::OkStatus();

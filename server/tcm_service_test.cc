@@ -511,6 +511,28 @@ TEST_F(TcmServiceCacheTest, CachedImagesSkipTheQueueAndOnlyNewOnesAreComputed) {
   EXPECT_TRUE(unseeded_call.get().first.ok());
   EXPECT_EQ(Metric("tcm_cache_misses_total", {{"model", "cond"}}), 8 + 3) << "a call without a seed is not looked up";
   EXPECT_EQ(Metric("tcm_cache_hits_total", {{"model", "cond"}}), 12);
+
+  // A stream asking for previews of a cached image computes it: the previews need the first step.
+  v1::GenerateRequest with_preview = Request("cond", 3, 2, 1, 42);  // cached above
+  with_preview.set_preview(true);
+  grpc::ClientContext preview_context;
+  const size_t before_preview = queue_.submitted();
+  auto reader = stub_->GenerateStream(&preview_context, with_preview);
+  auto previewed = queue_.WaitForRequest(before_preview);
+  ASSERT_NE(previewed, nullptr);
+  EXPECT_EQ(previewed->indices_to_compute(), (std::vector<unsigned>{0}));
+  const std::vector<uint8_t> first_step(kSide * kSide * kChannels, 5);
+  previewed->PreviewDone(0, first_step.data(), kSide, kSide, kChannels);
+  FinishImage(*previewed, 0, 6);
+  v1::GenerateStreamResponse message;
+  ASSERT_TRUE(reader->Read(&message));
+  EXPECT_TRUE(message.preview());
+  ASSERT_TRUE(reader->Read(&message));
+  EXPECT_FALSE(message.preview());
+  EXPECT_FALSE(reader->Read(&message));
+  EXPECT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(Metric("tcm_cache_hits_total", {{"model", "cond"}}), 12) << "not looked up";
+  EXPECT_EQ(Metric("tcm_cache_misses_total", {{"model", "cond"}}), 8 + 3);
 }
 
 TEST_F(TcmServiceListModelsTest, DescribesEveryModelAndMarksTheDefault) {

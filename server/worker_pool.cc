@@ -2,6 +2,7 @@
 
 #include <torch/torch.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -81,7 +82,9 @@ class WorkerPool::Worker {
     for (size_t model = 0; model < replicas_.size(); ++model) {
       if (replicas_[model] == nullptr) continue;
       Denoiser& replica = *replicas_[model];
-      const int full = static_cast<int>(batcher_->MaxBatchSize(static_cast<int>(model)));
+      // Full batches timed up to the default size; the estimate scales larger ones.
+      const int full = static_cast<int>(
+          std::min<size_t>(batcher_->MaxBatchSize(static_cast<int>(model)), kDefaultMaxBatchSize));
       try {
         WarmUpPass(replica, batch_size);
         for (int size : {1, full}) {
@@ -142,8 +145,10 @@ class WorkerPool::Worker {
     const absl::Time start = absl::Now();
     const int n = static_cast<int>(batch.tasks.size());
     torch::Tensor out;
+    absl::Time pass_start = start;  // after the test hook: what the batcher's pass-time estimate learns from
     try {
       if (before_batch_) before_batch_(batch);
+      pass_start = absl::Now();
       std::vector<torch::Tensor> inputs;
       std::vector<float> sigmas;
       std::vector<int64_t> labels;
@@ -167,10 +172,10 @@ class WorkerPool::Worker {
       metrics.Batch(n, absl::ToDoubleSeconds(absl::Now() - start));
       return;
     }
-    const absl::Duration took = absl::Now() - start;
-    const double compute = absl::ToDoubleSeconds(took);
+    const absl::Time end = absl::Now();
+    const double compute = absl::ToDoubleSeconds(end - start);
     metrics.Batch(n, compute);
-    batcher_->ObservePass(batch.model, n, took);
+    batcher_->ObservePass(batch.model, n, end - pass_start);
 
     torch::Tensor pixels = ToPixels(out);  // [N, H, W, C] uint8
     std::set<RequestState*> served;  // each request is charged the batch once

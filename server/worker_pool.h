@@ -59,7 +59,8 @@ class WorkerPool final : public GenerationQueue {
 
   // Runs one batch of `batch_size` first-step images of every model on every
   // worker, so that the first request pays no warm-up; then times passes of
-  // one image and of a full batch for the batcher's pass-time estimate.
+  // one image and of a full batch (at most kDefaultMaxBatchSize images) for
+  // the batcher's pass-time estimate.
   absl::Status WarmUp(int batch_size);
 
   // Starts the workers; they run until the batcher is closed and drained.

@@ -7,8 +7,14 @@
 #include <torch/torch.h>
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <functional>
 #include <future>
+#include <iterator>
+#include <sstream>
+#include <string>
+#include <vector>
 
 #include "model/denoiser.h"
 #include "model/model_config.h"
@@ -204,6 +210,51 @@ TEST_F(WorkerPoolTest, WorkersComputeAtTheirNiceAndTheRestOfTheProcessKeepsItsOw
   EXPECT_EQ(worker_nice.load(), std::min(mine + 5, 19));
   EXPECT_EQ(ThisThreadNice(), mine);
   Stop(**pool);
+}
+
+// The nice value of every thread of this process, from /proc/self/task.
+std::vector<int> ThreadNices() {
+  std::vector<int> nices;
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream in(task.path() / "stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    // Fields after the ")" that ends the thread's name: state is field 3, nice field 19.
+    std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+    std::string field;
+    for (int i = 3; i <= 19 && fields >> field; ++i) {
+    }
+    nices.push_back(std::stoi(field));
+  }
+  return nices;
+}
+
+// LibTorch's intra-op (OpenMP) threads are created by the worker after it
+// took its nice value, and inherit it. (A parallel region inside LibTorch:
+// the project itself is not compiled with OpenMP.)
+TEST_F(WorkerPoolTest, TheIntraOpThreadsInheritTheWorkersNice) {
+  const int mine = ThisThreadNice();
+  const int niced = std::min(mine + 5, 19);
+  ASSERT_NE(niced, mine) << "this test needs a nice value below 19";
+  std::atomic<int> niced_threads{0};
+  WorkerPool::Options options;
+  options.cpu_workers = 1;
+  options.intra_op_threads = 2;
+  options.compute_nice = 5;
+  options.before_batch = [&](const Batch&) {
+    torch::Tensor big = torch::ones({1 << 22});
+    big.mul_(2);  // large enough for LibTorch to split over its 2 threads
+    int count = 0;
+    for (int nice : ThreadNices()) count += nice == niced;
+    niced_threads = count;
+  };
+  auto pool = WorkerPool::Create(options, {model_}, batcher_.get(), metrics_.get());
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  (*pool)->Start();
+  int images = 0;
+  EXPECT_TRUE(Generate(**pool, 2, 1, &images).ok());
+  Stop(**pool);
+  EXPECT_GE(niced_threads.load(), 2) << "the worker and its intra-op thread";
+  EXPECT_EQ(ThisThreadNice(), mine);
 }
 
 TEST_F(WorkerPoolTest, InstanceCountLimitsTheWorkersThatRunAModel) {
