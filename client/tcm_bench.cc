@@ -99,8 +99,8 @@ const std::vector<FlagGroup>& FlagGroups() {
   static const auto* groups = new std::vector<FlagGroup>{
       {"Load levels", {"concurrency", "rates", "arrivals", "duration", "warmup", "max_inflight"}},
       {"Requests",
-       {"server", "model", "two_step_fraction", "images_per_request", "class_label", "format", "priority", "seed", "timeout",
-        "connect_timeout", "tls", "tls_ca", "tls_cert", "tls_key"}},
+       {"server", "model", "two_step_fraction", "images_per_request", "class_label", "format", "priority", "seed",
+        "timeout", "connect_timeout", "tls", "tls_ca", "tls_cert", "tls_key"}},
       {"Output", {"json"}},
       {"In-process model throughput", {"raw", "model_dir", "batch_size", "raw_seconds", "threads"}},
   };

@@ -217,12 +217,15 @@ int Generate(v1::TcmService::Stub& stub) {
   v1::GenerateRequest request;
   request.set_model(absl::GetFlag(FLAGS_model));
   if (absl::GetFlag(FLAGS_class_label) >= 0) request.set_class_label(absl::GetFlag(FLAGS_class_label));
-  if (absl::GetFlag(FLAGS_steps) < 0 || absl::GetFlag(FLAGS_num) < 1)
-    return Error("--steps must be >= 0 and --num >= 1");
+  const int steps = absl::GetFlag(FLAGS_steps), num = absl::GetFlag(FLAGS_num);
+  if (steps < 0) return Error(absl::StrCat("--steps: must be 1 or 2, or 0 for the model's default, got ", steps));
+  if (num < 1) return Error(absl::StrCat("--num: must be at least 1, got ", num));
   request.set_steps(absl::GetFlag(FLAGS_steps));
   request.set_num_images(absl::GetFlag(FLAGS_num));
   if (absl::GetFlag(FLAGS_seed) >= 0) request.set_seed(absl::GetFlag(FLAGS_seed));
-  if (absl::GetFlag(FLAGS_priority) < 0) return Error("--priority: must be at least 0 (0 = the model's default level)");
+  if (absl::GetFlag(FLAGS_priority) < 0)
+    return Error(absl::StrCat("--priority: must be at least 0 (0 = the model's default level), got ",
+                              absl::GetFlag(FLAGS_priority)));
   request.set_priority(absl::GetFlag(FLAGS_priority));
   const bool grid = absl::GetFlag(FLAGS_grid);
   request.set_format(grid ? v1::IMAGE_FORMAT_RAW : v1::IMAGE_FORMAT_PNG);
@@ -259,8 +262,9 @@ int Run() {
   if (absl::GetFlag(FLAGS_health)) {
     const double every = absl::GetFlag(FLAGS_health_every);
     const int checks = absl::GetFlag(FLAGS_health_checks);
-    if (!(every >= 0) || !std::isfinite(every)) return Error("--health_every: must be a number of seconds >= 0");
-    if (checks < 0) return Error("--health_checks: must be at least 0");
+    if (!(every >= 0) || !std::isfinite(every))
+      return Error(absl::StrCat("--health_every: must be a number of seconds >= 0, got ", every));
+    if (checks < 0) return Error(absl::StrCat("--health_checks: must be at least 0, got ", checks));
     return every > 0 ? HealthRepeated(*channel, every, checks) : Health(*channel);
   }
   auto stub = v1::TcmService::NewStub(*channel);

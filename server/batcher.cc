@@ -75,9 +75,10 @@ bool Batcher::ServedBefore(const ImageTask& a, const ImageTask& b, bool deadline
 void Batcher::Enqueue(Queue& q, TaskList& list, std::unique_ptr<ImageTask> task) {
   const bool deadline_aware = q.options.deadline_aware;
   // The first queued task that `task` is served before: ties keep their order.
-  auto place = std::upper_bound(list.begin(), list.end(), *task, [deadline_aware](const ImageTask& t, const auto& queued) {
+  auto served_before = [deadline_aware](const ImageTask& t, const std::unique_ptr<ImageTask>& queued) {
     return ServedBefore(t, *queued, deadline_aware);
-  });
+  };
+  auto place = std::upper_bound(list.begin(), list.end(), *task, served_before);
   const size_t level = static_cast<size_t>(task->priority);
   if (&list == &q.fresh) ++q.fresh_by_level.at(level);
   ++q.depth_by_level.at(level);

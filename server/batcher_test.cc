@@ -219,7 +219,8 @@ TEST_F(BatcherTest, CancelledAndExpiredTasksAreDroppedBeforeCompute) {
   EXPECT_EQ(log_.dropped, 2);
   absl::MutexLock lock(&log_.mu);
   // Served earliest deadline first, the expired task is queued ahead of the cancelled one.
-  EXPECT_EQ(log_.codes, (std::vector<absl::StatusCode>{absl::StatusCode::kDeadlineExceeded, absl::StatusCode::kCancelled}));
+  EXPECT_EQ(log_.codes,
+            (std::vector<absl::StatusCode>{absl::StatusCode::kDeadlineExceeded, absl::StatusCode::kCancelled}));
   EXPECT_TRUE(log_.unmeetable.empty());
 }
 

@@ -59,7 +59,7 @@ ServerMetrics::ServerMetrics(const std::vector<ServedModel>& models)
                       .Register(*registry_);
   auto& queue_wait = prometheus::BuildHistogram()
                          .Name("tcm_queue_wait_seconds")
-                         .Help("Time an image waited in the queue before its first forward pass, by model and priority level.")
+                         .Help("Time an image waited before its first forward pass, by model and priority level.")
                          .Register(*registry_);
   auto& batch_compute = prometheus::BuildHistogram()
                             .Name("tcm_batch_compute_seconds")
@@ -71,7 +71,7 @@ ServerMetrics::ServerMetrics(const std::vector<ServedModel>& models)
                          .Register(*registry_);
   auto& queue_depth = prometheus::BuildGauge()
                           .Name("tcm_queue_depth")
-                          .Help("Images waiting in the model's queue (new and returning for their second step), by priority level.")
+                          .Help("Images waiting in the model's queue (new and returning), by priority level.")
                           .Register(*registry_);
   auto& in_flight = prometheus::BuildGauge()
                         .Name("tcm_requests_in_flight")

@@ -119,7 +119,8 @@ absl::StatusOr<Batcher::ModelQueueOptions> MergeQueueOptions(const std::string& 
   const char* levels_source = b.has_priority_levels() ? "batching.priority_levels" : "--priority_levels";
   const int levels = b.has_priority_levels() ? static_cast<int>(b.priority_levels()) : options.priority_levels;
   if (levels < 1)
-    return absl::InvalidArgumentError(absl::StrCat("model '", name, "': ", levels_source, " must be at least 1, got ", levels));
+    return absl::InvalidArgumentError(
+        absl::StrCat("model '", name, "': ", levels_source, " must be at least 1, got ", levels));
   const char* default_source =
       b.has_default_priority_level() ? "batching.default_priority_level" : "--default_priority_level";
   const int default_level =

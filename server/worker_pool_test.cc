@@ -58,7 +58,9 @@ class WorkerPoolTest : public ::testing::Test {
  protected:
   void SetUp() override {
     model_ = TinyModel();
-    metrics_ = std::make_unique<ServerMetrics>(std::vector<ServedModel>{DescribeModel("tiny", model_.config, {}, Batcher::ModelQueueOptions{"tiny", 8, absl::ZeroDuration(), 64})});
+    const Batcher::ModelQueueOptions queue{"tiny", 8, absl::ZeroDuration(), 64};
+    metrics_ =
+        std::make_unique<ServerMetrics>(std::vector<ServedModel>{DescribeModel("tiny", model_.config, {}, queue)});
     Batcher::Options bo;
     bo.models.push_back({"tiny", /*max_batch_size=*/8, absl::ZeroDuration(), /*max_queue_size=*/64});
     batcher_ = *Batcher::Create(bo);

@@ -35,6 +35,14 @@ expect_error 1 "--metrics_port: must be in [-1, 65535], got 70000" \
   "$bin/tcm-server" --model_repository "$source_dir/models" --metrics_port 70000
 expect_error 1 "--port: must be in [0, 65535], got -5" \
   "$bin/tcm-server" --model_repository "$source_dir/models" --port -5
+# tcm-client refuses bad flags with one line naming the flag, before any call.
+expect_error 1 "--num: must be at least 1, got 0" "$bin/tcm-client" --server 127.0.0.1:1 --num 0
+expect_error 1 "--steps: must be 1 or 2, or 0 for the model's default, got -1" \
+  "$bin/tcm-client" --server 127.0.0.1:1 --steps -1
+expect_error 1 "--priority: must be at least 0 (0 = the model's default level), got -2" \
+  "$bin/tcm-client" --server 127.0.0.1:1 --priority -2
+expect_error 1 "--health_every: must be a number of seconds >= 0, got -1" \
+  "$bin/tcm-client" --server 127.0.0.1:1 --health --health_every -1
 # An unknown --default_model names the models there are.
 expect_error 1 "--default_model: no model named 'nosuch' (available: fashion-mnist-ct, fashion-mnist-tcm)" \
   "$bin/tcm-server" --model_repository "$source_dir/models" --default_model nosuch --port 0 --metrics_port -1
