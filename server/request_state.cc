@@ -20,13 +20,7 @@ ImageKey RequestState::CacheKey(unsigned index) const {
                   static_cast<int>(spec_.format)};
 }
 
-void RequestState::ImageFromCache(v1::Image image) {
-  if (finished_) {
-    DropFinishedLate();
-    return;
-  }
-  Deliver(std::move(image), 0);
-}
+void RequestState::ImageFromCache(v1::Image image) { Deliver(std::move(image), 0); }
 
 namespace {
 
