@@ -25,6 +25,7 @@
 #include <fstream>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <string>
 #include <thread>
@@ -33,6 +34,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -433,6 +436,114 @@ int RuntimeError(const std::string& message) {
   return 1;
 }
 
+// A failure of the run: INVALID_ARGUMENT is the command line's fault (exit 2,
+// "see --help"); anything else is the run's (exit 1).
+int Exit(const absl::Status& status) {
+  if (status.ok()) return 0;
+  return absl::IsInvalidArgument(status) ? FlagError(std::string(status.message()))
+                                         : RuntimeError(std::string(status.message()));
+}
+
+// The served model a service run measures, as ListModels describes it.
+struct ServedModel {
+  std::unique_ptr<v1::TcmService::Stub> stub;
+  std::string name;
+  std::string line;     // for the table's heading
+  nlohmann::json json;  // the report's "server" object
+};
+
+// Connects and finds the model to measure (--model, or the server's default).
+// Done first, so that an unreachable server fails at once rather than after the raw cases.
+absl::StatusOr<ServedModel> ConnectToModel(const Settings& s) {
+  auto channel = MakeChannel(ChannelOptionsFromFlags());
+  if (!channel.ok()) return absl::InvalidArgumentError(channel.status().message());
+  const auto connect_deadline = [&] {
+    return std::chrono::system_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(s.connect_timeout * 1e3));
+  };
+  if (!(*channel)->WaitForConnected(connect_deadline()))
+    return absl::UnavailableError(absl::StrFormat("cannot connect to %s within %g s", s.server, s.connect_timeout));
+  ServedModel served;
+  served.stub = v1::TcmService::NewStub(*channel);
+  grpc::ClientContext context;
+  context.set_deadline(connect_deadline());
+  v1::ListModelsResponse models;
+  const grpc::Status status = served.stub->ListModels(&context, v1::ListModelsRequest(), &models);
+  if (!status.ok())
+    return absl::UnavailableError(absl::StrCat("ListModels on ", s.server, " failed: ",
+                                               load::StatusCodeName(status.error_code()), ": ",
+                                               status.error_message()));
+  const v1::ModelInfo* info = nullptr;
+  std::vector<std::string> names;
+  for (const auto& m : models.models()) {
+    names.push_back(m.name());
+    if (info == nullptr && (s.model.empty() ? m.is_default() : m.name() == s.model)) info = &m;
+  }
+  if (info == nullptr && s.model.empty() && models.models_size() > 0) info = &models.models(0);
+  if (info == nullptr)
+    return absl::NotFoundError(absl::StrCat("model '", s.model, "' is not served by ", s.server, " (it serves: ",
+                                            absl::StrJoin(names, ", "), ")"));
+  served.name = info->name();
+  if (s.class_label >= 0 && s.class_label >= static_cast<int64_t>(info->num_classes()))
+    return absl::InvalidArgumentError(
+        info->num_classes() == 0
+            ? absl::StrCat("--class_label: model '", served.name, "' is unconditional; use -1")
+            : absl::StrCat("--class_label: ", s.class_label, " is outside [0, ", info->num_classes(),
+                           ") for model '", served.name, "'"));
+  served.line = absl::StrFormat("%s (%s %ux%ux%u, %u classes)", served.name, info->architecture(),
+                                info->resolution(), info->resolution(), info->channels(), info->num_classes());
+  served.json = {{"address", s.server},         {"model", served.name},
+                 {"architecture", info->architecture()}, {"resolution", info->resolution()},
+                 {"channels", info->channels()}, {"num_classes", info->num_classes()}};
+  return served;
+}
+
+// --raw: the network in this process; prints its table and returns its report.
+absl::StatusOr<nlohmann::json> RunRawCases(const Settings& s, const std::string& request_line) {
+  std::printf("raw: model directory %s in this process; %s\n", s.raw_options.model_dir.c_str(),
+              request_line.c_str());
+  std::fflush(stdout);
+  absl::StatusOr<load::RawReport> raw;
+  try {
+    raw = load::RunRaw(s.raw_options);
+  } catch (const std::exception& e) {
+    raw = absl::InternalError(e.what());
+  }
+  if (!raw.ok()) {
+    const std::string message = absl::StrCat("--raw: ", raw.status().message());
+    return raw.status().code() == absl::StatusCode::kInternal ? absl::InternalError(message)
+                                                               : absl::InvalidArgumentError(message);
+  }
+  std::printf("raw: %s, %d threads; img/s at the batch size, latency of one image alone\n", raw->model.c_str(),
+              raw->threads);
+  std::printf("%s", load::RawTable(*raw).c_str());
+  std::fflush(stdout);
+  return load::ToJson(*raw);
+}
+
+// The service levels, closed loop then open loop; prints one row per level
+// into the table and appends its object to `levels`. Returns whether every
+// level had at least one successful request.
+bool RunServiceLevels(const Settings& s, ServedModel served, const std::string& request_line,
+                      nlohmann::json* levels) {
+  std::printf("service: %s, model %s; %s; %g s warm-up + %g s window per level; open loop %s arrivals\n",
+              s.server.c_str(), served.line.c_str(), request_line.c_str(), s.warmup, s.duration,
+              load::ArrivalsName(s.arrivals));
+  std::printf("%s\n", load::TableHeader().c_str());
+  std::fflush(stdout);
+  Bench bench(s, std::move(served.stub), served.name);
+  *levels = nlohmann::json::array();
+  bool every_level_served = true;
+  auto emit = [&](const LevelSummary& summary) {
+    std::printf("%s\n", load::TableRow(summary).c_str());
+    std::fflush(stdout);
+    levels->push_back(load::ToJson(summary));
+    if (summary.ok == 0) every_level_served = false;
+  };
+  for (int clients : s.concurrency) emit(bench.Closed(clients));
+  for (double rate : s.rates) emit(bench.Open(rate));
+  return every_level_served;
+}
+
 int Run(const std::set<std::string>& given) {
   Settings s;
   if (std::string error = ReadSettings(given, &s); !error.empty()) return FlagError(error);
@@ -449,46 +560,12 @@ int Run(const std::set<std::string>& given) {
                             "requests_per_s/images_per_s: OK responses arriving in the window / window_s; latency and "
                             "errors: requests sent in the window, each followed to its end; latency in ms, client side"}};
 
-  // Connect first (when the service is measured), so that an unreachable
-  // server fails at once rather than after the raw cases.
-  std::unique_ptr<v1::TcmService::Stub> stub;
-  std::string model_name, model_line;
+  std::optional<ServedModel> served;
   if (s.service) {
-    auto channel = MakeChannel(ChannelOptionsFromFlags());
-    if (!channel.ok()) return FlagError(std::string(channel.status().message()));
-    if (!(*channel)->WaitForConnected(std::chrono::system_clock::now() +
-                                      std::chrono::milliseconds(static_cast<int64_t>(s.connect_timeout * 1e3))))
-      return RuntimeError(absl::StrFormat("cannot connect to %s within %g s", s.server, s.connect_timeout));
-    stub = v1::TcmService::NewStub(*channel);
-    grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() +
-                         std::chrono::milliseconds(static_cast<int64_t>(s.connect_timeout * 1e3)));
-    v1::ListModelsResponse models;
-    const grpc::Status status = stub->ListModels(&context, v1::ListModelsRequest(), &models);
-    if (!status.ok())
-      return RuntimeError(absl::StrCat("ListModels on ", s.server, " failed: ",
-                                       load::StatusCodeName(status.error_code()), ": ", status.error_message()));
-    const v1::ModelInfo* info = nullptr;
-    std::vector<std::string> names;
-    for (const auto& m : models.models()) {
-      names.push_back(m.name());
-      if (info == nullptr && (s.model.empty() ? m.is_default() : m.name() == s.model)) info = &m;
-    }
-    if (info == nullptr && s.model.empty() && models.models_size() > 0) info = &models.models(0);
-    if (info == nullptr)
-      return RuntimeError(absl::StrCat("model '", s.model, "' is not served by ", s.server, " (it serves: ",
-                                       absl::StrJoin(names, ", "), ")"));
-    model_name = info->name();
-    if (s.class_label >= 0 && s.class_label >= static_cast<int64_t>(info->num_classes()))
-      return FlagError(info->num_classes() == 0
-                           ? absl::StrCat("--class_label: model '", model_name, "' is unconditional; use -1")
-                           : absl::StrCat("--class_label: ", s.class_label, " is outside [0, ", info->num_classes(),
-                                          ") for model '", model_name, "'"));
-    model_line = absl::StrFormat("%s (%s %ux%ux%u, %u classes)", model_name, info->architecture(), info->resolution(),
-                                 info->resolution(), info->channels(), info->num_classes());
-    report["server"] = {{"address", s.server},         {"model", model_name},
-                        {"architecture", info->architecture()}, {"resolution", info->resolution()},
-                        {"channels", info->channels()}, {"num_classes", info->num_classes()}};
+    absl::StatusOr<ServedModel> connected = ConnectToModel(s);
+    if (!connected.ok()) return Exit(connected.status());
+    report["server"] = connected->json;
+    served = std::move(*connected);
   }
 
   const std::string request_line = absl::StrFormat(
@@ -497,44 +574,15 @@ int Run(const std::set<std::string>& given) {
       s.class_label >= 0 ? absl::StrCat(s.class_label) : std::string("random"));
 
   if (s.raw) {
-    std::printf("raw: model directory %s in this process; %s\n", s.raw_options.model_dir.c_str(),
-                request_line.c_str());
-    std::fflush(stdout);
-    absl::StatusOr<load::RawReport> raw;
-    try {
-      raw = load::RunRaw(s.raw_options);
-    } catch (const std::exception& e) {
-      raw = absl::InternalError(e.what());
-    }
-    if (!raw.ok()) {
-      const std::string message = absl::StrCat("--raw: ", raw.status().message());
-      return raw.status().code() == absl::StatusCode::kInternal ? RuntimeError(message) : FlagError(message);
-    }
-    std::printf("raw: %s, %d threads; img/s at the batch size, latency of one image alone\n", raw->model.c_str(),
-                raw->threads);
-    std::printf("%s", load::RawTable(*raw).c_str());
-    std::fflush(stdout);
-    report["raw"] = load::ToJson(*raw);
+    absl::StatusOr<nlohmann::json> raw = RunRawCases(s, request_line);
+    if (!raw.ok()) return Exit(raw.status());
+    report["raw"] = *std::move(raw);
   }
 
-  bool failed_level = false;
-  if (s.service) {
+  bool every_level_served = true;
+  if (served) {
     if (s.raw) std::printf("\n");
-    std::printf("service: %s, model %s; %s; %g s warm-up + %g s window per level; open loop %s arrivals\n",
-                s.server.c_str(), model_line.c_str(), request_line.c_str(), s.warmup, s.duration,
-                load::ArrivalsName(s.arrivals));
-    std::printf("%s\n", load::TableHeader().c_str());
-    std::fflush(stdout);
-    Bench bench(s, std::move(stub), model_name);
-    report["levels"] = nlohmann::json::array();
-    auto emit = [&](const LevelSummary& summary) {
-      std::printf("%s\n", load::TableRow(summary).c_str());
-      std::fflush(stdout);
-      report["levels"].push_back(load::ToJson(summary));
-      if (summary.ok == 0) failed_level = true;
-    };
-    for (int clients : s.concurrency) emit(bench.Closed(clients));
-    for (double rate : s.rates) emit(bench.Open(rate));
+    every_level_served = RunServiceLevels(s, *std::move(served), request_line, &report["levels"]);
   }
 
   if (json_out.is_open()) {
@@ -542,7 +590,7 @@ int Run(const std::set<std::string>& given) {
     json_out.close();
     if (!json_out) return RuntimeError(absl::StrCat("--json: writing ", s.json, " failed"));
   }
-  if (failed_level) return RuntimeError("a level had no successful request (see the errors column)");
+  if (!every_level_served) return RuntimeError("a level had no successful request (see the errors column)");
   return 0;
 }
 

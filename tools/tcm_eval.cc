@@ -39,14 +39,15 @@
 #include "absl/strings/str_split.h"
 #include "common/flags_usage.h"
 #include "common/status_macros.h"
+#include "common/tool_main.h"
 #include "model/cpu_threads.h"
 #include "model/model_repository.h"
 #include "model/sampler.h"
 #include "nlohmann/json.hpp"
 #include "training/classifier.h"
 #include "training/dataset.h"
+#include "training/evaluation.h"
 #include "training/frechet.h"
-#include "training/ode_sampler.h"
 #include "training/sample_grid.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory to evaluate (1 channel, 32x32, 10 classes).");
@@ -83,59 +84,33 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using Json = nlohmann::ordered_json;
 
-constexpr char kDataset[] = "fashion-mnist";
-
 double SecondsSince(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 // Prints "label: done/total images, N images/s" to stderr at most every few
 // seconds, and always once at the end.
-class Progress {
- public:
-  Progress(std::string label, int64_t total) : label_(std::move(label)), total_(total) {}
-  void Update(int64_t done) {
-    if (done < total_ && SecondsSince(last_print_) < 5) return;
-    last_print_ = Clock::now();
-    std::fprintf(stderr, "%s: %lld/%lld images, %.1f images/s\n", label_.c_str(), static_cast<long long>(done),
-                 static_cast<long long>(total_), done / std::max(SecondsSince(start_), 1e-9));
-  }
-  double Seconds() const { return SecondsSince(start_); }
-
- private:
-  std::string label_;
-  int64_t total_;
-  Clock::time_point start_ = Clock::now(), last_print_ = Clock::now();
-};
-
-// A Fashion-MNIST split as classifier input: float [N, 1, 32, 32] in [-1, 1].
-struct Split32 {
-  torch::Tensor images;
-  torch::Tensor labels;
-};
-
-absl::StatusOr<Split32> LoadSplit(Split split) {
-  TCM_ASSIGN_OR_RETURN(LabeledImages data, LoadDataset(kDataset, split));
-  TCM_ASSIGN_OR_RETURN(torch::Tensor images, ToModelInput(data.images, kClassifierResolution));
-  return Split32{images, data.labels};
+ProgressFn PrintProgress(std::string label, int64_t total) {
+  struct Clocks {
+    Clock::time_point start = Clock::now(), last_print = Clock::now();
+  };
+  auto clocks = std::make_shared<Clocks>();
+  return [label = std::move(label), total, clocks](int64_t done) {
+    if (done < total && SecondsSince(clocks->last_print) < 5) return;
+    clocks->last_print = Clock::now();
+    std::fprintf(stderr, "%s: %lld/%lld images, %.1f images/s\n", label.c_str(), static_cast<long long>(done),
+                 static_cast<long long>(total), done / std::max(SecondsSince(clocks->start), 1e-9));
+  };
 }
 
-// Classify() over `images` in chunks, with progress.
+ProgressFn SamplingProgress(int steps, int64_t num) { return PrintProgress(absl::StrCat(steps, "-step"), num); }
+
 ClassifierOutputs ClassifyWithProgress(FashionClassifier& classifier, const torch::Tensor& images,
                                        const std::string& label) {
-  const int64_t n = images.size(0), chunk = 5000;
-  Progress progress(label, n);
-  std::vector<torch::Tensor> features, logits;
-  for (int64_t start = 0; start < n; start += chunk) {
-    ClassifierOutputs out = Classify(classifier, images.narrow(0, start, std::min(chunk, n - start)));
-    features.push_back(out.features);
-    logits.push_back(out.logits);
-    progress.Update(start + out.features.size(0));
-  }
-  return {torch::cat(features), torch::cat(logits)};
+  return ClassifyInChunks(classifier, images, /*chunk=*/5000, PrintProgress(label, images.size(0)));
 }
 
 // ---- --train_classifier ----
 
-absl::Status TrainAndSaveClassifier() {
+absl::Status TrainClassifierCommand() {
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) return absl::InvalidArgumentError("--out: give the path of the weights to write");
   ClassifierTrainingOptions options;
@@ -145,12 +120,9 @@ absl::Status TrainAndSaveClassifier() {
   if (options.epochs <= 0) return absl::InvalidArgumentError("--epochs must be positive");
   if (options.batch_size <= 0) return absl::InvalidArgumentError("--train_batch_size must be positive");
 
-  TCM_ASSIGN_OR_RETURN(Split32 train, LoadSplit(Split::kTrain));
-  TCM_ASSIGN_OR_RETURN(Split32 test, LoadSplit(Split::kTest));
-  std::printf("training the classifier on %lld images: %d epochs, batch %lld, seed %llu, %d threads\n",
-              static_cast<long long>(train.images.size(0)), options.epochs,
-              static_cast<long long>(options.batch_size), static_cast<unsigned long long>(options.seed),
-              torch::get_num_threads());
+  std::printf("training the classifier on Fashion-MNIST's training split: %d epochs, batch %lld, seed %llu, %d threads\n",
+              options.epochs, static_cast<long long>(options.batch_size),
+              static_cast<unsigned long long>(options.seed), torch::get_num_threads());
   std::fflush(stdout);
   const auto start = Clock::now();
   auto report = [&](const ClassifierTrainingProgress& p) {
@@ -159,21 +131,8 @@ absl::Status TrainAndSaveClassifier() {
                 p.train_accuracy, SecondsSince(start));
     std::fflush(stdout);
   };
-  TCM_ASSIGN_OR_RETURN(auto classifier, TrainClassifier(train.images, train.labels, options, report));
-  const double training_seconds = SecondsSince(start);
-  const double test_accuracy = Accuracy(Classify(*classifier, test.images).logits, test.labels);
-  std::printf("test accuracy %.4f (%lld images), trained in %.0f s\n", test_accuracy,
-              static_cast<long long>(test.images.size(0)), training_seconds);
-  TCM_RETURN_IF_ERROR(SaveClassifier(
-      out, *classifier,
-      {{"format", "tcm-eval Fashion-MNIST classifier (training/classifier.h)"},
-       {"test_accuracy", absl::StrFormat("%.4f", test_accuracy)},
-       {"epochs", absl::StrCat(options.epochs)},
-       {"batch_size", absl::StrCat(options.batch_size)},
-       {"learning_rate", absl::StrCat(options.learning_rate)},
-       {"weight_decay", absl::StrCat(options.weight_decay)},
-       {"augment", options.augment ? "horizontal flips, shifts up to 2 pixels" : "none"},
-       {"seed", absl::StrCat(options.seed)}}));
+  TCM_ASSIGN_OR_RETURN(const double test_accuracy, TrainAndSaveClassifier(options, out, report));
+  std::printf("test accuracy %.4f, trained in %.0f s\n", test_accuracy, SecondsSince(start));
   std::printf("wrote %s\n", out.c_str());
   return absl::OkStatus();
 }
@@ -183,9 +142,7 @@ absl::Status TrainAndSaveClassifier() {
 struct EvalSettings {
   std::vector<int> step_counts;
   int ode_steps = 0;  // > 0: one row from the Heun ODE sampler instead of step_counts
-  int64_t num = 0;
-  int64_t batch_size = 0;
-  uint64_t seed = 0;
+  SamplingPlan plan;
   double transition_t = 1.0;
 };
 
@@ -204,12 +161,12 @@ absl::StatusOr<EvalSettings> ReadEvalSettings() {
   EvalSettings s;
   TCM_ASSIGN_OR_RETURN(s.step_counts, ParseSteps(absl::GetFlag(FLAGS_steps)));
   s.ode_steps = absl::GetFlag(FLAGS_ode_steps);
-  s.num = absl::GetFlag(FLAGS_num);
-  s.batch_size = absl::GetFlag(FLAGS_batch_size);
-  s.seed = absl::GetFlag(FLAGS_seed);
+  s.plan.num = absl::GetFlag(FLAGS_num);
+  s.plan.batch_size = absl::GetFlag(FLAGS_batch_size);
+  s.plan.seed = absl::GetFlag(FLAGS_seed);
   s.transition_t = absl::GetFlag(FLAGS_transition_t);
-  if (s.num < 2) return absl::InvalidArgumentError("--num must be at least 2 (a covariance needs two images)");
-  if (s.batch_size <= 0) return absl::InvalidArgumentError("--batch_size must be positive");
+  if (s.plan.num < 2) return absl::InvalidArgumentError("--num must be at least 2 (a covariance needs two images)");
+  if (s.plan.batch_size <= 0) return absl::InvalidArgumentError("--batch_size must be positive");
   if (s.ode_steps < 0) return absl::InvalidArgumentError("--ode_steps must be 0 (off) or a number of noise levels");
   if (!(s.transition_t > 0)) return absl::InvalidArgumentError("--transition_t must be positive");
   return s;
@@ -236,86 +193,6 @@ absl::StatusOr<std::shared_ptr<Denoiser>> LoadSampler(const std::string& model_d
   auto composed = ComposeTruncated(model, teacher, transition_t);
   if (!composed.ok()) return absl::Status(composed.status().code(), absl::StrCat("--teacher: ", composed.status().message()));
   return BuildReplica(*composed);
-}
-
-// 8-bit quantisation: what a served PNG holds, mapped back to [-1, 1].
-torch::Tensor Quantize8Bit(const torch::Tensor& images) {
-  return images.mul(127.5).add(127.5).round().clamp(0, 255).div(127.5).sub(1);
-}
-
-struct StepResult {
-  int steps = 0;
-  std::string sampler;
-  double accuracy = 0;
-  std::vector<double> class_accuracy;  // per requested class, in class order
-  double fd = 0;
-  double images_per_second = 0;
-};
-
-// Draws images [N, C, H, W] in [-1, 1] for `specs` (their `steps` ignored by ODE sampling).
-using ImageSampler = std::function<torch::Tensor(const std::vector<ImageSpec>& specs)>;
-
-// Consistency sampling in `steps` steps, as the server does.
-ImageSampler ConsistencySampler(Denoiser& model) {
-  return [&model](const std::vector<ImageSpec>& specs) { return SampleImages(model, specs); };
-}
-
-// EDM's Heun sampler from each image's seeded latent noise at t_max.
-ImageSampler HeunOdeSampler(Denoiser& model, int ode_steps) {
-  return [&model, ode_steps](const std::vector<ImageSpec>& specs) {
-    const v1::ModelConfig& config = model.config();
-    std::vector<torch::Tensor> latents;
-    std::vector<int64_t> classes;
-    for (const ImageSpec& spec : specs) {
-      latents.push_back(ImageNoise(config, spec.seed, spec.index, NoiseStream::kLatent));
-      classes.push_back(spec.class_label);
-    }
-    const torch::Tensor labels = torch::tensor(classes, torch::kInt64);
-    OdeSamplerOptions options;
-    options.steps = ode_steps;
-    options.sigma_max = config.t_max();
-    const DenoiseFn denoise = [&](const torch::Tensor& x, double sigma) {
-      return model.forward(x, torch::full({x.size(0)}, sigma, torch::kFloat32), labels);
-    };
-    return SolveProbabilityFlow(denoise, torch::stack(latents) * config.t_max(), options);
-  };
-}
-
-// Samples settings.num images of `steps` steps with `sample` and scores them.
-StepResult EvaluateSampler(const ImageSampler& sample, int steps, const std::string& sampler_name,
-                           const EvalSettings& settings, FashionClassifier& classifier,
-                           const FeatureStatistics& reference) {
-  StepResult result;
-  result.steps = steps;
-  result.sampler = sampler_name;
-  Progress progress(absl::StrCat(steps, "-step"), settings.num);
-  std::vector<torch::Tensor> features;
-  torch::Tensor correct = torch::zeros({kClassifierClasses}, torch::kInt64);
-  torch::Tensor requested_count = torch::zeros({kClassifierClasses}, torch::kInt64);
-  for (int64_t start = 0; start < settings.num; start += settings.batch_size) {
-    std::vector<ImageSpec> specs;
-    for (int64_t i = start; i < std::min(settings.num, start + settings.batch_size); ++i)
-      specs.push_back({settings.seed, uint64_t(i), i % kClassifierClasses, steps});
-    torch::Tensor images;
-    {
-      torch::InferenceMode inference;
-      images = sample(specs);
-    }
-    ClassifierOutputs out = Classify(classifier, Quantize8Bit(images));
-    torch::Tensor requested = torch::arange(start, start + int64_t(specs.size()), torch::kInt64) % kClassifierClasses;
-    correct.index_add_(0, requested, out.logits.argmax(1).eq(requested).to(torch::kInt64));
-    requested_count.index_add_(0, requested, torch::ones_like(requested));
-    features.push_back(out.features);
-    progress.Update(start + int64_t(specs.size()));
-  }
-  result.accuracy = double(correct.sum().item<int64_t>()) / settings.num;
-  for (int64_t c = 0; c < kClassifierClasses; ++c) {
-    const int64_t n = requested_count[c].item<int64_t>();
-    result.class_accuracy.push_back(n > 0 ? double(correct[c].item<int64_t>()) / n : 0.0);
-  }
-  result.fd = FrechetDistance(ComputeFeatureStatistics(torch::cat(features)), reference);
-  result.images_per_second = settings.num / std::max(progress.Seconds(), 1e-9);
-  return result;
 }
 
 struct Floor {
@@ -375,7 +252,7 @@ absl::Status Evaluate() {
   auto classifier = LoadClassifier(classifier_path);
   if (!classifier.ok()) return absl::Status(classifier.status().code(), absl::StrCat("--classifier: ",
                                                                                    classifier.status().message()));
-  TCM_ASSIGN_OR_RETURN(Split32 test, LoadSplit(Split::kTest));
+  TCM_ASSIGN_OR_RETURN(ClassifierSplit test, LoadClassifierSplit(Split::kTest));
   const ClassifierOutputs test_outputs = ClassifyWithProgress(**classifier, test.images, "test set features");
   const FeatureStatistics test_stats = ComputeFeatureStatistics(test_outputs.features);
 
@@ -390,24 +267,26 @@ absl::Status Evaluate() {
       json["teacher"] = teacher_dir;
       json["transition_t"] = settings.transition_t;
     }
-    json["num"] = settings.num;
-    json["seed"] = settings.seed;
+    json["num"] = settings.plan.num;
+    json["seed"] = settings.plan.seed;
     if (settings.ode_steps > 0) {
-      results.push_back(EvaluateSampler(HeunOdeSampler(*model, settings.ode_steps), 2 * settings.ode_steps - 1,
-                                        absl::StrCat("Heun ODE, ", settings.ode_steps, " levels"), settings,
-                                        **classifier, test_stats));
+      const int evals = 2 * settings.ode_steps - 1;
+      results.push_back(EvaluateSampler(HeunOdeSampler(*model, settings.ode_steps), evals,
+                                        absl::StrCat("Heun ODE, ", settings.ode_steps, " levels"), settings.plan,
+                                        **classifier, test_stats, SamplingProgress(evals, settings.plan.num)));
     } else {
       const std::string name =
           model->below_transition()
               ? absl::StrFormat("composed: below t'=%g the stage-1 network", model->config().transition_t())
               : "model";
       for (int steps : settings.step_counts)
-        results.push_back(EvaluateSampler(ConsistencySampler(*model), steps, name, settings, **classifier, test_stats));
+        results.push_back(EvaluateSampler(ConsistencySampler(*model), steps, name, settings.plan, **classifier,
+                                          test_stats, SamplingProgress(steps, settings.plan.num)));
     }
   }
   std::optional<Floor> floor_result;
   if (floor) {
-    TCM_ASSIGN_OR_RETURN(Split32 train, LoadSplit(Split::kTrain));
+    TCM_ASSIGN_OR_RETURN(ClassifierSplit train, LoadClassifierSplit(Split::kTrain));
     const ClassifierOutputs train_outputs = ClassifyWithProgress(**classifier, train.images, "training set features");
     floor_result = Floor{FrechetDistance(test_stats, ComputeFeatureStatistics(train_outputs.features)),
                          train.images.size(0), Accuracy(test_outputs.logits, test.labels)};
@@ -418,14 +297,14 @@ absl::Status Evaluate() {
   if (model) {
     const std::string teacher_note = !teacher_dir.empty() ? absl::StrCat(", teacher ", teacher_dir) : "";
     std::printf("model %s%s, %lld images per row (class i %% 10), seed %llu\n", model_dir.c_str(),
-                teacher_note.c_str(), static_cast<long long>(settings.num),
-                static_cast<unsigned long long>(settings.seed));
+                teacher_note.c_str(), static_cast<long long>(settings.plan.num),
+                static_cast<unsigned long long>(settings.plan.seed));
     std::printf("%5s  %-28s %9s %10s %10s\n", "evals", "sampler", "accuracy", "FD", "images/s");
     Json rows = Json::array();
     for (const auto& r : results) {
       std::printf("%5d  %-28s %9.4f %10.4f %10.1f\n", r.steps, r.sampler.c_str(), r.accuracy, r.fd,
                   r.images_per_second);
-      rows.push_back({{"steps", r.steps}, {"sampler", r.sampler}, {"images", settings.num},
+      rows.push_back({{"steps", r.steps}, {"sampler", r.sampler}, {"images", settings.plan.num},
                       {"class_accuracy", r.accuracy}, {"class_accuracy_per_class", r.class_accuracy}, {"fd", r.fd},
                       {"images_per_second", r.images_per_second}});
     }
@@ -447,7 +326,7 @@ absl::Status Evaluate() {
 
 absl::Status Run() {
   ConfigureCpuThreads(absl::GetFlag(FLAGS_threads));
-  return absl::GetFlag(FLAGS_train_classifier) ? TrainAndSaveClassifier() : Evaluate();
+  return absl::GetFlag(FLAGS_train_classifier) ? TrainClassifierCommand() : Evaluate();
 }
 
 }  // namespace
@@ -461,15 +340,5 @@ int main(int argc, char** argv) {
       "  tcm-eval --model models/STAGE2 --teacher models/STAGE1 [--transition_t 1.0]\n"
       "  tcm-eval --train_classifier --out tools/eval/fashion-mnist-classifier.safetensors");
   absl::ParseCommandLine(argc, argv);
-  try {
-    const absl::Status status = tcm::Run();
-    if (!status.ok()) {
-      std::fprintf(stderr, "tcm-eval: %s\n", std::string(status.message()).c_str());
-      return 2;
-    }
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "tcm-eval: %s\n", e.what());
-    return 2;
-  }
-  return 0;
+  return tcm::RunToolMain("tcm-eval", tcm::Run);
 }

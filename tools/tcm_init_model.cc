@@ -13,6 +13,7 @@
 #include "absl/flags/usage.h"
 #include "common/flags_usage.h"
 #include "common/status_macros.h"
+#include "common/tool_main.h"
 #include "model/model_config.h"
 #include "model/model_repository.h"
 
@@ -41,10 +42,5 @@ absl::Status Run() {
 int main(int argc, char** argv) {
   tcm::SetUsage("Writes a randomly initialised model directory for a config.pbtxt.");
   absl::ParseCommandLine(argc, argv);
-  const absl::Status status = tcm::Run();
-  if (!status.ok()) {
-    std::fprintf(stderr, "tcm-init-model: %s\n", std::string(status.message()).c_str());
-    return 2;
-  }
-  return 0;
+  return tcm::RunToolMain("tcm-init-model", tcm::Run);
 }

@@ -30,6 +30,7 @@
 #include "common/cpu_features.h"
 #include "common/flags_usage.h"
 #include "common/status_macros.h"
+#include "common/tool_main.h"
 #include "model/cpu_threads.h"
 #include "model/derived_tensor.h"
 #include "model/malloc_config.h"
@@ -260,15 +261,5 @@ int main(int argc, char** argv) {
       "  tcm-model-bench --config tools/configs/edm2-fashion-mnist.pbtxt [--batch_sizes 1,16,64]\n"
       "  tcm-model-bench --model_dir models/NAME --precision fp32,bf16 --json bench.json [--profile]");
   absl::ParseCommandLine(argc, argv);
-  try {
-    auto status = tcm::Run();
-    if (!status.ok()) {
-      std::fprintf(stderr, "tcm-model-bench: %s\n", std::string(status.message()).c_str());
-      return 2;
-    }
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "tcm-model-bench: %s\n", e.what());
-    return 2;
-  }
-  return 0;
+  return tcm::RunToolMain("tcm-model-bench", tcm::Run);
 }

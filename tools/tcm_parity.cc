@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "common/tool_main.h"
 #include "model/cpu_threads.h"
 #include "model/denoiser.h"
 #include "model/model_config.h"
@@ -160,15 +161,9 @@ int main(int argc, char** argv) {
       "  tcm-parity --weights W.safetensors --io IO.safetensors\n"
       "  tcm-parity --model_dir models/NAME --io IO.safetensors");
   absl::ParseCommandLine(argc, argv);
-  try {
-    auto result = tcm::Run();
-    if (!result.ok()) {
-      std::fprintf(stderr, "tcm-parity: %s\n", std::string(result.status().message()).c_str());
-      return 2;
-    }
-    return *result ? 0 : 1;
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "tcm-parity: %s\n", e.what());
-    return 2;
-  }
+  // Exit 0: within tolerance; 1: outside it; 2: the inputs could not be checked.
+  return tcm::RunToolMain("tcm-parity", []() -> absl::StatusOr<int> {
+    TCM_ASSIGN_OR_RETURN(const bool within_tolerance, tcm::Run());
+    return within_tolerance ? 0 : 1;
+  });
 }

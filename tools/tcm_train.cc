@@ -28,6 +28,7 @@
 #include "absl/strings/str_join.h"
 #include "common/flags_usage.h"
 #include "common/status_macros.h"
+#include "common/tool_main.h"
 #include "model/cpu_threads.h"
 #include "model/model_config.h"
 #include "model/model_repository.h"
@@ -367,15 +368,15 @@ int main(int argc, char** argv) {
       "                                                         stage 2: truncated training over [t', t_upper]");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) {
-    std::fprintf(stderr, "tcm-train: give one stage: diffusion, consistency or truncated (see --help)\n");
-    return 2;
+    tcm::PrintToolError("tcm-train", "give one stage: diffusion, consistency or truncated (see --help)");
+    return tcm::kToolFailureExitCode;
   }
-  const absl::Status status = tcm::Run(args[1]);
-  if (!status.ok()) {
-    std::fprintf(stderr, "tcm-train: %s\n", std::string(status.message()).c_str());
-    // 2: the command line or its inputs are wrong; 1: training itself failed.
-    const bool bad_input = absl::IsInvalidArgument(status) || absl::IsNotFound(status);
-    return bad_input ? 2 : 1;
-  }
-  return 0;
+  // 2: the command line or its inputs are wrong; 1: training itself failed.
+  return tcm::RunToolMain("tcm-train", [&]() -> absl::StatusOr<int> {
+    const absl::Status status = tcm::Run(args[1]);
+    if (status.ok()) return 0;
+    if (absl::IsInvalidArgument(status) || absl::IsNotFound(status)) return status;
+    tcm::PrintToolError("tcm-train", status.message());
+    return 1;
+  });
 }
