@@ -1,6 +1,5 @@
 #include "client/client_common.h"
 
-
 #include "absl/flags/flag.h"
 #include "absl/strings/str_cat.h"
 #include "common/read_file.h"
@@ -12,9 +11,7 @@ ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate for mutual TLS (imp
 ABSL_FLAG(std::string, tls_key, "", "PEM key of --tls_cert.");
 
 namespace tcm {
-namespace {
-
-}  // namespace
+namespace {}  // namespace
 
 ChannelOptions ChannelOptionsFromFlags() {
   ChannelOptions options;

@@ -19,9 +19,9 @@ namespace tcm {
 
 struct ChannelOptions {
   std::string server = "localhost:50051";
-  bool tls = false;           // TLS with the system roots or `ca`
-  std::string ca;             // PEM file of the server's CA
-  std::string cert, key;      // PEM client certificate and key (mutual TLS)
+  bool tls = false;       // TLS with the system roots or `ca`
+  std::string ca;         // PEM file of the server's CA
+  std::string cert, key;  // PEM client certificate and key (mutual TLS)
   int max_message_mb = 64;
 };
 

@@ -33,8 +33,8 @@ TEST(NormalizeFlagNamesTest, AliasesRenameTheFlagInEitherForm) {
 // Sixteen short arguments fill a vector's capacity exactly: every pointer must
 // still read the right text once the alias has been applied.
 TEST(NormalizeFlagNamesTest, EveryPointerReadsItsArgumentWithAnAlias) {
-  std::vector<std::string> in = {"tcm-client", "--server", "s", "--model", "m", "--class", "3", "--steps",
-                                 "2", "--num", "5", "--seed", "7", "--grid", "--out", "d"};
+  std::vector<std::string> in = {"tcm-client", "--server", "s", "--model", "m", "--class", "3",     "--steps",
+                                 "2",          "--num",    "5", "--seed",  "7", "--grid",  "--out", "d"};
   std::vector<std::string> want = in;
   want[5] = "--class_label";
   EXPECT_EQ(Normalize(in, {{"class", "class_label"}}), want);

@@ -40,9 +40,8 @@ double Ms(double seconds) { return seconds * 1e3; }
 }  // namespace
 
 absl::StatusOr<std::vector<int>> ParsePositiveInts(absl::string_view text, absl::string_view flag) {
-  return ParseList<int>(text, flag, "positive integers", [](absl::string_view s, int* v) {
-    return absl::SimpleAtoi(s, v) && *v > 0;
-  });
+  return ParseList<int>(text, flag, "positive integers",
+                        [](absl::string_view s, int* v) { return absl::SimpleAtoi(s, v) && *v > 0; });
 }
 
 absl::StatusOr<std::vector<double>> ParsePositiveDoubles(absl::string_view text, absl::string_view flag) {
@@ -88,10 +87,11 @@ double Percentile(std::vector<double> values, double p) {
 }
 
 std::string StatusCodeName(int code) {
-  static const char* const kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-                                       "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-                                       "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
-                                       "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  static const char* const kNames[] = {
+      "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+      "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+      "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+      "DATA_LOSS", "UNAUTHENTICATED"};
   if (code >= 0 && code <= 16) return kNames[code];
   return absl::StrCat("CODE_", code);
 }
@@ -207,9 +207,14 @@ nlohmann::json ToJson(const LevelSummary& s) {
   j["requests_per_s"] = num(s.requests_per_s);
   j["images_per_s"] = num(s.images_per_s);
   j["goodput_images_per_s"] = num(s.goodput_images_per_s);
-  j["latency_ms"] = {{"count", s.latency_count}, {"p50", num(s.p50_ms)},   {"p90", num(s.p90_ms)},
-                     {"p99", num(s.p99_ms)},     {"mean", num(s.mean_ms)}, {"max", num(s.max_ms)},
-                     {"p50_1step", num(s.p50_ms_1step)}, {"p50_2step", num(s.p50_ms_2step)}};
+  j["latency_ms"] = {{"count", s.latency_count},
+                     {"p50", num(s.p50_ms)},
+                     {"p90", num(s.p90_ms)},
+                     {"p99", num(s.p99_ms)},
+                     {"mean", num(s.mean_ms)},
+                     {"max", num(s.max_ms)},
+                     {"p50_1step", num(s.p50_ms_1step)},
+                     {"p50_2step", num(s.p50_ms_2step)}};
   j["server_ms_p50"] = {{"total", num(s.server_total_p50_ms)},
                         {"queue", num(s.server_queue_p50_ms)},
                         {"compute", num(s.server_compute_p50_ms)}};

@@ -19,8 +19,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "common/splitmix.h"
 #include "absl/strings/string_view.h"
+#include "common/splitmix.h"
 #include "nlohmann/json.hpp"
 
 namespace tcm {
@@ -66,8 +66,7 @@ const char* ArrivalsName(Arrivals arrivals);
 // generator seeded with `seed`).
 class ArrivalSchedule {
  public:
-  ArrivalSchedule(double rate, Arrivals arrivals, uint64_t seed)
-      : rate_(rate), arrivals_(arrivals), state_(seed) {}
+  ArrivalSchedule(double rate, Arrivals arrivals, uint64_t seed) : rate_(rate), arrivals_(arrivals), state_(seed) {}
   // The arrival time of the next request (the first is at 0).
   double Next();
 
@@ -91,10 +90,10 @@ std::string StatusCodeName(int code);
 struct CallRecord {
   double start = 0;
   double end = 0;
-  int code = 0;        // grpc::StatusCode; 0 = OK
-  int images = 0;      // images in the response (OK calls)
-  int steps = 1;       // what the request asked for
-  double server_total = 0;    // the response's timings (OK calls), seconds
+  int code = 0;             // grpc::StatusCode; 0 = OK
+  int images = 0;           // images in the response (OK calls)
+  int steps = 1;            // what the request asked for
+  double server_total = 0;  // the response's timings (OK calls), seconds
   double server_queue = 0;
   double server_compute = 0;
 };
@@ -103,12 +102,12 @@ enum class LoadMode { kConcurrency, kRate };
 
 struct LevelSummary {
   LoadMode mode = LoadMode::kConcurrency;
-  double level = 0;       // clients (concurrency), or offered requests/s (rate)
+  double level = 0;  // clients (concurrency), or offered requests/s (rate)
   double warmup_s = 0, window_s = 0;
-  int64_t sent = 0;       // requests sent in the window
-  int64_t dropped = 0;    // open loop: arrivals in the window not sent (--max_inflight reached)
-  int64_t ok = 0;         // OK responses that arrived in the window
-  int64_t images = 0;     // images in those responses
+  int64_t sent = 0;     // requests sent in the window
+  int64_t dropped = 0;  // open loop: arrivals in the window not sent (--max_inflight reached)
+  int64_t ok = 0;       // OK responses that arrived in the window
+  int64_t images = 0;   // images in those responses
   double sent_per_s = 0, requests_per_s = 0, images_per_s = 0;
   // Goodput: images of the calls sent in the window that answered OK, so
   // within their deadline (--timeout), per second of the window.

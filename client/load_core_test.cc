@@ -134,16 +134,16 @@ CallRecord Call(double start, double end, int code, int images = 1, int steps = 
 TEST(SummarizeTest, ThroughputCountsArrivalsLatencyCountsSends) {
   // Window [2, 12): 10 s.
   const std::vector<CallRecord> calls = {
-      Call(0.5, 1.5, 0),            // warm-up only: nowhere
-      Call(1.5, 2.5, 0, 2),         // sent in warm-up, arrived in the window: throughput only
-      Call(3.0, 3.1, 0, 1, 1),      // both: 100 ms
-      Call(4.0, 4.3, 0, 1, 2),      // both: 300 ms
-      Call(5.0, 5.2, 0, 1, 2),      // both: 200 ms
-      Call(11.0, 12.5, 0, 1, 2),    // sent in the window, arrived after: latency only (1500 ms)
-      Call(6.0, 6.0, 14),           // UNAVAILABLE
-      Call(7.0, 8.0, 4),            // DEADLINE_EXCEEDED
-      Call(8.0, 9.0, 4),            // DEADLINE_EXCEEDED
-      Call(12.0, 12.1, 8),          // after the window: nowhere
+      Call(0.5, 1.5, 0),          // warm-up only: nowhere
+      Call(1.5, 2.5, 0, 2),       // sent in warm-up, arrived in the window: throughput only
+      Call(3.0, 3.1, 0, 1, 1),    // both: 100 ms
+      Call(4.0, 4.3, 0, 1, 2),    // both: 300 ms
+      Call(5.0, 5.2, 0, 1, 2),    // both: 200 ms
+      Call(11.0, 12.5, 0, 1, 2),  // sent in the window, arrived after: latency only (1500 ms)
+      Call(6.0, 6.0, 14),         // UNAVAILABLE
+      Call(7.0, 8.0, 4),          // DEADLINE_EXCEEDED
+      Call(8.0, 9.0, 4),          // DEADLINE_EXCEEDED
+      Call(12.0, 12.1, 8),        // after the window: nowhere
   };
   const LevelSummary s = Summarize(LoadMode::kRate, 5, calls, 2, 12, 3);
   EXPECT_EQ(s.mode, LoadMode::kRate);
@@ -160,7 +160,7 @@ TEST(SummarizeTest, ThroughputCountsArrivalsLatencyCountsSends) {
   EXPECT_DOUBLE_EQ(ToJson(s)["goodput_images_per_s"].get<double>(), 0.4);
   EXPECT_EQ(s.dropped, 3);
   EXPECT_EQ(s.latency_count, 4);
-  EXPECT_NEAR(s.p50_ms, 250, 1e-6);      // of 100, 200, 300, 1500
+  EXPECT_NEAR(s.p50_ms, 250, 1e-6);  // of 100, 200, 300, 1500
   EXPECT_NEAR(s.max_ms, 1500, 1e-6);
   EXPECT_NEAR(s.mean_ms, 525, 1e-6);
   EXPECT_NEAR(s.p50_ms_1step, 100, 1e-6);

@@ -7,17 +7,17 @@
 #include <deque>
 #include <utility>
 
-#include "common/cpu_features.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "client/load_core.h"
+#include "common/batching_defaults.h"
+#include "common/cpu_features.h"
+#include "common/png_encoder.h"
 #include "common/status_macros.h"
 #include "model/cpu_threads.h"
 #include "model/malloc_config.h"
 #include "model/model_repository.h"
 #include "model/sampler.h"
-#include "common/batching_defaults.h"
-#include "common/png_encoder.h"
 
 namespace tcm {
 namespace load {
@@ -174,10 +174,9 @@ absl::StatusOr<RawReport> RunRaw(const RawOptions& options) {
   const auto& config = model.config;
   if (options.class_label >= 0 && options.class_label >= static_cast<int64_t>(config.num_classes()))
     return absl::InvalidArgumentError(
-        config.num_classes() == 0
-            ? absl::StrCat("--class_label: model '", model.name, "' is unconditional; use -1")
-            : absl::StrCat("--class_label: ", options.class_label, " is outside [0, ", config.num_classes(),
-                           ") for model '", model.name, "'"));
+        config.num_classes() == 0 ? absl::StrCat("--class_label: model '", model.name, "' is unconditional; use -1")
+                                  : absl::StrCat("--class_label: ", options.class_label, " is outside [0, ",
+                                                 config.num_classes(), ") for model '", model.name, "'"));
   TCM_ASSIGN_OR_RETURN(std::shared_ptr<Denoiser> denoiser, BuildReplica(model));
   // The path tcm-server runs by default (--precision auto): bf16 where the CPU
   // has native bf16, else fp32; channels-last either way.
@@ -186,9 +185,9 @@ absl::StatusOr<RawReport> RunRaw(const RawOptions& options) {
   denoiser->PrepareForInference();
 
   RawReport report;
-  report.model = absl::StrFormat("%s (%s %ux%ux%u, %u classes, %s channels-last)", model.name,
-                                 config.architecture(), config.img_resolution(), config.img_resolution(),
-                                 config.img_channels(), config.num_classes(), bf16 ? "bf16" : "fp32");
+  report.model = absl::StrFormat("%s (%s %ux%ux%u, %u classes, %s channels-last)", model.name, config.architecture(),
+                                 config.img_resolution(), config.img_resolution(), config.img_channels(),
+                                 config.num_classes(), bf16 ? "bf16" : "fp32");
   report.threads = torch::get_num_threads();
   int batch_size = options.batch_size;
   if (batch_size <= 0)
@@ -209,8 +208,8 @@ absl::StatusOr<RawReport> RunRaw(const RawOptions& options) {
 }
 
 std::string RawTable(const RawReport& report) {
-  std::string out = absl::StrFormat("%-10s %6s %7s %7s %9s %9s %15s\n", "case", "batch", "passes", "images",
-                                    "img/s", "ms/pass", "batch-1 p50 ms");
+  std::string out = absl::StrFormat("%-10s %6s %7s %7s %9s %9s %15s\n", "case", "batch", "passes", "images", "img/s",
+                                    "ms/pass", "batch-1 p50 ms");
   for (const RawCase& c : report.cases)
     absl::StrAppendFormat(&out, "%-10s %6d %7d %7d %9.2f %9.1f %15.1f\n", c.name, c.batch_size, c.passes, c.images,
                           c.images_per_s, c.ms_per_pass, c.single_p50_ms);

@@ -16,30 +16,30 @@ namespace load {
 
 struct RawOptions {
   std::string model_dir;
-  int batch_size = 0;             // 0 = the model's batching.max_batch_size, else 16 (the server's default)
+  int batch_size = 0;  // 0 = the model's batching.max_batch_size, else 16 (the server's default)
   double two_step_fraction = 0.5;
-  bool png = true;                // encode each finished image as PNG (as the server does)
-  int64_t class_label = -1;       // -1 = a class per image drawn from its seed
+  bool png = true;           // encode each finished image as PNG (as the server does)
+  int64_t class_label = -1;  // -1 = a class per image drawn from its seed
   uint64_t seed = 1;
-  double seconds = 3;             // least timed duration of each measurement
-  int threads = 0;                // LibTorch intra-op threads; 0 = one per core
+  double seconds = 3;  // least timed duration of each measurement
+  int threads = 0;     // LibTorch intra-op threads; 0 = one per core
 };
 
 struct RawCase {
-  std::string name;           // "1-step", "2-step", "mix 0.50"
+  std::string name;  // "1-step", "2-step", "mix 0.50"
   double two_step_fraction = 0;
   int batch_size = 0;
-  int64_t passes = 0;         // forward passes timed at batch_size
-  int64_t images = 0;         // images finished in them
-  double seconds = 0;         // their duration
-  double images_per_s = 0;    // images / seconds
-  double ms_per_pass = 0;     // seconds / passes
-  int64_t single_count = 0;   // single images timed at batch 1
-  double single_p50_ms = 0;   // their median latency
+  int64_t passes = 0;        // forward passes timed at batch_size
+  int64_t images = 0;        // images finished in them
+  double seconds = 0;        // their duration
+  double images_per_s = 0;   // images / seconds
+  double ms_per_pass = 0;    // seconds / passes
+  int64_t single_count = 0;  // single images timed at batch 1
+  double single_p50_ms = 0;  // their median latency
 };
 
 struct RawReport {
-  std::string model;          // name, architecture, size
+  std::string model;  // name, architecture, size
   int threads = 0;
   std::vector<RawCase> cases;
 };

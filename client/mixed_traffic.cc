@@ -58,8 +58,7 @@ class DelayedCancel {
   DelayedCancel(grpc::ClientContext* context, int delay_ms)
       : thread_([this, context, delay_ms] {
           std::unique_lock<std::mutex> lock(mu_);
-          if (!cv_.wait_for(lock, std::chrono::milliseconds(delay_ms), [this] { return done_; }))
-            context->TryCancel();
+          if (!cv_.wait_for(lock, std::chrono::milliseconds(delay_ms), [this] { return done_; })) context->TryCancel();
         }) {}
   ~DelayedCancel() {
     {
@@ -78,10 +77,11 @@ class DelayedCancel {
 };
 
 // Sends one planned call; returns its code and the complete images it delivered.
-std::pair<grpc::StatusCode, int> Send(v1::TcmService::Stub& stub, const CallPlan& plan,
-                                      const TrafficOptions& options, std::string* problem) {
+std::pair<grpc::StatusCode, int> Send(v1::TcmService::Stub& stub, const CallPlan& plan, const TrafficOptions& options,
+                                      std::string* problem) {
   grpc::ClientContext context;
-  const double deadline_s = plan.behaviour == Behaviour::kShortDeadline ? plan.delay_ms / 1000.0 : options.call_timeout_s;
+  const double deadline_s =
+      plan.behaviour == Behaviour::kShortDeadline ? plan.delay_ms / 1000.0 : options.call_timeout_s;
   context.set_deadline(std::chrono::system_clock::now() +
                        std::chrono::microseconds(static_cast<int64_t>(deadline_s * 1e6)));
   std::optional<DelayedCancel> cancel;

@@ -37,14 +37,14 @@ enum class Behaviour {
 const char* BehaviourName(Behaviour behaviour);
 
 struct TrafficOptions {
-  std::string model;         // a served model; conditional when num_classes > 0
-  int num_classes = 0;       // the model's classes (0 = unconditional)
-  int max_images = 4;        // images per call, drawn from 1..max_images
-  double stream_fraction = 0.5;      // share of GenerateStream calls
-  double two_step_fraction = 0.5;    // share of 2-step calls
-  double misbehaving_fraction = 0.5; // share of calls that cancel, time out or are malformed
-  int max_delay_ms = 40;     // cancel delays and short deadlines, drawn from 1..max_delay_ms
-  double call_timeout_s = 300;       // deadline of the calls that wait for their images
+  std::string model;                  // a served model; conditional when num_classes > 0
+  int num_classes = 0;                // the model's classes (0 = unconditional)
+  int max_images = 4;                 // images per call, drawn from 1..max_images
+  double stream_fraction = 0.5;       // share of GenerateStream calls
+  double two_step_fraction = 0.5;     // share of 2-step calls
+  double misbehaving_fraction = 0.5;  // share of calls that cancel, time out or are malformed
+  int max_delay_ms = 40;              // cancel delays and short deadlines, drawn from 1..max_delay_ms
+  double call_timeout_s = 300;        // deadline of the calls that wait for their images
 };
 
 // One planned call.
@@ -52,7 +52,7 @@ struct CallPlan {
   v1::GenerateRequest request;
   bool stream = false;
   Behaviour behaviour = Behaviour::kComplete;
-  int delay_ms = 0;                                       // cancel delay or deadline
+  int delay_ms = 0;                                          // cancel delay or deadline
   grpc::StatusCode bad_request_code = grpc::StatusCode::OK;  // kBadRequest: the code it must get
 };
 

@@ -65,8 +65,8 @@ TEST(MixedTrafficPlanTest, TheMixHoldsEveryKindWithinTheOptions) {
   }
   EXPECT_GT(previews, 0);
   for (bool stream : {false, true})
-    for (Behaviour b : {Behaviour::kComplete, Behaviour::kCancelAfterDelay, Behaviour::kShortDeadline,
-                        Behaviour::kBadRequest})
+    for (Behaviour b :
+         {Behaviour::kComplete, Behaviour::kCancelAfterDelay, Behaviour::kShortDeadline, Behaviour::kBadRequest})
       EXPECT_GT((kinds[{stream, b}]), 0) << (stream ? "stream " : "unary ") << BehaviourName(b);
   EXPECT_GT((kinds[{true, Behaviour::kCancelAfterFirstImage}]), 0);
   EXPECT_EQ(steps, (std::set<uint32_t>{1, 2}));

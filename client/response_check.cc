@@ -27,8 +27,8 @@ absl::Status CheckPngHeader(const v1::Image& image, const std::string& where) {
     return Bad(absl::StrCat(where, ": data is not a PNG image"));
   const uint32_t width = BigEndian32(data, 16), height = BigEndian32(data, 20);
   if (width != image.width() || height != image.height())
-    return Bad(absl::StrCat(where, ": the PNG is ", width, "x", height, " but the response says ", image.width(),
-                            "x", image.height()));
+    return Bad(absl::StrCat(where, ": the PNG is ", width, "x", height, " but the response says ", image.width(), "x",
+                            image.height()));
   return absl::OkStatus();
 }
 

@@ -18,8 +18,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
-#include <cmath>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdio>
 #include <fstream>
@@ -44,8 +44,8 @@
 #include "absl/time/time.h"
 #include "client/client_common.h"
 #include "client/load_core.h"
-#include "client/response_check.h"
 #include "client/load_raw.h"
+#include "client/response_check.h"
 #include "tcm/v1/tcm_service.grpc.pb.h"
 
 // Load.
@@ -184,11 +184,11 @@ int ParseArgs(int argc, char** argv, std::set<std::string>* given) {
     std::string error;
     if (!flag->ParseFrom(value, &error))
       return FlagError(absl::StrCat("--", name, ": '", value, "' is not a valid ",
-                                    flag->IsOfType<bool>()                                         ? "boolean"
-                                    : flag->IsOfType<double>()                                     ? "number"
-                                    : flag->IsOfType<int>() || flag->IsOfType<int64_t>()           ? "integer"
-                                    : flag->IsOfType<uint64_t>()                                   ? "unsigned integer"
-                                                                                                   : "value"));
+                                    flag->IsOfType<bool>()                               ? "boolean"
+                                    : flag->IsOfType<double>()                           ? "number"
+                                    : flag->IsOfType<int>() || flag->IsOfType<int64_t>() ? "integer"
+                                    : flag->IsOfType<uint64_t>()                         ? "unsigned integer"
+                                                                                         : "value"));
     given->insert(name);
   }
   return -1;
@@ -289,7 +289,10 @@ double Since(Clock::time_point t0) { return std::chrono::duration<double>(Clock:
 class Bench {
  public:
   Bench(const Settings& settings, std::unique_ptr<v1::TcmService::Stub> stub, std::string model)
-      : s_(settings), stub_(std::move(stub)), model_(std::move(model)), mix_(settings.seed, settings.two_step_fraction) {}
+      : s_(settings),
+        stub_(std::move(stub)),
+        model_(std::move(model)),
+        mix_(settings.seed, settings.two_step_fraction) {}
 
   LevelSummary Closed(int clients) {
     const double end = s_.warmup + s_.duration;
@@ -343,7 +346,8 @@ class Bench {
     for (uint64_t n = 0;; ++n) {
       const double at = schedule.Next();
       if (at >= end) break;
-      std::this_thread::sleep_until(t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(at)));
+      std::this_thread::sleep_until(t0 +
+                                    std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(at)));
       {
         std::lock_guard<std::mutex> lock(state->mu);
         if (state->inflight >= s_.max_inflight) {
@@ -357,17 +361,16 @@ class Bench {
       SetDeadline(&call->context);
       call->record.steps = static_cast<int>(call->request.steps());
       call->record.start = Since(t0);
-      stub_->async()->Generate(&call->context, &call->request, &call->response,
-                               [state, call, t0](grpc::Status status) {
-                                 call->record.end = Since(t0);
-                                 Fill(call->request, status, call->response, &call->record);
-                                 const CallRecord record = call->record;
-                                 delete call;
-                                 std::lock_guard<std::mutex> lock(state->mu);
-                                 state->records.push_back(record);
-                                 --state->inflight;
-                                 state->done.notify_all();
-                               });
+      stub_->async()->Generate(&call->context, &call->request, &call->response, [state, call, t0](grpc::Status status) {
+        call->record.end = Since(t0);
+        Fill(call->request, status, call->response, &call->record);
+        const CallRecord record = call->record;
+        delete call;
+        std::lock_guard<std::mutex> lock(state->mu);
+        state->records.push_back(record);
+        --state->inflight;
+        state->done.notify_all();
+      });
     }
     std::unique_lock<std::mutex> lock(state->mu);
     state->done.wait(lock, [&] { return state->inflight == 0; });
@@ -394,8 +397,8 @@ class Bench {
   }
 
   // A response that does not hold what was asked counts as DATA_LOSS.
-  static void Fill(const v1::GenerateRequest& request, const grpc::Status& status,
-                   const v1::GenerateResponse& response, CallRecord* record) {
+  static void Fill(const v1::GenerateRequest& request, const grpc::Status& status, const v1::GenerateResponse& response,
+                   CallRecord* record) {
     record->code = static_cast<int>(status.error_code());
     if (!status.ok()) return;
     if (!CheckGenerateResponse(request, response).ok()) {
@@ -469,8 +472,8 @@ absl::StatusOr<ServedModel> ConnectToModel(const Settings& s) {
   v1::ListModelsResponse models;
   const grpc::Status status = served.stub->ListModels(&context, v1::ListModelsRequest(), &models);
   if (!status.ok())
-    return absl::UnavailableError(absl::StrCat("ListModels on ", s.server, " failed: ",
-                                               load::StatusCodeName(status.error_code()), ": ",
+    return absl::UnavailableError(absl::StrCat("ListModels on ", s.server,
+                                               " failed: ", load::StatusCodeName(status.error_code()), ": ",
                                                status.error_message()));
   const v1::ModelInfo* info = nullptr;
   std::vector<std::string> names;
@@ -480,27 +483,28 @@ absl::StatusOr<ServedModel> ConnectToModel(const Settings& s) {
   }
   if (info == nullptr && s.model.empty() && models.models_size() > 0) info = &models.models(0);
   if (info == nullptr)
-    return absl::NotFoundError(absl::StrCat("model '", s.model, "' is not served by ", s.server, " (it serves: ",
-                                            absl::StrJoin(names, ", "), ")"));
+    return absl::NotFoundError(absl::StrCat("model '", s.model, "' is not served by ", s.server,
+                                            " (it serves: ", absl::StrJoin(names, ", "), ")"));
   served.name = info->name();
   if (s.class_label >= 0 && s.class_label >= static_cast<int64_t>(info->num_classes()))
     return absl::InvalidArgumentError(
-        info->num_classes() == 0
-            ? absl::StrCat("--class_label: model '", served.name, "' is unconditional; use -1")
-            : absl::StrCat("--class_label: ", s.class_label, " is outside [0, ", info->num_classes(),
-                           ") for model '", served.name, "'"));
-  served.line = absl::StrFormat("%s (%s %ux%ux%u, %u classes)", served.name, info->architecture(),
-                                info->resolution(), info->resolution(), info->channels(), info->num_classes());
-  served.json = {{"address", s.server},         {"model", served.name},
-                 {"architecture", info->architecture()}, {"resolution", info->resolution()},
-                 {"channels", info->channels()}, {"num_classes", info->num_classes()}};
+        info->num_classes() == 0 ? absl::StrCat("--class_label: model '", served.name, "' is unconditional; use -1")
+                                 : absl::StrCat("--class_label: ", s.class_label, " is outside [0, ",
+                                                info->num_classes(), ") for model '", served.name, "'"));
+  served.line = absl::StrFormat("%s (%s %ux%ux%u, %u classes)", served.name, info->architecture(), info->resolution(),
+                                info->resolution(), info->channels(), info->num_classes());
+  served.json = {{"address", s.server},
+                 {"model", served.name},
+                 {"architecture", info->architecture()},
+                 {"resolution", info->resolution()},
+                 {"channels", info->channels()},
+                 {"num_classes", info->num_classes()}};
   return served;
 }
 
 // --raw: the network in this process; prints its table and returns its report.
 absl::StatusOr<nlohmann::json> RunRawCases(const Settings& s, const std::string& request_line) {
-  std::printf("raw: model directory %s in this process; %s\n", s.raw_options.model_dir.c_str(),
-              request_line.c_str());
+  std::printf("raw: model directory %s in this process; %s\n", s.raw_options.model_dir.c_str(), request_line.c_str());
   std::fflush(stdout);
   absl::StatusOr<load::RawReport> raw;
   try {
@@ -511,7 +515,7 @@ absl::StatusOr<nlohmann::json> RunRawCases(const Settings& s, const std::string&
   if (!raw.ok()) {
     const std::string message = absl::StrCat("--raw: ", raw.status().message());
     return raw.status().code() == absl::StatusCode::kInternal ? absl::InternalError(message)
-                                                               : absl::InvalidArgumentError(message);
+                                                              : absl::InvalidArgumentError(message);
   }
   std::printf("raw: %s, %d threads; img/s at the batch size, latency of one image alone\n", raw->model.c_str(),
               raw->threads);
@@ -523,8 +527,7 @@ absl::StatusOr<nlohmann::json> RunRawCases(const Settings& s, const std::string&
 // The service levels, closed loop then open loop; prints one row per level
 // into the table and appends its object to `levels`. Returns whether every
 // level had at least one successful request.
-bool RunServiceLevels(const Settings& s, ServedModel served, const std::string& request_line,
-                      nlohmann::json* levels) {
+bool RunServiceLevels(const Settings& s, ServedModel served, const std::string& request_line, nlohmann::json* levels) {
   std::printf("service: %s, model %s; %s; %g s warm-up + %g s window per level; open loop %s arrivals\n",
               s.server.c_str(), served.line.c_str(), request_line.c_str(), s.warmup, s.duration,
               load::ArrivalsName(s.arrivals));
@@ -553,12 +556,13 @@ int Run(const std::set<std::string>& given) {
     json_out.open(s.json, std::ios::trunc);
     if (!json_out) return FlagError(absl::StrCat("--json: cannot write ", s.json));
   }
-  nlohmann::json report = {{"tool", "tcm-bench"},
-                           {"started_at", absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone())},
-                           {"flags", FlagsJson()},
-                           {"definitions",
-                            "requests_per_s/images_per_s: OK responses arriving in the window / window_s; latency and "
-                            "errors: requests sent in the window, each followed to its end; latency in ms, client side"}};
+  nlohmann::json report = {
+      {"tool", "tcm-bench"},
+      {"started_at", absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone())},
+      {"flags", FlagsJson()},
+      {"definitions",
+       "requests_per_s/images_per_s: OK responses arriving in the window / window_s; latency and "
+       "errors: requests sent in the window, each followed to its end; latency in ms, client side"}};
 
   std::optional<ServedModel> served;
   if (s.service) {
@@ -568,10 +572,10 @@ int Run(const std::set<std::string>& given) {
     served = std::move(*connected);
   }
 
-  const std::string request_line = absl::StrFormat(
-      "%d image(s)/request, %.0f%% 2-step (seed %u), %s, class %s", s.images_per_request, s.two_step_fraction * 100,
-      s.seed, s.format == v1::IMAGE_FORMAT_PNG ? "png" : "raw",
-      s.class_label >= 0 ? absl::StrCat(s.class_label) : std::string("random"));
+  const std::string request_line =
+      absl::StrFormat("%d image(s)/request, %.0f%% 2-step (seed %u), %s, class %s", s.images_per_request,
+                      s.two_step_fraction * 100, s.seed, s.format == v1::IMAGE_FORMAT_PNG ? "png" : "raw",
+                      s.class_label >= 0 ? absl::StrCat(s.class_label) : std::string("random"));
 
   if (s.raw) {
     absl::StatusOr<nlohmann::json> raw = RunRawCases(s, request_line);

@@ -17,16 +17,16 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "common/flags_usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "client/client_common.h"
-#include "grpc/health/v1/health.grpc.pb.h"
 #include "client/response_check.h"
+#include "common/flags_usage.h"
 #include "common/image_grid.h"
 #include "common/png_encoder.h"
 #include "common/status_macros.h"
+#include "grpc/health/v1/health.grpc.pb.h"
 #include "tcm/v1/tcm_service.grpc.pb.h"
 
 ABSL_FLAG(std::string, model, "", "Model name; empty = the server's default model.");

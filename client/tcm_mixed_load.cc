@@ -78,9 +78,8 @@ int Run() {
 
   auto channel = MakeChannel(ChannelOptionsFromFlags());
   if (!channel.ok()) return UsageError(std::string(channel.status().message()));
-  const auto connect_by =
-      std::chrono::system_clock::now() +
-      std::chrono::milliseconds(static_cast<int64_t>(absl::GetFlag(FLAGS_connect_timeout) * 1000));
+  const auto connect_by = std::chrono::system_clock::now() +
+                          std::chrono::milliseconds(static_cast<int64_t>(absl::GetFlag(FLAGS_connect_timeout) * 1000));
   if (!(*channel)->WaitForConnected(connect_by)) {
     std::fprintf(stderr, "tcm-mixed-load: cannot connect to %s\n", absl::GetFlag(FLAGS_server).c_str());
     return 1;

@@ -8,9 +8,9 @@
 
 namespace tcm {
 
-inline constexpr uint32_t kDefaultMaxBatchSize = 16;     // images per forward pass
-inline constexpr uint64_t kDefaultMaxQueueDelayUs = 0;   // an idle worker takes what is queued at once
-inline constexpr uint32_t kDefaultMaxQueueSize = 256;    // queued images before RESOURCE_EXHAUSTED
+inline constexpr uint32_t kDefaultMaxBatchSize = 16;    // images per forward pass
+inline constexpr uint64_t kDefaultMaxQueueDelayUs = 0;  // an idle worker takes what is queued at once
+inline constexpr uint32_t kDefaultMaxQueueSize = 256;   // queued images before RESOURCE_EXHAUSTED
 
 }  // namespace tcm
 

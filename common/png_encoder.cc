@@ -23,10 +23,17 @@ void Flush(png_structp) {}
 absl::StatusOr<std::string> EncodePng(const uint8_t* pixels, int width, int height, int channels, bool fast) {
   int color_type;
   switch (channels) {
-    case 1: color_type = PNG_COLOR_TYPE_GRAY; break;
-    case 3: color_type = PNG_COLOR_TYPE_RGB; break;
-    case 4: color_type = PNG_COLOR_TYPE_RGBA; break;
-    default: return absl::InvalidArgumentError(absl::StrCat("PNG: unsupported channel count ", channels));
+    case 1:
+      color_type = PNG_COLOR_TYPE_GRAY;
+      break;
+    case 3:
+      color_type = PNG_COLOR_TYPE_RGB;
+      break;
+    case 4:
+      color_type = PNG_COLOR_TYPE_RGBA;
+      break;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat("PNG: unsupported channel count ", channels));
   }
   if (width <= 0 || height <= 0) return absl::InvalidArgumentError("PNG: empty image");
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
@@ -45,8 +52,7 @@ absl::StatusOr<std::string> EncodePng(const uint8_t* pixels, int width, int heig
     png_set_compression_level(png, Z_BEST_SPEED);
     png_set_filter(png, PNG_FILTER_TYPE_BASE, PNG_FILTER_NONE);
   }
-  for (int y = 0; y < height; ++y)
-    rows[y] = const_cast<png_bytep>(pixels + static_cast<size_t>(y) * width * channels);
+  for (int y = 0; y < height; ++y) rows[y] = const_cast<png_bytep>(pixels + static_cast<size_t>(y) * width * channels);
   png_write_info(png, info);
   png_write_image(png, rows.data());
   png_write_end(png, nullptr);

@@ -7,10 +7,10 @@
 #include "absl/status/statusor.h"
 
 // Returns from the enclosing function if `expr` (an absl::Status) is not OK.
-#define TCM_RETURN_IF_ERROR(expr)                  \
-  do {                                             \
-    ::absl::Status tcm_status_ = (expr);           \
-    if (!tcm_status_.ok()) return tcm_status_;     \
+#define TCM_RETURN_IF_ERROR(expr)              \
+  do {                                         \
+    ::absl::Status tcm_status_ = (expr);       \
+    if (!tcm_status_.ok()) return tcm_status_; \
   } while (0)
 
 #define TCM_STATUS_CONCAT_INNER_(a, b) a##b

@@ -3,11 +3,11 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
-#include "model/torch_error.h"
 #include "absl/strings/str_join.h"
 #include "model/edm2_unet.h"
 #include "model/model_config.h"
 #include "model/song_unet.h"
+#include "model/torch_error.h"
 
 namespace tcm {
 namespace {
@@ -44,8 +44,7 @@ absl::StatusOr<std::shared_ptr<Denoiser>> Denoiser::Create(const v1::ModelConfig
   return d;
 }
 
-torch::Tensor Denoiser::forward(const torch::Tensor& x, const torch::Tensor& sigma,
-                                const torch::Tensor& class_labels) {
+torch::Tensor Denoiser::forward(const torch::Tensor& x, const torch::Tensor& sigma, const torch::Tensor& class_labels) {
   if (!below_transition_) return ForwardOne(x, sigma, class_labels);
   const torch::Tensor below = sigma.to(torch::kFloat32) < config_.transition_t();
   const int64_t n_below = below.sum().item<int64_t>();
@@ -58,8 +57,8 @@ torch::Tensor Denoiser::forward(const torch::Tensor& x, const torch::Tensor& sig
   };
   const torch::Tensor rows_below = below.nonzero().flatten(), rows_above = below.logical_not().nonzero().flatten();
   const torch::Tensor out_above = part(rows_above, *this);
-  torch::Tensor out = torch::empty({x.size(0), out_above.size(1), out_above.size(2), out_above.size(3)},
-                                   out_above.options());
+  torch::Tensor out =
+      torch::empty({x.size(0), out_above.size(1), out_above.size(2), out_above.size(3)}, out_above.options());
   out.index_copy_(0, rows_above, out_above);
   out.index_copy_(0, rows_below, part(rows_below, *below_transition_));
   return out;
@@ -81,8 +80,8 @@ torch::Tensor Denoiser::ForwardOne(const torch::Tensor& x_in, const torch::Tenso
   const torch::Tensor c_noise = sigma.log().flatten() / 4;
   torch::Tensor body_in = c_in * x;
   if (compute_dtype_ != torch::kFloat32 || channels_last_)
-    body_in = body_in.to(compute_dtype_).contiguous(channels_last_ ? torch::MemoryFormat::ChannelsLast
-                                                                   : torch::MemoryFormat::Contiguous);
+    body_in = body_in.to(compute_dtype_)
+                  .contiguous(channels_last_ ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous);
   const torch::Tensor f = net_->Forward(body_in, c_noise, onehot).to(torch::kFloat32).contiguous();
   return torch::addcmul(c_skip * x, c_out, f);
 }
@@ -104,8 +103,8 @@ absl::Status Denoiser::LoadStateDict(const TensorMap& weights, const std::string
   }
   for (const auto& [key, unused] : weights) {
     if (!expected.count(key))
-      problems.push_back(absl::StrCat("unexpected weight '", key, "' (not part of this ", config_.architecture(),
-                                      " configuration)"));
+      problems.push_back(
+          absl::StrCat("unexpected weight '", key, "' (not part of this ", config_.architecture(), " configuration)"));
   }
   if (!problems.empty()) {
     std::string more = problems.size() > 1 ? absl::StrCat(" (and ", problems.size() - 1, " more problems)") : "";

@@ -77,9 +77,10 @@ TEST_P(FixtureTest, RowsAreBitwiseIdenticalInBatchesOfTwoOrMore) {
   torch::Tensor labels = io.count("class_labels") ? io.at("class_labels") : torch::Tensor();
   torch::InferenceMode inference;
   const torch::Tensor full = (*denoiser)->forward(io.at("x"), io.at("sigma"), labels);  // batch of 4
-  const torch::Tensor order = torch::tensor({3, 1}, torch::kInt64);                      // batch of 2, rows moved
-  const torch::Tensor pair = (*denoiser)->forward(io.at("x").index_select(0, order), io.at("sigma").index_select(0, order),
-                                                  labels.defined() ? labels.index_select(0, order) : labels);
+  const torch::Tensor order = torch::tensor({3, 1}, torch::kInt64);                     // batch of 2, rows moved
+  const torch::Tensor pair =
+      (*denoiser)->forward(io.at("x").index_select(0, order), io.at("sigma").index_select(0, order),
+                           labels.defined() ? labels.index_select(0, order) : labels);
   EXPECT_TRUE(torch::equal(pair[0], full[3]));
   EXPECT_TRUE(torch::equal(pair[1], full[1]));
 }
@@ -149,8 +150,16 @@ TEST(DenoiserTest, LoadStateDictRejectsIntegerWeights) {
 TEST(DenoiserTest, FlopsFollowTheArchitecture) {
   // The embedded Fashion-MNIST network: 0.84 GFLOP per image per forward pass.
   auto config = ParseModelConfigText(R"pb(
-    architecture: "EDM2UNet" img_resolution: 32 img_channels: 1 num_classes: 10
-    edm2 { model_channels: 32 channel_mult: [1, 2, 2] num_blocks: 2 attn_resolutions: [8] })pb",
+                                       architecture: "EDM2UNet"
+                                       img_resolution: 32
+                                       img_channels: 1
+                                       num_classes: 10
+                                       edm2 {
+                                         model_channels: 32
+                                         channel_mult: [ 1, 2, 2 ]
+                                         num_blocks: 2
+                                         attn_resolutions: [ 8 ]
+                                       })pb",
                                      "config.pbtxt");
   ASSERT_TRUE(config.ok());
   auto denoiser = Denoiser::Create(*config);

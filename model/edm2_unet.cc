@@ -118,10 +118,7 @@ struct BlockOptions {
 // folded into the cached effective weights.
 class BlockImpl : public torch::nn::Module {
  public:
-  explicit BlockImpl(const BlockOptions& o)
-      : o_(o),
-        res_(o.config->res_balance()),
-        attn_(o.config->attn_balance()) {
+  explicit BlockImpl(const BlockOptions& o) : o_(o), res_(o.config->res_balance()), attn_(o.config->attn_balance()) {
     const auto& c = *o.config;
     const std::vector<float> taps(c.resample_filter().begin(), c.resample_filter().end());
     resample_is_box_ = IsBoxFilter(taps);
@@ -348,8 +345,8 @@ class Edm2UNetImpl : public UNet {
   void PrepareForInference() override {
     torch::NoGradGuard no_grad;
     const int64_t res = config_.img_resolution();
-    torch::Tensor x = torch::zeros({1, int64_t(config_.img_channels()), res, res}, compute_dtype_)
-                          .contiguous(memory_format_);
+    torch::Tensor x =
+        torch::zeros({1, int64_t(config_.img_channels()), res, res}, compute_dtype_).contiguous(memory_format_);
     torch::Tensor labels = config_.num_classes() ? torch::zeros({1, int64_t(config_.num_classes())}) : torch::Tensor();
     Forward(x, torch::zeros({1}), labels);  // fills every cache
   }
@@ -390,8 +387,6 @@ class Edm2UNetImpl : public UNet {
 
 }  // namespace
 
-std::shared_ptr<UNet> MakeEdm2UNet(const v1::ModelConfig& config) {
-  return std::make_shared<Edm2UNetImpl>(config);
-}
+std::shared_ptr<UNet> MakeEdm2UNet(const v1::ModelConfig& config) { return std::make_shared<Edm2UNetImpl>(config); }
 
 }  // namespace tcm

@@ -22,8 +22,7 @@ absl::Status Bad(absl::string_view field, absl::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat(field, ": ", why));
 }
 
-absl::Status CheckPositiveList(const google::protobuf::RepeatedField<uint32_t>& list,
-                               absl::string_view field) {
+absl::Status CheckPositiveList(const google::protobuf::RepeatedField<uint32_t>& list, absl::string_view field) {
   if (list.empty()) return Bad(field, "must list at least one value");
   for (uint32_t v : list)
     if (v == 0) return Bad(field, "entries must be positive");
@@ -58,8 +57,8 @@ absl::Status CheckAtMost(uint64_t value, uint64_t limit, absl::string_view field
   return absl::OkStatus();
 }
 
-absl::Status CheckListLimits(const google::protobuf::RepeatedField<uint32_t>& list, int max_entries,
-                             uint32_t max_value, absl::string_view field) {
+absl::Status CheckListLimits(const google::protobuf::RepeatedField<uint32_t>& list, int max_entries, uint32_t max_value,
+                             absl::string_view field) {
   if (list.size() > max_entries)
     return Bad(field, absl::StrCat("must have at most ", max_entries, " entries, got ", list.size()));
   for (uint32_t v : list) TCM_RETURN_IF_ERROR(CheckAtMost(v, max_value, field));
@@ -73,8 +72,8 @@ absl::Status CheckListLimits(const google::protobuf::RepeatedField<uint32_t>& li
 // network and the class embedding) guards the network's total size, and the
 // widest activation of one image its memory.
 template <typename Net>
-absl::Status CheckNetworkLimits(const Net& c, absl::string_view prefix, uint32_t num_classes,
-                                uint32_t img_resolution, uint32_t default_emb_mult) {
+absl::Status CheckNetworkLimits(const Net& c, absl::string_view prefix, uint32_t num_classes, uint32_t img_resolution,
+                                uint32_t default_emb_mult) {
   using L = ConfigLimits;
   const std::string p(prefix);
   TCM_RETURN_IF_ERROR(CheckAtMost(c.model_channels(), L::kMaxModelChannels, p + ".model_channels"));
@@ -129,10 +128,9 @@ absl::Status CheckLimits(const ModelConfig& c) {
     for (uint32_t m : c.edm2().channel_mult()) largest_mult = std::max(largest_mult, m);
     TCM_RETURN_IF_ERROR(
         CheckNetworkLimits(c.edm2(), "edm2", c.num_classes(), c.img_resolution(), /*default_emb_mult=*/largest_mult));
+    TCM_RETURN_IF_ERROR(CheckAtMost(c.edm2().channels_per_head(), L::kMaxChannelsPerHead, "edm2.channels_per_head"));
     TCM_RETURN_IF_ERROR(
-        CheckAtMost(c.edm2().channels_per_head(), L::kMaxChannelsPerHead, "edm2.channels_per_head"));
-    TCM_RETURN_IF_ERROR(CheckListLimits(c.edm2().dout_resolutions(), L::kMaxListEntries, L::kMaxResolution,
-                                        "edm2.dout_resolutions"));
+        CheckListLimits(c.edm2().dout_resolutions(), L::kMaxListEntries, L::kMaxResolution, "edm2.dout_resolutions"));
   }
   if (c.has_song()) {
     TCM_RETURN_IF_ERROR(
@@ -143,10 +141,9 @@ absl::Status CheckLimits(const ModelConfig& c) {
   TCM_RETURN_IF_ERROR(CheckAtMost(c.batching().max_queue_size(), L::kMaxQueueSize, "batching.max_queue_size"));
   TCM_RETURN_IF_ERROR(
       CheckAtMost(c.batching().max_queue_delay_us(), L::kMaxQueueDelayUs, "batching.max_queue_delay_us"));
+  TCM_RETURN_IF_ERROR(CheckAtMost(c.batching().priority_levels(), L::kMaxPriorityLevels, "batching.priority_levels"));
   TCM_RETURN_IF_ERROR(
-      CheckAtMost(c.batching().priority_levels(), L::kMaxPriorityLevels, "batching.priority_levels"));
-  TCM_RETURN_IF_ERROR(CheckAtMost(c.batching().default_priority_level(), L::kMaxPriorityLevels,
-                                  "batching.default_priority_level"));
+      CheckAtMost(c.batching().default_priority_level(), L::kMaxPriorityLevels, "batching.default_priority_level"));
   TCM_RETURN_IF_ERROR(CheckAtMost(c.instance().count(), L::kMaxInstances, "instance.count"));
   return absl::OkStatus();
 }
@@ -189,14 +186,13 @@ absl::Status CompleteSong(SongUNetConfig* c) {
   if (c->encoder_type().empty()) c->set_encoder_type("standard");
   if (c->decoder_type().empty()) c->set_decoder_type("standard");
   if (c->embedding_type() != "positional" && c->embedding_type() != "fourier")
-    return Bad("song.embedding_type", absl::StrCat("must be \"positional\" or \"fourier\", got \"",
-                                                   c->embedding_type(), "\""));
+    return Bad("song.embedding_type",
+               absl::StrCat("must be \"positional\" or \"fourier\", got \"", c->embedding_type(), "\""));
   if (c->encoder_type() != "standard" && c->encoder_type() != "skip" && c->encoder_type() != "residual")
-    return Bad("song.encoder_type", absl::StrCat("must be \"standard\", \"skip\" or \"residual\", got \"",
-                                                 c->encoder_type(), "\""));
+    return Bad("song.encoder_type",
+               absl::StrCat("must be \"standard\", \"skip\" or \"residual\", got \"", c->encoder_type(), "\""));
   if (c->decoder_type() != "standard" && c->decoder_type() != "skip")
-    return Bad("song.decoder_type",
-               absl::StrCat("must be \"standard\" or \"skip\", got \"", c->decoder_type(), "\""));
+    return Bad("song.decoder_type", absl::StrCat("must be \"standard\" or \"skip\", got \"", c->decoder_type(), "\""));
   TCM_RETURN_IF_ERROR(CheckDropout(c->dropout(), "song.dropout"));
   return CheckResampleFilter(c->mutable_resample_filter(), "song.resample_filter");
 }
@@ -243,50 +239,119 @@ absl::StatusOr<std::string> JsonString(const nlohmann::json& value, absl::string
 }
 
 absl::Status Edm2FromJson(const std::string& key, const nlohmann::json& v, Edm2UNetConfig* c) {
-  if (key == "model_channels") { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c->set_model_channels(x); }
-  else if (key == "channel_mult") return JsonUintList(v, key, c->mutable_channel_mult());
-  else if (key == "channel_mult_noise") { if (!v.is_null()) { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c->set_channel_mult_noise(x); } }
-  else if (key == "channel_mult_emb") { if (!v.is_null()) { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c->set_channel_mult_emb(x); } }
-  else if (key == "num_blocks") { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c->set_num_blocks(x); }
-  else if (key == "attn_resolutions") return JsonUintList(v, key, c->mutable_attn_resolutions());
-  else if (key == "label_balance") { TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key)); c->set_label_balance(x); }
-  else if (key == "concat_balance") { TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key)); c->set_concat_balance(x); }
-  else if (key == "emb_norm") { TCM_ASSIGN_OR_RETURN(auto x, JsonBool(v, key)); c->set_emb_norm(x); }
-  else if (key == "scale") { TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key)); c->set_fourier_scale(x); }
-  else if (key == "learnable_scale") { TCM_ASSIGN_OR_RETURN(auto x, JsonBool(v, key)); c->set_learnable_scale(x); }
-  else if (key == "channels_per_head") { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c->set_channels_per_head(x); }
-  else if (key == "res_balance") { TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key)); c->set_res_balance(x); }
-  else if (key == "attn_balance") { TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key)); c->set_attn_balance(x); }
-  else if (key == "clip_act") { if (v.is_null()) c->set_clip_act(0); else { TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key)); c->set_clip_act(x); } }
-  else if (key == "resample_filter") return JsonFloatList(v, key, c->mutable_resample_filter());
-  else if (key == "dropout") { TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key)); c->set_dropout(x); }
-  else if (key == "dout_resolutions") return JsonUintList(v, key, c->mutable_dout_resolutions());
-  else return Bad(key, "unknown EDM2UNet argument");
+  if (key == "model_channels") {
+    TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
+    c->set_model_channels(x);
+  } else if (key == "channel_mult")
+    return JsonUintList(v, key, c->mutable_channel_mult());
+  else if (key == "channel_mult_noise") {
+    if (!v.is_null()) {
+      TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
+      c->set_channel_mult_noise(x);
+    }
+  } else if (key == "channel_mult_emb") {
+    if (!v.is_null()) {
+      TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
+      c->set_channel_mult_emb(x);
+    }
+  } else if (key == "num_blocks") {
+    TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
+    c->set_num_blocks(x);
+  } else if (key == "attn_resolutions")
+    return JsonUintList(v, key, c->mutable_attn_resolutions());
+  else if (key == "label_balance") {
+    TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key));
+    c->set_label_balance(x);
+  } else if (key == "concat_balance") {
+    TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key));
+    c->set_concat_balance(x);
+  } else if (key == "emb_norm") {
+    TCM_ASSIGN_OR_RETURN(auto x, JsonBool(v, key));
+    c->set_emb_norm(x);
+  } else if (key == "scale") {
+    TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key));
+    c->set_fourier_scale(x);
+  } else if (key == "learnable_scale") {
+    TCM_ASSIGN_OR_RETURN(auto x, JsonBool(v, key));
+    c->set_learnable_scale(x);
+  } else if (key == "channels_per_head") {
+    TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
+    c->set_channels_per_head(x);
+  } else if (key == "res_balance") {
+    TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key));
+    c->set_res_balance(x);
+  } else if (key == "attn_balance") {
+    TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key));
+    c->set_attn_balance(x);
+  } else if (key == "clip_act") {
+    if (v.is_null())
+      c->set_clip_act(0);
+    else {
+      TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key));
+      c->set_clip_act(x);
+    }
+  } else if (key == "resample_filter")
+    return JsonFloatList(v, key, c->mutable_resample_filter());
+  else if (key == "dropout") {
+    TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key));
+    c->set_dropout(x);
+  } else if (key == "dout_resolutions")
+    return JsonUintList(v, key, c->mutable_dout_resolutions());
+  else
+    return Bad(key, "unknown EDM2UNet argument");
   return absl::OkStatus();
 }
 
 absl::Status SongFromJson(const std::string& key, const nlohmann::json& v, SongUNetConfig* c) {
-  if (key == "model_channels") { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c->set_model_channels(x); }
-  else if (key == "channel_mult") return JsonUintList(v, key, c->mutable_channel_mult());
-  else if (key == "channel_mult_emb") { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c->set_channel_mult_emb(x); }
-  else if (key == "num_blocks") { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c->set_num_blocks(x); }
-  else if (key == "attn_resolutions") return JsonUintList(v, key, c->mutable_attn_resolutions());
-  else if (key == "embedding_type") { TCM_ASSIGN_OR_RETURN(auto x, JsonString(v, key)); c->set_embedding_type(x); }
-  else if (key == "channel_mult_noise") { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c->set_channel_mult_noise(x); }
-  else if (key == "encoder_type") { TCM_ASSIGN_OR_RETURN(auto x, JsonString(v, key)); c->set_encoder_type(x); }
-  else if (key == "decoder_type") { TCM_ASSIGN_OR_RETURN(auto x, JsonString(v, key)); c->set_decoder_type(x); }
-  else if (key == "resample_filter") return JsonFloatList(v, key, c->mutable_resample_filter());
-  else if (key == "scale") { TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key)); c->set_fourier_scale(x); }
-  else if (key == "learnable_scale") { TCM_ASSIGN_OR_RETURN(auto x, JsonBool(v, key)); c->set_learnable_scale(x); }
-  else if (key == "emb_norm") { TCM_ASSIGN_OR_RETURN(auto x, JsonBool(v, key)); c->set_emb_norm(x); }
-  else if (key == "augment_dim") { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c->set_augment_dim(x); }
-  else if (key == "dropout") { TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key)); c->set_dropout(x); }
-  else if (key == "label_dropout") {}  // training-only, and zero in every released model
+  if (key == "model_channels") {
+    TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
+    c->set_model_channels(x);
+  } else if (key == "channel_mult")
+    return JsonUintList(v, key, c->mutable_channel_mult());
+  else if (key == "channel_mult_emb") {
+    TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
+    c->set_channel_mult_emb(x);
+  } else if (key == "num_blocks") {
+    TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
+    c->set_num_blocks(x);
+  } else if (key == "attn_resolutions")
+    return JsonUintList(v, key, c->mutable_attn_resolutions());
+  else if (key == "embedding_type") {
+    TCM_ASSIGN_OR_RETURN(auto x, JsonString(v, key));
+    c->set_embedding_type(x);
+  } else if (key == "channel_mult_noise") {
+    TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
+    c->set_channel_mult_noise(x);
+  } else if (key == "encoder_type") {
+    TCM_ASSIGN_OR_RETURN(auto x, JsonString(v, key));
+    c->set_encoder_type(x);
+  } else if (key == "decoder_type") {
+    TCM_ASSIGN_OR_RETURN(auto x, JsonString(v, key));
+    c->set_decoder_type(x);
+  } else if (key == "resample_filter")
+    return JsonFloatList(v, key, c->mutable_resample_filter());
+  else if (key == "scale") {
+    TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key));
+    c->set_fourier_scale(x);
+  } else if (key == "learnable_scale") {
+    TCM_ASSIGN_OR_RETURN(auto x, JsonBool(v, key));
+    c->set_learnable_scale(x);
+  } else if (key == "emb_norm") {
+    TCM_ASSIGN_OR_RETURN(auto x, JsonBool(v, key));
+    c->set_emb_norm(x);
+  } else if (key == "augment_dim") {
+    TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
+    c->set_augment_dim(x);
+  } else if (key == "dropout") {
+    TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key));
+    c->set_dropout(x);
+  } else if (key == "label_dropout") {
+  }  // training-only, and zero in every released model
   else if (key == "attn_type") {
     TCM_ASSIGN_OR_RETURN(auto x, JsonString(v, key));
     if (x != "dot") return Bad(key, absl::StrCat("only \"dot\" attention is supported, got \"", x, "\""));
-  }
-  else return Bad(key, "unknown SongUNet argument");
+  } else
+    return Bad(key, "unknown SongUNet argument");
   return absl::OkStatus();
 }
 
@@ -309,14 +374,13 @@ absl::StatusOr<ModelConfig> CompleteModelConfig(ModelConfig c) {
     if (!c.has_song()) return Bad("song", "architecture \"SongUNet\" needs a `song { ... }` block");
     TCM_RETURN_IF_ERROR(CompleteSong(c.mutable_song()));
   } else {
-    return Bad("architecture", absl::StrCat("must be \"EDM2UNet\" or \"SongUNet\", got \"",
-                                            c.architecture(), "\""));
+    return Bad("architecture", absl::StrCat("must be \"EDM2UNet\" or \"SongUNet\", got \"", c.architecture(), "\""));
   }
   if (c.img_channels() == 0) return Bad("img_channels", "must be positive (1 = grey, 3 = RGB)");
   const uint32_t divisor = 1u << (NumLevels(c) - 1);
   if (c.img_resolution() == 0 || c.img_resolution() % divisor != 0)
-    return Bad("img_resolution", absl::StrCat("must be a positive multiple of ", divisor, " for ",
-                                              NumLevels(c), " resolution levels, got ", c.img_resolution()));
+    return Bad("img_resolution", absl::StrCat("must be a positive multiple of ", divisor, " for ", NumLevels(c),
+                                              " resolution levels, got ", c.img_resolution()));
   if (!c.has_sigma_data()) c.set_sigma_data(0.5f);
   if (!c.has_t_max()) c.set_t_max(80.0f);
   if (!c.has_mid_t()) c.set_mid_t(0.821f);
@@ -344,8 +408,7 @@ absl::StatusOr<ModelConfig> ParseModelConfigText(absl::string_view text, const s
   if (!parser.ParseFromString(std::string(text), &config))
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", errors.first));
   auto completed = CompleteModelConfig(std::move(config));
-  if (!completed.ok())
-    return absl::InvalidArgumentError(absl::StrCat(source, ": ", completed.status().message()));
+  if (!completed.ok()) return absl::InvalidArgumentError(absl::StrCat(source, ": ", completed.status().message()));
   return completed;
 }
 
@@ -372,24 +435,38 @@ absl::StatusOr<ModelConfig> ModelConfigFromReferenceKwargs(absl::string_view jso
     const std::string& key = it.key();
     const auto& v = it.value();
     if (key == "model_type" || key == "use_fp16" || key == "sigma_min" || key == "sigma_max") continue;
-    if (key == "img_resolution") { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c.set_img_resolution(x); }
-    else if (key == "img_channels") { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c.set_img_channels(x); }
-    else if (key == "label_dim") { TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key)); c.set_num_classes(x); }
-    else if (key == "sigma_data") { TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key)); c.set_sigma_data(x); }
-    else if (c.has_edm2()) { TCM_RETURN_IF_ERROR(Edm2FromJson(key, v, c.mutable_edm2())); }
-    else { TCM_RETURN_IF_ERROR(SongFromJson(key, v, c.mutable_song())); }
+    if (key == "img_resolution") {
+      TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
+      c.set_img_resolution(x);
+    } else if (key == "img_channels") {
+      TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
+      c.set_img_channels(x);
+    } else if (key == "label_dim") {
+      TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
+      c.set_num_classes(x);
+    } else if (key == "sigma_data") {
+      TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key));
+      c.set_sigma_data(x);
+    } else if (c.has_edm2()) {
+      TCM_RETURN_IF_ERROR(Edm2FromJson(key, v, c.mutable_edm2()));
+    } else {
+      TCM_RETURN_IF_ERROR(SongFromJson(key, v, c.mutable_song()));
+    }
   }
   // The reference constructors' defaults for fields proto3 cannot mark as unset.
   if (c.has_edm2()) {
     auto* e = c.mutable_edm2();
     if (!kwargs.contains("model_channels")) e->set_model_channels(192);
-    if (!kwargs.contains("channel_mult")) for (uint32_t m : {1, 2, 3, 4}) e->add_channel_mult(m);
+    if (!kwargs.contains("channel_mult"))
+      for (uint32_t m : {1, 2, 3, 4}) e->add_channel_mult(m);
     if (!kwargs.contains("num_blocks")) e->set_num_blocks(3);
-    if (!kwargs.contains("attn_resolutions")) for (uint32_t r : {16, 8}) e->add_attn_resolutions(r);
+    if (!kwargs.contains("attn_resolutions"))
+      for (uint32_t r : {16, 8}) e->add_attn_resolutions(r);
   } else {
     auto* s = c.mutable_song();
     if (!kwargs.contains("model_channels")) s->set_model_channels(128);
-    if (!kwargs.contains("channel_mult")) for (uint32_t m : {1, 2, 2, 2}) s->add_channel_mult(m);
+    if (!kwargs.contains("channel_mult"))
+      for (uint32_t m : {1, 2, 2, 2}) s->add_channel_mult(m);
     if (!kwargs.contains("num_blocks")) s->set_num_blocks(4);
     if (!kwargs.contains("attn_resolutions")) s->add_attn_resolutions(16);
     if (!kwargs.contains("dropout")) s->set_dropout(0.1f);

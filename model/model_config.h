@@ -7,9 +7,8 @@
 #include <cstdint>
 #include <string>
 
-#include "absl/strings/string_view.h"
-
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "tcm/v1/model_config.pb.h"
 
 namespace tcm {
@@ -22,25 +21,25 @@ inline constexpr absl::string_view kSongUNet = "SongUNet";
 // allocated. The released NVlabs models sit far inside them (ImageNet 64x64
 // EDM2-XL: model_channels 320, channel_mult up to 4, 3 blocks, 1000 classes).
 struct ConfigLimits {
-  static constexpr uint32_t kMaxResolution = 4096;        // img_resolution
-  static constexpr uint32_t kMaxImageChannels = 16;       // img_channels
-  static constexpr uint32_t kMaxClasses = 100000;         // num_classes
-  static constexpr uint32_t kMaxModelChannels = 4096;     // edm2/song.model_channels
-  static constexpr uint32_t kMaxChannelMult = 64;         // each channel_mult entry, channel_mult_emb/noise
-  static constexpr int kMaxLevels = 8;                    // entries of channel_mult
-  static constexpr uint32_t kMaxLevelChannels = 16384;    // model_channels x any multiplier (levels, embedding)
-  static constexpr uint32_t kMaxBlocks = 64;              // num_blocks
-  static constexpr uint32_t kMaxChannelsPerHead = 4096;   // edm2.channels_per_head
-  static constexpr uint32_t kMaxAugmentDim = 1024;        // song.augment_dim
-  static constexpr int kMaxFilterTaps = 16;               // resample_filter entries
-  static constexpr int kMaxListEntries = 16;              // attn_resolutions, dout_resolutions entries
-  static constexpr double kMaxParameters = 4e9;           // estimated weights of the network
+  static constexpr uint32_t kMaxResolution = 4096;         // img_resolution
+  static constexpr uint32_t kMaxImageChannels = 16;        // img_channels
+  static constexpr uint32_t kMaxClasses = 100000;          // num_classes
+  static constexpr uint32_t kMaxModelChannels = 4096;      // edm2/song.model_channels
+  static constexpr uint32_t kMaxChannelMult = 64;          // each channel_mult entry, channel_mult_emb/noise
+  static constexpr int kMaxLevels = 8;                     // entries of channel_mult
+  static constexpr uint32_t kMaxLevelChannels = 16384;     // model_channels x any multiplier (levels, embedding)
+  static constexpr uint32_t kMaxBlocks = 64;               // num_blocks
+  static constexpr uint32_t kMaxChannelsPerHead = 4096;    // edm2.channels_per_head
+  static constexpr uint32_t kMaxAugmentDim = 1024;         // song.augment_dim
+  static constexpr int kMaxFilterTaps = 16;                // resample_filter entries
+  static constexpr int kMaxListEntries = 16;               // attn_resolutions, dout_resolutions entries
+  static constexpr double kMaxParameters = 4e9;            // estimated weights of the network
   static constexpr double kMaxActivationValues = 1 << 28;  // img_resolution^2 x the widest level, per image
-  static constexpr uint32_t kMaxBatchSize = 65536;        // batching.max_batch_size
-  static constexpr uint32_t kMaxQueueSize = 1u << 24;     // batching.max_queue_size
-  static constexpr uint64_t kMaxQueueDelayUs = 60000000;  // batching.max_queue_delay_us (one minute)
-  static constexpr uint32_t kMaxPriorityLevels = 16;      // batching.priority_levels, default_priority_level
-  static constexpr uint32_t kMaxInstances = 1024;         // instance.count
+  static constexpr uint32_t kMaxBatchSize = 65536;         // batching.max_batch_size
+  static constexpr uint32_t kMaxQueueSize = 1u << 24;      // batching.max_queue_size
+  static constexpr uint64_t kMaxQueueDelayUs = 60000000;   // batching.max_queue_delay_us (one minute)
+  static constexpr uint32_t kMaxPriorityLevels = 16;       // batching.priority_levels, default_priority_level
+  static constexpr uint32_t kMaxInstances = 1024;          // instance.count
 };
 
 // Returns `config` with every optional field set to its reference default,

@@ -5,7 +5,6 @@
 #include <functional>
 
 #include "google/protobuf/text_format.h"
-
 #include "google/protobuf/util/message_differencer.h"
 
 namespace tcm {
@@ -16,7 +15,12 @@ constexpr char kEdm2Text[] = R"pb(
   img_resolution: 32
   img_channels: 1
   num_classes: 10
-  edm2 { model_channels: 32 channel_mult: [1, 2, 2] num_blocks: 2 attn_resolutions: [8] }
+  edm2 {
+    model_channels: 32
+    channel_mult: [ 1, 2, 2 ]
+    num_blocks: 2
+    attn_resolutions: [ 8 ]
+  }
 )pb";
 
 v1::ModelConfig ParseOrDie(const std::string& text) {
@@ -88,8 +92,9 @@ TEST(ModelConfigTest, ExplicitValuesWin) {
 }
 
 TEST(ModelConfigTest, InfersArchitectureFromNetworkBlock) {
-  v1::ModelConfig c = ParseOrDie("img_resolution: 32 img_channels: 3 song { model_channels: 16 channel_mult: [1] "
-                                 "num_blocks: 1 }");
+  v1::ModelConfig c = ParseOrDie(
+      "img_resolution: 32 img_channels: 3 song { model_channels: 16 channel_mult: [1] "
+      "num_blocks: 1 }");
   EXPECT_EQ(c.architecture(), "SongUNet");
   EXPECT_EQ(c.song().embedding_type(), "positional");
   EXPECT_EQ(c.song().channel_mult_emb(), 4u);
@@ -105,11 +110,13 @@ TEST(ModelConfigTest, BadValuesNameTheField) {
   ExpectEditError([](C& c) { c.mutable_edm2()->set_label_balance(1.5); }, "edm2.label_balance: must be in [0, 1]");
   ExpectEditError([](C& c) { c.mutable_edm2()->set_dropout(1); }, "edm2.dropout");
   ExpectEditError([](C& c) { c.mutable_edm2()->add_resample_filter(1); }, "edm2.resample_filter");
-  ExpectEditError([](C& c) { c.mutable_edm2()->set_channel_mult(1, 0); }, "edm2.channel_mult: entries must be positive");
+  ExpectEditError([](C& c) { c.mutable_edm2()->set_channel_mult(1, 0); },
+                  "edm2.channel_mult: entries must be positive");
   ExpectError("architecture: \"EDM2UNet\" img_resolution: 32 img_channels: 1", "needs an `edm2 { ... }` block");
-  ExpectError("img_resolution: 32 img_channels: 3 song { model_channels: 16 channel_mult: [1] num_blocks: 1 "
-              "encoder_type: \"fancy\" }",
-              "song.encoder_type: must be \"standard\", \"skip\" or \"residual\", got \"fancy\"");
+  ExpectError(
+      "img_resolution: 32 img_channels: 3 song { model_channels: 16 channel_mult: [1] num_blocks: 1 "
+      "encoder_type: \"fancy\" }",
+      "song.encoder_type: must be \"standard\", \"skip\" or \"residual\", got \"fancy\"");
 }
 
 TEST(ModelConfigTest, AbsurdSizesAreRefusedWithTheLimit) {
@@ -141,9 +148,10 @@ TEST(ModelConfigTest, AbsurdSizesAreRefusedWithTheLimit) {
       "weights is past the limit of 4e+09");
   ExpectEditError([](C& c) { c.mutable_edm2()->set_channels_per_head(1u << 30); }, "edm2.channels_per_head");
   // The embedding network and the activations are bounded too.
-  ExpectError("img_resolution: 32 img_channels: 3 song { model_channels: 4096 channel_mult: [1] num_blocks: 1 "
-              "channel_mult_emb: 64 }",
-              "song.channel_mult_emb: model_channels x channel_mult_emb must be at most 16384, got 4096 x 64 = 262144");
+  ExpectError(
+      "img_resolution: 32 img_channels: 3 song { model_channels: 4096 channel_mult: [1] num_blocks: 1 "
+      "channel_mult_emb: 64 }",
+      "song.channel_mult_emb: model_channels x channel_mult_emb must be at most 16384, got 4096 x 64 = 262144");
   ExpectEditError(
       [](C& c) {
         c.set_num_classes(100000);
@@ -161,9 +169,10 @@ TEST(ModelConfigTest, AbsurdSizesAreRefusedWithTheLimit) {
   ExpectEditError([](C& c) { c.mutable_batching()->set_max_queue_delay_us(1ull << 40); },
                   "batching.max_queue_delay_us: must be at most 60000000");
   ExpectEditError([](C& c) { c.mutable_instance()->set_count(1u << 20); }, "instance.count: must be at most 1024");
-  ExpectError("img_resolution: 32 img_channels: 3 song { model_channels: 16 channel_mult: [1] num_blocks: 1 "
-              "augment_dim: 1000000 }",
-              "song.augment_dim: must be at most 1024");
+  ExpectError(
+      "img_resolution: 32 img_channels: 3 song { model_channels: 16 channel_mult: [1] num_blocks: 1 "
+      "augment_dim: 1000000 }",
+      "song.augment_dim: must be at most 1024");
   // The largest released network is well inside the limits.
   auto xl = Edited([](C& c) {
     c.set_img_resolution(64);
@@ -229,7 +238,8 @@ TEST(ModelConfigTest, ReferenceKwargsRoundTrip) {
     back->clear_t_max();
     back->clear_mid_t();
     EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(expected, *back))
-        << expected.DebugString() << "\nvs\n" << back->DebugString();
+        << expected.DebugString() << "\nvs\n"
+        << back->DebugString();
   }
 }
 

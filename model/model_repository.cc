@@ -8,10 +8,10 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
-#include "model/torch_error.h"
 #include "common/status_macros.h"
 #include "google/protobuf/text_format.h"
 #include "model/model_config.h"
+#include "model/torch_error.h"
 
 namespace tcm {
 namespace fs = std::filesystem;
@@ -47,8 +47,8 @@ absl::StatusOr<ModelDirectory> ComposeTruncated(const ModelDirectory& above, con
       above.config.sigma_data() != below.config.sigma_data() ||
       above.config.network_case() != below.config.network_case() ||
       ReferenceKwargsFromModelConfig(above.config) != ReferenceKwargsFromModelConfig(below.config))
-    return absl::InvalidArgumentError(absl::StrCat("composing: ", below.path, " has another network configuration than ",
-                                                   above.path));
+    return absl::InvalidArgumentError(
+        absl::StrCat("composing: ", below.path, " has another network configuration than ", above.path));
   ModelDirectory composed = above;
   composed.config.set_transition_t(static_cast<float>(transition_t));
   TCM_ASSIGN_OR_RETURN(composed.config, CompleteModelConfig(composed.config));
@@ -63,8 +63,8 @@ absl::StatusOr<ModelDirectory> ReadModelDirectory(const std::string& path) {
   ModelDirectory model;
   model.path = path;
   TCM_ASSIGN_OR_RETURN(model.config, ReadModelConfigFile((dir / "config.pbtxt").string()));
-  model.name = model.config.name().empty() ? fs::absolute(dir).lexically_normal().filename().string()
-                                           : model.config.name();
+  model.name =
+      model.config.name().empty() ? fs::absolute(dir).lexically_normal().filename().string() : model.config.name();
   if (model.name.empty()) model.name = fs::absolute(dir).parent_path().filename().string();
   model.config.set_name(model.name);
 
@@ -108,7 +108,8 @@ absl::StatusOr<std::vector<ModelDirectory>> ReadModelRepository(const std::strin
       return absl::InvalidArgumentError(absl::StrCat(root, ": two models are named '", model.name, "'"));
     models.push_back(std::move(model));
   }
-  if (models.empty()) return absl::NotFoundError(absl::StrCat(root, ": no model directories (folders with a config.pbtxt)"));
+  if (models.empty())
+    return absl::NotFoundError(absl::StrCat(root, ": no model directories (folders with a config.pbtxt)"));
   std::sort(models.begin(), models.end(),
             [](const ModelDirectory& a, const ModelDirectory& b) { return a.name < b.name; });
   return models;
@@ -126,9 +127,9 @@ absl::Status WriteModelDirectory(const std::string& path, const v1::ModelConfig&
     out << text;
     if (!out) return absl::DataLossError(absl::StrCat(path, "/config.pbtxt: write failed"));
   }
-  TCM_RETURN_IF_ERROR(WriteTensors((fs::path(path) / "weights.safetensors").string(), weights,
-                                   {{"config", ReferenceKwargsFromModelConfig(config)},
-                                    {"format", "state_dict of ECMPrecond"}}));
+  TCM_RETURN_IF_ERROR(
+      WriteTensors((fs::path(path) / "weights.safetensors").string(), weights,
+                   {{"config", ReferenceKwargsFromModelConfig(config)}, {"format", "state_dict of ECMPrecond"}}));
   if (!labels.empty()) {
     std::ofstream out(fs::path(path) / "labels.txt");
     for (const auto& l : labels) out << l << "\n";

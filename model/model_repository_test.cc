@@ -95,8 +95,9 @@ TEST_F(ModelRepositoryTest, BadConfigValueNamesTheField) {
 
 TEST_F(ModelRepositoryTest, ConfigDisagreeingWithWeightsNamesTheKey) {
   EditFile("config.pbtxt", "num_classes: 10", "num_classes: 12");
-  ExpectLoadError("weights.safetensors: weight 'model.map_label.weight' has shape [32, 10] but the configuration "
-                  "needs [32, 12]");
+  ExpectLoadError(
+      "weights.safetensors: weight 'model.map_label.weight' has shape [32, 10] but the configuration "
+      "needs [32, 12]");
 }
 
 TEST_F(ModelRepositoryTest, TruncatedWeights) {
@@ -173,9 +174,8 @@ TEST_F(ComposeTruncatedTest, TwoStepSamplingRunsTheSecondStepBelowTransition) {
   const torch::Tensor composed = SampleImages(*model, specs);
   // By hand: step 1 (t_max) on stage 2, step 2 (mid_t < t') on stage 1.
   const auto& c = above_.config;
-  const torch::Tensor first = alone_above->forward(
-      torch::stack({StepInput(c, 7, 0, 0, {}), StepInput(c, 7, 1, 0, {})}), torch::full({2}, c.t_max()),
-      torch::tensor({3, 5}, torch::kInt64));
+  const torch::Tensor first = alone_above->forward(torch::stack({StepInput(c, 7, 0, 0, {}), StepInput(c, 7, 1, 0, {})}),
+                                                   torch::full({2}, c.t_max()), torch::tensor({3, 5}, torch::kInt64));
   const torch::Tensor second = alone_below->forward(StepInput(c, 7, 0, 1, first[0]).unsqueeze(0),
                                                     torch::full({1}, c.mid_t()), torch::tensor({3}, torch::kInt64));
   EXPECT_TRUE(torch::allclose(composed[0], second[0], 1e-4, 1e-5));
@@ -203,8 +203,7 @@ TEST_F(ComposeTruncatedTest, RefusesMismatchedNetworksAndBadTransition) {
   EXPECT_NE(mismatch.status().message().find("another network configuration"), std::string::npos);
   auto bad = ComposeTruncated(above_, below_, 100.0);
   ASSERT_FALSE(bad.ok());
-  EXPECT_NE(bad.status().message().find("transition_t: must be in (0, t_max = 80)"), std::string::npos)
-      << bad.status();
+  EXPECT_NE(bad.status().message().find("transition_t: must be in (0, t_max = 80)"), std::string::npos) << bad.status();
   auto nested = ComposeTruncated(*ComposeTruncated(above_, below_, 1.0), below_, 1.0);
   EXPECT_FALSE(nested.ok());
 }

@@ -10,8 +10,8 @@
 namespace tcm {
 
 struct OpTime {
-  std::string name;      // LibTorch's operation name, e.g. "aten::mkldnn_convolution"
-  double self_ms = 0;    // time inside the operation, less the operations it called
+  std::string name;    // LibTorch's operation name, e.g. "aten::mkldnn_convolution"
+  double self_ms = 0;  // time inside the operation, less the operations it called
   int64_t calls = 0;
 };
 

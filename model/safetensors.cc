@@ -26,9 +26,12 @@ int NestingDepth(absl::string_view json, int limit) {
   bool in_string = false, escaped = false;
   for (char c : json) {
     if (in_string) {
-      if (escaped) escaped = false;
-      else if (c == '\\') escaped = true;
-      else if (c == '"') in_string = false;
+      if (escaped)
+        escaped = false;
+      else if (c == '\\')
+        escaped = true;
+      else if (c == '"')
+        in_string = false;
     } else if (c == '"') {
       in_string = true;
     } else if (c == '[' || c == '{') {
@@ -48,18 +51,17 @@ struct DTypeInfo {
 };
 
 constexpr DTypeInfo kDTypes[] = {
-    {DType::kBool, "BOOL", 1}, {DType::kU8, "U8", 1},     {DType::kI8, "I8", 1},
-    {DType::kI16, "I16", 2},   {DType::kI32, "I32", 4},   {DType::kI64, "I64", 8},
-    {DType::kF16, "F16", 2},   {DType::kBF16, "BF16", 2}, {DType::kF32, "F32", 4},
-    {DType::kF64, "F64", 8},
+    {DType::kBool, "BOOL", 1}, {DType::kU8, "U8", 1},   {DType::kI8, "I8", 1},   {DType::kI16, "I16", 2},
+    {DType::kI32, "I32", 4},   {DType::kI64, "I64", 8}, {DType::kF16, "F16", 2}, {DType::kBF16, "BF16", 2},
+    {DType::kF32, "F32", 4},   {DType::kF64, "F64", 8},
 };
 
 absl::Status Invalid(const std::string& source, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(source, ": ", what));
 }
 
-absl::StatusOr<TensorEntry> ParseEntry(const std::string& source, const std::string& name,
-                                       const nlohmann::json& spec, absl::string_view data) {
+absl::StatusOr<TensorEntry> ParseEntry(const std::string& source, const std::string& name, const nlohmann::json& spec,
+                                       absl::string_view data) {
   const std::string where = absl::StrCat("tensor '", name, "'");
   if (!spec.is_object()) return Invalid(source, absl::StrCat(where, ": header entry is not an object"));
   if (!spec.contains("dtype") || !spec["dtype"].is_string())
@@ -73,8 +75,8 @@ absl::StatusOr<TensorEntry> ParseEntry(const std::string& source, const std::str
   if (!spec.contains("shape") || !spec["shape"].is_array())
     return Invalid(source, absl::StrCat(where, ": missing array field 'shape'"));
   if (spec["shape"].size() > kMaxDims)
-    return Invalid(source, absl::StrCat(where, ": shape has ", spec["shape"].size(), " dimensions, at most ",
-                                        kMaxDims, " are allowed"));
+    return Invalid(source, absl::StrCat(where, ": shape has ", spec["shape"].size(), " dimensions, at most ", kMaxDims,
+                                        " are allowed"));
   // The byte size, checked against overflow: a shape whose size passes 2^63
   // cannot match any file.
   uint64_t expected = DTypeSize(entry.dtype);
@@ -95,12 +97,12 @@ absl::StatusOr<TensorEntry> ParseEntry(const std::string& source, const std::str
   const uint64_t begin = offsets[0].get<uint64_t>();
   const uint64_t end = offsets[1].get<uint64_t>();
   if (begin > end || end > data.size())
-    return Invalid(source, absl::StrCat(where, ": data_offsets [", begin, ", ", end,
-                                        "] out of range (data section is ", data.size(), " bytes)"));
+    return Invalid(source, absl::StrCat(where, ": data_offsets [", begin, ", ", end, "] out of range (data section is ",
+                                        data.size(), " bytes)"));
   if (end - begin != expected)
-    return Invalid(source, absl::StrCat(where, ": holds ", end - begin, " bytes but shape [",
-                                        absl::StrJoin(entry.shape, ", "), "] of ",
-                                        DTypeName(entry.dtype), " needs ", expected));
+    return Invalid(source,
+                   absl::StrCat(where, ": holds ", end - begin, " bytes but shape [", absl::StrJoin(entry.shape, ", "),
+                                "] of ", DTypeName(entry.dtype), " needs ", expected));
   entry.bytes = data.substr(begin, end - begin);
   return entry;
 }
@@ -140,17 +142,15 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Read(const std::string& path) {
   return Parse(std::move(*contents), path);
 }
 
-absl::StatusOr<SafetensorsFile> SafetensorsFile::Parse(std::string contents,
-                                                       const std::string& source) {
+absl::StatusOr<SafetensorsFile> SafetensorsFile::Parse(std::string contents, const std::string& source) {
   if (contents.size() < 8)
-    return Invalid(source, absl::StrCat("truncated: ", contents.size(),
-                                        " bytes, shorter than the 8-byte header length"));
+    return Invalid(source,
+                   absl::StrCat("truncated: ", contents.size(), " bytes, shorter than the 8-byte header length"));
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | static_cast<uint8_t>(contents[i]);
   if (header_len > kMaxHeaderBytes || header_len > contents.size() - 8)
-    return Invalid(source, absl::StrCat("truncated or bad header: header length ", header_len,
-                                        " but the file has ", contents.size() - 8,
-                                        " bytes after the length field"));
+    return Invalid(source, absl::StrCat("truncated or bad header: header length ", header_len, " but the file has ",
+                                        contents.size() - 8, " bytes after the length field"));
 
   SafetensorsFile file;
   file.buffer_ = std::make_unique<std::string>(std::move(contents));
@@ -162,8 +162,7 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Parse(std::string contents,
     return Invalid(source, absl::StrCat("bad header: JSON nested deeper than ", kMaxHeaderNesting, " levels"));
   nlohmann::json header =
       nlohmann::json::parse(header_text.begin(), header_text.end(), nullptr, /*allow_exceptions=*/false);
-  if (header.is_discarded() || !header.is_object())
-    return Invalid(source, "bad header: not a JSON object");
+  if (header.is_discarded() || !header.is_object()) return Invalid(source, "bad header: not a JSON object");
 
   for (auto it = header.begin(); it != header.end(); ++it) {
     if (it.key() == "__metadata__") {
@@ -185,13 +184,12 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Parse(std::string contents,
   // Byte ranges must not overlap (the format lays tensors out back to back).
   std::vector<const TensorEntry*> by_offset;
   for (const auto& t : file.tensors_) by_offset.push_back(&t);
-  std::sort(by_offset.begin(), by_offset.end(), [](const TensorEntry* a, const TensorEntry* b) {
-    return a->bytes.data() < b->bytes.data();
-  });
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const TensorEntry* a, const TensorEntry* b) { return a->bytes.data() < b->bytes.data(); });
   for (size_t i = 1; i < by_offset.size(); ++i) {
     if (by_offset[i - 1]->bytes.data() + by_offset[i - 1]->bytes.size() > by_offset[i]->bytes.data())
-      return Invalid(source, absl::StrCat("tensors '", by_offset[i - 1]->name, "' and '",
-                                          by_offset[i]->name, "' overlap"));
+      return Invalid(source,
+                     absl::StrCat("tensors '", by_offset[i - 1]->name, "' and '", by_offset[i]->name, "' overlap"));
   }
   return file;
 }
@@ -210,11 +208,10 @@ absl::Status WriteSafetensors(const std::string& path, const std::vector<TensorE
   for (const auto& t : tensors) {
     const uint64_t size = static_cast<uint64_t>(t.NumElements()) * DTypeSize(t.dtype);
     if (size != t.bytes.size())
-      return absl::InvalidArgumentError(absl::StrCat("tensor '", t.name, "': has ", t.bytes.size(),
-                                                     " bytes, its shape needs ", size));
-    header[t.name] = {{"dtype", std::string(DTypeName(t.dtype))},
-                      {"shape", t.shape},
-                      {"data_offsets", {offset, offset + size}}};
+      return absl::InvalidArgumentError(
+          absl::StrCat("tensor '", t.name, "': has ", t.bytes.size(), " bytes, its shape needs ", size));
+    header[t.name] = {
+        {"dtype", std::string(DTypeName(t.dtype))}, {"shape", t.shape}, {"data_offsets", {offset, offset + size}}};
     offset += size;
   }
   std::string header_text = header.dump();

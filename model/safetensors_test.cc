@@ -121,12 +121,11 @@ TEST(SafetensorsTest, ShapeWhoseSizeOverflowsIsRefused) {
   // product would match the empty data range.
   ExpectParseError(Header(R"({"w": {"dtype": "F32", "shape": [4294967296, 4294967296], "data_offsets": [0, 0]}})"),
                    "tensor 'w': shape [4294967296, 4294967296] is too large (its byte size overflows 64 bits)");
+  ExpectParseError(Header(R"({"w": {"dtype": "U8", "shape": [9223372036854775807, 2], "data_offsets": [0, 0]}})"),
+                   "is too large");
   ExpectParseError(
-      Header(R"({"w": {"dtype": "U8", "shape": [9223372036854775807, 2], "data_offsets": [0, 0]}})"),
-      "is too large");
-  ExpectParseError(Header(R"({"w": {"dtype": "F32", "shape": [18446744073709551615], "data_offsets": [0, 4]}})") +
-                       std::string(4, 0),
-                   "non-negative");
+      Header(R"({"w": {"dtype": "F32", "shape": [18446744073709551615], "data_offsets": [0, 4]}})") + std::string(4, 0),
+      "non-negative");
 }
 
 TEST(SafetensorsTest, TooManyDimensionsAreRefused) {

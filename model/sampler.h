@@ -44,9 +44,9 @@ torch::Tensor StepInput(const v1::ModelConfig& config, uint64_t seed, uint64_t i
 
 struct ImageSpec {
   uint64_t seed = 0;
-  uint64_t index = 0;       // image index within its request
-  int64_t class_label = -1; // -1 = none (unconditional model)
-  int steps = 1;            // 1 or 2
+  uint64_t index = 0;        // image index within its request
+  int64_t class_label = -1;  // -1 = none (unconditional model)
+  int steps = 1;             // 1 or 2
 };
 
 // Samples `images` in one batch per step (rows at different steps share a

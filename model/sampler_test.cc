@@ -38,8 +38,8 @@ TEST(SamplerTest, TwoStepSamplingMatchesReferenceGivenTheSameNoise) {
   torch::InferenceMode inference;
   const int64_t n = io.at("latents").size(0);
   torch::Tensor labels = io.at("class_labels");
-  torch::Tensor x1 = (*denoiser)->forward(FirstStepInput(io.at("latents").to(torch::kFloat32), 80.0),
-                                          torch::full({n}, 80.0), labels);
+  torch::Tensor x1 =
+      (*denoiser)->forward(FirstStepInput(io.at("latents").to(torch::kFloat32), 80.0), torch::full({n}, 80.0), labels);
   torch::Tensor x2 = (*denoiser)->forward(SecondStepInput(x1, io.at("step2_noise").to(torch::kFloat32), 0.821),
                                           torch::full({n}, 0.821), labels);
   const torch::Tensor ref = io.at("sample_2step").to(torch::kFloat32);

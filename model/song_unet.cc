@@ -51,7 +51,8 @@ class Conv2dImpl : public torch::nn::Module {
     const int64_t k = o.kernel;
     if (k > 0) {
       const double bound = std::sqrt(6.0 / double((o.in_channels + o.out_channels) * k * k)) * o.init_weight;
-      weight = register_parameter("weight", torch::empty({o.out_channels, o.in_channels, k, k}).uniform_(-bound, bound));
+      weight =
+          register_parameter("weight", torch::empty({o.out_channels, o.in_channels, k, k}).uniform_(-bound, bound));
       if (o.bias) bias = register_parameter("bias", torch::zeros({o.out_channels}));
     }
     if (o.resample != ResampleMode::kKeep) {
@@ -70,8 +71,8 @@ class Conv2dImpl : public torch::nn::Module {
     } else if (o_.fused_resample && o_.resample == ResampleMode::kDown && weight.defined()) {
       x = torch::conv2d(x, weight, {}, 1, w_pad + f_pad);
       x = torch::conv2d(x, resample_filter.tile({o_.out_channels, 1, 1, 1}), torch::Tensor(),
-                        /*stride=*/torch::IntArrayRef{2}, /*padding=*/torch::IntArrayRef{0}, /*dilation=*/torch::IntArrayRef{1},
-                        o_.out_channels);
+                        /*stride=*/torch::IntArrayRef{2}, /*padding=*/torch::IntArrayRef{0},
+                        /*dilation=*/torch::IntArrayRef{1}, o_.out_channels);
     } else {
       x = Resample(x, resample_filter, is_box_, o_.resample);
       if (weight.defined()) x = torch::conv2d(x, weight, {}, 1, w_pad);
@@ -87,9 +88,7 @@ class Conv2dImpl : public torch::nn::Module {
       is_box_ = IsBoxFilter(o_.taps) && torch::equal(resample_filter, ResampleFilter2d(o_.taps));
   }
 
-  double Flops(int64_t out_pixels) const {
-    return weight.defined() ? 2.0 * weight.numel() * out_pixels : 0.0;
-  }
+  double Flops(int64_t out_pixels) const { return weight.defined() ? 2.0 * weight.numel() * out_pixels : 0.0; }
 
   torch::Tensor weight, bias, resample_filter;
 
@@ -139,17 +138,19 @@ class UNetBlockImpl : public torch::nn::Module {
     const std::vector<float> taps(o.config->resample_filter().begin(), o.config->resample_filter().end());
     const double init_zero = 1e-5, init_attn = std::sqrt(0.2);
     norm0 = register_module("norm0", GroupNorm(o.in_channels, kEps));
-    conv0 = register_module("conv0", Conv2d(ConvOptions{o.in_channels, o.out_channels, 3, true, o.resample, false, taps}));
+    conv0 =
+        register_module("conv0", Conv2d(ConvOptions{o.in_channels, o.out_channels, 3, true, o.resample, false, taps}));
     affine = register_module("affine", Linear(o.emb_channels, o.out_channels));
     norm1 = register_module("norm1", GroupNorm(o.out_channels, kEps));
     conv1 = register_module("conv1", Conv2d(ConvOptions{o.out_channels, o.out_channels, 3, true, ResampleMode::kKeep,
                                                         false, taps, init_zero}));
     if (o.out_channels != o.in_channels || o.resample != ResampleMode::kKeep)
-      skip = register_module("skip", Conv2d(ConvOptions{o.in_channels, o.out_channels, 1, true, o.resample, false, taps}));
+      skip =
+          register_module("skip", Conv2d(ConvOptions{o.in_channels, o.out_channels, 1, true, o.resample, false, taps}));
     if (o.attention) {
       norm2 = register_module("norm2", GroupNorm(o.out_channels, kEps));
-      qkv = register_module("qkv", Conv2d(ConvOptions{o.out_channels, o.out_channels * 3, 1, true,
-                                                      ResampleMode::kKeep, false, taps, init_attn}));
+      qkv = register_module("qkv", Conv2d(ConvOptions{o.out_channels, o.out_channels * 3, 1, true, ResampleMode::kKeep,
+                                                      false, taps, init_attn}));
       proj = register_module("proj", Conv2d(ConvOptions{o.out_channels, o.out_channels, 1, true, ResampleMode::kKeep,
                                                         false, taps, init_zero}));
     }
@@ -235,8 +236,8 @@ class SongUNetImpl : public UNet {
     auto block = [&](int64_t cin, int64_t cout, ResampleMode mode, bool attention, int64_t res) {
       return UNetBlock(BlockOptions{cin, cout, emb_channels, mode, attention, res, &c_});
     };
-    auto conv = [&](int64_t cin, int64_t cout, int64_t k, ResampleMode mode = ResampleMode::kKeep,
-                    bool fused = false, double init_weight = 1.0) {
+    auto conv = [&](int64_t cin, int64_t cout, int64_t k, ResampleMode mode = ResampleMode::kKeep, bool fused = false,
+                    double init_weight = 1.0) {
       return Conv2d(ConvOptions{cin, cout, k, true, mode, fused, taps, init_weight});
     };
 
@@ -246,10 +247,13 @@ class SongUNetImpl : public UNet {
       const int64_t half = noise_channels / 2;
       positional_freqs_ = torch::pow(1.0 / 10000.0, torch::arange(half, torch::kFloat32) / double(half - 1));
     } else {
-      map_noise = register_module("map_noise", FourierEmbedding(noise_channels, c_.fourier_scale(), c_.learnable_scale()));
+      map_noise =
+          register_module("map_noise", FourierEmbedding(noise_channels, c_.fourier_scale(), c_.learnable_scale()));
     }
-    if (config_.num_classes() > 0) map_label = register_module("map_label", Linear(config_.num_classes(), noise_channels));
-    if (c_.augment_dim() > 0) map_augment = register_module("map_augment", Linear(c_.augment_dim(), noise_channels, false));
+    if (config_.num_classes() > 0)
+      map_label = register_module("map_label", Linear(config_.num_classes(), noise_channels));
+    if (c_.augment_dim() > 0)
+      map_augment = register_module("map_augment", Linear(c_.augment_dim(), noise_channels, false));
     map_layer0 = register_module("map_layer0", Linear(noise_channels, emb_channels));
     map_layer1 = register_module("map_layer1", Linear(emb_channels, emb_channels));
 
@@ -338,8 +342,10 @@ class SongUNetImpl : public UNet {
         flops_ += aux_conv->Flops(res * res);
       }
     }
-    for (const auto& s : enc_steps_) if (s.block) flops_ += s.block->Flops();
-    for (const auto& s : dec_steps_) if (s.block) flops_ += s.block->Flops();
+    for (const auto& s : enc_steps_)
+      if (s.block) flops_ += s.block->Flops();
+    for (const auto& s : dec_steps_)
+      if (s.block) flops_ += s.block->Flops();
     flops_ += map_layer0->Flops() + map_layer1->Flops() + (map_label ? map_label->Flops() : 0.0);
   }
 
@@ -368,18 +374,34 @@ class SongUNetImpl : public UNet {
     torch::Tensor x = x_in, aux = x_in;
     for (auto& s : enc_steps_) {
       switch (s.kind) {
-        case EncStep::kAuxDown: aux = s.conv(aux); break;
-        case EncStep::kAuxSkip: x = skips.back() = x + s.conv(aux); break;
-        case EncStep::kAuxResidual: x = skips.back() = aux = (x + s.conv(aux)) / std::sqrt(2.0); break;
-        case EncStep::kConv: x = s.conv(x); skips.push_back(x); break;
-        case EncStep::kBlock: x = s.block(x, emb); skips.push_back(x); break;
+        case EncStep::kAuxDown:
+          aux = s.conv(aux);
+          break;
+        case EncStep::kAuxSkip:
+          x = skips.back() = x + s.conv(aux);
+          break;
+        case EncStep::kAuxResidual:
+          x = skips.back() = aux = (x + s.conv(aux)) / std::sqrt(2.0);
+          break;
+        case EncStep::kConv:
+          x = s.conv(x);
+          skips.push_back(x);
+          break;
+        case EncStep::kBlock:
+          x = s.block(x, emb);
+          skips.push_back(x);
+          break;
       }
     }
     torch::Tensor out, tmp;
     for (auto& s : dec_steps_) {
       switch (s.kind) {
-        case DecStep::kAuxUp: out = s.conv(out); break;
-        case DecStep::kAuxNorm: tmp = s.norm(x); break;
+        case DecStep::kAuxUp:
+          out = s.conv(out);
+          break;
+        case DecStep::kAuxNorm:
+          tmp = s.norm(x);
+          break;
         case DecStep::kAuxConv:
           tmp = s.conv(torch::silu(tmp));
           out = out.defined() ? tmp + out : tmp;
@@ -389,7 +411,9 @@ class SongUNetImpl : public UNet {
           skips.pop_back();
           x = s.block(x, emb);
           break;
-        case DecStep::kBlock: x = s.block(x, emb); break;
+        case DecStep::kBlock:
+          x = s.block(x, emb);
+          break;
       }
     }
     return out;
@@ -411,8 +435,10 @@ class SongUNetImpl : public UNet {
   }
 
   void PrepareForInference() override {
-    for (auto& s : enc_steps_) if (s.block) s.block->CheckResampleFilters();
-    for (auto& s : dec_steps_) if (s.block) s.block->CheckResampleFilters();
+    for (auto& s : enc_steps_)
+      if (s.block) s.block->CheckResampleFilters();
+    for (auto& s : dec_steps_)
+      if (s.block) s.block->CheckResampleFilters();
   }
 
   double FlopsPerImage() const override { return flops_; }
@@ -444,8 +470,6 @@ class SongUNetImpl : public UNet {
 
 }  // namespace
 
-std::shared_ptr<UNet> MakeSongUNet(const v1::ModelConfig& config) {
-  return std::make_shared<SongUNetImpl>(config);
-}
+std::shared_ptr<UNet> MakeSongUNet(const v1::ModelConfig& config) { return std::make_shared<SongUNetImpl>(config); }
 
 }  // namespace tcm

@@ -9,23 +9,33 @@ namespace {
 
 torch::ScalarType ToScalarType(DType dtype) {
   switch (dtype) {
-    case DType::kBool: return torch::kBool;
-    case DType::kU8: return torch::kUInt8;
-    case DType::kI8: return torch::kInt8;
-    case DType::kI16: return torch::kInt16;
-    case DType::kI32: return torch::kInt32;
-    case DType::kI64: return torch::kInt64;
-    case DType::kF16: return torch::kFloat16;
-    case DType::kBF16: return torch::kBFloat16;
-    case DType::kF32: return torch::kFloat32;
-    case DType::kF64: return torch::kFloat64;
+    case DType::kBool:
+      return torch::kBool;
+    case DType::kU8:
+      return torch::kUInt8;
+    case DType::kI8:
+      return torch::kInt8;
+    case DType::kI16:
+      return torch::kInt16;
+    case DType::kI32:
+      return torch::kInt32;
+    case DType::kI64:
+      return torch::kInt64;
+    case DType::kF16:
+      return torch::kFloat16;
+    case DType::kBF16:
+      return torch::kBFloat16;
+    case DType::kF32:
+      return torch::kFloat32;
+    case DType::kF64:
+      return torch::kFloat64;
   }
   return torch::kFloat32;
 }
 
 absl::StatusOr<DType> FromScalarType(torch::ScalarType type) {
-  for (DType d : {DType::kBool, DType::kU8, DType::kI8, DType::kI16, DType::kI32, DType::kI64,
-                  DType::kF16, DType::kBF16, DType::kF32, DType::kF64}) {
+  for (DType d : {DType::kBool, DType::kU8, DType::kI8, DType::kI16, DType::kI32, DType::kI64, DType::kF16,
+                  DType::kBF16, DType::kF32, DType::kF64}) {
     if (ToScalarType(d) == type) return d;
   }
   return absl::InvalidArgumentError(absl::StrCat("no safetensors dtype for ", c10::toString(type)));

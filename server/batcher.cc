@@ -41,8 +41,8 @@ absl::Status Batcher::Submit(int model, std::vector<std::unique_ptr<ImageTask>> 
   const int level = tasks.front()->priority;
   for (const auto& t : tasks)
     if (t->priority != level || level < 1 || level > q.options.priority_levels)
-      return absl::InvalidArgumentError(absl::StrCat("batcher: the tasks of one submission need one priority in 1..",
-                                                     q.options.priority_levels));
+      return absl::InvalidArgumentError(
+          absl::StrCat("batcher: the tasks of one submission need one priority in 1..", q.options.priority_levels));
   const size_t queued = q.fresh_by_level[level];
   if (queued + tasks.size() > q.options.max_queue_size)
     return absl::ResourceExhaustedError(absl::StrCat(
@@ -103,10 +103,10 @@ const ImageTask* Batcher::Sweep(Queue& q, absl::Time now, absl::Duration pass, D
       DropCause cause = DropCause::kAbandoned;
       const absl::Duration needed = pass * task.steps_left;
       if (why.ok() && pass > absl::ZeroDuration() && now + needed > task.deadline) {
-        why = absl::DeadlineExceededError(absl::StrCat(
-            "the call's deadline cannot be met: it is ", absl::FormatDuration(task.deadline - now),
-            " away and an image still needs ", task.steps_left, " forward pass(es) of about ",
-            absl::FormatDuration(absl::Trunc(pass, absl::Microseconds(100)))));
+        why = absl::DeadlineExceededError(
+            absl::StrCat("the call's deadline cannot be met: it is ", absl::FormatDuration(task.deadline - now),
+                         " away and an image still needs ", task.steps_left, " forward pass(es) of about ",
+                         absl::FormatDuration(absl::Trunc(pass, absl::Microseconds(100)))));
         cause = DropCause::kDeadlineUnmeetable;
       }
       if (why.ok()) {

@@ -68,8 +68,8 @@ class ImageTask {
   // Called (outside the batcher's lock) when the batcher discards the task.
   virtual void Drop(const absl::Status& why, DropCause cause) = 0;
 
-  absl::Time arrival;                          // set by Submit; kept across Resubmit
-  int kind = 0;                                // set by the caller; see ModelQueueOptions::mix_kinds
+  absl::Time arrival;                            // set by Submit; kept across Resubmit
+  int kind = 0;                                  // set by the caller; see ModelQueueOptions::mix_kinds
   absl::Time deadline = absl::InfiniteFuture();  // set by the caller: when its request stops wanting it
   int steps_left = 1;  // set by the caller: passes still needed, this one included (lower it before Resubmit)
   int priority = 1;    // set by the caller: 1 (highest) ..ModelQueueOptions::priority_levels

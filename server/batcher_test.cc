@@ -13,7 +13,7 @@ namespace {
 struct Log {
   std::atomic<int> dropped{0};
   absl::Status last_drop;
-  std::vector<int> unmeetable;  // ids dropped as unable to meet their deadline
+  std::vector<int> unmeetable;          // ids dropped as unable to meet their deadline
   std::vector<absl::StatusCode> codes;  // of every drop, in order
   absl::Mutex mu;
 };
@@ -231,7 +231,7 @@ TEST_F(BatcherTest, EarliestDeadlineIsServedFirstAndCallsWithoutOneByArrival) {
   clock_.Advance(absl::Milliseconds(1));
   ASSERT_TRUE(b->Submit(0, Due(1, &log_, t0 + absl::Seconds(3))).ok());
   ASSERT_TRUE(b->Submit(0, Due(2, &log_, t0 + absl::Seconds(1))).ok());
-  ASSERT_TRUE(b->Submit(0, Tasks(3, 1, &log_)).ok());  // no deadline, later
+  ASSERT_TRUE(b->Submit(0, Tasks(3, 1, &log_)).ok());                    // no deadline, later
   ASSERT_TRUE(b->Submit(0, Due(4, &log_, t0 + absl::Seconds(1))).ok());  // same deadline as 2, later
   std::vector<int> order;
   while (auto batch = b->TryNextBatch()) {
@@ -259,11 +259,11 @@ TEST_F(BatcherTest, TasksThatCannotMeetTheirDeadlineAreDroppedBeforeCompute) {
   auto b = Make(4, absl::ZeroDuration());
   b->ObservePass(0, 4, absl::Milliseconds(30));
   const absl::Time t0 = clock_.Now();
-  ASSERT_TRUE(b->Submit(0, Due(0, &log_, t0 + absl::Milliseconds(20))).ok());         // 30 ms > 20 ms
-  ASSERT_TRUE(b->Submit(0, Due(1, &log_, t0 + absl::Milliseconds(50), 2)).ok());      // 2 x 30 ms > 50 ms
-  ASSERT_TRUE(b->Submit(0, Due(2, &log_, t0 + absl::Milliseconds(100), 2)).ok());     // 60 ms: in time
-  ASSERT_TRUE(b->Submit(0, Due(3, &log_, t0 + absl::Milliseconds(31))).ok());         // 30 ms: in time
-  ASSERT_TRUE(b->Submit(0, Tasks(4, 1, &log_)).ok());                                 // no deadline
+  ASSERT_TRUE(b->Submit(0, Due(0, &log_, t0 + absl::Milliseconds(20))).ok());      // 30 ms > 20 ms
+  ASSERT_TRUE(b->Submit(0, Due(1, &log_, t0 + absl::Milliseconds(50), 2)).ok());   // 2 x 30 ms > 50 ms
+  ASSERT_TRUE(b->Submit(0, Due(2, &log_, t0 + absl::Milliseconds(100), 2)).ok());  // 60 ms: in time
+  ASSERT_TRUE(b->Submit(0, Due(3, &log_, t0 + absl::Milliseconds(31))).ok());      // 30 ms: in time
+  ASSERT_TRUE(b->Submit(0, Tasks(4, 1, &log_)).ok());                              // no deadline
   auto batch = b->TryNextBatch();
   ASSERT_NE(batch, nullptr);
   EXPECT_EQ(Ids(*batch), (std::vector<int>{3, 2, 4}));
@@ -474,11 +474,11 @@ TEST_F(BatcherTest, ReportsQueueDepthOnEveryChange) {
   std::vector<std::unique_ptr<ImageTask>> tasks = Tasks(0, 2, &log_);
   tasks.push_back(std::make_unique<TestTask>(2, &log_, cancelled));
   ASSERT_TRUE(b->Submit(0, std::move(tasks)).ok());  // 3 queued
-  auto batch = b->TryNextBatch();                      // 2 taken: 1 left
-  b->Resubmit(0, std::move(batch->tasks[0]));          // 2
+  auto batch = b->TryNextBatch();                    // 2 taken: 1 left
+  b->Resubmit(0, std::move(batch->tasks[0]));        // 2
   b->BatchDone();
   *cancelled = true;
-  b->TryNextBatch();                                   // the cancelled one dropped (1), then 1 taken (0)
+  b->TryNextBatch();  // the cancelled one dropped (1), then 1 taken (0)
   EXPECT_EQ(depths, (std::vector<size_t>{3, 1, 2, 1, 0}));
 }
 

@@ -32,8 +32,7 @@ class DeviceContext {
   void BindThisThread();
 
   // D(x, sigma, labels) for CPU inputs; returns float32 CPU outputs.
-  torch::Tensor Run(Denoiser& replica, const torch::Tensor& x, const torch::Tensor& sigma,
-                    const torch::Tensor& labels);
+  torch::Tensor Run(Denoiser& replica, const torch::Tensor& x, const torch::Tensor& sigma, const torch::Tensor& labels);
 
   struct CudaState;  // stream of a CUDA worker; defined only in CUDA builds
 

@@ -96,10 +96,17 @@ class HealthService::Watcher final : public grpc::ServerWriteReactor<HealthCheck
   // Called without `mu_`; `sent_` is not changed while its write is in flight.
   void Start(Next next) {
     switch (next) {
-      case Next::kNothing: break;
-      case Next::kWrite: StartWrite(&sent_); break;
-      case Next::kFinishOk: Finish(grpc::Status::OK); break;
-      case Next::kFinishCancelled: Finish(grpc::Status::CANCELLED); break;
+      case Next::kNothing:
+        break;
+      case Next::kWrite:
+        StartWrite(&sent_);
+        break;
+      case Next::kFinishOk:
+        Finish(grpc::Status::OK);
+        break;
+      case Next::kFinishCancelled:
+        Finish(grpc::Status::CANCELLED);
+        break;
     }
   }
 

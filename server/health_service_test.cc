@@ -23,7 +23,8 @@ class HealthServiceTest : public ::testing::Test {
     builder.RegisterService(health_.get());
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr);
-    stub_ = Health::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+    stub_ =
+        Health::NewStub(grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
   }
   void TearDown() override {
     health_->Shutdown();
@@ -40,7 +41,8 @@ class HealthServiceTest : public ::testing::Test {
     return status.ok() ? response.status() : -status.error_code();
   }
 
-  std::unique_ptr<grpc::ClientReader<HealthCheckResponse>> Watch(grpc::ClientContext* context, const std::string& name) {
+  std::unique_ptr<grpc::ClientReader<HealthCheckResponse>> Watch(grpc::ClientContext* context,
+                                                                 const std::string& name) {
     HealthCheckRequest request;
     request.set_service(name);
     return stub_->Watch(context, request);
@@ -59,9 +61,7 @@ TEST_F(HealthServiceTest, EveryNameStartsNotServingAndFollowsTheServer) {
   for (const char* name : {"", "model-a", "model-b"}) EXPECT_EQ(Check(name), HealthCheckResponse::NOT_SERVING) << name;
 }
 
-TEST_F(HealthServiceTest, CheckOfAnUnknownNameIsNotFound) {
-  EXPECT_EQ(Check("model-c"), -grpc::StatusCode::NOT_FOUND);
-}
+TEST_F(HealthServiceTest, CheckOfAnUnknownNameIsNotFound) { EXPECT_EQ(Check("model-c"), -grpc::StatusCode::NOT_FOUND); }
 
 TEST_F(HealthServiceTest, WatchSendsTheCurrentStatusThenEachChangeAndEndsAtShutdown) {
   grpc::ClientContext context;

@@ -9,11 +9,11 @@
 #include <thread>
 
 #include "absl/flags/parse.h"
-#include "common/cpu_features.h"
-#include "common/flags_usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
+#include "common/cpu_features.h"
+#include "common/flags_usage.h"
 #include "model/malloc_config.h"
 #include "model/model_repository.h"
 #include "model/sampler.h"

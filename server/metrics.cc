@@ -45,17 +45,21 @@ ServerMetrics::ServerMetrics(const std::vector<ServedModel>& models)
                       .Register(*registry_);
   auto& images = prometheus::BuildCounter()
                      .Name("tcm_images_generated_total")
-                     .Help("Images handed to their callers, by model and steps: all of an OK Generate call, each "
-                           "image a GenerateStream call sent.")
+                     .Help(
+                         "Images handed to their callers, by model and steps: all of an OK Generate call, each "
+                         "image a GenerateStream call sent.")
                      .Register(*registry_);
   auto& accepted = prometheus::BuildCounter()
                        .Name("tcm_images_accepted_total")
-                       .Help("Images of calls accepted into the queue; each ends counted once in "
-                             "tcm_images_generated_total or tcm_images_dropped_total.")
+                       .Help(
+                           "Images of calls accepted into the queue; each ends counted once in "
+                           "tcm_images_generated_total or tcm_images_dropped_total.")
                        .Register(*registry_);
   auto& dropped = prometheus::BuildCounter()
                       .Name("tcm_images_dropped_total")
-                      .Help("Accepted images not handed to their callers, by model and reason (cancelled, deadline, deadline_unmeetable, failed).")
+                      .Help(
+                          "Accepted images not handed to their callers, by model and reason (cancelled, deadline, "
+                          "deadline_unmeetable, failed).")
                       .Register(*registry_);
   auto& queue_wait = prometheus::BuildHistogram()
                          .Name("tcm_queue_wait_seconds")
@@ -79,7 +83,9 @@ ServerMetrics::ServerMetrics(const std::vector<ServedModel>& models)
                         .Register(*registry_);
   auto& cancellations = prometheus::BuildCounter()
                             .Name("tcm_client_cancellations_total")
-                            .Help("Calls gRPC cancelled before they finished: the client cancelled, its deadline passed or its connection ended.")
+                            .Help(
+                                "Calls gRPC cancelled before they finished: the client cancelled, its deadline passed "
+                                "or its connection ended.")
                             .Register(*registry_);
   auto& info = prometheus::BuildGauge()
                    .Name("tcm_model_info")

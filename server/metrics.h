@@ -49,7 +49,7 @@ class ModelMetrics {
   std::vector<prometheus::Histogram*> queue_wait_;  // by priority level (index 0 unused)
   prometheus::Histogram* batch_compute_ = nullptr;
   prometheus::Histogram* batch_size_ = nullptr;
-  std::vector<prometheus::Gauge*> queue_depth_;     // by priority level (index 0 unused)
+  std::vector<prometheus::Gauge*> queue_depth_;  // by priority level (index 0 unused)
   prometheus::Gauge* in_flight_ = nullptr;
   prometheus::Counter* client_cancellations_ = nullptr;
   prometheus::Counter* cache_hits_ = nullptr;

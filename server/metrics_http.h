@@ -21,7 +21,7 @@ class MetricsHttpServer {
  public:
   // Listens on 0.0.0.0:`port` (0 = any free port, see port()).
   static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(std::shared_ptr<prometheus::Registry> registry,
-                                                                   int port);
+                                                                  int port);
   ~MetricsHttpServer();
 
   int port() const { return port_; }

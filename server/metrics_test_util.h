@@ -27,10 +27,17 @@ inline std::optional<double> Sample(prometheus::Registry& registry, const std::s
       if (matched != labels.size()) continue;
       double value = 0;
       switch (family.type) {
-        case prometheus::MetricType::Counter: value = metric.counter.value; break;
-        case prometheus::MetricType::Gauge: value = metric.gauge.value; break;
-        case prometheus::MetricType::Histogram: value = static_cast<double>(metric.histogram.sample_count); break;
-        default: return std::nullopt;
+        case prometheus::MetricType::Counter:
+          value = metric.counter.value;
+          break;
+        case prometheus::MetricType::Gauge:
+          value = metric.gauge.value;
+          break;
+        case prometheus::MetricType::Histogram:
+          value = static_cast<double>(metric.histogram.sample_count);
+          break;
+        default:
+          return std::nullopt;
       }
       if (!sum) return value;
       total = total.value_or(0) + value;

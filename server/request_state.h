@@ -5,9 +5,9 @@
 #define TCM_SERVER_REQUEST_STATE_H_
 
 #include <atomic>
+#include <cstdint>
 #include <memory>
 #include <mutex>
-#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -57,8 +57,8 @@ class RequestState {
  public:
   // `sink` and `metrics` must outlive the call's OnFinish. With `cache`, the
   // images this call computes are cached (see CacheKey).
-  RequestState(GenerationSpec spec, ResponseSink* sink, ModelMetrics* metrics, absl::Time start,
-               absl::Time deadline, ResponseCache* cache = nullptr);
+  RequestState(GenerationSpec spec, ResponseSink* sink, ModelMetrics* metrics, absl::Time start, absl::Time deadline,
+               ResponseCache* cache = nullptr);
 
   const GenerationSpec& spec() const { return spec_; }
 
@@ -135,8 +135,8 @@ class RequestState {
   // (Debian's Abseil is not instrumented), so request_state_test checks the
   // ledger's concurrency under it.
   std::mutex mu_;
-  unsigned done_ = 0;      // guarded by mu_
-  v1::Timings timings_;    // guarded by mu_
+  unsigned done_ = 0;    // guarded by mu_
+  v1::Timings timings_;  // guarded by mu_
 };
 
 }  // namespace tcm

@@ -93,8 +93,8 @@ TEST_P(RequestStateTest, ConcurrentImagesDropsAndCancelsFinishOnceAndBalance) {
   int ok_calls = 0;
   for (int call = 0; call < kCalls; ++call) {
     CheckingSink sink(streams);
-    auto state = std::make_shared<RequestState>(Spec(kImages), &sink, &metrics_->model(0), absl::Now(),
-                                                absl::InfiniteFuture());
+    auto state =
+        std::make_shared<RequestState>(Spec(kImages), &sink, &metrics_->model(0), absl::Now(), absl::InfiniteFuture());
     state->Queued();
     const bool drop = call % 3 == 1, cancel = call % 3 == 2;
     const unsigned dropped_index = rng() % kImages;

@@ -26,8 +26,8 @@ absl::StatusOr<GenerationSpec> ValidateRequest(const v1::GenerateRequest& reques
     if (spec.model < 0) {
       std::vector<std::string> names;
       for (const auto& m : models) names.push_back(m.name);
-      return absl::NotFoundError(absl::StrCat("model: '", request.model(), "' is not served (available: ",
-                                              absl::StrJoin(names, ", "), ")"));
+      return absl::NotFoundError(
+          absl::StrCat("model: '", request.model(), "' is not served (available: ", absl::StrJoin(names, ", "), ")"));
     }
   }
   const ServedModel& model = models.at(spec.model);
@@ -52,20 +52,20 @@ absl::StatusOr<GenerationSpec> ValidateRequest(const v1::GenerateRequest& reques
   spec.format = request.format();
   spec.preview = request.preview();
   if (request.priority() > model.priority_levels)
-    return absl::InvalidArgumentError(absl::StrCat(
-        "priority: must be 1 (highest) to ", model.priority_levels, " for model '", model.name,
-        "', or 0 (the model's default, ", model.default_priority_level, "), got ", request.priority()));
+    return absl::InvalidArgumentError(absl::StrCat("priority: must be 1 (highest) to ", model.priority_levels,
+                                                   " for model '", model.name, "', or 0 (the model's default, ",
+                                                   model.default_priority_level, "), got ", request.priority()));
   spec.priority = request.priority() == 0 ? model.default_priority_level : request.priority();
   spec.seed = request.has_seed() ? request.seed() : fresh_seed;
   spec.seeded = request.has_seed();
 
   if (request.has_class_label()) {
     if (model.num_classes == 0)
-      return absl::InvalidArgumentError(absl::StrCat("class_label: model '", model.name,
-                                                     "' is unconditional; leave class_label unset"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("class_label: model '", model.name, "' is unconditional; leave class_label unset"));
     if (request.class_label() < 0 || request.class_label() >= model.num_classes)
-      return absl::InvalidArgumentError(absl::StrCat("class_label: must be in [0, ", model.num_classes,
-                                                     ") for model '", model.name, "', got ", request.class_label()));
+      return absl::InvalidArgumentError(absl::StrCat("class_label: must be in [0, ", model.num_classes, ") for model '",
+                                                     model.name, "', got ", request.class_label()));
   }
   for (unsigned i = 0; i < spec.num_images; ++i) {
     if (model.num_classes == 0) {

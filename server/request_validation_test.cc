@@ -101,7 +101,8 @@ TEST(RequestValidationTest, ErrorsNameTheFieldAndAllowedValues) {
   ExpectError(r, absl::StatusCode::kInvalidArgument, "num_images: must be at most 8 (0 = 1), got 9");
   r = v1::GenerateRequest();
   r.set_format(static_cast<v1::ImageFormat>(7));
-  ExpectError(r, absl::StatusCode::kInvalidArgument, "format: must be IMAGE_FORMAT_PNG (0) or IMAGE_FORMAT_RAW (1), got 7");
+  ExpectError(r, absl::StatusCode::kInvalidArgument,
+              "format: must be IMAGE_FORMAT_PNG (0) or IMAGE_FORMAT_RAW (1), got 7");
 }
 
 // A model whose queue holds fewer images than the server-wide limit caps

@@ -64,7 +64,7 @@ class ResponseCache {
   mutable std::mutex mu_;
   std::list<Entry> entries_;  // most recently used first; guarded by mu_
   std::unordered_map<ImageKey, std::list<Entry>::iterator, ImageKeyHash> index_;  // guarded by mu_
-  size_t bytes_ = 0;  // guarded by mu_
+  size_t bytes_ = 0;                                                              // guarded by mu_
 };
 
 }  // namespace tcm

@@ -7,23 +7,28 @@
 
 // Every default comes from ServerOptions.
 ABSL_FLAG(int, port, tcm::ServerOptions().port, "gRPC port (all interfaces); 0 = any free port (printed).");
-ABSL_FLAG(int, metrics_port, tcm::ServerOptions().metrics_port, "Prometheus metrics port: http://HOST:PORT/metrics; -1 = none, 0 = any free port (printed).");
-ABSL_FLAG(std::string, model_repository, tcm::ServerOptions().model_repository, "Folder of model directories; every one is served.");
+ABSL_FLAG(int, metrics_port, tcm::ServerOptions().metrics_port,
+          "Prometheus metrics port: http://HOST:PORT/metrics; -1 = none, 0 = any free port (printed).");
+ABSL_FLAG(std::string, model_repository, tcm::ServerOptions().model_repository,
+          "Folder of model directories; every one is served.");
 ABSL_FLAG(std::string, default_model, tcm::ServerOptions().default_model,
           "Model served when a request names none; empty = the first model by name.");
-ABSL_FLAG(std::string, device, tcm::ServerOptions().device, "cpu, or cuda (one worker per visible GPU; needs a CUDA build).");
+ABSL_FLAG(std::string, device, tcm::ServerOptions().device,
+          "cpu, or cuda (one worker per visible GPU; needs a CUDA build).");
 ABSL_FLAG(std::string, precision, tcm::ServerOptions().precision,
           "The network's arithmetic for models whose config leaves instance.precision unset: auto (bf16 on CPUs "
           "with native bf16, fp16 on GPUs, else fp32), fp32, bf16 or fp16 (GPUs only).");
 ABSL_FLAG(int, workers, tcm::ServerOptions().workers,
           "CPU workers, each with its own replica of every model it runs (a config's instance.count may "
           "limit a model to the first N).");
-ABSL_FLAG(int, intra_op_threads, tcm::ServerOptions().intra_op_threads, "LibTorch threads per CPU worker; 0 = cores / workers.");
+ABSL_FLAG(int, intra_op_threads, tcm::ServerOptions().intra_op_threads,
+          "LibTorch threads per CPU worker; 0 = cores / workers.");
 ABSL_FLAG(int, compute_nice, tcm::ServerOptions().compute_nice,
           "Nice increment (0..19) of the workers and their intra-op threads, so that the threads that accept, "
           "refuse and answer calls and health checks get a core at once while every core computes. 0: the "
           "workers run at the server's own priority.");
-ABSL_FLAG(int, max_batch_size, tcm::ServerOptions().max_batch_size, "Images per forward pass, unless a model's config.pbtxt sets batching.max_batch_size.");
+ABSL_FLAG(int, max_batch_size, tcm::ServerOptions().max_batch_size,
+          "Images per forward pass, unless a model's config.pbtxt sets batching.max_batch_size.");
 ABSL_FLAG(int64_t, max_queue_delay_us, tcm::ServerOptions().max_queue_delay_us,
           "Longest wait for a fuller batch when a worker is idle, microseconds, unless the model's config.pbtxt "
           "sets it. 0: an idle worker takes what is queued at once (under load batches fill while workers are busy).");
@@ -55,15 +60,18 @@ ABSL_FLAG(int, cache_mb, tcm::ServerOptions().cache_mb,
           "caching { enable: false }. Calls without a seed never hit.");
 ABSL_FLAG(int, max_images_per_request, tcm::ServerOptions().max_images_per_request,
           "Largest num_images a call may ask for; a model's max_queue_size caps it too.");
-ABSL_FLAG(int, warmup_batch_size, tcm::ServerOptions().warmup_batch_size, "Images in the warm-up batch each worker runs per model before serving.");
-ABSL_FLAG(double, drain_timeout, tcm::ServerOptions().drain_timeout, "Seconds queued work may take to finish after SIGTERM.");
+ABSL_FLAG(int, warmup_batch_size, tcm::ServerOptions().warmup_batch_size,
+          "Images in the warm-up batch each worker runs per model before serving.");
+ABSL_FLAG(double, drain_timeout, tcm::ServerOptions().drain_timeout,
+          "Seconds queued work may take to finish after SIGTERM.");
 ABSL_FLAG(int, max_connection_age_s, tcm::ServerOptions().max_connection_age_s,
           "Seconds after which a client connection is asked to reconnect (GOAWAY), so long-lived callers "
           "spread over new replicas; 0 = never.");
 ABSL_FLAG(int, max_message_mb, tcm::ServerOptions().max_message_mb, "Largest gRPC message received or sent, MiB.");
 ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate chain; with --tls_key turns on TLS.");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
-ABSL_FLAG(std::string, tls_client_ca, "", "PEM CA bundle; when set, clients must present a certificate it signed (mTLS).");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA bundle; when set, clients must present a certificate it signed (mTLS).");
 
 namespace tcm {
 

@@ -42,8 +42,7 @@ absl::Status CheckServerOptions(const ServerOptions& o) {
   if (o.device != "cpu" && o.device != "cuda")
     return absl::InvalidArgumentError(absl::StrCat("--device: must be cpu or cuda, got ", o.device));
   if (o.precision != "auto" && o.precision != "fp32" && o.precision != "bf16" && o.precision != "fp16")
-    return absl::InvalidArgumentError(
-        absl::StrCat("--precision: must be auto, fp32, bf16 or fp16, got ", o.precision));
+    return absl::InvalidArgumentError(absl::StrCat("--precision: must be auto, fp32, bf16 or fp16, got ", o.precision));
   return absl::OkStatus();
 }
 
@@ -141,8 +140,8 @@ absl::StatusOr<int> DefaultModelIndex(const std::vector<std::string>& names, con
   if (default_model.empty()) return 0;
   for (size_t i = 0; i < names.size(); ++i)
     if (names[i] == default_model) return static_cast<int>(i);
-  return absl::NotFoundError(absl::StrCat("--default_model: no model named '", default_model, "' (available: ",
-                                          absl::StrJoin(names, ", "), ")"));
+  return absl::NotFoundError(absl::StrCat("--default_model: no model named '", default_model,
+                                          "' (available: ", absl::StrJoin(names, ", "), ")"));
 }
 
 }  // namespace tcm

@@ -36,11 +36,11 @@ struct ServerOptions {
   int max_queue_size = static_cast<int>(kDefaultMaxQueueSize);
   bool step_level_batching = true;
   bool deadline_aware_batching = true;  // earliest deadline first; unmeetable images dropped before compute
-  int priority_levels = 2;         // request priorities 1 (highest) ..priority_levels, unless a config sets them
-  int default_priority_level = 0;  // level of a request with priority 0; 0 = the lowest
+  int priority_levels = 2;              // request priorities 1 (highest) ..priority_levels, unless a config sets them
+  int default_priority_level = 0;       // level of a request with priority 0; 0 = the lowest
   int max_images_per_request = 64;
   int warmup_batch_size = 1;
-  int cache_mb = 0;  // exact response cache, MiB; 0 = off
+  int cache_mb = 0;           // exact response cache, MiB; 0 = off
   double drain_timeout = 30;  // seconds
   int max_connection_age_s = 0;
   int max_message_mb = 64;

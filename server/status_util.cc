@@ -10,8 +10,6 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
-std::string StatusCodeName(absl::StatusCode code) {
-  return absl::AsciiStrToUpper(absl::StatusCodeToString(code));
-}
+std::string StatusCodeName(absl::StatusCode code) { return absl::AsciiStrToUpper(absl::StatusCodeToString(code)); }
 
 }  // namespace tcm

@@ -215,8 +215,8 @@ absl::Status TcmServiceImpl::Start(grpc::CallbackServerContext* context, const v
     return spec.status();
   }
   ModelMetrics* metrics = &metrics_->model(spec->model);
-  ResponseCache* cache = options_.cache != nullptr && spec->seeded && served_[spec->model].cacheable ? options_.cache
-                                                                                                     : nullptr;
+  ResponseCache* cache =
+      options_.cache != nullptr && spec->seeded && served_[spec->model].cacheable ? options_.cache : nullptr;
   auto state = std::make_shared<RequestState>(std::move(*spec), sink, metrics, start, Deadline(context), cache);
   sink->OnAccepted(state);
   std::vector<v1::Image> hits;
@@ -248,8 +248,7 @@ absl::Status TcmServiceImpl::Start(grpc::CallbackServerContext* context, const v
 }
 
 grpc::ServerUnaryReactor* TcmServiceImpl::Generate(grpc::CallbackServerContext* context,
-                                                   const v1::GenerateRequest* request,
-                                                   v1::GenerateResponse* response) {
+                                                   const v1::GenerateRequest* request, v1::GenerateResponse* response) {
   auto* reactor = new GenerateReactor(response);
   absl::Status status = Start(context, *request, reactor);
   if (!status.ok()) reactor->Finish(ToGrpcStatus(status));
@@ -264,8 +263,8 @@ grpc::ServerWriteReactor<v1::GenerateStreamResponse>* TcmServiceImpl::GenerateSt
   return reactor;
 }
 
-grpc::ServerUnaryReactor* TcmServiceImpl::ListModels(grpc::CallbackServerContext* context,
-                                                     const v1::ListModelsRequest*, v1::ListModelsResponse* response) {
+grpc::ServerUnaryReactor* TcmServiceImpl::ListModels(grpc::CallbackServerContext* context, const v1::ListModelsRequest*,
+                                                     v1::ListModelsResponse* response) {
   *response = model_list_;
   auto* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);

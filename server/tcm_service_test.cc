@@ -119,7 +119,7 @@ class TcmServiceFixture : public ::testing::Test {
 
   // A unary call on its own thread.
   std::future<std::pair<grpc::Status, v1::GenerateResponse>> CallAsync(const v1::GenerateRequest& request,
-                                                                        grpc::ClientContext* context) {
+                                                                       grpc::ClientContext* context) {
     return std::async(std::launch::async, [this, request, context] {
       v1::GenerateResponse response;
       grpc::Status status = stub_->Generate(context, request, &response);
@@ -202,8 +202,7 @@ TEST_F(TcmServiceValidationTest, BadRequestsNameTheFieldAndQueueNothing) {
     EXPECT_EQ(stream.error_message(), c.message);
   }
   EXPECT_EQ(queue_.submitted(), 0u);
-  EXPECT_EQ(Metric("tcm_requests_total", {{"model", "cond"}, {"steps", "invalid"}, {"code", "INVALID_ARGUMENT"}}),
-            2);
+  EXPECT_EQ(Metric("tcm_requests_total", {{"model", "cond"}, {"steps", "invalid"}, {"code", "INVALID_ARGUMENT"}}), 2);
   EXPECT_EQ(Metric("tcm_requests_total", {{"model", "unknown"}, {"code", "NOT_FOUND"}}), 2);
 }
 
@@ -428,7 +427,8 @@ TEST_F(TcmServiceMetricsTest, EveryAcceptedImageIsCountedOnceAsGeneratedOrDroppe
     ASSERT_TRUE(reader->Read(&message));
     request->DropImage(absl::DeadlineExceededError("the call's deadline passed while it was queued"));
     const absl::Status abandoned = request->Abandoned(absl::Now());
-    EXPECT_EQ(abandoned.code(), absl::StatusCode::kDeadlineExceeded) << "an ended call's images are dropped for its reason";
+    EXPECT_EQ(abandoned.code(), absl::StatusCode::kDeadlineExceeded)
+        << "an ended call's images are dropped for its reason";
     request->DropImage(abandoned);
     EXPECT_FALSE(reader->Read(&message));
     EXPECT_EQ(reader->Finish().error_code(), StatusCode::DEADLINE_EXCEEDED);

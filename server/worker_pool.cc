@@ -12,9 +12,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/thread_priority.h"
-#include "model/torch_error.h"
 #include "model/cpu_threads.h"
 #include "model/sampler.h"
+#include "model/torch_error.h"
 #include "server/device.h"
 
 namespace tcm {
@@ -23,8 +23,7 @@ namespace {
 // The batcher's unit of work: one image of a request at one sampling step.
 class GenerationTask : public ImageTask {
  public:
-  GenerationTask(std::shared_ptr<RequestState> request, unsigned index)
-      : request(std::move(request)), index(index) {
+  GenerationTask(std::shared_ptr<RequestState> request, unsigned index) : request(std::move(request)), index(index) {
     kind = static_cast<int>(this->request->spec().steps);  // 1- and 2-step requests are the batcher's kinds
     steps_left = kind;
     deadline = this->request->deadline();
@@ -68,7 +67,8 @@ class WorkerPool::Worker {
     try {
       device_.Adopt(**replica, model.config);
     } catch (const std::exception& e) {
-      return absl::InternalError(absl::StrCat("moving '", model.name, "' to ", device_.name(), ": ", ExceptionMessage(e)));
+      return absl::InternalError(
+          absl::StrCat("moving '", model.name, "' to ", device_.name(), ": ", ExceptionMessage(e)));
     }
     replicas_.push_back(*replica);
     return absl::OkStatus();
@@ -83,8 +83,8 @@ class WorkerPool::Worker {
       if (replicas_[model] == nullptr) continue;
       Denoiser& replica = *replicas_[model];
       // Full batches timed up to the default size; the estimate scales larger ones.
-      const int full = static_cast<int>(
-          std::min<size_t>(batcher_->MaxBatchSize(static_cast<int>(model)), kDefaultMaxBatchSize));
+      const int full =
+          static_cast<int>(std::min<size_t>(batcher_->MaxBatchSize(static_cast<int>(model)), kDefaultMaxBatchSize));
       try {
         WarmUpPass(replica, batch_size);
         for (int size : {1, full}) {
@@ -178,7 +178,7 @@ class WorkerPool::Worker {
     batcher_->ObservePass(batch.model, n, end - pass_start);
 
     torch::Tensor pixels = ToPixels(out);  // [N, H, W, C] uint8
-    std::set<RequestState*> served;  // each request is charged the batch once
+    std::set<RequestState*> served;        // each request is charged the batch once
     for (int i = 0; i < n; ++i) {
       auto task = std::unique_ptr<GenerationTask>(static_cast<GenerationTask*>(batch.tasks[i].release()));
       if (served.insert(task->request.get()).second) task->request->AddCompute(compute);
@@ -217,9 +217,9 @@ absl::StatusOr<int> InstanceCount(const ModelDirectory& model, WorkerPool::Optio
   const bool cuda = device == WorkerPool::Options::Device::kCuda;
   if ((instance.kind() == v1::InstanceConfig::KIND_GPU && !cuda) ||
       (instance.kind() == v1::InstanceConfig::KIND_CPU && cuda))
-    return absl::InvalidArgumentError(absl::StrCat(
-        "model '", model.name, "': instance.kind is ", v1::InstanceConfig::Kind_Name(instance.kind()),
-        " but the server runs on ", cuda ? "cuda" : "cpu", " (--device)"));
+    return absl::InvalidArgumentError(absl::StrCat("model '", model.name, "': instance.kind is ",
+                                                   v1::InstanceConfig::Kind_Name(instance.kind()),
+                                                   " but the server runs on ", cuda ? "cuda" : "cpu", " (--device)"));
   if (cuda || instance.count() == 0) return workers;
   if (static_cast<int>(instance.count()) > workers)
     return absl::InvalidArgumentError(absl::StrCat("model '", model.name, "': instance.count is ", instance.count(),
@@ -230,8 +230,8 @@ absl::StatusOr<int> InstanceCount(const ModelDirectory& model, WorkerPool::Optio
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(const Options& options,
-                                                                const std::vector<ModelDirectory>& models,
-                                                                Batcher* batcher, ServerMetrics* metrics) {
+                                                               const std::vector<ModelDirectory>& models,
+                                                               Batcher* batcher, ServerMetrics* metrics) {
   std::unique_ptr<WorkerPool> pool(new WorkerPool(batcher, metrics));
   std::vector<DeviceContext> devices;
   if (options.device == Options::Device::kCuda) {
@@ -242,9 +242,8 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(const Options& op
     if (options.cpu_workers < 1) return absl::InvalidArgumentError("--workers: must be at least 1");
     for (int i = 0; i < options.cpu_workers; ++i) devices.push_back(DeviceContext::Cpu());
   }
-  const int threads = options.intra_op_threads > 0
-                          ? options.intra_op_threads
-                          : std::max(1, AvailableCores() / static_cast<int>(devices.size()));
+  const int threads = options.intra_op_threads > 0 ? options.intra_op_threads
+                                                   : std::max(1, AvailableCores() / static_cast<int>(devices.size()));
   std::vector<int> counts;
   for (const auto& model : models) {
     auto count = InstanceCount(model, options.device, static_cast<int>(devices.size()));
@@ -262,8 +261,8 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(const Options& op
     };
   }
   for (size_t i = 0; i < devices.size(); ++i) {
-    auto worker = std::make_unique<Worker>(static_cast<int>(i), std::move(devices[i]), threads,
-                                           options.compute_nice, batcher, metrics, before_batch);
+    auto worker = std::make_unique<Worker>(static_cast<int>(i), std::move(devices[i]), threads, options.compute_nice,
+                                           batcher, metrics, before_batch);
     for (size_t m = 0; m < models.size(); ++m) {
       absl::Status status = worker->AddReplica(models[m], static_cast<int>(i) < counts[m]);
       if (!status.ok()) return status;

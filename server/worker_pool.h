@@ -31,8 +31,8 @@ class WorkerPool final : public GenerationQueue {
   struct Options {
     enum class Device { kCpu, kCuda };
     Device device = Device::kCpu;
-    int cpu_workers = 1;        // workers on the CPU
-    int intra_op_threads = 0;   // LibTorch threads per CPU worker; 0 = cores / workers
+    int cpu_workers = 1;       // workers on the CPU
+    int intra_op_threads = 0;  // LibTorch threads per CPU worker; 0 = cores / workers
     // Nice increment of each worker thread, taken before its first batch so
     // that its intra-op threads inherit it: the gRPC threads then get a core
     // at once while every core computes. 0 = none.
@@ -50,8 +50,8 @@ class WorkerPool final : public GenerationQueue {
 
   // Builds every worker's replicas. `batcher` and `metrics` must outlive the pool.
   static absl::StatusOr<std::unique_ptr<WorkerPool>> Create(const Options& options,
-                                                            const std::vector<ModelDirectory>& models,
-                                                            Batcher* batcher, ServerMetrics* metrics);
+                                                            const std::vector<ModelDirectory>& models, Batcher* batcher,
+                                                            ServerMetrics* metrics);
   ~WorkerPool() override;
 
   // Queues one task per image of `request` in the batcher (all or none).

@@ -16,9 +16,9 @@
 #include <string>
 #include <vector>
 
+#include "common/thread_priority.h"
 #include "model/denoiser.h"
 #include "model/model_config.h"
-#include "common/thread_priority.h"
 #include "server/metrics_test_util.h"
 
 namespace tcm {
@@ -76,8 +76,7 @@ class WorkerPoolTest : public ::testing::Test {
     spec.steps = steps;
     spec.class_labels.assign(num_images, 3);
     auto sink = std::make_unique<RecordingSink>();
-    auto state =
-        std::make_shared<RequestState>(spec, sink.get(), &metrics_->model(0), absl::Now(), deadline);
+    auto state = std::make_shared<RequestState>(spec, sink.get(), &metrics_->model(0), absl::Now(), deadline);
     EXPECT_TRUE(pool.Submit(state).ok());
     return sink;
   }
@@ -96,8 +95,7 @@ class WorkerPoolTest : public ::testing::Test {
   }
 
   // A pool of `workers` one-thread CPU workers over model_ and batcher_.
-  absl::StatusOr<std::unique_ptr<WorkerPool>> MakePool(int workers,
-                                                       std::function<void(const Batch&)> before_batch = {},
+  absl::StatusOr<std::unique_ptr<WorkerPool>> MakePool(int workers, std::function<void(const Batch&)> before_batch = {},
                                                        int compute_nice = 0) {
     WorkerPool::Options options;
     options.cpu_workers = workers;
@@ -204,7 +202,8 @@ TEST_F(WorkerPoolTest, WarmUpFeedsThePassTimeEstimateAndUnmeetableCallsCostNoCom
 TEST_F(WorkerPoolTest, WorkersComputeAtTheirNiceAndTheRestOfTheProcessKeepsItsOwn) {
   const int mine = ThisThreadNice();
   std::atomic<int> worker_nice{-100};
-  auto pool = MakePool(1, [&worker_nice](const Batch&) { worker_nice = ThisThreadNice(); }, /*compute_nice=*/5);
+  auto pool = MakePool(
+      1, [&worker_nice](const Batch&) { worker_nice = ThisThreadNice(); }, /*compute_nice=*/5);
   ASSERT_TRUE(pool.ok()) << pool.status();
   (*pool)->Start();
   int images = 0;

@@ -133,7 +133,10 @@ TEST_F(MisbehavingCallersTest, CancelledAndTimedOutStreamsLeaveTheServerServing)
   // Every abandoned call has ended on the server too: nothing is left in flight.
   auto idle = testing::WaitForMetrics(
       server->metrics_port(),
-      [](const std::string& m) { return MetricOrZero(m, "tcm_requests_in_flight", {{"model", "cond"}}) == 0; }, 60);
+      [](const std::string& m) {
+        return MetricOrZero(m, "tcm_requests_in_flight", {{"model", "cond"}}) == 0;
+      },
+      60);
   EXPECT_TRUE(idle.ok()) << idle.status();
   StopCleanly(*server);
 }
@@ -147,14 +150,16 @@ int KillClientsMidCall(const ServerProcess& server, int count) {
   auto uncond_in_flight = [&server](double n) {
     return testing::WaitForMetrics(
         server.metrics_port(),
-        [n](const std::string& m) { return MetricOrZero(m, "tcm_requests_in_flight", {{"model", "uncond"}}) == n; },
+        [n](const std::string& m) {
+          return MetricOrZero(m, "tcm_requests_in_flight", {{"model", "uncond"}}) == n;
+        },
         60);
   };
   int killed = 0;
   for (int i = 0; i < count; ++i) {
-    std::vector<std::string> args = {TCM_CLIENT_BIN, "--server", server.address(), "--model", "uncond",
-                                     "--steps", "2", "--num", "64", "--seed", std::to_string(500 + i),
-                                     "--out", "/dev/null/none", "--timeout", "300"};
+    std::vector<std::string> args = {
+        TCM_CLIENT_BIN, "--server", server.address(),        "--model", "uncond",         "--steps",   "2",  "--num",
+        "64",           "--seed",   std::to_string(500 + i), "--out",   "/dev/null/none", "--timeout", "300"};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -197,8 +202,8 @@ TEST_F(MisbehavingCallersTest, RandomizedCallersAndKilledClientsKeepTheImageLedg
   std::atomic<bool> never{false};
   int killed = 0;
   std::thread killer([&] { killed = KillClientsMidCall(*server, 8); });
-  const traffic::TrafficReport report = traffic::RunTraffic(*stub, seed, /*callers=*/6, /*calls_per_caller=*/40,
-                                                            options, never);
+  const traffic::TrafficReport report =
+      traffic::RunTraffic(*stub, seed, /*callers=*/6, /*calls_per_caller=*/40, options, never);
   killer.join();
   std::printf("[ traffic ] %s[ killed ] %d tcm-client processes mid-call\n", report.Summary().c_str(), killed);
   EXPECT_EQ(report.unexpected_count, 0) << report.Summary();
@@ -222,12 +227,13 @@ TEST_F(MisbehavingCallersTest, RandomizedCallersAndKilledClientsKeepTheImageLedg
       60);
   ASSERT_TRUE(balanced.ok()) << balanced.status();
   const std::string& m = *balanced;
-  std::printf("[ ledger ] accepted %.0f = generated %.0f + dropped %.0f (cond: cancelled %.0f, deadline %.0f, failed %.0f)\n",
-              testing::MetricSum(m, "tcm_images_accepted_total"), testing::MetricSum(m, "tcm_images_generated_total"),
-              testing::MetricSum(m, "tcm_images_dropped_total"),
-              MetricOrZero(m, "tcm_images_dropped_total", {{"model", "cond"}, {"reason", "cancelled"}}),
-              MetricOrZero(m, "tcm_images_dropped_total", {{"model", "cond"}, {"reason", "deadline"}}),
-              MetricOrZero(m, "tcm_images_dropped_total", {{"model", "cond"}, {"reason", "failed"}}));
+  std::printf(
+      "[ ledger ] accepted %.0f = generated %.0f + dropped %.0f (cond: cancelled %.0f, deadline %.0f, failed %.0f)\n",
+      testing::MetricSum(m, "tcm_images_accepted_total"), testing::MetricSum(m, "tcm_images_generated_total"),
+      testing::MetricSum(m, "tcm_images_dropped_total"),
+      MetricOrZero(m, "tcm_images_dropped_total", {{"model", "cond"}, {"reason", "cancelled"}}),
+      MetricOrZero(m, "tcm_images_dropped_total", {{"model", "cond"}, {"reason", "deadline"}}),
+      MetricOrZero(m, "tcm_images_dropped_total", {{"model", "cond"}, {"reason", "failed"}}));
   EXPECT_GT(MetricOrZero(m, "tcm_images_dropped_total", {{"model", "cond"}, {"reason", "cancelled"}}), 0);
   EXPECT_GT(MetricOrZero(m, "tcm_images_dropped_total", {{"model", "uncond"}, {"reason", "cancelled"}}), 0)
       << "the killed clients' remaining images were dropped";
@@ -279,8 +285,7 @@ TEST_F(MisbehavingCallersTest, HealthWatchesCancelledWhileTheServerStartsAndStop
   std::vector<std::thread> watchers;
   const std::vector<std::string> services = {"", "cond", "uncond", "no-such-model"};
   for (unsigned w = 0; w < 6; ++w)
-    watchers.emplace_back(ChurnHealthWatches, channel, services[w % services.size()], 7 + w, std::cref(stop),
-                          &watches);
+    watchers.emplace_back(ChurnHealthWatches, channel, services[w % services.size()], 7 + w, std::cref(stop), &watches);
   auto stop_watchers = [&] {
     stop = true;
     for (auto& t : watchers) t.join();
@@ -301,7 +306,10 @@ TEST_F(MisbehavingCallersTest, HealthWatchesCancelledWhileTheServerStartsAndStop
   std::thread work([&] { testing::CallGenerate(*stub, MakeRequest("cond", 1, 2, 16, 5), 120); });
   auto queued = testing::WaitForMetrics(
       server->metrics_port(),
-      [](const std::string& m) { return MetricOrZero(m, "tcm_requests_in_flight", {{"model", "cond"}}) == 1; }, 60);
+      [](const std::string& m) {
+        return MetricOrZero(m, "tcm_requests_in_flight", {{"model", "cond"}}) == 1;
+      },
+      60);
   EXPECT_TRUE(queued.ok()) << queued.status();
   server->Signal(SIGTERM);
   for (int i = 0; i < 6000 && server->Log().find("draining") == std::string::npos; ++i)
@@ -312,8 +320,8 @@ TEST_F(MisbehavingCallersTest, HealthWatchesCancelledWhileTheServerStartsAndStop
   work.join();
   std::printf("[ health ] %d Watch streams opened and cancelled\n", watches.load());
   ASSERT_TRUE(status.ok()) << status.status();
-  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0)
-      << "wait status " << *status << "; log:\n" << server->Log();
+  EXPECT_TRUE(WIFEXITED(*status) && WEXITSTATUS(*status) == 0) << "wait status " << *status << "; log:\n"
+                                                               << server->Log();
 }
 
 }  // namespace

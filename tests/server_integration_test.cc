@@ -16,8 +16,8 @@
 #include <cstdio>
 #include <fstream>
 #include <future>
-#include <mutex>
 #include <map>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -50,10 +50,11 @@ constexpr int kSide = 32, kChannels = 3;
 constexpr size_t kRawBytes = kSide * kSide * kChannels;
 
 std::string CodeName(StatusCode code) {
-  static const char* const kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-                                       "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-                                       "FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
-                                       "INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED"};
+  static const char* const kNames[] = {
+      "OK",        "CANCELLED",      "UNKNOWN",           "INVALID_ARGUMENT",   "DEADLINE_EXCEEDED",
+      "NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+      "ABORTED",   "OUT_OF_RANGE",   "UNIMPLEMENTED",     "INTERNAL",           "UNAVAILABLE",
+      "DATA_LOSS", "UNAUTHENTICATED"};
   const int c = static_cast<int>(code);
   return c >= 0 && c <= 16 ? kNames[c] : absl::StrCat("code ", c);
 }
@@ -172,19 +173,20 @@ TEST_F(ServerIntegrationTest, SameRequestGivesSameImagesAloneAndUnderConcurrentL
 // 2. The same request on one worker, on two single-threaded workers, and
 // with 1- and 2-step requests batched apart.
 TEST_F(ServerIntegrationTest, SameImagesOnOneAndTwoWorkersAndWithoutStepLevelBatching) {
-  const std::vector<v1::GenerateRequest> requests = {
-      MakeRequest("cond", 3, 2, 4, 42),           MakeRequest("uncond", std::nullopt, 2, 3, 7),
-      MakeRequest("cond", std::nullopt, 1, 3, 99), MakeRequest("cond", 7, 2, 2, 1234567890123ULL),
-      MakeRequest("uncond", std::nullopt, 1, 4, 0), MakeRequest("cond", 0, 2, 5, 5)};
+  const std::vector<v1::GenerateRequest> requests = {MakeRequest("cond", 3, 2, 4, 42),
+                                                     MakeRequest("uncond", std::nullopt, 2, 3, 7),
+                                                     MakeRequest("cond", std::nullopt, 1, 3, 99),
+                                                     MakeRequest("cond", 7, 2, 2, 1234567890123ULL),
+                                                     MakeRequest("uncond", std::nullopt, 1, 4, 0),
+                                                     MakeRequest("cond", 0, 2, 5, 5)};
   struct Setup {
     std::string name;
     int workers;
     std::vector<std::string> flags;
   };
-  const std::vector<Setup> setups = {
-      {"one_worker", 1, {"--workers", "1"}},
-      {"two_workers", 2, {"--workers", "2", "--intra_op_threads", "1"}},
-      {"kinds_batched_apart", 1, {"--workers", "1", "--step_level_batching=false"}}};
+  const std::vector<Setup> setups = {{"one_worker", 1, {"--workers", "1"}},
+                                     {"two_workers", 2, {"--workers", "2", "--intra_op_threads", "1"}},
+                                     {"kinds_batched_apart", 1, {"--workers", "1", "--step_level_batching=false"}}};
   std::vector<std::vector<v1::GenerateResponse>> answers;
   for (const Setup& setup : setups) {
     auto server = StartServer({}, setup.flags);
@@ -237,7 +239,9 @@ TEST_F(ServerIntegrationTest, BadRequestsGetTheRightCodeAndAreCounted) {
       {"steps 3", MakeRequest("cond", 3, 3, 1, 1), StatusCode::INVALID_ARGUMENT, {"steps", "1 or 2"}},
       {"class 10", MakeRequest("cond", 10, 1, 1, 1), StatusCode::INVALID_ARGUMENT, {"class_label", "[0, 10)"}},
       {"class -1", MakeRequest("cond", -1, 1, 1, 1), StatusCode::INVALID_ARGUMENT, {"class_label", "[0, 10)"}},
-      {"class on uncond", MakeRequest("uncond", 0, 1, 1, 1), StatusCode::INVALID_ARGUMENT,
+      {"class on uncond",
+       MakeRequest("uncond", 0, 1, 1, 1),
+       StatusCode::INVALID_ARGUMENT,
        {"class_label", "unconditional"}},
       {"5 images", MakeRequest("cond", 3, 1, 5, 1), StatusCode::INVALID_ARGUMENT, {"num_images", "at most 4"}},
       {"format 7", bad_format, StatusCode::INVALID_ARGUMENT, {"format", "7"}},
@@ -335,7 +339,10 @@ TEST_F(ServerIntegrationTest, FullQueueAnswersResourceExhaustedAtOnce) {
   auto first_call = std::async(std::launch::async, [&] { return CallGenerate(*stub, first); });
   auto accepted = WaitForMetrics(
       server->metrics_port(),
-      [](const std::string& m) { return MetricOrZero(m, "tcm_requests_in_flight", {{"model", "cond"}}) == 1; }, 60);
+      [](const std::string& m) {
+        return MetricOrZero(m, "tcm_requests_in_flight", {{"model", "cond"}}) == 1;
+      },
+      60);
   ASSERT_TRUE(accepted.ok()) << accepted.status();
 
   const v1::GenerateRequest second = MakeRequest("cond", 2, 1, 4, 12);
@@ -365,9 +372,9 @@ TEST_F(ServerIntegrationTest, FullQueueAnswersResourceExhaustedAtOnce) {
   EXPECT_EQ(too_big.status.error_message(), "num_images: must be at most 4 for model 'cond' (0 = 1), got 5");
 
   const std::string metrics = Metrics(*server);
-  EXPECT_EQ(MetricOrZero(metrics, "tcm_requests_total",
-                         {{"code", "RESOURCE_EXHAUSTED"}, {"model", "cond"}, {"steps", "1"}}),
-            1);
+  EXPECT_EQ(
+      MetricOrZero(metrics, "tcm_requests_total", {{"code", "RESOURCE_EXHAUSTED"}, {"model", "cond"}, {"steps", "1"}}),
+      1);
   EXPECT_EQ(MetricOrZero(metrics, "tcm_requests_total", {{"code", "OK"}, {"model", "cond"}, {"steps", "1"}}), 1);
   EXPECT_EQ(MetricOrZero(metrics, "tcm_images_generated_total", {{"model", "cond"}, {"steps", "1"}}), 4);
   EXPECT_EQ(MetricOrZero(metrics, "tcm_batch_size_sum", {{"model", "cond"}}), 4 * 2 + 4)
@@ -422,7 +429,9 @@ TEST_F(ServerIntegrationTest, DeadlineAndCancellationDropQueuedImages) {
   // batch forms again.
   auto seen = WaitForMetrics(
       server->metrics_port(),
-      [](const std::string& m) { return MetricOrZero(m, "tcm_client_cancellations_total", {{"model", "cond"}}) == 2; },
+      [](const std::string& m) {
+        return MetricOrZero(m, "tcm_client_cancellations_total", {{"model", "cond"}}) == 2;
+      },
       60);
   ASSERT_TRUE(seen.ok()) << seen.status();
 
@@ -449,8 +458,9 @@ TEST_F(ServerIntegrationTest, DeadlineAndCancellationDropQueuedImages) {
   EXPECT_EQ(MetricOrZero(metrics, "tcm_images_dropped_total", {{"model", "cond"}, {"reason", "failed"}}), 0);
   EXPECT_EQ(MetricOrZero(metrics, "tcm_images_accepted_total", {{"model", "cond"}}),
             backlog_images + deadline_images + cancelled_images);
-  EXPECT_EQ(MetricOrZero(metrics, "tcm_requests_total", {{"code", "DEADLINE_EXCEEDED"}, {"model", "cond"}, {"steps", "1"}}),
-            1);
+  EXPECT_EQ(
+      MetricOrZero(metrics, "tcm_requests_total", {{"code", "DEADLINE_EXCEEDED"}, {"model", "cond"}, {"steps", "1"}}),
+      1);
   EXPECT_EQ(MetricOrZero(metrics, "tcm_requests_total", {{"code", "CANCELLED"}, {"model", "cond"}, {"steps", "1"}}), 1);
   EXPECT_EQ(MetricOrZero(metrics, "tcm_requests_total", {{"code", "OK"}, {"model", "cond"}, {"steps", "2"}}), 1);
   // Only the backlog was computed: its images, its forward passes.
@@ -632,8 +642,8 @@ TEST_F(ServerIntegrationTest, HealthIsNotServingUntilWarmedUp) {
   }
   std::string kinds;
   for (const auto& [k, n] : failure_kinds) kinds += absl::StrCat(" ", k, " x", n);
-  std::printf("[ health ] before SERVING: %d failed checks (%s ), %d NOT_SERVING answers (%d for 'cond')\n",
-              failures, kinds.c_str(), not_serving, cond_not_serving);
+  std::printf("[ health ] before SERVING: %d failed checks (%s ), %d NOT_SERVING answers (%d for 'cond')\n", failures,
+              kinds.c_str(), not_serving, cond_not_serving);
   ASSERT_TRUE(serving) << "never SERVING";
   EXPECT_FALSE(first_was_serving);
   EXPECT_GT(not_serving, 0) << "the warm-up was never observed as NOT_SERVING";
@@ -747,7 +757,10 @@ TEST_F(ServerIntegrationTest, HealthTurnsNotServingWhileDraining) {
   auto work_call = std::async(std::launch::async, [&] { return CallGenerate(*stub, work); });
   auto accepted = WaitForMetrics(
       server->metrics_port(),
-      [](const std::string& m) { return MetricOrZero(m, "tcm_requests_in_flight", {{"model", "cond"}}) == 1; }, 60);
+      [](const std::string& m) {
+        return MetricOrZero(m, "tcm_requests_in_flight", {{"model", "cond"}}) == 1;
+      },
+      60);
   ASSERT_TRUE(accepted.ok()) << accepted.status();
 
   server->Signal(SIGTERM);
@@ -804,8 +817,8 @@ TEST_F(ServerIntegrationTest, OpenHealthWatchDoesNotDelayExit) {
   auto status = server->WaitExit(allowed);
   if (!status.ok()) {
     ADD_FAILURE() << "an idle tcm-server was still running " << allowed
-                  << " s after SIGTERM while a client held a health Watch stream open (drain timeout "
-                  << drain_timeout << " s)";
+                  << " s after SIGTERM while a client held a health Watch stream open (drain timeout " << drain_timeout
+                  << " s)";
     const auto cancelled = std::chrono::steady_clock::now();
     watcher.Cancel();
     status = server->WaitExit(drain_timeout + 30);
@@ -827,11 +840,11 @@ TEST_F(ServerIntegrationTest, MetricsCountRequestsImagesAndBatches) {
 
   std::string metrics = Metrics(*server);
   // Both models are described, and nothing has been counted yet.
-  const Labels cond_info = {{"model", "cond"},   {"architecture", "SongUNet"}, {"resolution", "32"},
-                            {"channels", "3"},   {"num_classes", "10"},        {"default_steps", "1"},
+  const Labels cond_info = {{"model", "cond"},    {"architecture", "SongUNet"}, {"resolution", "32"},
+                            {"channels", "3"},    {"num_classes", "10"},        {"default_steps", "1"},
                             {"precision", "fp32"}};
-  const Labels uncond_info = {{"model", "uncond"}, {"architecture", "SongUNet"}, {"resolution", "32"},
-                              {"channels", "3"},   {"num_classes", "0"},         {"default_steps", "1"},
+  const Labels uncond_info = {{"model", "uncond"},  {"architecture", "SongUNet"}, {"resolution", "32"},
+                              {"channels", "3"},    {"num_classes", "0"},         {"default_steps", "1"},
                               {"precision", "fp32"}};
   EXPECT_EQ(MetricValue(metrics, "tcm_model_info", cond_info), 1.0) << metrics;
   EXPECT_EQ(MetricValue(metrics, "tcm_model_info", uncond_info), 1.0);
@@ -881,9 +894,9 @@ TEST_F(ServerIntegrationTest, MetricsCountRequestsImagesAndBatches) {
   EXPECT_EQ(MetricOrZero(metrics, "tcm_batch_size_count", {{"model", "uncond"}}), 0);
   EXPECT_EQ(MetricSum(metrics, "tcm_images_dropped_total"), 0);
   // The latency histogram is cumulative and complete.
-  EXPECT_EQ(MetricOrZero(metrics, "tcm_request_duration_seconds_bucket",
-                         {{"model", "cond"}, {"steps", "2"}, {"le", "+Inf"}}),
-            n);
+  EXPECT_EQ(
+      MetricOrZero(metrics, "tcm_request_duration_seconds_bucket", {{"model", "cond"}, {"steps", "2"}, {"le", "+Inf"}}),
+      n);
   StopCleanly(*server);
 }
 
@@ -1135,9 +1148,8 @@ TEST_F(ServerIntegrationTest, DrainTimeoutCutsLongQueuedWorkAndStillExitsZero) {
   // 4 x 64 images at 2 steps, one image per pass: 512 forward passes.
   std::vector<std::future<GenerateResult>> calls;
   for (int i = 0; i < 4; ++i)
-    calls.push_back(std::async(std::launch::async, [&stub, i] {
-      return CallGenerate(*stub, MakeRequest("cond", 1, 2, 64, 40 + i), 120);
-    }));
+    calls.push_back(std::async(std::launch::async,
+                               [&stub, i] { return CallGenerate(*stub, MakeRequest("cond", 1, 2, 64, 40 + i), 120); }));
   auto accepted = WaitForMetrics(
       server->metrics_port(), [&](const std::string& m) { return MetricSum(m, "tcm_requests_in_flight") == 4; }, 60);
   ASSERT_TRUE(accepted.ok()) << accepted.status();

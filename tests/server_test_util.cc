@@ -161,10 +161,9 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(const Option
 
     const char* binary_override = std::getenv("TCM_SERVER_BIN");
     const std::string binary = binary_override && *binary_override ? binary_override : TCM_SERVER_BIN;
-    std::vector<std::string> args = {binary,
-                                     "--model_repository", options.repository,
-                                     "--port", std::to_string(port),
-                                     "--metrics_port", std::to_string(metrics_port)};
+    std::vector<std::string> args = {
+        binary,           "--model_repository",        options.repository, "--port", std::to_string(port),
+        "--metrics_port", std::to_string(metrics_port)};
     args.insert(args.end(), options.extra_flags.begin(), options.extra_flags.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
@@ -255,8 +254,8 @@ absl::StatusOr<int> ServerProcess::WaitExit(double timeout_seconds) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_seconds);
   while (Running()) {
     if (std::chrono::steady_clock::now() > deadline)
-      return absl::DeadlineExceededError(absl::StrCat("tcm-server (pid ", pid_, ") still running after ",
-                                                      timeout_seconds, " s"));
+      return absl::DeadlineExceededError(
+          absl::StrCat("tcm-server (pid ", pid_, ") still running after ", timeout_seconds, " s"));
     SleepMs(10);
   }
   if (!reaped_) return absl::FailedPreconditionError("tcm-server was never started");
@@ -273,18 +272,17 @@ absl::Status ServerProcess::WaitUntilServing(double timeout_seconds) {
   std::string last = "no answer yet";
   while (std::chrono::steady_clock::now() < deadline) {
     if (!Running())
-      return absl::UnavailableError(absl::StrCat("tcm-server ", DescribeWaitStatus(wait_status_),
-                                                 " before serving; log:\n", Tail(Log())));
+      return absl::UnavailableError(
+          absl::StrCat("tcm-server ", DescribeWaitStatus(wait_status_), " before serving; log:\n", Tail(Log())));
     // A fresh channel each time, like a probe: no reconnect backoff to wait out.
     HealthAnswer answer = CheckHealth(NewChannel(), "", 5.0);
-    if (answer.status.ok() && answer.serving == grpc::health::v1::HealthCheckResponse::SERVING)
-      return absl::OkStatus();
+    if (answer.status.ok() && answer.serving == grpc::health::v1::HealthCheckResponse::SERVING) return absl::OkStatus();
     last = answer.status.ok() ? grpc::health::v1::HealthCheckResponse::ServingStatus_Name(answer.serving)
                               : answer.status.error_message();
     SleepMs(50);
   }
-  return absl::DeadlineExceededError(absl::StrCat("tcm-server not SERVING after ", timeout_seconds,
-                                                  " s (last: ", last, "); log:\n", Tail(Log())));
+  return absl::DeadlineExceededError(
+      absl::StrCat("tcm-server not SERVING after ", timeout_seconds, " s (last: ", last, "); log:\n", Tail(Log())));
 }
 
 std::string ServerProcess::Log() const {
@@ -357,13 +355,14 @@ ImageDiff CompareImages(const v1::GenerateResponse& a, const v1::GenerateRespons
   for (int i = 0; i < a.images_size(); ++i) {
     const v1::Image& x = a.images(i);
     const v1::Image& y = b.images(i);
-    if (x.index() != y.index() || x.width() != y.width() || x.height() != y.height() ||
-        x.channels() != y.channels() || x.class_label() != y.class_label() || x.seed() != y.seed() ||
-        x.format() != y.format() || x.data().size() != y.data().size()) {
-      diff.shape_error = absl::StrCat("image ", i, " differs in its description: [index ", x.index(), " ", x.width(), "x", x.height(), "x", x.channels(),
-                                      " class ", x.class_label(), " seed ", x.seed(), " bytes ", x.data().size(),
-                                      "] vs [index ", y.index(), " ", y.width(), "x", y.height(), "x", y.channels(),
-                                      " class ", y.class_label(), " seed ", y.seed(), " bytes ", y.data().size(), "]");
+    if (x.index() != y.index() || x.width() != y.width() || x.height() != y.height() || x.channels() != y.channels() ||
+        x.class_label() != y.class_label() || x.seed() != y.seed() || x.format() != y.format() ||
+        x.data().size() != y.data().size()) {
+      diff.shape_error =
+          absl::StrCat("image ", i, " differs in its description: [index ", x.index(), " ", x.width(), "x", x.height(),
+                       "x", x.channels(), " class ", x.class_label(), " seed ", x.seed(), " bytes ", x.data().size(),
+                       "] vs [index ", y.index(), " ", y.width(), "x", y.height(), "x", y.channels(), " class ",
+                       y.class_label(), " seed ", y.seed(), " bytes ", y.data().size(), "]");
       return diff;
     }
     for (size_t j = 0; j < x.data().size(); ++j) {
@@ -484,8 +483,7 @@ double MetricOrZero(const std::string& text, const std::string& name,
   return MetricValue(text, name, labels).value_or(0.0);
 }
 
-double MetricSum(const std::string& text, const std::string& name,
-                 const std::map<std::string, std::string>& subset) {
+double MetricSum(const std::string& text, const std::string& name, const std::map<std::string, std::string>& subset) {
   double sum = 0;
   for (const auto& s : ParseMetrics(text)) {
     if (s.name != name) continue;

@@ -85,12 +85,12 @@ std::pair<int, int> TwoFreePorts();
 class ServerProcess {
  public:
   struct Options {
-    std::string repository;               // --model_repository
-    std::vector<std::string> extra_flags; // e.g. {"--workers", "2"}
-    bool wait_until_serving = true;       // Start() returns once health says SERVING
+    std::string repository;                // --model_repository
+    std::vector<std::string> extra_flags;  // e.g. {"--workers", "2"}
+    bool wait_until_serving = true;        // Start() returns once health says SERVING
     double startup_timeout_seconds = 180;
-    std::string log_dir;                  // where server-PORT.log goes; empty = system temp dir
-    std::string batch_gate_file;          // TCM_TEST_BATCH_GATE: workers wait while it exists
+    std::string log_dir;          // where server-PORT.log goes; empty = system temp dir
+    std::string batch_gate_file;  // TCM_TEST_BATCH_GATE: workers wait while it exists
   };
 
   // Starts the server (retrying with other ports if a port was taken).
@@ -178,9 +178,9 @@ GenerateResult CallGenerate(v1::TcmService::Stub& stub, const v1::GenerateReques
 
 // How two responses' images differ (RAW or PNG bytes, compared byte by byte).
 struct ImageDiff {
-  bool same_shape = false;   // same count, sizes, indices, classes, seeds
-  std::string shape_error;   // why not
-  int max_abs_diff = 0;      // largest byte difference
+  bool same_shape = false;  // same count, sizes, indices, classes, seeds
+  std::string shape_error;  // why not
+  int max_abs_diff = 0;     // largest byte difference
   int64_t differing_bytes = 0;
   int64_t total_bytes = 0;
 };

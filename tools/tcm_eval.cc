@@ -120,9 +120,10 @@ absl::Status TrainClassifierCommand() {
   if (options.epochs <= 0) return absl::InvalidArgumentError("--epochs must be positive");
   if (options.batch_size <= 0) return absl::InvalidArgumentError("--train_batch_size must be positive");
 
-  std::printf("training the classifier on Fashion-MNIST's training split: %d epochs, batch %lld, seed %llu, %d threads\n",
-              options.epochs, static_cast<long long>(options.batch_size),
-              static_cast<unsigned long long>(options.seed), torch::get_num_threads());
+  std::printf(
+      "training the classifier on Fashion-MNIST's training split: %d epochs, batch %lld, seed %llu, %d threads\n",
+      options.epochs, static_cast<long long>(options.batch_size), static_cast<unsigned long long>(options.seed),
+      torch::get_num_threads());
   std::fflush(stdout);
   const auto start = Clock::now();
   auto report = [&](const ClassifierTrainingProgress& p) {
@@ -191,7 +192,8 @@ absl::StatusOr<std::shared_ptr<Denoiser>> LoadSampler(const std::string& model_d
   if (teacher_dir.empty()) return BuildReplica(model);
   TCM_ASSIGN_OR_RETURN(ModelDirectory teacher, ReadFashionModel("teacher", teacher_dir));
   auto composed = ComposeTruncated(model, teacher, transition_t);
-  if (!composed.ok()) return absl::Status(composed.status().code(), absl::StrCat("--teacher: ", composed.status().message()));
+  if (!composed.ok())
+    return absl::Status(composed.status().code(), absl::StrCat("--teacher: ", composed.status().message()));
   return BuildReplica(*composed);
 }
 
@@ -227,7 +229,8 @@ absl::Status Evaluate() {
   const bool floor = absl::GetFlag(FLAGS_floor);
   TCM_ASSIGN_OR_RETURN(EvalSettings settings, ReadEvalSettings());
   if (model_dir.empty() && !floor)
-    return absl::InvalidArgumentError("--model: give a model directory (or --floor, or --train_classifier; see --help)");
+    return absl::InvalidArgumentError(
+        "--model: give a model directory (or --floor, or --train_classifier; see --help)");
   if (model_dir.empty() && !teacher_dir.empty())
     return absl::InvalidArgumentError("--teacher needs --model (the network of steps at or above t')");
 
@@ -250,8 +253,8 @@ absl::Status Evaluate() {
     std::fprintf(stderr, "wrote the sample grids of %s into %s\n", model_dir.c_str(), grid_dir.c_str());
   }
   auto classifier = LoadClassifier(classifier_path);
-  if (!classifier.ok()) return absl::Status(classifier.status().code(), absl::StrCat("--classifier: ",
-                                                                                   classifier.status().message()));
+  if (!classifier.ok())
+    return absl::Status(classifier.status().code(), absl::StrCat("--classifier: ", classifier.status().message()));
   TCM_ASSIGN_OR_RETURN(ClassifierSplit test, LoadClassifierSplit(Split::kTest));
   const ClassifierOutputs test_outputs = ClassifyWithProgress(**classifier, test.images, "test set features");
   const FeatureStatistics test_stats = ComputeFeatureStatistics(test_outputs.features);
@@ -275,10 +278,9 @@ absl::Status Evaluate() {
                                         absl::StrCat("Heun ODE, ", settings.ode_steps, " levels"), settings.plan,
                                         **classifier, test_stats, SamplingProgress(evals, settings.plan.num)));
     } else {
-      const std::string name =
-          model->below_transition()
-              ? absl::StrFormat("composed: below t'=%g the stage-1 network", model->config().transition_t())
-              : "model";
+      const std::string name = model->below_transition() ? absl::StrFormat("composed: below t'=%g the stage-1 network",
+                                                                           model->config().transition_t())
+                                                         : "model";
       for (int steps : settings.step_counts)
         results.push_back(EvaluateSampler(ConsistencySampler(*model), steps, name, settings.plan, **classifier,
                                           test_stats, SamplingProgress(steps, settings.plan.num)));
@@ -296,16 +298,19 @@ absl::Status Evaluate() {
               static_cast<long long>(test_stats.count));
   if (model) {
     const std::string teacher_note = !teacher_dir.empty() ? absl::StrCat(", teacher ", teacher_dir) : "";
-    std::printf("model %s%s, %lld images per row (class i %% 10), seed %llu\n", model_dir.c_str(),
-                teacher_note.c_str(), static_cast<long long>(settings.plan.num),
-                static_cast<unsigned long long>(settings.plan.seed));
+    std::printf("model %s%s, %lld images per row (class i %% 10), seed %llu\n", model_dir.c_str(), teacher_note.c_str(),
+                static_cast<long long>(settings.plan.num), static_cast<unsigned long long>(settings.plan.seed));
     std::printf("%5s  %-28s %9s %10s %10s\n", "evals", "sampler", "accuracy", "FD", "images/s");
     Json rows = Json::array();
     for (const auto& r : results) {
       std::printf("%5d  %-28s %9.4f %10.4f %10.1f\n", r.steps, r.sampler.c_str(), r.accuracy, r.fd,
                   r.images_per_second);
-      rows.push_back({{"steps", r.steps}, {"sampler", r.sampler}, {"images", settings.plan.num},
-                      {"class_accuracy", r.accuracy}, {"class_accuracy_per_class", r.class_accuracy}, {"fd", r.fd},
+      rows.push_back({{"steps", r.steps},
+                      {"sampler", r.sampler},
+                      {"images", settings.plan.num},
+                      {"class_accuracy", r.accuracy},
+                      {"class_accuracy_per_class", r.class_accuracy},
+                      {"fd", r.fd},
                       {"images_per_second", r.images_per_second}});
     }
     PrintPerClassAccuracy(results);

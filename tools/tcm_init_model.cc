@@ -26,7 +26,8 @@ namespace {
 
 absl::Status Run() {
   const std::string config_path = absl::GetFlag(FLAGS_config), output = absl::GetFlag(FLAGS_output);
-  if (config_path.empty() || output.empty()) return absl::InvalidArgumentError("give --config and --output (see --help)");
+  if (config_path.empty() || output.empty())
+    return absl::InvalidArgumentError("give --config and --output (see --help)");
   TCM_ASSIGN_OR_RETURN(v1::ModelConfig config, ReadModelConfigFile(config_path));
   torch::manual_seed(absl::GetFlag(FLAGS_seed));
   TCM_ASSIGN_OR_RETURN(auto denoiser, Denoiser::Create(config));

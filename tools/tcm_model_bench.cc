@@ -13,8 +13,8 @@
 
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -135,8 +135,8 @@ absl::StatusOr<std::vector<Precision>> ParsePrecisions(const std::string& text) 
     } else if (part == "bf16") {
       out.push_back({"bf16", torch::kBFloat16});
     } else {
-      return absl::InvalidArgumentError(absl::StrCat("--precision: expected fp32 and/or bf16, comma-separated, got '",
-                                                     part, "'"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--precision: expected fp32 and/or bf16, comma-separated, got '", part, "'"));
     }
   }
   return out;
@@ -225,7 +225,8 @@ absl::Status Run() {
       const std::string conv_key = absl::StrCat(p.name, channels_last ? "_channels_last" : "_nchw");
       const double of_conv = conv.count(conv_key) ? gflops / conv[conv_key] : 0;
       std::printf("%9s %6lld %12.2f %12.1f %10.1f %10s\n", p.name.c_str(), static_cast<long long>(b), t * 1e3, b / t,
-                  gflops, conv.count(conv_key) ? absl::StrCat(static_cast<int>(of_conv * 100 + 0.5), "%").c_str() : "-");
+                  gflops,
+                  conv.count(conv_key) ? absl::StrCat(static_cast<int>(of_conv * 100 + 0.5), "%").c_str() : "-");
       std::fflush(stdout);
       report["rows"].push_back({{"precision", p.name},
                                 {"channels_last", channels_last},

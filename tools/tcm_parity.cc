@@ -16,9 +16,9 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
-#include "common/flags_usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/flags_usage.h"
 #include "common/status_macros.h"
 #include "common/tool_main.h"
 #include "model/cpu_threads.h"
@@ -30,8 +30,9 @@
 
 ABSL_FLAG(std::string, weights, "", "Reference state dict (.safetensors) with `config` metadata.");
 ABSL_FLAG(std::string, model_dir, "", "A model directory to test instead of --weights.");
-ABSL_FLAG(std::string, io, "", "Reference inputs and outputs (.safetensors): x, sigma, [class_labels], denoised, "
-                               "latents, step2_noise, sample_1step, sample_2step.");
+ABSL_FLAG(std::string, io, "",
+          "Reference inputs and outputs (.safetensors): x, sigma, [class_labels], denoised, "
+          "latents, step2_noise, sample_1step, sample_2step.");
 ABSL_FLAG(std::string, precision, "fp32", "The network body's precision: fp32 or bf16.");
 ABSL_FLAG(bool, channels_last, false, "Run the network in channels-last layout (as tcm-server does).");
 ABSL_FLAG(double, tolerance, 0,
@@ -74,14 +75,14 @@ absl::Status CheckInputs(const v1::ModelConfig& config, const torch::Tensor& x, 
   if (sigma.dim() != 1 || sigma.size(0) != x.size(0))
     return absl::InvalidArgumentError(absl::StrCat(source, ": 'sigma' must hold one noise level per row of 'x'"));
   if (config.num_classes() > 0 && !labels.defined())
-    return absl::InvalidArgumentError(absl::StrCat(source, ": no 'class_labels' for a network with ",
-                                                   config.num_classes(), " classes"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": no 'class_labels' for a network with ", config.num_classes(), " classes"));
   if (config.num_classes() == 0 && labels.defined())
     return absl::InvalidArgumentError(absl::StrCat(source, ": 'class_labels' given to an unconditional network"));
   if (labels.defined() && (labels.numel() != x.size(0) || labels.min().item<int64_t>() < 0 ||
                            labels.max().item<int64_t>() >= config.num_classes()))
-    return absl::InvalidArgumentError(absl::StrCat(source, ": 'class_labels' must hold one class in [0, ",
-                                                   config.num_classes(), ") per row"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": 'class_labels' must hold one class in [0, ", config.num_classes(), ") per row"));
   return absl::OkStatus();
 }
 
@@ -130,12 +131,13 @@ absl::StatusOr<bool> Run() {
   const torch::Tensor denoised = denoiser->forward(x, sigma, labels);
   const torch::Tensor latents32 = latents.to(torch::kFloat32);
   const torch::Tensor sample1 = denoiser->forward(FirstStepInput(latents32, t_max), torch::full({n}, t_max), labels);
-  const torch::Tensor sample2 = denoiser->forward(
-      SecondStepInput(sample1, step2_noise.to(torch::kFloat32), mid_t), torch::full({n}, mid_t), labels);
+  const torch::Tensor sample2 = denoiser->forward(SecondStepInput(sample1, step2_noise.to(torch::kFloat32), mid_t),
+                                                  torch::full({n}, mid_t), labels);
 
   bool pass = true;
-  const double tolerance =
-      absl::GetFlag(FLAGS_tolerance) > 0 ? absl::GetFlag(FLAGS_tolerance) : precision == "bf16" ? 2e-2 : 1e-4;
+  const double tolerance = absl::GetFlag(FLAGS_tolerance) > 0 ? absl::GetFlag(FLAGS_tolerance)
+                           : precision == "bf16"              ? 2e-2
+                                                              : 1e-4;
   std::printf("%s%s, tolerance %.0e\n", precision.c_str(), absl::GetFlag(FLAGS_channels_last) ? " channels-last" : "",
               tolerance);
   for (const auto& [name, out] : {std::pair<std::string, torch::Tensor>{"denoised", denoised},

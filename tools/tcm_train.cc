@@ -20,8 +20,8 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/reflection.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -133,7 +133,8 @@ absl::StatusOr<TrainOptions> OptionsFromFlags(Stage stage) {
   c.huber_c = absl::GetFlag(FLAGS_c);
   TCM_ASSIGN_OR_RETURN(c.weighting, ParseLossWeighting(absl::GetFlag(FLAGS_weighting), "--weighting"));
   c.boundary_prob = absl::GetFlag(FLAGS_boundary_prob);
-  if (c.boundary_prob < 0 || c.boundary_prob >= 1) return absl::InvalidArgumentError("--boundary_prob: must be in [0, 1)");
+  if (c.boundary_prob < 0 || c.boundary_prob >= 1)
+    return absl::InvalidArgumentError("--boundary_prob: must be in [0, 1)");
   o.q = absl::GetFlag(FLAGS_q);
   o.ratio_limit = absl::GetFlag(FLAGS_ratio_limit);
   o.double_every = absl::GetFlag(FLAGS_double_every);
@@ -182,13 +183,40 @@ absl::StatusOr<std::shared_ptr<Denoiser>> StartingNetwork(Stage stage, std::vect
 
 // Flags that shape a run's result: recorded in OUT/settings.json when the run
 // begins, required unchanged by --resume. The rest only pace the run.
-constexpr const char* kResultFlags[] = {
-    "data", "config", "init", "teacher", "seed",                                                  // what and from where
-    "batch_size", "lr", "beta1", "beta2", "adam_eps", "decay_iter", "rampup_iter", "grad_clip",  // optimiser
-    "ema_type", "ema_gamma", "ema_beta", "dropout",                                                // EMA, network
-    "diffusion_mean", "diffusion_std", "mean", "std", "tdist", "df", "t_lower", "t_upper",       // noise levels
-    "q", "ratio_limit", "double_every", "start_stage", "c", "weighting",                          // consistency loss
-    "boundary_prob", "w_boundary", "transition_t"};                                                // truncated stage
+constexpr const char* kResultFlags[] = {"data",
+                                        "config",
+                                        "init",
+                                        "teacher",
+                                        "seed",  // what and from where
+                                        "batch_size",
+                                        "lr",
+                                        "beta1",
+                                        "beta2",
+                                        "adam_eps",
+                                        "decay_iter",
+                                        "rampup_iter",
+                                        "grad_clip",  // optimiser
+                                        "ema_type",
+                                        "ema_gamma",
+                                        "ema_beta",
+                                        "dropout",  // EMA, network
+                                        "diffusion_mean",
+                                        "diffusion_std",
+                                        "mean",
+                                        "std",
+                                        "tdist",
+                                        "df",
+                                        "t_lower",
+                                        "t_upper",  // noise levels
+                                        "q",
+                                        "ratio_limit",
+                                        "double_every",
+                                        "start_stage",
+                                        "c",
+                                        "weighting",  // consistency loss
+                                        "boundary_prob",
+                                        "w_boundary",
+                                        "transition_t"};  // truncated stage
 
 RunSettings CommandRunSettings(Stage stage) {
   RunSettings settings = {{"stage", StageName(stage)}};
@@ -205,7 +233,8 @@ absl::Status RecordOrCheckRunSettings(const std::string& out, Stage stage, bool 
   const RunSettings now = CommandRunSettings(stage);
   if (!resume) {
     if (std::filesystem::exists(checkpoint))
-      return absl::InvalidArgumentError(absl::StrCat("--out: ", out, " holds a run already (checkpoint.pt); "
+      return absl::InvalidArgumentError(absl::StrCat("--out: ", out,
+                                                     " holds a run already (checkpoint.pt); "
                                                      "continue it with --resume, or give another directory"));
     return WriteRunSettings(path, now);
   }
@@ -265,9 +294,8 @@ absl::Status Run(const std::string& stage_name) {
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) return absl::InvalidArgumentError("--out: required (the run directory)");
   // The training loop's own cadence.
-  for (const auto& [name, value] :
-       {std::pair<const char*, int64_t>{"log_every", absl::GetFlag(FLAGS_log_every)},
-        {"checkpoint_every", absl::GetFlag(FLAGS_checkpoint_every)}})
+  for (const auto& [name, value] : {std::pair<const char*, int64_t>{"log_every", absl::GetFlag(FLAGS_log_every)},
+                                    {"checkpoint_every", absl::GetFlag(FLAGS_checkpoint_every)}})
     if (value < 1) return absl::InvalidArgumentError(absl::StrCat("--", name, ": must be at least 1, got ", value));
   std::filesystem::create_directories(out);
   const bool resume = absl::GetFlag(FLAGS_resume);

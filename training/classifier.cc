@@ -74,9 +74,9 @@ absl::Status FashionClassifier::LoadStateDict(const TensorMap& weights, const st
     auto it = weights.find(name);
     if (it == weights.end()) return absl::InvalidArgumentError(absl::StrCat(source, ": missing tensor '", name, "'"));
     if (it->second.sizes() != target.sizes() || it->second.scalar_type() != target.scalar_type())
-      return absl::InvalidArgumentError(absl::StrCat(source, ": '", name, "' is ", c10::toString(it->second.scalar_type()),
-                                                     " ", ShapeString(it->second), ", expected ",
-                                                     c10::toString(target.scalar_type()), " ", ShapeString(target)));
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ": '", name, "' is ", c10::toString(it->second.scalar_type()), " ", ShapeString(it->second),
+          ", expected ", c10::toString(target.scalar_type()), " ", ShapeString(target)));
   }
   torch::NoGradGuard no_grad;
   for (auto& [name, target] : own) target.copy_(weights.at(name));
@@ -148,8 +148,7 @@ ClassifierOutputs Classify(FashionClassifier& classifier, const torch::Tensor& i
     features.push_back(f);
     logits.push_back(classifier.LogitsOfFeatures(f));
   }
-  if (features.empty())
-    return {torch::empty({0, kClassifierFeatures}), torch::empty({0, kClassifierClasses})};
+  if (features.empty()) return {torch::empty({0, kClassifierFeatures}), torch::empty({0, kClassifierClasses})};
   return {torch::cat(features), torch::cat(logits)};
 }
 

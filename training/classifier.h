@@ -56,12 +56,12 @@ struct ClassifierTrainingOptions {
   int64_t batch_size = 128;
   double learning_rate = 2e-3;  // Adam, cosine-decayed to 0 over the run
   double weight_decay = 1e-4;
-  uint64_t seed = 0;            // initialisation, shuffling and augmentation
-  bool augment = true;          // random horizontal flips and shifts of up to 2 pixels
+  uint64_t seed = 0;    // initialisation, shuffling and augmentation
+  bool augment = true;  // random horizontal flips and shifts of up to 2 pixels
 };
 
 struct ClassifierTrainingProgress {
-  int epoch = 0;  // 1-based
+  int epoch = 0;            // 1-based
   int64_t images_done = 0;  // within the epoch
   int64_t images_total = 0;
   double mean_loss = 0;  // over the epoch so far

@@ -57,8 +57,8 @@ absl::StatusOr<IdxArray> ParseIdx(const std::string& path, const std::string& by
   }
   const size_t offset = 4 + 4 * size_t(ndims);
   if (bytes.size() - offset != size_t(count))
-    return absl::InvalidArgumentError(absl::StrCat(path, ": header promises ", count, " bytes of data, file holds ",
-                                                   bytes.size() - offset));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": header promises ", count, " bytes of data, file holds ", bytes.size() - offset));
   a.data = bytes.substr(offset);
   return a;
 }
@@ -110,8 +110,8 @@ absl::StatusOr<LabeledImages> ReadIdxDataset(const std::string& images_path, con
     return absl::InvalidArgumentError(
         absl::StrCat(images_path, ": images must have 3 ([N, H, W]) or 4 ([N, H, W, C]) dimensions, got ", d.size()));
   if (labels->dims.size() != 1 || labels->dims[0] != d[0])
-    return absl::InvalidArgumentError(absl::StrCat(labels_path, ": expected ", d[0], " labels (one per image in ",
-                                                   images_path, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(labels_path, ": expected ", d[0], " labels (one per image in ", images_path, ")"));
   LabeledImages out;
   const int64_t channels = d.size() == 4 ? d[3] : 1;
   out.images = BytesToTensor(images->data, {d[0], d[1], d[2], channels}).permute({0, 3, 1, 2}).contiguous();
@@ -169,8 +169,8 @@ absl::StatusOr<LabeledImages> LoadDataset(const std::string& spec, Split split) 
     return ReadIdxDataset(parts[0], parts[1]);
   }
   if (absl::StartsWith(spec, "folder:")) return ReadImageFolder(spec.substr(7));
-  return absl::InvalidArgumentError(absl::StrCat("--data: unknown data set \"", spec,
-                                                 "\"; allowed: fashion-mnist, idx:IMAGES,LABELS, folder:DIR"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("--data: unknown data set \"", spec, "\"; allowed: fashion-mnist, idx:IMAGES,LABELS, folder:DIR"));
 }
 
 absl::StatusOr<torch::Tensor> ToModelInput(const torch::Tensor& images, int64_t resolution) {

@@ -19,8 +19,8 @@
 namespace tcm {
 
 struct LabeledImages {
-  torch::Tensor images;  // uint8 [N, C, H, W]
-  torch::Tensor labels;  // int64 [N]
+  torch::Tensor images;                  // uint8 [N, C, H, W]
+  torch::Tensor labels;                  // int64 [N]
   std::vector<std::string> class_names;  // one per class
 };
 

@@ -99,9 +99,9 @@ TEST(ModelInputTest, ScalesToUnitRangeAndPadsWithBlack) {
   auto x = ToModelInput(images, 32);
   ASSERT_TRUE(x.ok());
   EXPECT_EQ(x->sizes(), torch::IntArrayRef({1, 1, 32, 32}));
-  EXPECT_FLOAT_EQ((*x)[0][0][0][0].item<float>(), -1.0f);    // padding
-  EXPECT_FLOAT_EQ((*x)[0][0][2][2].item<float>(), 1.0f);     // first image pixel
-  EXPECT_FLOAT_EQ((*x)[0][0][29][29].item<float>(), 1.0f);   // last image pixel
+  EXPECT_FLOAT_EQ((*x)[0][0][0][0].item<float>(), -1.0f);   // padding
+  EXPECT_FLOAT_EQ((*x)[0][0][2][2].item<float>(), 1.0f);    // first image pixel
+  EXPECT_FLOAT_EQ((*x)[0][0][29][29].item<float>(), 1.0f);  // last image pixel
   EXPECT_FLOAT_EQ((*x)[0][0][30][30].item<float>(), -1.0f);
   EXPECT_FALSE(ToModelInput(images, 16).ok());
 }

@@ -59,8 +59,8 @@ ClassifierOutputs ClassifyInChunks(FashionClassifier& classifier, const torch::T
 }
 
 StepResult EvaluateSampler(const ImageSampler& sample, int steps, const std::string& sampler_name,
-                           const SamplingPlan& plan, FashionClassifier& classifier,
-                           const FeatureStatistics& reference, const ProgressFn& progress) {
+                           const SamplingPlan& plan, FashionClassifier& classifier, const FeatureStatistics& reference,
+                           const ProgressFn& progress) {
   const auto start_time = std::chrono::steady_clock::now();
   StepResult result;
   result.steps = steps;
@@ -101,16 +101,15 @@ absl::StatusOr<double> TrainAndSaveClassifier(const ClassifierTrainingOptions& o
   TCM_ASSIGN_OR_RETURN(ClassifierSplit test, LoadClassifierSplit(Split::kTest));
   TCM_ASSIGN_OR_RETURN(auto classifier, TrainClassifier(train.images, train.labels, options, report));
   const double test_accuracy = Accuracy(Classify(*classifier, test.images).logits, test.labels);
-  TCM_RETURN_IF_ERROR(SaveClassifier(
-      out, *classifier,
-      {{"format", "tcm-eval Fashion-MNIST classifier (training/classifier.h)"},
-       {"test_accuracy", absl::StrFormat("%.4f", test_accuracy)},
-       {"epochs", absl::StrCat(options.epochs)},
-       {"batch_size", absl::StrCat(options.batch_size)},
-       {"learning_rate", absl::StrCat(options.learning_rate)},
-       {"weight_decay", absl::StrCat(options.weight_decay)},
-       {"augment", options.augment ? "horizontal flips, shifts up to 2 pixels" : "none"},
-       {"seed", absl::StrCat(options.seed)}}));
+  TCM_RETURN_IF_ERROR(SaveClassifier(out, *classifier,
+                                     {{"format", "tcm-eval Fashion-MNIST classifier (training/classifier.h)"},
+                                      {"test_accuracy", absl::StrFormat("%.4f", test_accuracy)},
+                                      {"epochs", absl::StrCat(options.epochs)},
+                                      {"batch_size", absl::StrCat(options.batch_size)},
+                                      {"learning_rate", absl::StrCat(options.learning_rate)},
+                                      {"weight_decay", absl::StrCat(options.weight_decay)},
+                                      {"augment", options.augment ? "horizontal flips, shifts up to 2 pixels" : "none"},
+                                      {"seed", absl::StrCat(options.seed)}}));
   return test_accuracy;
 }
 

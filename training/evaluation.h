@@ -57,9 +57,9 @@ struct SamplingPlan {
 };
 
 struct StepResult {
-  int steps = 0;        // network evaluations per image
-  std::string sampler;  // a name for the table
-  double accuracy = 0;  // fraction whose predicted class is the requested one
+  int steps = 0;                       // network evaluations per image
+  std::string sampler;                 // a name for the table
+  double accuracy = 0;                 // fraction whose predicted class is the requested one
   std::vector<double> class_accuracy;  // the same per requested class, in class order
   double fd = 0;                       // against `reference`
   double images_per_second = 0;        // sampling and scoring together
@@ -68,8 +68,8 @@ struct StepResult {
 // Samples plan.num images of `steps` steps with `sample`, quantises them to
 // 8 bits and scores them against `reference` (the statistics of real images).
 StepResult EvaluateSampler(const ImageSampler& sample, int steps, const std::string& sampler_name,
-                           const SamplingPlan& plan, FashionClassifier& classifier,
-                           const FeatureStatistics& reference, const ProgressFn& progress);
+                           const SamplingPlan& plan, FashionClassifier& classifier, const FeatureStatistics& reference,
+                           const ProgressFn& progress);
 
 // Trains the evaluation classifier on Fashion-MNIST's training split, scores
 // it on the test split and saves it to `out` with its settings and test

@@ -33,8 +33,8 @@ double FrechetDistance(const FeatureStatistics& a, const FeatureStatistics& b) {
   product = (product + product.transpose(0, 1)) / 2;  // symmetric up to rounding
   const double trace_sqrt_product = torch::linalg_eigvalsh(product).clamp_min(0).sqrt().sum().item<double>();
   const double mean_term = (a.mean - b.mean).square().sum().item<double>();
-  const double distance = mean_term + a.covariance.trace().item<double>() + b.covariance.trace().item<double>() -
-                          2 * trace_sqrt_product;
+  const double distance =
+      mean_term + a.covariance.trace().item<double>() + b.covariance.trace().item<double>() - 2 * trace_sqrt_product;
   return std::max(distance, 0.0);  // rounding can leave a tiny negative value for equal statistics
 }
 

@@ -86,8 +86,7 @@ ConsistencyLossTerms ConsistencyLoss(Denoiser& net, const TruncatedComposition& 
 
   const torch::Tensor distance = (d_yt - d_yr).flatten(1).norm(2, 1);
   const torch::Tensor unweighted =
-      options.huber_c > 0 ? (distance.square() + options.huber_c * options.huber_c).sqrt() - options.huber_c
-                          : distance;
+      options.huber_c > 0 ? (distance.square() + options.huber_c * options.huber_c).sqrt() - options.huber_c : distance;
   const torch::Tensor loss = unweighted * WeightOf(options.weighting, t, dt, options.sigma_data);
   const torch::Tensor regular = boundary.logical_not();
   return {Rows(loss, regular), Rows(loss, boundary), Rows(unweighted, regular)};

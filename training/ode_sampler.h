@@ -12,7 +12,7 @@
 namespace tcm {
 
 struct OdeSamplerOptions {
-  int steps = 18;          // noise levels before 0; 2 * steps - 1 network evaluations
+  int steps = 18;  // noise levels before 0; 2 * steps - 1 network evaluations
   double sigma_min = 0.002;
   double sigma_max = 80;
   double rho = 7;

@@ -31,7 +31,9 @@ TEST(KarrasSigmas, RejectsZeroSteps) {
 // For data ~ N(0, s^2) the ideal denoiser is x s^2 / (sigma^2 + s^2) and the
 // probability-flow ODE carries x(sigma) = z sqrt(sigma^2 + s^2) to z s.
 torch::Tensor SolveGaussian(double s, const torch::Tensor& z, int steps) {
-  const DenoiseFn gaussian = [s](const torch::Tensor& x, double sigma) { return x * (s * s / (sigma * sigma + s * s)); };
+  const DenoiseFn gaussian = [s](const torch::Tensor& x, double sigma) {
+    return x * (s * s / (sigma * sigma + s * s));
+  };
   OdeSamplerOptions options;
   options.steps = steps;
   return SolveProbabilityFlow(gaussian, z * std::sqrt(80.0 * 80.0 + s * s), options);

@@ -6,9 +6,9 @@
 #include <fstream>
 
 #include "absl/strings/str_cat.h"
-#include "model/sampler.h"
 #include "common/image_grid.h"
 #include "common/png_encoder.h"
+#include "model/sampler.h"
 
 namespace tcm {
 
@@ -39,8 +39,8 @@ absl::Status WriteSampleGrid(Denoiser& model, int steps, int columns, uint64_t s
 
 absl::Status WriteModelSampleGrids(Denoiser& model, const std::vector<int>& step_counts, const std::string& dir) {
   for (int steps : step_counts) {
-    absl::Status written = WriteSampleGrid(model, steps, /*columns=*/10, /*seed=*/0,
-                                           absl::StrCat(dir, "/samples-", steps, "step.png"));
+    absl::Status written =
+        WriteSampleGrid(model, steps, /*columns=*/10, /*seed=*/0, absl::StrCat(dir, "/samples-", steps, "step.png"));
     if (!written.ok()) return written;
   }
   return absl::OkStatus();

@@ -17,9 +17,9 @@ namespace tcm {
 struct TimeDistribution {
   enum class Kind { kNormal, kStudentT };
   Kind kind = Kind::kNormal;
-  double mean = -1.1;   // location of log t (P_mean)
-  double std = 2.0;     // scale of log t (P_std)
-  double df = 2.0;      // degrees of freedom (Student-t only)
+  double mean = -1.1;  // location of log t (P_mean)
+  double std = 2.0;    // scale of log t (P_std)
+  double df = 2.0;     // degrees of freedom (Student-t only)
   double t_lower = 0.002;
   double t_upper = 80.0;
 };

@@ -104,7 +104,7 @@ TEST(TimeSamplingTest, BoundaryMaskSetsExactlyItsShare) {
   EXPECT_EQ(a.scalar_type(), torch::kBool);
   EXPECT_EQ(a.sum().item<int64_t>(), 16);
   EXPECT_EQ(b.sum().item<int64_t>(), 16);
-  EXPECT_FALSE(torch::equal(a, b));  // positions are random
+  EXPECT_FALSE(torch::equal(a, b));                            // positions are random
   EXPECT_EQ(BoundaryMask(10, 0.05).sum().item<int64_t>(), 0);  // floor(0.5)
   EXPECT_EQ(BoundaryMask(40, 0.05).sum().item<int64_t>(), 2);
 }

@@ -23,9 +23,12 @@ absl::StatusOr<Stage> ParseStage(const std::string& name) {
 
 const char* StageName(Stage stage) {
   switch (stage) {
-    case Stage::kDiffusion: return "diffusion";
-    case Stage::kConsistency: return "consistency";
-    case Stage::kTruncated: return "truncated";
+    case Stage::kDiffusion:
+      return "diffusion";
+    case Stage::kConsistency:
+      return "consistency";
+    case Stage::kTruncated:
+      return "truncated";
   }
   return "?";
 }
@@ -70,9 +73,8 @@ Trainer::Trainer(const TrainOptions& options, std::shared_ptr<Denoiser> net, std
     for (auto& p : teacher_->parameters()) p.set_requires_grad(false);
   }
   optimizer_ = std::make_unique<torch::optim::Adam>(
-      net_->parameters(), torch::optim::AdamOptions(options_.lr)
-                              .betas({options_.beta1, options_.beta2})
-                              .eps(options_.adam_eps));
+      net_->parameters(),
+      torch::optim::AdamOptions(options_.lr).betas({options_.beta1, options_.beta2}).eps(options_.adam_eps));
 }
 
 double Trainer::LearningRate() const {
@@ -112,8 +114,7 @@ StepStats Trainer::Step() {
     const int64_t schedule_stage = options_.start_stage + step_ / std::max<int64_t>(options_.double_every, 1);
     stats.ratio = ScheduleRatio(schedule_stage, options_.q, options_.ratio_limit);
     TruncatedComposition tcm{teacher_.get(), options_.transition_t};
-    const ConsistencyLossTerms terms =
-        ConsistencyLoss(*net_, tcm, images, labels, stats.ratio, options_.consistency);
+    const ConsistencyLossTerms terms = ConsistencyLoss(*net_, tcm, images, labels, stats.ratio, options_.consistency);
     objective = terms.loss.mean();
     if (terms.boundary.numel() > 0) objective = objective + options_.w_boundary * terms.boundary.mean();
     stats.loss = terms.loss.mean().item<double>();
@@ -123,8 +124,7 @@ StepStats Trainer::Step() {
   objective.backward();
   stats.grad_norm = torch::nn::utils::clip_grad_norm_(net_->parameters(), options_.grad_clip);
   stats.lr = LearningRate();
-  for (auto& group : optimizer_->param_groups())
-    static_cast<torch::optim::AdamOptions&>(group.options()).lr(stats.lr);
+  for (auto& group : optimizer_->param_groups()) static_cast<torch::optim::AdamOptions&>(group.options()).lr(stats.lr);
   {
     // NaN/Inf gradients are zeroed before Adam's step: a guard the reference
     // lacks, so that one bad batch cannot put NaN into the weights.

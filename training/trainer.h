@@ -46,8 +46,8 @@ struct TrainOptions {
 
 // What one optimisation step did.
 struct StepStats {
-  int64_t step = 0;   // steps done after this one
-  double loss = 0;    // mean weighted loss (regular rows)
+  int64_t step = 0;     // steps done after this one
+  double loss = 0;      // mean weighted loss (regular rows)
   double boundary = 0;  // mean weighted boundary loss (stage 2)
   double unweighted = 0;
   double grad_norm = 0;
@@ -60,8 +60,7 @@ class Trainer {
   // `net` is trained (its weights are the starting point), `teacher` is the
   // frozen stage-1 network of stage 2 (null otherwise). `images` is float32
   // [N, C, R, R] in [-1, 1], `labels` int64 [N].
-  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const TrainOptions& options,
-                                                         std::shared_ptr<Denoiser> net,
+  static absl::StatusOr<std::unique_ptr<Trainer>> Create(const TrainOptions& options, std::shared_ptr<Denoiser> net,
                                                          std::shared_ptr<Denoiser> teacher, torch::Tensor images,
                                                          torch::Tensor labels);
 

@@ -138,8 +138,7 @@ TEST_F(TrainerTest, StageTwoLossSplitsOffTheBoundaryRows) {
   o.time.t_lower = 1.0;
   o.boundary_prob = 0.25;
   torch::manual_seed(4);
-  const ConsistencyLossTerms terms =
-      ConsistencyLoss(*student, {teacher.get(), 1.0}, data.images, data.labels, 0.99, o);
+  const ConsistencyLossTerms terms = ConsistencyLoss(*student, {teacher.get(), 1.0}, data.images, data.labels, 0.99, o);
   EXPECT_EQ(terms.boundary.numel(), 16);
   EXPECT_EQ(terms.loss.numel(), 48);
   EXPECT_TRUE(terms.boundary.requires_grad());
