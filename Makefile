@@ -4,12 +4,16 @@ BUILD_DIR ?= build
 BUILD_TYPE ?= Release
 JOBS ?= $(shell nproc)
 
-.PHONY: all deps configure build test test-sanitize fuzz run clean
+.PHONY: all deps test-deps configure build test test-sanitize fuzz run clean
 
 all: build
 
 deps:
 	@bash scripts/install-deps.sh
+
+# What only the tests use (curl, promtool, yamllint, kubectl, clang-format...); `make run` goes without.
+test-deps:
+	@bash scripts/install-deps.sh --test
 
 configure: deps
 	@cmake -S . -B $(BUILD_DIR) -DCMAKE_BUILD_TYPE=$(BUILD_TYPE) > /dev/null
@@ -17,7 +21,7 @@ configure: deps
 build: configure
 	@cmake --build $(BUILD_DIR) -j $(JOBS)
 
-test: build
+test: test-deps build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 
 # The whole suite under AddressSanitizer and UndefinedBehaviorSanitizer; the
@@ -26,7 +30,7 @@ test: build
 # Abseil and gRPC are not instrumented, so every absl::Mutex they hold looks
 # unlocked to ThreadSanitizer (docs/RELIABILITY.md).
 TSAN_TESTS = batcher_test request_state_test
-test-sanitize: deps
+test-sanitize: test-deps
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTCM_SANITIZE=address,undefined > /dev/null
 	@cmake --build build-asan -j $(JOBS)
 	cd build-asan && LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp UBSAN_OPTIONS=print_stacktrace=1 \

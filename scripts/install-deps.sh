@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages tcm-serve needs to build, test, run and train.
+# Installs the Debian 12 packages tcm-serve needs to build, run and train.
+#   install-deps.sh           the build and its tools (what `make run` needs)
+#   install-deps.sh --test    also what only the tests use (`make test`)
+#   install-deps.sh --fuzz    also clang with libFuzzer (`make fuzz`)
 # Idempotent: does nothing when every package is present. Uses sudo only when not root.
 set -euo pipefail
 
@@ -11,14 +14,24 @@ PACKAGES=(
   prometheus-cpp-dev nlohmann-json3-dev libpng-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
-  curl openssl prometheus jq
-  yamllint python3-yaml
 )
-# `make fuzz` (install-deps.sh --fuzz): clang with libFuzzer and the sanitizer runtimes.
-if [[ "${1:-}" == "--fuzz" ]]; then PACKAGES+=(clang libfuzzer-14-dev libclang-rt-14-dev); fi
-# kubectl renders the Kubernetes manifests (`kubectl kustomize`). Debian's own
-# (kubernetes-client) only where none is installed: it does not unpack over another.
-if ! command -v kubectl > /dev/null; then PACKAGES+=(kubernetes-client); fi
+case "${1:-}" in
+  "") ;;
+  --test)
+    # curl and promtool (prometheus) read the metrics, openssl makes the TLS test's
+    # certificates, jq and yamllint/python3-yaml check JSON and manifests,
+    # clang-format checks the code's format (scripts/check-format.sh).
+    PACKAGES+=(curl openssl prometheus jq yamllint python3-yaml clang-format)
+    # kubectl renders the Kubernetes manifests (`kubectl kustomize`). Debian's own
+    # (kubernetes-client) only where none is installed: it does not unpack over another.
+    if ! command -v kubectl > /dev/null; then PACKAGES+=(kubernetes-client); fi
+    ;;
+  --fuzz) PACKAGES+=(clang libfuzzer-14-dev libclang-rt-14-dev) ;;
+  *)
+    echo "install-deps: unknown option '$1' (none, --test or --fuzz)" >&2
+    exit 2
+    ;;
+esac
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
