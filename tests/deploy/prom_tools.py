@@ -14,6 +14,7 @@ Grafana files.
       Asserts, through Prometheus's HTTP API, what the end-to-end test expects.
 """
 import argparse
+import glob
 import json
 import os
 import re
@@ -40,6 +41,9 @@ POD_META = {
     "__meta_kubernetes_pod_container_name": "tcm-server",
     "__meta_kubernetes_pod_label_app_kubernetes_io_name": "tcm-serve",
     "__meta_kubernetes_pod_container_port_name": "metrics",
+    # The overlays' size labels, here tcm-server's defaults, which the e2e server runs with.
+    "__meta_kubernetes_pod_label_tcm_serve_max_batch_size": "16",
+    "__meta_kubernetes_pod_label_tcm_serve_max_queue_size": "256",
 }
 
 
@@ -70,8 +74,9 @@ def derived_config(target, decoy=None, interval=None, drop_jobs=()):
 def cmd_config(args):
     os.makedirs(args.out, exist_ok=True)
     config = derived_config(args.target, args.decoy, args.interval, args.drop_job or ())
-    for rule_file in config.get("rule_files", []):
-        shutil.copy(os.path.join(os.path.dirname(PROMETHEUS_YML), rule_file), args.out)
+    for pattern in config.get("rule_files", []):  # globs, as Prometheus reads them
+        for rule_file in glob.glob(os.path.join(os.path.dirname(PROMETHEUS_YML), pattern)):
+            shutil.copy(rule_file, args.out)
     with open(os.path.join(args.out, "prometheus.yml"), "w") as f:
         yaml.safe_dump(config, f, sort_keys=False)
     return 0
@@ -156,6 +161,18 @@ def cmd_check(args):
     expect(len(up) == 1 and up[0]["metric"].get("pod") == POD and up[0]["metric"].get("namespace") == NAMESPACE
            and up[0]["value"][1] == "1",
            f"one tcm-serve target, up, labelled namespace/pod by the relabelling: {[u['metric'] for u in up]}")
+
+    # The relabelling copied the pod's size labels onto its series (the overlays' tcm-serve-limits
+    # rules match on them); with no such rule loaded, the recorded limits are the server's defaults.
+    depth = prom.query('tcm_queue_depth{job="tcm-serve"}')
+    expect(bool(depth) and all(r["metric"].get("tcm_serve_max_batch_size") == "16"
+                               and r["metric"].get("tcm_serve_max_queue_size") == "256" for r in depth),
+           f"tcm_queue_depth carries the pod's size labels: {[r['metric'] for r in depth[:1]]}")
+    limits = {name: prom.scalar(f'{name}{{namespace="{NAMESPACE}", pod="{POD}"}}')
+              for name in ("tcm_serve:max_batch_size", "tcm_serve:max_queue_size", "tcm_serve:queue_alert_depth")}
+    expect(limits == {"tcm_serve:max_batch_size": 16, "tcm_serve:max_queue_size": 256,
+                      "tcm_serve:queue_alert_depth": 192},
+           f"recorded limits of a pod no overlay rule covers are the defaults: {limits}")
 
     # Counts: the counter moved by exactly the images sent since the traffic began.
     window = max(1, int(time.time() - args.since))
