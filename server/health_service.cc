@@ -126,6 +126,12 @@ HealthService::HealthService(const std::vector<std::string>& names) {
 
 HealthService::~HealthService() { Shutdown(); }
 
+bool HealthService::IsServing(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  const auto it = status_.find(name);
+  return it != status_.end() && it->second == HealthCheckResponse::SERVING;
+}
+
 void HealthService::SetServing(bool serving) {
   const ServingStatus value = serving ? HealthCheckResponse::SERVING : HealthCheckResponse::NOT_SERVING;
   std::lock_guard<std::mutex> order(send_mu_);

@@ -30,6 +30,9 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
   // tells open Watch streams.
   void SetServing(bool serving);
 
+  // Whether `name` ("" = the server) is SERVING; false for an unknown name.
+  bool IsServing(const std::string& name);
+
   // Ends every open Watch stream (after it has sent the latest status) and
   // any opened later, so that none holds the server's shutdown. Statuses stay
   // as they are for Check.

@@ -1,5 +1,6 @@
 // tcm-server: serves every model of a model repository over gRPC
-// (tcm.v1.TcmService, grpc.health.v1, reflection) with Prometheus metrics.
+// (tcm.v1.TcmService, the Open Inference Protocol's inference.GRPCInferenceService,
+// grpc.health.v1, reflection) with Prometheus metrics.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <pthread.h>
@@ -19,6 +20,7 @@
 #include "model/sampler.h"
 #include "server/batcher.h"
 #include "server/health_service.h"
+#include "server/inference_service.h"
 #include "server/metrics.h"
 #include "server/metrics_http.h"
 #include "server/server_credentials.h"
@@ -82,8 +84,10 @@ int Run(const ServerOptions& o) {
   service_options.default_model = *default_model;
   service_options.cache = cache.get();
   service_options.limits.max_images_per_request = o.max_images_per_request;
-  TcmServiceImpl service(service_options, std::move(served), pool->get(), &metrics);
   HealthService health(names);  // NOT_SERVING until warmed up
+  InferenceServiceImpl inference(service_options, served, pool->get(), &metrics,
+                                 [&health](const std::string& name) { return health.IsServing(name); });
+  TcmServiceImpl service(service_options, std::move(served), pool->get(), &metrics);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int bound_port = 0;
@@ -95,6 +99,7 @@ int Run(const ServerOptions& o) {
     builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, 10000);  // calls in flight may finish
   }
   builder.RegisterService(&service);
+  builder.RegisterService(&inference);
   builder.RegisterService(&health);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || bound_port == 0)

@@ -1,5 +1,7 @@
 #include "server/status_util.h"
 
+#include <chrono>
+
 #include "absl/strings/ascii.h"
 
 namespace tcm {
@@ -11,5 +13,11 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 }
 
 std::string StatusCodeName(absl::StatusCode code) { return absl::AsciiStrToUpper(absl::StatusCodeToString(code)); }
+
+absl::Time CallDeadline(const grpc::ServerContextBase& context) {
+  const auto deadline = context.deadline();
+  if (deadline >= std::chrono::system_clock::now() + std::chrono::hours(24 * 365)) return absl::InfiniteFuture();
+  return absl::FromChrono(deadline);
+}
 
 }  // namespace tcm

@@ -18,12 +18,6 @@ namespace {
 // Finish() returns; a lock guard would then unlock a destroyed mutex.
 // Reactors decide under their lock what to start, release it, then start it.
 
-absl::Time Deadline(grpc::CallbackServerContext* context) {
-  const auto deadline = context->deadline();
-  if (deadline >= std::chrono::system_clock::now() + std::chrono::hours(24 * 365)) return absl::InfiniteFuture();
-  return absl::FromChrono(deadline);
-}
-
 // Generate: collects every image, answers once.
 class GenerateReactor : public grpc::ServerUnaryReactor, public ResponseSink {
  public:
@@ -173,13 +167,9 @@ class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse
 
 TcmServiceImpl::TcmServiceImpl(const Options& options, std::vector<ServedModel> models, GenerationQueue* queue,
                                ServerMetrics* metrics)
-    : options_(options),
-      queue_(queue),
-      metrics_(metrics),
-      served_(std::move(models)),
-      seed_source_(std::random_device{}()) {
-  for (size_t i = 0; i < served_.size(); ++i) {
-    const ServedModel& m = served_[i];
+    : front_(options, std::move(models), queue, metrics) {
+  for (size_t i = 0; i < front_.models().size(); ++i) {
+    const ServedModel& m = front_.models()[i];
     v1::ModelInfo* info = model_list_.add_models();
     info->set_name(m.name);
     info->set_architecture(m.architecture);
@@ -197,53 +187,18 @@ TcmServiceImpl::TcmServiceImpl(const Options& options, std::vector<ServedModel> 
   }
 }
 
-uint64_t TcmServiceImpl::FreshSeed() {
-  absl::MutexLock lock(&seed_mu_);
-  return seed_source_() >> 1;  // 63 bits: safe in every client language
-}
-
 absl::Status TcmServiceImpl::Start(grpc::CallbackServerContext* context, const v1::GenerateRequest& request,
                                    ResponseSink* sink) {
   const absl::Time start = absl::Now();
-  auto spec = ValidateRequest(request, served_, options_.default_model, options_.limits, FreshSeed());
+  auto spec = ValidateRequest(request, front_.models(), front_.default_model(), front_.limits(), front_.FreshSeed());
   if (spec.ok() && spec->preview && !sink->DeliversEachImage())
     spec = absl::InvalidArgumentError(
         "preview: only GenerateStream sends previews; Generate answers once with the final images");
   if (!spec.ok()) {
-    metrics_->RequestRejected(request.model().empty() ? served_[options_.default_model].name : request.model(),
-                              request.steps(), StatusCodeName(spec.status().code()), served_);
+    front_.CountRejected(request.model(), request.steps(), spec.status());
     return spec.status();
   }
-  ModelMetrics* metrics = &metrics_->model(spec->model);
-  ResponseCache* cache =
-      options_.cache != nullptr && spec->seeded && served_[spec->model].cacheable ? options_.cache : nullptr;
-  auto state = std::make_shared<RequestState>(std::move(*spec), sink, metrics, start, Deadline(context), cache);
-  sink->OnAccepted(state);
-  std::vector<v1::Image> hits;
-  std::vector<unsigned> misses;
-  // A preview call is not looked up: its previews come from computing the images.
-  const bool look_up = cache != nullptr && !state->spec().preview;
-  if (look_up) {
-    for (unsigned i = 0; i < state->spec().num_images; ++i) {
-      if (auto image = cache->Lookup(state->CacheKey(i))) {
-        hits.push_back(*std::move(image));
-      } else {
-        misses.push_back(i);
-      }
-    }
-    state->SetIndicesToCompute(misses);
-  }
-  // The images to compute first (all or none; none when every image was
-  // cached, which a draining server still refuses), then the cached ones.
-  if (absl::Status submitted = queue_->Submit(state); !submitted.ok()) {
-    state->Fail(submitted);  // finishes the call through `sink`
-    return absl::OkStatus();
-  }
-  if (look_up) {
-    metrics->CacheHits(static_cast<int>(hits.size()));
-    metrics->CacheMisses(static_cast<int>(misses.size()));
-  }
-  for (v1::Image& image : hits) state->ImageFromCache(std::move(image));
+  front_.Start(*std::move(spec), sink, start, CallDeadline(*context));
   return absl::OkStatus();
 }
 

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "absl/time/clock.h"
-#include "server/generation_queue.h"
+#include "server/fake_generation_queue.h"
 #include "server/metrics.h"
 #include "server/metrics_test_util.h"
 
@@ -25,43 +25,6 @@ namespace tcm {
 namespace {
 
 using grpc::StatusCode;
-
-// Records the requests it is given; the test finishes them as a worker would.
-class FakeQueue : public GenerationQueue {
- public:
-  absl::Status Submit(const std::shared_ptr<RequestState>& request) override {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!refusal_.ok()) return refusal_;
-    request->Queued();
-    submitted_.push_back(request);
-    changed_.notify_all();
-    return absl::OkStatus();
-  }
-
-  // Later submissions fail with `status` (OK: accepted again).
-  void RefuseWith(absl::Status status) {
-    std::lock_guard<std::mutex> lock(mu_);
-    refusal_ = std::move(status);
-  }
-
-  // The `n`-th request submitted (from 0), waiting for it up to 30 s.
-  std::shared_ptr<RequestState> WaitForRequest(size_t n) {
-    std::unique_lock<std::mutex> lock(mu_);
-    changed_.wait_for(lock, std::chrono::seconds(30), [&] { return submitted_.size() > n; });
-    return submitted_.size() > n ? submitted_[n] : nullptr;
-  }
-
-  size_t submitted() {
-    std::lock_guard<std::mutex> lock(mu_);
-    return submitted_.size();
-  }
-
- private:
-  std::mutex mu_;
-  std::condition_variable changed_;
-  absl::Status refusal_;
-  std::vector<std::shared_ptr<RequestState>> submitted_;
-};
 
 // A 2x2 single-channel image whose every byte is `value`.
 constexpr int kSide = 2, kChannels = 1;
@@ -138,7 +101,7 @@ class TcmServiceFixture : public ::testing::Test {
   }
 
   std::vector<ServedModel> models_;
-  FakeQueue queue_;
+  testing::FakeGenerationQueue queue_;
   std::unique_ptr<ServerMetrics> metrics_;
   std::unique_ptr<TcmServiceImpl> service_;
   std::unique_ptr<grpc::Server> server_;

@@ -23,6 +23,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/cpu_features.h"
+#include "inference/grpc_predict_v2.grpc.pb.h"
 #include "tests/server_fixture.h"
 #include "tests/server_test_util.h"
 
@@ -1172,6 +1173,102 @@ TEST_F(ServerIntegrationTest, DrainTimeoutCutsLongQueuedWorkAndStillExitsZero) {
   }
   EXPECT_EQ(cut, 4) << "work held past the drain timeout must be cut";
   std::printf("[ drain timeout ] %d of 4 calls cut\n", cut);
+}
+
+// ---------------------------------------------------------------------------
+// The Open Inference Protocol on the same port: tcm.v1's pixels, byte for byte.
+
+// ModelInfer of `labels` (empty: an unconditional model, `num_images` images).
+inference::ModelInferRequest InferRequest(const std::string& model, const std::vector<int64_t>& labels, int64_t steps,
+                                          int64_t seed, int64_t num_images = 0) {
+  inference::ModelInferRequest request;
+  request.set_model_name(model);
+  if (!labels.empty()) {
+    auto* input = request.add_inputs();
+    input->set_name("class_label");
+    input->set_datatype("INT64");
+    input->add_shape(static_cast<int64_t>(labels.size()));
+    for (int64_t l : labels) input->mutable_contents()->add_int64_contents(l);
+  }
+  (*request.mutable_parameters())["steps"].set_int64_param(steps);
+  (*request.mutable_parameters())["seed"].set_int64_param(seed);
+  if (num_images > 0) (*request.mutable_parameters())["num_images"].set_int64_param(num_images);
+  return request;
+}
+
+// The raw pixels of `response`'s images [from, from + count), concatenated in index order.
+std::string RawPixels(const v1::GenerateResponse& response, int from, int count) {
+  std::string pixels;
+  for (int i = from; i < from + count; ++i) pixels += response.images(i).data();
+  return pixels;
+}
+
+TEST_F(ServerIntegrationTest, OpenInferenceProtocolGivesTheSamePixelsAsTcmV1) {
+  auto server = StartServer({}, {});
+  ASSERT_TRUE(server);
+  auto channel = server->NewChannel();
+  auto tcm = v1::TcmService::NewStub(channel);
+  auto oip = inference::GRPCInferenceService::NewStub(channel);
+  auto infer = [&](const inference::ModelInferRequest& request) {
+    grpc::ClientContext context;
+    context.set_deadline(testing::DeadlineIn(300));
+    inference::ModelInferResponse response;
+    const grpc::Status status = oip->ModelInfer(&context, request, &response);
+    EXPECT_TRUE(status.ok()) << Describe(status);
+    return response;
+  };
+
+  // N equal classes: byte-identical to Generate with num_images N, at 1 and 2 steps.
+  for (int steps : {1, 2}) {
+    SCOPED_TRACE(absl::StrCat(steps, " step(s)"));
+    const GenerateResult v1_result = CallGenerate(*tcm, MakeRequest("cond", 3, steps, 3, 77));
+    ASSERT_TRUE(v1_result.status.ok()) << Describe(v1_result.status);
+    const inference::ModelInferResponse response = infer(InferRequest("cond", {3, 3, 3}, steps, 77));
+    ASSERT_EQ(response.outputs_size(), 1);
+    const auto& image = v1_result.response.images(0);
+    EXPECT_EQ(std::vector<int64_t>(response.outputs(0).shape().begin(), response.outputs(0).shape().end()),
+              (std::vector<int64_t>{3, image.height(), image.width(), image.channels()}));
+    EXPECT_EQ(response.outputs(0).datatype(), "UINT8");
+    ASSERT_EQ(response.raw_output_contents_size(), 1);
+    EXPECT_TRUE(response.raw_output_contents(0) == RawPixels(v1_result.response, 0, 3))
+        << "ModelInfer's pixels differ from Generate's";
+    EXPECT_EQ(response.parameters().at("seed").int64_param(), 77);
+    EXPECT_EQ(response.parameters().at("steps").int64_param(), steps);
+  }
+
+  // Different classes per image: image i is the image of index i of its class.
+  const GenerateResult class1 = CallGenerate(*tcm, MakeRequest("cond", 1, 2, 2, 5));
+  const GenerateResult class4 = CallGenerate(*tcm, MakeRequest("cond", 4, 2, 2, 5));
+  ASSERT_TRUE(class1.status.ok() && class4.status.ok());
+  const inference::ModelInferResponse mixed = infer(InferRequest("cond", {1, 4}, 2, 5));
+  ASSERT_EQ(mixed.raw_output_contents_size(), 1);
+  EXPECT_TRUE(mixed.raw_output_contents(0) == RawPixels(class1.response, 0, 1) + RawPixels(class4.response, 1, 1));
+
+  // An unconditional model: num_images as a parameter.
+  const GenerateResult uncond = CallGenerate(*tcm, MakeRequest("uncond", std::nullopt, 2, 2, 9));
+  ASSERT_TRUE(uncond.status.ok()) << Describe(uncond.status);
+  const inference::ModelInferResponse uncond_oip = infer(InferRequest("uncond", {}, 2, 9, 2));
+  ASSERT_EQ(uncond_oip.raw_output_contents_size(), 1);
+  EXPECT_TRUE(uncond_oip.raw_output_contents(0) == RawPixels(uncond.response, 0, 2));
+
+  // Health and metadata as the server states them.
+  grpc::ClientContext ready_context;
+  inference::ServerReadyResponse ready;
+  ASSERT_TRUE(oip->ServerReady(&ready_context, {}, &ready).ok());
+  EXPECT_TRUE(ready.ready());
+  grpc::ClientContext metadata_context;
+  inference::ModelMetadataRequest metadata_request;
+  metadata_request.set_name("cond");
+  inference::ModelMetadataResponse metadata;
+  ASSERT_TRUE(oip->ModelMetadata(&metadata_context, metadata_request, &metadata).ok());
+  EXPECT_EQ(metadata.platform(), "tcm_libtorch");
+  ASSERT_EQ(metadata.outputs_size(), 1);
+  EXPECT_EQ(metadata.outputs(0).shape(0), -1);
+
+  // Both front ends count into the same metrics: 3 + 3 + 2 + 2 images of cond from ModelInfer.
+  const std::string metrics = Metrics(*server);
+  EXPECT_EQ(MetricSum(metrics, "tcm_images_generated_total", {{"model", "cond"}}), 2 * (3 + 3) + 2 + 2 + 2);
+  StopCleanly(*server);
 }
 
 }  // namespace

@@ -1,0 +1,60 @@
+#include "server/generation_front.h"
+
+#include <utility>
+
+#include "server/status_util.h"
+
+namespace tcm {
+
+GenerationFront::GenerationFront(const Options& options, std::vector<ServedModel> models, GenerationQueue* queue,
+                                 ServerMetrics* metrics)
+    : options_(options),
+      models_(std::move(models)),
+      queue_(queue),
+      metrics_(metrics),
+      seed_source_(std::random_device{}()) {}
+
+uint64_t GenerationFront::FreshSeed() {
+  absl::MutexLock lock(&seed_mu_);
+  return seed_source_() >> 1;
+}
+
+void GenerationFront::CountRejected(const std::string& model, unsigned steps, const absl::Status& status) {
+  metrics_->RequestRejected(model.empty() ? models_[options_.default_model].name : model, steps,
+                            StatusCodeName(status.code()), models_);
+}
+
+void GenerationFront::Start(GenerationSpec spec, ResponseSink* sink, absl::Time start, absl::Time deadline) {
+  ModelMetrics* metrics = &metrics_->model(spec.model);
+  ResponseCache* cache =
+      options_.cache != nullptr && spec.seeded && models_[spec.model].cacheable ? options_.cache : nullptr;
+  auto state = std::make_shared<RequestState>(std::move(spec), sink, metrics, start, deadline, cache);
+  sink->OnAccepted(state);
+  std::vector<v1::Image> hits;
+  std::vector<unsigned> misses;
+  // A preview call is not looked up: its previews come from computing the images.
+  const bool look_up = cache != nullptr && !state->spec().preview;
+  if (look_up) {
+    for (unsigned i = 0; i < state->spec().num_images; ++i) {
+      if (auto image = cache->Lookup(state->CacheKey(i))) {
+        hits.push_back(*std::move(image));
+      } else {
+        misses.push_back(i);
+      }
+    }
+    state->SetIndicesToCompute(misses);
+  }
+  // The images to compute first (all or none; none when every image was
+  // cached, which a draining server still refuses), then the cached ones.
+  if (absl::Status submitted = queue_->Submit(state); !submitted.ok()) {
+    state->Fail(submitted);  // finishes the call through `sink`
+    return;
+  }
+  if (look_up) {
+    metrics->CacheHits(static_cast<int>(hits.size()));
+    metrics->CacheMisses(static_cast<int>(misses.size()));
+  }
+  for (v1::Image& image : hits) state->ImageFromCache(std::move(image));
+}
+
+}  // namespace tcm
