@@ -2,9 +2,10 @@
 # tcm-serve CPU image: tcm-server and tcm-client on Debian 12, with the models in models/.
 #
 #   docker build -t tcm-serve:cpu .
-#   docker run --rm -p 50051:50051 -p 9464:9464 tcm-serve:cpu
+#   docker run --rm -p 50051:50051 -p 9464:9464 -p 8000:8000 tcm-serve:cpu
 #
-# gRPC on 50051, Prometheus metrics on 9464 (/metrics). Extra arguments are tcm-server
+# gRPC on 50051, Prometheus metrics on 9464 (/metrics), the Open Inference Protocol's REST
+# form on 8000. Extra arguments are tcm-server
 # flags and override the defaults below (the last occurrence of a flag wins), e.g.
 # `docker run ... tcm-serve:cpu --workers 2 --intra_op_threads 2`. See docs/DEPLOY.md.
 # The GPU image is Dockerfile.gpu.
@@ -31,7 +32,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libtorch1.13 libopenblas0-pthread \
       libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 \
-      libprometheus-cpp-core1.0 libpng16-16 \
+      libprometheus-cpp-core1.0 libpng16-16 libmicrohttpd12 \
  && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 tcm \
  && useradd --system --uid 10001 --gid tcm --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin tcm
@@ -41,9 +42,9 @@ COPY --from=build /src/models /models
 LABEL org.opencontainers.image.title="tcm-serve" \
       org.opencontainers.image.description="gRPC service for Truncated Consistency Models (CPU)"
 USER 10001:10001
-EXPOSE 50051 9464
+EXPOSE 50051 9464 8000
 # SERVING once every model has loaded and run its warm-up batch; NOT_SERVING while draining.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
   CMD ["tcm-client", "--server", "localhost:50051", "--health", "--timeout", "4"]
-ENTRYPOINT ["tcm-server", "--port", "50051", "--metrics_port", "9464", "--model_repository", "/models", \
+ENTRYPOINT ["tcm-server", "--port", "50051", "--metrics_port", "9464", "--http_port", "8000", "--model_repository", "/models", \
             "--default_model", "fashion-mnist-tcm"]

@@ -33,7 +33,7 @@ trap cleanup EXIT
 # once it serves (it prints its ports then).
 start_server() {
   local log="$out/server-$1.log" line
-  "$bin/tcm-server" --model_repository "$repository" --port 0 --metrics_port 0 --max_batch_size 16 \
+  "$bin/tcm-server" --model_repository "$repository" --port 0 --metrics_port 0 --http_port -1 --max_batch_size 16 \
     --step_level_batching="$1" > "$log" 2>&1 &
   pids+=($!)
   for _ in $(seq 600); do

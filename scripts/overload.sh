@@ -55,7 +55,7 @@ start_server() {
   PORT="$(tcm_free_port)"
   METRICS_PORT="$(tcm_free_port)"
   "$BIN/tcm-server" --model_repository "$ROOT/models" --default_model fashion-mnist-tcm --port "$PORT" \
-    --metrics_port "$METRICS_PORT" "$@" > "$WORK/$name.log" 2>&1 &
+    --metrics_port "$METRICS_PORT" --http_port -1 "$@" > "$WORK/$name.log" 2>&1 &
   SERVER_PID=$!
   tcm_wait_serving "$BIN" "$PORT" "$SERVER_PID" ||
     fail "the server exited at start or was not SERVING after 300 s: $(tail -5 "$WORK/$name.log")"

@@ -58,7 +58,7 @@ metric_sum() { awk -v n="$1" '$1 == n || index($1, n "{") == 1 { s += $NF } END 
 PORT="$(tcm_free_port)"
 METRICS_PORT="$(tcm_free_port)"
 "$BIN/tcm-server" --model_repository "$ROOT/models" --default_model fashion-mnist-tcm --port "$PORT" \
-  --metrics_port "$METRICS_PORT" --max_queue_size 256 > "$WORK/server.log" 2>&1 &
+  --metrics_port "$METRICS_PORT" --http_port -1 --max_queue_size 256 > "$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 tcm_wait_serving "$BIN" "$PORT" "$SERVER_PID" || fail "the server exited at start or was not SERVING after 300 s"
 

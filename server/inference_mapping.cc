@@ -183,6 +183,23 @@ absl::StatusOr<GenerationSpec> SpecFromInferRequest(const ModelInferRequest& req
   return spec;
 }
 
+absl::StatusOr<const ServedModel*> FindInferenceModel(const std::vector<ServedModel>& models, int default_model,
+                                                      const std::string& name, const std::string& version) {
+  const ServedModel* model = name.empty() ? &models.at(default_model) : nullptr;
+  std::vector<std::string> names;
+  for (const ServedModel& m : models) {
+    names.push_back(m.name);
+    if (m.name == name) model = &m;
+  }
+  if (model == nullptr)
+    return absl::NotFoundError(
+        absl::StrCat("name: model '", name, "' is not served (available: ", absl::StrJoin(names, ", "), ")"));
+  if (!version.empty() && version != kInferenceModelVersion)
+    return absl::NotFoundError(absl::StrCat("version: model '", model->name, "' has no version '", version,
+                                            "' (versions: ", kInferenceModelVersion, ")"));
+  return model;
+}
+
 absl::StatusOr<inference::ModelInferResponse> InferResponseFromImages(const ModelInferRequest& request,
                                                                       const GenerationSpec& spec,
                                                                       const std::vector<v1::Image>& images) {

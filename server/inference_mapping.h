@@ -11,6 +11,7 @@
 #define TCM_SERVER_INFERENCE_MAPPING_H_
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -25,6 +26,11 @@ inline constexpr char kInferenceModelVersion[] = "1";  // every model has one ve
 inline constexpr char kInferencePlatform[] = "tcm_libtorch";
 inline constexpr char kClassLabelInput[] = "class_label";
 inline constexpr char kImageOutput[] = "image";
+
+// The model named `name` ("" = models[default_model]) at `version` ("" or
+// "1"), or NOT_FOUND naming the name or version and what is served.
+absl::StatusOr<const ServedModel*> FindInferenceModel(const std::vector<ServedModel>& models, int default_model,
+                                                      const std::string& name, const std::string& version);
 
 // The call `request` asks for, as a spec with raw images. `default_model`
 // indexes `models` (for an empty model_name); `fresh_seed` is used when the

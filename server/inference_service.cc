@@ -67,23 +67,6 @@ InferenceServiceImpl::InferenceServiceImpl(const GenerationFront::Options& optio
                                            GenerationQueue* queue, ServerMetrics* metrics, Readiness ready)
     : front_(options, std::move(models), queue, metrics), ready_(std::move(ready)) {}
 
-absl::StatusOr<const ServedModel*> InferenceServiceImpl::FindModel(const std::string& name,
-                                                                   const std::string& version) const {
-  const ServedModel* model = name.empty() ? &front_.models().at(front_.default_model()) : nullptr;
-  std::vector<std::string> names;
-  for (const ServedModel& m : front_.models()) {
-    names.push_back(m.name);
-    if (m.name == name) model = &m;
-  }
-  if (model == nullptr)
-    return absl::NotFoundError(
-        absl::StrCat("name: model '", name, "' is not served (available: ", absl::StrJoin(names, ", "), ")"));
-  if (!version.empty() && version != kInferenceModelVersion)
-    return absl::NotFoundError(absl::StrCat("version: model '", model->name, "' has no version '", version,
-                                            "' (versions: ", kInferenceModelVersion, ")"));
-  return model;
-}
-
 grpc::ServerUnaryReactor* InferenceServiceImpl::ServerLive(grpc::CallbackServerContext* context,
                                                            const inference::ServerLiveRequest*,
                                                            inference::ServerLiveResponse* response) {
@@ -101,7 +84,8 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::ServerReady(grpc::CallbackServer
 grpc::ServerUnaryReactor* InferenceServiceImpl::ModelReady(grpc::CallbackServerContext* context,
                                                            const inference::ModelReadyRequest* request,
                                                            inference::ModelReadyResponse* response) {
-  absl::StatusOr<const ServedModel*> model = FindModel(request->name(), request->version());
+  absl::StatusOr<const ServedModel*> model =
+      FindInferenceModel(front_.models(), front_.default_model(), request->name(), request->version());
   if (!model.ok()) return Answer(context, model.status());
   response->set_ready(ready_((*model)->name));
   return Answer(context, absl::OkStatus());
@@ -118,7 +102,8 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::ServerMetadata(grpc::CallbackSer
 grpc::ServerUnaryReactor* InferenceServiceImpl::ModelMetadata(grpc::CallbackServerContext* context,
                                                               const inference::ModelMetadataRequest* request,
                                                               inference::ModelMetadataResponse* response) {
-  absl::StatusOr<const ServedModel*> model = FindModel(request->name(), request->version());
+  absl::StatusOr<const ServedModel*> model =
+      FindInferenceModel(front_.models(), front_.default_model(), request->name(), request->version());
   if (!model.ok()) return Answer(context, model.status());
   *response = ModelMetadataOf(**model);
   return Answer(context, absl::OkStatus());

@@ -47,9 +47,6 @@ class InferenceServiceImpl final : public inference::GRPCInferenceService::Callb
                                        inference::ModelInferResponse* response) override;
 
  private:
-  // The model named `name` ("" = the default), or NOT_FOUND naming it; `version` as in the protocol.
-  absl::StatusOr<const ServedModel*> FindModel(const std::string& name, const std::string& version) const;
-
   GenerationFront front_;
   const Readiness ready_;
 };

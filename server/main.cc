@@ -1,6 +1,6 @@
 // tcm-server: serves every model of a model repository over gRPC
 // (tcm.v1.TcmService, the Open Inference Protocol's inference.GRPCInferenceService,
-// grpc.health.v1, reflection) with Prometheus metrics.
+// grpc.health.v1, reflection), the protocol's REST form over HTTP, and Prometheus metrics.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <pthread.h>
@@ -22,7 +22,8 @@
 #include "server/health_service.h"
 #include "server/inference_service.h"
 #include "server/metrics.h"
-#include "server/metrics_http.h"
+#include "server/metrics_endpoint.h"
+#include "server/rest_service.h"
 #include "server/server_credentials.h"
 #include "server/server_flags.h"
 #include "server/tcm_service.h"
@@ -69,29 +70,23 @@ int Run(const ServerOptions& o) {
   batcher_options.on_queue_depth = [&metrics](int m, int level, size_t n) { metrics.model(m).SetQueueDepth(level, n); };
   auto batcher = Batcher::Create(batcher_options);
   if (!batcher.ok()) return Fail(batcher.status());
-  std::unique_ptr<MetricsHttpServer> metrics_http;
-  if (o.metrics_port >= 0) {
-    auto started = MetricsHttpServer::Start(metrics.registry(), o.metrics_port);
-    if (!started.ok()) return Fail(started.status());
-    metrics_http = std::move(*started);
-  }
+  auto metrics_http = HttpServer::Start(MetricsListener(o), MetricsOnlyHandler(metrics.registry()));  // null: -1
+  if (!metrics_http.ok()) return Fail(metrics_http.status());
   auto pool = WorkerPool::Create(PoolOptions(o), *models, batcher->get(), &metrics);
   if (!pool.ok()) return Fail(pool.status());
   std::unique_ptr<ResponseCache> cache;  // --cache_mb; 0 = none
   auto cache_bytes = [&metrics](size_t bytes) { metrics.SetCacheBytes(bytes); };
   if (o.cache_mb > 0) cache = std::make_unique<ResponseCache>(static_cast<size_t>(o.cache_mb) << 20, cache_bytes);
-  TcmServiceImpl::Options service_options;
-  service_options.default_model = *default_model;
-  service_options.cache = cache.get();
-  service_options.limits.max_images_per_request = o.max_images_per_request;
+  const GenerationFront::Options service_options{*default_model, {unsigned(o.max_images_per_request)}, cache.get()};
   HealthService health(names);  // NOT_SERVING until warmed up
-  InferenceServiceImpl inference(service_options, served, pool->get(), &metrics,
-                                 [&health](const std::string& name) { return health.IsServing(name); });
+  auto ready = [&health](const std::string& name) { return health.IsServing(name); };
+  InferenceServiceImpl inference(service_options, served, pool->get(), &metrics, ready);
+  RestService rest(service_options, served, pool->get(), &metrics, ready, metrics.registry());
   TcmServiceImpl service(service_options, std::move(served), pool->get(), &metrics);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int bound_port = 0;
-  builder.AddListeningPort(absl::StrCat("0.0.0.0:", o.port), *credentials, &bound_port);
+  builder.AddListeningPort(GrpcListenAddress(o), *credentials, &bound_port);
   builder.SetMaxReceiveMessageSize(o.max_message_mb << 20);
   builder.SetMaxSendMessageSize(o.max_message_mb << 20);
   if (o.max_connection_age_s > 0) {
@@ -104,15 +99,20 @@ int Run(const ServerOptions& o) {
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || bound_port == 0)
     return Fail(absl::UnavailableError(absl::StrCat("--port ", o.port, ": cannot listen")));
-  if (absl::Status warm = (*pool)->WarmUp(o.warmup_batch_size); !warm.ok()) {
+  absl::StatusOr<std::unique_ptr<HttpServer>> http{nullptr};  // after warm-up: REST calls wait with no deadline
+  absl::Status started = (*pool)->WarmUp(o.warmup_batch_size);
+  if (started.ok()) http = HttpServer::Start(RestListener(o), [&rest](const HttpRequest& r) { return rest.Handle(r); });
+  if (started.ok()) started = http.status();
+  if (!started.ok()) {
     health.Shutdown();  // so that an open Watch stream cannot hold the server's shutdown
     server->Shutdown(absl::ToChronoTime(absl::Now() + absl::Seconds(1)));
-    return Fail(warm);
+    return Fail(started);
   }
   (*pool)->Start();
   health.SetServing(true);
-  std::printf("tcm-server: serving %zu model(s) on port %d (default '%s'), metrics on port %d\n", models->size(),
-              bound_port, names[*default_model].c_str(), metrics_http ? metrics_http->port() : 0);
+  std::printf("tcm-server: serving %zu model(s) on port %d (default '%s'), metrics on port %d, http on port %d\n",
+              models->size(), bound_port, names[*default_model].c_str(), *metrics_http ? (*metrics_http)->port() : 0,
+              *http ? (*http)->port() : 0);
   std::printf("  try: build/bin/tcm-client --server localhost:%d --steps 2 --num 4\n", bound_port);
   std::fflush(stdout);
 

@@ -6,9 +6,19 @@
 #include "absl/flags/flag.h"
 
 // Every default comes from ServerOptions.
-ABSL_FLAG(int, port, tcm::ServerOptions().port, "gRPC port (all interfaces); 0 = any free port (printed).");
+ABSL_FLAG(int, port, tcm::ServerOptions().port, "gRPC port (on --grpc_address); 0 = any free port (printed).");
 ABSL_FLAG(int, metrics_port, tcm::ServerOptions().metrics_port,
           "Prometheus metrics port: http://HOST:PORT/metrics; -1 = none, 0 = any free port (printed).");
+ABSL_FLAG(int, http_port, tcm::ServerOptions().http_port,
+          "HTTP port of the Open Inference Protocol's REST form (/v2/...) and /metrics; -1 = none, 0 = any free port "
+          "(printed).");
+ABSL_FLAG(std::string, grpc_address, tcm::ServerOptions().grpc_address,
+          "Address of the gRPC port: an IPv4 or IPv6 literal (0.0.0.0, ::1, ...); empty = every address, IPv4 and "
+          "IPv6.");
+ABSL_FLAG(std::string, http_address, tcm::ServerOptions().http_address,
+          "Address of the HTTP listeners (--http_port, --metrics_port): an IPv4 or IPv6 literal; empty = every "
+          "address, IPv4 and "
+          "IPv6.");
 ABSL_FLAG(std::string, model_repository, tcm::ServerOptions().model_repository,
           "Folder of model directories; every one is served.");
 ABSL_FLAG(std::string, default_model, tcm::ServerOptions().default_model,
@@ -79,6 +89,9 @@ ServerOptions ServerOptionsFromFlags() {
   ServerOptions o;
   o.port = absl::GetFlag(FLAGS_port);
   o.metrics_port = absl::GetFlag(FLAGS_metrics_port);
+  o.http_port = absl::GetFlag(FLAGS_http_port);
+  o.grpc_address = absl::GetFlag(FLAGS_grpc_address);
+  o.http_address = absl::GetFlag(FLAGS_http_address);
   o.model_repository = absl::GetFlag(FLAGS_model_repository);
   o.default_model = absl::GetFlag(FLAGS_default_model);
   o.device = absl::GetFlag(FLAGS_device);

@@ -1,6 +1,9 @@
 #include "server/server_options.h"
 
+#include <arpa/inet.h>
+
 #include <cstdio>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -17,6 +20,7 @@ absl::Status CheckServerOptions(const ServerOptions& o) {
   const Range ranges[] = {
       {"port", double(o.port), 0, 65535},
       {"metrics_port", double(o.metrics_port), -1, 65535},
+      {"http_port", double(o.http_port), -1, 65535},
       {"workers", double(o.workers), 1, 1024},
       {"intra_op_threads", double(o.intra_op_threads), 0, 1024},
       {"compute_nice", double(o.compute_nice), 0, 19},
@@ -39,11 +43,42 @@ absl::Status CheckServerOptions(const ServerOptions& o) {
             ? absl::StrFormat("--%s: must be at least %.15g, got %.15g", r.name, r.low, r.value)
             : absl::StrFormat("--%s: must be in [%.15g, %.15g], got %.15g", r.name, r.low, r.high, r.value));
   }
+  for (const auto& [flag, address] : {std::pair{"grpc_address", &o.grpc_address}, {"http_address", &o.http_address}}) {
+    in6_addr parsed;
+    if (address->empty() || inet_pton(AF_INET, address->c_str(), &parsed) == 1 ||
+        inet_pton(AF_INET6, address->c_str(), &parsed) == 1)
+      continue;
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, ": must be an IPv4 or IPv6 address (0.0.0.0, ::, ",
+                                                   "127.0.0.1, ::1, ...) or empty for every address, got '", *address,
+                                                   "'"));
+  }
   if (o.device != "cpu" && o.device != "cuda")
     return absl::InvalidArgumentError(absl::StrCat("--device: must be cpu or cuda, got ", o.device));
   if (o.precision != "auto" && o.precision != "fp32" && o.precision != "bf16" && o.precision != "fp16")
     return absl::InvalidArgumentError(absl::StrCat("--precision: must be auto, fp32, bf16 or fp16, got ", o.precision));
   return absl::OkStatus();
+}
+
+std::string GrpcListenAddress(const ServerOptions& o) {
+  if (o.grpc_address.empty()) return absl::StrCat("[::]:", o.port);  // gRPC falls back to IPv4 where IPv6 is off
+  if (o.grpc_address.find(':') != std::string::npos) return absl::StrCat("[", o.grpc_address, "]:", o.port);
+  return absl::StrCat(o.grpc_address, ":", o.port);
+}
+
+HttpServer::Options RestListener(const ServerOptions& o) {
+  HttpServer::Options listener;
+  listener.address = o.http_address;
+  listener.port = o.http_port;
+  listener.flag_name = "--http_port";  // the default body limit: an infer request is small
+  return listener;
+}
+
+HttpServer::Options MetricsListener(const ServerOptions& o) {
+  HttpServer::Options listener;
+  listener.address = o.http_address;
+  listener.port = o.metrics_port;
+  listener.flag_name = "--metrics_port";
+  return listener;
 }
 
 absl::Status ApplyPrecision(const std::string& name, v1::ModelConfig* config, const ServerOptions& options,

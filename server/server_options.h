@@ -14,6 +14,7 @@
 #include "absl/status/statusor.h"
 #include "common/batching_defaults.h"
 #include "server/batcher.h"
+#include "server/http_server.h"
 #include "tcm/v1/model_config.pb.h"
 
 namespace tcm {
@@ -21,6 +22,10 @@ namespace tcm {
 struct ServerOptions {
   int port = 50051;
   int metrics_port = 9464;  // -1 = none
+  int http_port = 8000;     // the Open Inference Protocol's REST form; -1 = none
+  // Listening addresses: "" = every address, IPv4 and IPv6; else one IPv4 or IPv6 literal.
+  std::string grpc_address;
+  std::string http_address;
   std::string model_repository = "models";
   std::string default_model;  // empty = the first model by name
   std::string device = "cpu";
@@ -47,8 +52,15 @@ struct ServerOptions {
   std::string tls_cert, tls_key, tls_client_ca;
 };
 
+// The gRPC listening address for --grpc_address and --port ("[::]:50051" for every address).
+std::string GrpcListenAddress(const ServerOptions& options);
+
+// The HTTP listeners on --http_address: --metrics_port and --http_port (port -1: not started).
+HttpServer::Options MetricsListener(const ServerOptions& options);
+HttpServer::Options RestListener(const ServerOptions& options);
+
 // The first numeric setting outside its range, as "--NAME: must be ...";
-// also --device.
+// also --device, --precision and the listening addresses.
 absl::Status CheckServerOptions(const ServerOptions& options);
 
 // The queue of model `name`: its config's batching where set, the options'

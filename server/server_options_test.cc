@@ -4,6 +4,8 @@
 
 #include <optional>
 
+#include "absl/strings/match.h"
+
 namespace tcm {
 namespace {
 
@@ -104,6 +106,29 @@ TEST(ServerOptionsTest, PriorityLevelsComeFromTheConfigOrTheFlagsAndZeroIsTheLow
   config.mutable_batching()->set_priority_levels(0);
   EXPECT_EQ(MergeQueueOptions("m", config, true, flags).status().message(),
             "model 'm': batching.priority_levels must be at least 1, got 0");
+}
+
+TEST(ServerOptionsTest, ListeningAddressesAreIpLiteralsOrEmptyForEvery) {
+  ServerOptions o;
+  o.port = 50051;
+  EXPECT_EQ(GrpcListenAddress(o), "[::]:50051");
+  o.grpc_address = "127.0.0.1";
+  EXPECT_EQ(GrpcListenAddress(o), "127.0.0.1:50051");
+  o.grpc_address = "::1";
+  EXPECT_EQ(GrpcListenAddress(o), "[::1]:50051");
+  o.http_address = "::";
+  o.metrics_port = 9000;
+  EXPECT_TRUE(CheckServerOptions(o).ok());
+  EXPECT_EQ(MetricsListener(o).address, "::");
+  EXPECT_EQ(MetricsListener(o).port, 9000);
+  EXPECT_EQ(MetricsListener(o).flag_name, "--metrics_port");
+  o.http_address = "localhost";
+  EXPECT_EQ(CheckServerOptions(o).message(),
+            "--http_address: must be an IPv4 or IPv6 address (0.0.0.0, ::, 127.0.0.1, ::1, ...) or empty for every "
+            "address, got 'localhost'");
+  o.http_address = "";
+  o.grpc_address = "[::1]";
+  EXPECT_TRUE(absl::StartsWith(CheckServerOptions(o).message(), "--grpc_address: must be")) << CheckServerOptions(o);
 }
 
 TEST(ServerOptionsTest, OutOfRangeFlagsNameTheFlagAndTheRange) {

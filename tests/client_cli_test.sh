@@ -45,7 +45,7 @@ expect_error 1 "--health_every: must be a number of seconds >= 0, got -1" \
   "$bin/tcm-client" --server 127.0.0.1:1 --health --health_every -1
 # An unknown --default_model names the models there are.
 expect_error 1 "--default_model: no model named 'nosuch' (available: fashion-mnist-ct, fashion-mnist-tcm)" \
-  "$bin/tcm-server" --model_repository "$source_dir/models" --default_model nosuch --port 0 --metrics_port -1
+  "$bin/tcm-server" --model_repository "$source_dir/models" --default_model nosuch --port 0 --metrics_port -1 --http_port -1
 
 start_server "$bin/tcm-server" "$source_dir/models" --default_model fashion-mnist-tcm --metrics_port -1
 server="127.0.0.1:$GRPC_PORT"

@@ -37,7 +37,7 @@ PY
 refused() {
   local out rc
   checked=$((checked + 1))
-  out="$(timeout 60 "$bin/tcm-server" --model_repository "$1" --port 0 --metrics_port -1 2>&1)"
+  out="$(timeout 60 "$bin/tcm-server" --model_repository "$1" --port 0 --metrics_port -1 --http_port -1 2>&1)"
   rc=$?
   if [[ $rc -ne 1 || "$out" != *"$2"* || "$out" != *"$1/m"* || $(printf '%s\n' "$out" | wc -l) -ne 1 ]]; then
     echo "FAIL: expected exit 1 and one line with '$2'; got exit $rc and:"

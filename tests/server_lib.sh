@@ -10,7 +10,7 @@ trap cleanup EXIT
 start_server() {
   local bin="$1" repo="$2"
   shift 2
-  "$bin" --model_repository "$repo" --port 0 "$@" > "$TMP/server.log" 2>&1 &
+  "$bin" --model_repository "$repo" --port 0 --http_port 0 "$@" > "$TMP/server.log" 2>&1 &
   SERVER_PID=$!
   for _ in $(seq 150); do grep -q "serving" "$TMP/server.log" && break; sleep 0.2; done
   local line

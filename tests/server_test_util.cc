@@ -162,8 +162,8 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(const Option
     const char* binary_override = std::getenv("TCM_SERVER_BIN");
     const std::string binary = binary_override && *binary_override ? binary_override : TCM_SERVER_BIN;
     std::vector<std::string> args = {
-        binary,           "--model_repository",        options.repository, "--port", std::to_string(port),
-        "--metrics_port", std::to_string(metrics_port)};
+        binary,           "--model_repository",         options.repository, "--port", std::to_string(port),
+        "--metrics_port", std::to_string(metrics_port), "--http_port",      "0"};
     args.insert(args.end(), options.extra_flags.begin(), options.extra_flags.end());
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());

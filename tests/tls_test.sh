@@ -65,9 +65,9 @@ flag_error() {  # flag_error FRAGMENT command...
   fi
 }
 flag_error "--tls_client_ca: needs --tls_cert and --tls_key" \
-  "$server" --model_repository repo --port 0 --metrics_port -1 --tls_client_ca ca.pem
+  "$server" --model_repository repo --port 0 --metrics_port -1 --http_port -1 --tls_client_ca ca.pem
 flag_error "--tls_cert and --tls_key go together: give both or neither" \
-  "$server" --model_repository repo --port 0 --metrics_port -1 --tls_key server.key
+  "$server" --model_repository repo --port 0 --metrics_port -1 --http_port -1 --tls_key server.key
 flag_error "--tls_cert and --tls_key go together: give both or neither" \
   "$client" --server "127.0.0.1:$port" --tls_key client.key --out half
 exit $fail

@@ -128,9 +128,9 @@ def check_common(name, insts, server, client, pod_uid, report):
     if entry:
         ok, err = flags_ok(server, entry[0][1:])
         report.expect(ok, f"{name}: tcm-server accepts the ENTRYPOINT flags {entry[0][1:]} {err}")
-        ports = {flag_value(entry[0], "port"), flag_value(entry[0], "metrics_port")}
+        ports = {flag_value(entry[0], "port"), flag_value(entry[0], "metrics_port"), flag_value(entry[0], "http_port")}
         exposed = {p for word, rest in final if word == "EXPOSE" for p in rest.split()}
-        report.expect(ports == exposed == {"50051", "9464"},
+        report.expect(ports == exposed == {"50051", "9464", "8000"},
                       f"{name}: EXPOSE {sorted(exposed)} = the entrypoint's ports {sorted(ports, key=str)}")
         repo = flag_value(entry[0], "model_repository")
         copies_models = any(word == "COPY" and rest.split()[-1].rstrip("/") == repo for word, rest in final) or any(

@@ -1,25 +1,30 @@
 #!/usr/bin/python3
 """An independent Open Inference Protocol client against a real tcm-server.
 
-Debian's python3-grpcio with the project's .proto compiled here by protoc: no
-generated C++ in the loop. Checks every RPC of inference.GRPCInferenceService,
-the error codes, and that ModelInfer's pixels equal tcm.v1 Generate's raw images
-for the same model, class, steps, seed and number of images.
+Debian's python3-grpcio with the project's .proto compiled here by protoc, and
+urllib for the REST form: no C++ of the project in the loop. Checks every RPC of
+inference.GRPCInferenceService and every REST endpoint, the error codes, and
+that both give the pixels of tcm.v1 Generate's raw images for the same model,
+class, steps, seed and number of images.
 
 Usage: oip_client_test.py --server BIN --models DIR --proto_dir DIR
 """
 
 import argparse
 import importlib
+import json
 import os
 import re
 import shutil
+import socket
 import struct
 import subprocess
 import sys
 import tempfile
 import time
 import unittest
+import urllib.error
+import urllib.request
 
 import grpc
 
@@ -44,15 +49,17 @@ class Server:
         self.log_path = log_path
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(
-            [binary, "--model_repository", models, "--port", "0", "--metrics_port", "0"],
+            [binary, "--model_repository", models, "--port", "0", "--metrics_port", "0", "--http_port", "0"],
             stdout=self.log, stderr=subprocess.STDOUT)
         self.port = None
+        self.http_port = None
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and self.proc.poll() is None:
             with open(log_path) as f:
-                match = re.search(r"serving .* on port (\d+) ", f.read())
+                match = re.search(r"serving .* on port (\d+) .* http on port (\d+)", f.read())
             if match:
                 self.port = int(match.group(1))
+                self.http_port = int(match.group(2))
                 return
             time.sleep(0.1)
         self.stop()
@@ -70,19 +77,41 @@ class Server:
         self.log.close()
 
 
+SERVER = None
+SERVER_DIR = None
+
+
+def setUpModule():
+    global SERVER, SERVER_DIR
+    SERVER_DIR = tempfile.mkdtemp()
+    SERVER = Server(ARGS.server, ARGS.models, os.path.join(SERVER_DIR, "server.log"))
+
+
+def tearDownModule():
+    SERVER.stop()
+    shutil.rmtree(SERVER_DIR)
+
+
+def generate_raw(channel, model, class_label, steps, seed, num_images):
+    """tcm.v1 Generate's raw pixels, all images concatenated in index order."""
+    request = V1.GenerateRequest(model=model, class_label=class_label, steps=steps, seed=seed, num_images=num_images,
+                                 format=V1.IMAGE_FORMAT_RAW)
+    rpc = channel.unary_unary("/tcm.v1.TcmService/Generate", request_serializer=lambda m: m.SerializeToString(),
+                              response_deserializer=V1.GenerateResponse.FromString)
+    response = rpc(request, timeout=300)
+    return b"".join(image.data for image in sorted(response.images, key=lambda i: i.index))
+
+
 class OpenInferenceProtocolTest(unittest.TestCase):
+    """inference.GRPCInferenceService over gRPC."""
 
     @classmethod
     def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp()
-        cls.server = Server(ARGS.server, ARGS.models, os.path.join(cls.tmp, "server.log"))
-        cls.channel = grpc.insecure_channel(f"127.0.0.1:{cls.server.port}")
+        cls.channel = grpc.insecure_channel(f"127.0.0.1:{SERVER.port}")
 
     @classmethod
     def tearDownClass(cls):
         cls.channel.close()
-        cls.server.stop()
-        shutil.rmtree(cls.tmp)
 
     def call(self, service, method, request, response_type):
         rpc = self.channel.unary_unary(f"/{service}/{method}", request_serializer=lambda m: m.SerializeToString(),
@@ -97,11 +126,8 @@ class OpenInferenceProtocolTest(unittest.TestCase):
             self.infer(request)
         return raised.exception.code(), raised.exception.details()
 
-    def generate_raw(self, model, class_label, steps, seed, num_images):
-        request = V1.GenerateRequest(model=model, class_label=class_label, steps=steps, seed=seed,
-                                     num_images=num_images, format=V1.IMAGE_FORMAT_RAW)
-        response = self.call("tcm.v1.TcmService", "Generate", request, V1.GenerateResponse)
-        return b"".join(image.data for image in sorted(response.images, key=lambda i: i.index))
+    def generate_raw(self, *args):
+        return generate_raw(self.channel, *args)
 
     @staticmethod
     def class_request(model, labels, steps=None, seed=None, raw=False):
@@ -200,6 +226,109 @@ class OpenInferenceProtocolTest(unittest.TestCase):
         request.model_version = "2"
         code, _ = self.infer_error(request)
         self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
+
+
+class RestTest(unittest.TestCase):
+    """The protocol's REST form on --http_port."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.channel = grpc.insecure_channel(f"127.0.0.1:{SERVER.port}")
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.channel.close()
+
+    def http(self, method, path, body=None, host="127.0.0.1"):
+        """(status, parsed JSON or text, content type) of one request."""
+        data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+        request = urllib.request.Request(f"http://{host}:{SERVER.http_port}{path}", data=data, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=300) as response:
+                status, raw, kind = response.status, response.read(), response.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as error:
+            status, raw, kind = error.code, error.read(), error.headers.get("Content-Type", "")
+        return status, (json.loads(raw) if kind.startswith("application/json") else raw.decode()), kind
+
+    def test_health_and_metadata(self):
+        self.assertEqual(self.http("GET", "/v2/health/live")[:2], (200, {"live": True}))
+        self.assertEqual(self.http("GET", "/v2/health/ready")[:2], (200, {"ready": True}))
+        status, server, _ = self.http("GET", "/v2")
+        self.assertEqual(status, 200)
+        self.assertEqual(server["name"], "tcm-serve")
+        self.assertRegex(server["version"], r"^\d+\.\d+\.\d+$")
+        status, model, _ = self.http("GET", "/v2/models/fashion-mnist-tcm")
+        self.assertEqual(status, 200)
+        self.assertEqual(model, {"name": "fashion-mnist-tcm", "versions": ["1"], "platform": "tcm_libtorch",
+                                 "inputs": [{"name": "class_label", "datatype": "INT64", "shape": [-1]}],
+                                 "outputs": [{"name": "image", "datatype": "UINT8", "shape": [-1, 32, 32, 1]}]})
+        self.assertEqual(self.http("GET", "/v2/models/fashion-mnist-ct/versions/1")[1]["name"], "fashion-mnist-ct")
+        self.assertEqual(self.http("GET", "/v2/models/fashion-mnist-ct/ready")[:2], (200, {"ready": True}))
+        status, error, _ = self.http("GET", "/v2/models/nope/ready")
+        self.assertEqual(status, 404)
+        self.assertIn("nope", error["error"])
+        self.assertEqual(self.http("GET", "/v2/models/fashion-mnist-tcm/versions/2")[0], 404)
+        self.assertEqual(self.http("GET", "/v2/nothing")[0], 404)
+        self.assertEqual(self.http("POST", "/v2/health/live", b"")[0], 405)
+        self.assertEqual(self.http("GET", "/v2/models/fashion-mnist-tcm/infer")[0], 405)
+        status, metrics, kind = self.http("GET", "/metrics")
+        self.assertEqual(status, 200)
+        self.assertTrue(kind.startswith("text/plain"))
+        self.assertIn("tcm_requests_total", metrics)
+
+    def test_infer_pixels_equal_tcm_v1_generate(self):
+        for steps in (1, 2):
+            with self.subTest(steps=steps):
+                body = {"id": "rest-1", "parameters": {"steps": steps, "seed": 11},
+                        "inputs": [{"name": "class_label", "datatype": "INT64", "shape": [2], "data": [4, 4]}],
+                        "outputs": [{"name": "image"}]}
+                status, response, _ = self.http("POST", "/v2/models/fashion-mnist-tcm/infer", body)
+                self.assertEqual(status, 200, response)
+                self.assertEqual(response["model_name"], "fashion-mnist-tcm")
+                self.assertEqual(response["id"], "rest-1")
+                self.assertEqual(response["parameters"], {"seed": 11, "steps": steps})
+                [image] = response["outputs"]
+                self.assertEqual((image["name"], image["datatype"], image["shape"]), ("image", "UINT8", [2, 32, 32, 1]))
+                self.assertEqual(bytes(image["data"]), generate_raw(self.channel, "fashion-mnist-tcm", 4, steps, 11, 2))
+
+    def test_infer_errors(self):
+        path = "/v2/models/fashion-mnist-tcm/infer"
+        cases = [
+            ({"inputs": [{"name": "class_label", "datatype": "INT64", "shape": [1], "data": [10]}]}, 400, "class_label"),
+            ({"inputs": [{"name": "class_label", "datatype": "INT64", "shape": [1], "data": ["x"]}]}, 400,
+             "inputs[0].data"),
+            ({"parameters": {"steps": 5},
+              "inputs": [{"name": "class_label", "datatype": "INT64", "shape": [1], "data": [1]}]}, 400, "steps"),
+            ({"inputs": []}, 400, "class_label"),
+            ({"input": []}, 400, "input"),
+            (b"{not json", 400, "body"),
+            (b"[" * 60000, 400, "nested deeper"),
+        ]
+        for body, code, named in cases:
+            with self.subTest(body=str(body)[:60]):
+                status, error, kind = self.http("POST", path, body)
+                self.assertEqual(status, code, error)
+                self.assertEqual(kind, "application/json")
+                self.assertIn(named, error["error"])
+        status, _, _ = self.http("POST", "/v2/models/nope/infer", {"inputs": []})
+        self.assertEqual(status, 404)
+        # A body over the limit (64 KiB) is refused from its declared length, before it is sent.
+        with socket.create_connection(("127.0.0.1", SERVER.http_port), timeout=300) as connection:
+            connection.sendall(f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {5 << 20}\r\n\r\n".encode())
+            reply = b""
+            while chunk := connection.recv(65536):
+                reply += chunk
+        head, _, body = reply.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 413"), head)
+        self.assertIn("limit", json.loads(body)["error"])
+
+    def test_ipv6_loopback(self):
+        try:  # the host's IPv6 loopback on its own, not the server's port
+            with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as probe:
+                probe.bind(("::1", 0))
+        except OSError:
+            self.skipTest("no IPv6 loopback on this host")
+        self.assertEqual(self.http("GET", "/v2/health/live", host="[::1]")[:2], (200, {"live": True}))
 
 
 def main():

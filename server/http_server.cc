@@ -1,0 +1,174 @@
+#include "server/http_server.h"
+
+#include <arpa/inet.h>
+#include <microhttpd.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <exception>
+#include <string>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace tcm {
+namespace {
+
+// What libmicrohttpd keeps for one request between the calls of its handler.
+struct RequestState {
+  std::string body;
+};
+
+MHD_Result Send(MHD_Connection* connection, const HttpResponse& response) {
+  MHD_Response* r = MHD_create_response_from_buffer(response.body.size(), const_cast<char*>(response.body.data()),
+                                                    MHD_RESPMEM_MUST_COPY);
+  if (r == nullptr) return MHD_NO;
+  MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, response.content_type.c_str());
+  const MHD_Result queued = MHD_queue_response(connection, static_cast<unsigned>(response.status), r);
+  MHD_destroy_response(r);
+  return queued;
+}
+
+MHD_Result AddQueryValue(void* query, MHD_ValueKind, const char* key, const char* value) {
+  (*static_cast<std::map<std::string, std::string>*>(query))[key] = value == nullptr ? "" : value;
+  return MHD_YES;
+}
+
+// False on a host whose kernel has no IPv6 (sockets of that family fail).
+bool HostHasIpv6() {
+  const int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return errno != EAFNOSUPPORT;
+  close(fd);
+  return true;
+}
+
+HttpResponse TooLarge(size_t limit) {
+  return JsonError(413, absl::StrCat("the request body is over the limit of ", limit, " bytes"));
+}
+
+}  // namespace
+
+struct HttpServerCallbacks {
+  // No exception may cross into libmicrohttpd's C code: one (an allocation
+  // that failed) closes the connection instead.
+  static MHD_Result OnRequest(void* cls, MHD_Connection* connection, const char* url, const char* method,
+                              const char* version, const char* upload_data, size_t* upload_data_size,
+                              void** state_slot) {
+    try {
+      return Answer(cls, connection, url, method, version, upload_data, upload_data_size, state_slot);
+    } catch (...) {
+      return MHD_NO;
+    }
+  }
+
+  static MHD_Result Answer(void* cls, MHD_Connection* connection, const char* url, const char* method, const char*,
+                           const char* upload_data, size_t* upload_data_size, void** state_slot) {
+    const HttpServer& server = *static_cast<const HttpServer*>(cls);
+    auto* state = static_cast<RequestState*>(*state_slot);
+    if (state == nullptr) {  // the headers have arrived; no body read yet
+      const char* length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+      if (length != nullptr && std::strtoull(length, nullptr, 10) > server.options_.max_body_bytes)
+        return Send(connection, TooLarge(server.options_.max_body_bytes));  // refused before it is read
+      *state_slot = new RequestState();
+      return MHD_YES;
+    }
+    if (*upload_data_size > 0) {  // a piece of the body
+      const size_t piece = *upload_data_size;
+      *upload_data_size = 0;
+      // Chunked (no length up front) and over the limit: libmicrohttpd cannot
+      // answer before the body's end, so the connection is closed unread.
+      if (state->body.size() + piece > server.options_.max_body_bytes) return MHD_NO;
+      state->body.append(upload_data, piece);
+      return MHD_YES;
+    }
+    HttpRequest request;
+    request.method = method;
+    request.path = url;
+    request.body = std::move(state->body);
+    MHD_get_connection_values(connection, MHD_GET_ARGUMENT_KIND, &AddQueryValue, &request.query);
+    HttpResponse response;
+    try {
+      response = server.handler_(request);
+    } catch (const std::exception& e) {
+      response = JsonError(500, absl::StrCat("internal error: ", e.what()));
+    }
+    return Send(connection, response);
+  }
+
+  static void OnCompleted(void*, MHD_Connection*, void** state_slot, MHD_RequestTerminationCode) {
+    delete static_cast<RequestState*>(*state_slot);
+    *state_slot = nullptr;
+  }
+};
+
+absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const Options& options, Handler handler) {
+  if (options.port < 0) return nullptr;
+  std::unique_ptr<HttpServer> server(new HttpServer(options, std::move(handler)));
+  sockaddr_in v4{};
+  sockaddr_in6 v6{};
+  const sockaddr* address = nullptr;
+  unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_POLL;
+  if (options.address.empty()) {
+    if (HostHasIpv6()) flags |= MHD_USE_DUAL_STACK;  // else IPv4 alone
+  } else if (inet_pton(AF_INET, options.address.c_str(), &v4.sin_addr) == 1) {
+    v4.sin_family = AF_INET;
+    v4.sin_port = htons(static_cast<uint16_t>(options.port));
+    address = reinterpret_cast<const sockaddr*>(&v4);
+  } else if (inet_pton(AF_INET6, options.address.c_str(), &v6.sin6_addr) == 1) {
+    v6.sin6_family = AF_INET6;
+    v6.sin6_port = htons(static_cast<uint16_t>(options.port));
+    address = reinterpret_cast<const sockaddr*>(&v6);
+    // "::" means every address, IPv4 too, as for gRPC; another IPv6 address only itself.
+    flags |= IN6_IS_ADDR_UNSPECIFIED(&v6.sin6_addr) ? MHD_USE_DUAL_STACK : MHD_USE_IPv6;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("address '", options.address,
+                                                   "' is not an IPv4 or IPv6 address (for example 0.0.0.0, ::, "
+                                                   "127.0.0.1 or ::1; empty = every address)"));
+  }
+  auto start = [&](unsigned f) {
+    return MHD_start_daemon(f, static_cast<uint16_t>(options.port), nullptr, nullptr, &HttpServerCallbacks::OnRequest,
+                            server.get(), MHD_OPTION_NOTIFY_COMPLETED, &HttpServerCallbacks::OnCompleted, nullptr,
+                            MHD_OPTION_CONNECTION_TIMEOUT, options.idle_timeout_seconds, MHD_OPTION_CONNECTION_LIMIT,
+                            options.max_connections, MHD_OPTION_THREAD_STACK_SIZE, size_t{0}, MHD_OPTION_SOCK_ADDR,
+                            address, MHD_OPTION_END);
+  };
+  server->daemon_ = start(flags);
+  if (server->daemon_ == nullptr)
+    return absl::UnavailableError(absl::StrCat(options.flag_name, " ", options.port, ": cannot listen on ",
+                                               options.address.empty() ? "every address" : options.address,
+                                               " (in use, or not an address of this host)"));
+  const MHD_DaemonInfo* info = MHD_get_daemon_info(server->daemon_, MHD_DAEMON_INFO_LISTEN_FD);
+  sockaddr_storage bound{};
+  socklen_t length = sizeof(bound);
+  if (info == nullptr || getsockname(info->listen_fd, reinterpret_cast<sockaddr*>(&bound), &length) != 0)
+    return absl::InternalError(absl::StrCat(options.flag_name, ": the listening port is unknown"));
+  server->port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                                    : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  return server;
+}
+
+HttpServer::~HttpServer() {
+  if (daemon_ != nullptr) MHD_stop_daemon(daemon_);
+}
+
+HttpResponse JsonError(int status, const std::string& message) {
+  std::string escaped;
+  for (char c : message) {
+    if (c == '"' || c == '\\') {
+      escaped += '\\';
+      escaped += c;
+    } else if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x80) {
+      // Control characters, and bytes that may not be UTF-8 (as Latin-1): always valid JSON.
+      const unsigned char byte = static_cast<unsigned char>(c);
+      escaped += absl::StrCat("\\u00", byte < 0x10 ? "0" : "", absl::Hex(byte));
+    } else {
+      escaped += c;
+    }
+  }
+  return HttpResponse{status, "application/json", absl::StrCat("{\"error\": \"", escaped, "\"}")};
+}
+
+}  // namespace tcm

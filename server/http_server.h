@@ -1,0 +1,74 @@
+// An HTTP/1.1 listener on GNU libmicrohttpd (Debian's libmicrohttpd-dev): one
+// thread per connection, so a connection that sends slowly or stalls holds its
+// own thread only and never delays another caller (a Prometheus scrape among
+// them). Threads get the system's default stack: LibTorch's thread-local
+// storage does not fit the small fixed stacks of some embedded servers.
+//
+// Limits: a connection idle for `idle_timeout_seconds` is closed; at most
+// `max_connections` at once (more are refused at accept); a request body over
+// `max_body_bytes` is answered 413 from its Content-Length, unread; a chunked
+// one closes its connection when it passes the limit. Listens on IPv4
+// and IPv6 (`address` empty or "::") or on one address.
+#ifndef TCM_SERVER_HTTP_SERVER_H_
+#define TCM_SERVER_HTTP_SERVER_H_
+
+#include <cstddef>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+struct MHD_Daemon;
+
+namespace tcm {
+
+struct HttpRequest {
+  std::string method;                        // "GET", "POST", ...
+  std::string path;                          // without the query
+  std::map<std::string, std::string> query;  // decoded ?name=value pairs
+  std::string body;
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "text/plain; charset=utf-8";
+  std::string body;
+};
+
+class HttpServer {
+ public:
+  // Called on the connection's thread, concurrently for different connections.
+  using Handler = std::function<HttpResponse(const HttpRequest&)>;
+
+  struct Options {
+    std::string address;               // "" = every address, IPv4 and IPv6; else one IPv4 or IPv6 literal
+    int port = 0;                      // 0 = any free port (see port()); -1 = none: Start returns nullptr
+    size_t max_body_bytes = 64 << 10;  // an infer request of 64 class labels is under 2 KiB
+    unsigned idle_timeout_seconds = 30;
+    unsigned max_connections = 1024;
+    std::string flag_name = "--http_port";  // names the listener in errors
+  };
+
+  static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const Options& options, Handler handler);
+  ~HttpServer();  // stops listening and closes every connection
+
+  int port() const { return port_; }
+
+ private:
+  friend struct HttpServerCallbacks;  // libmicrohttpd's callbacks, in http_server.cc
+  HttpServer(const Options& options, Handler handler) : options_(options), handler_(std::move(handler)) {}
+
+  const Options options_;
+  const Handler handler_;
+  MHD_Daemon* daemon_ = nullptr;
+  int port_ = 0;
+};
+
+// The error body every HTTP endpoint of the server uses: {"error": "..."}.
+HttpResponse JsonError(int status, const std::string& message);
+
+}  // namespace tcm
+
+#endif  // TCM_SERVER_HTTP_SERVER_H_

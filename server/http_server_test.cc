@@ -1,0 +1,245 @@
+#include "server/http_server.h"
+
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace tcm {
+namespace {
+
+// A connected TCP socket to `address` (an IPv4 or IPv6 literal) and `port`; -1 on failure.
+int Connect(const std::string& address, int port) {
+  sockaddr_in v4{};
+  sockaddr_in6 v6{};
+  const bool ipv6 = inet_pton(AF_INET6, address.c_str(), &v6.sin6_addr) == 1;
+  int fd = socket(ipv6 ? AF_INET6 : AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  int rc;
+  if (ipv6) {
+    v6.sin6_family = AF_INET6;
+    v6.sin6_port = htons(static_cast<uint16_t>(port));
+    rc = connect(fd, reinterpret_cast<sockaddr*>(&v6), sizeof(v6));
+  } else {
+    v4.sin_family = AF_INET;
+    v4.sin_port = htons(static_cast<uint16_t>(port));
+    inet_pton(AF_INET, address.c_str(), &v4.sin_addr);
+    rc = connect(fd, reinterpret_cast<sockaddr*>(&v4), sizeof(v4));
+  }
+  if (rc != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+bool SendAll(int fd, const std::string& data) {
+  for (size_t sent = 0; sent < data.size();) {
+    const ssize_t n = send(fd, data.data() + sent, data.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) return false;
+    sent += static_cast<size_t>(n);
+  }
+  return true;
+}
+
+struct Reply {
+  int status = 0;  // 0: no answer
+  std::string headers;
+  std::string body;
+};
+
+// Sends `request` (a whole HTTP/1.1 request) and reads the reply to the end of the connection.
+Reply Exchange(const std::string& address, int port, const std::string& request) {
+  Reply reply;
+  const int fd = Connect(address, port);
+  if (fd < 0 || !SendAll(fd, request)) {
+    if (fd >= 0) close(fd);
+    return reply;
+  }
+  std::string all;
+  char buffer[4096];
+  for (ssize_t n; (n = recv(fd, buffer, sizeof(buffer), 0)) > 0;) all.append(buffer, static_cast<size_t>(n));
+  close(fd);
+  const size_t end = all.find("\r\n\r\n");
+  if (all.size() < 12 || end == std::string::npos) return reply;
+  reply.status = std::stoi(all.substr(9, 3));
+  reply.headers = all.substr(0, end);
+  reply.body = all.substr(end + 4);
+  return reply;
+}
+
+std::string Get(const std::string& target) {
+  return absl::StrCat("GET ", target, " HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+}
+
+std::string Post(const std::string& target, const std::string& body) {
+  return absl::StrCat("POST ", target, " HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: ", body.size(),
+                      "\r\n\r\n", body);
+}
+
+// Echoes the request as "METHOD PATH a=.. b=.. |BODY".
+HttpResponse Echo(const HttpRequest& request) {
+  std::string text = absl::StrCat(request.method, " ", request.path);
+  for (const auto& [name, value] : request.query) absl::StrAppend(&text, " ", name, "=", value);
+  return HttpResponse{200, "text/plain", absl::StrCat(text, " |", request.body)};
+}
+
+std::unique_ptr<HttpServer> StartOrDie(HttpServer::Options options, HttpServer::Handler handler = Echo) {
+  auto server = HttpServer::Start(options, std::move(handler));
+  EXPECT_TRUE(server.ok()) << server.status();
+  return server.ok() ? *std::move(server) : nullptr;
+}
+
+bool HostHasIpv6Loopback() {
+  const int fd = socket(AF_INET6, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in6 a{};
+  a.sin6_family = AF_INET6;
+  a.sin6_addr = in6addr_loopback;
+  const bool ok = bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)) == 0;
+  close(fd);
+  return ok;
+}
+
+TEST(HttpServerTest, TheHandlerGetsMethodPathDecodedQueryAndBody) {
+  auto server = StartOrDie({"127.0.0.1"});
+  ASSERT_NE(server, nullptr);
+  Reply get = Exchange("127.0.0.1", server->port(), Get("/v2/models/m?class=3&name=a%20b"));
+  EXPECT_EQ(get.status, 200);
+  EXPECT_TRUE(absl::StrContains(get.headers, "Content-Type: text/plain")) << get.headers;
+  EXPECT_EQ(get.body, "GET /v2/models/m class=3 name=a b |");
+  Reply post = Exchange("127.0.0.1", server->port(), Post("/infer", "{\"inputs\": []}"));
+  EXPECT_EQ(post.status, 200);
+  EXPECT_EQ(post.body, "POST /infer |{\"inputs\": []}");
+}
+
+TEST(HttpServerTest, ABodyOverTheLimitIsAnswered413) {
+  HttpServer::Options options{"127.0.0.1"};
+  options.max_body_bytes = 100;
+  auto server = StartOrDie(options);
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(Exchange("127.0.0.1", server->port(), Post("/infer", std::string(100, 'x'))).status, 200);
+  Reply declared = Exchange("127.0.0.1", server->port(), Post("/infer", std::string(101, 'x')));
+  EXPECT_EQ(declared.status, 413);
+  EXPECT_EQ(declared.body, "{\"error\": \"the request body is over the limit of 100 bytes\"}");
+  // Chunked: no length up front; the connection is closed once the body passes the limit.
+  const std::string chunked =
+      "POST /infer HTTP/1.1\r\nHost: test\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "50\r\n" +
+      std::string(80, 'x') + "\r\n50\r\n" + std::string(80, 'y') + "\r\n0\r\n\r\n";
+  EXPECT_EQ(Exchange("127.0.0.1", server->port(), chunked).status, 0);
+  EXPECT_EQ(Exchange("127.0.0.1", server->port(), Get("/after")).status, 200);
+}
+
+TEST(HttpServerTest, StalledConnectionsDoNotDelayAnotherCaller) {
+  auto server = StartOrDie({"127.0.0.1"});
+  ASSERT_NE(server, nullptr);
+  // 16 callers that send part of a request, then one byte at a time, never finishing it.
+  std::vector<int> stalled;
+  for (int i = 0; i < 16; ++i) {
+    const int fd = Connect("127.0.0.1", server->port());
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(SendAll(fd, "GET /metrics HTTP/1.1\r\nHost: test\r\nX-Slow: "));
+    stalled.push_back(fd);
+  }
+  std::atomic<bool> done{false};
+  std::thread trickle([&] {
+    while (!done) {
+      for (int fd : stalled) SendAll(fd, "a");
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+  });
+  // Answered while all 16 are held open: the old one-connection-at-a-time
+  // listener answered only after each stalled caller gave up.
+  Reply reply = Exchange("127.0.0.1", server->port(), Get("/metrics"));
+  EXPECT_EQ(reply.status, 200);
+  EXPECT_EQ(reply.body, "GET /metrics |");
+  done = true;
+  trickle.join();
+  for (int fd : stalled) {
+    pollfd p{fd, POLLIN, 0};
+    EXPECT_EQ(poll(&p, 1, 0), 0) << "a stalled connection was answered or closed";
+    close(fd);
+  }
+}
+
+TEST(HttpServerTest, TwoHundredConcurrentCallersAreAllAnswered) {
+  auto server = StartOrDie({"127.0.0.1"});
+  ASSERT_NE(server, nullptr);
+  std::vector<std::thread> callers;
+  std::vector<Reply> replies(200);
+  for (int i = 0; i < 200; ++i)
+    callers.emplace_back(
+        [&, i] { replies[i] = Exchange("127.0.0.1", server->port(), Get(absl::StrCat("/call?i=", i))); });
+  for (auto& c : callers) c.join();
+  for (int i = 0; i < 200; ++i) {
+    EXPECT_EQ(replies[i].status, 200) << i;
+    EXPECT_EQ(replies[i].body, absl::StrCat("GET /call i=", i, " |"));
+  }
+}
+
+TEST(HttpServerTest, ListensOnIpv6LoopbackAndOnEveryAddress) {
+  if (!HostHasIpv6Loopback()) GTEST_SKIP() << "this host has no IPv6 loopback (::1)";
+  auto v6 = StartOrDie({"::1"});
+  ASSERT_NE(v6, nullptr);
+  EXPECT_EQ(Exchange("::1", v6->port(), Get("/six")).body, "GET /six |");
+  EXPECT_EQ(Exchange("127.0.0.1", v6->port(), Get("/six")).status, 0);  // ::1 only
+
+  for (const char* every : {"", "::"}) {
+    SCOPED_TRACE(every);
+    auto both = StartOrDie({every});
+    ASSERT_NE(both, nullptr);
+    EXPECT_EQ(Exchange("::1", both->port(), Get("/any")).body, "GET /any |");
+    EXPECT_EQ(Exchange("127.0.0.1", both->port(), Get("/any")).body, "GET /any |");
+  }
+}
+
+TEST(HttpServerTest, ErrorsNameTheFlag) {
+  HttpServer::Options options{"localhost"};
+  options.flag_name = "--metrics_port";
+  auto bad = HttpServer::Start(options, Echo);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(bad.status().message(), "'localhost' is not an IPv4 or IPv6 address"));
+
+  auto first = StartOrDie({"127.0.0.1"});
+  ASSERT_NE(first, nullptr);
+  options.address = "127.0.0.1";
+  options.port = first->port();
+  auto taken = HttpServer::Start(options, Echo);
+  EXPECT_EQ(taken.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_TRUE(absl::StartsWith(taken.status().message(), absl::StrCat("--metrics_port ", first->port(), ": ")))
+      << taken.status();
+}
+
+TEST(HttpServerTest, AHandlerThatThrowsAnswers500AndTheServerGoesOn) {
+  auto server = StartOrDie({"127.0.0.1"}, [](const HttpRequest& request) -> HttpResponse {
+    if (request.path == "/throw") throw std::runtime_error("boom \"quoted\"");
+    return Echo(request);
+  });
+  ASSERT_NE(server, nullptr);
+  Reply thrown = Exchange("127.0.0.1", server->port(), Get("/throw"));
+  EXPECT_EQ(thrown.status, 500);
+  EXPECT_EQ(thrown.body, "{\"error\": \"internal error: boom \\\"quoted\\\"\"}");
+  EXPECT_EQ(Exchange("127.0.0.1", server->port(), Get("/ok")).status, 200);
+}
+
+TEST(HttpServerTest, JsonErrorEscapesControlCharacters) {
+  HttpResponse r = JsonError(400, "a\nb\\c\xff");
+  EXPECT_EQ(r.status, 400);
+  EXPECT_EQ(r.content_type, "application/json");
+  EXPECT_EQ(r.body, "{\"error\": \"a\\u000ab\\\\c\\u00ff\"}");
+}
+
+}  // namespace
+}  // namespace tcm

@@ -1,0 +1,49 @@
+// The Open Inference Protocol's REST endpoints on --http_port (Triton's 8000),
+// answering on HttpServer's connection threads:
+//   GET  /v2/health/live, /v2/health/ready, /v2
+//   GET  /v2/models/{m}[/versions/{v}], /v2/models/{m}[/versions/{v}]/ready
+//   POST /v2/models/{m}[/versions/{v}]/infer
+//   GET  /metrics (the same samples as --metrics_port)
+// Infer translates its JSON to the gRPC message (rest_json.h) and submits it
+// through a GenerationFront to the same queue as the gRPC front ends, so it
+// gives the same pixels. Errors are {"error": "..."}: 400 bad request, 404
+// unknown model or endpoint, 405 wrong method, 413 body over the limit
+// (HttpServer), 429 queue full, 503 not ready or draining. Torch-free.
+#ifndef TCM_SERVER_REST_SERVICE_H_
+#define TCM_SERVER_REST_SERVICE_H_
+
+#include <prometheus/registry.h>
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "server/generation_front.h"
+#include "server/http_server.h"
+
+namespace tcm {
+
+class RestService {
+ public:
+  // Whether `name` ("" = the server as a whole, else a model) serves (health's SERVING).
+  using Readiness = std::function<bool(const std::string& name)>;
+
+  // As the gRPC services; `registry` (may be null: no /metrics) is served on GET /metrics.
+  RestService(const GenerationFront::Options& options, std::vector<ServedModel> models, GenerationQueue* queue,
+              ServerMetrics* metrics, Readiness ready, std::shared_ptr<prometheus::Registry> registry);
+
+  // Thread-safe; blocks the calling connection's thread until an infer call ends.
+  HttpResponse Handle(const HttpRequest& request);
+
+ private:
+  HttpResponse Infer(const std::string& model, const std::string& version, const std::string& body);
+
+  GenerationFront front_;
+  const Readiness ready_;
+  const std::shared_ptr<prometheus::Registry> registry_;
+};
+
+}  // namespace tcm
+
+#endif  // TCM_SERVER_REST_SERVICE_H_
