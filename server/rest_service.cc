@@ -1,13 +1,19 @@
 #include "server/rest_service.h"
 
+#include <algorithm>
+#include <cstdint>
 #include <future>
 #include <utility>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "common/image_grid.h"
+#include "common/png_encoder.h"
 #include "server/inference_mapping.h"
 #include "server/metrics_endpoint.h"
+#include "server/request_validation.h"
 #include "server/rest_json.h"
 
 namespace tcm {
@@ -16,15 +22,15 @@ namespace {
 // Collects one infer call's images and hands the outcome to a waiting thread.
 // Deletes itself in OnFinish, the last thing RequestState does with a sink, so
 // the waiter never races its destruction.
+struct CallOutcome {
+  absl::Status status;
+  GenerationSpec spec;
+  std::vector<v1::Image> images;  // in completion order
+};
+
 class BlockingSink : public ResponseSink {
  public:
-  struct Outcome {
-    absl::Status status;
-    GenerationSpec spec;
-    std::vector<v1::Image> images;
-  };
-
-  std::future<Outcome> outcome() { return promise_.get_future(); }
+  std::future<CallOutcome> outcome() { return promise_.get_future(); }
 
   void OnAccepted(const std::shared_ptr<RequestState>& state) override { outcome_.spec = state->spec(); }
   bool DeliversEachImage() const override { return false; }
@@ -36,14 +42,34 @@ class BlockingSink : public ResponseSink {
   }
 
  private:
-  Outcome outcome_;
-  std::promise<Outcome> promise_;
+  CallOutcome outcome_;
+  std::promise<CallOutcome> promise_;
 };
 
 HttpResponse Json(std::string body) { return HttpResponse{200, "application/json", std::move(body)}; }
 
 HttpResponse Error(const absl::Status& status) {
   return JsonError(HttpStatusOf(status.code()), std::string(status.message()));
+}
+
+// Runs the validated call `spec` through `front` to its end, on the calling thread.
+CallOutcome RunToEnd(GenerationFront& front, GenerationSpec spec, absl::Time start) {
+  auto* sink = new BlockingSink();  // deletes itself when the call ends
+  std::future<CallOutcome> outcome = sink->outcome();
+  front.Start(std::move(spec), sink, start, absl::InfiniteFuture());
+  return outcome.get();
+}
+
+// The integer query value `name` of `query` within [low, high], or `fallback` when absent.
+absl::StatusOr<int64_t> QueryInteger(const std::map<std::string, std::string>& query, const std::string& name,
+                                     int64_t low, int64_t high, int64_t fallback) {
+  const auto it = query.find(name);
+  if (it == query.end()) return fallback;
+  int64_t value = 0;
+  if (!absl::SimpleAtoi(it->second, &value) || value < low || value > high)
+    return absl::InvalidArgumentError(
+        absl::StrCat("query '", name, "': must be an integer in [", low, ", ", high, "], got '", it->second, "'"));
+  return value;
 }
 
 }  // namespace
@@ -61,6 +87,10 @@ HttpResponse RestService::Handle(const HttpRequest& request) {
   auto wrong_method = [&](const char* allowed) {
     return JsonError(405, absl::StrCat(request.path, " answers ", allowed, " only, got ", request.method));
   };
+  if (parts.size() == 5 && parts[0].empty() && parts[1] == "v1" && parts[2] == "models" && parts[4] == "generate") {
+    if (!get) return wrong_method("GET");
+    return GeneratePng(parts[3], request.query);
+  }
   if (parts.size() < 2 || parts[0] != "" || parts[1] != "v2")
     return JsonError(404, absl::StrCat("no endpoint ", request.path, " (the Open Inference Protocol's are under /v2)"));
   if (parts.size() == 2) {
@@ -121,14 +151,59 @@ HttpResponse RestService::Infer(const std::string& model, const std::string& ver
     front_.CountRejected(model, 0, spec.status());
     return Error(spec.status());
   }
-  auto* sink = new BlockingSink();  // deletes itself when the call ends
-  std::future<BlockingSink::Outcome> outcome = sink->outcome();
-  front_.Start(*std::move(spec), sink, start, absl::InfiniteFuture());
-  BlockingSink::Outcome done = outcome.get();
+  CallOutcome done = RunToEnd(front_, *std::move(spec), start);
   if (!done.status.ok()) return Error(done.status);
   absl::StatusOr<inference::ModelInferResponse> response = InferResponseFromImages(*request, done.spec, done.images);
   if (!response.ok()) return Error(response.status());
   return Json(InferResponseToJson(*response));
+}
+
+HttpResponse RestService::GeneratePng(const std::string& model, const std::map<std::string, std::string>& query) {
+  const absl::Time start = absl::Now();
+  for (const auto& [name, value] : query)
+    if (name != "class" && name != "steps" && name != "seed" && name != "num")
+      return JsonError(400, absl::StrCat("query '", name, "': unknown (known: class, steps, seed, num)"));
+  v1::GenerateRequest request;
+  request.set_model(model);
+  request.set_format(v1::IMAGE_FORMAT_RAW);
+  absl::StatusOr<int64_t> label = QueryInteger(query, "class", INT64_MIN, INT64_MAX, -1);
+  absl::StatusOr<int64_t> steps = QueryInteger(query, "steps", 0, 2, 0);
+  absl::StatusOr<int64_t> num = QueryInteger(query, "num", 1, UINT32_MAX, 1);
+  absl::StatusOr<int64_t> seed = QueryInteger(query, "seed", 0, INT64_MAX, -1);
+  for (const auto* value : {&label, &steps, &num, &seed})
+    if (!value->ok()) return Error(value->status());
+  if (query.count("class")) request.set_class_label(*label);
+  if (query.count("seed")) request.set_seed(static_cast<uint64_t>(*seed));
+  request.set_steps(static_cast<uint32_t>(*steps));
+  request.set_num_images(static_cast<uint32_t>(*num));
+  absl::StatusOr<GenerationSpec> spec =
+      ValidateRequest(request, front_.models(), front_.default_model(), front_.limits(), front_.FreshSeed());
+  if (!spec.ok()) {
+    front_.CountRejected(model, static_cast<unsigned>(*steps), spec.status());
+    return Error(spec.status());
+  }
+  CallOutcome done = RunToEnd(front_, *std::move(spec), start);
+  if (!done.status.ok()) return Error(done.status);
+  std::sort(done.images.begin(), done.images.end(),
+            [](const v1::Image& a, const v1::Image& b) { return a.index() < b.index(); });
+  const v1::Image& first = done.images.at(0);
+  const int width = static_cast<int>(first.width()), height = static_cast<int>(first.height());
+  const int channels = static_cast<int>(first.channels());
+  std::vector<const uint8_t*> pixels;
+  for (const v1::Image& image : done.images) {
+    if (image.data().size() != size_t(width) * height * channels)
+      return JsonError(500, absl::StrCat("image ", image.index(), " has ", image.data().size(), " bytes, not ",
+                                         size_t(width) * height * channels));
+    pixels.push_back(reinterpret_cast<const uint8_t*>(image.data().data()));
+  }
+  int columns = 1;  // ceil(sqrt(n)) per row; one image is its own grid
+  while (columns * columns < static_cast<int>(pixels.size())) ++columns;
+  const int rows = (static_cast<int>(pixels.size()) + columns - 1) / columns;
+  const std::string grid = TileImages(pixels, width, height, channels, columns);
+  absl::StatusOr<std::string> png =
+      EncodePng(reinterpret_cast<const uint8_t*>(grid.data()), width * columns, height * rows, channels);
+  if (!png.ok()) return Error(png.status());
+  return HttpResponse{200, "image/png", *std::move(png)};
 }
 
 }  // namespace tcm

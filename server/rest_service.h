@@ -4,6 +4,9 @@
 //   GET  /v2/models/{m}[/versions/{v}], /v2/models/{m}[/versions/{v}]/ready
 //   POST /v2/models/{m}[/versions/{v}]/infer
 //   GET  /metrics (the same samples as --metrics_port)
+//   GET  /v1/models/{m}/generate?class=3&steps=2&seed=7&num=4: image/png, for
+//        people and pages (num above 1: one grid PNG); tcm.v1's rules, and the
+//        pixels of tcm.v1 Generate for the same fields
 // Infer translates its JSON to the gRPC message (rest_json.h) and submits it
 // through a GenerationFront to the same queue as the gRPC front ends, so it
 // gives the same pixels. Errors are {"error": "..."}: 400 bad request, 404
@@ -15,6 +18,7 @@
 #include <prometheus/registry.h>
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -38,6 +42,7 @@ class RestService {
 
  private:
   HttpResponse Infer(const std::string& model, const std::string& version, const std::string& body);
+  HttpResponse GeneratePng(const std::string& model, const std::map<std::string, std::string>& query);
 
   GenerationFront front_;
   const Readiness ready_;

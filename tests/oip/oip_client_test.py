@@ -23,6 +23,7 @@ import sys
 import tempfile
 import time
 import unittest
+import zlib
 import urllib.error
 import urllib.request
 
@@ -79,6 +80,43 @@ class Server:
 
 SERVER = None
 SERVER_DIR = None
+
+
+def decode_png(data):
+    """(width, height, channels, pixels) of an 8-bit grey or RGB PNG, unfiltered here."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", data[:8]
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    width, height, depth, color = header[:4]
+    assert depth == 8 and color in (0, 2), header
+    channels = 1 if color == 0 else 3
+    raw, stride, out = zlib.decompress(idat), width * channels, bytearray()
+    previous = bytearray(stride)
+    for y in range(height):
+        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for x in range(stride):
+            a = line[x - channels] if x >= channels else 0
+            b, c = previous[x], previous[x - channels] if x >= channels else 0
+            if kind == 1:
+                line[x] = (line[x] + a) & 255
+            elif kind == 2:
+                line[x] = (line[x] + b) & 255
+            elif kind == 3:
+                line[x] = (line[x] + (a + b) // 2) & 255
+            elif kind == 4:
+                p = a + b - c
+                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
+                line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
+        out += line
+        previous = line
+    return width, height, channels, bytes(out)
 
 
 def setUpModule():
@@ -321,6 +359,36 @@ class RestTest(unittest.TestCase):
         head, _, body = reply.partition(b"\r\n\r\n")
         self.assertTrue(head.startswith(b"HTTP/1.1 413"), head)
         self.assertIn("limit", json.loads(body)["error"])
+
+    def test_generate_png_has_the_pixels_of_tcm_v1(self):
+        status, _, kind = self.http_bytes("/v1/models/fashion-mnist-tcm/generate?class=3&steps=2&seed=7")
+        self.assertEqual(kind, "image/png")
+        png = self.last_body
+        self.assertEqual(status, 200)
+        self.assertEqual(decode_png(png), (32, 32, 1, generate_raw(self.channel, "fashion-mnist-tcm", 3, 2, 7, 1)))
+        # Four images: one 2 x 2 grid, image i at row i // 2, column i % 2.
+        status, _, _ = self.http_bytes("/v1/models/fashion-mnist-tcm/generate?class=5&steps=1&seed=9&num=4")
+        self.assertEqual(status, 200)
+        width, height, channels, grid = decode_png(self.last_body)
+        self.assertEqual((width, height, channels), (64, 64, 1))
+        raw = generate_raw(self.channel, "fashion-mnist-tcm", 5, 1, 9, 4)
+        for i in range(4):
+            image = raw[i * 1024:(i + 1) * 1024]
+            cell = b"".join(grid[(32 * (i // 2) + y) * 64 + 32 * (i % 2):][:32] for y in range(32))
+            self.assertEqual(cell, image, f"image {i}")
+        for query, named in (("class=10", "class_label"), ("steps=3", "steps"), ("num=x", "num"),
+                             ("color=red", "color")):
+            with self.subTest(query=query):
+                status, error, _ = self.http("GET", f"/v1/models/fashion-mnist-tcm/generate?{query}")
+                self.assertEqual(status, 400)
+                self.assertIn(named, error["error"])
+        self.assertEqual(self.http("GET", "/v1/models/nope/generate")[0], 404)
+
+    def http_bytes(self, path):
+        """(status, None, content type) of a GET; the body is kept in self.last_body."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{SERVER.http_port}{path}", timeout=300) as response:
+            self.last_body = response.read()
+            return response.status, None, response.headers.get("Content-Type", "")
 
     def test_ipv6_loopback(self):
         try:  # the host's IPv6 loopback on its own, not the server's port
