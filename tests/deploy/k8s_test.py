@@ -223,7 +223,7 @@ class Checker:
             return None
         for name, owner in ARG_FLAGS.items():
             self.check(name not in in_file, f"the flagfile sets --{name}, which {owner} sets in the args")
-        for name in ("port", "metrics_port", "drain_timeout", "model_repository", "device", *ARG_FLAGS):
+        for name in ("port", "metrics_port", "http_port", "drain_timeout", "model_repository", "device", *ARG_FLAGS):
             self.check(name in flags, f"the container's flags do not set --{name} (the checks need it explicit)")
         for name in ("intra_op_threads", *SIZE_LABELS):
             try:
@@ -264,6 +264,8 @@ class Checker:
         self.check(named.get("grpc") == port, f"container port 'grpc' {named.get('grpc')} != --port {port}")
         self.check(named.get("metrics") == metrics_port,
                    f"container port 'metrics' {named.get('metrics')} != --metrics_port {metrics_port}")
+        http_port = int(flags["http_port"])
+        self.check(named.get("http") == http_port, f"container port 'http' {named.get('http')} != --http_port {http_port}")
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             p = c.get(probe)
             if not p:
@@ -277,8 +279,8 @@ class Checker:
                    "readiness takes more than 30 s to notice a draining pod")
 
     def services(self, flags, pod_labels):
-        port, metrics_port = int(flags["port"]), int(flags["metrics_port"])
-        grpc_svcs, metrics_svcs = [], []
+        port, metrics_port, http_port = int(flags["port"]), int(flags["metrics_port"]), int(flags["http_port"])
+        grpc_svcs, metrics_svcs, http_svcs = [], [], []
         for s in self.of_kind("Service"):
             self.check(selects(s["spec"].get("selector"), pod_labels),
                        f"Service {s['metadata']['name']} does not select the pods")
@@ -288,6 +290,8 @@ class Checker:
                     grpc_svcs.append((s, p))
                 elif target in ("metrics", metrics_port):
                     metrics_svcs.append((s, p))
+                elif target in ("http", http_port):
+                    http_svcs.append((s, p))
                 else:
                     self.errors.append(f"Service {s['metadata']['name']} port {p} targets no server port")
         self.check(any(s["spec"].get("clusterIP") == "None" for s, _ in grpc_svcs),
@@ -296,6 +300,8 @@ class Checker:
                    f"a gRPC Service port differs from --port {port}: dns:/// targets would miss")
         self.check(any(s["spec"].get("clusterIP") != "None" for s, _ in metrics_svcs),
                    "no ClusterIP Service for the metrics port")
+        self.check(any(s["spec"].get("clusterIP") != "None" for s, _ in http_svcs),
+                   "no ClusterIP Service for the HTTP port (--http_port)")
 
     def shutdown(self, c, spec, flags):
         grace = spec.get("terminationGracePeriodSeconds", 30)
@@ -586,6 +592,7 @@ def self_test(server):
         "drain timeout beyond the grace period": ("cpu", set_flag("drain_timeout", 60)),
         "--port moved, probes not": ("cpu", set_flag("port", 50052)),
         "--metrics_port moved, container port not": ("cpu", set_flag("metrics_port", 9465)),
+        "--http_port moved, container port not": ("cpu", set_flag("http_port", 8001)),
         "unknown flag in the ConfigMap": ("cpu", set_flag("no_such_flag", 1)),
         "unknown flag in the args": ("cpu", set_arg("no_such_flag", 1)),
         "GPU requested by the CPU variant": ("cpu", lambda d: container(d)["resources"]["limits"].update(
