@@ -7,9 +7,13 @@
 #include <condition_variable>
 #include <memory>
 #include <mutex>
+#include <thread>
 #include <vector>
 
+#include "absl/status/status.h"
+#include "absl/time/clock.h"
 #include "server/generation_queue.h"
+#include "server/request_state.h"
 
 namespace tcm::testing {
 
@@ -49,6 +53,17 @@ class FakeGenerationQueue : public GenerationQueue {
   absl::Status refusal_;
   std::vector<std::shared_ptr<RequestState>> submitted_;
 };
+
+// Waits (up to 30 s) until `request` is abandoned, as a batcher would see it
+// after the call was cancelled, and returns that status (OK if it never was).
+inline absl::Status WaitUntilAbandoned(const RequestState& request) {
+  absl::Status abandoned;
+  for (int i = 0; i < 3000 && abandoned.ok(); ++i) {
+    abandoned = request.Abandoned(absl::Now());
+    if (abandoned.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return abandoned;
+}
 
 }  // namespace tcm::testing
 

@@ -82,18 +82,10 @@ absl::StatusOr<GenerationSpec> SpecFromInferRequest(const ModelInferRequest& req
   v1::GenerateRequest generate;
   generate.set_model(request.model_name());
   generate.set_format(v1::IMAGE_FORMAT_RAW);
-  const ServedModel* model = request.model_name().empty() ? &models.at(default_model) : nullptr;
-  for (const ServedModel& m : models)
-    if (m.name == request.model_name()) model = &m;
-  if (model == nullptr) {
-    std::vector<std::string> names;
-    for (const auto& m : models) names.push_back(m.name);
-    return absl::NotFoundError(absl::StrCat("model_name: '", request.model_name(),
-                                            "' is not served (available: ", absl::StrJoin(names, ", "), ")"));
-  }
-  if (!request.model_version().empty() && request.model_version() != kInferenceModelVersion)
-    return absl::NotFoundError(absl::StrCat("model_version: model '", model->name, "' has no version '",
-                                            request.model_version(), "' (versions: ", kInferenceModelVersion, ")"));
+  absl::StatusOr<const ServedModel*> found = FindInferenceModel(models, default_model, request.model_name(),
+                                                                request.model_version(), "model_name", "model_version");
+  if (!found.ok()) return found.status();
+  const ServedModel* model = *found;
 
   for (const auto& [name, value] : request.parameters()) {
     bool known = false;
@@ -184,7 +176,8 @@ absl::StatusOr<GenerationSpec> SpecFromInferRequest(const ModelInferRequest& req
 }
 
 absl::StatusOr<const ServedModel*> FindInferenceModel(const std::vector<ServedModel>& models, int default_model,
-                                                      const std::string& name, const std::string& version) {
+                                                      const std::string& name, const std::string& version,
+                                                      const char* name_field, const char* version_field) {
   const ServedModel* model = name.empty() ? &models.at(default_model) : nullptr;
   std::vector<std::string> names;
   for (const ServedModel& m : models) {
@@ -193,9 +186,9 @@ absl::StatusOr<const ServedModel*> FindInferenceModel(const std::vector<ServedMo
   }
   if (model == nullptr)
     return absl::NotFoundError(
-        absl::StrCat("name: model '", name, "' is not served (available: ", absl::StrJoin(names, ", "), ")"));
+        absl::StrCat(name_field, ": '", name, "' is not served (available: ", absl::StrJoin(names, ", "), ")"));
   if (!version.empty() && version != kInferenceModelVersion)
-    return absl::NotFoundError(absl::StrCat("version: model '", model->name, "' has no version '", version,
+    return absl::NotFoundError(absl::StrCat(version_field, ": model '", model->name, "' has no version '", version,
                                             "' (versions: ", kInferenceModelVersion, ")"));
   return model;
 }

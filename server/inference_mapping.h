@@ -28,9 +28,11 @@ inline constexpr char kClassLabelInput[] = "class_label";
 inline constexpr char kImageOutput[] = "image";
 
 // The model named `name` ("" = models[default_model]) at `version` ("" or
-// "1"), or NOT_FOUND naming the name or version and what is served.
+// "1"), or NOT_FOUND naming the field (`name_field`, `version_field`) and what is served.
 absl::StatusOr<const ServedModel*> FindInferenceModel(const std::vector<ServedModel>& models, int default_model,
-                                                      const std::string& name, const std::string& version);
+                                                      const std::string& name, const std::string& version,
+                                                      const char* name_field = "name",
+                                                      const char* version_field = "version");
 
 // The call `request` asks for, as a spec with raw images. `default_model`
 // indexes `models` (for an empty model_name); `fresh_seed` is used when the

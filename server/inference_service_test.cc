@@ -143,11 +143,7 @@ TEST_F(InferenceServiceTest, ACancelledCallCancelsItsRequest) {
   EXPECT_TRUE(request->Abandoned(absl::Now()).ok());
   context.TryCancel();
   // The service marks the request; the batcher then drops its images and fails it.
-  absl::Status abandoned;
-  for (int i = 0; i < 3000 && abandoned.ok(); ++i) {
-    abandoned = request->Abandoned(absl::Now());
-    if (abandoned.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
+  const absl::Status abandoned = testing::WaitUntilAbandoned(*request);
   EXPECT_EQ(abandoned.code(), absl::StatusCode::kCancelled) << abandoned;
   request->Fail(abandoned);
   caller.join();

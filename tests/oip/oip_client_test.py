@@ -140,8 +140,8 @@ def generate_raw(channel, model, class_label, steps, seed, num_images):
     return b"".join(image.data for image in sorted(response.images, key=lambda i: i.index))
 
 
-class OpenInferenceProtocolTest(unittest.TestCase):
-    """inference.GRPCInferenceService over gRPC."""
+class ServerTest(unittest.TestCase):
+    """Holds a gRPC channel to the server (for tcm.v1 Generate, the reference pixels)."""
 
     @classmethod
     def setUpClass(cls):
@@ -150,6 +150,10 @@ class OpenInferenceProtocolTest(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         cls.channel.close()
+
+
+class OpenInferenceProtocolTest(ServerTest):
+    """inference.GRPCInferenceService over gRPC."""
 
     def call(self, service, method, request, response_type):
         rpc = self.channel.unary_unary(f"/{service}/{method}", request_serializer=lambda m: m.SerializeToString(),
@@ -266,16 +270,8 @@ class OpenInferenceProtocolTest(unittest.TestCase):
         self.assertEqual(code, grpc.StatusCode.NOT_FOUND)
 
 
-class RestTest(unittest.TestCase):
+class RestTest(ServerTest):
     """The protocol's REST form on --http_port."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.channel = grpc.insecure_channel(f"127.0.0.1:{SERVER.port}")
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.channel.close()
 
     def http(self, method, path, body=None, host="127.0.0.1"):
         """(status, parsed JSON or text, content type) of one request."""
