@@ -5,6 +5,39 @@
 #include "server/status_util.h"
 
 namespace tcm {
+namespace {
+
+// Passes everything on to `inner` and, before the call's end reaches it,
+// leaves the call's summary in the access log. Deletes itself at the end.
+class AnnotatingSink : public ResponseSink {
+ public:
+  AnnotatingSink(ResponseSink* inner, AccessLog* log, const void* call) : inner_(inner), log_(log), call_(call) {}
+
+  void OnAccepted(const std::shared_ptr<RequestState>& state) override {
+    summary_.model = state->spec().model_name;
+    summary_.steps = state->spec().steps;
+    summary_.images = state->spec().num_images;
+    inner_->OnAccepted(state);
+  }
+  bool DeliversEachImage() const override { return inner_->DeliversEachImage(); }
+  void OnImage(v1::Image image) override { inner_->OnImage(std::move(image)); }
+  void OnPreview(v1::Image image) override { inner_->OnPreview(std::move(image)); }
+  void OnFinish(const absl::Status& status, const v1::Timings& timings) override {
+    summary_.queue_seconds = timings.queue_seconds();
+    summary_.compute_seconds = timings.compute_seconds();
+    log_->Annotate(call_, std::move(summary_));
+    inner_->OnFinish(status, timings);
+    delete this;
+  }
+
+ private:
+  ResponseSink* const inner_;
+  AccessLog* const log_;
+  const void* const call_;
+  GenerationSummary summary_;
+};
+
+}  // namespace
 
 GenerationFront::GenerationFront(const Options& options, std::vector<ServedModel> models, GenerationQueue* queue,
                                  ServerMetrics* metrics)
@@ -24,7 +57,9 @@ void GenerationFront::CountRejected(const std::string& model, unsigned steps, co
                             StatusCodeName(status.code()), models_);
 }
 
-void GenerationFront::Start(GenerationSpec spec, ResponseSink* sink, absl::Time start, absl::Time deadline) {
+void GenerationFront::Start(GenerationSpec spec, ResponseSink* sink, absl::Time start, absl::Time deadline,
+                            const void* call) {
+  if (options_.access_log != nullptr && call != nullptr) sink = new AnnotatingSink(sink, options_.access_log, call);
   ModelMetrics* metrics = &metrics_->model(spec.model);
   ResponseCache* cache =
       options_.cache != nullptr && spec.seeded && models_[spec.model].cacheable ? options_.cache : nullptr;

@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "server/access_log.h"
 #include "server/generation_queue.h"
 #include "server/metrics.h"
 #include "server/request_state.h"
@@ -32,6 +33,9 @@ class GenerationFront {
     // Seeded calls of cacheable models look their images up here first and
     // cache what they compute; nullptr = no cache. Must outlive the front.
     ResponseCache* cache = nullptr;
+    // Calls started with a `call` key leave their GenerationSummary here
+    // before their sink's OnFinish; nullptr = no access log.
+    AccessLog* access_log = nullptr;
   };
 
   // `models`: the served models, in the order of their metrics and queue
@@ -48,8 +52,10 @@ class GenerationFront {
 
   // Starts the validated call `spec`, received at `start`, with results
   // going to `sink` (which gets OnAccepted first). A refused submission
-  // (full queue, draining) finishes the call through `sink`.
-  void Start(GenerationSpec spec, ResponseSink* sink, absl::Time start, absl::Time deadline);
+  // (full queue, draining) finishes the call through `sink`. `call` names
+  // the call to the access log (see AccessLog::Annotate); nullptr = none.
+  void Start(GenerationSpec spec, ResponseSink* sink, absl::Time start, absl::Time deadline,
+             const void* call = nullptr);
 
   // Counts a call refused before it was queued (see ServerMetrics::RequestRejected);
   // an empty `model` is the default model.

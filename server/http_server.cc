@@ -6,30 +6,92 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace tcm {
 namespace {
 
-// What libmicrohttpd keeps for one request between the calls of its handler.
-struct RequestState {
-  std::string body;
+// What libmicrohttpd keeps for one request from its headers to its completion.
+struct PendingRequest {
+  HttpRequest request;
+  absl::Time received;
+  int status = 0;  // of the response queued; 0 = none
 };
 
-MHD_Result Send(MHD_Connection* connection, const HttpResponse& response) {
-  MHD_Response* r = MHD_create_response_from_buffer(response.body.size(), const_cast<char*>(response.body.data()),
-                                                    MHD_RESPMEM_MUST_COPY);
+// A streamed body between libmicrohttpd's reads: the piece not yet sent.
+struct StreamReader {
+  std::unique_ptr<HttpBodyStream> stream;
+  std::string piece;
+  size_t sent = 0;
+};
+
+ssize_t ReadStream(void* cls, uint64_t, char* buffer, size_t max) {
+  auto* reader = static_cast<StreamReader*>(cls);
+  try {
+    while (reader->sent == reader->piece.size()) {
+      reader->piece.clear();
+      reader->sent = 0;
+      if (!reader->stream->Next(&reader->piece)) return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+  } catch (...) {
+    return MHD_CONTENT_READER_END_WITH_ERROR;
+  }
+  const size_t n = std::min(max, reader->piece.size() - reader->sent);
+  std::memcpy(buffer, reader->piece.data() + reader->sent, n);
+  reader->sent += n;
+  return static_cast<ssize_t>(n);
+}
+
+void FreeStream(void* cls) { delete static_cast<StreamReader*>(cls); }
+
+MHD_Result Send(MHD_Connection* connection, PendingRequest* pending, HttpResponse response) {
+  MHD_Response* r = nullptr;
+  if (response.stream != nullptr) {
+    auto* reader = new StreamReader{std::move(response.stream), {}, 0};
+    r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 << 10, &ReadStream, reader, &FreeStream);
+    if (r == nullptr) delete reader;
+  } else {
+    r = MHD_create_response_from_buffer(response.body.size(), const_cast<char*>(response.body.data()),
+                                        MHD_RESPMEM_MUST_COPY);
+  }
   if (r == nullptr) return MHD_NO;
   MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, response.content_type.c_str());
   const MHD_Result queued = MHD_queue_response(connection, static_cast<unsigned>(response.status), r);
   MHD_destroy_response(r);
+  if (queued == MHD_YES) pending->status = response.status;
   return queued;
+}
+
+// The caller's address as gRPC writes peers: "ipv4:1.2.3.4:5", "ipv6:[::1]:5"
+// (an IPv4 caller of a dual-stack socket as IPv4).
+std::string PeerOf(MHD_Connection* connection) {
+  const MHD_ConnectionInfo* info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+  if (info == nullptr || info->client_addr == nullptr) return "";
+  char text[INET6_ADDRSTRLEN] = "";
+  if (info->client_addr->sa_family == AF_INET) {
+    const auto* v4 = reinterpret_cast<const sockaddr_in*>(info->client_addr);
+    inet_ntop(AF_INET, &v4->sin_addr, text, sizeof(text));
+    return absl::StrCat("ipv4:", text, ":", ntohs(v4->sin_port));
+  }
+  if (info->client_addr->sa_family == AF_INET6) {
+    const auto* v6 = reinterpret_cast<const sockaddr_in6*>(info->client_addr);
+    if (IN6_IS_ADDR_V4MAPPED(&v6->sin6_addr)) {
+      inet_ntop(AF_INET, &v6->sin6_addr.s6_addr[12], text, sizeof(text));
+      return absl::StrCat("ipv4:", text, ":", ntohs(v6->sin6_port));
+    }
+    inet_ntop(AF_INET6, &v6->sin6_addr, text, sizeof(text));
+    return absl::StrCat("ipv6:[", text, "]:", ntohs(v6->sin6_port));
+  }
+  return "";
 }
 
 MHD_Result AddQueryValue(void* query, MHD_ValueKind, const char* key, const char* value) {
@@ -67,12 +129,21 @@ struct HttpServerCallbacks {
   static MHD_Result Answer(void* cls, MHD_Connection* connection, const char* url, const char* method, const char*,
                            const char* upload_data, size_t* upload_data_size, void** state_slot) {
     const HttpServer& server = *static_cast<const HttpServer*>(cls);
-    auto* state = static_cast<RequestState*>(*state_slot);
+    auto* state = static_cast<PendingRequest*>(*state_slot);
     if (state == nullptr) {  // the headers have arrived; no body read yet
+      state = new PendingRequest();
+      *state_slot = state;
+      state->received = absl::Now();
+      state->request.peer = PeerOf(connection);
+      state->request.method = method;
+      state->request.path = url;
       const char* length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
       if (length != nullptr && std::strtoull(length, nullptr, 10) > server.options_.max_body_bytes)
-        return Send(connection, TooLarge(server.options_.max_body_bytes));  // refused before it is read
-      *state_slot = new RequestState();
+        return Send(connection, state, TooLarge(server.options_.max_body_bytes));  // refused before it is read
+      return MHD_YES;
+    }
+    if (state->status != 0) {  // answered already (413): the rest is discarded
+      *upload_data_size = 0;
       return MHD_YES;
     }
     if (*upload_data_size > 0) {  // a piece of the body
@@ -80,27 +151,29 @@ struct HttpServerCallbacks {
       *upload_data_size = 0;
       // Chunked (no length up front) and over the limit: libmicrohttpd cannot
       // answer before the body's end, so the connection is closed unread.
-      if (state->body.size() + piece > server.options_.max_body_bytes) return MHD_NO;
-      state->body.append(upload_data, piece);
+      if (state->request.body.size() + piece > server.options_.max_body_bytes) return MHD_NO;
+      state->request.body.append(upload_data, piece);
       return MHD_YES;
     }
-    HttpRequest request;
-    request.method = method;
-    request.path = url;
-    request.body = std::move(state->body);
-    MHD_get_connection_values(connection, MHD_GET_ARGUMENT_KIND, &AddQueryValue, &request.query);
+    MHD_get_connection_values(connection, MHD_GET_ARGUMENT_KIND, &AddQueryValue, &state->request.query);
     HttpResponse response;
     try {
-      response = server.handler_(request);
+      response = server.handler_(state->request);
     } catch (const std::exception& e) {
       response = JsonError(500, absl::StrCat("internal error: ", e.what()));
     }
-    return Send(connection, response);
+    return Send(connection, state, std::move(response));
   }
 
-  static void OnCompleted(void*, MHD_Connection*, void** state_slot, MHD_RequestTerminationCode) {
-    delete static_cast<RequestState*>(*state_slot);
+  static void OnCompleted(void* cls, MHD_Connection*, void** state_slot, MHD_RequestTerminationCode) {
+    std::unique_ptr<PendingRequest> state(static_cast<PendingRequest*>(*state_slot));
     *state_slot = nullptr;
+    const HttpServer& server = *static_cast<const HttpServer*>(cls);
+    if (state == nullptr || !server.options_.on_complete) return;
+    try {
+      server.options_.on_complete(state->request, state->status, state->received);
+    } catch (...) {  // nothing may cross into libmicrohttpd's C code
+    }
   }
 };
 
@@ -130,7 +203,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const Options& opt
   }
   auto start = [&](unsigned f) {
     return MHD_start_daemon(f, static_cast<uint16_t>(options.port), nullptr, nullptr, &HttpServerCallbacks::OnRequest,
-                            server.get(), MHD_OPTION_NOTIFY_COMPLETED, &HttpServerCallbacks::OnCompleted, nullptr,
+                            server.get(), MHD_OPTION_NOTIFY_COMPLETED, &HttpServerCallbacks::OnCompleted, server.get(),
                             MHD_OPTION_CONNECTION_TIMEOUT, options.idle_timeout_seconds, MHD_OPTION_CONNECTION_LIMIT,
                             options.max_connections, MHD_OPTION_THREAD_STACK_SIZE, size_t{0}, MHD_OPTION_SOCK_ADDR,
                             address, MHD_OPTION_END);

@@ -19,28 +19,45 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 
 struct MHD_Daemon;
 
 namespace tcm {
 
 struct HttpRequest {
+  std::string peer;                          // "ipv4:127.0.0.1:43210" or "ipv6:[::1]:43210", as gRPC writes it
   std::string method;                        // "GET", "POST", ...
   std::string path;                          // without the query
   std::map<std::string, std::string> query;  // decoded ?name=value pairs
   std::string body;
 };
 
+// A response body produced while it is sent (chunked): Next is called on the
+// connection's thread and may block until it has a piece. The stream is
+// destroyed when the response ends, or when the caller goes away first.
+class HttpBodyStream {
+ public:
+  virtual ~HttpBodyStream() = default;
+  // The next piece of the body in `piece`; false at its end.
+  virtual bool Next(std::string* piece) = 0;
+};
+
 struct HttpResponse {
   int status = 200;
   std::string content_type = "text/plain; charset=utf-8";
   std::string body;
+  std::unique_ptr<HttpBodyStream> stream;  // when set, the body instead of `body`
 };
 
 class HttpServer {
  public:
   // Called on the connection's thread, concurrently for different connections.
   using Handler = std::function<HttpResponse(const HttpRequest&)>;
+  // Called once per request when its connection is done with it (the response
+  // sent, or the connection closed first): its status (0 = none was sent) and
+  // when it arrived. The request is alive from the handler's call until then.
+  using CompletionHook = std::function<void(const HttpRequest&, int status, absl::Time received)>;
 
   struct Options {
     std::string address;               // "" = every address, IPv4 and IPv6; else one IPv4 or IPv6 literal
@@ -49,6 +66,7 @@ class HttpServer {
     unsigned idle_timeout_seconds = 30;
     unsigned max_connections = 1024;
     std::string flag_name = "--http_port";  // names the listener in errors
+    CompletionHook on_complete;             // may be empty
   };
 
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const Options& options, Handler handler);

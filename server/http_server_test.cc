@@ -9,12 +9,15 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace tcm {
 namespace {
@@ -239,6 +242,125 @@ TEST(HttpServerTest, JsonErrorEscapesControlCharacters) {
   EXPECT_EQ(r.status, 400);
   EXPECT_EQ(r.content_type, "application/json");
   EXPECT_EQ(r.body, "{\"error\": \"a\\u000ab\\\\c\\u00ff\"}");
+}
+
+// The body of a chunked reply, its chunks joined; "" with `ok` false when malformed.
+std::string Dechunk(const std::string& body, bool* ok) {
+  std::string out;
+  *ok = false;
+  for (size_t at = 0;;) {
+    const size_t line_end = body.find("\r\n", at);
+    if (line_end == std::string::npos) return "";
+    const size_t size = std::stoul(body.substr(at, line_end - at), nullptr, 16);
+    if (size == 0) {
+      *ok = true;
+      return out;
+    }
+    out += body.substr(line_end + 2, size);
+    at = line_end + 2 + size + 2;
+  }
+}
+
+// Pieces "p0", "p1", ... (`count` of them; -1 = without end), with an empty one
+// first, which is skipped; sets `destroyed` when the server lets go of it.
+class CountingStream : public HttpBodyStream {
+ public:
+  CountingStream(int count, std::atomic<bool>* destroyed) : count_(count), destroyed_(destroyed) {}
+  ~CountingStream() override { *destroyed_ = true; }
+  bool Next(std::string* piece) override {
+    if (!gave_empty_) {
+      gave_empty_ = true;
+      return true;
+    }
+    if (count_ >= 0 && next_ == count_) return false;
+    if (count_ < 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    *piece = absl::StrCat("p", next_++);
+    return true;
+  }
+
+ private:
+  const int count_;
+  std::atomic<bool>* const destroyed_;
+  bool gave_empty_ = false;
+  int next_ = 0;
+};
+
+// Waits up to 20 s for `done`: for what a server does after its reply.
+bool Eventually(const std::function<bool()>& done) {
+  for (int i = 0; i < 2000 && !done(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  return done();
+}
+
+TEST(HttpServerTest, AStreamedBodyIsSentChunkedAndThenReleased) {
+  std::atomic<bool> destroyed{false};
+  auto server = StartOrDie({"127.0.0.1"}, [&destroyed](const HttpRequest&) {
+    HttpResponse response{200, "application/x-ndjson", ""};
+    response.stream = std::make_unique<CountingStream>(3, &destroyed);
+    return response;
+  });
+  ASSERT_NE(server, nullptr);
+  Reply reply = Exchange("127.0.0.1", server->port(), Get("/stream"));
+  EXPECT_EQ(reply.status, 200);
+  EXPECT_TRUE(absl::StrContains(reply.headers, "Transfer-Encoding: chunked")) << reply.headers;
+  EXPECT_TRUE(absl::StrContains(reply.headers, "Content-Type: application/x-ndjson")) << reply.headers;
+  bool ok = false;
+  EXPECT_EQ(Dechunk(reply.body, &ok), "p0p1p2");
+  EXPECT_TRUE(ok) << reply.body;
+  EXPECT_TRUE(Eventually([&] { return destroyed.load(); }));
+}
+
+TEST(HttpServerTest, AStreamIsReleasedWhenItsCallerGoesAway) {
+  std::atomic<bool> destroyed{false};
+  auto server = StartOrDie({"127.0.0.1"}, [&destroyed](const HttpRequest&) {
+    HttpResponse response{200, "application/x-ndjson", ""};
+    response.stream = std::make_unique<CountingStream>(-1, &destroyed);  // never ends by itself
+    return response;
+  });
+  ASSERT_NE(server, nullptr);
+  const int fd = Connect("127.0.0.1", server->port());
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(SendAll(fd, Get("/endless")));
+  char buffer[256];
+  EXPECT_GT(recv(fd, buffer, sizeof(buffer), 0), 0);  // the stream has begun
+  close(fd);
+  EXPECT_TRUE(Eventually([&] { return destroyed.load(); }));
+}
+
+TEST(HttpServerTest, TheCompletionHookSeesEveryRequestWithItsStatusAndPeer) {
+  struct Seen {
+    std::string peer, method, path;
+    int status;
+  };
+  std::mutex mu;
+  std::vector<Seen> seen;
+  HttpServer::Options options{""};
+  options.max_body_bytes = 10;
+  const absl::Time before = absl::Now();
+  options.on_complete = [&](const HttpRequest& request, int status, absl::Time received) {
+    EXPECT_GE(received, before);
+    std::lock_guard<std::mutex> lock(mu);
+    seen.push_back({request.peer, request.method, request.path, status});
+  };
+  auto server = StartOrDie(options);
+  ASSERT_NE(server, nullptr);
+  EXPECT_EQ(Exchange("127.0.0.1", server->port(), Get("/a?x=1")).status, 200);
+  EXPECT_EQ(Exchange("127.0.0.1", server->port(), Post("/b", std::string(11, 'x'))).status, 413);
+  const bool ipv6 = HostHasIpv6Loopback();
+  if (ipv6) EXPECT_EQ(Exchange("::1", server->port(), Get("/c")).status, 200);
+  const size_t expected = ipv6 ? 3 : 2;
+  ASSERT_TRUE(Eventually([&] {
+    std::lock_guard<std::mutex> lock(mu);
+    return seen.size() == expected;
+  }));
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_TRUE(absl::StartsWith(seen[0].peer, "ipv4:127.0.0.1:")) << seen[0].peer;
+  EXPECT_EQ(seen[0].method, "GET");
+  EXPECT_EQ(seen[0].path, "/a");
+  EXPECT_EQ(seen[0].status, 200);
+  EXPECT_EQ(seen[1].method, "POST");
+  EXPECT_EQ(seen[1].path, "/b");
+  EXPECT_EQ(seen[1].status, 413);
+  if (ipv6) EXPECT_TRUE(absl::StartsWith(seen[2].peer, "ipv6:[::1]:")) << seen[2].peer;
 }
 
 }  // namespace

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "server/access_log_hooks.h"
 #include "server/inference_mapping.h"
 #include "server/status_util.h"
 
@@ -124,7 +125,7 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::ModelInfer(grpc::CallbackServerC
     reactor->Finish(ToGrpcStatus(spec.status()));
     return reactor;
   }
-  front_.Start(*std::move(spec), reactor, start, CallDeadline(*context));
+  front_.Start(*std::move(spec), reactor, start, CallDeadline(*context), AccessLogKey(context));
   return reactor;
 }
 

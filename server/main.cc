@@ -19,6 +19,7 @@
 #include "model/model_repository.h"
 #include "model/sampler.h"
 #include "server/batcher.h"
+#include "server/grpc_listener.h"
 #include "server/health_service.h"
 #include "server/inference_service.h"
 #include "server/metrics.h"
@@ -65,19 +66,23 @@ int Run(const ServerOptions& o) {
   if (!default_model.ok()) return Fail(default_model.status());
   auto credentials = ServerCredentials(o.tls_cert, o.tls_key, o.tls_client_ca);
   if (!credentials.ok()) return Fail(credentials.status());
+  auto access_log = AccessLog::Open(o.access_log);  // null: none
+  if (!access_log.ok()) return Fail(access_log.status());
   // Metrics first, so that start-up is observable.
   ServerMetrics metrics(served);
   batcher_options.on_queue_depth = [&metrics](int m, int level, size_t n) { metrics.model(m).SetQueueDepth(level, n); };
   auto batcher = Batcher::Create(batcher_options);
   if (!batcher.ok()) return Fail(batcher.status());
-  auto metrics_http = HttpServer::Start(MetricsListener(o), MetricsOnlyHandler(metrics.registry()));  // null: -1
+  auto metrics_http =
+      HttpServer::Start(MetricsListener(o, access_log->get()), MetricsOnlyHandler(metrics.registry()));  // null: -1
   if (!metrics_http.ok()) return Fail(metrics_http.status());
   auto pool = WorkerPool::Create(PoolOptions(o), *models, batcher->get(), &metrics);
   if (!pool.ok()) return Fail(pool.status());
   std::unique_ptr<ResponseCache> cache;  // --cache_mb; 0 = none
   auto cache_bytes = [&metrics](size_t bytes) { metrics.SetCacheBytes(bytes); };
   if (o.cache_mb > 0) cache = std::make_unique<ResponseCache>(static_cast<size_t>(o.cache_mb) << 20, cache_bytes);
-  const GenerationFront::Options service_options{*default_model, {unsigned(o.max_images_per_request)}, cache.get()};
+  const GenerationFront::Options service_options{
+      *default_model, {unsigned(o.max_images_per_request)}, cache.get(), access_log->get()};
   HealthService health(names);  // NOT_SERVING until warmed up
   auto ready = [&health](const std::string& name) { return health.IsServing(name); };
   InferenceServiceImpl inference(service_options, served, pool->get(), &metrics, ready);
@@ -86,13 +91,7 @@ int Run(const ServerOptions& o) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int bound_port = 0;
-  builder.AddListeningPort(GrpcListenAddress(o), *credentials, &bound_port);
-  builder.SetMaxReceiveMessageSize(o.max_message_mb << 20);
-  builder.SetMaxSendMessageSize(o.max_message_mb << 20);
-  if (o.max_connection_age_s > 0) {
-    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, o.max_connection_age_s * 1000);
-    builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, 10000);  // calls in flight may finish
-  }
+  ConfigureGrpcListener(o, *credentials, access_log->get(), &bound_port, &builder);
   builder.RegisterService(&service);
   builder.RegisterService(&inference);
   builder.RegisterService(&health);
@@ -101,7 +100,9 @@ int Run(const ServerOptions& o) {
     return Fail(absl::UnavailableError(absl::StrCat("--port ", o.port, ": cannot listen")));
   absl::StatusOr<std::unique_ptr<HttpServer>> http{nullptr};  // after warm-up: REST calls wait with no deadline
   absl::Status started = (*pool)->WarmUp(o.warmup_batch_size);
-  if (started.ok()) http = HttpServer::Start(RestListener(o), [&rest](const HttpRequest& r) { return rest.Handle(r); });
+  if (started.ok())
+    http =
+        HttpServer::Start(RestListener(o, access_log->get()), [&rest](const HttpRequest& r) { return rest.Handle(r); });
   if (started.ok()) started = http.status();
   if (!started.ok()) {
     health.Shutdown();  // so that an open Watch stream cannot hold the server's shutdown

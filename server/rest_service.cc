@@ -53,10 +53,11 @@ HttpResponse Error(const absl::Status& status) {
 }
 
 // Runs the validated call `spec` through `front` to its end, on the calling thread.
-CallOutcome RunToEnd(GenerationFront& front, GenerationSpec spec, absl::Time start) {
+// The access log knows the call as `request`.
+CallOutcome RunToEnd(GenerationFront& front, GenerationSpec spec, absl::Time start, const HttpRequest& request) {
   auto* sink = new BlockingSink();  // deletes itself when the call ends
   std::future<CallOutcome> outcome = sink->outcome();
-  front.Start(std::move(spec), sink, start, absl::InfiniteFuture());
+  front.Start(std::move(spec), sink, start, absl::InfiniteFuture(), &request);
   return outcome.get();
 }
 
@@ -89,7 +90,7 @@ HttpResponse RestService::Handle(const HttpRequest& request) {
   };
   if (parts.size() == 5 && parts[0].empty() && parts[1] == "v1" && parts[2] == "models" && parts[4] == "generate") {
     if (!get) return wrong_method("GET");
-    return GeneratePng(parts[3], request.query);
+    return GeneratePng(request, parts[3]);
   }
   if (parts.size() < 2 || parts[0] != "" || parts[1] != "v2")
     return JsonError(404, absl::StrCat("no endpoint ", request.path, " (the Open Inference Protocol's are under /v2)"));
@@ -131,7 +132,7 @@ HttpResponse RestService::Handle(const HttpRequest& request) {
       }
       if (action == "infer") {
         if (request.method != "POST") return wrong_method("POST");
-        return Infer(name, version, request.body);
+        return Infer(request, name, version);
       }
     }
   }
@@ -140,9 +141,9 @@ HttpResponse RestService::Handle(const HttpRequest& request) {
                                      "/v2/models/{model}/ready, /v2/models/{model}/infer)"));
 }
 
-HttpResponse RestService::Infer(const std::string& model, const std::string& version, const std::string& body) {
+HttpResponse RestService::Infer(const HttpRequest& http, const std::string& model, const std::string& version) {
   const absl::Time start = absl::Now();
-  absl::StatusOr<inference::ModelInferRequest> request = InferRequestFromJson(model, version, body);
+  absl::StatusOr<inference::ModelInferRequest> request = InferRequestFromJson(model, version, http.body);
   absl::StatusOr<GenerationSpec> spec =
       request.ok()
           ? SpecFromInferRequest(*request, front_.models(), front_.default_model(), front_.limits(), front_.FreshSeed())
@@ -151,15 +152,16 @@ HttpResponse RestService::Infer(const std::string& model, const std::string& ver
     front_.CountRejected(model, 0, spec.status());
     return Error(spec.status());
   }
-  CallOutcome done = RunToEnd(front_, *std::move(spec), start);
+  CallOutcome done = RunToEnd(front_, *std::move(spec), start, http);
   if (!done.status.ok()) return Error(done.status);
   absl::StatusOr<inference::ModelInferResponse> response = InferResponseFromImages(*request, done.spec, done.images);
   if (!response.ok()) return Error(response.status());
   return Json(InferResponseToJson(*response));
 }
 
-HttpResponse RestService::GeneratePng(const std::string& model, const std::map<std::string, std::string>& query) {
+HttpResponse RestService::GeneratePng(const HttpRequest& http, const std::string& model) {
   const absl::Time start = absl::Now();
+  const std::map<std::string, std::string>& query = http.query;
   for (const auto& [name, value] : query)
     if (name != "class" && name != "steps" && name != "seed" && name != "num")
       return JsonError(400, absl::StrCat("query '", name, "': unknown (known: class, steps, seed, num)"));
@@ -182,7 +184,7 @@ HttpResponse RestService::GeneratePng(const std::string& model, const std::map<s
     front_.CountRejected(model, static_cast<unsigned>(*steps), spec.status());
     return Error(spec.status());
   }
-  CallOutcome done = RunToEnd(front_, *std::move(spec), start);
+  CallOutcome done = RunToEnd(front_, *std::move(spec), start, http);
   if (!done.status.ok()) return Error(done.status);
   std::sort(done.images.begin(), done.images.end(),
             [](const v1::Image& a, const v1::Image& b) { return a.index() < b.index(); });

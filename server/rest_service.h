@@ -41,8 +41,8 @@ class RestService {
   HttpResponse Handle(const HttpRequest& request);
 
  private:
-  HttpResponse Infer(const std::string& model, const std::string& version, const std::string& body);
-  HttpResponse GeneratePng(const std::string& model, const std::map<std::string, std::string>& query);
+  HttpResponse Infer(const HttpRequest& request, const std::string& model, const std::string& version);
+  HttpResponse GeneratePng(const HttpRequest& request, const std::string& model);
 
   GenerationFront front_;
   const Readiness ready_;

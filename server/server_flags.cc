@@ -82,6 +82,9 @@ ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate chain; with --tls_k
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
 ABSL_FLAG(std::string, tls_client_ca, "",
           "PEM CA bundle; when set, clients must present a certificate it signed (mTLS).");
+ABSL_FLAG(std::string, access_log, tcm::ServerOptions().access_log,
+          "Where to write one JSON line per call, gRPC and HTTP (time, peer, protocol, method, model, steps, "
+          "images, status, queue/compute/total seconds): empty = nowhere, \"-\" = stderr, else a file, appended.");
 
 namespace tcm {
 
@@ -115,6 +118,7 @@ ServerOptions ServerOptionsFromFlags() {
   o.tls_cert = absl::GetFlag(FLAGS_tls_cert);
   o.tls_key = absl::GetFlag(FLAGS_tls_key);
   o.tls_client_ca = absl::GetFlag(FLAGS_tls_client_ca);
+  o.access_log = absl::GetFlag(FLAGS_access_log);
   return o;
 }
 

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "server/access_log_hooks.h"
 
 namespace tcm {
 
@@ -65,19 +66,21 @@ std::string GrpcListenAddress(const ServerOptions& o) {
   return absl::StrCat(o.grpc_address, ":", o.port);
 }
 
-HttpServer::Options RestListener(const ServerOptions& o) {
+HttpServer::Options RestListener(const ServerOptions& o, AccessLog* access_log) {
   HttpServer::Options listener;
   listener.address = o.http_address;
   listener.port = o.http_port;
   listener.flag_name = "--http_port";  // the default body limit: an infer request is small
+  if (access_log != nullptr) listener.on_complete = HttpAccessLogger(access_log);
   return listener;
 }
 
-HttpServer::Options MetricsListener(const ServerOptions& o) {
+HttpServer::Options MetricsListener(const ServerOptions& o, AccessLog* access_log) {
   HttpServer::Options listener;
   listener.address = o.http_address;
   listener.port = o.metrics_port;
   listener.flag_name = "--metrics_port";
+  if (access_log != nullptr) listener.on_complete = HttpAccessLogger(access_log);
   return listener;
 }
 

@@ -13,6 +13,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "common/batching_defaults.h"
+#include "server/access_log.h"
 #include "server/batcher.h"
 #include "server/http_server.h"
 #include "tcm/v1/model_config.pb.h"
@@ -50,14 +51,16 @@ struct ServerOptions {
   int max_connection_age_s = 0;
   int max_message_mb = 64;
   std::string tls_cert, tls_key, tls_client_ca;
+  std::string access_log;  // "" = none, "-" = stderr, else a file (appended)
 };
 
 // The gRPC listening address for --grpc_address and --port ("[::]:50051" for every address).
 std::string GrpcListenAddress(const ServerOptions& options);
 
-// The HTTP listeners on --http_address: --metrics_port and --http_port (port -1: not started).
-HttpServer::Options MetricsListener(const ServerOptions& options);
-HttpServer::Options RestListener(const ServerOptions& options);
+// The HTTP listeners on --http_address: --metrics_port and --http_port (port
+// -1: not started), writing to `access_log` (nullptr = none).
+HttpServer::Options MetricsListener(const ServerOptions& options, AccessLog* access_log);
+HttpServer::Options RestListener(const ServerOptions& options, AccessLog* access_log);
 
 // The first numeric setting outside its range, as "--NAME: must be ...";
 // also --device, --precision and the listening addresses.

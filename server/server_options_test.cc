@@ -119,9 +119,10 @@ TEST(ServerOptionsTest, ListeningAddressesAreIpLiteralsOrEmptyForEvery) {
   o.http_address = "::";
   o.metrics_port = 9000;
   EXPECT_TRUE(CheckServerOptions(o).ok());
-  EXPECT_EQ(MetricsListener(o).address, "::");
-  EXPECT_EQ(MetricsListener(o).port, 9000);
-  EXPECT_EQ(MetricsListener(o).flag_name, "--metrics_port");
+  EXPECT_EQ(MetricsListener(o, nullptr).address, "::");
+  EXPECT_EQ(MetricsListener(o, nullptr).port, 9000);
+  EXPECT_EQ(MetricsListener(o, nullptr).flag_name, "--metrics_port");
+  EXPECT_FALSE(MetricsListener(o, nullptr).on_complete);  // no access log
   o.http_address = "localhost";
   EXPECT_EQ(CheckServerOptions(o).message(),
             "--http_address: must be an IPv4 or IPv6 address (0.0.0.0, ::, 127.0.0.1, ::1, ...) or empty for every "

@@ -6,6 +6,7 @@
 #include <deque>
 
 #include "absl/time/clock.h"
+#include "server/access_log_hooks.h"
 #include "server/status_util.h"
 
 namespace tcm {
@@ -198,7 +199,7 @@ absl::Status TcmServiceImpl::Start(grpc::CallbackServerContext* context, const v
     front_.CountRejected(request.model(), request.steps(), spec.status());
     return spec.status();
   }
-  front_.Start(*std::move(spec), sink, start, CallDeadline(*context));
+  front_.Start(*std::move(spec), sink, start, CallDeadline(*context), AccessLogKey(context));
   return absl::OkStatus();
 }
 

@@ -5,18 +5,23 @@
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdio>
+#include <fstream>
 #include <future>
 #include <map>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "absl/time/clock.h"
+#include "server/access_log_hooks.h"
 #include "server/fake_generation_queue.h"
 #include "server/metrics.h"
 #include "server/metrics_test_util.h"
@@ -123,6 +128,44 @@ class TcmServiceCacheTest : public TcmServiceFixture {
     stub_ = v1::TcmService::NewStub(server_->InProcessChannel(grpc::ChannelArguments()));
   }
   ResponseCache cache_{1 << 20};
+};
+
+// The same service behind the access log's interceptor, writing to a file.
+class TcmServiceAccessLogTest : public TcmServiceFixture {
+ protected:
+  TcmServiceAccessLogTest() {
+    server_->Shutdown();
+    server_.reset();
+    path_ = ::testing::TempDir() + "/tcm_service_test_access." + std::to_string(getpid()) + ".log";
+    std::remove(path_.c_str());
+    log_ = *AccessLog::Open(path_);
+    TcmServiceImpl::Options options;
+    options.access_log = log_.get();
+    service_ = std::make_unique<TcmServiceImpl>(options, models_, &queue_, metrics_.get());
+    grpc::ServerBuilder builder;
+    builder.RegisterService(service_.get());
+    builder.experimental().SetInterceptorCreators(AccessLogInterceptors(log_.get()));
+    server_ = builder.BuildAndStart();
+    stub_ = v1::TcmService::NewStub(server_->InProcessChannel(grpc::ChannelArguments()));
+  }
+  ~TcmServiceAccessLogTest() override { std::remove(path_.c_str()); }
+
+  // The log's lines once it has `n` (waiting up to 30 s: a cancelled call's
+  // line is written when the server lets go of the call).
+  std::vector<nlohmann::json> Lines(size_t n) {
+    std::vector<nlohmann::json> lines;
+    for (int i = 0; i < 3000; ++i) {
+      lines.clear();
+      std::ifstream in(path_);
+      for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+      if (lines.size() >= n) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return lines;
+  }
+
+  std::string path_;
+  std::unique_ptr<AccessLog> log_;
 };
 
 using TcmServiceValidationTest = TcmServiceFixture;
@@ -514,6 +557,57 @@ TEST_F(TcmServiceListModelsTest, DescribesEveryModelAndMarksTheDefault) {
   EXPECT_EQ(response.models(1).precision(), "fp32");
   EXPECT_FALSE(response.models(1).is_default());
   EXPECT_EQ(response.models(1).default_steps(), 2u);
+}
+
+TEST_F(TcmServiceAccessLogTest, EachCallWritesOneLineWithWhatItGenerated) {
+  grpc::ClientContext context;
+  auto call = CallAsync(Request("cond", 3, 2, 2, 7), &context);
+  auto request = queue_.WaitForRequest(0);
+  ASSERT_NE(request, nullptr);
+  request->AddQueueWait(0.25);
+  request->AddCompute(0.5);
+  FinishImage(*request, 0, 1);
+  FinishImage(*request, 1, 2);
+  ASSERT_TRUE(call.get().first.ok());
+  EXPECT_EQ(Call(Request("cond", 99, 1, 1, 1)).error_code(), StatusCode::INVALID_ARGUMENT);
+  grpc::ClientContext list_context;
+  v1::ListModelsResponse list;
+  ASSERT_TRUE(stub_->ListModels(&list_context, v1::ListModelsRequest(), &list).ok());
+
+  const std::vector<nlohmann::json> lines = Lines(3);
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0]["protocol"], "grpc");
+  EXPECT_EQ(lines[0]["method"], "/tcm.v1.TcmService/Generate");
+  EXPECT_EQ(lines[0]["model"], "cond");
+  EXPECT_EQ(lines[0]["steps"], 2);
+  EXPECT_EQ(lines[0]["images"], 2);
+  EXPECT_EQ(lines[0]["status"], "OK");
+  EXPECT_DOUBLE_EQ(lines[0]["queue_seconds"].get<double>(), 0.25);
+  EXPECT_DOUBLE_EQ(lines[0]["compute_seconds"].get<double>(), 0.5);
+  EXPECT_GE(lines[0]["total_seconds"].get<double>(), 0);
+  EXPECT_EQ(lines[1]["method"], "/tcm.v1.TcmService/Generate");
+  EXPECT_EQ(lines[1]["status"], "INVALID_ARGUMENT");
+  EXPECT_EQ(lines[1]["model"], "");  // refused before it was queued
+  EXPECT_EQ(lines[1]["images"], 0);
+  EXPECT_EQ(lines[2]["method"], "/tcm.v1.TcmService/ListModels");
+  EXPECT_EQ(lines[2]["status"], "OK");
+}
+
+TEST_F(TcmServiceAccessLogTest, ACancelledStreamWritesItsLineWithCancelled) {
+  grpc::ClientContext context;
+  auto reader = stub_->GenerateStream(&context, Request("cond", 1, 2, 3, 1));
+  auto request = queue_.WaitForRequest(0);
+  ASSERT_NE(request, nullptr);
+  context.TryCancel();
+  const absl::Status abandoned = testing::WaitUntilAbandoned(*request);
+  request->Fail(abandoned);
+  EXPECT_EQ(reader->Finish().error_code(), StatusCode::CANCELLED);
+  const std::vector<nlohmann::json> lines = Lines(1);
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0]["method"], "/tcm.v1.TcmService/GenerateStream");
+  EXPECT_EQ(lines[0]["status"], "CANCELLED");
+  EXPECT_EQ(lines[0]["model"], "cond");
+  EXPECT_EQ(lines[0]["images"], 3);
 }
 
 }  // namespace

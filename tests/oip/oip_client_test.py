@@ -46,11 +46,13 @@ def compile_protos(proto_dir, out_dir):
 class Server:
     """tcm-server on free ports; the port is read from its 'serving' line."""
 
-    def __init__(self, binary, models, log_path):
+    def __init__(self, binary, models, log_path, access_log):
         self.log_path = log_path
+        self.access_log = access_log
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(
-            [binary, "--model_repository", models, "--port", "0", "--metrics_port", "0", "--http_port", "0"],
+            [binary, "--model_repository", models, "--port", "0", "--metrics_port", "0", "--http_port", "0",
+             "--access_log", access_log],
             stdout=self.log, stderr=subprocess.STDOUT)
         self.port = None
         self.http_port = None
@@ -122,7 +124,8 @@ def decode_png(data):
 def setUpModule():
     global SERVER, SERVER_DIR
     SERVER_DIR = tempfile.mkdtemp()
-    SERVER = Server(ARGS.server, ARGS.models, os.path.join(SERVER_DIR, "server.log"))
+    SERVER = Server(ARGS.server, ARGS.models, os.path.join(SERVER_DIR, "server.log"),
+                    os.path.join(SERVER_DIR, "access.log"))
 
 
 def tearDownModule():
@@ -393,6 +396,63 @@ class RestTest(ServerTest):
         except OSError:
             self.skipTest("no IPv6 loopback on this host")
         self.assertEqual(self.http("GET", "/v2/health/live", host="[::1]")[:2], (200, {"live": True}))
+
+
+class AccessLogTest(ServerTest):
+    """--access_log: one JSON line per call, gRPC and HTTP alike."""
+
+    KEYS = {"time", "peer", "protocol", "method", "model", "steps", "images", "status", "queue_seconds",
+            "compute_seconds", "total_seconds"}
+
+    def wait_for_line(self, **fields):
+        """The first line whose values include `fields`; every line read must be complete JSON with every key."""
+        deadline = time.monotonic() + 60  # HTTP lines are written once the response is out
+        while True:
+            with open(SERVER.access_log) as f:
+                lines = [json.loads(line) for line in f]
+            for line in lines:
+                self.assertTrue(self.KEYS <= set(line), line)
+            found = [line for line in lines if all(line.get(k) == v for k, v in fields.items())]
+            if found or time.monotonic() > deadline:
+                self.assertTrue(found, f"no line with {fields} in:\n" + "\n".join(map(json.dumps, lines)))
+                return found[0]
+            time.sleep(0.05)
+
+    def test_grpc_and_http_calls_each_write_a_line(self):
+        generate_raw(self.channel, "fashion-mnist-tcm", 4, 2, 11, 7)
+        line = self.wait_for_line(method="/tcm.v1.TcmService/Generate", images=7)
+        self.assertEqual((line["protocol"], line["model"], line["steps"], line["status"]),
+                         ("grpc", "fashion-mnist-tcm", 2, "OK"))
+        self.assertRegex(line["peer"], r"^ipv4:127\.0\.0\.1:\d+$")
+        self.assertRegex(line["time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+        self.assertGreater(line["compute_seconds"], 0)
+        self.assertGreaterEqual(line["total_seconds"], line["compute_seconds"])
+
+        body = json.dumps({"inputs": [{"name": "class_label", "datatype": "INT64", "shape": [6],
+                                       "data": [1, 2, 3, 4, 5, 6]}]}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{SERVER.http_port}/v2/models/fashion-mnist-ct/infer",
+                                         data=body, method="POST")
+        with urllib.request.urlopen(request, timeout=300) as response:
+            self.assertEqual(response.status, 200)
+        line = self.wait_for_line(path="/v2/models/fashion-mnist-ct/infer", images=6)
+        self.assertEqual((line["protocol"], line["method"], line["model"], line["steps"], line["status"]),
+                         ("http", "POST", "fashion-mnist-ct", 1, "200"))
+        self.assertGreater(line["compute_seconds"], 0)
+
+        with self.assertRaises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{SERVER.http_port}/v2/models/no-such-model", timeout=60)
+        self.assertEqual(refused.exception.code, 404)
+        line = self.wait_for_line(path="/v2/models/no-such-model")
+        self.assertEqual((line["status"], line["model"], line["images"]), ("404", "", 0))
+
+        rpc = self.channel.unary_unary("/inference.GRPCInferenceService/ModelInfer",
+                                       request_serializer=lambda m: m.SerializeToString(),
+                                       response_deserializer=PB.ModelInferResponse.FromString)
+        with self.assertRaises(grpc.RpcError) as error:
+            rpc(PB.ModelInferRequest(model_name="no-such-model"), timeout=60)
+        self.assertEqual(error.exception.code(), grpc.StatusCode.NOT_FOUND)
+        line = self.wait_for_line(method="/inference.GRPCInferenceService/ModelInfer", status="NOT_FOUND")
+        self.assertEqual((line["protocol"], line["images"]), ("grpc", 0))
 
 
 def main():
