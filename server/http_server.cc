@@ -25,11 +25,14 @@ struct PendingRequest {
   HttpRequest request;
   absl::Time received;
   int status = 0;  // of the response queued; 0 = none
+  // A streamed body, released when the request completes, before the
+  // completion hook runs (libmicrohttpd frees its response only after).
+  std::unique_ptr<HttpBodyStream> stream;
 };
 
 // A streamed body between libmicrohttpd's reads: the piece not yet sent.
 struct StreamReader {
-  std::unique_ptr<HttpBodyStream> stream;
+  HttpBodyStream* stream;  // owned by the PendingRequest
   std::string piece;
   size_t sent = 0;
 };
@@ -56,7 +59,8 @@ void FreeStream(void* cls) { delete static_cast<StreamReader*>(cls); }
 MHD_Result Send(MHD_Connection* connection, PendingRequest* pending, HttpResponse response) {
   MHD_Response* r = nullptr;
   if (response.stream != nullptr) {
-    auto* reader = new StreamReader{std::move(response.stream), {}, 0};
+    pending->stream = std::move(response.stream);
+    auto* reader = new StreamReader{pending->stream.get(), {}, 0};
     r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64 << 10, &ReadStream, reader, &FreeStream);
     if (r == nullptr) delete reader;
   } else {
@@ -168,8 +172,10 @@ struct HttpServerCallbacks {
   static void OnCompleted(void* cls, MHD_Connection*, void** state_slot, MHD_RequestTerminationCode) {
     std::unique_ptr<PendingRequest> state(static_cast<PendingRequest*>(*state_slot));
     *state_slot = nullptr;
+    if (state == nullptr) return;
+    state->stream.reset();  // a call still producing it is cancelled and ends first
     const HttpServer& server = *static_cast<const HttpServer*>(cls);
-    if (state == nullptr || !server.options_.on_complete) return;
+    if (!server.options_.on_complete) return;
     try {
       server.options_.on_complete(state->request, state->status, state->received);
     } catch (...) {  // nothing may cross into libmicrohttpd's C code

@@ -11,8 +11,11 @@
 #include "absl/time/clock.h"
 #include "common/image_grid.h"
 #include "common/png_encoder.h"
+#include "google/protobuf/util/json_util.h"
+#include "server/image_line_stream.h"
 #include "server/inference_mapping.h"
 #include "server/metrics_endpoint.h"
+#include "server/playground.h"
 #include "server/request_validation.h"
 #include "server/rest_json.h"
 
@@ -88,9 +91,18 @@ HttpResponse RestService::Handle(const HttpRequest& request) {
   auto wrong_method = [&](const char* allowed) {
     return JsonError(405, absl::StrCat(request.path, " answers ", allowed, " only, got ", request.method));
   };
-  if (parts.size() == 5 && parts[0].empty() && parts[1] == "v1" && parts[2] == "models" && parts[4] == "generate") {
+  if (request.path == "/") {
     if (!get) return wrong_method("GET");
-    return GeneratePng(request, parts[3]);
+    return HttpResponse{200, "text/html; charset=utf-8", std::string(PlaygroundHtml())};
+  }
+  if (request.path == "/v1/models") {
+    if (!get) return wrong_method("GET");
+    return Json(ModelListJson());
+  }
+  if (parts.size() == 5 && parts[0].empty() && parts[1] == "v1" && parts[2] == "models" &&
+      (parts[4] == "generate" || parts[4] == "stream")) {
+    if (!get) return wrong_method("GET");
+    return parts[4] == "generate" ? GeneratePng(request, parts[3]) : GenerateLines(request, parts[3]);
   }
   if (parts.size() < 2 || parts[0] != "" || parts[1] != "v2")
     return JsonError(404, absl::StrCat("no endpoint ", request.path, " (the Open Inference Protocol's are under /v2)"));
@@ -159,31 +171,62 @@ HttpResponse RestService::Infer(const HttpRequest& http, const std::string& mode
   return Json(InferResponseToJson(*response));
 }
 
-HttpResponse RestService::GeneratePng(const HttpRequest& http, const std::string& model) {
-  const absl::Time start = absl::Now();
+std::string RestService::ModelListJson() const {
+  v1::ListModelsResponse list = ModelList(front_.models(), front_.default_model());
+  std::string json;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  options.always_print_primitive_fields = true;
+  if (!google::protobuf::util::MessageToJsonString(list, &json, options).ok()) return "{\"models\": []}";
+  // ListModels' fields, and the most images one call may ask for.
+  json.pop_back();  // the closing brace
+  return absl::StrCat(json, ",\"max_images_per_request\":", front_.limits().max_images_per_request, "}");
+}
+
+absl::StatusOr<GenerationSpec> RestService::SpecFromQuery(const HttpRequest& http, const std::string& model,
+                                                          v1::ImageFormat format, bool stream) {
   const std::map<std::string, std::string>& query = http.query;
+  const char* known = stream ? "class, steps, seed, num, preview" : "class, steps, seed, num";
   for (const auto& [name, value] : query)
-    if (name != "class" && name != "steps" && name != "seed" && name != "num")
-      return JsonError(400, absl::StrCat("query '", name, "': unknown (known: class, steps, seed, num)"));
+    if (name != "class" && name != "steps" && name != "seed" && name != "num" && !(stream && name == "preview"))
+      return absl::InvalidArgumentError(absl::StrCat("query '", name, "': unknown (known: ", known, ")"));
   v1::GenerateRequest request;
   request.set_model(model);
-  request.set_format(v1::IMAGE_FORMAT_RAW);
+  request.set_format(format);
   absl::StatusOr<int64_t> label = QueryInteger(query, "class", INT64_MIN, INT64_MAX, -1);
   absl::StatusOr<int64_t> steps = QueryInteger(query, "steps", 0, 2, 0);
   absl::StatusOr<int64_t> num = QueryInteger(query, "num", 1, UINT32_MAX, 1);
   absl::StatusOr<int64_t> seed = QueryInteger(query, "seed", 0, INT64_MAX, -1);
-  for (const auto* value : {&label, &steps, &num, &seed})
-    if (!value->ok()) return Error(value->status());
+  absl::StatusOr<int64_t> preview = QueryInteger(query, "preview", 0, 1, 0);
+  for (const auto* value : {&label, &steps, &num, &seed, &preview})
+    if (!value->ok()) return value->status();
   if (query.count("class")) request.set_class_label(*label);
   if (query.count("seed")) request.set_seed(static_cast<uint64_t>(*seed));
   request.set_steps(static_cast<uint32_t>(*steps));
   request.set_num_images(static_cast<uint32_t>(*num));
+  request.set_preview(*preview == 1);
   absl::StatusOr<GenerationSpec> spec =
       ValidateRequest(request, front_.models(), front_.default_model(), front_.limits(), front_.FreshSeed());
-  if (!spec.ok()) {
-    front_.CountRejected(model, static_cast<unsigned>(*steps), spec.status());
-    return Error(spec.status());
-  }
+  if (!spec.ok()) front_.CountRejected(model, static_cast<unsigned>(*steps), spec.status());
+  return spec;
+}
+
+HttpResponse RestService::GenerateLines(const HttpRequest& http, const std::string& model) {
+  const absl::Time start = absl::Now();
+  absl::StatusOr<GenerationSpec> spec = SpecFromQuery(http, model, v1::IMAGE_FORMAT_PNG, /*stream=*/true);
+  if (!spec.ok()) return Error(spec.status());
+  auto channel = std::make_shared<ImageLineChannel>();
+  front_.Start(*std::move(spec), new ImageLineSink(channel), start, absl::InfiniteFuture(), &http);
+  if (absl::Status refused; channel->EndedWithoutImages(&refused) && !refused.ok()) return Error(refused);
+  HttpResponse response{200, "application/x-ndjson", ""};
+  response.stream = std::make_unique<ImageLineBody>(std::move(channel));
+  return response;
+}
+
+HttpResponse RestService::GeneratePng(const HttpRequest& http, const std::string& model) {
+  const absl::Time start = absl::Now();
+  absl::StatusOr<GenerationSpec> spec = SpecFromQuery(http, model, v1::IMAGE_FORMAT_RAW, /*stream=*/false);
+  if (!spec.ok()) return Error(spec.status());
   CallOutcome done = RunToEnd(front_, *std::move(spec), start, http);
   if (!done.status.ok()) return Error(done.status);
   std::sort(done.images.begin(), done.images.end(),

@@ -7,6 +7,10 @@
 //   GET  /v1/models/{m}/generate?class=3&steps=2&seed=7&num=4: image/png, for
 //        people and pages (num above 1: one grid PNG); tcm.v1's rules, and the
 //        pixels of tcm.v1 Generate for the same fields
+//   GET  /v1/models/{m}/stream?...&preview=1: the same call's images as JSON
+//        lines, each as soon as it exists (image_line_stream.h)
+//   GET  /v1/models: tcm.v1 ListModels as JSON, and max_images_per_request
+//   GET  /: the playground page (playground.h)
 // Infer translates its JSON to the gRPC message (rest_json.h) and submits it
 // through a GenerationFront to the same queue as the gRPC front ends, so it
 // gives the same pixels. Errors are {"error": "..."}: 400 bad request, 404
@@ -43,6 +47,12 @@ class RestService {
  private:
   HttpResponse Infer(const HttpRequest& request, const std::string& model, const std::string& version);
   HttpResponse GeneratePng(const HttpRequest& request, const std::string& model);
+  HttpResponse GenerateLines(const HttpRequest& request, const std::string& model);
+  // The call a /v1/models/{m}/generate or /stream query asks for, validated by
+  // tcm.v1's rules (a refusal is counted); `stream` also takes `preview`.
+  absl::StatusOr<GenerationSpec> SpecFromQuery(const HttpRequest& request, const std::string& model,
+                                               v1::ImageFormat format, bool stream);
+  std::string ModelListJson() const;
 
   GenerationFront front_;
   const Readiness ready_;

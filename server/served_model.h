@@ -8,6 +8,7 @@
 
 #include "server/batcher.h"
 #include "tcm/v1/model_config.pb.h"
+#include "tcm/v1/tcm_service.pb.h"
 
 namespace tcm {
 
@@ -33,6 +34,9 @@ struct ServedModel {
 // batcher's `queue` for it (merged with the flags: see MergeQueueOptions).
 ServedModel DescribeModel(const std::string& name, const v1::ModelConfig& config,
                           const std::vector<std::string>& labels, const Batcher::ModelQueueOptions& queue);
+
+// tcm.v1 ListModels' answer for `models`, of which `default_model` (an index) is the default.
+v1::ListModelsResponse ModelList(const std::vector<ServedModel>& models, int default_model);
 
 }  // namespace tcm
 

@@ -168,25 +168,8 @@ class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse
 
 TcmServiceImpl::TcmServiceImpl(const Options& options, std::vector<ServedModel> models, GenerationQueue* queue,
                                ServerMetrics* metrics)
-    : front_(options, std::move(models), queue, metrics) {
-  for (size_t i = 0; i < front_.models().size(); ++i) {
-    const ServedModel& m = front_.models()[i];
-    v1::ModelInfo* info = model_list_.add_models();
-    info->set_name(m.name);
-    info->set_architecture(m.architecture);
-    info->set_resolution(m.resolution);
-    info->set_channels(m.channels);
-    info->set_num_classes(m.num_classes);
-    for (const auto& label : m.class_names) info->add_class_names(label);
-    info->set_default_steps(m.default_steps);
-    info->set_mid_t(static_cast<float>(m.mid_t));
-    info->set_t_max(static_cast<float>(m.t_max));
-    info->set_is_default(static_cast<int>(i) == options.default_model);
-    info->set_precision(m.precision);
-    info->set_priority_levels(m.priority_levels);
-    info->set_default_priority_level(m.default_priority_level);
-  }
-}
+    : front_(options, std::move(models), queue, metrics),
+      model_list_(ModelList(front_.models(), options.default_model)) {}
 
 absl::Status TcmServiceImpl::Start(grpc::CallbackServerContext* context, const v1::GenerateRequest& request,
                                    ResponseSink* sink) {

@@ -11,10 +11,10 @@ Usage: oip_client_test.py --server BIN --models DIR --proto_dir DIR
 """
 
 import argparse
+import base64
 import importlib
 import json
 import os
-import re
 import shutil
 import socket
 import struct
@@ -23,11 +23,13 @@ import sys
 import tempfile
 import time
 import unittest
-import zlib
 import urllib.error
 import urllib.request
 
 import grpc
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
+from tcm_server import Server, decode_png  # noqa: E402
 
 ARGS = None
 PB = None  # inference messages (grpc_predict_v2_pb2)
@@ -43,89 +45,16 @@ def compile_protos(proto_dir, out_dir):
             importlib.import_module("tcm.v1.tcm_service_pb2"))
 
 
-class Server:
-    """tcm-server on free ports; the port is read from its 'serving' line."""
-
-    def __init__(self, binary, models, log_path, access_log):
-        self.log_path = log_path
-        self.access_log = access_log
-        self.log = open(log_path, "w")
-        self.proc = subprocess.Popen(
-            [binary, "--model_repository", models, "--port", "0", "--metrics_port", "0", "--http_port", "0",
-             "--access_log", access_log],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        self.port = None
-        self.http_port = None
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and self.proc.poll() is None:
-            with open(log_path) as f:
-                match = re.search(r"serving .* on port (\d+) .* http on port (\d+)", f.read())
-            if match:
-                self.port = int(match.group(1))
-                self.http_port = int(match.group(2))
-                return
-            time.sleep(0.1)
-        self.stop()
-        with open(log_path) as f:
-            raise RuntimeError("tcm-server did not start:\n" + f.read())
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-
 SERVER = None
 SERVER_DIR = None
-
-
-def decode_png(data):
-    """(width, height, channels, pixels) of an 8-bit grey or RGB PNG, unfiltered here."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", data[:8]
-    pos, idat, header = 8, b"", None
-    while pos < len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
-        body = data[pos + 8:pos + 8 + length]
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat += body
-        pos += 12 + length
-    width, height, depth, color = header[:4]
-    assert depth == 8 and color in (0, 2), header
-    channels = 1 if color == 0 else 3
-    raw, stride, out = zlib.decompress(idat), width * channels, bytearray()
-    previous = bytearray(stride)
-    for y in range(height):
-        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
-        for x in range(stride):
-            a = line[x - channels] if x >= channels else 0
-            b, c = previous[x], previous[x - channels] if x >= channels else 0
-            if kind == 1:
-                line[x] = (line[x] + a) & 255
-            elif kind == 2:
-                line[x] = (line[x] + b) & 255
-            elif kind == 3:
-                line[x] = (line[x] + (a + b) // 2) & 255
-            elif kind == 4:
-                p = a + b - c
-                pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-                line[x] = (line[x] + (a if pa <= pb and pa <= pc else b if pb <= pc else c)) & 255
-        out += line
-        previous = line
-    return width, height, channels, bytes(out)
 
 
 def setUpModule():
     global SERVER, SERVER_DIR
     SERVER_DIR = tempfile.mkdtemp()
     SERVER = Server(ARGS.server, ARGS.models, os.path.join(SERVER_DIR, "server.log"),
-                    os.path.join(SERVER_DIR, "access.log"))
+                    ["--access_log", os.path.join(SERVER_DIR, "access.log")])
+    SERVER.access_log = os.path.join(SERVER_DIR, "access.log")
 
 
 def tearDownModule():
@@ -382,6 +311,40 @@ class RestTest(ServerTest):
                 self.assertEqual(status, 400)
                 self.assertIn(named, error["error"])
         self.assertEqual(self.http("GET", "/v1/models/nope/generate")[0], 404)
+
+    def test_stream_sends_previews_then_finals_with_tcm_v1_pixels(self):
+        status, _, kind = self.http_bytes("/v1/models/fashion-mnist-tcm/stream?class=4&steps=2&seed=21&num=3&preview=1")
+        self.assertEqual((status, kind), (200, "application/x-ndjson"))
+        lines = [json.loads(line) for line in self.last_body.decode().splitlines()]
+        self.assertEqual(lines[-1], {"end": True, "status": "OK", "model": "fashion-mnist-tcm", "steps": 2,
+                                     "seed": "21"})
+        images = lines[:-1]
+        self.assertEqual(sorted((line["index"], line["preview"]) for line in images),
+                         [(i, p) for i in range(3) for p in (False, True)])
+        finals, previews = generate_raw(self.channel, "fashion-mnist-tcm", 4, 2, 21, 3), \
+            generate_raw(self.channel, "fashion-mnist-tcm", 4, 1, 21, 3)
+        for position, line in enumerate(images):
+            i = line["index"]
+            self.assertEqual(line["class"], 4)
+            if line["preview"]:  # the first step's result, before that image's final one
+                self.assertIn({"index": i, "preview": False}, [{"index": later["index"], "preview": later["preview"]}
+                                                               for later in images[position + 1:]])
+            expected = (previews if line["preview"] else finals)[i * 1024:(i + 1) * 1024]
+            self.assertEqual(decode_png(base64.b64decode(line["png"])), (32, 32, 1, expected), line["index"])
+        for query, named in (("preview=2", "preview"), ("class=10", "class_label"), ("size=3", "size")):
+            with self.subTest(query=query):
+                status, error, _ = self.http("GET", f"/v1/models/fashion-mnist-tcm/stream?{query}")
+                self.assertEqual(status, 400)
+                self.assertIn(named, error["error"])
+
+    def test_model_list_names_every_model_with_its_classes(self):
+        status, listing, _ = self.http("GET", "/v1/models")
+        self.assertEqual(status, 200)
+        self.assertEqual([m["name"] for m in listing["models"]], ["fashion-mnist-ct", "fashion-mnist-tcm"])
+        self.assertEqual(listing["models"][1]["class_names"][3], "Dress")
+        self.assertEqual(listing["models"][1]["num_classes"], 10)
+        self.assertEqual(listing["max_images_per_request"], 64)
+        self.assertEqual(sum(m["is_default"] for m in listing["models"]), 1)
 
     def http_bytes(self, path):
         """(status, None, content type) of a GET; the body is kept in self.last_body."""
