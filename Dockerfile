@@ -32,7 +32,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
       libtorch1.13 libopenblas0-pthread \
       libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 \
-      libprometheus-cpp-core1.0 libpng16-16 libmicrohttpd12 \
+      libprometheus-cpp-core1.0 libpng16-16 libmicrohttpd12 libgnutls30 \
  && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 tcm \
  && useradd --system --uid 10001 --gid tcm --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin tcm

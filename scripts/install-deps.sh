@@ -11,7 +11,7 @@ PACKAGES=(
   libtorch-dev libopenblas0-pthread python3-torch python3-numpy
   python3-matplotlib python3-scipy python3-requests
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
-  prometheus-cpp-dev nlohmann-json3-dev libpng-dev libmicrohttpd-dev
+  prometheus-cpp-dev nlohmann-json3-dev libpng-dev libmicrohttpd-dev libgnutls28-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
 )

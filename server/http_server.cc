@@ -1,6 +1,7 @@
 #include "server/http_server.h"
 
 #include <arpa/inet.h>
+#include <gnutls/gnutls.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -13,6 +14,7 @@
 #include <exception>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -111,6 +113,17 @@ bool HostHasIpv6() {
   return true;
 }
 
+// Whether the TLS connection's peer presented a certificate that the
+// listener's client CA signed (libmicrohttpd asks for one but leaves the
+// verdict to the application).
+bool PresentedTrustedCertificate(MHD_Connection* connection) {
+  const MHD_ConnectionInfo* info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+  if (info == nullptr || info->tls_session == nullptr) return false;
+  unsigned int verdict = 0;
+  const auto session = static_cast<gnutls_session_t>(info->tls_session);
+  return gnutls_certificate_verify_peers2(session, &verdict) == GNUTLS_E_SUCCESS && verdict == 0;
+}
+
 HttpResponse TooLarge(size_t limit) {
   return JsonError(413, absl::StrCat("the request body is over the limit of ", limit, " bytes"));
 }
@@ -141,6 +154,9 @@ struct HttpServerCallbacks {
       state->request.peer = PeerOf(connection);
       state->request.method = method;
       state->request.path = url;
+      if (!server.options_.tls_client_ca_pem.empty() && !PresentedTrustedCertificate(connection))
+        return Send(connection, state,
+                    JsonError(403, "a client certificate signed by the server's --tls_client_ca is required"));
       const char* length = MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
       if (length != nullptr && std::strtoull(length, nullptr, 10) > server.options_.max_body_bytes)
         return Send(connection, state, TooLarge(server.options_.max_body_bytes));  // refused before it is read
@@ -207,18 +223,28 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const Options& opt
                                                    "' is not an IPv4 or IPv6 address (for example 0.0.0.0, ::, "
                                                    "127.0.0.1 or ::1; empty = every address)"));
   }
-  auto start = [&](unsigned f) {
-    return MHD_start_daemon(f, static_cast<uint16_t>(options.port), nullptr, nullptr, &HttpServerCallbacks::OnRequest,
-                            server.get(), MHD_OPTION_NOTIFY_COMPLETED, &HttpServerCallbacks::OnCompleted, server.get(),
-                            MHD_OPTION_CONNECTION_TIMEOUT, options.idle_timeout_seconds, MHD_OPTION_CONNECTION_LIMIT,
-                            options.max_connections, MHD_OPTION_THREAD_STACK_SIZE, size_t{0}, MHD_OPTION_SOCK_ADDR,
-                            address, MHD_OPTION_END);
-  };
-  server->daemon_ = start(flags);
+  const bool tls = !options.tls_cert_pem.empty();
+  if (tls != !options.tls_key_pem.empty() || (!tls && !options.tls_client_ca_pem.empty()))
+    return absl::InvalidArgumentError(absl::StrCat(options.flag_name, ": TLS needs a certificate and its key"));
+  std::vector<MHD_OptionItem> tls_options;
+  if (tls) {
+    flags |= MHD_USE_TLS;
+    tls_options.push_back({MHD_OPTION_HTTPS_MEM_CERT, 0, const_cast<char*>(options.tls_cert_pem.c_str())});
+    tls_options.push_back({MHD_OPTION_HTTPS_MEM_KEY, 0, const_cast<char*>(options.tls_key_pem.c_str())});
+    if (!options.tls_client_ca_pem.empty())
+      tls_options.push_back({MHD_OPTION_HTTPS_MEM_TRUST, 0, const_cast<char*>(options.tls_client_ca_pem.c_str())});
+  }
+  tls_options.push_back({MHD_OPTION_END, 0, nullptr});
+  server->daemon_ = MHD_start_daemon(
+      flags, static_cast<uint16_t>(options.port), nullptr, nullptr, &HttpServerCallbacks::OnRequest, server.get(),
+      MHD_OPTION_NOTIFY_COMPLETED, &HttpServerCallbacks::OnCompleted, server.get(), MHD_OPTION_CONNECTION_TIMEOUT,
+      options.idle_timeout_seconds, MHD_OPTION_CONNECTION_LIMIT, options.max_connections, MHD_OPTION_THREAD_STACK_SIZE,
+      size_t{0}, MHD_OPTION_SOCK_ADDR, address, MHD_OPTION_ARRAY, tls_options.data(), MHD_OPTION_END);
   if (server->daemon_ == nullptr)
-    return absl::UnavailableError(absl::StrCat(options.flag_name, " ", options.port, ": cannot listen on ",
-                                               options.address.empty() ? "every address" : options.address,
-                                               " (in use, or not an address of this host)"));
+    return absl::UnavailableError(absl::StrCat(
+        options.flag_name, " ", options.port, ": cannot listen on ",
+        options.address.empty() ? "every address" : options.address, " (in use, or not an address of this host",
+        tls ? "; or --tls_cert and --tls_key are not a PEM certificate and its private key)" : ")"));
   const MHD_DaemonInfo* info = MHD_get_daemon_info(server->daemon_, MHD_DAEMON_INFO_LISTEN_FD);
   sockaddr_storage bound{};
   socklen_t length = sizeof(bound);

@@ -67,6 +67,10 @@ class HttpServer {
     unsigned max_connections = 1024;
     std::string flag_name = "--http_port";  // names the listener in errors
     CompletionHook on_complete;             // may be empty
+    // TLS (PEM texts): with a certificate and its key the listener speaks
+    // HTTPS only; with a client CA too, a request whose connection did not
+    // present a certificate that CA signed is answered 403.
+    std::string tls_cert_pem, tls_key_pem, tls_client_ca_pem;
   };
 
   static absl::StatusOr<std::unique_ptr<HttpServer>> Start(const Options& options, Handler handler);

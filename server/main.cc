@@ -64,8 +64,8 @@ int Run(const ServerOptions& o) {
   }
   auto default_model = DefaultModelIndex(names, o.default_model);
   if (!default_model.ok()) return Fail(default_model.status());
-  auto credentials = ServerCredentials(o.tls_cert, o.tls_key, o.tls_client_ca);
-  if (!credentials.ok()) return Fail(credentials.status());
+  auto tls = ReadTlsFlags(o.tls_cert, o.tls_key, o.tls_client_ca);
+  if (!tls.ok()) return Fail(tls.status());
   auto access_log = AccessLog::Open(o.access_log);  // null: none
   if (!access_log.ok()) return Fail(access_log.status());
   // Metrics first, so that start-up is observable.
@@ -91,7 +91,7 @@ int Run(const ServerOptions& o) {
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int bound_port = 0;
-  ConfigureGrpcListener(o, *credentials, access_log->get(), &bound_port, &builder);
+  ConfigureGrpcListener(o, GrpcServerCredentials(*tls), access_log->get(), &bound_port, &builder);
   builder.RegisterService(&service);
   builder.RegisterService(&inference);
   builder.RegisterService(&health);
@@ -101,8 +101,8 @@ int Run(const ServerOptions& o) {
   absl::StatusOr<std::unique_ptr<HttpServer>> http{nullptr};  // after warm-up: REST calls wait with no deadline
   absl::Status started = (*pool)->WarmUp(o.warmup_batch_size);
   if (started.ok())
-    http =
-        HttpServer::Start(RestListener(o, access_log->get()), [&rest](const HttpRequest& r) { return rest.Handle(r); });
+    http = HttpServer::Start(RestListener(o, *tls, access_log->get()),
+                             [&rest](const HttpRequest& r) { return rest.Handle(r); });
   if (started.ok()) started = http.status();
   if (!started.ok()) {
     health.Shutdown();  // so that an open Watch stream cannot hold the server's shutdown

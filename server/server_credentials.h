@@ -1,4 +1,4 @@
-// gRPC server credentials from tcm-server's TLS flags: plaintext when none is
+// TLS from tcm-server's flags, for both listeners: plaintext when none is
 // given, TLS with --tls_cert and --tls_key, mutual TLS with --tls_client_ca
 // too. A half-given pair is an error naming the flags, never plaintext.
 #ifndef TCM_SERVER_SERVER_CREDENTIALS_H_
@@ -13,10 +13,18 @@
 
 namespace tcm {
 
-// The arguments are PEM file paths (empty = not given).
-absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(const std::string& cert,
-                                                                           const std::string& key,
-                                                                           const std::string& client_ca);
+// The PEM texts of the TLS flags; all empty = plaintext.
+struct TlsPem {
+  std::string cert, key;  // both or neither
+  std::string client_ca;  // set: clients must present a certificate it signed
+  bool enabled() const { return !cert.empty(); }
+};
+
+// Reads the TLS flags' files; the arguments are PEM file paths (empty = not given).
+absl::StatusOr<TlsPem> ReadTlsFlags(const std::string& cert, const std::string& key, const std::string& client_ca);
+
+// The gRPC listener's credentials for `tls`.
+std::shared_ptr<grpc::ServerCredentials> GrpcServerCredentials(const TlsPem& tls);
 
 }  // namespace tcm
 

@@ -66,11 +66,14 @@ std::string GrpcListenAddress(const ServerOptions& o) {
   return absl::StrCat(o.grpc_address, ":", o.port);
 }
 
-HttpServer::Options RestListener(const ServerOptions& o, AccessLog* access_log) {
+HttpServer::Options RestListener(const ServerOptions& o, const TlsPem& tls, AccessLog* access_log) {
   HttpServer::Options listener;
   listener.address = o.http_address;
   listener.port = o.http_port;
   listener.flag_name = "--http_port";  // the default body limit: an infer request is small
+  listener.tls_cert_pem = tls.cert;
+  listener.tls_key_pem = tls.key;
+  listener.tls_client_ca_pem = tls.client_ca;
   if (access_log != nullptr) listener.on_complete = HttpAccessLogger(access_log);
   return listener;
 }

@@ -16,6 +16,7 @@
 #include "server/access_log.h"
 #include "server/batcher.h"
 #include "server/http_server.h"
+#include "server/server_credentials.h"
 #include "tcm/v1/model_config.pb.h"
 
 namespace tcm {
@@ -60,7 +61,8 @@ std::string GrpcListenAddress(const ServerOptions& options);
 // The HTTP listeners on --http_address: --metrics_port and --http_port (port
 // -1: not started), writing to `access_log` (nullptr = none).
 HttpServer::Options MetricsListener(const ServerOptions& options, AccessLog* access_log);
-HttpServer::Options RestListener(const ServerOptions& options, AccessLog* access_log);
+// --http_port speaks TLS with `tls` where it is enabled (the server's certificate flags).
+HttpServer::Options RestListener(const ServerOptions& options, const TlsPem& tls, AccessLog* access_log);
 
 // The first numeric setting outside its range, as "--NAME: must be ...";
 // also --device, --precision and the listening addresses.

@@ -17,4 +17,5 @@ start_server() {
   line="$(grep "serving" "$TMP/server.log")" || { echo "server did not start:"; cat "$TMP/server.log"; exit 1; }
   GRPC_PORT="$(sed -E 's/.* on port ([0-9]+) .*/\1/' <<< "$line")"
   METRICS_PORT="$(sed -E 's/.*metrics on port ([0-9]+).*/\1/' <<< "$line")"
+  HTTP_PORT="$(sed -E 's/.*http on port ([0-9]+).*/\1/' <<< "$line")"
 }

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# TLS and mutual TLS: a server with --tls_cert/--tls_key/--tls_client_ca
-# answers a client that presents a certificate from the CA, and refuses a
-# client without one and a plaintext client; a server with --tls_cert/--tls_key
-# only answers any client that trusts its CA and refuses plaintext and
-# clients that do not trust it.
+# TLS and mutual TLS, on the gRPC port (tcm-client) and the HTTP port (curl):
+# a server with --tls_cert/--tls_key/--tls_client_ca answers a client that
+# presents a certificate from the CA, and refuses a client without one and a
+# plaintext client; a server with --tls_cert/--tls_key only answers any client
+# that trusts its CA and refuses plaintext and clients that do not trust it.
 set -uo pipefail
 server="$1"; client="$2"; convert="$3"; fixtures="$4"
 source "$(dirname "$0")/server_lib.sh"
@@ -42,6 +42,21 @@ ls imgs/*.png > /dev/null 2>&1 || { echo "FAIL: no image written over TLS"; fail
 refused "a client without a certificate" "" --server "127.0.0.1:$port" --tls_ca ca.pem
 refused "a plaintext client" "" --server "127.0.0.1:$port"
 
+# https_status WANT DESCRIPTION curl-args... URL: the HTTPS listener's answer.
+https_status() {
+  local want="$1" what="$2" got
+  shift 2
+  got="$(curl -s -o https-body -w '%{http_code}' --max-time 30 "$@")"
+  [[ "$got" == "$want" ]] || { echo "FAIL: $what: HTTP status $got, want $want ($(cat https-body 2> /dev/null))"; fail=1; }
+}
+https="https://127.0.0.1:$HTTP_PORT"
+https_status 200 "HTTPS with a client certificate" --cacert ca.pem --cert client.pem --key client.key \
+  "$https/v2/health/ready"
+grep -q '"ready": true' https-body || { echo "FAIL: HTTPS readiness body: $(cat https-body)"; fail=1; }
+https_status 403 "HTTPS without a client certificate" --cacert ca.pem "$https/v2/health/ready"
+grep -q "tls_client_ca" https-body || { echo "FAIL: the 403 does not say why: $(cat https-body)"; fail=1; }
+https_status 000 "plain HTTP on the TLS port" "http://127.0.0.1:$HTTP_PORT/v2/health/ready"
+
 # Server-side TLS only: any client that trusts the server's CA is served.
 kill -9 "$SERVER_PID"; wait "$SERVER_PID" 2> /dev/null
 start_server "$server" repo --metrics_port -1 --tls_cert server.pem --tls_key server.key
@@ -50,6 +65,12 @@ out="$("$client" --server "127.0.0.1:$port" --tls_ca ca.pem --out tls-imgs 2>&1)
   || { echo "FAIL: a TLS client was refused: $out"; fail=1; }
 ls tls-imgs/*.png > /dev/null 2>&1 || { echo "FAIL: no image written over server-side TLS"; fail=1; }
 refused "a plaintext client of a TLS server" "" --server "127.0.0.1:$port"
+https="https://127.0.0.1:$HTTP_PORT"
+https_status 200 "an HTTPS client that trusts the server's CA" --cacert ca.pem \
+  "$https/v1/models/uncond/generate?steps=1&seed=3"
+[[ "$(head -c 8 https-body | od -An -c | tr -d ' ')" == "211PNG\r\n032\n" ]] \
+  || { echo "FAIL: HTTPS generate did not answer a PNG"; fail=1; }
+https_status 000 "an HTTPS client that does not trust the server's certificate" "$https/v2/health/live"
 refused "a client that does not trust the server's certificate" "certificate verify failed" \
   --server "127.0.0.1:$port" --tls_ca client.pem
 
