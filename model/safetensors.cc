@@ -56,8 +56,20 @@ constexpr DTypeInfo kDTypes[] = {
     {DType::kF32, "F32", 4},   {DType::kF64, "F64", 8},
 };
 
+// The error for file `source`: one line, whatever names the file holds (a
+// tensor or metadata name may carry any character, "\n" among them), so
+// control characters are written as \xNN.
 absl::Status Invalid(const std::string& source, absl::string_view what) {
-  return absl::InvalidArgumentError(absl::StrCat(source, ": ", what));
+  std::string line = absl::StrCat(source, ": ");
+  for (char c : what) {
+    const unsigned char byte = static_cast<unsigned char>(c);
+    if (byte < 0x20 || byte == 0x7f) {
+      absl::StrAppend(&line, "\\x", absl::Hex(byte, absl::kZeroPad2));
+    } else {
+      line += c;
+    }
+  }
+  return absl::InvalidArgumentError(line);
 }
 
 absl::StatusOr<TensorEntry> ParseEntry(const std::string& source, const std::string& name, const nlohmann::json& spec,

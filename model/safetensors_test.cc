@@ -86,6 +86,12 @@ TEST(SafetensorsTest, UnknownDtypeNamesTensorAndKnownTypes) {
                    "tensor 'w': unknown dtype 'F128' (known: BOOL");
 }
 
+TEST(SafetensorsTest, ControlCharactersInNamesStayOnOneLine) {
+  // Found by fuzz_safetensors: a name with an escaped newline put a second line into the error.
+  ExpectParseError(Header(R"({"a\nb\u0007": {"dtype": "Q8", "shape": [1], "data_offsets": [0, 1]}})") + "x",
+                   "tensor 'a\\x0ab\\x07': unknown dtype 'Q8'");
+}
+
 TEST(SafetensorsTest, OffsetsOutOfRange) {
   ExpectParseError(Header(R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})") + std::string(8, 0),
                    "tensor 'w': data_offsets [0, 16] out of range (data section is 8 bytes)");
