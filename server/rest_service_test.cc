@@ -1,0 +1,160 @@
+// RestService's generation endpoints without sockets and without LibTorch:
+// the test calls Handle as a connection thread would and plays the workers
+// of a fake GenerationQueue.
+#include "server/rest_service.h"
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "server/fake_generation_queue.h"
+#include "server/metrics.h"
+
+namespace tcm {
+namespace {
+
+constexpr int kSide = 2, kChannels = 1;
+
+class RestServiceTest : public ::testing::Test {
+ protected:
+  RestServiceTest() {
+    ServedModel cond;
+    cond.name = "cond";
+    cond.num_classes = 10;
+    cond.default_steps = 1;
+    cond.resolution = kSide;
+    cond.channels = kChannels;
+    cond.class_names = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"};
+    models_ = {cond};
+    metrics_ = std::make_unique<ServerMetrics>(models_);
+    GenerationFront::Options options;
+    rest_ = std::make_unique<RestService>(
+        options, models_, &queue_, metrics_.get(), [](const std::string&) { return true; }, nullptr);
+  }
+
+  HttpResponse Get(const std::string& path, std::map<std::string, std::string> query = {}) {
+    request_.method = "GET";
+    request_.path = path;
+    request_.query = std::move(query);
+    return rest_->Handle(request_);
+  }
+
+  // Every line of a streamed body, parsed, to its end.
+  static std::vector<nlohmann::json> ReadLines(HttpBodyStream& stream) {
+    std::vector<nlohmann::json> lines;
+    for (std::string piece; stream.Next(&piece); piece.clear()) {
+      EXPECT_TRUE(absl::EndsWith(piece, "\n")) << piece;
+      lines.push_back(nlohmann::json::parse(piece));
+    }
+    return lines;
+  }
+
+  static void FinishImage(RequestState& request, unsigned index, uint8_t value) {
+    const std::vector<uint8_t> pixels(kSide * kSide * kChannels, value);
+    request.ImageDone(index, pixels.data(), kSide, kSide, kChannels);
+  }
+
+  std::vector<ServedModel> models_;
+  testing::FakeGenerationQueue queue_;
+  std::unique_ptr<ServerMetrics> metrics_;
+  std::unique_ptr<RestService> rest_;
+  HttpRequest request_;
+};
+
+TEST_F(RestServiceTest, AStreamSendsEachImageAsALineThenTheEnd) {
+  HttpResponse response = Get("/v1/models/cond/stream", {{"class", "3"}, {"seed", "9"}, {"num", "2"}});
+  ASSERT_EQ(response.status, 200) << response.body;
+  EXPECT_EQ(response.content_type, "application/x-ndjson");
+  ASSERT_NE(response.stream, nullptr);
+  auto request = queue_.WaitForRequest(0);
+  ASSERT_NE(request, nullptr);
+  EXPECT_EQ(request->spec().format, v1::IMAGE_FORMAT_PNG);
+  EXPECT_EQ(request->spec().class_labels, (std::vector<int64_t>{3, 3}));
+  std::thread workers([&] {
+    FinishImage(*request, 1, 10);
+    FinishImage(*request, 0, 20);
+  });
+  const std::vector<nlohmann::json> lines = ReadLines(*response.stream);
+  workers.join();
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(lines[0]["index"], 1);  // completion order
+  EXPECT_EQ(lines[1]["index"], 0);
+  for (int i : {0, 1}) {
+    EXPECT_EQ(lines[i]["class"], 3);
+    EXPECT_EQ(lines[i]["preview"], false);
+    std::string png;
+    ASSERT_TRUE(absl::Base64Unescape(lines[i]["png"].get<std::string>(), &png));
+    EXPECT_EQ(png.substr(0, 8), "\x89PNG\r\n\x1a\n");
+  }
+  EXPECT_EQ(lines[2], nlohmann::json::parse(R"({"end": true, "status": "OK", "model": "cond", "steps": 1,
+                                                "seed": "9"})"));
+}
+
+TEST_F(RestServiceTest, AStreamWhoseCallerLeftCancelsItsCallAndWaitsForItsEnd) {
+  HttpResponse response = Get("/v1/models/cond/stream", {{"class", "1"}, {"num", "2"}});
+  ASSERT_NE(response.stream, nullptr);
+  auto request = queue_.WaitForRequest(0);
+  ASSERT_NE(request, nullptr);
+  FinishImage(*request, 0, 1);
+  std::string first;
+  ASSERT_TRUE(response.stream->Next(&first));
+  // The connection lets go of the body: the call is cancelled, and the body
+  // is not gone until the call has ended (so the call never outlives its request).
+  std::atomic<bool> released{false};
+  std::thread connection([&] {
+    response.stream.reset();
+    released = true;
+  });
+  const absl::Status abandoned = testing::WaitUntilAbandoned(*request);
+  EXPECT_EQ(abandoned.code(), absl::StatusCode::kCancelled) << abandoned;
+  EXPECT_FALSE(released.load());
+  request->Fail(abandoned);
+  connection.join();
+  EXPECT_TRUE(released.load());
+}
+
+TEST_F(RestServiceTest, AStreamRefusedByTheQueueIsAnErrorNotAStream) {
+  queue_.RefuseWith(absl::ResourceExhaustedError("queue full"));
+  HttpResponse response = Get("/v1/models/cond/stream", {{"class", "1"}});
+  EXPECT_EQ(response.status, 429);
+  EXPECT_EQ(response.stream, nullptr);
+  EXPECT_EQ(response.body, R"({"error": "queue full"})");
+}
+
+TEST_F(RestServiceTest, BadQueriesNameTheField) {
+  HttpResponse preview = Get("/v1/models/cond/stream", {{"preview", "yes"}});
+  EXPECT_EQ(preview.status, 400);
+  EXPECT_TRUE(absl::StrContains(preview.body, "query 'preview': must be an integer in [0, 1]")) << preview.body;
+  HttpResponse unknown = Get("/v1/models/cond/generate", {{"preview", "1"}});
+  EXPECT_EQ(unknown.status, 400);
+  EXPECT_TRUE(absl::StrContains(unknown.body, "query 'preview': unknown (known: class, steps, seed, num)"))
+      << unknown.body;
+  EXPECT_EQ(Get("/v1/models/nope/stream").status, 404);
+  EXPECT_EQ(queue_.submitted(), 0u);
+}
+
+TEST_F(RestServiceTest, ThePageAndTheModelListAreServed) {
+  HttpResponse page = Get("/");
+  EXPECT_EQ(page.status, 200);
+  EXPECT_EQ(page.content_type, "text/html; charset=utf-8");
+  EXPECT_TRUE(absl::StartsWith(page.body, "<!doctype html>")) << page.body.substr(0, 40);
+  EXPECT_TRUE(absl::StrContains(page.body, "/v1/models/"));
+  HttpResponse list = Get("/v1/models");
+  ASSERT_EQ(list.status, 200);
+  const nlohmann::json json = nlohmann::json::parse(list.body);
+  EXPECT_EQ(json["models"][0]["name"], "cond");
+  EXPECT_EQ(json["models"][0]["class_names"][3], "three");
+  EXPECT_EQ(json["models"][0]["is_default"], true);
+  EXPECT_EQ(json["max_images_per_request"], 64);
+  request_.method = "POST";
+  EXPECT_EQ(rest_->Handle(request_).status, 405);
+}
+
+}  // namespace
+}  // namespace tcm
