@@ -4,6 +4,7 @@
 #include <gnutls/gnutls.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -113,6 +114,17 @@ bool HostHasIpv6() {
   return true;
 }
 
+// A check of whether the caller closed its side of `connection`'s socket: a
+// hang-up or an orderly shutdown of its writing side (POLLRDHUP).
+std::function<bool()> CallerGoneCheck(MHD_Connection* connection) {
+  const MHD_ConnectionInfo* info = MHD_get_connection_info(connection, MHD_CONNECTION_INFO_CONNECTION_FD);
+  if (info == nullptr) return nullptr;
+  return [fd = info->connect_fd] {
+    pollfd p{fd, POLLRDHUP, 0};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+  };
+}
+
 // Whether the TLS connection's peer presented a certificate that the
 // listener's client CA signed (libmicrohttpd asks for one but leaves the
 // verdict to the application).
@@ -154,6 +166,7 @@ struct HttpServerCallbacks {
       state->request.peer = PeerOf(connection);
       state->request.method = method;
       state->request.path = url;
+      state->request.caller_gone = CallerGoneCheck(connection);
       if (!server.options_.tls_client_ca_pem.empty() && !PresentedTrustedCertificate(connection))
         return Send(connection, state,
                     JsonError(403, "a client certificate signed by the server's --tls_client_ca is required"));

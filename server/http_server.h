@@ -31,6 +31,10 @@ struct HttpRequest {
   std::string path;                          // without the query
   std::map<std::string, std::string> query;  // decoded ?name=value pairs
   std::string body;
+  // True once the caller has closed its side of the connection (it can no
+  // longer read the answer); a handler that waits long asks it now and then.
+  // Empty: not known.
+  std::function<bool()> caller_gone;
 };
 
 // A response body produced while it is sent (chunked): Next is called on the

@@ -326,6 +326,24 @@ TEST(HttpServerTest, AStreamIsReleasedWhenItsCallerGoesAway) {
   EXPECT_TRUE(Eventually([&] { return destroyed.load(); }));
 }
 
+TEST(HttpServerTest, AHandlerSeesItsCallerGoneOnceTheConnectionCloses) {
+  std::atomic<bool> waiting{false}, saw_gone{false};
+  auto server = StartOrDie({"127.0.0.1"}, [&](const HttpRequest& request) {
+    EXPECT_TRUE(request.caller_gone);
+    EXPECT_FALSE(request.caller_gone());  // the caller is still there
+    waiting = true;
+    saw_gone = Eventually([&] { return request.caller_gone(); });
+    return HttpResponse{200, "text/plain", "too late"};
+  });
+  ASSERT_NE(server, nullptr);
+  const int fd = Connect("127.0.0.1", server->port());
+  ASSERT_GE(fd, 0);
+  ASSERT_TRUE(SendAll(fd, Get("/slow")));
+  ASSERT_TRUE(Eventually([&] { return waiting.load(); }));
+  close(fd);
+  EXPECT_TRUE(Eventually([&] { return saw_gone.load(); }));
+}
+
 TEST(HttpServerTest, TheCompletionHookSeesEveryRequestWithItsStatusAndPeer) {
   struct Seen {
     std::string peer, method, path;

@@ -223,6 +223,8 @@ int HttpStatusOf(absl::StatusCode code) {
       return 503;
     case absl::StatusCode::kDeadlineExceeded:
       return 504;
+    case absl::StatusCode::kCancelled:
+      return 499;  // the caller closed its connection first (nginx's code; nobody reads it but the access log)
     default:
       return 500;
   }

@@ -32,7 +32,8 @@ std::string ModelMetadataToJson(const inference::ModelMetadataResponse& metadata
 std::string ServerMetadataToJson(const inference::ServerMetadataResponse& metadata);
 
 // The HTTP status for a call's status: 400 bad request, 404 unknown model, 429
-// queue full, 503 draining, 504 deadline, 500 otherwise.
+// queue full, 499 cancelled (the caller left), 503 draining, 504 deadline,
+// 500 otherwise.
 int HttpStatusOf(absl::StatusCode code);
 
 }  // namespace tcm

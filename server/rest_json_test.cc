@@ -95,6 +95,7 @@ TEST(RestJsonTest, StatusCodesMapToHttp) {
   EXPECT_EQ(HttpStatusOf(absl::StatusCode::kOk), 200);
   EXPECT_EQ(HttpStatusOf(absl::StatusCode::kInvalidArgument), 400);
   EXPECT_EQ(HttpStatusOf(absl::StatusCode::kNotFound), 404);
+  EXPECT_EQ(HttpStatusOf(absl::StatusCode::kCancelled), 499);
   EXPECT_EQ(HttpStatusOf(absl::StatusCode::kResourceExhausted), 429);
   EXPECT_EQ(HttpStatusOf(absl::StatusCode::kUnavailable), 503);
   EXPECT_EQ(HttpStatusOf(absl::StatusCode::kDeadlineExceeded), 504);

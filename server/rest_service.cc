@@ -1,6 +1,7 @@
 #include "server/rest_service.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <future>
 #include <utility>
@@ -34,8 +35,13 @@ struct CallOutcome {
 class BlockingSink : public ResponseSink {
  public:
   std::future<CallOutcome> outcome() { return promise_.get_future(); }
+  // The call once accepted (for cancelling it); may outlive the sink.
+  std::shared_ptr<std::weak_ptr<RequestState>> call() const { return call_; }
 
-  void OnAccepted(const std::shared_ptr<RequestState>& state) override { outcome_.spec = state->spec(); }
+  void OnAccepted(const std::shared_ptr<RequestState>& state) override {
+    outcome_.spec = state->spec();
+    *call_ = state;  // before the call is queued: no other thread knows the sink yet
+  }
   bool DeliversEachImage() const override { return false; }
   void OnImage(v1::Image image) override { outcome_.images.push_back(std::move(image)); }
   void OnFinish(const absl::Status& status, const v1::Timings&) override {
@@ -47,6 +53,7 @@ class BlockingSink : public ResponseSink {
  private:
   CallOutcome outcome_;
   std::promise<CallOutcome> promise_;
+  const std::shared_ptr<std::weak_ptr<RequestState>> call_ = std::make_shared<std::weak_ptr<RequestState>>();
 };
 
 HttpResponse Json(std::string body) { return HttpResponse{200, "application/json", std::move(body)}; }
@@ -56,11 +63,20 @@ HttpResponse Error(const absl::Status& status) {
 }
 
 // Runs the validated call `spec` through `front` to its end, on the calling thread.
-// The access log knows the call as `request`.
+// The access log knows the call as `request`. A caller that closes its
+// connection meanwhile cancels the call (noticed within 50 ms), as a
+// cancelled gRPC call is: its queued images are dropped, not computed.
 CallOutcome RunToEnd(GenerationFront& front, GenerationSpec spec, absl::Time start, const HttpRequest& request) {
   auto* sink = new BlockingSink();  // deletes itself when the call ends
   std::future<CallOutcome> outcome = sink->outcome();
+  const std::shared_ptr<std::weak_ptr<RequestState>> call = sink->call();
   front.Start(std::move(spec), sink, start, absl::InfiniteFuture(), &request);
+  bool cancelled = false;
+  while (outcome.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
+    if (cancelled || !request.caller_gone || !request.caller_gone()) continue;
+    if (std::shared_ptr<RequestState> state = call->lock()) state->Cancel();
+    cancelled = true;
+  }
   return outcome.get();
 }
 

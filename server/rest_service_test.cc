@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <future>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -117,6 +119,32 @@ TEST_F(RestServiceTest, AStreamWhoseCallerLeftCancelsItsCallAndWaitsForItsEnd) {
   request->Fail(abandoned);
   connection.join();
   EXPECT_TRUE(released.load());
+}
+
+TEST_F(RestServiceTest, ACallerThatClosesItsConnectionCancelsItsCall) {
+  std::atomic<bool> gone{false};
+  request_.caller_gone = [&gone] { return gone.load(); };
+  for (const std::string path : {"/v1/models/cond/generate", "/v2/models/cond/infer"}) {
+    SCOPED_TRACE(path);
+    const size_t n = queue_.submitted();
+    gone = false;
+    std::future<HttpResponse> answer = std::async(std::launch::async, [&] {
+      request_.method = path == "/v2/models/cond/infer" ? "POST" : "GET";
+      request_.path = path;
+      request_.query = {};
+      if (request_.method == "GET") request_.query = {{"class", "2"}, {"num", "2"}};
+      request_.body = R"({"inputs": [{"name": "class_label", "datatype": "INT64", "shape": [2], "data": [2, 2]}]})";
+      return rest_->Handle(request_);
+    });
+    auto request = queue_.WaitForRequest(n);
+    ASSERT_NE(request, nullptr);
+    EXPECT_TRUE(request->Abandoned(absl::Now()).ok());  // still wanted while the caller is there
+    gone = true;
+    const absl::Status abandoned = testing::WaitUntilAbandoned(*request);
+    EXPECT_EQ(abandoned.code(), absl::StatusCode::kCancelled) << abandoned;
+    request->Fail(abandoned);  // as the batcher does with a cancelled call's images
+    EXPECT_EQ(answer.get().status, 499);
+  }
 }
 
 TEST_F(RestServiceTest, AStreamRefusedByTheQueueIsAnErrorNotAStream) {
