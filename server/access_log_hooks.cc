@@ -1,5 +1,6 @@
 #include "server/access_log_hooks.h"
 
+#include <mutex>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -23,23 +24,29 @@ class AccessLogInterceptor : public grpc::experimental::Interceptor {
   }
 
   ~AccessLogInterceptor() override {
+    std::lock_guard<std::mutex> lock(mu_);
     if (!written_) {
       record_.status = "CANCELLED";
       Write();
     }
   }
 
+  // Hooks of one call may run at once on different threads (a cancellation
+  // arriving while the status is sent), so the record is kept under mu_.
   void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
-    if (record_.peer.empty() && info_->server_context() != nullptr) record_.peer = info_->server_context()->peer();
-    if (!written_ && methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
-      record_.status = StatusCodeName(static_cast<absl::StatusCode>(methods->GetSendStatus().error_code()));
-      Write();
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (record_.peer.empty() && info_->server_context() != nullptr) record_.peer = info_->server_context()->peer();
+      if (!written_ && methods->QueryInterceptionHookPoint(InterceptionHookPoints::PRE_SEND_STATUS)) {
+        record_.status = StatusCodeName(static_cast<absl::StatusCode>(methods->GetSendStatus().error_code()));
+        Write();
+      }
     }
     methods->Proceed();
   }
 
  private:
-  void Write() {
+  void Write() {  // under mu_
     written_ = true;
     if (auto summary = log_->Take(AccessLogKey(info_->server_context()))) record_.generation = *std::move(summary);
     record_.total_seconds = absl::ToDoubleSeconds(absl::Now() - record_.time);
@@ -48,6 +55,7 @@ class AccessLogInterceptor : public grpc::experimental::Interceptor {
 
   grpc::experimental::ServerRpcInfo* const info_;
   AccessLog* const log_;
+  std::mutex mu_;
   AccessRecord record_;
   bool written_ = false;
 };

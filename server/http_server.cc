@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <microhttpd.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -72,6 +73,7 @@ MHD_Result Send(MHD_Connection* connection, PendingRequest* pending, HttpRespons
   }
   if (r == nullptr) return MHD_NO;
   MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, response.content_type.c_str());
+  for (const auto& [name, value] : response.headers) MHD_add_response_header(r, name.c_str(), value.c_str());
   const MHD_Result queued = MHD_queue_response(connection, static_cast<unsigned>(response.status), r);
   MHD_destroy_response(r);
   if (queued == MHD_YES) pending->status = response.status;
@@ -133,7 +135,10 @@ bool PresentedTrustedCertificate(MHD_Connection* connection) {
   if (info == nullptr || info->tls_session == nullptr) return false;
   unsigned int verdict = 0;
   const auto session = static_cast<gnutls_session_t>(info->tls_session);
-  return gnutls_certificate_verify_peers2(session, &verdict) == GNUTLS_E_SUCCESS && verdict == 0;
+  // A client certificate: one whose extended key usage (where it states one) allows TLS clients.
+  gnutls_typed_vdata_st purpose{GNUTLS_DT_KEY_PURPOSE_OID,
+                                reinterpret_cast<unsigned char*>(const_cast<char*>(GNUTLS_KP_TLS_WWW_CLIENT)), 0};
+  return gnutls_certificate_verify_peers(session, &purpose, 1, &verdict) == GNUTLS_E_SUCCESS && verdict == 0;
 }
 
 HttpResponse TooLarge(size_t limit) {
@@ -242,10 +247,12 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const Options& opt
   std::vector<MHD_OptionItem> tls_options;
   if (tls) {
     flags |= MHD_USE_TLS;
-    tls_options.push_back({MHD_OPTION_HTTPS_MEM_CERT, 0, const_cast<char*>(options.tls_cert_pem.c_str())});
-    tls_options.push_back({MHD_OPTION_HTTPS_MEM_KEY, 0, const_cast<char*>(options.tls_key_pem.c_str())});
-    if (!options.tls_client_ca_pem.empty())
-      tls_options.push_back({MHD_OPTION_HTTPS_MEM_TRUST, 0, const_cast<char*>(options.tls_client_ca_pem.c_str())});
+    // Pointers into the server's own copy of the options, which lives as long as the daemon.
+    const Options& kept = server->options_;
+    tls_options.push_back({MHD_OPTION_HTTPS_MEM_CERT, 0, const_cast<char*>(kept.tls_cert_pem.c_str())});
+    tls_options.push_back({MHD_OPTION_HTTPS_MEM_KEY, 0, const_cast<char*>(kept.tls_key_pem.c_str())});
+    if (!kept.tls_client_ca_pem.empty())
+      tls_options.push_back({MHD_OPTION_HTTPS_MEM_TRUST, 0, const_cast<char*>(kept.tls_client_ca_pem.c_str())});
   }
   tls_options.push_back({MHD_OPTION_END, 0, nullptr});
   server->daemon_ = MHD_start_daemon(

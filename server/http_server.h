@@ -17,6 +17,8 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -51,7 +53,8 @@ struct HttpResponse {
   int status = 200;
   std::string content_type = "text/plain; charset=utf-8";
   std::string body;
-  std::unique_ptr<HttpBodyStream> stream;  // when set, the body instead of `body`
+  std::unique_ptr<HttpBodyStream> stream;                    // when set, the body instead of `body`
+  std::vector<std::pair<std::string, std::string>> headers;  // besides Content-Type
 };
 
 class HttpServer {

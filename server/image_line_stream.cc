@@ -5,6 +5,7 @@
 
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "server/status_util.h"
 
 namespace tcm {
@@ -17,14 +18,35 @@ std::string JsonString(const std::string& text) {
 
 }  // namespace
 
-bool ImageLineChannel::Next(std::string* line) {
+ImageLineChannel::Wait ImageLineChannel::Next(std::string* line, absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
-  mu_.Await(absl::Condition(
-      +[](ImageLineChannel* c) ABSL_NO_THREAD_SAFETY_ANALYSIS { return !c->lines_.empty() || c->ended_; }, this));
-  if (lines_.empty()) return false;
+  mu_.AwaitWithTimeout(
+      absl::Condition(
+          +[](ImageLineChannel* c) ABSL_NO_THREAD_SAFETY_ANALYSIS { return !c->lines_.empty() || c->ended_; }, this),
+      timeout);
+  if (lines_.empty()) return ended_ ? Wait::kEnd : Wait::kNothingYet;
   *line = std::move(lines_.front());
   lines_.pop_front();
-  return true;
+  return Wait::kLine;
+}
+
+bool ImageLineBody::Next(std::string* piece) {
+  const absl::Time quiet_until = absl::Now() + heartbeat_;
+  while (true) {
+    switch (channel_->Next(piece, absl::Milliseconds(50))) {
+      case ImageLineChannel::Wait::kLine:
+        return true;
+      case ImageLineChannel::Wait::kEnd:
+        return false;
+      case ImageLineChannel::Wait::kNothingYet:
+        break;
+    }
+    if (caller_gone_ && caller_gone_()) return false;  // the destructor cancels the call
+    if (absl::Now() >= quiet_until) {
+      *piece = "\n";
+      return true;
+    }
+  }
 }
 
 void ImageLineChannel::CancelAndWait() {

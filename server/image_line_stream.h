@@ -6,17 +6,19 @@
 // ("class" -1: an unconditional model)
 //   {"end": true, "status": "OK", "model": "...", "steps": 2, "seed": "7"}
 // The last line ends every body; a failed call's has the status code's name
-// and "error". The seed is a string, as proto3's JSON writes 64-bit integers
+// and "error". Empty lines (heartbeats) may come between. The seed is a string, as proto3's JSON writes 64-bit integers
 // (exact in JavaScript). The images come in completion order. Torch-free.
 #ifndef TCM_SERVER_IMAGE_LINE_STREAM_H_
 #define TCM_SERVER_IMAGE_LINE_STREAM_H_
 
 #include <deque>
+#include <functional>
 #include <memory>
 #include <string>
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "server/http_server.h"
 #include "server/request_state.h"
 
@@ -25,8 +27,9 @@ namespace tcm {
 // The lines between the call (ImageLineSink) and the connection (ImageLineBody).
 class ImageLineChannel {
  public:
-  // Blocks until a line or the end; false at the end.
-  bool Next(std::string* line);
+  enum class Wait { kLine, kEnd, kNothingYet };
+  // Waits up to `timeout` for the next line (kLine, in `line`) or the end.
+  Wait Next(std::string* line, absl::Duration timeout);
   // Asks the call to stop (its caller went away) and waits for its end.
   void CancelAndWait();
   // True, with the call's status, when the call has ended without an image
@@ -64,17 +67,24 @@ class ImageLineSink : public ResponseSink {
   uint64_t seed_ = 0;
 };
 
-// The connection's side: the body of the response. Destroyed before the
-// call has ended (the caller went away), it cancels the call and waits for
-// its end, so that the call never outlives its HTTP request.
+// The connection's side: the body of the response. While it waits for a
+// line it looks every 50 ms whether the caller is gone (`caller_gone`, may be
+// empty), and then ends the body; after `heartbeat` without a line it sends
+// an empty line, which readers skip, so that no proxy or idle timeout takes
+// a slow call for a dead one. Destroyed before the call has ended, it cancels
+// the call and waits for its end, so that the call never outlives its request.
 class ImageLineBody : public HttpBodyStream {
  public:
-  explicit ImageLineBody(std::shared_ptr<ImageLineChannel> channel) : channel_(std::move(channel)) {}
+  ImageLineBody(std::shared_ptr<ImageLineChannel> channel, std::function<bool()> caller_gone,
+                absl::Duration heartbeat = absl::Seconds(10))
+      : channel_(std::move(channel)), caller_gone_(std::move(caller_gone)), heartbeat_(heartbeat) {}
   ~ImageLineBody() override { channel_->CancelAndWait(); }
-  bool Next(std::string* piece) override { return channel_->Next(piece); }
+  bool Next(std::string* piece) override;
 
  private:
   const std::shared_ptr<ImageLineChannel> channel_;
+  const std::function<bool()> caller_gone_;
+  const absl::Duration heartbeat_;
 };
 
 }  // namespace tcm

@@ -3,8 +3,6 @@
 // grpc.health.v1, reflection), the protocol's REST form over HTTP, and Prometheus metrics.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
-#include <pthread.h>
-#include <signal.h>
 
 #include <cstdio>
 #include <thread>
@@ -27,6 +25,7 @@
 #include "server/rest_service.h"
 #include "server/server_credentials.h"
 #include "server/server_flags.h"
+#include "server/stop_signals.h"
 #include "server/tcm_service.h"
 #include "server/worker_pool.h"
 
@@ -41,12 +40,7 @@ int Fail(const absl::Status& status) {
 int Run(const ServerOptions& o) {
   if (absl::Status checked = CheckServerOptions(o); !checked.ok()) return Fail(checked);
   KeepFreedMemoryForReuse();
-  // SIGTERM / SIGINT are taken by sigwait below, in no other thread.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  const sigset_t stop_signals = BlockStopSignals();  // before any thread starts
 
   auto models = ReadModelRepository(o.model_repository);
   if (!models.ok()) return Fail(models.status());
@@ -115,10 +109,11 @@ int Run(const ServerOptions& o) {
               models->size(), bound_port, names[*default_model].c_str(), *metrics_http ? (*metrics_http)->port() : 0,
               *http ? (*http)->port() : 0);
   std::printf("  try: build/bin/tcm-client --server localhost:%d --steps 2 --num 4\n", bound_port);
+  if (*http)
+    std::printf("  or open http%s://localhost:%d/ (the playground)\n", tls->enabled() ? "s" : "", (*http)->port());
   std::fflush(stdout);
 
-  int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
+  const int signal_number = WaitForStopSignal(stop_signals);
   std::printf("tcm-server: signal %d: draining (up to %.0f s)\n", signal_number, o.drain_timeout);
   std::fflush(stdout);
   health.SetServing(false);

@@ -235,7 +235,8 @@ HttpResponse RestService::GenerateLines(const HttpRequest& http, const std::stri
   front_.Start(*std::move(spec), new ImageLineSink(channel), start, absl::InfiniteFuture(), &http);
   if (absl::Status refused; channel->EndedWithoutImages(&refused) && !refused.ok()) return Error(refused);
   HttpResponse response{200, "application/x-ndjson", ""};
-  response.stream = std::make_unique<ImageLineBody>(std::move(channel));
+  response.stream = std::make_unique<ImageLineBody>(std::move(channel), http.caller_gone);
+  response.headers = {{"Cache-Control", "no-cache"}, {"X-Accel-Buffering", "no"}};  // no proxy holds lines back
   return response;
 }
 

@@ -16,6 +16,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "server/fake_generation_queue.h"
+#include "server/image_line_stream.h"
 #include "server/metrics.h"
 
 namespace tcm {
@@ -52,6 +53,7 @@ class RestServiceTest : public ::testing::Test {
     std::vector<nlohmann::json> lines;
     for (std::string piece; stream.Next(&piece); piece.clear()) {
       EXPECT_TRUE(absl::EndsWith(piece, "\n")) << piece;
+      if (piece == "\n") continue;  // a heartbeat
       lines.push_back(nlohmann::json::parse(piece));
     }
     return lines;
@@ -147,6 +149,46 @@ TEST_F(RestServiceTest, ACallerThatClosesItsConnectionCancelsItsCall) {
   }
 }
 
+TEST_F(RestServiceTest, AStreamEndsOnceItsCallerIsGoneAndCancelsItsCall) {
+  std::atomic<bool> gone{false};
+  request_.caller_gone = [&gone] { return gone.load(); };
+  HttpResponse response = Get("/v1/models/cond/stream", {{"class", "1"}, {"num", "2"}});
+  ASSERT_NE(response.stream, nullptr);
+  EXPECT_EQ(response.headers, (std::vector<std::pair<std::string, std::string>>{{"Cache-Control", "no-cache"},
+                                                                                {"X-Accel-Buffering", "no"}}));
+  auto request = queue_.WaitForRequest(0);
+  ASSERT_NE(request, nullptr);
+  gone = true;
+  std::string piece;
+  EXPECT_FALSE(response.stream->Next(&piece));  // no image came, and nobody would read it
+  std::thread connection([&] { response.stream.reset(); });
+  const absl::Status abandoned = testing::WaitUntilAbandoned(*request);
+  EXPECT_EQ(abandoned.code(), absl::StatusCode::kCancelled) << abandoned;
+  request->Fail(abandoned);
+  connection.join();
+}
+
+TEST(ImageLineBodyTest, AQuietCallSendsEmptyLinesUntilItsNextLine) {
+  auto channel = std::make_shared<ImageLineChannel>();
+  auto* sink = new ImageLineSink(channel);  // deletes itself at OnFinish
+  ImageLineBody body(channel, nullptr, /*heartbeat=*/absl::ZeroDuration());
+  std::string piece;
+  ASSERT_TRUE(body.Next(&piece));
+  EXPECT_EQ(piece, "\n");
+  v1::Image image;
+  image.set_index(4);
+  image.set_class_label(7);
+  image.set_data("png bytes");
+  sink->OnImage(image);
+  ASSERT_TRUE(body.Next(&piece));
+  EXPECT_EQ(nlohmann::json::parse(piece)["index"], 4);
+  sink->OnFinish(absl::DeadlineExceededError("too late"), v1::Timings());
+  ASSERT_TRUE(body.Next(&piece));
+  EXPECT_EQ(nlohmann::json::parse(piece),
+            nlohmann::json::parse(R"({"end": true, "status": "DEADLINE_EXCEEDED", "error": "too late"})"));
+  EXPECT_FALSE(body.Next(&piece));
+}
+
 TEST_F(RestServiceTest, AStreamRefusedByTheQueueIsAnErrorNotAStream) {
   queue_.RefuseWith(absl::ResourceExhaustedError("queue full"));
   HttpResponse response = Get("/v1/models/cond/stream", {{"class", "1"}});
@@ -172,7 +214,7 @@ TEST_F(RestServiceTest, ThePageAndTheModelListAreServed) {
   EXPECT_EQ(page.status, 200);
   EXPECT_EQ(page.content_type, "text/html; charset=utf-8");
   EXPECT_TRUE(absl::StartsWith(page.body, "<!doctype html>")) << page.body.substr(0, 40);
-  EXPECT_TRUE(absl::StrContains(page.body, "/v1/models/"));
+  EXPECT_TRUE(absl::StrContains(page.body, "fetch(`v1/models/"));
   HttpResponse list = Get("/v1/models");
   ASSERT_EQ(list.status, 200);
   const nlohmann::json json = nlohmann::json::parse(list.body);
