@@ -136,7 +136,7 @@ bool WriteFile(const std::filesystem::path& path, const std::string& data) {
 absl::StatusOr<std::string> Grid(const v1::GenerateResponse& response, int* width, int* height, int* channels) {
   const auto& first = response.images(0);
   const int n = response.images_size(), w = first.width(), h = first.height(), c = first.channels();
-  const int cols = static_cast<int>(std::ceil(std::sqrt(static_cast<double>(n))));
+  const int cols = SquareGridColumns(n);
   const int rows = (n + cols - 1) / cols;
   constexpr uint64_t kMaxSide = 1 << 16;
   if (uint64_t{1} * cols * w > kMaxSide || uint64_t{1} * rows * h > kMaxSide)

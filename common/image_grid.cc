@@ -18,4 +18,10 @@ std::string TileImages(const std::vector<const uint8_t*>& images, int width, int
   return grid;
 }
 
+int SquareGridColumns(int n) {
+  int columns = 1;
+  while (columns * columns < n) ++columns;
+  return columns;
+}
+
 }  // namespace tcm

@@ -13,6 +13,9 @@ namespace tcm {
 // black. The grid is columns*width wide and ceil(n/columns)*height tall.
 std::string TileImages(const std::vector<const uint8_t*>& images, int width, int height, int channels, int columns);
 
+// The columns of a near-square grid of `n` images: ceil(sqrt(n)), 1 for n <= 1.
+int SquareGridColumns(int n);
+
 }  // namespace tcm
 
 #endif  // TCM_COMMON_IMAGE_GRID_H_

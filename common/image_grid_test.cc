@@ -21,6 +21,13 @@ TEST(ImageGridTest, KeepsRowsAndChannelsOfEachImage) {
   EXPECT_EQ(grid, std::string("\x01\x01\x01\x03\x03\x03\x02\x02\x02\x04\x04\x04", 12));
 }
 
+TEST(ImageGridTest, SquareGridColumnsIsTheCeilingOfTheSquareRoot) {
+  const int expected[] = {1, 1, 2, 2, 2, 3, 3, 3, 3, 3, 4};  // n = 0..10
+  for (int n = 0; n <= 10; ++n) EXPECT_EQ(SquareGridColumns(n), expected[n]) << n;
+  EXPECT_EQ(SquareGridColumns(64), 8);
+  EXPECT_EQ(SquareGridColumns(65), 9);
+}
+
 TEST(SplitMixTest, MatchesTheReferenceSequence) {
   // The first outputs of SplitMix64 seeded with 0 (state advanced by the gamma each step).
   EXPECT_EQ(SplitMix64(0), 0xe220a8397b1dcdafULL);

@@ -6,37 +6,18 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "server/http_server.h"
 
 namespace tcm {
-namespace {
-
-// `text` as a JSON string: quotes, backslashes, control characters and bytes
-// above 0x7f (peers and paths come from callers) escaped.
-std::string Quoted(const std::string& text) {
-  std::string out = "\"";
-  for (char c : text) {
-    const unsigned char byte = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (byte < 0x20 || byte >= 0x80) {
-      out += absl::StrFormat("\\u%04x", byte);
-    } else {
-      out += c;
-    }
-  }
-  return out + "\"";
-}
-
-}  // namespace
 
 std::string AccessLogLine(const AccessRecord& r) {
-  std::string line = absl::StrCat(
-      "{\"time\": ", Quoted(absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", r.time, absl::UTCTimeZone())),
-      ", \"peer\": ", Quoted(r.peer), ", \"protocol\": ", Quoted(r.protocol), ", \"method\": ", Quoted(r.method));
-  if (!r.path.empty()) absl::StrAppend(&line, ", \"path\": ", Quoted(r.path));
-  absl::StrAppend(&line, ", \"model\": ", Quoted(r.generation.model), ", \"steps\": ", r.generation.steps,
-                  ", \"images\": ", r.generation.images, ", \"status\": ", Quoted(r.status),
+  std::string line =
+      absl::StrCat("{\"time\": ", JsonQuoted(absl::FormatTime("%Y-%m-%dT%H:%M:%E6SZ", r.time, absl::UTCTimeZone())),
+                   ", \"peer\": ", JsonQuoted(r.peer), ", \"protocol\": ", JsonQuoted(r.protocol),
+                   ", \"method\": ", JsonQuoted(r.method));
+  if (!r.path.empty()) absl::StrAppend(&line, ", \"path\": ", JsonQuoted(r.path));
+  absl::StrAppend(&line, ", \"model\": ", JsonQuoted(r.generation.model), ", \"steps\": ", r.generation.steps,
+                  ", \"images\": ", r.generation.images, ", \"status\": ", JsonQuoted(r.status),
                   absl::StrFormat(", \"queue_seconds\": %.6f, \"compute_seconds\": %.6f, \"total_seconds\": %.6f}",
                                   r.generation.queue_seconds, r.generation.compute_seconds, r.total_seconds));
   return line;

@@ -279,21 +279,24 @@ HttpServer::~HttpServer() {
   if (daemon_ != nullptr) MHD_stop_daemon(daemon_);
 }
 
-HttpResponse JsonError(int status, const std::string& message) {
-  std::string escaped;
-  for (char c : message) {
+std::string JsonQuoted(std::string_view text) {
+  std::string out = "\"";
+  for (char c : text) {
+    const unsigned char byte = static_cast<unsigned char>(c);
     if (c == '"' || c == '\\') {
-      escaped += '\\';
-      escaped += c;
-    } else if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x80) {
-      // Control characters, and bytes that may not be UTF-8 (as Latin-1): always valid JSON.
-      const unsigned char byte = static_cast<unsigned char>(c);
-      escaped += absl::StrCat("\\u00", byte < 0x10 ? "0" : "", absl::Hex(byte));
+      out += '\\';
+      out += c;
+    } else if (byte < 0x20 || byte >= 0x80) {
+      absl::StrAppend(&out, "\\u00", absl::Hex(byte, absl::kZeroPad2));
     } else {
-      escaped += c;
+      out += c;
     }
   }
-  return HttpResponse{status, "application/json", absl::StrCat("{\"error\": \"", escaped, "\"}")};
+  return out + "\"";
+}
+
+HttpResponse JsonError(int status, const std::string& message) {
+  return HttpResponse{status, "application/json", absl::StrCat("{\"error\": ", JsonQuoted(message), "}")};
 }
 
 }  // namespace tcm

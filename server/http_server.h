@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -94,6 +95,11 @@ class HttpServer {
   MHD_Daemon* daemon_ = nullptr;
   int port_ = 0;
 };
+
+// `text` as a JSON string, quotes included: quotes, backslashes, control
+// characters and bytes above 0x7f (as Latin-1, so any bytes give valid JSON)
+// escaped. For text from callers and files that must stay one line.
+std::string JsonQuoted(std::string_view text);
 
 // The error body every HTTP endpoint of the server uses: {"error": "..."}.
 HttpResponse JsonError(int status, const std::string& message);

@@ -97,7 +97,10 @@ absl::StatusOr<int64_t> QueryInteger(const std::map<std::string, std::string>& q
 RestService::RestService(const GenerationFront::Options& options, std::vector<ServedModel> models,
                          GenerationQueue* queue, ServerMetrics* metrics, Readiness ready,
                          std::shared_ptr<prometheus::Registry> registry)
-    : front_(options, std::move(models), queue, metrics), ready_(std::move(ready)), registry_(std::move(registry)) {}
+    : front_(options, std::move(models), queue, metrics),
+      ready_(std::move(ready)),
+      registry_(std::move(registry)),
+      model_list_json_(ModelListJson()) {}
 
 HttpResponse RestService::Handle(const HttpRequest& request) {
   if (registry_ != nullptr)
@@ -113,7 +116,7 @@ HttpResponse RestService::Handle(const HttpRequest& request) {
   }
   if (request.path == "/v1/models") {
     if (!get) return wrong_method("GET");
-    return Json(ModelListJson());
+    return Json(model_list_json_);
   }
   if (parts.size() == 5 && parts[0].empty() && parts[1] == "v1" && parts[2] == "models" &&
       (parts[4] == "generate" || parts[4] == "stream")) {
@@ -258,8 +261,7 @@ HttpResponse RestService::GeneratePng(const HttpRequest& http, const std::string
                                          size_t(width) * height * channels));
     pixels.push_back(reinterpret_cast<const uint8_t*>(image.data().data()));
   }
-  int columns = 1;  // ceil(sqrt(n)) per row; one image is its own grid
-  while (columns * columns < static_cast<int>(pixels.size())) ++columns;
+  const int columns = SquareGridColumns(static_cast<int>(pixels.size()));
   const int rows = (static_cast<int>(pixels.size()) + columns - 1) / columns;
   const std::string grid = TileImages(pixels, width, height, channels, columns);
   absl::StatusOr<std::string> png =

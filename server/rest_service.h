@@ -52,11 +52,12 @@ class RestService {
   // tcm.v1's rules (a refusal is counted); `stream` also takes `preview`.
   absl::StatusOr<GenerationSpec> SpecFromQuery(const HttpRequest& request, const std::string& model,
                                                v1::ImageFormat format, bool stream);
-  std::string ModelListJson() const;
+  std::string ModelListJson() const;  // built once, in the constructor: the models do not change
 
   GenerationFront front_;
   const Readiness ready_;
   const std::shared_ptr<prometheus::Registry> registry_;
+  const std::string model_list_json_;  // GET /v1/models
 };
 
 }  // namespace tcm

@@ -27,7 +27,7 @@ import urllib.request
 import websocket
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "pylib"))
-from tcm_server import Server, decode_png  # noqa: E402
+from tcm_server import Server, decode_png, stop_process  # noqa: E402
 
 ARGS = None
 SERVER = None
@@ -118,13 +118,7 @@ class Browser:
     def close(self):
         if getattr(self, "socket", None):
             self.socket.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 30)
         self.log.close()
 
 

@@ -7,6 +7,17 @@ import time
 import zlib
 
 
+def stop_process(proc, grace_seconds):
+    """Ends `proc`: SIGTERM, then SIGKILL if it is still running after `grace_seconds`."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=grace_seconds)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class Server:
     """tcm-server on free ports; the port is read from its 'serving' line."""
 
@@ -33,13 +44,7 @@ class Server:
             raise RuntimeError("tcm-server did not start:\n" + f.read())
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 60)
         self.log.close()
 
 
