@@ -10,8 +10,9 @@ ABSL_FLAG(int, port, tcm::ServerOptions().port, "gRPC port (on --grpc_address); 
 ABSL_FLAG(int, metrics_port, tcm::ServerOptions().metrics_port,
           "Prometheus metrics port: http://HOST:PORT/metrics; -1 = none, 0 = any free port (printed).");
 ABSL_FLAG(int, http_port, tcm::ServerOptions().http_port,
-          "HTTP port of the Open Inference Protocol's REST form (/v2/...) and /metrics; -1 = none, 0 = any free port "
-          "(printed).");
+          "HTTP port of the Open Inference Protocol's REST form (/v2/...), the playground page (/), its image "
+          "stream (/v1/models/...) and /metrics; opens after warm-up; HTTPS with --tls_cert; -1 = none, 0 = any "
+          "free port (printed).");
 ABSL_FLAG(std::string, grpc_address, tcm::ServerOptions().grpc_address,
           "Address of the gRPC port: an IPv4 or IPv6 literal (0.0.0.0, ::1, ...); empty = every address, IPv4 and "
           "IPv6.");
@@ -78,10 +79,13 @@ ABSL_FLAG(int, max_connection_age_s, tcm::ServerOptions().max_connection_age_s,
           "Seconds after which a client connection is asked to reconnect (GOAWAY), so long-lived callers "
           "spread over new replicas; 0 = never.");
 ABSL_FLAG(int, max_message_mb, tcm::ServerOptions().max_message_mb, "Largest gRPC message received or sent, MiB.");
-ABSL_FLAG(std::string, tls_cert, "", "PEM server certificate chain; with --tls_key turns on TLS.");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM server certificate chain; with --tls_key turns on TLS on the gRPC port and --http_port "
+          "(--metrics_port stays plain HTTP).");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
 ABSL_FLAG(std::string, tls_client_ca, "",
-          "PEM CA bundle; when set, clients must present a certificate it signed (mTLS).");
+          "PEM CA bundle; when set, clients must present a certificate it signed (mTLS; on --http_port a request "
+          "without one is answered 403).");
 ABSL_FLAG(std::string, access_log, tcm::ServerOptions().access_log,
           "Where to write one JSON line per call, gRPC and HTTP (time, peer, protocol, method, model, steps, "
           "images, status, queue/compute/total seconds): empty = nowhere, \"-\" = stderr, else a file, appended.");
