@@ -3,6 +3,11 @@
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "common/cpu_features.h"
 #include "model/derived_tensor.h"
 #include "model/test_fixtures.h"
 
@@ -53,39 +58,63 @@ TEST_P(FixtureTest, CachedInferencePathEqualsTrainingPath) {
   EXPECT_LT(RelativeError(cached, with_grad), 1e-5);  // same math, other summation orders
 }
 
-TEST_P(FixtureTest, RowsDoNotDependOnTheirBatch) {
-  auto denoiser = BuildReplica(LoadFixtureModel(GetParam()));
-  ASSERT_TRUE(denoiser.ok());
-  TensorMap io = LoadFixtureIo(GetParam());
-  torch::Tensor labels = io.count("class_labels") ? io.at("class_labels") : torch::Tensor();
-  torch::InferenceMode inference;
-  torch::Tensor batch = (*denoiser)->forward(io.at("x"), io.at("sigma"), labels);
-  for (int64_t i = 0; i < batch.size(0); ++i) {
-    torch::Tensor row = (*denoiser)->forward(io.at("x").narrow(0, i, 1), io.at("sigma").narrow(0, i, 1),
-                                             labels.defined() ? labels.narrow(0, i, 1) : labels);
-    EXPECT_LT(RelativeError(row[0], batch[i]), 1e-5) << "row " << i;
-  }
-}
-
-// Every batch of two or more images gives each image the same bits, whatever
-// the batch size and the image's row (a lone image may differ in the last
-// bits: oneDNN picks another convolution kernel for a batch of one).
-TEST_P(FixtureTest, RowsAreBitwiseIdenticalInBatchesOfTwoOrMore) {
-  auto denoiser = BuildReplica(LoadFixtureModel(GetParam()));
-  ASSERT_TRUE(denoiser.ok());
-  TensorMap io = LoadFixtureIo(GetParam());
-  torch::Tensor labels = io.count("class_labels") ? io.at("class_labels") : torch::Tensor();
-  torch::InferenceMode inference;
-  const torch::Tensor full = (*denoiser)->forward(io.at("x"), io.at("sigma"), labels);  // batch of 4
-  const torch::Tensor order = torch::tensor({3, 1}, torch::kInt64);                     // batch of 2, rows moved
-  const torch::Tensor pair =
-      (*denoiser)->forward(io.at("x").index_select(0, order), io.at("sigma").index_select(0, order),
-                           labels.defined() ? labels.index_select(0, order) : labels);
-  EXPECT_TRUE(torch::equal(pair[0], full[3]));
-  EXPECT_TRUE(torch::equal(pair[1], full[1]));
-}
-
 INSTANTIATE_TEST_SUITE_P(Reference, FixtureTest, ::testing::ValuesIn(kFixtureNames));
+
+// An image's bits depend on its inputs alone: not on the batch size, its row,
+// the other images, or the number of threads. Checked in every way a replica
+// computes (the served one: channels-last, float32 or, where the CPU has it
+// natively, bf16; and the plain float32 layout of the tools).
+struct ComputePath {
+  torch::ScalarType dtype;
+  bool channels_last;
+};
+
+class BatchInvarianceTest : public ::testing::TestWithParam<std::tuple<const char*, ComputePath>> {};
+
+TEST_P(BatchInvarianceTest, EveryImageIsBitIdenticalAloneAtAnyRowInAnyBatchOnAnyThreadCount) {
+  const auto& [name, path] = GetParam();
+  if (path.dtype == torch::kBFloat16 && !CpuHasNativeBf16()) GTEST_SKIP() << "this CPU has no native bf16";
+  auto denoiser = BuildReplica(LoadFixtureModel(name));
+  ASSERT_TRUE(denoiser.ok());
+  (*denoiser)->SetCompute(path.dtype, path.channels_last);
+  (*denoiser)->PrepareForInference();
+  TensorMap io = LoadFixtureIo(name);
+  const torch::Tensor labels = io.count("class_labels") ? io.at("class_labels") : torch::Tensor();
+  const int threads_before = torch::get_num_threads();
+  torch::InferenceMode inference;
+  auto run = [&](const std::vector<int64_t>& rows, int threads) {
+    torch::set_num_threads(threads);
+    const torch::Tensor index = torch::tensor(rows, torch::kInt64);
+    return (*denoiser)->forward(io.at("x").index_select(0, index), io.at("sigma").index_select(0, index),
+                                labels.defined() ? labels.index_select(0, index) : labels);
+  };
+  const int64_t n = io.at("x").size(0);
+  std::vector<torch::Tensor> alone;
+  for (int64_t i = 0; i < n; ++i) alone.push_back(run({i}, 1)[0]);
+  const std::vector<std::vector<int64_t>> batches = {{3, 1}, {0, 1, 2, 3}, {2, 0, 3}, {3, 1, 0, 2, 1, 3, 0}};
+  for (int threads : {1, 2}) {
+    EXPECT_TRUE(torch::equal(run({2}, threads)[0], alone[2])) << threads << " threads";
+    for (const auto& rows : batches) {
+      const torch::Tensor out = run(rows, threads);
+      for (size_t r = 0; r < rows.size(); ++r)
+        EXPECT_TRUE(torch::equal(out[r], alone[rows[r]]))
+            << "image " << rows[r] << " at row " << r << " of " << rows.size() << ", " << threads << " threads";
+    }
+  }
+  torch::set_num_threads(threads_before);
+}
+
+INSTANTIATE_TEST_SUITE_P(Reference, BatchInvarianceTest,
+                         ::testing::Combine(::testing::ValuesIn(kFixtureNames),
+                                            ::testing::Values(ComputePath{torch::kFloat32, true},
+                                                              ComputePath{torch::kBFloat16, true},
+                                                              ComputePath{torch::kFloat32, false})),
+                         [](const auto& info) {
+                           const ComputePath& path = std::get<1>(info.param);
+                           return std::string(std::get<0>(info.param)) +
+                                  (path.dtype == torch::kBFloat16 ? "_bf16" : "_fp32") +
+                                  (path.channels_last ? "_channels_last" : "_nchw");
+                         });
 
 TEST(DenoiserTest, CacheRefreshesWhenAWeightChanges) {
   auto denoiser = BuildReplica(LoadFixtureModel("edm2_img64_tiny"));

@@ -7,9 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "model/batch_invariant.h"
 #include "model/derived_tensor.h"
 #include "model/resample.h"
-#include "model/row_wise.h"
 
 namespace tcm {
 namespace {
@@ -88,7 +88,7 @@ class MPConvImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& gain = {}, double scale = 1.0) {
     torch::Tensor w = EffectiveWeight(gain, scale);
     if (w.dim() == 2) return RowWiseLinear(x, w);
-    return torch::conv2d(x, w, /*bias=*/{}, /*stride=*/1, /*padding=*/w.size(-1) / 2);
+    return BatchInvariantConv2d(x, w, /*bias=*/{}, /*stride=*/1, /*padding=*/w.size(-1) / 2);
   }
 
   double Flops(int64_t pixels) const { return 2.0 * weight.size(0) * fan_in_ * pixels; }

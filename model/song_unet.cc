@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "model/batch_invariant.h"
 #include "model/resample.h"
-#include "model/row_wise.h"
 
 namespace tcm {
 namespace {
@@ -67,15 +67,15 @@ class Conv2dImpl : public torch::nn::Module {
     if (o_.fused_resample && o_.resample == ResampleMode::kUp && weight.defined()) {
       x = torch::conv_transpose2d(x, resample_filter.mul(4).tile({o_.in_channels, 1, 1, 1}), {}, 2,
                                   std::max<int64_t>(f_pad - w_pad, 0), 0, o_.in_channels);
-      x = torch::conv2d(x, weight, {}, 1, std::max<int64_t>(w_pad - f_pad, 0));
+      x = BatchInvariantConv2d(x, weight, {}, 1, std::max<int64_t>(w_pad - f_pad, 0));
     } else if (o_.fused_resample && o_.resample == ResampleMode::kDown && weight.defined()) {
-      x = torch::conv2d(x, weight, {}, 1, w_pad + f_pad);
+      x = BatchInvariantConv2d(x, weight, {}, 1, w_pad + f_pad);
       x = torch::conv2d(x, resample_filter.tile({o_.out_channels, 1, 1, 1}), torch::Tensor(),
                         /*stride=*/torch::IntArrayRef{2}, /*padding=*/torch::IntArrayRef{0},
                         /*dilation=*/torch::IntArrayRef{1}, o_.out_channels);
     } else {
       x = Resample(x, resample_filter, is_box_, o_.resample);
-      if (weight.defined()) x = torch::conv2d(x, weight, {}, 1, w_pad);
+      if (weight.defined()) x = BatchInvariantConv2d(x, weight, {}, 1, w_pad);
     }
     if (bias.defined()) x = x.add_(bias.reshape({1, -1, 1, 1}));
     return x;
@@ -104,16 +104,7 @@ class GroupNormImpl : public torch::nn::Module {
     weight = register_parameter("weight", torch::ones({channels}));
     bias = register_parameter("bias", torch::zeros({channels}));
   }
-  torch::Tensor forward(const torch::Tensor& x) {
-    // LibTorch 1.13's CPU group norm is wrong for bf16 channels-last input
-    // (relative error ~0.2 on the reference fixtures): it runs in fp32 there,
-    // in the same layout (a cast costs less than a change of layout).
-    if (x.scalar_type() == torch::kBFloat16 && !x.is_contiguous() && x.is_contiguous(torch::MemoryFormat::ChannelsLast))
-      return torch::group_norm(x.to(torch::kFloat32), groups_, weight.to(torch::kFloat32), bias.to(torch::kFloat32),
-                               eps_)
-          .to(torch::kBFloat16);
-    return torch::group_norm(x, groups_, weight, bias, eps_);
-  }
+  torch::Tensor forward(const torch::Tensor& x) { return BatchInvariantGroupNorm(x, groups_, weight, bias, eps_); }
   torch::Tensor weight, bias;
 
  private:

@@ -92,7 +92,7 @@ void ExpectServesInFull(ServerProcess& server) {
 // holding its own mutex, and gRPC deleted the reactor (and the mutex) before
 // the lock was released. It took a few hundred such calls to show.
 TEST_F(MisbehavingCallersTest, CancelledAndTimedOutStreamsLeaveTheServerServing) {
-  auto server = StartServer({}, {"--workers", "2", "--precision", "auto"});
+  auto server = StartServer({}, {"--workers", "2"});
   ASSERT_TRUE(server);
   auto channel = server->NewChannel();
   auto stub = v1::TcmService::NewStub(channel);
@@ -189,7 +189,7 @@ TEST_F(MisbehavingCallersTest, RandomizedCallersAndKilledClientsKeepTheImageLedg
   const uint64_t seed = env_seed != nullptr ? std::strtoull(env_seed, nullptr, 10) : 20261202;
   std::printf("[ seed ] %llu (replay with TCM_TEST_SEED=%llu)\n", static_cast<unsigned long long>(seed),
               static_cast<unsigned long long>(seed));
-  auto server = StartServer({}, {"--workers", "2", "--precision", "auto"});
+  auto server = StartServer({}, {"--workers", "2"});
   ASSERT_TRUE(server);
   auto channel = server->NewChannel();
   auto stub = v1::TcmService::NewStub(channel);
@@ -276,7 +276,7 @@ void ChurnHealthWatches(const std::shared_ptr<grpc::Channel>& channel, const std
 
 TEST_F(MisbehavingCallersTest, HealthWatchesCancelledWhileTheServerStartsAndStops) {
   testing::BatchGate gate(dir_.path());  // holds work to drain until SIGTERM has been taken
-  auto server = StartServer({}, {"--drain_timeout", "60", "--precision", "auto"}, /*wait_until_serving=*/false, &gate);
+  auto server = StartServer({}, {"--drain_timeout", "60"}, /*wait_until_serving=*/false, &gate);
   ASSERT_TRUE(server);
   auto channel = server->NewChannel();
 

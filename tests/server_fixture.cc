@@ -2,7 +2,6 @@
 
 #include <sys/wait.h>
 
-#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <iterator>
@@ -23,11 +22,6 @@ std::unique_ptr<ServerProcess> ServerFixture::StartServer(const TestRepositoryOp
   ServerProcess::Options options;
   options.repository = *repo;
   options.extra_flags = flags;
-  // The tests that compare pixels across batch compositions hold in fp32: in
-  // bf16 the same image differs by up to 2 levels between batch compositions.
-  // A test that wants another precision (or the server's default) says so.
-  if (std::find(flags.begin(), flags.end(), "--precision") == flags.end())
-    options.extra_flags.insert(options.extra_flags.end(), {"--precision", "fp32"});
   options.wait_until_serving = wait_until_serving;
   options.log_dir = dir_.path();
   if (gate != nullptr) options.batch_gate_file = gate->path();

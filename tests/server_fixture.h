@@ -18,7 +18,8 @@ class ServerFixture : public ::testing::Test {
  protected:
   // Writes a fresh model repository and starts a server on it; null (with a
   // test failure) when that fails. With `gate`, the server's batches wait
-  // while it is closed. Unless `flags` has --precision, the server runs fp32.
+  // while it is closed. The server runs its default --precision (auto) unless
+  // `flags` names one.
   std::unique_ptr<ServerProcess> StartServer(const TestRepositoryOptions& repo_options,
                                              const std::vector<std::string>& flags, bool wait_until_serving = true,
                                              const BatchGate* gate = nullptr);
