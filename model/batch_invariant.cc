@@ -7,7 +7,7 @@
 namespace tcm {
 
 torch::Tensor RowWiseLinear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias) {
-  if (torch::GradMode::is_enabled() || x.dim() != 2) return torch::linear(x, w, bias);
+  if (torch::GradMode::is_enabled() || x.dim() != 2 || !x.is_cpu()) return torch::linear(x, w, bias);
   std::vector<torch::Tensor> rows;
   rows.reserve(x.size(0));
   for (int64_t r = 0; r < x.size(0); ++r) rows.push_back(torch::mv(w, x[r]));

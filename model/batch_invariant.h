@@ -1,8 +1,8 @@
 // Batch-invariant building blocks shared by the networks: with grad mode off
-// (inference), each computes every image of a batch with the same arithmetic
-// in the same order, so an image's bits do not depend on the batch size, on
-// its row, or on what else is in the batch. With grad mode on (training) they
-// are the ordinary LibTorch operations.
+// (inference) on the CPU, each computes every image of a batch with the same
+// arithmetic in the same order, so an image's bits do not depend on the batch
+// size, on its row, or on what else is in the batch. With grad mode on
+// (training), or on a GPU, they are the ordinary LibTorch operations.
 #ifndef TCM_MODEL_BATCH_INVARIANT_H_
 #define TCM_MODEL_BATCH_INVARIANT_H_
 
@@ -10,9 +10,10 @@
 
 namespace tcm {
 
-// x @ w.t() (+ bias) for x [N, in], one matrix-vector product per row. The
-// BLAS picks its kernel by the number of rows, so a batched product changes a
-// row's rounding with the batch size.
+// x @ w.t() (+ bias) for x [N, in], one matrix-vector product per row on the
+// CPU. The BLAS picks its kernel by the number of rows, so a batched product
+// changes a row's rounding with the batch size. On a GPU it is the batched
+// product (one kernel instead of N).
 torch::Tensor RowWiseLinear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias = {});
 
 // conv2d with square stride, padding and dilation. On the CPU in float32 it

@@ -345,10 +345,13 @@ class Edm2UNetImpl : public UNet {
   void PrepareForInference() override {
     torch::NoGradGuard no_grad;
     const int64_t res = config_.img_resolution();
-    torch::Tensor x =
-        torch::zeros({1, int64_t(config_.img_channels()), res, res}, compute_dtype_).contiguous(memory_format_);
-    torch::Tensor labels = config_.num_classes() ? torch::zeros({1, int64_t(config_.num_classes())}) : torch::Tensor();
-    Forward(x, torch::zeros({1}), labels);  // fills every cache
+    const torch::Device device = out_gain.device();  // where the module is: the caches are computed there
+    torch::Tensor x = torch::zeros({1, int64_t(config_.img_channels()), res, res},
+                                   torch::TensorOptions().dtype(compute_dtype_).device(device))
+                          .contiguous(memory_format_);
+    torch::Tensor labels =
+        config_.num_classes() ? torch::zeros({1, int64_t(config_.num_classes())}, device) : torch::Tensor();
+    Forward(x, torch::zeros({1}, device), labels);  // fills every cache
   }
 
   double FlopsPerImage() const override {

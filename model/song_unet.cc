@@ -85,7 +85,8 @@ class Conv2dImpl : public torch::nn::Module {
   // filter is the box filter the configuration implies.
   void CheckResampleFilter() {
     if (resample_filter.defined())
-      is_box_ = IsBoxFilter(o_.taps) && torch::equal(resample_filter, ResampleFilter2d(o_.taps));
+      is_box_ =
+          IsBoxFilter(o_.taps) && torch::equal(resample_filter, ResampleFilter2d(o_.taps).to(resample_filter.device()));
   }
 
   double Flops(int64_t out_pixels) const { return weight.defined() ? 2.0 * weight.numel() * out_pixels : 0.0; }
@@ -426,6 +427,8 @@ class SongUNetImpl : public UNet {
   }
 
   void PrepareForInference() override {
+    // The positional table is no buffer (no state_dict key): it follows the module here.
+    if (positional_freqs_.defined()) positional_freqs_ = positional_freqs_.to(map_layer0->weight.device());
     for (auto& s : enc_steps_)
       if (s.block) s.block->CheckResampleFilters();
     for (auto& s : dec_steps_)

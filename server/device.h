@@ -1,6 +1,10 @@
 // Where a worker runs its replicas: the CPU, or one CUDA device with its own
 // stream. Written against LibTorch's device-generic API; the few CUDA-only
 // calls are compiled only with -DTCM_WITH_CUDA=ON (a CUDA LibTorch).
+//
+// On a CUDA device each context has its own pool stream, pinned host buffers
+// that stage its inputs (allocated once, grown as needed), and CUDA graphs
+// captured per replica and batch-size bucket (docs/GPU.md).
 #ifndef TCM_SERVER_DEVICE_H_
 #define TCM_SERVER_DEVICE_H_
 
@@ -31,22 +35,26 @@ class DeviceContext {
   // Makes this device (and its stream) current for the calling thread.
   void BindThisThread();
 
-  // D(x, sigma, labels) for CPU inputs; returns float32 CPU outputs.
+  // D(x, sigma, labels) for CPU inputs; returns float32 CPU outputs. On a
+  // CUDA device a batch is padded to its bucket (the next power of two) and
+  // runs as that bucket's graph, captured on first use; a composed model
+  // (transition_t) runs eagerly. Not thread-safe: one worker per context.
   torch::Tensor Run(Denoiser& replica, const torch::Tensor& x, const torch::Tensor& sigma, const torch::Tensor& labels);
 
-  struct CudaState;  // stream of a CUDA worker; defined only in CUDA builds
+  struct CudaState;  // stream, staging buffers and graphs of a CUDA worker; defined only in CUDA builds
 
  private:
   explicit DeviceContext(torch::Device device) : device_(device) {}
-  friend absl::StatusOr<std::vector<DeviceContext>> CudaDevices();
+  friend absl::StatusOr<std::vector<DeviceContext>> CudaDevices(int workers_per_device);
 
   torch::Device device_;
   std::shared_ptr<CudaState> cuda_;
 };
 
-// One context per visible CUDA device, or an error in a CPU-only build or
-// when no device is visible.
-absl::StatusOr<std::vector<DeviceContext>> CudaDevices();
+// `workers_per_device` contexts per visible CUDA device, each with its own
+// stream, ordered round the devices (context i on device i % devices); or an
+// error in a CPU-only build or when no device is visible.
+absl::StatusOr<std::vector<DeviceContext>> CudaDevices(int workers_per_device);
 
 }  // namespace tcm
 

@@ -25,7 +25,7 @@ ABSL_FLAG(std::string, model_repository, tcm::ServerOptions().model_repository,
 ABSL_FLAG(std::string, default_model, tcm::ServerOptions().default_model,
           "Model served when a request names none; empty = the first model by name.");
 ABSL_FLAG(std::string, device, tcm::ServerOptions().device,
-          "cpu, or cuda (one worker per visible GPU; needs a CUDA build).");
+          "cpu, or cuda (one worker per visible GPU, or instance.count per GPU; needs a CUDA build).");
 ABSL_FLAG(std::string, precision, tcm::ServerOptions().precision,
           "The network's arithmetic for models whose config leaves instance.precision unset: auto (bf16 on CPUs "
           "with native bf16, fp16 on GPUs, else fp32), fp32, bf16 or fp16 (GPUs only).");

@@ -210,9 +210,11 @@ class WorkerPool::Worker {
 
 namespace {
 
-// The workers that run `model`: its config's instance count on the CPU (0 =
-// all), every device on GPUs; its instance kind must match the device.
-absl::StatusOr<int> InstanceCount(const ModelDirectory& model, WorkerPool::Options::Device device, int workers) {
+// The workers that run `model`: its config's instance count (0 = all); on
+// GPUs a count per GPU, and as workers go round the GPUs the first count x
+// `gpus` are `count` on each. Its instance kind must match the device.
+absl::StatusOr<int> InstanceCount(const ModelDirectory& model, WorkerPool::Options::Device device, int workers,
+                                  int gpus) {
   const auto& instance = model.config.instance();
   const bool cuda = device == WorkerPool::Options::Device::kCuda;
   if ((instance.kind() == v1::InstanceConfig::KIND_GPU && !cuda) ||
@@ -220,7 +222,8 @@ absl::StatusOr<int> InstanceCount(const ModelDirectory& model, WorkerPool::Optio
     return absl::InvalidArgumentError(absl::StrCat("model '", model.name, "': instance.kind is ",
                                                    v1::InstanceConfig::Kind_Name(instance.kind()),
                                                    " but the server runs on ", cuda ? "cuda" : "cpu", " (--device)"));
-  if (cuda || instance.count() == 0) return workers;
+  if (instance.count() == 0) return workers;
+  if (cuda) return static_cast<int>(instance.count()) * gpus;
   if (static_cast<int>(instance.count()) > workers)
     return absl::InvalidArgumentError(absl::StrCat("model '", model.name, "': instance.count is ", instance.count(),
                                                    " but the server has ", workers, " CPU worker(s) (--workers)"));
@@ -234,10 +237,14 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(const Options& op
                                                                Batcher* batcher, ServerMetrics* metrics) {
   std::unique_ptr<WorkerPool> pool(new WorkerPool(batcher, metrics));
   std::vector<DeviceContext> devices;
+  int gpus = 0;
   if (options.device == Options::Device::kCuda) {
-    auto cuda = CudaDevices();
+    int per_gpu = 1;  // workers per GPU: the largest instance.count of any model
+    for (const auto& model : models) per_gpu = std::max(per_gpu, static_cast<int>(model.config.instance().count()));
+    auto cuda = CudaDevices(per_gpu);
     if (!cuda.ok()) return cuda.status();
     devices = std::move(*cuda);
+    gpus = static_cast<int>(devices.size()) / per_gpu;
   } else {
     if (options.cpu_workers < 1) return absl::InvalidArgumentError("--workers: must be at least 1");
     for (int i = 0; i < options.cpu_workers; ++i) devices.push_back(DeviceContext::Cpu());
@@ -246,7 +253,7 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(const Options& op
                                                    : std::max(1, AvailableCores() / static_cast<int>(devices.size()));
   std::vector<int> counts;
   for (const auto& model : models) {
-    auto count = InstanceCount(model, options.device, static_cast<int>(devices.size()));
+    auto count = InstanceCount(model, options.device, static_cast<int>(devices.size()), gpus);
     if (!count.ok()) return count.status();
     counts.push_back(*count);
   }

@@ -1,8 +1,10 @@
 // Workers that pull batches from the Batcher and run them on a model
-// replica: one worker per device (each CUDA device, or a configured number of
-// CPU workers), each with its own replica of every model it serves. On the
+// replica: a configured number of CPU workers, or on CUDA the largest
+// instance.count of any model (default 1) per visible GPU, each with its own
+// stream; each worker has its own replica of every model it serves. On the
 // CPU a model's config may ask for fewer workers (instance.count: workers
-// 0..count-1 serve it); its instance.kind, if set, must match the device.
+// 0..count-1 serve it), on CUDA for fewer per GPU; its instance.kind, if set,
+// must match the device.
 //
 // The pool is the service's GenerationQueue: a submitted request becomes one
 // task per image in the Batcher, and each task keeps its sampling-step state

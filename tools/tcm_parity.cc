@@ -33,11 +33,12 @@ ABSL_FLAG(std::string, model_dir, "", "A model directory to test instead of --we
 ABSL_FLAG(std::string, io, "",
           "Reference inputs and outputs (.safetensors): x, sigma, [class_labels], denoised, "
           "latents, step2_noise, sample_1step, sample_2step.");
-ABSL_FLAG(std::string, precision, "fp32", "The network body's precision: fp32 or bf16.");
+ABSL_FLAG(std::string, precision, "fp32", "The network body's precision: fp32 or bf16 (or fp16 with --device=cuda).");
+ABSL_FLAG(std::string, device, "cpu", "Where the network runs: cpu, or cuda (a CUDA LibTorch and a visible GPU).");
 ABSL_FLAG(bool, channels_last, false, "Run the network in channels-last layout (as tcm-server does).");
 ABSL_FLAG(double, tolerance, 0,
           "Largest accepted relative error max|out-ref|/max|ref|; 0 = the precision's own: 1e-4 for fp32, 2e-2 "
-          "for bf16.");
+          "for bf16 and fp16.");
 ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = one per core.");
 
 namespace tcm {
@@ -88,7 +89,7 @@ absl::Status CheckInputs(const v1::ModelConfig& config, const torch::Tensor& x, 
 
 double RelativeError(const torch::Tensor& out, const torch::Tensor& ref) {
   const torch::Tensor r = ref.to(torch::kFloat64);
-  return (out.to(torch::kFloat64) - r).abs().max().item<double>() / r.abs().max().item<double>();
+  return (out.to(torch::kCPU, torch::kFloat64) - r).abs().max().item<double>() / r.abs().max().item<double>();
 }
 
 absl::StatusOr<bool> Run() {
@@ -105,10 +106,22 @@ absl::StatusOr<bool> Run() {
     TCM_ASSIGN_OR_RETURN(auto model, ReadModelDirectory(model_dir));
     TCM_ASSIGN_OR_RETURN(denoiser, BuildReplica(model));
   }
-  const std::string precision = absl::GetFlag(FLAGS_precision);
-  if (precision != "fp32" && precision != "bf16")
+  const std::string device_name = absl::GetFlag(FLAGS_device), precision = absl::GetFlag(FLAGS_precision);
+  if (device_name != "cpu" && device_name != "cuda")
+    return absl::InvalidArgumentError(absl::StrCat("--device: must be cpu or cuda, got ", device_name));
+  const torch::Device device(device_name == "cuda" ? torch::kCUDA : torch::kCPU);
+  if (precision != "fp32" && precision != "bf16" && !(precision == "fp16" && device.is_cuda()))
     return absl::InvalidArgumentError(absl::StrCat("--precision: must be fp32 or bf16, got ", precision));
-  denoiser->SetCompute(precision == "bf16" ? torch::kBFloat16 : torch::kFloat32, absl::GetFlag(FLAGS_channels_last));
+  if (device.is_cuda()) {
+    if (!torch::cuda::is_available())
+      return absl::FailedPreconditionError("--device=cuda: no CUDA device is visible, or LibTorch has no CUDA");
+    at::globalContext().setAllowTF32CuDNN(false);  // fp32 is checked as fp32, as tcm-server runs it
+    denoiser->to(device);
+  }
+  denoiser->SetCompute(precision == "bf16"   ? torch::kBFloat16
+                       : precision == "fp16" ? torch::kHalf
+                                             : torch::kFloat32,
+                       absl::GetFlag(FLAGS_channels_last));
   denoiser->PrepareForInference();
   TCM_ASSIGN_OR_RETURN(auto io_file, SafetensorsFile::Read(io_path));
   const TensorMap io = ToTensors(io_file);
@@ -128,18 +141,20 @@ absl::StatusOr<bool> Run() {
 
   torch::InferenceMode inference;
   const int64_t n = latents.size(0);
-  const torch::Tensor denoised = denoiser->forward(x, sigma, labels);
-  const torch::Tensor latents32 = latents.to(torch::kFloat32);
-  const torch::Tensor sample1 = denoiser->forward(FirstStepInput(latents32, t_max), torch::full({n}, t_max), labels);
-  const torch::Tensor sample2 = denoiser->forward(SecondStepInput(sample1, step2_noise.to(torch::kFloat32), mid_t),
-                                                  torch::full({n}, mid_t), labels);
+  auto on = [&](const torch::Tensor& t) { return t.defined() ? t.to(device) : t; };  // inputs to --device
+  const torch::Tensor denoised = denoiser->forward(on(x), on(sigma), on(labels));
+  const torch::Tensor latents32 = on(latents.to(torch::kFloat32));
+  const torch::Tensor sample1 =
+      denoiser->forward(FirstStepInput(latents32, t_max), on(torch::full({n}, t_max)), on(labels));
+  const torch::Tensor sample2 = denoiser->forward(SecondStepInput(sample1, on(step2_noise.to(torch::kFloat32)), mid_t),
+                                                  on(torch::full({n}, mid_t)), on(labels));
 
   bool pass = true;
   const double tolerance = absl::GetFlag(FLAGS_tolerance) > 0 ? absl::GetFlag(FLAGS_tolerance)
-                           : precision == "bf16"              ? 2e-2
+                           : precision != "fp32"              ? 2e-2
                                                               : 1e-4;
-  std::printf("%s%s, tolerance %.0e\n", precision.c_str(), absl::GetFlag(FLAGS_channels_last) ? " channels-last" : "",
-              tolerance);
+  std::printf("%s%s%s, tolerance %.0e\n", precision.c_str(), absl::GetFlag(FLAGS_channels_last) ? " channels-last" : "",
+              device.is_cuda() ? " on cuda" : "", tolerance);
   for (const auto& [name, out] : {std::pair<std::string, torch::Tensor>{"denoised", denoised},
                                   {"sample_1step", sample1},
                                   {"sample_2step", sample2}}) {
