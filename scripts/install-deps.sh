@@ -22,9 +22,10 @@ case "${1:-}" in
     # certificates, jq and yamllint/python3-yaml check JSON and manifests,
     # clang-format checks the code's format (scripts/check-format.sh), python3-grpcio
     # and python3-protobuf are the independent Open Inference Protocol client, chromium
-    # and python3-websocket (its DevTools protocol) test the playground page in a browser.
+    # and python3-websocket (its DevTools protocol) test the playground page in a browser,
+    # debootstrap and buildah build and run the container image (scripts/build-image.sh).
     PACKAGES+=(curl openssl prometheus jq yamllint python3-yaml clang-format python3-grpcio python3-protobuf
-      chromium python3-websocket)
+      chromium python3-websocket debootstrap buildah)
     # kubectl renders the Kubernetes manifests (`kubectl kustomize`). Debian's own
     # (kubernetes-client) only where none is installed: it does not unpack over another.
     if ! command -v kubectl > /dev/null; then PACKAGES+=(kubernetes-client); fi
