@@ -24,6 +24,12 @@
 #     server dropped images it could not finish in time before computing them
 #     (tcm_images_dropped_total{reason="deadline_unmeetable"} > 0).
 # The last line is "overload: PASS ..." or "overload: FAIL ...".
+#
+# Environment: SERVER_CPUS and LOAD_CPUS (taskset CPU lists, e.g. 0 and 1) pin
+# the server and the load (tcm-bench, the health probe) to separate cores, so
+# that the generator's own work is not taken from the server; capacity and
+# overload are then both measured on the server's cores alone. Unset: both
+# share every core.
 set -uo pipefail
 
 BUILD_DIR="${1:-build}"
@@ -35,6 +41,11 @@ BIN="$(tcm_bin_dir "$BUILD_DIR")"
 tcm_require_tools overload "$BIN" tcm-server tcm-bench tcm-client
 command -v jq > /dev/null || { echo "overload: needs jq (scripts/install-deps.sh)" >&2; exit 2; }
 command -v curl > /dev/null || { echo "overload: needs curl (scripts/install-deps.sh)" >&2; exit 2; }
+
+SERVER_PIN=()
+LOAD_PIN=()
+if [[ -n "${SERVER_CPUS:-}" ]]; then SERVER_PIN=(taskset -c "$SERVER_CPUS"); fi
+if [[ -n "${LOAD_CPUS:-}" ]]; then LOAD_PIN=(taskset -c "$LOAD_CPUS"); fi
 
 WORK="$(mktemp -d)"
 SERVER_PID=""
@@ -54,7 +65,7 @@ start_server() {
   shift
   PORT="$(tcm_free_port)"
   METRICS_PORT="$(tcm_free_port)"
-  "$BIN/tcm-server" --model_repository "$ROOT/models" --default_model fashion-mnist-tcm --port "$PORT" \
+  "${SERVER_PIN[@]}" "$BIN/tcm-server" --model_repository "$ROOT/models" --default_model fashion-mnist-tcm --port "$PORT" \
     --metrics_port "$METRICS_PORT" --http_port -1 "$@" > "$WORK/$name.log" 2>&1 &
   SERVER_PID=$!
   tcm_wait_serving "$BIN" "$PORT" "$SERVER_PID" ||
@@ -74,7 +85,7 @@ unmeetable_drops() {
 bench() {
   local name="$1"
   shift
-  "$BIN/tcm-bench" --server "127.0.0.1:$PORT" --images_per_request 4 --two_step_fraction 0 \
+  "${LOAD_PIN[@]}" "$BIN/tcm-bench" --server "127.0.0.1:$PORT" --images_per_request 4 --two_step_fraction 0 \
     --duration "$SECONDS_PER_LEVEL" --warmup 5 --json "$WORK/$name.json" "$@" > "$WORK/$name.txt" ||
     fail "tcm-bench $name failed: $(tail -3 "$WORK/$name.txt")"
   echo "--- $name"
@@ -90,7 +101,7 @@ rate="$(awk -v c="$capacity" 'BEGIN{printf "%.2f", 3 * c / 4}')"
 echo "capacity: $capacity images/s (concurrency 8, 4 one-step images per call); offering $rate calls/s = 3 x capacity"
 
 # Health probes for as long as the overload without deadlines runs.
-"$BIN/tcm-client" --server "127.0.0.1:$PORT" --health --health_every 0.25 --timeout 2 > "$WORK/health.txt" 2>&1 &
+"${LOAD_PIN[@]}" "$BIN/tcm-client" --server "127.0.0.1:$PORT" --health --health_every 0.25 --timeout 2 > "$WORK/health.txt" 2>&1 &
 PROBE_PID=$!
 bench overload --rates "$rate" --timeout 600 --max_inflight 100000
 kill "$PROBE_PID"
