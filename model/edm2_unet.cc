@@ -10,6 +10,7 @@
 #include "model/batch_invariant.h"
 #include "model/derived_tensor.h"
 #include "model/resample.h"
+#include "model/silu.h"
 
 namespace tcm {
 namespace {
@@ -146,9 +147,9 @@ class BlockImpl : public torch::nn::Module {
       x = Normalize(x, {1});  // pixel norm
     }
     // Residual branch; mp_silu's 1/0.596 lives in conv_res0's and conv_res1's weights.
-    torch::Tensor y = conv_res0->forward(torch::silu(x), {}, kMpSiluGain);
+    torch::Tensor y = conv_res0->forward(Silu(x), {}, kMpSiluGain);
     torch::Tensor c = emb_linear(emb, emb_gain).add_(1).to(y.scalar_type());
-    y = torch::silu_(y.mul_(c.unsqueeze(2).unsqueeze(3)));
+    y = Silu_(y.mul_(c.unsqueeze(2).unsqueeze(3)));
     if (is_training() && o_.config->dropout() > 0 && InDropoutResolution(x.size(-1)))
       y = torch::dropout(y, o_.config->dropout(), /*train=*/true);
     y = conv_res1->forward(y, {}, kMpSiluGain * res_.b);
@@ -313,7 +314,7 @@ class Edm2UNetImpl : public UNet {
       const double label_scale = std::sqrt(double(class_onehot.size(1))) * label_weights_.second;
       emb = emb.add_(emb_label->forward(class_onehot, {}, label_scale));
     }
-    emb = torch::silu(emb).mul_(kMpSiluGain);
+    emb = Silu(emb).mul_(kMpSiluGain);
     if (c_.emb_norm()) emb = Normalize(emb, {1});
 
     torch::Tensor x = torch::cat({x_in, torch::ones_like(x_in.narrow(1, 0, 1))}, 1);

@@ -9,6 +9,7 @@
 
 #include "model/batch_invariant.h"
 #include "model/resample.h"
+#include "model/silu.h"
 
 namespace tcm {
 namespace {
@@ -151,10 +152,10 @@ class UNetBlockImpl : public torch::nn::Module {
   int64_t in_channels() const { return o_.in_channels; }
 
   torch::Tensor forward(const torch::Tensor& orig, const torch::Tensor& emb) {
-    torch::Tensor x = conv0(torch::silu(norm0(orig)));
+    torch::Tensor x = conv0(Silu(norm0(orig)));
     torch::Tensor params = affine(emb).unsqueeze(2).unsqueeze(3);
     if (o_.config->emb_norm()) params = NormalizeRows(params);
-    x = torch::silu(norm1(x.add_(params)));
+    x = Silu(norm1(x.add_(params)));
     if (is_training() && o_.config->dropout() > 0) x = torch::dropout(x, o_.config->dropout(), true);
     x = conv1(x);
     x = x.add_(skip ? skip(orig) : orig).mul_(kSkipScale);
@@ -356,9 +357,9 @@ class SongUNetImpl : public UNet {
       emb = emb + map_label(class_onehot * std::sqrt(double(class_onehot.size(1))));
     else if (map_label)  // the reference feeds a zero label vector: only the bias remains
       emb = emb + map_label->bias;
-    emb = torch::silu(map_layer0(emb));
+    emb = Silu(map_layer0(emb));
     if (emb_norm) emb = NormalizeRows(emb);
-    emb = torch::silu(map_layer1(emb));
+    emb = Silu(map_layer1(emb));
     if (emb_norm) emb = NormalizeRows(emb);
     emb = emb.to(compute_dtype_);  // the mapping network runs in float32, the blocks in the compute dtype
 
@@ -395,7 +396,7 @@ class SongUNetImpl : public UNet {
           tmp = s.norm(x);
           break;
         case DecStep::kAuxConv:
-          tmp = s.conv(torch::silu(tmp));
+          tmp = s.conv(Silu(tmp));
           out = out.defined() ? tmp + out : tmp;
           break;
         case DecStep::kBlockWithSkip:
