@@ -27,9 +27,12 @@ torch::Tensor BatchInvariantConv2d(const torch::Tensor& x, const torch::Tensor& 
 
 torch::Tensor BatchInvariantGroupNorm(const torch::Tensor& x, int64_t groups, const torch::Tensor& weight,
                                       const torch::Tensor& bias, double eps) {
-  if (torch::GradMode::is_enabled() || !x.is_cpu()) return torch::group_norm(x, groups, weight, bias, eps);
-  const auto format = x.is_contiguous() ? torch::MemoryFormat::Contiguous : x.suggest_memory_format();
   const auto f32 = [](const torch::Tensor& t) { return t.defined() ? t.to(torch::kFloat32) : t; };
+  if (torch::GradMode::is_enabled() || !x.is_cpu()) {
+    if (x.scalar_type() != torch::kBFloat16 || !x.is_cpu()) return torch::group_norm(x, groups, weight, bias, eps);
+    return torch::group_norm(f32(x), groups, f32(weight), f32(bias), eps).to(torch::kBFloat16);  // see the header
+  }
+  const auto format = x.is_contiguous() ? torch::MemoryFormat::Contiguous : x.suggest_memory_format();
   torch::Tensor y = torch::group_norm(f32(x).contiguous(), groups, f32(weight), f32(bias), eps);
   return y.to(x.scalar_type()).contiguous(format);
 }

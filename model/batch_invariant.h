@@ -28,7 +28,8 @@ torch::Tensor BatchInvariantConv2d(const torch::Tensor& x, const torch::Tensor& 
 // channels-last CPU kernel splits its sums by images and threads, so it is
 // normalised in the contiguous layout, whose kernel reduces each (image, group)
 // in one pass; bf16 input is normalised in float32 (the bf16 channels-last
-// kernel is also wrong: relative error ~0.2 on the reference fixtures).
+// kernel is also wrong: relative error ~0.2 on the reference fixtures; with
+// grad mode on, bf16 on the CPU is normalised in float32 in its own layout).
 torch::Tensor BatchInvariantGroupNorm(const torch::Tensor& x, int64_t groups, const torch::Tensor& weight,
                                       const torch::Tensor& bias, double eps);
 

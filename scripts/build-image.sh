@@ -12,7 +12,8 @@
 #      as the image's non-root user (uid 10001).
 # The last line is "image: NAME SIZE" on success. Exits 77 (skipped) with the
 # reason when this machine cannot build images (no root, no buildah or
-# debootstrap, no access to Debian's archive).
+# debootstrap, no access to Debian's archive, no mount namespaces). Untagged
+# images (build stages, earlier builds) are removed after a build.
 #
 #   scripts/build-image.sh [NAME]      NAME defaults to tcm-serve:cpu
 #
@@ -33,6 +34,9 @@ command -v buildah > /dev/null || skip "buildah is not installed (apt-get instal
 command -v debootstrap > /dev/null || skip "debootstrap is not installed (apt-get install debootstrap)"
 [[ -x "$client" ]] || skip "no host tcm-client at $client (make build first)"
 curl -sfI --max-time 20 "$mirror/dists/bookworm/Release" > /dev/null || skip "Debian's archive ($mirror) is unreachable"
+# buildah's chroot isolation needs new mount namespaces: an unprivileged
+# container, root in it or not, cannot make them.
+unshare --mount true 2> /dev/null || skip "cannot create a mount namespace (unshare --mount): an unprivileged container"
 
 log() { echo "build-image: $*"; }
 server_pid=""
@@ -93,4 +97,7 @@ for pid in $(pgrep -f "tcm-server --port $grpc_port "); do server_uid="$(stat -c
 [[ "$server_uid" == "10001" ]] || { echo "build-image: FAIL: tcm-server runs as uid '$server_uid', not 10001"; exit 1; }
 log "served from the image: health SERVING, $images PNG(s) from tcm-client, the playground; uid $server_uid"
 size="$("${buildah[@]}" images --format '{{.Size}}' "$name" | head -1)"
+# Untagged images (the build stage, an earlier build of NAME) would fill the
+# disk run after run; the base and NAME stay.
+"${buildah[@]}" rmi --prune > /dev/null 2>&1 || true
 echo "image: $name $size"

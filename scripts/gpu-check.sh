@@ -40,6 +40,9 @@
 # The step functions run through run_step (exported, in a fresh bash):
 # shellcheck disable=SC2317
 set -euo pipefail
+# NVIDIA's PyTorch containers set this to let fp32 matrix products run in TF32;
+# fp32 is checked as fp32 (tcm-server turns TF32 off too).
+unset TORCH_ALLOW_TF32_CUBLAS_OVERRIDE
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -202,7 +205,7 @@ step_build() {
   # A linker that drops unused libraries can leave libtorch_cuda out: then no CUDA device is visible.
   local tool missing=()
   for tool in tcm-server tcm-parity; do
-    ldd "$BIN/$tool" | grep -q 'libtorch_cuda' || missing+=("$tool")
+    [[ "$(ldd "$BIN/$tool")" == *libtorch_cuda* ]] || missing+=("$tool")
   done
   [[ ${#missing[@]} -eq 0 ]] || { say "built, but ${missing[*]} do not link libtorch_cuda"; return 1; }
   say "built with $JOBS jobs; tcm-server and tcm-parity link libtorch_cuda"

@@ -8,6 +8,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -109,6 +110,9 @@ struct DeviceContext::CudaState {
         }
       }
       (void)cudaGetLastError();  // so that later launches do not report the failed capture
+      // LibTorch 1.13 frees a graph's private pool only once a capture has
+      // ended well: a failed capture keeps its pool (once per replica, which
+      // then runs eagerly).
       throw;
     }
     return g;
@@ -159,6 +163,17 @@ void DeviceContext::BindThisThread() {
 #endif
 }
 
+std::vector<int> DeviceContext::WarmUpSizes(int max_batch_size) const {
+  std::vector<int> sizes;
+#ifdef TCM_WITH_CUDA
+  if (cuda_ && cuda_->graphs_enabled)
+    for (int bucket = 1; bucket / 2 < max_batch_size; bucket *= 2) sizes.push_back(std::min(bucket, max_batch_size));
+#else
+  (void)max_batch_size;
+#endif
+  return sizes;
+}
+
 torch::Tensor DeviceContext::Run(Denoiser& replica, const torch::Tensor& x, const torch::Tensor& sigma,
                                  const torch::Tensor& labels) {
   if (device_.is_cpu()) return replica.forward(x, sigma, labels);
@@ -200,6 +215,7 @@ absl::StatusOr<std::vector<DeviceContext>> CudaDevices(int workers_per_device) {
   // fp32 means fp32 on a GPU too: no TF32 convolutions (LibTorch 1.13 allows
   // them by default); bf16 and fp16 are the fast precisions.
   at::globalContext().setAllowTF32CuDNN(false);
+  at::globalContext().setAllowTF32CuBLAS(false);
   std::vector<DeviceContext> devices;
   for (int w = 0; w < workers_per_device; ++w) {
     for (int i = 0; i < count; ++i) {

@@ -35,6 +35,12 @@ class DeviceContext {
   // Makes this device (and its stream) current for the calling thread.
   void BindThisThread();
 
+  // Batch sizes a worker should run once at warm-up, up to `max_batch_size`,
+  // so that serving never pays a one-off cost per size: on a CUDA device each
+  // graph bucket (powers of two), whose first batch captures its graph; none
+  // on the CPU.
+  std::vector<int> WarmUpSizes(int max_batch_size) const;
+
   // D(x, sigma, labels) for CPU inputs; returns float32 CPU outputs. On a
   // CUDA device a batch is padded to its bucket (the next power of two) and
   // runs as that bucket's graph, captured on first use; a composed model

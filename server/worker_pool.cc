@@ -74,9 +74,10 @@ class WorkerPool::Worker {
     return absl::OkStatus();
   }
 
-  // Per served model: a pass of `batch_size` images, then timed passes of
-  // one image and of a full batch for the batcher's pass-time estimate (each
-  // after an untimed first pass of its size, which pays one-off set-up).
+  // Per served model: a pass of `batch_size` images and one of each size the
+  // device asks for (CUDA graph buckets), then timed passes of one image and
+  // of a full batch for the batcher's pass-time estimate (each after an
+  // untimed first pass of its size, which pays one-off set-up).
   absl::Status WarmUp(int batch_size) {
     ConfigureThisThread();
     for (size_t model = 0; model < replicas_.size(); ++model) {
@@ -87,6 +88,7 @@ class WorkerPool::Worker {
           static_cast<int>(std::min<size_t>(batcher_->MaxBatchSize(static_cast<int>(model)), kDefaultMaxBatchSize));
       try {
         WarmUpPass(replica, batch_size);
+        for (int size : device_.WarmUpSizes(batcher_->MaxBatchSize(static_cast<int>(model)))) WarmUpPass(replica, size);
         for (int size : {1, full}) {
           if (size != batch_size) WarmUpPass(replica, size);
           const absl::Time start = absl::Now();

@@ -116,6 +116,7 @@ absl::StatusOr<bool> Run() {
     if (!torch::cuda::is_available())
       return absl::FailedPreconditionError("--device=cuda: no CUDA device is visible, or LibTorch has no CUDA");
     at::globalContext().setAllowTF32CuDNN(false);  // fp32 is checked as fp32, as tcm-server runs it
+    at::globalContext().setAllowTF32CuBLAS(false);
     denoiser->to(device);
   }
   denoiser->SetCompute(precision == "bf16"   ? torch::kBFloat16
