@@ -27,19 +27,22 @@ test: test-deps build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS)
 
 # The whole suite under AddressSanitizer and UndefinedBehaviorSanitizer; the
-# batcher and the call state (RequestState, with its image ledger) under
-# ThreadSanitizer. The gRPC reactors and the health service are not: Debian's
-# Abseil and gRPC are not instrumented, so every absl::Mutex they hold looks
-# unlocked to ThreadSanitizer (docs/RELIABILITY.md).
-TSAN_TESTS = batcher_test request_state_test
+# torch-free service layer's tests (batcher, call state, validation, response
+# cache, access log, HTTP server, the REST front end over the generation front)
+# under ThreadSanitizer, with Debian's Abseil rebuilt instrumented so that every
+# absl::Mutex is visible to it. The gRPC reactor tests are not run under it
+# (docs/RELIABILITY.md).
+TSAN_TESTS = batcher_test pass_time_estimate_test request_state_test request_validation_test response_cache_test \
+  server_options_test access_log_test http_server_test inference_mapping_test rest_json_test rest_service_test
 test-sanitize: test-deps
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTCM_SANITIZE=address,undefined > /dev/null
 	@cmake --build build-asan -j $(JOBS)
 	cd build-asan && LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -j $(JOBS) -E '^deploy\.container_image$$'
+	@JOBS=$(JOBS) bash scripts/build-tsan-abseil.sh build-tsan-abseil
 	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTCM_SANITIZE=thread > /dev/null
 	@cmake --build build-tsan -j $(JOBS) --target $(TSAN_TESTS)
-	@for t in $(TSAN_TESTS); do TSAN_OPTIONS=halt_on_error=1 build-tsan/bin/$$t || exit 1; done
+	@bash scripts/run-tsan-tests.sh build-tsan build-tsan-abseil/lib $(TSAN_TESTS)
 
 # libFuzzer targets (clang, AddressSanitizer, UndefinedBehaviorSanitizer), each run
 # FUZZ_SECONDS on its seed corpus; prints "fuzz_NAME: N runs, C crashes" per target.
@@ -55,4 +58,4 @@ run: build
 	$(BUILD_DIR)/bin/tcm-server --model_repository models --default_model fashion-mnist-tcm
 
 clean:
-	rm -rf $(BUILD_DIR) build-asan build-tsan build-fuzz
+	rm -rf $(BUILD_DIR) build-asan build-tsan build-tsan-abseil build-fuzz
