@@ -41,6 +41,11 @@ ABSL_FLAG(bool, preview, false,
           "With 2 steps: stream the call and also write each image's first-step result (the 1-step image, "
           "files ending _preview.png), which the server sends as soon as it exists.");
 ABSL_FLAG(bool, list_models, false, "List the server's models and exit.");
+ABSL_FLAG(std::string, load_model, "",
+          "Load the repository's model directory of this name, or reload it as a new version, and exit (the "
+          "server must run with --model_control=explicit; a load takes the whole --timeout).");
+ABSL_FLAG(std::string, unload_model, "",
+          "Stop serving this model and exit (the server must run with --model_control=explicit).");
 ABSL_FLAG(bool, health, false, "Check the server's health (or --model's) and exit 0 if SERVING, else 1.");
 ABSL_FLAG(double, health_every, 0,
           "With --health: check again every this many seconds on one connection, printing one line per check, "
@@ -76,11 +81,35 @@ int ListModels(v1::TcmService::Stub& stub) {
   grpc::Status status = stub.ListModels(&context, v1::ListModelsRequest(), &response);
   if (!status.ok()) return Error(status);
   for (const auto& m : response.models()) {
-    std::printf("%s%s: %s %ux%ux%u, %u classes, default %u step(s), mid_t %.3f\n", m.name().c_str(),
-                m.is_default() ? " (default)" : "", m.architecture().c_str(), m.resolution(), m.resolution(),
-                m.channels(), m.num_classes(), m.default_steps(), m.mid_t());
+    std::printf("%s%s: version %u, %s %ux%ux%u, %u classes, default %u step(s), mid_t %.3f\n", m.name().c_str(),
+                m.is_default() ? " (default)" : "", m.version(), m.architecture().c_str(), m.resolution(),
+                m.resolution(), m.channels(), m.num_classes(), m.default_steps(), m.mid_t());
     if (m.class_names_size() > 0) std::printf("  classes: %s\n", absl::StrJoin(m.class_names(), ", ").c_str());
   }
+  return 0;
+}
+
+int LoadModel(v1::TcmService::Stub& stub, const std::string& name) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::LoadModelRequest request;
+  request.set_name(name);
+  v1::LoadModelResponse response;
+  grpc::Status status = stub.LoadModel(&context, request, &response);
+  if (!status.ok()) return Error(status);
+  std::printf("%s: version %u serving\n", response.model().name().c_str(), response.model().version());
+  return 0;
+}
+
+int UnloadModel(v1::TcmService::Stub& stub, const std::string& name) {
+  grpc::ClientContext context;
+  SetDeadline(&context);
+  v1::UnloadModelRequest request;
+  request.set_name(name);
+  v1::UnloadModelResponse response;
+  grpc::Status status = stub.UnloadModel(&context, request, &response);
+  if (!status.ok()) return Error(status);
+  std::printf("%s: unloaded\n", name.c_str());
   return 0;
 }
 
@@ -269,6 +298,8 @@ int Run() {
   }
   auto stub = v1::TcmService::NewStub(*channel);
   if (absl::GetFlag(FLAGS_list_models)) return ListModels(*stub);
+  if (!absl::GetFlag(FLAGS_load_model).empty()) return LoadModel(*stub, absl::GetFlag(FLAGS_load_model));
+  if (!absl::GetFlag(FLAGS_unload_model).empty()) return UnloadModel(*stub, absl::GetFlag(FLAGS_unload_model));
   return Generate(*stub);
 }
 
@@ -279,7 +310,7 @@ int main(int argc, char** argv) {
   tcm::SetUsage(
       "Generates images with a tcm-server and writes PNG files.\n"
       "  tcm-client --class 3 --steps 2 --num 4\n"
-      "  tcm-client --list-models | --health");
+      "  tcm-client --list-models | --health | --load_model NAME | --unload_model NAME");
   std::vector<std::string> storage;
   // `--class` is a C++ keyword as a flag name: accept it as --class_label.
   std::vector<char*> args = tcm::NormalizeFlagNames(argc, argv, &storage, {{"class", "class_label"}});

@@ -16,7 +16,8 @@
 
 namespace tcm::fuzzing {
 
-// A conditional model with a queue limit of 16 images and an unconditional one.
+// A conditional model with a queue limit of 16 images and an unconditional
+// one, in slots 0 and 1 (a spec's model is its slot).
 inline const std::vector<ServedModel>& Models() {
   static const std::vector<ServedModel> models = [] {
     ServedModel cond{"cond", 10, 1, 16};
@@ -25,7 +26,7 @@ inline const std::vector<ServedModel>& Models() {
       m->resolution = 4;
       m->channels = 1;
     }
-    return std::vector<ServedModel>{cond, uncond};
+    return NumberSlots({cond, uncond});
   }();
   return models;
 }

@@ -90,8 +90,12 @@ done
   || { cat "$work/server.log"; exit 1; }
 images=$(ls "$work/images"/*.png 2> /dev/null | wc -l)
 [[ "$images" -ge 1 ]] || { echo "build-image: FAIL: tcm-client wrote no image"; exit 1; }
-curl -sf "http://127.0.0.1:$http_port/" | grep -q "tcm-serve playground" \
-  || { echo "build-image: FAIL: no playground on the HTTP port"; exit 1; }
+page="$(curl -sS --max-time 30 "http://127.0.0.1:$http_port/" 2>&1)"
+[[ "$page" == *"tcm-serve playground"* ]] || {
+  echo "build-image: FAIL: no playground on the HTTP port $http_port: ${page:0:300}"
+  cat "$work/server.log"
+  exit 1
+}
 server_uid=""
 for pid in $(pgrep -f "tcm-server --port $grpc_port "); do server_uid="$(stat -c %u "/proc/$pid")"; done
 [[ "$server_uid" == "10001" ]] || { echo "build-image: FAIL: tcm-server runs as uid '$server_uid', not 10001"; exit 1; }

@@ -7,20 +7,55 @@
 
 namespace tcm {
 
+absl::Status Batcher::CheckOptions(const ModelQueueOptions& m) {
+  if (m.max_batch_size == 0)
+    return absl::InvalidArgumentError(absl::StrCat("model '", m.name, "': max_batch_size must be at least 1"));
+  if (m.max_queue_size < m.max_batch_size)
+    return absl::InvalidArgumentError(absl::StrCat("model '", m.name, "': max_queue_size (", m.max_queue_size,
+                                                   ") must be at least max_batch_size (", m.max_batch_size, ")"));
+  if (m.max_queue_delay < absl::ZeroDuration())
+    return absl::InvalidArgumentError(absl::StrCat("model '", m.name, "': max_queue_delay must not be negative"));
+  if (m.priority_levels < 1)
+    return absl::InvalidArgumentError(absl::StrCat("model '", m.name, "': priority_levels must be at least 1"));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<Batcher>> Batcher::Create(Options options) {
   if (options.models.empty()) return absl::InvalidArgumentError("batcher: no models");
-  for (const auto& m : options.models) {
-    if (m.max_batch_size == 0)
-      return absl::InvalidArgumentError(absl::StrCat("model '", m.name, "': max_batch_size must be at least 1"));
-    if (m.max_queue_size < m.max_batch_size)
-      return absl::InvalidArgumentError(absl::StrCat("model '", m.name, "': max_queue_size (", m.max_queue_size,
-                                                     ") must be at least max_batch_size (", m.max_batch_size, ")"));
-    if (m.max_queue_delay < absl::ZeroDuration())
-      return absl::InvalidArgumentError(absl::StrCat("model '", m.name, "': max_queue_delay must not be negative"));
-    if (m.priority_levels < 1)
-      return absl::InvalidArgumentError(absl::StrCat("model '", m.name, "': priority_levels must be at least 1"));
-  }
+  for (const auto& m : options.models)
+    if (absl::Status checked = CheckOptions(m); !checked.ok()) return checked;
   return std::unique_ptr<Batcher>(new Batcher(std::move(options)));
+}
+
+absl::StatusOr<int> Batcher::AddModel(ModelQueueOptions options, const std::function<void(int)>& under_lock) {
+  if (absl::Status checked = CheckOptions(options); !checked.ok()) return checked;
+  std::lock_guard<std::mutex> lock(mu_);
+  const int model = static_cast<int>(queues_.size());
+  queues_.push_back(std::make_unique<Queue>(std::move(options)));
+  if (under_lock) under_lock(model);
+  changed_.notify_all();  // no depth to report: the queue is empty
+  return model;
+}
+
+void Batcher::RetireModel(int model) {
+  std::lock_guard<std::mutex> lock(mu_);
+  queues_.at(model)->retired = true;
+}
+
+bool Batcher::ModelIdle(int model) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const Queue& q = *queues_.at(model);
+  return q.retired && q.in_flight == 0 && q.returning.empty() && q.fresh.empty();
+}
+
+size_t Batcher::MaxBatchSize(int model) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return queues_.at(model)->options.max_batch_size;
+}
+
+size_t Batcher::MaxQueueSize(int model) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return queues_.at(model)->options.max_queue_size;
 }
 
 Batcher::Batcher(Options options)
@@ -34,6 +69,9 @@ absl::Status Batcher::Submit(int model, std::vector<std::unique_ptr<ImageTask>> 
   std::lock_guard<std::mutex> lock(mu_);
   if (closed_) return absl::UnavailableError("the server is shutting down");
   Queue& q = *queues_.at(model);
+  if (q.retired)
+    return absl::UnavailableError(
+        absl::StrCat("model '", q.options.name, "' was unloaded or replaced while the call started; retry"));
   if (tasks.empty()) {
     if (accepted) accepted();
     return absl::OkStatus();
@@ -180,6 +218,7 @@ std::unique_ptr<Batch> Batcher::FormBatch(absl::Time now, const ModelSet& serves
   }
   ReportDepth(best);
   ++in_flight_;
+  ++chosen.in_flight;
   return batch;
 }
 
@@ -245,9 +284,10 @@ std::unique_ptr<Batch> Batcher::TryNextBatch(const ModelSet& serves) {
   return batch;
 }
 
-void Batcher::BatchDone() {
+void Batcher::BatchDone(int model) {
   std::lock_guard<std::mutex> lock(mu_);
   --in_flight_;
+  --queues_.at(model)->in_flight;
   changed_.notify_all();
 }
 

@@ -27,6 +27,9 @@
 //   be delivered. Workers report each pass's time (ObservePass).
 // - Close() stops new submissions (UNAVAILABLE); NextBatch keeps serving
 //   queued and returning work, then returns nullptr once all is done.
+// - Models can be added while serving (AddModel) and retired (RetireModel):
+//   a retired model takes no new submissions, its queued and returning work
+//   still runs, and ModelIdle() says when none is left.
 //
 // Torch-free and thread-safe. Time comes from Options::clock. It locks with
 // std::mutex rather than absl::Mutex: ThreadSanitizer cannot follow
@@ -136,8 +139,21 @@ class Batcher {
   // clock->Now(), else nullptr.
   std::unique_ptr<Batch> TryNextBatch(const ModelSet& serves = {});
 
-  // A worker finished a batch from NextBatch/TryNextBatch (after resubmitting).
-  void BatchDone();
+  // A worker finished a batch of `model` from NextBatch/TryNextBatch (after resubmitting).
+  void BatchDone(int model);
+
+  // Adds a model queue; returns its index (the next one). `under_lock`, if
+  // set, runs with that index under the batcher's lock before any caller of
+  // NextBatch can see the model: the moment to extend a ModelSet that a
+  // blocked NextBatch is reading. Keep it short and do not call the batcher.
+  absl::StatusOr<int> AddModel(ModelQueueOptions options, const std::function<void(int)>& under_lock = nullptr);
+
+  // `model` takes no new submissions (UNAVAILABLE, naming it); its queued and
+  // returning tasks still run.
+  void RetireModel(int model);
+
+  // Whether `model` is retired with no task queued and no batch in flight.
+  bool ModelIdle(int model) const;
 
   // A forward pass of `batch_size` images of `model` took `took` (warm-up
   // passes included): feeds the pass-time estimate.
@@ -148,7 +164,7 @@ class Batcher {
   absl::Duration EstimatedPassTime(int model, size_t batch_size) const;
 
   // Most tasks of `model` in one batch (ModelQueueOptions::max_batch_size).
-  size_t MaxBatchSize(int model) const { return queues_.at(model)->options.max_batch_size; }
+  size_t MaxBatchSize(int model) const;
 
   // Stops accepting new submissions; queued work still drains.
   void Close();
@@ -157,7 +173,7 @@ class Batcher {
   size_t QueueDepth(int model) const;
 
   // Most new tasks `model`'s queue holds (ModelQueueOptions::max_queue_size).
-  size_t MaxQueueSize(int model) const { return queues_.at(model)->options.max_queue_size; }
+  size_t MaxQueueSize(int model) const;
 
  private:
   // Both task lists are in serving order (ServedBefore).
@@ -174,6 +190,8 @@ class Batcher {
     PassTimeEstimate pass_time;
     std::vector<size_t> fresh_by_level;  // by priority level (index 0 unused)
     std::vector<size_t> depth_by_level;  // new and returning
+    int in_flight = 0;                   // batches taken and not yet done
+    bool retired = false;
   };
   struct DroppedTask {
     std::unique_ptr<ImageTask> task;
@@ -201,7 +219,10 @@ class Batcher {
   static std::unique_ptr<ImageTask> Take(Queue& q, TaskList& list, TaskList::iterator& it);
   // Earliest time at which a non-empty queue in `serves` becomes ready by waiting.
   absl::Time NextReadyTime(const ModelSet& serves) const;
-  static bool Serves(const ModelSet& serves, size_t model) { return serves.empty() || serves.at(model); }
+  static bool Serves(const ModelSet& serves, size_t model) {
+    return serves.empty() || (model < serves.size() && serves[model]);
+  }
+  static absl::Status CheckOptions(const ModelQueueOptions& m);
   bool Finished() const;
   void ReportDepth(int model);
   static void DropAll(Dropped& dropped);

@@ -91,6 +91,55 @@ TEST_F(BatcherTest, FullBatchFormsAtOnce) {
   EXPECT_EQ(b->QueueDepth(0), 0u);
 }
 
+TEST_F(BatcherTest, AModelAddedWhileServingIsQueuedAndBatchedLikeTheFirst) {
+  auto b = Make(2, absl::Milliseconds(5));
+  int seen_under_lock = -1;
+  auto added = b->AddModel({"added", 3, absl::Milliseconds(5), 10}, [&](int m) { seen_under_lock = m; });
+  ASSERT_TRUE(added.ok()) << added.status();
+  EXPECT_EQ(*added, 1);
+  EXPECT_EQ(seen_under_lock, 1);
+  EXPECT_EQ(b->MaxBatchSize(1), 3u);
+  EXPECT_EQ(b->MaxQueueSize(1), 10u);
+  ASSERT_TRUE(b->Submit(1, Tasks(0, 3, &log_)).ok());
+  auto batch = b->TryNextBatch();
+  ASSERT_NE(batch, nullptr);
+  EXPECT_EQ(batch->model, 1);
+  EXPECT_EQ(Ids(*batch), (std::vector<int>{0, 1, 2}));
+  // A worker whose model set predates the model does not serve it.
+  ASSERT_TRUE(b->Submit(1, Tasks(3, 3, &log_)).ok());
+  EXPECT_EQ(b->TryNextBatch(Batcher::ModelSet{true}), nullptr);
+  EXPECT_NE(b->TryNextBatch(Batcher::ModelSet{true, true}), nullptr);
+  // Options are checked as at creation.
+  EXPECT_EQ(b->AddModel({"bad", 0, absl::Milliseconds(5), 10}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(BatcherTest, ARetiredModelRefusesNewWorkFinishesItsOwnAndThenIsIdle) {
+  auto b = Make(2, absl::Milliseconds(5));
+  ASSERT_TRUE(b->Submit(0, Tasks(0, 3, &log_)).ok());
+  auto first = b->TryNextBatch();  // 0 and 1 in flight, 2 queued
+  ASSERT_NE(first, nullptr);
+  b->RetireModel(0);
+  EXPECT_FALSE(b->ModelIdle(0));
+  const absl::Status refused = b->Submit(0, Tasks(10, 1, &log_));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(refused.message().find("model0"), std::string::npos) << refused;
+  b->Resubmit(0, std::move(first->tasks[0]));  // a second step still runs
+  b->BatchDone(0);
+  EXPECT_FALSE(b->ModelIdle(0));
+  clock_.Advance(absl::Milliseconds(5));
+  auto second = b->TryNextBatch();
+  ASSERT_NE(second, nullptr);
+  EXPECT_EQ(Ids(*second), (std::vector<int>{0, 2}));
+  EXPECT_FALSE(b->ModelIdle(0));  // in flight
+  b->BatchDone(0);
+  EXPECT_TRUE(b->ModelIdle(0));
+}
+
+TEST_F(BatcherTest, ANotRetiredModelIsNeverIdle) {
+  auto b = Make(2, absl::Milliseconds(5));
+  EXPECT_FALSE(b->ModelIdle(0));
+}
+
 TEST_F(BatcherTest, PartialBatchWaitsForTheQueueDelay) {
   auto b = Make(4, absl::Milliseconds(10));
   ASSERT_TRUE(b->Submit(0, Tasks(0, 2, &log_)).ok());
@@ -123,7 +172,7 @@ TEST_F(BatcherTest, ReturningTasksGoFirstAndShareTheBatchWithNewWork) {
   // Two images of the first batch need a second step.
   b->Resubmit(0, std::move(first->tasks[0]));
   b->Resubmit(0, std::move(first->tasks[2]));
-  b->BatchDone();
+  b->BatchDone(0);
   auto second = b->TryNextBatch();  // ready without waiting: it holds returning work
   ASSERT_NE(second, nullptr);
   EXPECT_EQ(Ids(*second), (std::vector<int>{0, 2, 10}));
@@ -142,7 +191,7 @@ TEST_F(BatcherTest, WithoutStepMixingReturningAndNewTasksGetSeparateBatches) {
   ASSERT_NE(first, nullptr);
   ASSERT_TRUE(b->Submit(0, Tasks(10, 2, &log_)).ok());
   b->Resubmit(0, std::move(first->tasks[0]));
-  b->BatchDone();
+  b->BatchDone(0);
   auto second = b->TryNextBatch();
   ASSERT_NE(second, nullptr);
   EXPECT_EQ(Ids(*second), (std::vector<int>{0}));  // the returning task alone
@@ -177,19 +226,19 @@ TEST_F(BatcherTest, WithoutKindMixingEachBatchHoldsTheKindOfItsFirstTask) {
   }
   auto first = b->TryNextBatch();
   EXPECT_EQ(Ids(*first), (std::vector<int>{0, 2, 4}));
-  b->BatchDone();
+  b->BatchDone(0);
   auto second = b->TryNextBatch();
   EXPECT_EQ(Ids(*second), (std::vector<int>{1, 3}));
   // The kind-2 tasks come back for their second step: older than anything
   // new, they run next, alone.
   b->Resubmit(0, std::move(second->tasks[0]));
   b->Resubmit(0, std::move(second->tasks[1]));
-  b->BatchDone();
+  b->BatchDone(0);
   auto later = Tasks(10, 1, &log_);
   later[0]->kind = 2;
   ASSERT_TRUE(b->Submit(0, std::move(later)).ok());
   EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{1, 3}));
-  b->BatchDone();
+  b->BatchDone(0);
   EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{10}));
 }
 
@@ -236,7 +285,7 @@ TEST_F(BatcherTest, EarliestDeadlineIsServedFirstAndCallsWithoutOneByArrival) {
   std::vector<int> order;
   while (auto batch = b->TryNextBatch()) {
     order.push_back(Ids(*batch).at(0));
-    b->BatchDone();
+    b->BatchDone(0);
   }
   EXPECT_EQ(order, (std::vector<int>{2, 4, 1, 0, 3}));
 }
@@ -248,7 +297,7 @@ TEST_F(BatcherTest, WithoutDeadlineAwarenessTheQueueIsFirstComeFirstServed) {
   ASSERT_TRUE(b->Submit(0, Due(0, &log_, t0 + absl::Seconds(3))).ok());
   ASSERT_TRUE(b->Submit(0, Due(1, &log_, t0 + absl::Milliseconds(10))).ok());  // cannot make it, still served
   EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{0}));
-  b->BatchDone();
+  b->BatchDone(0);
   EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{1}));
   EXPECT_EQ(log_.dropped.load(), 0);
 }
@@ -283,7 +332,7 @@ TEST_F(BatcherTest, AReturningTaskIsJudgedByTheStepsItHasLeft) {
   clock_.Advance(absl::Milliseconds(30));
   first->tasks[0]->steps_left = 1;
   b->Resubmit(0, std::move(first->tasks[0]));
-  b->BatchDone();
+  b->BatchDone(0);
   auto second = b->TryNextBatch();  // at 30 ms: one pass left ends at 60 ms; two would end at 90 ms
   ASSERT_NE(second, nullptr);
   EXPECT_EQ(Ids(*second), (std::vector<int>{0}));
@@ -298,7 +347,7 @@ TEST_F(BatcherTest, ThePassTimeIsJudgedAtTheSizeOfTheBatchThatForms) {
   const absl::Time t0 = clock_.Now();
   ASSERT_TRUE(b->Submit(0, Due(0, &log_, t0 + absl::Milliseconds(25))).ok());
   EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{0}));  // alone: about 10 ms
-  b->BatchDone();
+  b->BatchDone(0);
   for (int id = 1; id <= 4; ++id) ASSERT_TRUE(b->Submit(0, Due(id, &log_, t0 + absl::Milliseconds(25))).ok());
   EXPECT_EQ(b->TryNextBatch(), nullptr);  // four together need about 40 ms: all dropped
   absl::MutexLock lock(&log_.mu);
@@ -335,7 +384,7 @@ TEST_F(PriorityBatcherTest, TheHighestLevelFillsTheBatchFirst) {
   clock_.Advance(absl::Milliseconds(1));
   ASSERT_TRUE(b->Submit(0, AtLevel(1, 20, 1, &log_)).ok());  // newest, yet first
   EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{20, 10, 11}));
-  b->BatchDone();
+  b->BatchDone(0);
   EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{0, 1}));
 }
 
@@ -351,7 +400,7 @@ TEST_F(PriorityBatcherTest, AReturningTaskKeepsItsLevel) {
   ASSERT_TRUE(b->Submit(0, AtLevel(1, 10, 1, &log_)).ok());
   b->Resubmit(0, std::move(first->tasks[1]));  // level 2
   b->Resubmit(0, std::move(first->tasks[0]));  // level 1
-  b->BatchDone();
+  b->BatchDone(0);
   EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{1, 10, 0, 20}));
 }
 
@@ -370,9 +419,9 @@ TEST_F(PriorityBatcherTest, WithoutStepMixingABatchFillsAcrossLevelsFromOneList)
   ASSERT_TRUE(b->Submit(0, AtLevel(1, 10, 1, &log_)).ok());
   ASSERT_TRUE(b->Submit(0, AtLevel(2, 20, 3, &log_)).ok());
   b->Resubmit(0, std::move(first->tasks[0]));  // level 2, returning
-  b->BatchDone();
+  b->BatchDone(0);
   EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{10, 20, 21, 22}));
-  b->BatchDone();
+  b->BatchDone(0);
   EXPECT_EQ(Ids(*b->TryNextBatch()), (std::vector<int>{0}));
 }
 
@@ -411,10 +460,10 @@ TEST_F(BatcherTest, CloseRejectsNewWorkAndDrainsQueuedWorkAtOnce) {
   ASSERT_NE(batch, nullptr);
   EXPECT_EQ(Ids(*batch), (std::vector<int>{0}));
   b->Resubmit(0, std::move(batch->tasks[0]));  // a second step still runs after Close
-  b->BatchDone();
+  b->BatchDone(0);
   batch = b->NextBatch();
   ASSERT_NE(batch, nullptr);
-  b->BatchDone();
+  b->BatchDone(0);
   EXPECT_EQ(b->NextBatch(), nullptr);  // closed, empty, nothing in flight
 }
 
@@ -476,7 +525,7 @@ TEST_F(BatcherTest, ReportsQueueDepthOnEveryChange) {
   ASSERT_TRUE(b->Submit(0, std::move(tasks)).ok());  // 3 queued
   auto batch = b->TryNextBatch();                    // 2 taken: 1 left
   b->Resubmit(0, std::move(batch->tasks[0]));        // 2
-  b->BatchDone();
+  b->BatchDone(0);
   *cancelled = true;
   b->TryNextBatch();  // the cancelled one dropped (1), then 1 taken (0)
   EXPECT_EQ(depths, (std::vector<size_t>{3, 1, 2, 1, 0}));
@@ -508,7 +557,7 @@ TEST(BatcherConcurrencyTest, EveryTaskIsServedOnceAcrossThreads) {
           const int id = static_cast<TestTask&>(*task).id;
           if (steps_run[id].fetch_add(1) == 0 && id % 2 == 0) batcher->Resubmit(batch->model, std::move(task));
         }
-        batcher->BatchDone();
+        batcher->BatchDone(batch->model);
       }
     });
   }

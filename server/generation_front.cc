@@ -42,7 +42,9 @@ class AnnotatingSink : public ResponseSink {
 GenerationFront::GenerationFront(const Options& options, std::vector<ServedModel> models, GenerationQueue* queue,
                                  ServerMetrics* metrics)
     : options_(options),
-      models_(std::move(models)),
+      catalog_(options.catalog
+                   ? options.catalog
+                   : std::make_shared<ModelCatalog>(ModelTable{NumberSlots(std::move(models)), options.default_model})),
       queue_(queue),
       metrics_(metrics),
       seed_source_(std::random_device{}()) {}
@@ -53,16 +55,17 @@ uint64_t GenerationFront::FreshSeed() {
 }
 
 void GenerationFront::CountRejected(const std::string& model, unsigned steps, const absl::Status& status) {
-  metrics_->RequestRejected(model.empty() ? models_[options_.default_model].name : model, steps,
-                            StatusCodeName(status.code()), models_);
+  const std::shared_ptr<const ModelTable> table = models();
+  const bool has_default = table->default_model >= 0 && table->default_model < static_cast<int>(table->models.size());
+  metrics_->RequestRejected(model.empty() && has_default ? table->models[table->default_model].name : model, steps,
+                            StatusCodeName(status.code()), table->models);
 }
 
 void GenerationFront::Start(GenerationSpec spec, ResponseSink* sink, absl::Time start, absl::Time deadline,
                             const void* call) {
   if (options_.access_log != nullptr && call != nullptr) sink = new AnnotatingSink(sink, options_.access_log, call);
   ModelMetrics* metrics = &metrics_->model(spec.model);
-  ResponseCache* cache =
-      options_.cache != nullptr && spec.seeded && models_[spec.model].cacheable ? options_.cache : nullptr;
+  ResponseCache* cache = options_.cache != nullptr && spec.seeded && spec.cacheable ? options_.cache : nullptr;
   auto state = std::make_shared<RequestState>(std::move(spec), sink, metrics, start, deadline, cache);
   sink->OnAccepted(state);
   std::vector<v1::Image> hits;

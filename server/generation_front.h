@@ -36,15 +36,20 @@ class GenerationFront {
     // Calls started with a `call` key leave their GenerationSummary here
     // before their sink's OnFinish; nullptr = no access log.
     AccessLog* access_log = nullptr;
+    // The served models, shared by every front end and changed by model
+    // control; null = a fixed table of the constructor's `models` (slots
+    // 0..n-1, default `default_model`).
+    std::shared_ptr<ModelCatalog> catalog;
   };
 
   // `models`: the served models, in the order of their metrics and queue
-  // indices. `queue` and `metrics` must outlive the front.
+  // indices (unused with options.catalog). `queue` and `metrics` must
+  // outlive the front.
   GenerationFront(const Options& options, std::vector<ServedModel> models, GenerationQueue* queue,
                   ServerMetrics* metrics);
 
-  const std::vector<ServedModel>& models() const { return models_; }
-  int default_model() const { return options_.default_model; }
+  // The models served now. Keep the pointer while using what it holds.
+  std::shared_ptr<const ModelTable> models() const { return catalog_->Get(); }
   const ValidationLimits& limits() const { return options_.limits; }
 
   // A seed for a call that named none: 63 bits, safe in every client language.
@@ -63,7 +68,7 @@ class GenerationFront {
 
  private:
   const Options options_;
-  const std::vector<ServedModel> models_;
+  const std::shared_ptr<ModelCatalog> catalog_;
   GenerationQueue* const queue_;
   ServerMetrics* const metrics_;
   absl::Mutex seed_mu_;

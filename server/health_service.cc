@@ -21,13 +21,13 @@ using grpc::health::v1::HealthCheckResponse;
 class HealthService::Watcher final : public grpc::ServerWriteReactor<HealthCheckResponse>,
                                      public std::enable_shared_from_this<Watcher> {
  public:
-  // `known`: the name watched is served (else it is SERVICE_UNKNOWN for good).
-  static std::shared_ptr<Watcher> Create(HealthService* service, bool known) {
-    std::shared_ptr<Watcher> watcher(new Watcher(service, known));
+  // Watches `name` ("" = the server).
+  static std::shared_ptr<Watcher> Create(HealthService* service, std::string name) {
+    std::shared_ptr<Watcher> watcher(new Watcher(service, std::move(name)));
     watcher->self_ = watcher;
     return watcher;
   }
-  bool known() const { return known_; }
+  const std::string& name() const { return name_; }
 
   // Queues `status` for sending. With `end`, finishes the stream once the
   // newest status is sent.
@@ -71,7 +71,7 @@ class HealthService::Watcher final : public grpc::ServerWriteReactor<HealthCheck
  private:
   enum class Next { kNothing, kWrite, kFinishOk, kFinishCancelled };
 
-  Watcher(HealthService* service, bool known) : service_(service), known_(known) {}
+  Watcher(HealthService* service, std::string name) : service_(service), name_(std::move(name)) {}
 
   // The next write or finish, if one is due and none is running.
   Next ChooseNext() {
@@ -111,7 +111,7 @@ class HealthService::Watcher final : public grpc::ServerWriteReactor<HealthCheck
   }
 
   HealthService* const service_;
-  const bool known_;
+  const std::string name_;
   std::shared_ptr<Watcher> self_;  // released in OnDone
   std::mutex mu_;
   ServingStatus latest_ = HealthCheckResponse::UNKNOWN;
@@ -135,33 +135,50 @@ bool HealthService::IsServing(const std::string& name) {
 void HealthService::SetServing(bool serving) {
   const ServingStatus value = serving ? HealthCheckResponse::SERVING : HealthCheckResponse::NOT_SERVING;
   std::lock_guard<std::mutex> order(send_mu_);
-  std::vector<std::shared_ptr<Watcher>> open;
+  std::vector<std::pair<std::shared_ptr<Watcher>, ServingStatus>> open;
   {
     std::lock_guard<std::mutex> lock(mu_);
     for (auto& [name, status] : status_) status = value;
     open = OpenWatchers();
   }
   // Watchers of unknown names keep SERVICE_UNKNOWN; the others follow.
-  for (const auto& w : open)
-    if (w->known()) w->Send(value, false);
+  for (const auto& [w, status] : open) w->Send(status, false);
+}
+
+void HealthService::SetModelServing(const std::string& name, bool serving) {
+  const ServingStatus value = serving ? HealthCheckResponse::SERVING : HealthCheckResponse::NOT_SERVING;
+  std::lock_guard<std::mutex> order(send_mu_);
+  std::vector<std::pair<std::shared_ptr<Watcher>, ServingStatus>> open;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    status_[name] = value;
+    open = OpenWatchers();
+  }
+  for (const auto& [w, status] : open)
+    if (w->name() == name) w->Send(status, false);
 }
 
 void HealthService::Shutdown() {
   std::lock_guard<std::mutex> order(send_mu_);
-  std::vector<std::shared_ptr<Watcher>> open;
+  std::vector<std::pair<std::shared_ptr<Watcher>, ServingStatus>> open;
   {
     std::lock_guard<std::mutex> lock(mu_);
     shut_down_ = true;
     open = OpenWatchers();
   }
-  for (const auto& w : open)
-    w->Send(w->known() ? HealthCheckResponse::NOT_SERVING : HealthCheckResponse::SERVICE_UNKNOWN, true);
+  for (const auto& [w, status] : open)
+    w->Send(status == HealthCheckResponse::SERVICE_UNKNOWN ? status : HealthCheckResponse::NOT_SERVING, true);
 }
 
-std::vector<std::shared_ptr<HealthService::Watcher>> HealthService::OpenWatchers() {
-  std::vector<std::shared_ptr<Watcher>> open;
-  for (const auto& [raw, weak] : watchers_)
-    if (auto watcher = weak.lock()) open.push_back(std::move(watcher));
+std::vector<std::pair<std::shared_ptr<HealthService::Watcher>, HealthService::ServingStatus>>
+HealthService::OpenWatchers() {
+  std::vector<std::pair<std::shared_ptr<Watcher>, ServingStatus>> open;
+  for (const auto& [raw, weak] : watchers_) {
+    if (auto watcher = weak.lock()) {
+      const auto it = status_.find(watcher->name());
+      open.emplace_back(std::move(watcher), it == status_.end() ? HealthCheckResponse::SERVICE_UNKNOWN : it->second);
+    }
+  }
   return open;
 }
 
@@ -192,10 +209,10 @@ grpc::ServerWriteReactor<HealthCheckResponse>* HealthService::Watch(grpc::Callba
     std::lock_guard<std::mutex> lock(mu_);
     const auto it = status_.find(request->service());
     // An unknown name gets SERVICE_UNKNOWN and, as the protocol asks, an open
-    // stream; the set of models is fixed, so nothing more comes until shutdown.
-    watcher = Watcher::Create(this, it != status_.end());
+    // stream, which follows the name if a model of that name is loaded later.
+    watcher = Watcher::Create(this, request->service());
     watchers_[watcher.get()] = watcher;
-    first = watcher->known() ? it->second : HealthCheckResponse::SERVICE_UNKNOWN;
+    first = it != status_.end() ? it->second : HealthCheckResponse::SERVICE_UNKNOWN;
     end = shut_down_;
   }
   watcher->Send(first, end);

@@ -12,6 +12,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -30,6 +31,10 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
   // tells open Watch streams.
   void SetServing(bool serving);
 
+  // Sets model `name` (added if new) to SERVING or NOT_SERVING and tells
+  // its open Watch streams.
+  void SetModelServing(const std::string& name, bool serving);
+
   // Whether `name` ("" = the server) is SERVING; false for an unknown name.
   bool IsServing(const std::string& name);
 
@@ -47,8 +52,9 @@ class HealthService final : public grpc::health::v1::Health::CallbackService {
  private:
   class Watcher;
   void Forget(Watcher* watcher);
-  // The watchers not yet done. Requires `mu_`.
-  std::vector<std::shared_ptr<Watcher>> OpenWatchers();
+  // The watchers not yet done, each with the status of its name
+  // (SERVICE_UNKNOWN for an unknown one). Requires `mu_`.
+  std::vector<std::pair<std::shared_ptr<Watcher>, ServingStatus>> OpenWatchers();
 
   // Held while a status changes and is sent to the watchers, so that they
   // get changes in order. Taken before `mu_`; no reaction takes it.

@@ -92,6 +92,27 @@ TEST_F(HealthServiceTest, WatchOfAnUnknownNameSendsServiceUnknownOnly) {
   EXPECT_TRUE(reader->Finish().ok());
 }
 
+TEST_F(HealthServiceTest, AModelLoadedOrUnloadedWhileServingIsFollowedByCheckAndWatch) {
+  health_->SetServing(true);
+  grpc::ClientContext context;
+  auto reader = Watch(&context, "model-c");  // not served yet
+  HealthCheckResponse response;
+  ASSERT_TRUE(reader->Read(&response));
+  EXPECT_EQ(response.status(), HealthCheckResponse::SERVICE_UNKNOWN);
+  health_->SetModelServing("model-c", true);  // loaded
+  EXPECT_EQ(Check("model-c"), HealthCheckResponse::SERVING);
+  ASSERT_TRUE(reader->Read(&response));
+  EXPECT_EQ(response.status(), HealthCheckResponse::SERVING);
+  health_->SetModelServing("model-c", false);  // unloaded
+  EXPECT_EQ(Check("model-c"), HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(Check("model-a"), HealthCheckResponse::SERVING);  // the others stay as they are
+  ASSERT_TRUE(reader->Read(&response));
+  EXPECT_EQ(response.status(), HealthCheckResponse::NOT_SERVING);
+  health_->Shutdown();
+  EXPECT_FALSE(reader->Read(&response));
+  EXPECT_TRUE(reader->Finish().ok());
+}
+
 TEST_F(HealthServiceTest, WatchOpenedAfterShutdownSendsItsStatusAndEnds) {
   health_->SetServing(true);
   health_->Shutdown();

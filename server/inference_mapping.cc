@@ -178,12 +178,16 @@ absl::StatusOr<GenerationSpec> SpecFromInferRequest(const ModelInferRequest& req
 absl::StatusOr<const ServedModel*> FindInferenceModel(const std::vector<ServedModel>& models, int default_model,
                                                       const std::string& name, const std::string& version,
                                                       const char* name_field, const char* version_field) {
-  const ServedModel* model = name.empty() ? &models.at(default_model) : nullptr;
+  const bool has_default = default_model >= 0 && default_model < static_cast<int>(models.size());
+  const ServedModel* model = name.empty() && has_default ? &models[default_model] : nullptr;
   std::vector<std::string> names;
   for (const ServedModel& m : models) {
     names.push_back(m.name);
     if (m.name == name) model = &m;
   }
+  if (model == nullptr && name.empty())
+    return absl::NotFoundError(absl::StrCat(
+        name_field, ": the default model is not served; name one (available: ", absl::StrJoin(names, ", "), ")"));
   if (model == nullptr)
     return absl::NotFoundError(
         absl::StrCat(name_field, ": '", name, "' is not served (available: ", absl::StrJoin(names, ", "), ")"));

@@ -85,8 +85,9 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::ServerReady(grpc::CallbackServer
 grpc::ServerUnaryReactor* InferenceServiceImpl::ModelReady(grpc::CallbackServerContext* context,
                                                            const inference::ModelReadyRequest* request,
                                                            inference::ModelReadyResponse* response) {
+  const std::shared_ptr<const ModelTable> table = front_.models();  // holds what `model` points into
   absl::StatusOr<const ServedModel*> model =
-      FindInferenceModel(front_.models(), front_.default_model(), request->name(), request->version());
+      FindInferenceModel(table->models, table->default_model, request->name(), request->version());
   if (!model.ok()) return Answer(context, model.status());
   response->set_ready(ready_((*model)->name));
   return Answer(context, absl::OkStatus());
@@ -103,8 +104,9 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::ServerMetadata(grpc::CallbackSer
 grpc::ServerUnaryReactor* InferenceServiceImpl::ModelMetadata(grpc::CallbackServerContext* context,
                                                               const inference::ModelMetadataRequest* request,
                                                               inference::ModelMetadataResponse* response) {
+  const std::shared_ptr<const ModelTable> table = front_.models();  // holds what `model` points into
   absl::StatusOr<const ServedModel*> model =
-      FindInferenceModel(front_.models(), front_.default_model(), request->name(), request->version());
+      FindInferenceModel(table->models, table->default_model, request->name(), request->version());
   if (!model.ok()) return Answer(context, model.status());
   *response = ModelMetadataOf(**model);
   return Answer(context, absl::OkStatus());
@@ -115,8 +117,10 @@ grpc::ServerUnaryReactor* InferenceServiceImpl::ModelInfer(grpc::CallbackServerC
                                                            inference::ModelInferResponse* response) {
   const absl::Time start = absl::Now();
   auto* reactor = new InferReactor(request, response);
+  const std::shared_ptr<const ModelTable> table = front_.models();
   absl::StatusOr<GenerationSpec> spec =
-      SpecFromInferRequest(*request, front_.models(), front_.default_model(), front_.limits(), front_.FreshSeed());
+      SpecFromInferRequest(*request, table->models, table->default_model, front_.limits(), front_.FreshSeed());
+  if (spec.ok()) spec->table = table;
   if (!spec.ok()) {
     unsigned steps = 0;
     if (auto it = request->parameters().find("steps"); it != request->parameters().end())

@@ -22,6 +22,7 @@
 #include "server/inference_service.h"
 #include "server/metrics.h"
 #include "server/metrics_endpoint.h"
+#include "server/model_control.h"
 #include "server/rest_service.h"
 #include "server/server_credentials.h"
 #include "server/server_flags.h"
@@ -72,16 +73,25 @@ int Run(const ServerOptions& o) {
   if (!metrics_http.ok()) return Fail(metrics_http.status());
   auto pool = WorkerPool::Create(PoolOptions(o), *models, batcher->get(), &metrics);
   if (!pool.ok()) return Fail(pool.status());
-  std::unique_ptr<ResponseCache> cache;  // --cache_mb; 0 = none
+  for (auto& m : *models) m.weights.clear();  // every replica is built: the weights as read can go
+  std::unique_ptr<ResponseCache> cache;       // --cache_mb; 0 = none
   auto cache_bytes = [&metrics](size_t bytes) { metrics.SetCacheBytes(bytes); };
   if (o.cache_mb > 0) cache = std::make_unique<ResponseCache>(static_cast<size_t>(o.cache_mb) << 20, cache_bytes);
+  // The served models: fixed, or changed by model control while serving.
+  auto catalog = std::make_shared<ModelCatalog>(ModelTable{NumberSlots(served), *default_model});
   const GenerationFront::Options service_options{
-      *default_model, {unsigned(o.max_images_per_request)}, cache.get(), access_log->get()};
-  HealthService health(names);  // NOT_SERVING until warmed up
+      *default_model, {unsigned(o.max_images_per_request)}, cache.get(), access_log->get(), catalog};
+  HealthService health(names);            // NOT_SERVING until warmed up
+  std::unique_ptr<ModelControl> control;  // --model_control poll or explicit
+  if (o.model_control != "none")
+    control = std::make_unique<ModelControl>(
+        ModelControl::Parts{o, pool->get(), batcher->get(), &metrics, catalog.get(), &health}, *models,
+        names[*default_model]);
   auto ready = [&health](const std::string& name) { return health.IsServing(name); };
   InferenceServiceImpl inference(service_options, served, pool->get(), &metrics, ready);
   RestService rest(service_options, served, pool->get(), &metrics, ready, metrics.registry());
   TcmServiceImpl service(service_options, std::move(served), pool->get(), &metrics);
+  service.SetModelControl(o.model_control, control.get());
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int bound_port = 0;
@@ -105,6 +115,7 @@ int Run(const ServerOptions& o) {
   }
   (*pool)->Start();
   health.SetServing(true);
+  if (control) control->Start();
   std::printf("tcm-server: serving %zu model(s) on port %d (default '%s'), metrics on port %d, http on port %d\n",
               models->size(), bound_port, names[*default_model].c_str(), *metrics_http ? (*metrics_http)->port() : 0,
               *http ? (*http)->port() : 0);
@@ -117,6 +128,10 @@ int Run(const ServerOptions& o) {
   std::printf("tcm-server: signal %d: draining (up to %.0f s)\n", signal_number, o.drain_timeout);
   std::fflush(stdout);
   health.SetServing(false);
+  if (control) {
+    control->Stop();           // a load under way finishes first; later ones are refused
+    health.SetServing(false);  // including a model that load set SERVING
+  }
   (*batcher)->Close();  // new calls: UNAVAILABLE; queued work goes on
   const absl::Time drain_deadline = absl::Now() + absl::Seconds(o.drain_timeout);
   // The port stays open while queued work drains, so health checks see

@@ -10,6 +10,7 @@
 #include <prometheus/registry.h>
 
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -54,12 +55,27 @@ class ModelMetrics {
   prometheus::Counter* client_cancellations_ = nullptr;
   prometheus::Counter* cache_hits_ = nullptr;
   prometheus::Counter* cache_misses_ = nullptr;
+  prometheus::Labels info_labels_;     // its tcm_model_info series
+  prometheus::Gauge* info_ = nullptr;  // null while hidden (ServerMetrics guards it)
 };
 
 class ServerMetrics {
  public:
-  // One set of per-model metrics for each of `models`, in their order.
+  // One set of per-model metrics for each of `models` at index i (their
+  // order), each shown in tcm_model_info.
   explicit ServerMetrics(const std::vector<ServedModel>& models);
+
+  // Metrics for the model version at index `model.slot` (its batcher
+  // index; indices of versions that never served stay empty). A version of
+  // a model already added shares that model's series. Not yet in
+  // tcm_model_info: see ShowModelInfo.
+  void AddModel(const ServedModel& model);
+  // Puts the version at `index` into tcm_model_info, or takes it out (its
+  // other series stay: counters never go back).
+  void ShowModelInfo(int index);
+  void HideModelInfo(int index);
+  // A model directory that failed to load while serving.
+  void ModelLoadFailed(const std::string& name);
 
   const std::shared_ptr<prometheus::Registry>& registry() const { return registry_; }
 
@@ -77,7 +93,7 @@ class ServerMetrics {
     if (steps == 1 || steps == 2) steps_label = std::to_string(steps);
     requests_->Add({{"model", label}, {"steps", steps_label}, {"code", code}}).Increment();
   }
-  ModelMetrics& model(int index) { return *models_.at(index); }
+  ModelMetrics& model(int index);
   // Bytes the response cache holds.
   void SetCacheBytes(size_t bytes) { cache_bytes_->Set(static_cast<double>(bytes)); }
   // Seconds worker `index` spent running batches.
@@ -86,7 +102,22 @@ class ServerMetrics {
  private:
   std::shared_ptr<prometheus::Registry> registry_;
   prometheus::Family<prometheus::Counter>* requests_ = nullptr;
-  std::vector<std::unique_ptr<ModelMetrics>> models_;
+  prometheus::Family<prometheus::Histogram>* latency_ = nullptr;
+  prometheus::Family<prometheus::Counter>* images_ = nullptr;
+  prometheus::Family<prometheus::Counter>* accepted_ = nullptr;
+  prometheus::Family<prometheus::Counter>* dropped_ = nullptr;
+  prometheus::Family<prometheus::Histogram>* queue_wait_ = nullptr;
+  prometheus::Family<prometheus::Histogram>* batch_compute_ = nullptr;
+  prometheus::Family<prometheus::Histogram>* batch_size_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* queue_depth_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* in_flight_ = nullptr;
+  prometheus::Family<prometheus::Counter>* cancellations_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* info_ = nullptr;
+  prometheus::Family<prometheus::Counter>* cache_hits_ = nullptr;
+  prometheus::Family<prometheus::Counter>* cache_misses_ = nullptr;
+  prometheus::Family<prometheus::Counter>* load_failures_ = nullptr;
+  std::mutex mu_;                                      // guards models_ (and each ModelMetrics' info_)
+  std::vector<std::unique_ptr<ModelMetrics>> models_;  // unique_ptr: references stay valid as it grows
   prometheus::Family<prometheus::Counter>* busy_ = nullptr;
   prometheus::Gauge* cache_bytes_ = nullptr;
 };

@@ -16,8 +16,13 @@ RequestState::RequestState(GenerationSpec spec, ResponseSink* sink, ModelMetrics
 }
 
 ImageKey RequestState::CacheKey(unsigned index) const {
-  return ImageKey{
-      spec_.model_name, spec_.class_labels.at(index), spec_.steps, spec_.seed, index, static_cast<int>(spec_.format)};
+  return ImageKey{spec_.model_name,
+                  spec_.model_version,
+                  spec_.class_labels.at(index),
+                  spec_.steps,
+                  spec_.seed,
+                  index,
+                  static_cast<int>(spec_.format)};
 }
 
 void RequestState::ImageFromCache(v1::Image image) { Deliver(std::move(image), 0); }

@@ -22,8 +22,10 @@ namespace tcm {
 
 // A validated request.
 struct GenerationSpec {
-  int model = 0;  // index in the server's model list
+  int model = 0;  // the served version's index in the batcher and the metrics (ServedModel::slot)
   std::string model_name;
+  unsigned model_version = 1;  // ServedModel::version: part of the response cache's key
+  bool cacheable = false;      // the model's config lets its images be cached
   unsigned steps = 1;
   unsigned num_images = 1;
   uint64_t seed = 0;
@@ -32,6 +34,10 @@ struct GenerationSpec {
   unsigned priority = 1;  // the batcher's level: 1 (highest) ..the model's priority_levels
   bool preview = false;   // send each 2-step image's first-step result too (streams only)
   bool seeded = false;    // the request named its seed (only such images are cached)
+  // The models table the spec was validated against, held for the call's
+  // life: a model version stays listed (and takes work) while a call that
+  // chose it may still submit to it (see ModelControl).
+  std::shared_ptr<const ModelTable> table;
 };
 
 // Where a call's results go; implemented by the RPC reactors. RequestState

@@ -17,21 +17,22 @@ absl::StatusOr<GenerationSpec> ValidateRequest(const v1::GenerateRequest& reques
                                                const std::vector<ServedModel>& models, int default_model,
                                                const ValidationLimits& limits, uint64_t fresh_seed) {
   GenerationSpec spec;
-  if (request.model().empty()) {
-    spec.model = default_model;
-  } else {
-    spec.model = -1;
-    for (size_t i = 0; i < models.size(); ++i)
-      if (models[i].name == request.model()) spec.model = static_cast<int>(i);
-    if (spec.model < 0) {
-      std::vector<std::string> names;
-      for (const auto& m : models) names.push_back(m.name);
-      return absl::NotFoundError(
-          absl::StrCat("model: '", request.model(), "' is not served (available: ", absl::StrJoin(names, ", "), ")"));
-    }
+  int found = request.model().empty() ? default_model : -1;
+  for (size_t i = 0; i < models.size() && found < 0 && !request.model().empty(); ++i)
+    if (models[i].name == request.model()) found = static_cast<int>(i);
+  if (found < 0 || found >= static_cast<int>(models.size())) {
+    std::vector<std::string> names;
+    for (const auto& m : models) names.push_back(m.name);
+    const std::string available = absl::StrCat("(available: ", absl::StrJoin(names, ", "), ")");
+    if (request.model().empty())
+      return absl::NotFoundError(absl::StrCat("model: the default model is not served; name one ", available));
+    return absl::NotFoundError(absl::StrCat("model: '", request.model(), "' is not served ", available));
   }
-  const ServedModel& model = models.at(spec.model);
+  const ServedModel& model = models[found];
+  spec.model = model.slot;
   spec.model_name = model.name;
+  spec.model_version = model.version;
+  spec.cacheable = model.cacheable;
 
   spec.steps = request.steps() == 0 ? model.default_steps : request.steps();
   if (spec.steps != 1 && spec.steps != 2)

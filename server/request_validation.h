@@ -18,8 +18,9 @@ struct ValidationLimits {
   unsigned max_images_per_request = 64;
 };
 
-// `default_model` indexes `models`; `fresh_seed` is used when the request has
-// no seed. Unknown model: NOT_FOUND; anything else wrong: INVALID_ARGUMENT.
+// `default_model` indexes `models` (-1: none); `fresh_seed` is used when the
+// request has no seed. Unknown model: NOT_FOUND; anything else wrong:
+// INVALID_ARGUMENT. The spec's model is the found model's slot.
 absl::StatusOr<GenerationSpec> ValidateRequest(const v1::GenerateRequest& request,
                                                const std::vector<ServedModel>& models, int default_model,
                                                const ValidationLimits& limits, uint64_t fresh_seed);

@@ -7,7 +7,7 @@
 namespace tcm {
 namespace {
 
-const std::vector<ServedModel> kModels = {{"fashion", 10, 1}, {"cifar", 0, 2}};
+const std::vector<ServedModel> kModels = NumberSlots({{"fashion", 10, 1}, {"cifar", 0, 2}});
 
 absl::StatusOr<GenerationSpec> Validate(const v1::GenerateRequest& r, unsigned max_images = 8) {
   return ValidateRequest(r, kModels, /*default_model=*/0, ValidationLimits{max_images}, /*fresh_seed=*/777);
@@ -67,6 +67,33 @@ TEST(RequestValidationTest, ExplicitFieldsAreKept) {
   EXPECT_EQ(spec->class_labels, (std::vector<int64_t>{-1, -1, -1}));
 }
 
+TEST(RequestValidationTest, TheSpecCarriesTheModelsSlotVersionAndCaching) {
+  std::vector<ServedModel> models = kModels;
+  models[1].slot = 7;  // a reloaded model's queue
+  models[1].version = 3;
+  models[1].cacheable = false;
+  v1::GenerateRequest r;
+  r.set_model("cifar");
+  auto spec = ValidateRequest(r, models, 0, ValidationLimits{8}, 1);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->model, 7);
+  EXPECT_EQ(spec->model_version, 3u);
+  EXPECT_FALSE(spec->cacheable);
+  r.set_model("fashion");
+  spec = ValidateRequest(r, models, 0, ValidationLimits{8}, 1);
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->model, 0);
+  EXPECT_EQ(spec->model_version, 1u);
+  EXPECT_TRUE(spec->cacheable);
+}
+
+TEST(RequestValidationTest, WithoutADefaultModelARequestMustNameOne) {
+  auto spec = ValidateRequest(v1::GenerateRequest(), kModels, /*default_model=*/-1, ValidationLimits{8}, 1);
+  ASSERT_FALSE(spec.ok());
+  EXPECT_EQ(spec.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(spec.status().message(), "model: the default model is not served; name one (available: fashion, cifar)");
+}
+
 TEST(RequestValidationTest, RandomClassesDependOnSeedAndIndexOnly) {
   v1::GenerateRequest r;
   r.set_num_images(8);
@@ -108,7 +135,7 @@ TEST(RequestValidationTest, ErrorsNameTheFieldAndAllowedValues) {
 // A model whose queue holds fewer images than the server-wide limit caps
 // num_images itself: such a request could never be queued.
 TEST(RequestValidationTest, ModelQueueSizeCapsNumImages) {
-  const std::vector<ServedModel> models = {{"small-queue", 10, 1, 4}, {"big-queue", 10, 1, 100}};
+  const std::vector<ServedModel> models = NumberSlots({{"small-queue", 10, 1, 4}, {"big-queue", 10, 1, 100}});
   v1::GenerateRequest r;
   r.set_num_images(5);
   auto capped = ValidateRequest(r, models, 0, ValidationLimits{8}, 1);

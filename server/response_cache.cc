@@ -8,14 +8,14 @@
 namespace tcm {
 
 bool ImageKey::operator==(const ImageKey& o) const {
-  return std::tie(model, class_label, steps, seed, index, format) ==
-         std::tie(o.model, o.class_label, o.steps, o.seed, o.index, o.format);
+  return std::tie(model, version, class_label, steps, seed, index, format) ==
+         std::tie(o.model, o.version, o.class_label, o.steps, o.seed, o.index, o.format);
 }
 
 size_t ImageKeyHash::operator()(const ImageKey& key) const {
   uint64_t h = std::hash<std::string>()(key.model);
-  for (uint64_t part : {static_cast<uint64_t>(key.class_label), uint64_t{key.steps}, key.seed, uint64_t{key.index},
-                        static_cast<uint64_t>(key.format)})
+  for (uint64_t part : {uint64_t{key.version}, static_cast<uint64_t>(key.class_label), uint64_t{key.steps}, key.seed,
+                        uint64_t{key.index}, static_cast<uint64_t>(key.format)})
     h = SplitMix64(h ^ part);
   return static_cast<size_t>(h);
 }

@@ -23,6 +23,7 @@ namespace tcm {
 // What a cached image is a function of.
 struct ImageKey {
   std::string model;
+  unsigned version = 1;  // of the model: a reloaded model never serves its old images
   int64_t class_label = -1;
   unsigned steps = 1;
   uint64_t seed = 0;

@@ -5,7 +5,9 @@
 namespace tcm {
 namespace {
 
-ImageKey Key(unsigned index, uint64_t seed = 7) { return ImageKey{"m", 3, 2, seed, index, 0}; }
+ImageKey Key(unsigned index, uint64_t seed = 7, unsigned version = 1) {
+  return ImageKey{"m", version, 3, 2, seed, index, 0};
+}
 
 v1::Image Image(unsigned index, size_t bytes) {
   v1::Image image;
@@ -22,6 +24,7 @@ TEST(ResponseCacheTest, AnImageIsServedBackUnderItsExactKeyOnly) {
   EXPECT_EQ(hit->data(), std::string(100, 'a'));
   EXPECT_FALSE(cache.Lookup(Key(0, /*seed=*/8)).has_value());
   EXPECT_FALSE(cache.Lookup(Key(1)).has_value());
+  EXPECT_FALSE(cache.Lookup(Key(0, 7, /*version=*/2)).has_value());  // a reloaded model
   ImageKey other_format = Key(0);
   other_format.format = 1;
   EXPECT_FALSE(cache.Lookup(other_format).has_value());

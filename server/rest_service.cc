@@ -149,8 +149,8 @@ HttpResponse RestService::Handle(const HttpRequest& request) {
     }
     const std::string action = parts.size() == next + 1 ? parts[next] : "";
     if (parts.size() <= next + 1 && !name.empty()) {
-      absl::StatusOr<const ServedModel*> model =
-          FindInferenceModel(front_.models(), front_.default_model(), name, version);
+      const std::shared_ptr<const ModelTable> table = front_.models();  // holds what `model` points into
+      absl::StatusOr<const ServedModel*> model = FindInferenceModel(table->models, table->default_model, name, version);
       if (!model.ok()) return Error(model.status());
       if (action.empty()) {
         if (!get) return wrong_method("GET");
@@ -175,10 +175,12 @@ HttpResponse RestService::Handle(const HttpRequest& request) {
 HttpResponse RestService::Infer(const HttpRequest& http, const std::string& model, const std::string& version) {
   const absl::Time start = absl::Now();
   absl::StatusOr<inference::ModelInferRequest> request = InferRequestFromJson(model, version, http.body);
+  const std::shared_ptr<const ModelTable> table = front_.models();
   absl::StatusOr<GenerationSpec> spec =
       request.ok()
-          ? SpecFromInferRequest(*request, front_.models(), front_.default_model(), front_.limits(), front_.FreshSeed())
+          ? SpecFromInferRequest(*request, table->models, table->default_model, front_.limits(), front_.FreshSeed())
           : absl::StatusOr<GenerationSpec>(request.status());
+  if (spec.ok()) spec->table = table;
   if (!spec.ok()) {
     front_.CountRejected(model, 0, spec.status());
     return Error(spec.status());
@@ -191,7 +193,7 @@ HttpResponse RestService::Infer(const HttpRequest& http, const std::string& mode
 }
 
 std::string RestService::ModelListJson() const {
-  v1::ListModelsResponse list = ModelList(front_.models(), front_.default_model());
+  v1::ListModelsResponse list = ModelList(*front_.models());
   std::string json;
   google::protobuf::util::JsonPrintOptions options;
   options.preserve_proto_field_names = true;
@@ -224,8 +226,10 @@ absl::StatusOr<GenerationSpec> RestService::SpecFromQuery(const HttpRequest& htt
   request.set_steps(static_cast<uint32_t>(*steps));
   request.set_num_images(static_cast<uint32_t>(*num));
   request.set_preview(*preview == 1);
+  const std::shared_ptr<const ModelTable> table = front_.models();
   absl::StatusOr<GenerationSpec> spec =
-      ValidateRequest(request, front_.models(), front_.default_model(), front_.limits(), front_.FreshSeed());
+      ValidateRequest(request, table->models, table->default_model, front_.limits(), front_.FreshSeed());
+  if (spec.ok()) spec->table = table;
   if (!spec.ok()) front_.CountRejected(model, static_cast<unsigned>(*steps), spec.status());
   return spec;
 }

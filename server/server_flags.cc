@@ -64,6 +64,14 @@ ABSL_FLAG(int, priority_levels, tcm::ServerOptions().priority_levels,
 ABSL_FLAG(int, default_priority_level, tcm::ServerOptions().default_priority_level,
           "Level of a request with priority 0, unless a model's config sets batching.default_priority_level; "
           "0 = the lowest level.");
+ABSL_FLAG(std::string, model_control, tcm::ServerOptions().model_control,
+          "Models added, replaced and removed without a restart: none (the repository is read once at start), "
+          "poll (every --repository_poll_s a new model directory is loaded, a changed one (config, weights or "
+          "labels) reloaded as a new version, a removed one unloaded) or explicit (the LoadModel and UnloadModel "
+          "calls of tcm.v1.TcmService do it for one model). A reload builds and warms up the new version beside "
+          "the old one, so for a moment both are in memory. CPU only.");
+ABSL_FLAG(double, repository_poll_s, tcm::ServerOptions().repository_poll_s,
+          "Seconds between reads of the model repository with --model_control=poll (0.05 to 86400).");
 ABSL_FLAG(int, cache_mb, tcm::ServerOptions().cache_mb,
           "Exact response cache, MiB (0 = off). A seeded image is a function of (model, class, steps, seed, "
           "index, format), so calls that name their seed are looked up image by image and served from the cache "
@@ -116,6 +124,8 @@ ServerOptions ServerOptionsFromFlags() {
   o.max_images_per_request = absl::GetFlag(FLAGS_max_images_per_request);
   o.warmup_batch_size = absl::GetFlag(FLAGS_warmup_batch_size);
   o.cache_mb = absl::GetFlag(FLAGS_cache_mb);
+  o.model_control = absl::GetFlag(FLAGS_model_control);
+  o.repository_poll_s = absl::GetFlag(FLAGS_repository_poll_s);
   o.drain_timeout = absl::GetFlag(FLAGS_drain_timeout);
   o.max_connection_age_s = absl::GetFlag(FLAGS_max_connection_age_s);
   o.max_message_mb = absl::GetFlag(FLAGS_max_message_mb);

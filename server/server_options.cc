@@ -34,6 +34,7 @@ absl::Status CheckServerOptions(const ServerOptions& o) {
       {"warmup_batch_size", double(o.warmup_batch_size), 1, 65536},
       {"cache_mb", double(o.cache_mb), 0, 1 << 20},
       {"drain_timeout", o.drain_timeout, 0, kNoLimit},
+      {"repository_poll_s", o.repository_poll_s, 0.05, 86400},
       {"max_connection_age_s", double(o.max_connection_age_s), 0, kNoLimit},
       {"max_message_mb", double(o.max_message_mb), 1, 2047},
   };
@@ -57,6 +58,12 @@ absl::Status CheckServerOptions(const ServerOptions& o) {
     return absl::InvalidArgumentError(absl::StrCat("--device: must be cpu or cuda, got ", o.device));
   if (o.precision != "auto" && o.precision != "fp32" && o.precision != "bf16" && o.precision != "fp16")
     return absl::InvalidArgumentError(absl::StrCat("--precision: must be auto, fp32, bf16 or fp16, got ", o.precision));
+  if (o.model_control != "none" && o.model_control != "poll" && o.model_control != "explicit")
+    return absl::InvalidArgumentError(
+        absl::StrCat("--model_control: must be none, poll or explicit, got ", o.model_control));
+  if (o.model_control != "none" && o.device != "cpu")
+    return absl::InvalidArgumentError(
+        absl::StrCat("--model_control: ", o.model_control, " needs --device cpu; on cuda only none is supported"));
   return absl::OkStatus();
 }
 

@@ -29,6 +29,11 @@ struct ServerOptions {
   std::string grpc_address;
   std::string http_address;
   std::string model_repository = "models";
+  // Models added, replaced and removed while serving: none, poll (the
+  // repository is read every repository_poll_s) or explicit (LoadModel and
+  // UnloadModel calls).
+  std::string model_control = "none";
+  double repository_poll_s = 5;
   std::string default_model;  // empty = the first model by name
   std::string device = "cpu";
   // The network's arithmetic for models whose instance.precision is DEFAULT:

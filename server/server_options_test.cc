@@ -196,6 +196,24 @@ TEST(ServerOptionsTest, PrecisionFlagMustBeKnown) {
   EXPECT_EQ(CheckServerOptions(o).message(), "--precision: must be auto, fp32, bf16 or fp16, got int8");
 }
 
+TEST(ServerOptionsTest, ModelControlIsAKnownModeOnTheCpuWithASanePollInterval) {
+  ServerOptions o;
+  EXPECT_EQ(o.model_control, "none");
+  for (const char* mode : {"none", "poll", "explicit"}) {
+    o.model_control = mode;
+    EXPECT_TRUE(CheckServerOptions(o).ok()) << mode;
+  }
+  o.model_control = "auto";
+  EXPECT_EQ(CheckServerOptions(o).message(), "--model_control: must be none, poll or explicit, got auto");
+  o.model_control = "poll";
+  o.device = "cuda";
+  EXPECT_EQ(CheckServerOptions(o).message(),
+            "--model_control: poll needs --device cpu; on cuda only none is supported");
+  o.device = "cpu";
+  o.repository_poll_s = 0;
+  EXPECT_EQ(CheckServerOptions(o).message(), "--repository_poll_s: must be in [0.05, 86400], got 0");
+}
+
 TEST(ServerOptionsTest, DefaultModelIsFoundByNameOrListsTheModels) {
   const std::vector<std::string> names = {"a", "b"};
   EXPECT_EQ(*DefaultModelIndex(names, ""), 0);

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <deque>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "server/access_log_hooks.h"
 #include "server/status_util.h"
@@ -168,13 +169,14 @@ class StreamReactor : public grpc::ServerWriteReactor<v1::GenerateStreamResponse
 
 TcmServiceImpl::TcmServiceImpl(const Options& options, std::vector<ServedModel> models, GenerationQueue* queue,
                                ServerMetrics* metrics)
-    : front_(options, std::move(models), queue, metrics),
-      model_list_(ModelList(front_.models(), options.default_model)) {}
+    : front_(options, std::move(models), queue, metrics) {}
 
 absl::Status TcmServiceImpl::Start(grpc::CallbackServerContext* context, const v1::GenerateRequest& request,
                                    ResponseSink* sink) {
   const absl::Time start = absl::Now();
-  auto spec = ValidateRequest(request, front_.models(), front_.default_model(), front_.limits(), front_.FreshSeed());
+  const std::shared_ptr<const ModelTable> table = front_.models();
+  auto spec = ValidateRequest(request, table->models, table->default_model, front_.limits(), front_.FreshSeed());
+  if (spec.ok()) spec->table = table;
   if (spec.ok() && spec->preview && !sink->DeliversEachImage())
     spec = absl::InvalidArgumentError(
         "preview: only GenerateStream sends previews; Generate answers once with the final images");
@@ -204,9 +206,48 @@ grpc::ServerWriteReactor<v1::GenerateStreamResponse>* TcmServiceImpl::GenerateSt
 
 grpc::ServerUnaryReactor* TcmServiceImpl::ListModels(grpc::CallbackServerContext* context, const v1::ListModelsRequest*,
                                                      v1::ListModelsResponse* response) {
-  *response = model_list_;
+  *response = ModelList(*front_.models());
   auto* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+absl::Status TcmServiceImpl::ModelControlFor(const char* method) const {
+  if (control_mode_ == "explicit" && control_ != nullptr) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      absl::StrCat(method, ": the server runs with --model_control=", control_mode_,
+                   control_mode_ == "poll" ? " (it follows the repository's directories)" : "",
+                   "; start it with --model_control=explicit to load and unload models by call"));
+}
+
+grpc::ServerUnaryReactor* TcmServiceImpl::LoadModel(grpc::CallbackServerContext* context,
+                                                    const v1::LoadModelRequest* request,
+                                                    v1::LoadModelResponse* response) {
+  auto* reactor = context->DefaultReactor();
+  if (absl::Status usable = ModelControlFor("LoadModel"); !usable.ok()) {
+    reactor->Finish(ToGrpcStatus(usable));
+    return reactor;
+  }
+  // Answered from the control's thread once the model serves (or failed to load).
+  control_->Load(request->name(), [this, reactor, response](absl::StatusOr<ServedModel> loaded) {
+    if (loaded.ok()) {
+      const std::shared_ptr<const ModelTable> table = front_.models();
+      const bool is_default = table->default_model >= 0 && table->models.at(table->default_model).name == loaded->name;
+      *response->mutable_model() = ModelInfoOf(*loaded, is_default);
+    }
+    reactor->Finish(ToGrpcStatus(loaded.status()));
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* TcmServiceImpl::UnloadModel(grpc::CallbackServerContext* context,
+                                                      const v1::UnloadModelRequest* request, v1::UnloadModelResponse*) {
+  auto* reactor = context->DefaultReactor();
+  if (absl::Status usable = ModelControlFor("UnloadModel"); !usable.ok()) {
+    reactor->Finish(ToGrpcStatus(usable));
+    return reactor;
+  }
+  control_->Unload(request->name(), [reactor](const absl::Status& status) { reactor->Finish(ToGrpcStatus(status)); });
   return reactor;
 }
 

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <mutex>
 #include <set>
 #include <thread>
 
@@ -56,12 +57,8 @@ class WorkerPool::Worker {
         metrics_(metrics),
         before_batch_(std::move(before_batch)) {}
 
-  // Serves `model` (the next model index) on this worker, or skips it.
-  absl::Status AddReplica(const ModelDirectory& model, bool serve) {
-    if (!serve) {
-      replicas_.push_back(nullptr);
-      return absl::OkStatus();
-    }
+  // A replica of `model` on this worker's device.
+  absl::StatusOr<std::shared_ptr<Denoiser>> NewReplica(const ModelDirectory& model) {
     auto replica = BuildReplica(model);
     if (!replica.ok()) return replica.status();
     try {
@@ -70,8 +67,53 @@ class WorkerPool::Worker {
       return absl::InternalError(
           absl::StrCat("moving '", model.name, "' to ", device_.name(), ": ", ExceptionMessage(e)));
     }
-    replicas_.push_back(*replica);
+    return *replica;
+  }
+
+  // Serves `model` (the next model index) on this worker, or skips it.
+  // Before Start() only.
+  absl::Status AddReplica(const ModelDirectory& model, bool serve) {
+    std::shared_ptr<Denoiser> replica;
+    if (serve) {
+      auto built = NewReplica(model);
+      if (!built.ok()) return built.status();
+      replica = *std::move(built);
+    }
+    std::lock_guard<std::mutex> lock(replicas_mu_);
+    replicas_.push_back(replica);
+    serves_.push_back(replica != nullptr);
     return absl::OkStatus();
+  }
+
+  // Sets the replica of model `index` (null: none); the batcher's model set
+  // of this worker follows in ServeModel.
+  void SetReplica(int index, std::shared_ptr<Denoiser> replica) {
+    std::lock_guard<std::mutex> lock(replicas_mu_);
+    if (replicas_.size() <= static_cast<size_t>(index)) replicas_.resize(index + 1);
+    replicas_[index] = std::move(replica);
+  }
+
+  // Under the batcher's lock (Batcher::AddModel): from now on NextBatch may
+  // hand this worker batches of model `index` if it has a replica of it.
+  void ServeModel(int index) {
+    const bool has_replica = Replica(index) != nullptr;
+    if (serves_.size() <= static_cast<size_t>(index)) serves_.resize(index + 1, false);
+    serves_[index] = has_replica;
+  }
+
+  // The replica of model `index`; null where this worker does not serve it.
+  std::shared_ptr<Denoiser> Replica(int index) {
+    std::lock_guard<std::mutex> lock(replicas_mu_);
+    return static_cast<size_t>(index) < replicas_.size() ? replicas_[index] : nullptr;
+  }
+
+  // Warms up a replica of model `index` that no batch uses yet, on the
+  // calling thread with this worker's thread settings (see WarmUp).
+  absl::Status WarmUpModel(int index, int batch_size) {
+    std::shared_ptr<Denoiser> replica = Replica(index);
+    if (replica == nullptr) return absl::OkStatus();
+    ConfigureThisThread();
+    return WarmUpReplica(index, *replica, batch_size);
   }
 
   // Per served model: a pass of `batch_size` images and one of each size the
@@ -80,25 +122,11 @@ class WorkerPool::Worker {
   // untimed first pass of its size, which pays one-off set-up).
   absl::Status WarmUp(int batch_size) {
     ConfigureThisThread();
-    for (size_t model = 0; model < replicas_.size(); ++model) {
-      if (replicas_[model] == nullptr) continue;
-      Denoiser& replica = *replicas_[model];
-      // Full batches timed up to the default size; the estimate scales larger ones.
-      const int full =
-          static_cast<int>(std::min<size_t>(batcher_->MaxBatchSize(static_cast<int>(model)), kDefaultMaxBatchSize));
-      try {
-        WarmUpPass(replica, batch_size);
-        for (int size : device_.WarmUpSizes(batcher_->MaxBatchSize(static_cast<int>(model)))) WarmUpPass(replica, size);
-        for (int size : {1, full}) {
-          if (size != batch_size) WarmUpPass(replica, size);
-          const absl::Time start = absl::Now();
-          WarmUpPass(replica, size);
-          batcher_->ObservePass(static_cast<int>(model), size, absl::Now() - start);
-        }
-      } catch (const std::exception& e) {
-        return absl::InternalError(
-            absl::StrCat("warm-up of '", replica.config().name(), "' failed: ", ExceptionMessage(e)));
-      }
+    const int models = static_cast<int>(serves_.size());
+    for (int model = 0; model < models; ++model) {
+      std::shared_ptr<Denoiser> replica = Replica(model);
+      if (replica == nullptr) continue;
+      if (absl::Status warmed = WarmUpReplica(model, *replica, batch_size); !warmed.ok()) return warmed;
     }
     return absl::OkStatus();
   }
@@ -108,12 +136,12 @@ class WorkerPool::Worker {
     if (absl::Status nice = LowerThisThreadPriority(nice_); !nice.ok())
       std::fprintf(stderr, "tcm-server: worker %d keeps its priority: %s\n", id_, nice.ToString().c_str());
     ConfigureThisThread();
-    Batcher::ModelSet serves;
-    for (const auto& replica : replicas_) serves.push_back(replica != nullptr);
-    while (std::unique_ptr<Batch> batch = batcher_->NextBatch(serves)) {
+    // serves_ changes only under the batcher's lock (ServeModel), which is
+    // where NextBatch reads it.
+    while (std::unique_ptr<Batch> batch = batcher_->NextBatch(serves_)) {
       const absl::Time start = absl::Now();
       RunBatch(*batch);
-      batcher_->BatchDone();
+      batcher_->BatchDone(batch->model);
       metrics_->worker_busy(id_).Increment(absl::ToDoubleSeconds(absl::Now() - start));
     }
   }
@@ -123,6 +151,27 @@ class WorkerPool::Worker {
     // LibTorch's thread count is per thread (OpenMP): set it in every worker.
     ConfigureCpuThreads(threads_);
     device_.BindThisThread();
+  }
+
+  // WarmUp's passes for the replica of model `index`.
+  absl::Status WarmUpReplica(int index, Denoiser& replica, int batch_size) {
+    // Full batches timed up to the default size; the estimate scales larger ones.
+    const size_t max_batch = batcher_->MaxBatchSize(index);
+    const int full = static_cast<int>(std::min<size_t>(max_batch, kDefaultMaxBatchSize));
+    try {
+      WarmUpPass(replica, batch_size);
+      for (int size : device_.WarmUpSizes(static_cast<int>(max_batch))) WarmUpPass(replica, size);
+      for (int size : {1, full}) {
+        if (size != batch_size) WarmUpPass(replica, size);
+        const absl::Time start = absl::Now();
+        WarmUpPass(replica, size);
+        batcher_->ObservePass(index, size, absl::Now() - start);
+      }
+    } catch (const std::exception& e) {
+      return absl::InternalError(
+          absl::StrCat("warm-up of '", replica.config().name(), "' failed: ", ExceptionMessage(e)));
+    }
+    return absl::OkStatus();
   }
 
   // One first-step pass of `n` images of class 0. Throws what the network throws.
@@ -141,7 +190,8 @@ class WorkerPool::Worker {
   }
 
   void RunBatch(Batch& batch) {
-    Denoiser& replica = *replicas_.at(batch.model);
+    const std::shared_ptr<Denoiser> held = Replica(batch.model);  // a replaced version lives until its last batch
+    Denoiser& replica = *held;
     const auto& config = replica.config();
     ModelMetrics& metrics = metrics_->model(batch.model);
     const absl::Time start = absl::Now();
@@ -207,7 +257,9 @@ class WorkerPool::Worker {
   Batcher* const batcher_;
   ServerMetrics* const metrics_;
   const std::function<void(const Batch&)> before_batch_;
+  std::mutex replicas_mu_;
   std::vector<std::shared_ptr<Denoiser>> replicas_;  // by model index; null where not served
+  Batcher::ModelSet serves_;                         // by model index; see Run
 };
 
 namespace {
@@ -269,6 +321,8 @@ absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(const Options& op
       if (then) then(batch);
     };
   }
+  pool->device_ = options.device;
+  pool->gpus_ = gpus;
   for (size_t i = 0; i < devices.size(); ++i) {
     auto worker = std::make_unique<Worker>(static_cast<int>(i), std::move(devices[i]), threads, options.compute_nice,
                                            batcher, metrics, before_batch);
@@ -288,6 +342,41 @@ absl::Status WorkerPool::Submit(const std::shared_ptr<RequestState>& request) {
   std::vector<std::unique_ptr<ImageTask>> tasks;
   for (unsigned i : request->indices_to_compute()) tasks.push_back(std::make_unique<GenerationTask>(request, i));
   return batcher_->Submit(model, std::move(tasks), [&request] { request->Queued(); });
+}
+
+absl::StatusOr<int> WorkerPool::AddModel(const ModelDirectory& model, const Batcher::ModelQueueOptions& queue,
+                                         int warmup_batch_size) {
+  auto count = InstanceCount(model, device_, size(), gpus_);
+  if (!count.ok()) return count.status();
+  // Built before the batcher knows the model, so that no worker is handed a
+  // batch of it without its replica.
+  std::vector<std::shared_ptr<Denoiser>> replicas(workers_.size());
+  for (int i = 0; i < *count && i < size(); ++i) {
+    auto replica = workers_[i]->NewReplica(model);
+    if (!replica.ok()) return replica.status();
+    replicas[i] = *std::move(replica);
+  }
+  std::vector<Worker*> workers;
+  for (auto& w : workers_) workers.push_back(w.get());
+  auto index = batcher_->AddModel(queue, [&](int added) {
+    for (size_t i = 0; i < workers.size(); ++i) {
+      workers[i]->SetReplica(added, replicas[i]);
+      workers[i]->ServeModel(added);
+    }
+  });
+  if (!index.ok()) return index.status();
+  for (auto& w : workers_) {
+    if (absl::Status warmed = w->WarmUpModel(*index, warmup_batch_size); !warmed.ok()) {
+      batcher_->RetireModel(*index);  // never published: nothing is queued for it
+      RemoveModel(*index);
+      return warmed;
+    }
+  }
+  return *index;
+}
+
+void WorkerPool::RemoveModel(int index) {
+  for (auto& w : workers_) w->SetReplica(index, nullptr);
 }
 
 absl::Status WorkerPool::WarmUp(int batch_size) {

@@ -65,6 +65,17 @@ class WorkerPool final : public GenerationQueue {
   // the batcher's pass-time estimate.
   absl::Status WarmUp(int batch_size);
 
+  // While serving (CPU only): builds a replica of `model` on each worker its
+  // instance.count asks for, adds its queue to the batcher with `queue`'s
+  // options and warms the replicas up on the calling thread (as WarmUp does),
+  // while the workers go on serving. Returns the model's index in the
+  // batcher. Nothing is submitted to it until the caller publishes it.
+  absl::StatusOr<int> AddModel(const ModelDirectory& model, const Batcher::ModelQueueOptions& queue,
+                               int warmup_batch_size);
+  // Frees the replicas of model `index`; a batch still running keeps its
+  // replica until it ends. Call once the batcher says the model is idle.
+  void RemoveModel(int index);
+
   // Starts the workers; they run until the batcher is closed and drained.
   void Start();
   // Waits for the workers to stop.
@@ -78,6 +89,8 @@ class WorkerPool final : public GenerationQueue {
   WorkerPool(Batcher* batcher, ServerMetrics* metrics);
   Batcher* const batcher_;
   ServerMetrics* const metrics_;
+  Options::Device device_ = Options::Device::kCpu;
+  int gpus_ = 0;
   std::vector<std::unique_ptr<Worker>> workers_;
   std::vector<std::thread> threads_;  // declared last: joined before the workers go
 };

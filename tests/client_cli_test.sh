@@ -29,6 +29,8 @@ expect_error 1 "--max_images_per_request: must be in [1, 1048576], got 0" \
   "$bin/tcm-server" --model_repository "$source_dir/models" --max_images_per_request 0
 expect_error 1 "--max_queue_size: must be at least 1, got -5" \
   "$bin/tcm-server" --model_repository "$source_dir/models" --max_queue_size -5
+expect_error 1 "--model_control: must be none, poll or explicit, got sometimes" \
+  "$bin/tcm-server" --model_repository "$source_dir/models" --model_control sometimes
 expect_error 1 "--drain_timeout: must be at least 0, got -1" \
   "$bin/tcm-server" --model_repository "$source_dir/models" --drain_timeout -1
 expect_error 1 "--metrics_port: must be in [-1, 65535], got 70000" \
@@ -52,11 +54,14 @@ server="127.0.0.1:$GRPC_PORT"
 
 # --list-models: one line per model, then its class names.
 "$bin/tcm-client" --server "$server" --list-models > "$TMP/list.txt" 2>&1 || { echo "FAIL: --list-models"; fail=1; }
-check 'grep -Eq "^fashion-mnist-tcm.*: EDM2UNet 32x32x1, 10 classes, default 1 step\(s\), mid_t 10.000$" "$TMP/list.txt"' \
+check 'grep -Eq "^fashion-mnist-tcm.*: version 1, EDM2UNet 32x32x1, 10 classes, default 1 step\(s\), mid_t 10.000$" "$TMP/list.txt"' \
   "--list-models describes the default model: $(cat "$TMP/list.txt")"
-check 'grep -Eq "^fashion-mnist-ct.*: EDM2UNet 32x32x1, 10 classes" "$TMP/list.txt"' "--list-models lists the stage-1 model"
+check 'grep -Eq "^fashion-mnist-ct.*: version 1, EDM2UNet 32x32x1, 10 classes" "$TMP/list.txt"' "--list-models lists the stage-1 model"
 check 'grep -q "^  classes: T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot$" "$TMP/list.txt"' \
   "--list-models prints the class names"
+# --load_model on a server without explicit model control: one line naming the mode.
+expect_error 1 "FAILED_PRECONDITION: LoadModel: the server runs with --model_control=none" \
+  "$bin/tcm-client" --server "$server" --load_model fashion-mnist-ct
 
 # --health, once and repeated on one connection ("STATUS MILLISECONDS" per check).
 "$bin/tcm-client" --server "$server" --health > "$TMP/health.txt" 2>&1 || { echo "FAIL: --health"; fail=1; }

@@ -1,0 +1,299 @@
+#include "server/model_control.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/cpu_features.h"
+#include "model/sampler.h"
+
+namespace tcm {
+namespace fs = std::filesystem;
+
+namespace {
+
+// How often the control thread looks at versions waiting to retire or be freed.
+constexpr auto kReapInterval = std::chrono::milliseconds(20);
+
+}  // namespace
+
+std::string DirectoryFingerprint(const std::string& dir) {
+  std::string fingerprint;
+  for (const char* file : {"config.pbtxt", "weights.safetensors", "labels.txt"}) {
+    std::error_code ec;
+    const fs::path path = fs::path(dir) / file;
+    const auto size = fs::file_size(path, ec);
+    if (ec) {
+      absl::StrAppend(&fingerprint, file, ":none;");
+      continue;
+    }
+    const auto modified = fs::last_write_time(path, ec);
+    absl::StrAppend(&fingerprint, file, ":", size, ":", ec ? 0 : modified.time_since_epoch().count(), ";");
+  }
+  return fingerprint;
+}
+
+ModelControl::ModelControl(Parts parts, const std::vector<ModelDirectory>& loaded, const std::string& default_model)
+    : parts_(std::move(parts)), default_model_(default_model) {
+  const std::shared_ptr<const ModelTable> table = parts_.catalog->Get();
+  for (const ServedModel& served : table->models) {
+    const ModelDirectory& dir = loaded.at(served.slot);
+    entries_[served.name] = Entry{dir.path, DirectoryFingerprint(dir.path), served};
+  }
+  published_.push_back(table);
+}
+
+ModelControl::~ModelControl() { Stop(); }
+
+void ModelControl::Start() {
+  thread_ = std::thread([this] { Run(); });
+}
+
+void ModelControl::Stop() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable()) thread_.join();
+  std::deque<std::function<void(bool)>> left;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    left.swap(jobs_);
+  }
+  for (auto& job : left) job(/*stopping=*/true);
+}
+
+void ModelControl::Load(const std::string& name, std::function<void(absl::StatusOr<ServedModel>)> done) {
+  auto job = [this, name, done = std::move(done)](bool stopping) {
+    if (stopping) return done(absl::UnavailableError("the server is shutting down"));
+    if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos)
+      return done(absl::InvalidArgumentError(
+          absl::StrCat("name: must be the name of a model directory in the repository, got '", name, "'")));
+    fs::path dir = fs::path(parts_.options.model_repository) / name;
+    std::error_code ec;
+    if (!fs::exists(dir / "config.pbtxt", ec)) {
+      const auto it = entries_.find(name);  // a model whose config names it other than its directory
+      if (it == entries_.end())
+        return done(absl::NotFoundError(absl::StrCat("name: no model directory '", name, "' (a folder with a ",
+                                                     "config.pbtxt) in ", parts_.options.model_repository)));
+      dir = it->second.dir;
+    }
+    absl::StatusOr<ServedModel> loaded = LoadDirectory(dir.string());
+    if (!loaded.ok()) return done(absl::InvalidArgumentError(loaded.status().message()));
+    done(*std::move(loaded));
+  };
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stopping_) {
+      jobs_.push_back(std::move(job));
+      wake_.notify_all();
+      return;
+    }
+  }
+  job(/*stopping=*/true);
+}
+
+void ModelControl::Unload(const std::string& name, std::function<void(absl::Status)> done) {
+  auto job = [this, name, done = std::move(done)](bool stopping) {
+    done(stopping ? absl::UnavailableError("the server is shutting down") : UnloadModel(name));
+  };
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stopping_) {
+      jobs_.push_back(std::move(job));
+      wake_.notify_all();
+      return;
+    }
+  }
+  job(/*stopping=*/true);
+}
+
+void ModelControl::Run() {
+  const bool poll = parts_.options.model_control == "poll";
+  const auto poll_interval = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(parts_.options.repository_poll_s));
+  auto next_poll = std::chrono::steady_clock::now() + poll_interval;
+  while (true) {
+    std::function<void(bool)> job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      const bool reaping = !unlisted_.empty() || !retired_.empty();
+      const auto woken = [&] { return stopping_ || !jobs_.empty(); };
+      if (poll || reaping) {
+        auto until = reaping ? std::chrono::steady_clock::now() + kReapInterval : next_poll;
+        if (poll) until = std::min(until, next_poll);
+        wake_.wait_until(lock, until, woken);
+      } else {
+        wake_.wait(lock, woken);
+      }
+      if (stopping_) return;
+      if (!jobs_.empty()) {
+        job = std::move(jobs_.front());
+        jobs_.pop_front();
+      }
+    }
+    if (job) job(/*stopping=*/false);
+    if (poll && std::chrono::steady_clock::now() >= next_poll) {
+      Poll();
+      next_poll = std::chrono::steady_clock::now() + poll_interval;
+    }
+    Reap();
+  }
+}
+
+void ModelControl::Poll() {
+  std::set<std::string> present;
+  std::error_code ec;
+  std::vector<std::string> dirs;
+  for (fs::directory_iterator it(parts_.options.model_repository, ec), end; !ec && it != end; it.increment(ec)) {
+    std::error_code file_ec;
+    if (it->is_directory(file_ec) && fs::exists(it->path() / "config.pbtxt", file_ec))
+      dirs.push_back(it->path().string());
+  }
+  if (ec) {
+    std::fprintf(stderr, "tcm-server: cannot read the model repository %s: %s\n",
+                 parts_.options.model_repository.c_str(), ec.message().c_str());
+    return;  // a repository that cannot be read unloads nothing
+  }
+  std::sort(dirs.begin(), dirs.end());
+  for (const std::string& dir : dirs) {
+    present.insert(dir);
+    const std::string fingerprint = DirectoryFingerprint(dir);
+    const auto loaded =
+        std::find_if(entries_.begin(), entries_.end(), [&](const auto& entry) { return entry.second.dir == dir; });
+    if (loaded != entries_.end() && loaded->second.fingerprint == fingerprint) continue;
+    if (const auto failed = failed_.find(dir); failed != failed_.end() && failed->second == fingerprint) continue;
+    (void)LoadDirectory(dir);  // a failure is counted and logged there
+  }
+  std::vector<std::string> gone;
+  for (const auto& [name, entry] : entries_)
+    if (!present.count(entry.dir)) gone.push_back(name);
+  for (const std::string& name : gone) (void)UnloadModel(name);
+  for (auto it = failed_.begin(); it != failed_.end();)
+    it = present.count(it->first) ? std::next(it) : failed_.erase(it);
+}
+
+absl::StatusOr<ServedModel> ModelControl::LoadDirectory(const std::string& dir) {
+  const std::string fingerprint = DirectoryFingerprint(dir);
+  const auto loaded =
+      std::find_if(entries_.begin(), entries_.end(), [&](const auto& entry) { return entry.second.dir == dir; });
+  const Entry* old = loaded != entries_.end() ? &loaded->second : nullptr;
+  std::string name = old ? old->served.name : fs::path(dir).filename().string();
+  auto fail = [&](const absl::Status& status) -> absl::Status {
+    parts_.metrics->ModelLoadFailed(name);
+    failed_[dir] = fingerprint;
+    std::fprintf(stderr, "tcm-server: model '%s' was not loaded: %s%s\n", name.c_str(),
+                 std::string(status.message()).c_str(),
+                 old ? absl::StrCat(" (version ", old->served.version, " goes on serving)").c_str() : "");
+    return status;
+  };
+
+  absl::StatusOr<ModelDirectory> model = ReadModelDirectory(dir);
+  if (!model.ok()) return fail(model.status());
+  if (old && model->name != old->served.name)
+    return fail(absl::InvalidArgumentError(absl::StrCat(dir, "/config.pbtxt: name changed from '", old->served.name,
+                                                        "' to '", model->name, "'; unload the model first")));
+  name = model->name;
+  if (!old && entries_.count(name))
+    return fail(absl::InvalidArgumentError(
+        absl::StrCat(dir, ": a model named '", name, "' is already served from ", entries_.at(name).dir)));
+  if (absl::Status precision = ApplyPrecision(name, &model->config, parts_.options, CpuHasNativeBf16());
+      !precision.ok())
+    return fail(precision);
+  auto queue = MergeQueueOptions(name, model->config, StepsShareNetwork(model->config), parts_.options);
+  if (!queue.ok()) return fail(queue.status());
+  auto slot = parts_.pool->AddModel(*model, *queue, parts_.options.warmup_batch_size);
+  if (!slot.ok()) return fail(slot.status());
+
+  ServedModel served = DescribeModel(name, model->config, model->labels, *queue);
+  served.slot = *slot;
+  served.version = old ? old->served.version + 1 : 1;
+  parts_.metrics->AddModel(served);
+  const int old_slot = old ? old->served.slot : -1;
+  const unsigned old_version = old ? old->served.version : 0;
+  entries_[name] = Entry{dir, fingerprint, served};  // `old` points at the new entry from here
+  failed_.erase(dir);
+  Publish();
+  if (old_slot >= 0) {
+    parts_.metrics->HideModelInfo(old_slot);
+    unlisted_.push_back(old_slot);
+    leaving_[old_slot] = absl::StrCat("model '", name, "' version ", old_version);
+  }
+  parts_.metrics->ShowModelInfo(*slot);
+  parts_.health->SetModelServing(name, true);
+  std::printf("tcm-server: model '%s' version %u loaded from %s\n", name.c_str(), served.version, dir.c_str());
+  std::fflush(stdout);
+  return served;
+}
+
+absl::Status ModelControl::UnloadModel(const std::string& name) {
+  const auto it = entries_.find(name);
+  if (it == entries_.end()) {
+    std::vector<std::string> names;
+    for (const auto& [served, entry] : entries_) names.push_back(served);
+    return absl::NotFoundError(
+        absl::StrCat("name: model '", name, "' is not served (served: ", absl::StrJoin(names, ", "), ")"));
+  }
+  const ServedModel served = it->second.served;
+  entries_.erase(it);
+  Publish();
+  parts_.metrics->HideModelInfo(served.slot);
+  parts_.health->SetModelServing(name, false);
+  unlisted_.push_back(served.slot);
+  leaving_[served.slot] = absl::StrCat("model '", name, "' version ", served.version);
+  std::printf("tcm-server: model '%s' version %u unloaded\n", name.c_str(), served.version);
+  std::fflush(stdout);
+  return absl::OkStatus();
+}
+
+void ModelControl::Publish() {
+  ModelTable table;
+  table.default_model = -1;
+  for (const auto& [name, entry] : entries_) {  // by name, as at start
+    if (name == default_model_) table.default_model = static_cast<int>(table.models.size());
+    table.models.push_back(entry.served);
+  }
+  published_.push_back(parts_.catalog->Publish(std::move(table)));
+  published_.erase(std::remove_if(published_.begin(), published_.end(), [](const auto& t) { return t.expired(); }),
+                   published_.end());
+}
+
+bool ModelControl::SlotListed(int slot) {
+  for (const auto& weak : published_)
+    if (auto table = weak.lock())
+      for (const ServedModel& m : table->models)
+        if (m.slot == slot) return true;
+  return false;
+}
+
+void ModelControl::Reap() {
+  // A version no table lists can get no new call: from now on the batcher
+  // refuses work for it (none can come), and its own work drains.
+  for (auto it = unlisted_.begin(); it != unlisted_.end();) {
+    if (SlotListed(*it)) {
+      ++it;
+      continue;
+    }
+    parts_.batcher->RetireModel(*it);
+    retired_.push_back(*it);
+    it = unlisted_.erase(it);
+  }
+  for (auto it = retired_.begin(); it != retired_.end();) {
+    if (!parts_.batcher->ModelIdle(*it)) {
+      ++it;
+      continue;
+    }
+    parts_.pool->RemoveModel(*it);
+    std::printf("tcm-server: %s finished its last call; its replicas are freed\n", leaving_[*it].c_str());
+    std::fflush(stdout);
+    leaving_.erase(*it);
+    it = retired_.erase(it);
+  }
+}
+
+}  // namespace tcm

@@ -1,0 +1,283 @@
+// Model control against a real tcm-server: models loaded, reloaded as new
+// versions and unloaded by call (--model_control=explicit) and by changes to
+// the repository's directories (--model_control=poll), with traffic running.
+// Every wait polls with a generous timeout; nothing depends on how fast the
+// machine is.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "tests/server_fixture.h"
+#include "tests/server_test_util.h"
+
+namespace tcm {
+namespace {
+
+namespace fs = std::filesystem;
+using grpc::StatusCode;
+using grpc::health::v1::HealthCheckResponse;
+using testing::CallGenerate;
+using testing::CheckHealth;
+using testing::CompareImages;
+using testing::FetchMetrics;
+using testing::MakeRequest;
+using testing::MetricOrZero;
+using testing::MetricSum;
+using testing::MetricValue;
+using testing::ServerProcess;
+using Labels = std::map<std::string, std::string>;
+
+constexpr double kWaitSeconds = 120;
+
+class ModelControlTest : public testing::ServerFixture {
+ protected:
+  // A repository holding only "cond"; "uncond" waits beside it in spare_ to
+  // be copied in. Starts a server on it with `flags`.
+  std::unique_ptr<ServerProcess> StartWithCondOnly(const std::vector<std::string>& flags) {
+    repo_ = absl::StrCat(dir_.path(), "/repo");
+    spare_ = absl::StrCat(dir_.path(), "/spare");
+    auto written = testing::WriteTestModelRepository(repo_, {});
+    if (!written.ok()) {
+      ADD_FAILURE() << written.status();
+      return nullptr;
+    }
+    fs::create_directories(spare_);
+    fs::rename(fs::path(repo_) / "uncond", fs::path(spare_) / "uncond");
+    ServerProcess::Options options;
+    options.repository = repo_;
+    options.extra_flags = flags;
+    options.log_dir = dir_.path();
+    auto server = ServerProcess::Start(options);
+    if (!server.ok()) {
+      ADD_FAILURE() << server.status();
+      return nullptr;
+    }
+    logs_.push_back((*server)->log_path());
+    return std::move(*server);
+  }
+
+  // Copies the spare "uncond" into the repository, files first into a hidden
+  // folder and then renamed, as an operator would.
+  void CopyUncondIn() {
+    const fs::path staging = fs::path(repo_) / ".uncond.partial";
+    fs::copy(fs::path(spare_) / "uncond", staging, fs::copy_options::recursive);
+    fs::rename(staging, fs::path(repo_) / "uncond");
+  }
+
+  static v1::ListModelsResponse List(v1::TcmService::Stub& stub) {
+    grpc::ClientContext context;
+    context.set_deadline(testing::DeadlineIn(30));
+    v1::ListModelsResponse list;
+    const grpc::Status status = stub.ListModels(&context, v1::ListModelsRequest(), &list);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return list;
+  }
+
+  // The served version of `name`; 0 when it is not listed.
+  static unsigned VersionOf(v1::TcmService::Stub& stub, const std::string& name) {
+    const v1::ListModelsResponse list = List(stub);
+    for (const auto& m : list.models())
+      if (m.name() == name) return m.version();
+    return 0;
+  }
+
+  // Polls until `done` holds (with a test failure after kWaitSeconds).
+  static bool WaitFor(const std::function<bool()>& done, const std::string& what) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(kWaitSeconds);
+    while (std::chrono::steady_clock::now() < deadline) {
+      if (done()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    ADD_FAILURE() << "timed out waiting for " << what;
+    return false;
+  }
+
+  static grpc::Status Load(v1::TcmService::Stub& stub, const std::string& name, v1::LoadModelResponse* response) {
+    grpc::ClientContext context;
+    context.set_deadline(testing::DeadlineIn(kWaitSeconds));
+    v1::LoadModelRequest request;
+    request.set_name(name);
+    return stub.LoadModel(&context, request, response);
+  }
+
+  static grpc::Status Unload(v1::TcmService::Stub& stub, const std::string& name) {
+    grpc::ClientContext context;
+    context.set_deadline(testing::DeadlineIn(kWaitSeconds));
+    v1::UnloadModelRequest request;
+    request.set_name(name);
+    v1::UnloadModelResponse response;
+    return stub.UnloadModel(&context, request, &response);
+  }
+
+  std::string repo_, spare_;
+};
+
+TEST_F(ModelControlTest, WithoutExplicitModeLoadAndUnloadAreRefusedNamingTheMode) {
+  for (const std::string mode : {"none", "poll"}) {
+    auto server = StartWithCondOnly({"--model_control", mode, "--repository_poll_s", "60"});
+    ASSERT_NE(server, nullptr);
+    auto stub = v1::TcmService::NewStub(server->NewChannel());
+    v1::LoadModelResponse loaded;
+    const grpc::Status load = Load(*stub, "cond", &loaded);
+    EXPECT_EQ(load.error_code(), StatusCode::FAILED_PRECONDITION) << mode;
+    EXPECT_NE(load.error_message().find("--model_control=" + mode), std::string::npos) << load.error_message();
+    EXPECT_EQ(Unload(*stub, "cond").error_code(), StatusCode::FAILED_PRECONDITION) << mode;
+    EXPECT_EQ(VersionOf(*stub, "cond"), 1u);
+    StopCleanly(*server);
+    fs::remove_all(repo_);
+    fs::remove_all(spare_);
+  }
+}
+
+TEST_F(ModelControlTest, ExplicitModeLoadsReloadsAndUnloadsOneModelByCall) {
+  auto server = StartWithCondOnly({"--model_control", "explicit", "--cache_mb", "16"});
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::TcmService::NewStub(server->NewChannel());
+  ASSERT_EQ(List(*stub).models_size(), 1);
+  EXPECT_EQ(VersionOf(*stub, "cond"), 1u);
+
+  v1::LoadModelResponse loaded;
+  grpc::Status status = Load(*stub, "nosuch", &loaded);
+  EXPECT_EQ(status.error_code(), StatusCode::NOT_FOUND);
+  EXPECT_NE(status.error_message().find("no model directory 'nosuch'"), std::string::npos) << status.error_message();
+  EXPECT_EQ(Load(*stub, "../repo", &loaded).error_code(), StatusCode::INVALID_ARGUMENT);
+
+  CopyUncondIn();
+  status = Load(*stub, "uncond", &loaded);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(loaded.model().name(), "uncond");
+  EXPECT_EQ(loaded.model().version(), 1u);
+  EXPECT_FALSE(loaded.model().is_default());
+  EXPECT_EQ(CheckHealth(server->NewChannel(), "uncond").serving, HealthCheckResponse::SERVING);
+  const auto seeded = MakeRequest("uncond", std::nullopt, 2, 2, /*seed=*/41);
+  auto first = CallGenerate(*stub, seeded);
+  ASSERT_TRUE(first.status.ok()) << first.status.error_message();
+  ASSERT_EQ(first.response.images_size(), 2);
+  auto again = CallGenerate(*stub, seeded);
+  ASSERT_TRUE(again.status.ok()) << again.status.error_message();
+  std::string metrics = Metrics(*server);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_cache_misses_total", {{"model", "uncond"}}), 2);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_cache_hits_total", {{"model", "uncond"}}), 2);
+
+  // A reload is a new version: same files, same pixels, computed again (the
+  // cache is keyed by version).
+  status = Load(*stub, "uncond", &loaded);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(loaded.model().version(), 2u);
+  EXPECT_EQ(VersionOf(*stub, "uncond"), 2u);
+  auto reloaded = CallGenerate(*stub, seeded);
+  ASSERT_TRUE(reloaded.status.ok()) << reloaded.status.error_message();
+  EXPECT_EQ(CompareImages(first.response, reloaded.response).differing_bytes, 0);
+  metrics = Metrics(*server);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_cache_misses_total", {{"model", "uncond"}}), 4);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_cache_hits_total", {{"model", "uncond"}}), 2);
+  EXPECT_EQ(MetricSum(metrics, "tcm_model_info", {{"model", "uncond"}}), 1) << "one version in tcm_model_info";
+
+  WaitFor([&] { return server->Log().find("model 'uncond' version 1 finished its last call") != std::string::npos; },
+          "version 1 of uncond to be freed");
+  status = Unload(*stub, "uncond");
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  WaitFor([&] { return server->Log().find("model 'uncond' version 2 finished its last call") != std::string::npos; },
+          "version 2 of uncond to be freed");
+  auto gone = CallGenerate(*stub, seeded);
+  EXPECT_EQ(gone.status.error_code(), StatusCode::NOT_FOUND) << gone.status.error_message();
+  EXPECT_EQ(VersionOf(*stub, "uncond"), 0u);
+  EXPECT_EQ(CheckHealth(server->NewChannel(), "uncond").serving, HealthCheckResponse::NOT_SERVING);
+  status = Unload(*stub, "uncond");
+  EXPECT_EQ(status.error_code(), StatusCode::NOT_FOUND);
+  EXPECT_NE(status.error_message().find("'uncond' is not served"), std::string::npos) << status.error_message();
+  metrics = Metrics(*server);
+  EXPECT_EQ(MetricSum(metrics, "tcm_model_info", {{"model", "uncond"}}), 0);
+  // The default model went on serving throughout.
+  auto cond = CallGenerate(*stub, MakeRequest("", 3, 1, 1, 5));
+  EXPECT_TRUE(cond.status.ok()) << cond.status.error_message();
+  StopCleanly(*server);
+}
+
+TEST_F(ModelControlTest, PollModeAddsReplacesUnderTrafficRefusesABrokenChangeAndRemoves) {
+  auto server = StartWithCondOnly({"--model_control", "poll", "--repository_poll_s", "0.1"});
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::TcmService::NewStub(server->NewChannel());
+
+  // Traffic on "cond" for the whole test: no call may fail.
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, failed{0};
+  std::string first_failure;
+  std::thread traffic([&] {
+    auto own = v1::TcmService::NewStub(server->NewChannel());
+    while (!stop) {
+      auto result = CallGenerate(*own, MakeRequest("cond", 4, 2, 2, 9), 60);
+      if (result.status.ok() && result.response.images_size() == 2) {
+        ++ok;
+      } else if (failed++ == 0) {
+        first_failure = result.status.error_message();
+      }
+    }
+  });
+
+  CopyUncondIn();
+  WaitFor([&] { return VersionOf(*stub, "uncond") == 1; }, "uncond to be loaded");
+  EXPECT_EQ(CheckHealth(server->NewChannel(), "uncond").serving, HealthCheckResponse::SERVING);
+  EXPECT_TRUE(CallGenerate(*stub, MakeRequest("uncond", std::nullopt, 1, 1, 3)).status.ok());
+
+  // Replacing cond's labels makes version 2, while the traffic goes on.
+  const int before_replace = ok.load();
+  {
+    const fs::path labels = fs::path(repo_) / "cond" / "labels.txt";
+    {
+      std::ofstream out(labels.string() + ".new");
+      for (int c = 0; c < 10; ++c) out << "renamed-" << c << "\n";
+    }
+    fs::rename(labels.string() + ".new", labels);  // whole, as an operator replaces a file
+  }
+  WaitFor([&] { return VersionOf(*stub, "cond") == 2; }, "cond version 2");
+  const v1::ListModelsResponse list = List(*stub);
+  for (const auto& m : list.models())
+    if (m.name() == "cond") {
+      ASSERT_EQ(m.class_names_size(), 10);
+      EXPECT_EQ(m.class_names(3), "renamed-3");
+      EXPECT_TRUE(m.is_default());
+    }
+  WaitFor([&] { return ok.load() >= before_replace + 3; }, "calls after the replacement");
+  WaitFor([&] { return server->Log().find("model 'cond' version 1 finished its last call") != std::string::npos; },
+          "version 1 of cond to be freed");
+
+  // A broken change leaves version 1 of uncond serving and is counted.
+  {
+    std::ofstream config(fs::path(repo_) / "uncond" / "config.pbtxt", std::ios::app);
+    config << "model_channels: 2000000000\n";
+  }
+  auto counted = testing::WaitForMetrics(
+      server->metrics_port(),
+      [](const std::string& text) {
+        return MetricOrZero(text, "tcm_model_load_failures_total", {{"model", "uncond"}}) >= 1;
+      },
+      kWaitSeconds);
+  EXPECT_TRUE(counted.ok()) << counted.status();
+  EXPECT_EQ(VersionOf(*stub, "uncond"), 1u);
+  EXPECT_TRUE(CallGenerate(*stub, MakeRequest("uncond", std::nullopt, 1, 1, 3)).status.ok());
+
+  // Removing the directory unloads the model.
+  fs::remove_all(fs::path(repo_) / "uncond");
+  WaitFor([&] { return VersionOf(*stub, "uncond") == 0; }, "uncond to be unloaded");
+  EXPECT_EQ(CallGenerate(*stub, MakeRequest("uncond", std::nullopt, 1, 1, 3)).status.error_code(),
+            StatusCode::NOT_FOUND);
+
+  stop = true;
+  traffic.join();
+  EXPECT_EQ(failed.load(), 0) << "first failure: " << first_failure;
+  EXPECT_GT(ok.load(), before_replace);
+  const std::string metrics = Metrics(*server);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_model_load_failures_total", {{"model", "cond"}}), 0);
+  EXPECT_EQ(MetricSum(metrics, "tcm_model_info", {{"model", "cond"}}), 1);
+  StopCleanly(*server);
+}
+
+}  // namespace
+}  // namespace tcm
