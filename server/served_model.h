@@ -1,5 +1,6 @@
-// What the service layer knows of a served model: plain data built once at
-// start from its config, its labels and its queue. Torch-free.
+// What the service layer knows of a served model version: plain data built
+// when it is loaded (at start, or by model control) from its config, its
+// labels and its queue. Torch-free.
 #ifndef TCM_SERVER_SERVED_MODEL_H_
 #define TCM_SERVER_SERVED_MODEL_H_
 
