@@ -56,8 +56,8 @@ uint64_t GenerationFront::FreshSeed() {
 
 void GenerationFront::CountRejected(const std::string& model, unsigned steps, const absl::Status& status) {
   const std::shared_ptr<const ModelTable> table = models();
-  const bool has_default = table->default_model >= 0 && table->default_model < static_cast<int>(table->models.size());
-  metrics_->RequestRejected(model.empty() && has_default ? table->models[table->default_model].name : model, steps,
+  const ServedModel* fallback = table->Default();
+  metrics_->RequestRejected(model.empty() && fallback != nullptr ? fallback->name : model, steps,
                             StatusCodeName(status.code()), table->models);
 }
 

@@ -83,25 +83,21 @@ void ModelControl::Load(const std::string& name, std::function<void(absl::Status
                                                      "config.pbtxt) in ", parts_.options.model_repository)));
       dir = it->second.dir;
     }
-    absl::StatusOr<ServedModel> loaded = LoadDirectory(dir.string());
+    absl::StatusOr<ServedModel> loaded = LoadDirectory(dir.string(), DirectoryFingerprint(dir.string()));
     if (!loaded.ok()) return done(absl::InvalidArgumentError(loaded.status().message()));
     done(*std::move(loaded));
   };
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!stopping_) {
-      jobs_.push_back(std::move(job));
-      wake_.notify_all();
-      return;
-    }
-  }
-  job(/*stopping=*/true);
+  Enqueue(std::move(job));
 }
 
 void ModelControl::Unload(const std::string& name, std::function<void(absl::Status)> done) {
   auto job = [this, name, done = std::move(done)](bool stopping) {
     done(stopping ? absl::UnavailableError("the server is shutting down") : UnloadModel(name));
   };
+  Enqueue(std::move(job));
+}
+
+void ModelControl::Enqueue(std::function<void(bool)> job) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (!stopping_) {
@@ -164,11 +160,9 @@ void ModelControl::Poll() {
   for (const std::string& dir : dirs) {
     present.insert(dir);
     const std::string fingerprint = DirectoryFingerprint(dir);
-    const auto loaded =
-        std::find_if(entries_.begin(), entries_.end(), [&](const auto& entry) { return entry.second.dir == dir; });
-    if (loaded != entries_.end() && loaded->second.fingerprint == fingerprint) continue;
+    if (const Entry* loaded = EntryFrom(dir); loaded != nullptr && loaded->fingerprint == fingerprint) continue;
     if (const auto failed = failed_.find(dir); failed != failed_.end() && failed->second == fingerprint) continue;
-    (void)LoadDirectory(dir);  // a failure is counted and logged there
+    (void)LoadDirectory(dir, fingerprint);  // a failure is counted and logged there
   }
   std::vector<std::string> gone;
   for (const auto& [name, entry] : entries_)
@@ -178,11 +172,14 @@ void ModelControl::Poll() {
     it = present.count(it->first) ? std::next(it) : failed_.erase(it);
 }
 
-absl::StatusOr<ServedModel> ModelControl::LoadDirectory(const std::string& dir) {
-  const std::string fingerprint = DirectoryFingerprint(dir);
-  const auto loaded =
-      std::find_if(entries_.begin(), entries_.end(), [&](const auto& entry) { return entry.second.dir == dir; });
-  const Entry* old = loaded != entries_.end() ? &loaded->second : nullptr;
+const ModelControl::Entry* ModelControl::EntryFrom(const std::string& dir) const {
+  for (const auto& [name, entry] : entries_)
+    if (entry.dir == dir) return &entry;
+  return nullptr;
+}
+
+absl::StatusOr<ServedModel> ModelControl::LoadDirectory(const std::string& dir, const std::string& fingerprint) {
+  const Entry* old = EntryFrom(dir);
   std::string name = old ? old->served.name : fs::path(dir).filename().string();
   auto fail = [&](const absl::Status& status) -> absl::Status {
     parts_.metrics->ModelLoadFailed(name);

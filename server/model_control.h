@@ -76,11 +76,17 @@ class ModelControl final : public ModelControlApi {
     ServedModel served;
   };
 
+  // Runs `job` on the control's thread, or at once with stopping = true
+  // once the control is stopping.
+  void Enqueue(std::function<void(bool stopping)> job);
   void Run();
   // One pass over the repository (poll mode).
   void Poll();
-  // Loads `dir` as a new model or a new version of the one loaded from it.
-  absl::StatusOr<ServedModel> LoadDirectory(const std::string& dir);
+  // Loads `dir`, whose files looked like `fingerprint` (DirectoryFingerprint)
+  // just before, as a new model or a new version of the one loaded from it.
+  absl::StatusOr<ServedModel> LoadDirectory(const std::string& dir, const std::string& fingerprint);
+  // The entry loaded from `dir`; null when none is.
+  const Entry* EntryFrom(const std::string& dir) const;
   // Takes `name` out of the catalog; its version retires.
   absl::Status UnloadModel(const std::string& name);
   // Publishes the entries as the new table.

@@ -51,6 +51,11 @@ ServedModel DescribeModel(const std::string& name, const v1::ModelConfig& config
 struct ModelTable {
   std::vector<ServedModel> models;
   int default_model = 0;
+
+  // The default model; null when none is served.
+  const ServedModel* Default() const {
+    return default_model >= 0 && default_model < static_cast<int>(models.size()) ? &models[default_model] : nullptr;
+  }
 };
 
 // The ModelTable the front ends serve now. Model control publishes a new

@@ -232,7 +232,7 @@ grpc::ServerUnaryReactor* TcmServiceImpl::LoadModel(grpc::CallbackServerContext*
   control_->Load(request->name(), [this, reactor, response](absl::StatusOr<ServedModel> loaded) {
     if (loaded.ok()) {
       const std::shared_ptr<const ModelTable> table = front_.models();
-      const bool is_default = table->default_model >= 0 && table->models.at(table->default_model).name == loaded->name;
+      const bool is_default = table->Default() != nullptr && table->Default()->name == loaded->name;
       *response->mutable_model() = ModelInfoOf(*loaded, is_default);
     }
     reactor->Finish(ToGrpcStatus(loaded.status()));
