@@ -148,8 +148,7 @@ class BlockImpl : public torch::nn::Module {
     }
     // Residual branch; mp_silu's 1/0.596 lives in conv_res0's and conv_res1's weights.
     torch::Tensor y = conv_res0->forward(Silu(x), {}, kMpSiluGain);
-    torch::Tensor c = emb_linear(emb, emb_gain).add_(1).to(y.scalar_type());
-    y = Silu_(y.mul_(c.unsqueeze(2).unsqueeze(3)));
+    y = ScaledSilu_(y, emb_linear(emb, emb_gain).add_(1));
     if (is_training() && o_.config->dropout() > 0 && InDropoutResolution(x.size(-1)))
       y = torch::dropout(y, o_.config->dropout(), /*train=*/true);
     y = conv_res1->forward(y, {}, kMpSiluGain * res_.b);

@@ -1,4 +1,4 @@
-// SiLU, x * sigmoid(x), at the speed of the fastest LibTorch kernels.
+// SiLU, x * sigmoid(x), on the network's hot path.
 #ifndef TCM_MODEL_SILU_H_
 #define TCM_MODEL_SILU_H_
 
@@ -6,14 +6,21 @@
 
 namespace tcm {
 
-// torch::silu, except for bf16 on the CPU with grad mode off (inference):
-// LibTorch 1.13's bf16 CPU silu is not vectorised, and a sigmoid then a
-// product is about twice as fast. The sigmoid is rounded to bf16 before the
-// product, so a value may differ from torch::silu's by one bf16 rounding.
+// torch::silu, except for float32 and bf16 on the CPU with grad mode off
+// (inference) in the contiguous or channels-last layout: there the
+// project's own vectorised loops (model/silu_kernel.h) compute it in float32
+// and round once, about twice as fast in bf16 as LibTorch 1.13's kernels, and
+// batch invariant (a value's result depends on that value alone). Values
+// agree with torch::silu's within 2 float32 ulp before rounding.
 torch::Tensor Silu(const torch::Tensor& x);
 
 // The same in place: x becomes silu(x); returns x.
 torch::Tensor& Silu_(torch::Tensor& x);
+
+// x [N, C, H, W] becomes silu(x * scale[:, :, None, None]) for a float32
+// `scale` [N, C], in one pass through x (the product is not rounded to x's
+// dtype first on the kernel path); returns x.
+torch::Tensor& ScaledSilu_(torch::Tensor& x, const torch::Tensor& scale);
 
 }  // namespace tcm
 

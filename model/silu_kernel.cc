@@ -1,0 +1,123 @@
+#include "model/silu_kernel.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+// One clone per instruction set, picked once at load (GCC's ifunc dispatch).
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define TCM_SILU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define TCM_SILU_CLONES
+#endif
+
+namespace tcm {
+namespace {
+
+// Values per block: every value, the tail's included, is computed by the
+// block loop below, so its result never depends on where it sits.
+constexpr int64_t kBlock = 32;
+
+inline uint32_t Bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, sizeof u);
+  return u;
+}
+
+inline float FromBits(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, sizeof f);
+  return f;
+}
+
+inline float Widen(float v) { return v; }
+inline float Widen(Bf16Bits v) { return FromBits(static_cast<uint32_t>(v) << 16); }
+
+// Rounds to the nearest bf16, ties to even; a NaN stays a (quiet) NaN.
+inline void Narrow(float f, float* out) { *out = f; }
+inline void Narrow(float f, Bf16Bits* out) {
+  const uint32_t u = Bits(f);
+  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
+  const bool nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
+  *out = static_cast<Bf16Bits>(nan ? ((u >> 16) | 0x40u) : rounded);
+}
+
+// exp(x) for x <= 0: Cody-Waite reduction by ln 2 and Cephes' degree-6
+// polynomial, scaled by 2^n in two halves so that results down to float32's
+// smallest subnormals come out right (below -104, where exp rounds to zero,
+// x is clamped). Plain float arithmetic, so it vectorises.
+inline float ExpNonPositive(float x) {
+  x = std::max(x, -104.0f);
+  constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
+  const float shifted = x * 1.44269504088896341f + kRoundMagic;
+  const float n = shifted - kRoundMagic;
+  const int32_t exponent = static_cast<int32_t>(Bits(shifted) - Bits(kRoundMagic));  // in [-150, 0]
+  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const float e = p * r * r + r + 1.0f;
+  const int32_t half = exponent / 2;  // both halves stay normal powers of two
+  const float scale_a = FromBits(static_cast<uint32_t>(half + 127) << 23);
+  const float scale_b = FromBits(static_cast<uint32_t>(exponent - half + 127) << 23);
+  return e * scale_a * scale_b;
+}
+
+// x * sigmoid(x) as x / (1 + e) for x >= 0 and x e / (1 + e) below, with
+// e = exp(-|x|) <= 1: no overflow anywhere, full precision in both tails.
+inline float Silu(float v) {
+  const float e = ExpNonPositive(-std::fabs(v));
+  return (v >= 0.0f ? v : v * e) / (1.0f + e);
+}
+
+// kBlock values: out[i] = silu(in[i] * scale(i)).
+template <typename T, typename Scale>
+inline __attribute__((always_inline)) void Block(const T* in, T* out, Scale scale) {
+  float v[kBlock];
+  for (int64_t i = 0; i < kBlock; ++i) v[i] = Silu(Widen(in[i]) * scale(i));
+  for (int64_t i = 0; i < kBlock; ++i) Narrow(v[i], out + i);
+}
+
+template <typename T, typename Scale>
+inline __attribute__((always_inline)) void Row(const T* in, T* out, int64_t n, Scale scale) {
+  int64_t i = 0;
+  for (; i + kBlock <= n; i += kBlock) Block(in + i, out + i, [&](int64_t j) { return scale(i + j); });
+  if (i == n) return;
+  const int64_t rest = n - i;
+  T tail_in[kBlock] = {}, tail_out[kBlock];
+  float tail_scale[kBlock] = {};
+  std::copy(in + i, in + n, tail_in);
+  for (int64_t j = 0; j < rest; ++j) tail_scale[j] = scale(i + j);
+  Block(tail_in, tail_out, [&](int64_t j) { return tail_scale[j]; });
+  std::copy(tail_out, tail_out + rest, out + i);
+}
+
+TCM_SILU_CLONES void RowFloat(const float* in, float* out, int64_t n, float scale) {
+  Row(in, out, n, [scale](int64_t) { return scale; });
+}
+TCM_SILU_CLONES void RowBf16(const Bf16Bits* in, Bf16Bits* out, int64_t n, float scale) {
+  Row(in, out, n, [scale](int64_t) { return scale; });
+}
+TCM_SILU_CLONES void RowsFloatScaled(const float* in, float* out, int64_t rows, int64_t n, const float* scales) {
+  for (int64_t r = 0; r < rows; ++r) Row(in + r * n, out + r * n, n, [scales](int64_t i) { return scales[i]; });
+}
+TCM_SILU_CLONES void RowsBf16Scaled(const Bf16Bits* in, Bf16Bits* out, int64_t rows, int64_t n,
+                                    const float* scales) {
+  for (int64_t r = 0; r < rows; ++r) Row(in + r * n, out + r * n, n, [scales](int64_t i) { return scales[i]; });
+}
+
+}  // namespace
+
+void SiluRow(const float* in, float* out, int64_t n, float scale) { RowFloat(in, out, n, scale); }
+void SiluRow(const Bf16Bits* in, Bf16Bits* out, int64_t n, float scale) { RowBf16(in, out, n, scale); }
+void SiluRowsScaled(const float* in, float* out, int64_t rows, int64_t n, const float* scales) {
+  RowsFloatScaled(in, out, rows, n, scales);
+}
+void SiluRowsScaled(const Bf16Bits* in, Bf16Bits* out, int64_t rows, int64_t n, const float* scales) {
+  RowsBf16Scaled(in, out, rows, n, scales);
+}
+
+}  // namespace tcm

@@ -1,0 +1,34 @@
+// The SiLU loops behind model/silu.h: x * sigmoid(x), optionally of x times a
+// scale, on float32 or bf16 rows, through float32 arithmetic.
+//
+// Every value goes through the same instructions whatever the row's length or
+// the value's place in it (a row's tail is run as a padded full block), so a
+// value's result depends on the value and its scale alone: never on the batch
+// size, the row or the thread split. Results are within 4 float32 ulp of the
+// exact value (model/silu_test.cc). The loops are compiled for x86-64-v4
+// (AVX-512), x86-64-v3 (AVX2, FMA) and baseline x86-64, the best this CPU has
+// chosen once at load: results are the same on one machine and may differ in
+// the last float32 bit between CPU kinds.
+#ifndef TCM_MODEL_SILU_KERNEL_H_
+#define TCM_MODEL_SILU_KERNEL_H_
+
+#include <cstdint>
+
+namespace tcm {
+
+// bf16 values are their raw bits (the upper half of a float32).
+using Bf16Bits = uint16_t;
+
+// out[i] = silu(in[i] * scale), i < n. `in` and `out` may be the same row.
+void SiluRow(const float* in, float* out, int64_t n, float scale);
+void SiluRow(const Bf16Bits* in, Bf16Bits* out, int64_t n, float scale);
+
+// rows rows of n values each: out[r * n + i] = silu(in[r * n + i] * scales[i])
+// (one scale per value of a row: channels-last pixels of one image, each row
+// a pixel's channels). `in` and `out` may be the same rows.
+void SiluRowsScaled(const float* in, float* out, int64_t rows, int64_t n, const float* scales);
+void SiluRowsScaled(const Bf16Bits* in, Bf16Bits* out, int64_t rows, int64_t n, const float* scales);
+
+}  // namespace tcm
+
+#endif  // TCM_MODEL_SILU_KERNEL_H_
