@@ -28,21 +28,23 @@ test: test-deps build
 
 # The whole suite under AddressSanitizer and UndefinedBehaviorSanitizer; the
 # torch-free service layer's tests (batcher, call state, validation, response
-# cache, access log, HTTP server, the REST front end over the generation front)
-# under ThreadSanitizer, with Debian's Abseil rebuilt instrumented so that every
-# absl::Mutex is visible to it. The gRPC reactor tests are not run under it
-# (docs/RELIABILITY.md).
+# cache, access log, HTTP server, the REST front end over the generation front,
+# and the gRPC reactors of tcm.v1, the Open Inference Protocol and health)
+# under ThreadSanitizer, with Debian's Abseil and gRPC rebuilt instrumented so
+# that every lock and hand-over inside them is visible to it (docs/RELIABILITY.md).
 TSAN_TESTS = batcher_test pass_time_estimate_test request_state_test request_validation_test response_cache_test \
-  server_options_test access_log_test http_server_test inference_mapping_test rest_json_test rest_service_test
+  server_options_test access_log_test http_server_test inference_mapping_test rest_json_test rest_service_test \
+  tcm_service_test inference_service_test health_service_test
 test-sanitize: test-deps
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTCM_SANITIZE=address,undefined > /dev/null
 	@cmake --build build-asan -j $(JOBS)
 	cd build-asan && LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp UBSAN_OPTIONS=print_stacktrace=1 \
 	  ctest --output-on-failure -j $(JOBS) -E '^deploy\.container_image$$'
 	@JOBS=$(JOBS) bash scripts/build-tsan-abseil.sh build-tsan-abseil
+	@JOBS=$(JOBS) bash scripts/build-tsan-grpc.sh build-tsan-grpc
 	@cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=RelWithDebInfo -DTCM_SANITIZE=thread > /dev/null
 	@cmake --build build-tsan -j $(JOBS) --target $(TSAN_TESTS)
-	@bash scripts/run-tsan-tests.sh build-tsan build-tsan-abseil/lib $(TSAN_TESTS)
+	@bash scripts/run-tsan-tests.sh build-tsan build-tsan-grpc/lib:build-tsan-abseil/lib $(TSAN_TESTS)
 
 # libFuzzer targets (clang, AddressSanitizer, UndefinedBehaviorSanitizer), each run
 # FUZZ_SECONDS on its seed corpus; prints "fuzz_NAME: N runs, C crashes" per target.
