@@ -104,8 +104,7 @@ TCM_SILU_CLONES void RowBf16(const Bf16Bits* in, Bf16Bits* out, int64_t n, float
 TCM_SILU_CLONES void RowsFloatScaled(const float* in, float* out, int64_t rows, int64_t n, const float* scales) {
   for (int64_t r = 0; r < rows; ++r) Row(in + r * n, out + r * n, n, [scales](int64_t i) { return scales[i]; });
 }
-TCM_SILU_CLONES void RowsBf16Scaled(const Bf16Bits* in, Bf16Bits* out, int64_t rows, int64_t n,
-                                    const float* scales) {
+TCM_SILU_CLONES void RowsBf16Scaled(const Bf16Bits* in, Bf16Bits* out, int64_t rows, int64_t n, const float* scales) {
   for (int64_t r = 0; r < rows; ++r) Row(in + r * n, out + r * n, n, [scales](int64_t i) { return scales[i]; });
 }
 
