@@ -9,7 +9,7 @@ namespace tcm {
 // torch::silu, except for float32 and bf16 on the CPU with grad mode off
 // (inference) in the contiguous or channels-last layout: there the
 // project's own vectorised loops (model/silu_kernel.h) compute it in float32
-// and round once, about twice as fast in bf16 as LibTorch 1.13's kernels, and
+// and round once, faster than LibTorch 1.13's kernels (docs/MODEL.md), and
 // batch invariant (a value's result depends on that value alone). Values
 // agree with torch::silu's within 2 float32 ulp before rounding.
 torch::Tensor Silu(const torch::Tensor& x);

@@ -29,10 +29,7 @@ if [[ -z "${PACKAGE:-}" ]]; then
   echo "build-tsan-abseil: no Abseil runtime package is installed (libabsl2*)" >&2
   exit 1
 fi
-if [[ -f "$OUT_DIR/lib/.built" && "$(cat "$OUT_DIR/lib/.built")" == "$SOURCE $VERSION" ]]; then
-  echo "build-tsan-abseil: $SOURCE $VERSION already built in $OUT_DIR/lib"
-  exit 0
-fi
+debian_already_built build-tsan-abseil "$OUT_DIR/lib" "$SOURCE" "$VERSION" && exit 0
 
 echo "build-tsan-abseil: fetching the source of $SOURCE $VERSION (for $PACKAGE)"
 rm -rf "${OUT_DIR:?}/build" "${OUT_DIR:?}/lib"

@@ -35,10 +35,7 @@ if [[ "$CPP_VERSION" != "$VERSION" ]]; then
   echo "build-tsan-grpc: $CORE_PACKAGE is $VERSION but $CPP_PACKAGE is $CPP_VERSION" >&2
   exit 1
 fi
-if [[ -f "$OUT_DIR/lib/.built" && "$(cat "$OUT_DIR/lib/.built")" == "$SOURCE $VERSION" ]]; then
-  echo "build-tsan-grpc: $SOURCE $VERSION already built in $OUT_DIR/lib"
-  exit 0
-fi
+debian_already_built build-tsan-grpc "$OUT_DIR/lib" "$SOURCE" "$VERSION" && exit 0
 
 echo "build-tsan-grpc: fetching the source of $SOURCE $VERSION"
 rm -rf "${OUT_DIR:?}/build" "${OUT_DIR:?}/lib"

@@ -63,3 +63,11 @@ debian_check_twins() {
   done
   return $missing
 }
+
+# debian_already_built NAME LIB_DIR SOURCE VERSION: true (and says so) when
+# LIB_DIR holds a finished build of SOURCE VERSION.
+debian_already_built() {
+  local name="$1" lib_dir="$2" source="$3" version="$4"
+  [[ -f "$lib_dir/.built" && "$(cat "$lib_dir/.built")" == "$source $version" ]] || return 1
+  echo "$name: $source $version already built in $lib_dir"
+}
