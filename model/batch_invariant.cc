@@ -1,13 +1,26 @@
 #include "model/batch_invariant.h"
 
+#include <ATen/record_function.h>
 #include <torch/torch.h>
 
 #include <vector>
+
+#include "model/row_linear_kernel.h"
 
 namespace tcm {
 
 torch::Tensor RowWiseLinear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias) {
   if (torch::GradMode::is_enabled() || x.dim() != 2 || !x.is_cpu()) return torch::linear(x, w, bias);
+  const auto f32 = [](const torch::Tensor& t) { return !t.defined() || t.scalar_type() == torch::kFloat32; };
+  if (f32(x) && f32(w) && f32(bias) && w.dim() == 2 && w.size(1) == x.size(1)) {
+    RECORD_FUNCTION("tcm::linear_rows", std::vector<c10::IValue>{});  // named in tcm-model-bench --profile
+    const torch::Tensor xc = x.contiguous(), wt = w.t().contiguous();
+    const torch::Tensor b = bias.defined() ? bias.contiguous() : bias;
+    torch::Tensor out = torch::empty({x.size(0), w.size(0)}, x.options());
+    LinearRows(xc.data_ptr<float>(), x.size(0), x.size(1), wt.data_ptr<float>(), w.size(0),
+               b.defined() ? b.data_ptr<float>() : nullptr, out.data_ptr<float>());
+    return out;
+  }
   std::vector<torch::Tensor> rows;
   rows.reserve(x.size(0));
   for (int64_t r = 0; r < x.size(0); ++r) rows.push_back(torch::mv(w, x[r]));

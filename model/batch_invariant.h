@@ -10,9 +10,11 @@
 
 namespace tcm {
 
-// x @ w.t() (+ bias) for x [N, in], one matrix-vector product per row on the
-// CPU. The BLAS picks its kernel by the number of rows, so a batched product
-// changes a row's rounding with the batch size. On a GPU it is the batched
+// x @ w.t() (+ bias) for x [N, in], each row on its own on the CPU: the BLAS
+// picks its kernel by the number of rows, so a batched product changes a
+// row's rounding with the batch size. float32 runs the project's own loop
+// (model/row_linear_kernel.h: one call for all rows, sums in input order);
+// other dtypes one matrix-vector product per row. On a GPU it is the batched
 // product (one kernel instead of N).
 torch::Tensor RowWiseLinear(const torch::Tensor& x, const torch::Tensor& w, const torch::Tensor& bias = {});
 

@@ -8,7 +8,9 @@
 #include <vector>
 
 #include "model/batch_invariant.h"
+#include "model/concat.h"
 #include "model/derived_tensor.h"
+#include "model/elementwise.h"
 #include "model/resample.h"
 #include "model/silu.h"
 
@@ -144,7 +146,7 @@ class BlockImpl : public torch::nn::Module {
     x = Resample(x, resample_filter_, resample_is_box_, o_.resample);
     if (!o_.decoder) {
       if (conv_skip) x = conv_skip(x);
-      x = Normalize(x, {1});  // pixel norm
+      x = PixelNorm(x, kNormEps);
     }
     // Residual branch; mp_silu's 1/0.596 lives in conv_res0's and conv_res1's weights.
     torch::Tensor y = conv_res0->forward(Silu(x), {}, kMpSiluGain);
@@ -153,12 +155,11 @@ class BlockImpl : public torch::nn::Module {
       y = torch::dropout(y, o_.config->dropout(), /*train=*/true);
     y = conv_res1->forward(y, {}, kMpSiluGain * res_.b);
     if (o_.decoder && conv_skip) x = conv_skip(x);
-    x = y.add_(x, res_.a);  // mp_sum(x, y, res_balance)
-
-    if (num_heads_ > 0) x = Attention(x);
+    // mp_sum(x, y, res_balance), then (after attention, where the block has
+    // it) the clip to [-clip_act, clip_act].
     const double clip = o_.config->clip_act();
-    if (clip > 0) x = x.clamp_(-clip, clip);
-    return x;
+    if (num_heads_ == 0) return AddScaledClamp_(y, x, res_.a, clip);
+    return Attention(AddScaledClamp_(y, x, res_.a, /*clip=*/0), clip);
   }
 
   double Flops() const {
@@ -179,16 +180,17 @@ class BlockImpl : public torch::nn::Module {
     return std::find(r.begin(), r.end(), static_cast<uint32_t>(res)) != r.end();
   }
 
-  torch::Tensor Attention(const torch::Tensor& x) {
+  // x + self-attention(x) as an mp_sum, clipped to [-clip, clip] (none for clip <= 0).
+  torch::Tensor Attention(const torch::Tensor& x, double clip) {
     const int64_t n = x.size(0), hw = x.size(2) * x.size(3);
-    torch::Tensor y = attn_qkv(x).reshape({n, num_heads_, -1, 3, hw});
+    // Channels run (head, channel, q/k/v): pixel norm per head and q, k, v.
+    torch::Tensor y = PixelNorm(attn_qkv(x), kNormEps, num_heads_, 3).reshape({n, num_heads_, -1, 3, hw});
     const double head_dim = static_cast<double>(y.size(2));
-    y = Normalize(y, {2});  // pixel norm per head
     torch::Tensor q = y.select(3, 0), k = y.select(3, 1), v = y.select(3, 2);
     torch::Tensor w = torch::matmul(q.transpose(2, 3), k).mul_(1.0 / std::sqrt(head_dim)).softmax(3);
     y = torch::matmul(v, w.transpose(2, 3));  // [n, heads, c, q]
     y = attn_proj->forward(y.reshape(x.sizes()), {}, attn_.b);
-    return y.add_(x, attn_.a);  // mp_sum(x, y, attn_balance)
+    return AddScaledClamp_(y, x, attn_.a, clip);  // mp_sum(x, y, attn_balance)
   }
 
   BlockOptions o_;
@@ -371,10 +373,7 @@ class Edm2UNetImpl : public UNet {
     const double t = c_.concat_balance();
     const double na = a.size(1), nb = b.size(1);
     const double c = std::sqrt((na + nb) / ((1 - t) * (1 - t) + t * t));
-    torch::Tensor out = torch::cat({a, b}, 1);
-    out.narrow(1, 0, a.size(1)).mul_(c / std::sqrt(na) * (1 - t));
-    out.narrow(1, a.size(1), b.size(1)).mul_(c / std::sqrt(nb) * t);
-    return out;
+    return ScaledCat(a, c / std::sqrt(na) * (1 - t), b, c / std::sqrt(nb) * t);
   }
 
   v1::ModelConfig config_;

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 
 // One clone per instruction set, picked once at load (GCC's ifunc dispatch).
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
@@ -18,30 +17,6 @@ namespace {
 // block loop below, so its result never depends on where it sits.
 constexpr int64_t kBlock = 32;
 
-inline uint32_t Bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return u;
-}
-
-inline float FromBits(uint32_t u) {
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
-
-inline float Widen(float v) { return v; }
-inline float Widen(Bf16Bits v) { return FromBits(static_cast<uint32_t>(v) << 16); }
-
-// Rounds to the nearest bf16, ties to even; a NaN stays a (quiet) NaN.
-inline void Narrow(float f, float* out) { *out = f; }
-inline void Narrow(float f, Bf16Bits* out) {
-  const uint32_t u = Bits(f);
-  const uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
-  const bool nan = (u & 0x7FFFFFFFu) > 0x7F800000u;
-  *out = static_cast<Bf16Bits>(nan ? ((u >> 16) | 0x40u) : rounded);
-}
-
 // exp(x) for x <= 0: Cody-Waite reduction by ln 2 and Cephes' degree-6
 // polynomial, scaled by 2^n in two halves so that results down to float32's
 // smallest subnormals come out right (below -104, where exp rounds to zero,
@@ -51,7 +26,7 @@ inline float ExpNonPositive(float x) {
   constexpr float kRoundMagic = 12582912.0f;  // 1.5 * 2^23: adding it rounds to an integer
   const float shifted = x * 1.44269504088896341f + kRoundMagic;
   const float n = shifted - kRoundMagic;
-  const int32_t exponent = static_cast<int32_t>(Bits(shifted) - Bits(kRoundMagic));  // in [-150, 0]
+  const int32_t exponent = static_cast<int32_t>(FloatBits(shifted) - FloatBits(kRoundMagic));  // in [-150, 0]
   const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
@@ -61,8 +36,8 @@ inline float ExpNonPositive(float x) {
   p = p * r + 5.0000001201e-1f;
   const float e = p * r * r + r + 1.0f;
   const int32_t half = exponent / 2;  // both halves stay normal powers of two
-  const float scale_a = FromBits(static_cast<uint32_t>(half + 127) << 23);
-  const float scale_b = FromBits(static_cast<uint32_t>(exponent - half + 127) << 23);
+  const float scale_a = FloatFromBits(static_cast<uint32_t>(half + 127) << 23);
+  const float scale_b = FloatFromBits(static_cast<uint32_t>(exponent - half + 127) << 23);
   return e * scale_a * scale_b;
 }
 

@@ -14,10 +14,9 @@
 
 #include <cstdint>
 
-namespace tcm {
+#include "model/bf16_bits.h"
 
-// bf16 values are their raw bits (the upper half of a float32).
-using Bf16Bits = uint16_t;
+namespace tcm {
 
 // out[i] = silu(in[i] * scale), i < n. `in` and `out` may be the same row.
 void SiluRow(const float* in, float* out, int64_t n, float scale);

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "model/batch_invariant.h"
+#include "model/concat.h"
 #include "model/resample.h"
 #include "model/silu.h"
 
@@ -400,7 +401,7 @@ class SongUNetImpl : public UNet {
           out = out.defined() ? tmp + out : tmp;
           break;
         case DecStep::kBlockWithSkip:
-          x = torch::cat({x, skips.back()}, 1);
+          x = ScaledCat(x, 1.0, skips.back(), 1.0);
           skips.pop_back();
           x = s.block(x, emb);
           break;
