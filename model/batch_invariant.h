@@ -27,11 +27,14 @@ torch::Tensor BatchInvariantConv2d(const torch::Tensor& x, const torch::Tensor& 
                                    int64_t stride, int64_t padding, int64_t dilation = 1, int64_t groups = 1);
 
 // group_norm returning x's dtype and memory format. LibTorch 1.13's
-// channels-last CPU kernel splits its sums by images and threads, so it is
-// normalised in the contiguous layout, whose kernel reduces each (image, group)
-// in one pass; bf16 input is normalised in float32 (the bf16 channels-last
-// kernel is also wrong: relative error ~0.2 on the reference fixtures; with
-// grad mode on, bf16 on the CPU is normalised in float32 in its own layout).
+// channels-last CPU kernel splits its sums by images and threads, and its bf16
+// channels-last kernel is wrong (relative error ~0.2 on the reference
+// fixtures). So in inference, channels-last float32 or bf16 input runs the
+// project's own loops (model/group_norm_kernel.h): float32 arithmetic, each
+// channel's sums over the pixels in order, one rounding of the result. Other
+// input in inference is normalised by LibTorch in the contiguous layout, whose
+// kernel reduces each (image, group) in one pass, bf16 in float32; with grad
+// mode on, bf16 on the CPU is normalised in float32 in its own layout.
 torch::Tensor BatchInvariantGroupNorm(const torch::Tensor& x, int64_t groups, const torch::Tensor& weight,
                                       const torch::Tensor& bias, double eps);
 

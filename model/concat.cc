@@ -19,8 +19,8 @@ constexpr int64_t kGrainValues = 16384;
 std::optional<torch::MemoryFormat> KernelLayout(const torch::Tensor& a, const torch::Tensor& b) {
   const auto type = a.scalar_type();
   if (!a.is_cpu() || !b.is_cpu() || torch::GradMode::is_enabled() || b.scalar_type() != type ||
-      (type != torch::kFloat32 && type != torch::kBFloat16) || a.dim() != 4 || b.dim() != 4 ||
-      a.size(0) != b.size(0) || a.size(2) != b.size(2) || a.size(3) != b.size(3))
+      (type != torch::kFloat32 && type != torch::kBFloat16) || a.dim() != 4 || b.dim() != 4 || a.size(0) != b.size(0) ||
+      a.size(2) != b.size(2) || a.size(3) != b.size(3))
     return std::nullopt;
   for (const auto layout : {torch::MemoryFormat::ChannelsLast, torch::MemoryFormat::Contiguous})
     if (a.is_contiguous(layout) && b.is_contiguous(layout)) return layout;
@@ -41,8 +41,7 @@ void Join(const torch::Tensor& a, float scale_a, const torch::Tensor& b, float s
   T* po = static_cast<T*>(out.data_ptr());
   const int64_t grain = std::max<int64_t>(1, kGrainValues / std::max<int64_t>(na + nb, 1));
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    ScaledConcatRows(pa + begin * na, na, scale_a, pb + begin * nb, nb, scale_b, end - begin,
-                     po + begin * (na + nb));
+    ScaledConcatRows(pa + begin * na, na, scale_a, pb + begin * nb, nb, scale_b, end - begin, po + begin * (na + nb));
   });
 }
 
@@ -57,8 +56,8 @@ torch::Tensor ScaledCat(const torch::Tensor& a, double scale_a, const torch::Ten
     return out;
   }
   RECORD_FUNCTION("tcm::scaled_cat", std::vector<c10::IValue>{});  // named in tcm-model-bench --profile
-  torch::Tensor out = torch::empty({a.size(0), a.size(1) + b.size(1), a.size(2), a.size(3)},
-                                   a.options().memory_format(*layout));
+  torch::Tensor out =
+      torch::empty({a.size(0), a.size(1) + b.size(1), a.size(2), a.size(3)}, a.options().memory_format(*layout));
   const bool channels_last = *layout == torch::MemoryFormat::ChannelsLast;
   const float sa = static_cast<float>(scale_a), sb = static_cast<float>(scale_b);
   if (a.scalar_type() == torch::kBFloat16)

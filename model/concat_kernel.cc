@@ -1,18 +1,18 @@
 #include "model/concat_kernel.h"
 
-// One clone per instruction set, picked once at load (GCC's ifunc dispatch).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define TCM_CONCAT_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define TCM_CONCAT_CLONES
-#endif
+#include <algorithm>
+
+#include "model/cpu_clones.h"
 
 namespace tcm {
 namespace {
 
 template <typename T>
-inline __attribute__((always_inline)) void ScaleRow(const T* __restrict in, int64_t n, float scale,
-                                                    T* __restrict out) {
+inline __attribute__((always_inline)) void ScaleRow(const T* __restrict in, int64_t n, float scale, T* __restrict out) {
+  if (scale == 1.0f) {  // a copy: the same bits as the product, a NaN's payload kept
+    std::copy(in, in + n, out);
+    return;
+  }
   for (int64_t i = 0; i < n; ++i) Narrow(Widen(in[i]) * scale, out + i);
 }
 
@@ -26,12 +26,12 @@ inline __attribute__((always_inline)) void Rows(const T* a, int64_t na, float sc
   }
 }
 
-TCM_CONCAT_CLONES void RowsFloat(const float* a, int64_t na, float scale_a, const float* b, int64_t nb,
-                                 float scale_b, int64_t rows, float* out) {
+TCM_CPU_CLONES void RowsFloat(const float* a, int64_t na, float scale_a, const float* b, int64_t nb, float scale_b,
+                              int64_t rows, float* out) {
   Rows(a, na, scale_a, b, nb, scale_b, rows, out);
 }
-TCM_CONCAT_CLONES void RowsBf16(const Bf16Bits* a, int64_t na, float scale_a, const Bf16Bits* b, int64_t nb,
-                                float scale_b, int64_t rows, Bf16Bits* out) {
+TCM_CPU_CLONES void RowsBf16(const Bf16Bits* a, int64_t na, float scale_a, const Bf16Bits* b, int64_t nb, float scale_b,
+                             int64_t rows, Bf16Bits* out) {
   Rows(a, na, scale_a, b, nb, scale_b, rows, out);
 }
 

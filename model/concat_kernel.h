@@ -13,7 +13,8 @@ namespace tcm {
 // hold na values, b's nb and out's na + nb, all rows back to back. Each value
 // is its input times the scale in float32, then stored as the element type
 // (bf16 rounded to nearest, ties to even): a value's result depends on that
-// value alone. `out` must not overlap `a` or `b`.
+// value alone. A scale of exactly 1 copies the values' bits. `out` must not
+// overlap `a` or `b`.
 void ScaledConcatRows(const float* a, int64_t na, float scale_a, const float* b, int64_t nb, float scale_b,
                       int64_t rows, float* out);
 void ScaledConcatRows(const Bf16Bits* a, int64_t na, float scale_a, const Bf16Bits* b, int64_t nb, float scale_b,

@@ -10,9 +10,8 @@ constexpr double kScaleA = 0.7321, kScaleB = 1.3127;
 
 // What ScaledCat stands for, in float32 arithmetic and rounded once.
 torch::Tensor Expected(const torch::Tensor& a, const torch::Tensor& b) {
-  torch::Tensor joined = torch::cat({a.to(torch::kFloat32) * static_cast<float>(kScaleA),
-                                     b.to(torch::kFloat32) * static_cast<float>(kScaleB)},
-                                    1);
+  torch::Tensor joined = torch::cat(
+      {a.to(torch::kFloat32) * static_cast<float>(kScaleA), b.to(torch::kFloat32) * static_cast<float>(kScaleB)}, 1);
   return joined.to(a.scalar_type());
 }
 
@@ -44,8 +43,8 @@ TEST_P(ScaledCatTest, AnImagesResultDoesNotDependOnTheBatch) {
   torch::Tensor b = torch::randn({5, 24, 4, 4}).to(c.dtype).contiguous(c.layout);
   torch::Tensor batch = ScaledCat(a, kScaleA, b, kScaleB);
   for (int64_t i = 0; i < 5; ++i) {
-    torch::Tensor alone = ScaledCat(a.narrow(0, i, 1).contiguous(c.layout), kScaleA,
-                                    b.narrow(0, i, 1).contiguous(c.layout), kScaleB);
+    torch::Tensor alone =
+        ScaledCat(a.narrow(0, i, 1).contiguous(c.layout), kScaleA, b.narrow(0, i, 1).contiguous(c.layout), kScaleB);
     EXPECT_TRUE(torch::equal(alone, batch.narrow(0, i, 1))) << "image " << i;
   }
 }

@@ -8,13 +8,7 @@
 #include <cmath>
 
 #include "model/bf16_bits.h"
-
-// One clone per instruction set, picked once at load (GCC's ifunc dispatch).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define TCM_ELEMENTWISE_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define TCM_ELEMENTWISE_CLONES
-#endif
+#include "model/cpu_clones.h"
 
 namespace tcm {
 namespace {
@@ -35,8 +29,8 @@ bool OnKernelPath(const torch::Tensor& t) {
 // norm / sqrt(n) + eps.
 template <typename T>
 inline __attribute__((always_inline)) void NormRows(const T* __restrict in, T* __restrict out, int64_t rows,
-                                                    int64_t groups, int64_t n, int64_t interleave,
-                                                    float inv_sqrt_n, float eps) {
+                                                    int64_t groups, int64_t n, int64_t interleave, float inv_sqrt_n,
+                                                    float eps) {
   const int64_t group_size = n * interleave;
   for (int64_t r = 0; r < rows * groups; ++r) {
     const T* g = in + r * group_size;
@@ -62,12 +56,12 @@ inline __attribute__((always_inline)) void NormRows(const T* __restrict in, T* _
   }
 }
 
-TCM_ELEMENTWISE_CLONES void NormRowsFloat(const float* in, float* out, int64_t rows, int64_t groups, int64_t n,
-                                          int64_t interleave, float inv_sqrt_n, float eps) {
+TCM_CPU_CLONES void NormRowsFloat(const float* in, float* out, int64_t rows, int64_t groups, int64_t n,
+                                  int64_t interleave, float inv_sqrt_n, float eps) {
   NormRows(in, out, rows, groups, n, interleave, inv_sqrt_n, eps);
 }
-TCM_ELEMENTWISE_CLONES void NormRowsBf16(const Bf16Bits* in, Bf16Bits* out, int64_t rows, int64_t groups, int64_t n,
-                                         int64_t interleave, float inv_sqrt_n, float eps) {
+TCM_CPU_CLONES void NormRowsBf16(const Bf16Bits* in, Bf16Bits* out, int64_t rows, int64_t groups, int64_t n,
+                                 int64_t interleave, float inv_sqrt_n, float eps) {
   NormRows(in, out, rows, groups, n, interleave, inv_sqrt_n, eps);
 }
 
@@ -77,11 +71,10 @@ inline __attribute__((always_inline)) void AddClamp(T* __restrict y, const T* __
   for (int64_t i = 0; i < n; ++i) Narrow(std::min(std::max(Widen(y[i]) + alpha * Widen(x[i]), lo), hi), y + i);
 }
 
-TCM_ELEMENTWISE_CLONES void AddClampFloat(float* y, const float* x, int64_t n, float alpha, float lo, float hi) {
+TCM_CPU_CLONES void AddClampFloat(float* y, const float* x, int64_t n, float alpha, float lo, float hi) {
   AddClamp(y, x, n, alpha, lo, hi);
 }
-TCM_ELEMENTWISE_CLONES void AddClampBf16(Bf16Bits* y, const Bf16Bits* x, int64_t n, float alpha, float lo,
-                                         float hi) {
+TCM_CPU_CLONES void AddClampBf16(Bf16Bits* y, const Bf16Bits* x, int64_t n, float alpha, float lo, float hi) {
   AddClamp(y, x, n, alpha, lo, hi);
 }
 
@@ -94,8 +87,7 @@ T* Data(const torch::Tensor& t) {
 
 torch::Tensor PixelNorm(const torch::Tensor& x, double eps, int64_t groups, int64_t interleave) {
   TORCH_CHECK(x.dim() == 4 && groups > 0 && interleave > 0 && x.size(1) % (groups * interleave) == 0,
-              "PixelNorm: ", x.size(1), " channels do not split into ", groups, " groups of ", interleave,
-              " vectors");
+              "PixelNorm: ", x.size(1), " channels do not split into ", groups, " groups of ", interleave, " vectors");
   const int64_t n = x.size(1) / (groups * interleave);
   if (!OnKernelPath(x) || !x.is_contiguous(torch::MemoryFormat::ChannelsLast)) {
     const double inv_sqrt_n = 1.0 / std::sqrt(static_cast<double>(n));
@@ -106,7 +98,7 @@ torch::Tensor PixelNorm(const torch::Tensor& x, double eps, int64_t groups, int6
     return (v / norm.mul(inv_sqrt_n).add_(eps)).reshape(x.sizes());
   }
   RECORD_FUNCTION("tcm::pixel_norm", std::vector<c10::IValue>{});  // named in tcm-model-bench --profile
-  torch::Tensor out = torch::empty_like(x);                         // channels-last like x
+  torch::Tensor out = torch::empty_like(x);                        // channels-last like x
   const int64_t channels = x.size(1), rows = x.numel() / std::max<int64_t>(channels, 1);
   const float inv_sqrt_n = static_cast<float>(1.0 / std::sqrt(static_cast<double>(n)));
   const float e = static_cast<float>(eps);
@@ -117,18 +109,18 @@ torch::Tensor PixelNorm(const torch::Tensor& x, double eps, int64_t groups, int6
       NormRowsBf16(Data<Bf16Bits>(x) + offset, Data<Bf16Bits>(out) + offset, end - begin, groups, n, interleave,
                    inv_sqrt_n, e);
     else
-      NormRowsFloat(Data<float>(x) + offset, Data<float>(out) + offset, end - begin, groups, n, interleave,
-                    inv_sqrt_n, e);
+      NormRowsFloat(Data<float>(x) + offset, Data<float>(out) + offset, end - begin, groups, n, interleave, inv_sqrt_n,
+                    e);
   });
   return out;
 }
 
 torch::Tensor& AddScaledClamp_(torch::Tensor& y, const torch::Tensor& x, double alpha, double clip) {
-  const bool same_layout = (y.is_contiguous() && x.is_contiguous()) ||
-                           (y.dim() == 4 && y.is_contiguous(torch::MemoryFormat::ChannelsLast) &&
-                            x.is_contiguous(torch::MemoryFormat::ChannelsLast));
-  if (!OnKernelPath(y) || !x.is_cpu() || x.scalar_type() != y.scalar_type() || x.sizes() != y.sizes() ||
-      !same_layout || x.data_ptr() == y.data_ptr()) {
+  const bool same_layout =
+      (y.is_contiguous() && x.is_contiguous()) || (y.dim() == 4 && y.is_contiguous(torch::MemoryFormat::ChannelsLast) &&
+                                                   x.is_contiguous(torch::MemoryFormat::ChannelsLast));
+  if (!OnKernelPath(y) || !x.is_cpu() || x.scalar_type() != y.scalar_type() || x.sizes() != y.sizes() || !same_layout ||
+      x.data_ptr() == y.data_ptr()) {
     y.add_(x, alpha);
     if (clip > 0) y.clamp_(-clip, clip);
     return y;

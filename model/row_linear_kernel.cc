@@ -1,17 +1,11 @@
 #include "model/row_linear_kernel.h"
 
-// One clone per instruction set, picked once at load (GCC's ifunc dispatch).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define TCM_LINEAR_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define TCM_LINEAR_CLONES
-#endif
+#include "model/cpu_clones.h"
 
 namespace tcm {
 
-TCM_LINEAR_CLONES void LinearRows(const float* __restrict x, int64_t rows, int64_t in, const float* __restrict wt,
-                                  int64_t out,
-                                  const float* __restrict bias, float* __restrict y) {
+TCM_CPU_CLONES void LinearRows(const float* __restrict x, int64_t rows, int64_t in, const float* __restrict wt,
+                               int64_t out, const float* __restrict bias, float* __restrict y) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * in;
     float* yr = y + r * out;

@@ -3,12 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-// One clone per instruction set, picked once at load (GCC's ifunc dispatch).
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define TCM_SILU_CLONES __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define TCM_SILU_CLONES
-#endif
+#include "model/cpu_clones.h"
 
 namespace tcm {
 namespace {
@@ -70,16 +65,16 @@ inline __attribute__((always_inline)) void Row(const T* in, T* out, int64_t n, S
   std::copy(tail_out, tail_out + rest, out + i);
 }
 
-TCM_SILU_CLONES void RowFloat(const float* in, float* out, int64_t n, float scale) {
+TCM_CPU_CLONES void RowFloat(const float* in, float* out, int64_t n, float scale) {
   Row(in, out, n, [scale](int64_t) { return scale; });
 }
-TCM_SILU_CLONES void RowBf16(const Bf16Bits* in, Bf16Bits* out, int64_t n, float scale) {
+TCM_CPU_CLONES void RowBf16(const Bf16Bits* in, Bf16Bits* out, int64_t n, float scale) {
   Row(in, out, n, [scale](int64_t) { return scale; });
 }
-TCM_SILU_CLONES void RowsFloatScaled(const float* in, float* out, int64_t rows, int64_t n, const float* scales) {
+TCM_CPU_CLONES void RowsFloatScaled(const float* in, float* out, int64_t rows, int64_t n, const float* scales) {
   for (int64_t r = 0; r < rows; ++r) Row(in + r * n, out + r * n, n, [scales](int64_t i) { return scales[i]; });
 }
-TCM_SILU_CLONES void RowsBf16Scaled(const Bf16Bits* in, Bf16Bits* out, int64_t rows, int64_t n, const float* scales) {
+TCM_CPU_CLONES void RowsBf16Scaled(const Bf16Bits* in, Bf16Bits* out, int64_t rows, int64_t n, const float* scales) {
   for (int64_t r = 0; r < rows; ++r) Row(in + r * n, out + r * n, n, [scales](int64_t i) { return scales[i]; });
 }
 
