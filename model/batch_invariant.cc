@@ -70,8 +70,8 @@ torch::Tensor ChannelsLastGroupNorm(const torch::Tensor& x, int64_t groups, cons
       }
     });
   };
-  // Each group's statistic from its channels' sums, in channel order.
-  const auto group_mean = [&](int64_t image, int64_t group) {
+  // The average over a group of what `sums` holds, added in channel order.
+  const auto group_average = [&](int64_t image, int64_t group) {
     double total = 0;
     for (int64_t c = group * per_group; c < (group + 1) * per_group; ++c) total += sums[image * channels + c];
     return total / static_cast<double>(per_group * pixels);
@@ -83,7 +83,7 @@ torch::Tensor ChannelsLastGroupNorm(const torch::Tensor& x, int64_t groups, cons
   for (int64_t image = 0; image < n; ++image)
     for (int64_t g = 0; g < groups; ++g)
       std::fill_n(center.begin() + image * channels + g * per_group, per_group,
-                  static_cast<float>(group_mean(image, g)));
+                  static_cast<float>(group_average(image, g)));
   each_block([&](int64_t image, int64_t c0, int64_t nc) {
     ChannelSums(in + image * pixels * channels, pixels, channels, c0, nc, center.data() + image * channels + c0, true,
                 sums.data() + image * channels + c0);
@@ -92,7 +92,7 @@ torch::Tensor ChannelsLastGroupNorm(const torch::Tensor& x, int64_t groups, cons
   const torch::Tensor b = bias.defined() ? bias.to(torch::kFloat32).contiguous() : bias;
   for (int64_t image = 0; image < n; ++image) {
     for (int64_t g = 0; g < groups; ++g) {
-      const double rstd = 1.0 / std::sqrt(group_mean(image, g) + eps);  // sums now hold squared deviations
+      const double rstd = 1.0 / std::sqrt(group_average(image, g) + eps);  // sums now hold squared deviations
       for (int64_t c = g * per_group; c < (g + 1) * per_group; ++c) {
         const int64_t i = image * channels + c;
         const double gain = rstd * (w.defined() ? w.data_ptr<float>()[c] : 1.0);

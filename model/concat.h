@@ -10,9 +10,10 @@ namespace tcm {
 // b [N, Cb, H, W], in the inputs' layout. For float32 or bf16 on the CPU with
 // grad mode off, both inputs in the same layout (contiguous or channels-last),
 // one pass of the project's own loop (model/concat_kernel.h) writes the
-// result: LibTorch 1.13's cat of channels-last float32 is about ten times
-// slower than of the same tensors in NCHW (docs/MODEL.md). Everything else
-// goes through torch::cat and an in-place product per scale other than 1.
+// result, scaled on the way (LibTorch 1.13's cat of channels-last float32
+// tensors takes a slow path, and the scales would be two more passes:
+// docs/MODEL.md). Everything else goes through torch::cat and an in-place
+// product per scale other than 1.
 torch::Tensor ScaledCat(const torch::Tensor& a, double scale_a, const torch::Tensor& b, double scale_b);
 
 }  // namespace tcm
