@@ -8,10 +8,11 @@ namespace tcm {
 
 // torch::silu, except for float32 and bf16 on the CPU with grad mode off
 // (inference) in the contiguous or channels-last layout: there the
-// project's own vectorised loops (model/silu_kernel.h) compute it in float32
-// and round once, faster than LibTorch 1.13's kernels (docs/MODEL.md), and
-// batch invariant (a value's result depends on that value alone). Values
-// agree with torch::silu's within 2 float32 ulp before rounding.
+// project's own loops (model/silu_kernel.h) compute it in float32 and round
+// once (bf16: from a table of every value's result), faster than LibTorch
+// 1.13's kernels (docs/MODEL.md), and batch invariant (a value's result
+// depends on that value alone). Values agree with torch::silu's within 2
+// float32 ulp before rounding.
 torch::Tensor Silu(const torch::Tensor& x);
 
 // The same in place: x becomes silu(x); returns x.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "model/cpu_clones.h"
 
@@ -71,17 +72,40 @@ TCM_CPU_CLONES void RowFloat(const float* in, float* out, int64_t n, float scale
 TCM_CPU_CLONES void RowBf16(const Bf16Bits* in, Bf16Bits* out, int64_t n, float scale) {
   Row(in, out, n, [scale](int64_t) { return scale; });
 }
+TCM_CPU_CLONES void RowsBf16Scaled(const Bf16Bits* in, Bf16Bits* out, int64_t rows, int64_t n, const float* scales) {
+  for (int64_t r = 0; r < rows; ++r) Row(in + r * n, out + r * n, n, [scales](int64_t i) { return scales[i]; });
+}
 TCM_CPU_CLONES void RowsFloatScaled(const float* in, float* out, int64_t rows, int64_t n, const float* scales) {
   for (int64_t r = 0; r < rows; ++r) Row(in + r * n, out + r * n, n, [scales](int64_t i) { return scales[i]; });
 }
-TCM_CPU_CLONES void RowsBf16Scaled(const Bf16Bits* in, Bf16Bits* out, int64_t rows, int64_t n, const float* scales) {
-  for (int64_t r = 0; r < rows; ++r) Row(in + r * n, out + r * n, n, [scales](int64_t i) { return scales[i]; });
+
+// silu of every bf16 value, indexed by its bits, computed once by the
+// float32 loop above and rounded: looking a value up gives the bits that loop
+// gives it, for a load instead of the polynomial and the division. (A scaled
+// value's float32 product has no entry: it is computed.)
+const Bf16Bits* Bf16SiluTable() {
+  static const std::vector<Bf16Bits> table = [] {
+    std::vector<Bf16Bits> all(1 << 16), result(1 << 16);
+    for (uint32_t bits = 0; bits < all.size(); ++bits) all[bits] = static_cast<Bf16Bits>(bits);
+    RowBf16(all.data(), result.data(), static_cast<int64_t>(all.size()), 1.0f);
+    return result;
+  }();
+  return table.data();
+}
+
+// out[i] = silu(in[i]) from the table.
+void LookUp(const Bf16Bits* in, Bf16Bits* out, int64_t n) {
+  const Bf16Bits* table = Bf16SiluTable();
+  for (int64_t i = 0; i < n; ++i) out[i] = table[in[i]];
 }
 
 }  // namespace
 
 void SiluRow(const float* in, float* out, int64_t n, float scale) { RowFloat(in, out, n, scale); }
-void SiluRow(const Bf16Bits* in, Bf16Bits* out, int64_t n, float scale) { RowBf16(in, out, n, scale); }
+void SiluRow(const Bf16Bits* in, Bf16Bits* out, int64_t n, float scale) {
+  if (scale == 1.0f) return LookUp(in, out, n);
+  RowBf16(in, out, n, scale);
+}
 void SiluRowsScaled(const float* in, float* out, int64_t rows, int64_t n, const float* scales) {
   RowsFloatScaled(in, out, rows, n, scales);
 }

@@ -1,14 +1,16 @@
 // The SiLU loops behind model/silu.h: x * sigmoid(x), optionally of x times a
 // scale, on float32 or bf16 rows, through float32 arithmetic.
 //
-// Every value goes through the same instructions whatever the row's length or
-// the value's place in it (a row's tail is run as a padded full block), so a
-// value's result depends on the value and its scale alone: never on the batch
-// size, the row or the thread split. Results are within 4 float32 ulp of the
-// exact value (model/silu_test.cc). The loops are compiled for x86-64-v4
-// (AVX-512), x86-64-v3 (AVX2, FMA) and baseline x86-64, the best this CPU has
-// chosen once at load: results are the same on one machine and may differ in
-// the last float32 bit between CPU kinds.
+// float32: every value goes through the same instructions whatever the row's
+// length or the value's place in it (a row's tail is run as a padded full
+// block); results are within 4 float32 ulp of the exact value, and bf16 is
+// that rounded to nearest (at a scale of 1 looked up in a table of every bf16
+// value's result, computed once by the same loop). A value's result
+// depends on the value and its scale alone: never on the batch size, the row
+// or the thread split (model/silu_test.cc). The float32 loops are compiled for
+// x86-64-v4 (AVX-512), x86-64-v3 (AVX2, FMA) and baseline x86-64, the best
+// this CPU has chosen once at load: results are the same on one machine and
+// may differ in the last float32 bit between CPU kinds.
 #ifndef TCM_MODEL_SILU_KERNEL_H_
 #define TCM_MODEL_SILU_KERNEL_H_
 

@@ -60,6 +60,18 @@ TEST(SiluTest, Bf16IsTheFloat32ResultRoundedOnce) {
   ExpectBf16Rounded(Silu(x), Reference(x));
 }
 
+TEST(SiluTest, EveryBf16ValueGetsTheFloat32ResultRounded) {
+  torch::InferenceMode inference;
+  torch::Tensor bits = torch::arange(-32768, 32768, torch::kInt32).to(torch::kInt16);
+  torch::Tensor all = bits.view(torch::kBFloat16);  // every bf16 bit pattern once
+  torch::Tensor out = Silu(all);
+  torch::Tensor expected = Silu(all.to(torch::kFloat32)).to(torch::kBFloat16);
+  torch::Tensor nan = expected.isnan();
+  EXPECT_TRUE(out.isnan().equal(nan));
+  EXPECT_EQ(nan.sum().item<int64_t>(), all.isnan().sum().item<int64_t>() + 1) << "every NaN, and silu(-inf)";
+  EXPECT_TRUE(out.masked_fill(nan, 0).equal(expected.masked_fill(nan, 0)));
+}
+
 TEST(SiluTest, ChannelsLastKeepsItsLayoutAndValues) {
   torch::InferenceMode inference;
   for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
