@@ -52,7 +52,9 @@ class Denoiser : public torch::nn::Module {
   // and, with `channels_last`, with its activations and convolution weights
   // in channels-last layout. Preconditioning, the noise embedding and the
   // outputs stay float32 and contiguous; EDM2's weight normalisation is
-  // computed in float32 and then cast. Call PrepareForInference after it.
+  // computed in float32 and then cast. In inference call PrepareForInference
+  // after it; in training the parameters stay float32 (the master weights)
+  // and the casts are part of the graph.
   void SetCompute(torch::ScalarType dtype, bool channels_last);
   torch::ScalarType compute_dtype() const { return compute_dtype_; }
   bool channels_last() const { return channels_last_; }

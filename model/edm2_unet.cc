@@ -75,13 +75,15 @@ class MPConvImpl : public torch::nn::Module {
     return cache_.Get({weight, gain.defined() ? gain : weight}, [&] {
       torch::Tensor w = Normalize(weight, AllButFirst(weight.dim()), scale / std::sqrt(double(fan_in_)));
       if (gain.defined()) w = w * gain;
-      if (w.dim() != 4 || torch::GradMode::is_enabled()) return w;  // linear layers stay float32
+      if (w.dim() != 4) return w;  // linear layers stay float32
+      // In training the cast is part of the graph: gradients reach the
+      // float32 weight (the master copy) in float32.
       return w.to(compute_dtype_).contiguous(memory_format_);
     });
   }
 
   // Convolutions (not linear layers) use their normalised weight in `dtype`
-  // and `format`, cast from the float32 result (inference only).
+  // and `format`, cast from the float32 result.
   void SetCompute(torch::ScalarType dtype, torch::MemoryFormat format) {
     compute_dtype_ = dtype;
     memory_format_ = format;

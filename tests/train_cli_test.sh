@@ -2,11 +2,12 @@
 # tcm-train end to end on a tiny network: each stage runs a few steps from the
 # one before, a stopped run resumes where it stopped, the exported model
 # directory is served by tcm-server unchanged, and bad input is one clear line.
-#   train_cli_test.sh TCM_TRAIN TCM_SERVER TCM_CLIENT
+#   train_cli_test.sh TCM_TRAIN TCM_SERVER TCM_CLIENT CLASSIFIER
 set -uo pipefail
 train="$1"
 server="$2"
 client="$3"
+classifier="$4"
 source "$(dirname "$0")/server_lib.sh"
 fail=0
 check() { if ! eval "$1"; then echo "FAIL: $2"; fail=1; fi; }
@@ -18,7 +19,8 @@ img_channels: 1
 num_classes: 10
 edm2 { model_channels: 8 channel_mult: [1, 2] num_blocks: 1 attn_resolutions: [] }
 CONFIG
-common=(--threads 1 --batch_size 4 --log_every 1 --checkpoint_every 1)
+common=(--threads 1 --batch_size 4 --log_every 1 --checkpoint_every 1 --validation_images 100 --selection_samples 20
+  --classifier "$classifier")
 
 # Diffusion from random weights, stopped after 2 steps, then resumed to 3.
 "$train" diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/edm" --steps 2 "${common[@]}" > "$TMP/edm1.log" 2>&1 \
@@ -41,6 +43,26 @@ edm_checkpoint_sum="$(md5sum < "$TMP/edm/checkpoint.pt")"
 "$train" consistency --init "$TMP/edm/model" --out "$TMP/ct" --steps 2 "${common[@]}" > "$TMP/ct.log" 2>&1 \
   || { echo "FAIL: consistency"; cat "$TMP/ct.log"; exit 1; }
 check 'grep -q "ratio 0.5000" "$TMP/ct.log"' "stage 1 reports its gap ratio"
+check 'grep -q "59900 images (100 held out)" "$TMP/ct.log"' "the held-out images are left out of training"
+check 'grep -q "\"validation_images\": \"100\"" "$TMP/ct/settings.json"' "settings.json records the held-out count"
+# mid_t chosen on the held-out images: the lowest FD of the candidates, recorded in the model's config.
+check 'grep -q "choosing mid_t among 0.821,2,5,10,20 by FD at 2 steps, 20 images each, against 100 held-out images" "$TMP/ct.log"' \
+  "stage 1 announces the mid_t choice"
+chosen="$(jq -r .mid_t "$TMP/ct/selection.json" 2>/dev/null)"
+lowest="$(jq -r '[.candidates[]] | min_by(.fd) | .mid_t' "$TMP/ct/selection.json" 2>/dev/null)"
+check '[[ -n "$chosen" && "$chosen" == "$lowest" ]]' "selection.json's mid_t is its lowest-FD candidate ($chosen, $lowest)"
+check '[[ $(jq ".candidates | length" "$TMP/ct/selection.json") -eq 5 ]]' "selection.json scores every candidate"
+check 'grep -q "^mid_t: $chosen$" "$TMP/ct/model/config.pbtxt"' "the chosen mid_t is in the exported config"
+# bf16 and fp32 arithmetic both train; the run's first line says which.
+"$train" consistency --init "$TMP/edm/model" --out "$TMP/ct-bf16" --steps 1 --precision bf16 --mid_t_candidates "" \
+  "${common[@]}" > "$TMP/ct-bf16.log" 2>&1 || { echo "FAIL: consistency --precision bf16"; cat "$TMP/ct-bf16.log"; exit 1; }
+check 'grep -q "1 steps, bf16, run directory" "$TMP/ct-bf16.log"' "bf16 training announced"
+check '[[ ! -f "$TMP/ct-bf16/selection.json" ]] && grep -q "^mid_t: 0.821$" "$TMP/ct-bf16/model/config.pbtxt"' \
+  "an empty --mid_t_candidates keeps the default"
+"$train" consistency --init "$TMP/edm/model" --out "$TMP/ct-fp32" --steps 1 --precision fp32 --channels_last \
+  --mid_t_candidates "" "${common[@]}" > "$TMP/ct-fp32.log" 2>&1 \
+  || { echo "FAIL: consistency --precision fp32 --channels_last"; cat "$TMP/ct-fp32.log"; exit 1; }
+check 'grep -q "1 steps, fp32 channels-last, run directory" "$TMP/ct-fp32.log"' "fp32 channels-last training announced"
 check '[[ -f "$TMP/ct/model/samples-1step.png" && -f "$TMP/ct/model/samples-2step.png" ]]' "stage 1 sample grids"
 "$train" truncated --init "$TMP/ct/model" --teacher "$TMP/ct/model" --t_lower 1 --boundary_prob 0.25 \
   --out "$TMP/tcm" --steps 2 "${common[@]}" > "$TMP/tcm.log" 2>&1 || { echo "FAIL: truncated"; cat "$TMP/tcm.log"; exit 1; }
@@ -91,6 +113,13 @@ expect_error "--t_lower (0.002) must be at least --transition_t (1): stage 2 tra
   "$train" truncated --init "$TMP/ct/model" --teacher "$TMP/ct/model" --out "$TMP/x"
 expect_error '--tdist: must be "normal" or "t", got "cauchy"' "$train" consistency --tdist cauchy --init "$TMP/ct/model" --out "$TMP/x"
 expect_error "--weighting: must be one of default, cout, cout_sq, sqrt, one" "$train" consistency --weighting l1 --init "$TMP/ct/model" --out "$TMP/x"
+expect_error '--precision: must be auto, fp32 or bf16, got "fp16"' "$train" consistency --precision fp16 --init "$TMP/ct/model" --out "$TMP/x"
+expect_error "--validation_images: must be at least 0 and below the data's 60000 images, got 60000" \
+  "$train" consistency --validation_images 60000 --init "$TMP/ct/model" --out "$TMP/x"
+expect_error "--mid_t_candidates: each value must be in (0, t_max = 80), got 90" \
+  "$train" consistency --mid_t_candidates 5,90 --init "$TMP/ct/model" --out "$TMP/x" --classifier "$classifier"
+expect_error "--classifier: $TMP/none.safetensors" \
+  "$train" consistency --classifier "$TMP/none.safetensors" --init "$TMP/ct/model" --out "$TMP/x"
 expect_error '--data: unknown data set "mnist"' "$train" consistency --data mnist --init "$TMP/ct/model" --out "$TMP/x"
 expect_error "--out: $TMP/edm is a run of the diffusion stage, not the consistency stage" \
   "$train" consistency --init "$TMP/ct/model" --out "$TMP/edm" --resume --threads 1

@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -23,16 +24,23 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "common/cpu_features.h"
 #include "common/flags_usage.h"
 #include "common/status_macros.h"
 #include "common/tool_main.h"
 #include "model/cpu_threads.h"
 #include "model/model_config.h"
 #include "model/model_repository.h"
+#include "nlohmann/json.hpp"
+#include "training/classifier.h"
 #include "training/dataset.h"
+#include "training/evaluation.h"
+#include "training/mid_t_selection.h"
 #include "training/run_settings.h"
 #include "training/sample_grid.h"
 #include "training/trainer.h"
@@ -41,6 +49,8 @@
 ABSL_FLAG(std::string, out, "", "Run directory: checkpoint.pt, log.jsonl and, at the end, model/. Required.");
 ABSL_FLAG(std::string, data, "fashion-mnist",
           "Training data: fashion-mnist, idx:IMAGES,LABELS or folder:DIR (class sub-directories of PNGs).");
+ABSL_FLAG(int64_t, validation_images, 5000,
+          "Images held out of --data for choosing sampling settings (its last ones; never trained on); 0 = none.");
 ABSL_FLAG(std::string, config, "",
           "diffusion: the network's config.pbtxt when starting from random weights (instead of --init).");
 ABSL_FLAG(std::string, init, "",
@@ -54,6 +64,12 @@ ABSL_FLAG(int64_t, steps, 2000, "Optimisation steps in total (including those be
 ABSL_FLAG(int64_t, batch_size, 512, "Images per step.");
 ABSL_FLAG(uint64_t, seed, 0, "Seed of every random draw (data order, times, noise, dropout).");
 ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = one per core.");
+ABSL_FLAG(std::string, precision, "auto",
+          "Precision of the network body's forward and backward passes: fp32, bf16 (weights, Adam and the EMA stay "
+          "float32) or auto (bf16 where the CPU has native bf16, fp32 elsewhere).");
+ABSL_FLAG(bool, channels_last, false,
+          "Run the network body's activations and convolution weights in channels-last (in training slower than "
+          "the default on this project's machine, docs/TRAINING.md).");
 ABSL_FLAG(int64_t, log_every, 20, "Steps between progress lines (at least 1).");
 ABSL_FLAG(int64_t, checkpoint_every, 200,
           "Steps between checkpoints (at least 1; also written at the end and on SIGINT/SIGTERM).");
@@ -95,6 +111,14 @@ ABSL_FLAG(std::string, weighting, "default",
 ABSL_FLAG(double, boundary_prob, 0.05, "truncated: share of each batch placed at t = t' for the boundary loss.");
 ABSL_FLAG(double, w_boundary, 1.0, "truncated: weight of the boundary loss.");
 ABSL_FLAG(double, transition_t, 1.0, "truncated: t', below which the stage-1 model is the consistency function.");
+// Sampling settings chosen on the held-out images (Fashion-MNIST-shaped models).
+ABSL_FLAG(std::string, mid_t_candidates, "0.821,2,5,10,20",
+          "consistency, truncated: second-step noise levels (mid_t) to choose from at the end, by FD at 2 steps "
+          "against the --validation_images (the evaluation classifier's features); the choice goes into "
+          "OUT/model/config.pbtxt and OUT/selection.json. Empty = keep the default 0.821.");
+ABSL_FLAG(int64_t, selection_samples, 2000, "Images drawn per mid_t candidate (image i of class i % 10, seed 0).");
+ABSL_FLAG(std::string, classifier, "tools/eval/fashion-mnist-classifier.safetensors",
+          "The evaluation classifier's weights, for choosing mid_t.");
 
 namespace tcm {
 namespace {
@@ -184,10 +208,13 @@ absl::StatusOr<std::shared_ptr<Denoiser>> StartingNetwork(Stage stage, std::vect
 // Flags that shape a run's result: recorded in OUT/settings.json when the run
 // begins, required unchanged by --resume. The rest only pace the run.
 constexpr const char* kResultFlags[] = {"data",
+                                        "validation_images",
                                         "config",
                                         "init",
                                         "teacher",
                                         "seed",  // what and from where
+                                        "precision",
+                                        "channels_last",  // arithmetic
                                         "batch_size",
                                         "lr",
                                         "beta1",
@@ -218,6 +245,10 @@ constexpr const char* kResultFlags[] = {"data",
                                         "w_boundary",
                                         "transition_t"};  // truncated stage
 
+// A run recorded before these settings existed ran with these values.
+constexpr std::pair<const char*, const char*> kSettingsBeforeTheyExisted[] = {
+    {"validation_images", "0"}, {"precision", "fp32"}, {"channels_last", "false"}};
+
 RunSettings CommandRunSettings(Stage stage) {
   RunSettings settings = {{"stage", StageName(stage)}};
   for (const char* name : kResultFlags) settings[name] = absl::FindCommandLineFlag(name)->CurrentValue();
@@ -247,6 +278,8 @@ absl::Status RecordOrCheckRunSettings(const std::string& out, Stage stage, bool 
     return WriteRunSettings(path, now);
   }
   if (!recorded.ok()) return recorded.status();
+  // Settings added since a run began take the value that run had.
+  for (const auto& [name, before] : kSettingsBeforeTheyExisted) recorded->emplace(name, before);
   if (recorded->count("stage") && recorded->at("stage") != now.at("stage"))
     return absl::InvalidArgumentError(absl::StrCat("--out: ", out, " is a run of the ", recorded->at("stage"),
                                                    " stage, not the ", now.at("stage"), " stage"));
@@ -255,6 +288,15 @@ absl::Status RecordOrCheckRunSettings(const std::string& out, Stage stage, bool 
   return absl::InvalidArgumentError(absl::StrCat("--resume: ", out, " was begun with other settings (", path,
                                                  "): ", absl::StrJoin(changes, "; "),
                                                  ". Repeat the run's values, or start a new --out"));
+}
+
+// --precision as the body's dtype: auto is bf16 where the CPU has native bf16.
+absl::StatusOr<torch::ScalarType> TrainingDtype() {
+  const std::string precision = absl::GetFlag(FLAGS_precision);
+  if (precision == "fp32") return torch::kFloat32;
+  if (precision == "bf16") return torch::kBFloat16;
+  if (precision == "auto") return CpuHasNativeBf16() ? torch::kBFloat16 : torch::kFloat32;
+  return absl::InvalidArgumentError(absl::StrCat("--precision: must be auto, fp32 or bf16, got \"", precision, "\""));
 }
 
 std::string Duration(double seconds) {
@@ -271,19 +313,105 @@ absl::Status WriteModel(const ModelDirectory& model, const std::string& dir, boo
   return WriteModelSampleGrids(*replica, {1, 2}, dir);
 }
 
+// --mid_t_candidates as numbers; empty text = none.
+absl::StatusOr<std::vector<double>> MidTCandidates() {
+  const std::string text = absl::GetFlag(FLAGS_mid_t_candidates);
+  std::vector<double> values;
+  if (text.empty()) return values;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    double v;
+    if (!absl::SimpleAtod(part, &v))
+      return absl::InvalidArgumentError(
+          absl::StrCat("--mid_t_candidates: a comma-separated list of noise levels, got \"", text, "\""));
+    values.push_back(v);
+  }
+  return values;
+}
+
+// What choosing mid_t needs, checked before training starts: the candidates,
+// held-out images, a Fashion-MNIST-shaped model and the evaluation classifier.
+// Null (with a line saying why) when mid_t is not chosen.
+struct MidTChoice {
+  std::vector<double> candidates;
+  std::shared_ptr<FashionClassifier> classifier;
+};
+
+absl::StatusOr<std::optional<MidTChoice>> PrepareMidTChoice(Stage stage, const v1::ModelConfig& c, int64_t held_out) {
+  MidTChoice choice;
+  TCM_ASSIGN_OR_RETURN(choice.candidates, MidTCandidates());
+  if (absl::GetFlag(FLAGS_selection_samples) < 2)
+    return absl::InvalidArgumentError("--selection_samples: must be at least 2");
+  if (stage == Stage::kDiffusion || choice.candidates.empty()) return std::nullopt;
+  for (double mid_t : choice.candidates)
+    if (!(mid_t > 0 && mid_t < c.t_max()))
+      return absl::InvalidArgumentError(
+          absl::StrCat("--mid_t_candidates: each value must be in (0, t_max = ", c.t_max(), "), got ", mid_t));
+  if (held_out < 2 || c.img_channels() != 1 || c.img_resolution() != kClassifierResolution ||
+      c.num_classes() != kClassifierClasses) {
+    std::printf(
+        "tcm-train: mid_t stays %g: choosing it needs --validation_images (at least 2) and a "
+        "Fashion-MNIST-shaped model (1 channel, 32x32, 10 classes)\n",
+        c.mid_t());
+    return std::nullopt;
+  }
+  auto classifier = LoadClassifier(absl::GetFlag(FLAGS_classifier));
+  if (!classifier.ok())
+    return absl::Status(classifier.status().code(), absl::StrCat("--classifier: ", classifier.status().message()));
+  choice.classifier = *std::move(classifier);
+  return choice;
+}
+
+// Chooses `model`'s mid_t on the held-out images (see --mid_t_candidates),
+// sets it in model->config and writes OUT/selection.json.
+absl::Status ChooseMidT(const MidTChoice& choice, ModelDirectory* model, const LabeledImages& held_out,
+                        torch::ScalarType dtype, const std::string& out) {
+  TCM_ASSIGN_OR_RETURN(torch::Tensor images, ToModelInput(held_out.images, kClassifierResolution));
+  FashionClassifier& classifier = *choice.classifier;
+  const FeatureStatistics reference =
+      ComputeFeatureStatistics(ClassifyInChunks(classifier, images, /*chunk=*/5000, {}).features);
+  SamplingPlan plan;
+  plan.num = absl::GetFlag(FLAGS_selection_samples);
+  std::printf("tcm-train: choosing mid_t among %s by FD at 2 steps, %lld images each, against %lld held-out images\n",
+              absl::GetFlag(FLAGS_mid_t_candidates).c_str(), (long long)plan.num, (long long)reference.count);
+  std::fflush(stdout);
+  TCM_ASSIGN_OR_RETURN(MidTSelection selection, SelectMidT(*model, choice.candidates, "--mid_t_candidates", dtype, plan,
+                                                           classifier, reference, {}));
+  nlohmann::ordered_json json;
+  json["mid_t"] = selection.mid_t;
+  json["criterion"] = "lowest FD at 2 steps against the held-out images";
+  json["held_out_images"] = reference.count;
+  json["samples_per_candidate"] = plan.num;
+  json["candidates"] = nlohmann::ordered_json::array();
+  for (const MidTScore& s : selection.scores) {
+    std::printf("  mid_t %-6g accuracy %.4f  FD %.4f%s\n", s.mid_t, s.accuracy, s.fd,
+                s.mid_t == selection.mid_t ? "  (chosen)" : "");
+    json["candidates"].push_back({{"mid_t", s.mid_t}, {"class_accuracy", s.accuracy}, {"fd", s.fd}});
+  }
+  std::fflush(stdout);
+  std::ofstream file(out + "/selection.json");
+  file << json.dump(2) << "\n";
+  if (!file) return absl::DataLossError(absl::StrCat(out, "/selection.json: cannot write"));
+  model->config.set_mid_t(float(selection.mid_t));
+  return absl::OkStatus();
+}
+
 // Exports the EMA network to OUT/model. The truncated stage also writes
 // OUT/model-composed: TCM's composition with the stage-1 teacher below t'.
 absl::Status Export(Trainer& trainer, Stage stage, const std::string& out, const std::vector<std::string>& labels,
-                    const ModelDirectory* teacher, double transition_t) {
+                    const ModelDirectory* teacher, double transition_t, const std::optional<MidTChoice>& choice,
+                    const LabeledImages& held_out, torch::ScalarType dtype) {
   ModelDirectory model;
   model.config = trainer.ema().config();
   model.config.mutable_edm2()->clear_dropout();
   model.config.clear_name();  // served under the name of the directory it is copied to
   for (const auto& [key, value] : trainer.ema().StateDict()) model.weights.emplace(key, value.detach().clone());
   model.labels = labels;
+  const float default_mid_t = model.config.mid_t();
+  if (choice) TCM_RETURN_IF_ERROR(ChooseMidT(*choice, &model, held_out, dtype, out));
   TCM_RETURN_IF_ERROR(WriteModel(model, out + "/model", stage != Stage::kDiffusion));
   if (teacher == nullptr) return absl::OkStatus();
   model.path = out + "/model";
+  model.config.set_mid_t(default_mid_t);  // chosen for the network alone, not the composition
   TCM_ASSIGN_OR_RETURN(ModelDirectory composed, ComposeTruncated(model, *teacher, transition_t));
   return WriteModel(composed, out + "/model-composed", true);
 }
@@ -291,6 +419,8 @@ absl::Status Export(Trainer& trainer, Stage stage, const std::string& out, const
 absl::Status Run(const std::string& stage_name) {
   TCM_ASSIGN_OR_RETURN(Stage stage, ParseStage(stage_name));
   TCM_ASSIGN_OR_RETURN(TrainOptions options, OptionsFromFlags(stage));
+  TCM_ASSIGN_OR_RETURN(const torch::ScalarType dtype, TrainingDtype());
+  const bool channels_last = absl::GetFlag(FLAGS_channels_last);
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) return absl::InvalidArgumentError("--out: required (the run directory)");
   // The training loop's own cadence.
@@ -315,11 +445,17 @@ absl::Status Run(const std::string& stage_name) {
     ModelDirectory with_dropout = teacher_dir;
     with_dropout.config.mutable_edm2()->set_dropout(float(absl::GetFlag(FLAGS_dropout)));
     TCM_ASSIGN_OR_RETURN(teacher, BuildReplica(with_dropout));
+    teacher->SetCompute(dtype, channels_last);
   }
-  TCM_ASSIGN_OR_RETURN(LabeledImages data, LoadDataset(absl::GetFlag(FLAGS_data), Split::kTrain));
-  TCM_ASSIGN_OR_RETURN(torch::Tensor images, ToModelInput(data.images, net->config().img_resolution()));
-  if (labels.empty() && net->config().num_classes() == int64_t(data.class_names.size())) labels = data.class_names;
-  TCM_ASSIGN_OR_RETURN(auto trainer, Trainer::Create(options, net, teacher, images, data.labels));
+  net->SetCompute(dtype, channels_last);
+  TCM_ASSIGN_OR_RETURN(LabeledImages all, LoadDataset(absl::GetFlag(FLAGS_data), Split::kTrain));
+  TCM_ASSIGN_OR_RETURN(TrainValidation data,
+                       HoldOutValidation(all, absl::GetFlag(FLAGS_validation_images), "--validation_images"));
+  TCM_ASSIGN_OR_RETURN(torch::Tensor images, ToModelInput(data.train.images, net->config().img_resolution()));
+  if (labels.empty() && net->config().num_classes() == int64_t(all.class_names.size())) labels = all.class_names;
+  TCM_ASSIGN_OR_RETURN(auto trainer, Trainer::Create(options, net, teacher, images, data.train.labels));
+  TCM_ASSIGN_OR_RETURN(const std::optional<MidTChoice> choice,
+                       PrepareMidTChoice(stage, net->config(), data.validation.images.size(0)));
 
   const std::string checkpoint = out + "/checkpoint.pt";
   if (resume) {
@@ -328,9 +464,11 @@ absl::Status Run(const std::string& stage_name) {
   }
   int64_t parameters = 0;
   for (const auto& p : net->parameters()) parameters += p.numel();
-  std::printf("tcm-train %s: %lld images, %.2f M parameters, batch %lld, %lld steps, run directory %s\n",
-              StageName(stage), (long long)images.size(0), double(parameters) / 1e6, (long long)options.batch_size,
-              (long long)absl::GetFlag(FLAGS_steps), out.c_str());
+  std::printf(
+      "tcm-train %s: %lld images (%lld held out), %.2f M parameters, batch %lld, %lld steps, %s%s, run directory %s\n",
+      StageName(stage), (long long)images.size(0), (long long)data.validation.images.size(0), double(parameters) / 1e6,
+      (long long)options.batch_size, (long long)absl::GetFlag(FLAGS_steps), dtype == torch::kBFloat16 ? "bf16" : "fp32",
+      channels_last ? " channels-last" : "", out.c_str());
   std::fflush(stdout);
 
   std::signal(SIGINT, OnSignal);
@@ -377,7 +515,8 @@ absl::Status Run(const std::string& stage_name) {
                 (long long)trainer->step(), checkpoint.c_str());
     return absl::OkStatus();
   }
-  TCM_RETURN_IF_ERROR(Export(*trainer, stage, out, labels, teacher ? &teacher_dir : nullptr, options.transition_t));
+  TCM_RETURN_IF_ERROR(Export(*trainer, stage, out, labels, teacher ? &teacher_dir : nullptr, options.transition_t,
+                             choice, data.validation, dtype));
   const double seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
   std::printf("tcm-train: done in %s; model directory %s/model%s\n", Duration(seconds).c_str(), out.c_str(),
               teacher ? absl::StrCat(" (and ", out, "/model-composed with the teacher below t')").c_str() : "");

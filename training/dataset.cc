@@ -173,6 +173,20 @@ absl::StatusOr<LabeledImages> LoadDataset(const std::string& spec, Split split) 
       absl::StrCat("--data: unknown data set \"", spec, "\"; allowed: fashion-mnist, idx:IMAGES,LABELS, folder:DIR"));
 }
 
+absl::StatusOr<TrainValidation> HoldOutValidation(const LabeledImages& data, int64_t validation_count,
+                                                  const std::string& flag) {
+  const int64_t n = data.images.size(0);
+  if (validation_count < 0 || validation_count >= n)
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, ": must be at least 0 and below the data's ", n, " images, got ", validation_count));
+  const int64_t train = n - validation_count;
+  TrainValidation split;
+  split.train = {data.images.narrow(0, 0, train), data.labels.narrow(0, 0, train), data.class_names};
+  split.validation = {data.images.narrow(0, train, validation_count), data.labels.narrow(0, train, validation_count),
+                      data.class_names};
+  return split;
+}
+
 absl::StatusOr<torch::Tensor> ToModelInput(const torch::Tensor& images, int64_t resolution) {
   const int64_t h = images.size(2), w = images.size(3);
   if (h > resolution || w > resolution)

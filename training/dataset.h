@@ -36,6 +36,17 @@ absl::StatusOr<LabeledImages> ReadIdxDataset(const std::string& images_path, con
 // Reads DIR/<class>/*.png (8-bit grey, RGB or RGBA; every image the same size).
 absl::StatusOr<LabeledImages> ReadImageFolder(const std::string& dir);
 
+// A data set split in two: its last `validation_count` images held out of
+// training (for choosing sampling settings), the rest for training.
+struct TrainValidation {
+  LabeledImages train;
+  LabeledImages validation;  // empty tensors when validation_count is 0
+};
+
+// InvalidArgument naming `flag` unless 0 <= validation_count < the data's size.
+absl::StatusOr<TrainValidation> HoldOutValidation(const LabeledImages& data, int64_t validation_count,
+                                                  const std::string& flag);
+
 // uint8 [N, C, h, w] -> float32 [N, C, resolution, resolution] in [-1, 1],
 // centred and padded with -1 (black). Fails if the images are larger.
 absl::StatusOr<torch::Tensor> ToModelInput(const torch::Tensor& images, int64_t resolution);

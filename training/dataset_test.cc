@@ -94,6 +94,34 @@ TEST(DatasetSpecTest, UnknownSpecNamesTheAllowedOnes) {
   EXPECT_NE(bad.status().message().find("allowed: fashion-mnist, idx:IMAGES,LABELS, folder:DIR"), std::string::npos);
 }
 
+TEST(HoldOutValidationTest, TheLastImagesAreHeldOutAndNeverTrainedOn) {
+  LabeledImages data;
+  data.images = torch::arange(5 * 4, torch::kUInt8).reshape({5, 1, 2, 2});
+  data.labels = torch::tensor({0, 1, 2, 0, 1}, torch::kInt64);
+  data.class_names = {"a", "b", "c"};
+  absl::StatusOr<TrainValidation> split = HoldOutValidation(data, 2, "--validation_images");
+  ASSERT_TRUE(split.ok()) << split.status();
+  EXPECT_TRUE(split->train.images.equal(data.images.slice(0, 0, 3)));
+  EXPECT_TRUE(split->train.labels.equal(torch::tensor({0, 1, 2}, torch::kInt64)));
+  EXPECT_TRUE(split->validation.images.equal(data.images.slice(0, 3, 5)));
+  EXPECT_TRUE(split->validation.labels.equal(torch::tensor({0, 1}, torch::kInt64)));
+  EXPECT_EQ(split->validation.class_names, data.class_names);
+
+  absl::StatusOr<TrainValidation> none = HoldOutValidation(data, 0, "--validation_images");
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->train.images.size(0), 5);
+  EXPECT_EQ(none->validation.images.size(0), 0);
+
+  for (int64_t bad : {-1, 5, 6}) {
+    absl::StatusOr<TrainValidation> refused = HoldOutValidation(data, bad, "--validation_images");
+    ASSERT_FALSE(refused.ok()) << bad;
+    EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+    const std::string message(refused.status().message());
+    EXPECT_NE(message.find("--validation_images"), std::string::npos) << message;
+    EXPECT_NE(message.find("5 images"), std::string::npos) << message;
+  }
+}
+
 TEST(ModelInputTest, ScalesToUnitRangeAndPadsWithBlack) {
   torch::Tensor images = torch::full({1, 1, 28, 28}, 255, torch::kUInt8);
   auto x = ToModelInput(images, 32);

@@ -1,0 +1,92 @@
+#include "training/mid_t_selection.h"
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include <string>
+#include <vector>
+
+#include "model/denoiser.h"
+#include "model/model_config.h"
+
+namespace tcm {
+namespace {
+
+// A tiny Fashion-MNIST-shaped network with seeded random weights.
+ModelDirectory TinyModel() {
+  auto config = ParseModelConfigText(
+      "architecture: \"EDM2UNet\" img_resolution: 32 img_channels: 1 num_classes: 10 "
+      "edm2 { model_channels: 8 channel_mult: [1, 2] num_blocks: 1 attn_resolutions: [] }",
+      "tiny");
+  EXPECT_TRUE(config.ok()) << config.status();
+  torch::manual_seed(11);
+  auto net = Denoiser::Create(*config);
+  EXPECT_TRUE(net.ok()) << net.status();
+  ModelDirectory model;
+  model.config = *config;
+  for (const auto& [key, value] : (*net)->StateDict()) model.weights.emplace(key, value.detach().clone());
+  return model;
+}
+
+struct Scoring {
+  std::shared_ptr<FashionClassifier> net;
+  FashionClassifier& classifier;
+  FeatureStatistics held_out;
+  SamplingPlan plan;
+  Scoring() : net((torch::manual_seed(5), std::make_shared<FashionClassifier>())), classifier(*net) {
+    classifier.eval();
+    held_out = ComputeFeatureStatistics(torch::randn({40, kClassifierFeatures}));
+    plan.num = 12;
+    plan.batch_size = 5;
+    plan.seed = 3;
+  }
+};
+
+TEST(MidTSelectionTest, ScoresEachCandidateAsTcmEvalWouldAndPicksTheLowestFd) {
+  const ModelDirectory model = TinyModel();
+  Scoring s;
+  const std::vector<double> candidates = {0.5, 5, 20};
+  absl::StatusOr<MidTSelection> selection =
+      SelectMidT(model, candidates, "--mid_t_candidates", torch::kFloat32, s.plan, s.classifier, s.held_out, {});
+  ASSERT_TRUE(selection.ok()) << selection.status();
+  ASSERT_EQ(selection->scores.size(), candidates.size());
+  double lowest = selection->scores[0].fd;
+  for (size_t i = 0; i < candidates.size(); ++i) {
+    const MidTScore& score = selection->scores[i];
+    EXPECT_DOUBLE_EQ(score.mid_t, candidates[i]);
+    // The same model directory with that mid_t, sampled and scored directly.
+    ModelDirectory direct = model;
+    direct.config.set_mid_t(float(candidates[i]));
+    auto replica = BuildReplica(direct);
+    ASSERT_TRUE(replica.ok());
+    (*replica)->SetCompute(torch::kFloat32, /*channels_last=*/true);
+    (*replica)->PrepareForInference();
+    const StepResult expected =
+        EvaluateSampler(ConsistencySampler(**replica), 2, "model", s.plan, s.classifier, s.held_out, {});
+    EXPECT_DOUBLE_EQ(score.fd, expected.fd) << candidates[i];
+    EXPECT_DOUBLE_EQ(score.accuracy, expected.accuracy) << candidates[i];
+    lowest = std::min(lowest, score.fd);
+  }
+  EXPECT_NE(selection->scores[0].fd, selection->scores[2].fd) << "the candidates sample different images";
+  for (const MidTScore& score : selection->scores)
+    if (score.fd == lowest) {
+      EXPECT_DOUBLE_EQ(selection->mid_t, score.mid_t);
+      break;
+    }
+}
+
+TEST(MidTSelectionTest, RefusesCandidatesOutsideTheNoiseRangeNamingTheFlag) {
+  const ModelDirectory model = TinyModel();
+  Scoring s;
+  for (const std::vector<double>& bad : {std::vector<double>{}, {0.0}, {2, 80}, {-1}}) {
+    absl::StatusOr<MidTSelection> selection =
+        SelectMidT(model, bad, "--mid_t_candidates", torch::kFloat32, s.plan, s.classifier, s.held_out, {});
+    ASSERT_FALSE(selection.ok());
+    EXPECT_EQ(selection.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(std::string(selection.status().message()).rfind("--mid_t_candidates: ", 0), 0u)
+        << selection.status().message();
+  }
+}
+
+}  // namespace
+}  // namespace tcm
