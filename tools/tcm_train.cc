@@ -328,14 +328,15 @@ absl::StatusOr<std::vector<double>> MidTCandidates() {
   return values;
 }
 
-// What choosing mid_t needs, checked before training starts: the candidates,
-// held-out images, a Fashion-MNIST-shaped model and the evaluation classifier.
-// Null (with a line saying why) when mid_t is not chosen.
+// What choosing mid_t needs: the candidates and the evaluation classifier.
 struct MidTChoice {
   std::vector<double> candidates;
   std::shared_ptr<FashionClassifier> classifier;
 };
 
+// Checks, before training starts, what choosing mid_t needs: the candidates,
+// held-out images, a Fashion-MNIST-shaped model and the classifier. Empty
+// (with a line saying why) when mid_t is not chosen.
 absl::StatusOr<std::optional<MidTChoice>> PrepareMidTChoice(Stage stage, const v1::ModelConfig& c, int64_t held_out) {
   MidTChoice choice;
   TCM_ASSIGN_OR_RETURN(choice.candidates, MidTCandidates());
