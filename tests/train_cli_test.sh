@@ -64,6 +64,20 @@ check '[[ ! -f "$TMP/ct-bf16/selection.json" ]] && grep -q "^mid_t: 0.821$" "$TM
   || { echo "FAIL: consistency --precision fp32 --channels_last"; cat "$TMP/ct-fp32.log"; exit 1; }
 check 'grep -q "1 steps, fp32 channels-last, run directory" "$TMP/ct-fp32.log"' "fp32 channels-last training announced"
 check '[[ -f "$TMP/ct/model/samples-1step.png" && -f "$TMP/ct/model/samples-2step.png" ]]' "stage 1 sample grids"
+# The EMA chosen on the held-out images among --ema_gamma's and the candidates' (3 steps: by then they differ).
+"$train" consistency --init "$TMP/edm/model" --out "$TMP/ct-ema" --steps 3 --ema_type power --ema_gamma_candidates 2,40 \
+  --mid_t_candidates "" "${common[@]}" > "$TMP/ct-ema.log" 2>&1 \
+  || { echo "FAIL: consistency --ema_gamma_candidates"; cat "$TMP/ct-ema.log"; exit 1; }
+check 'grep -q "choosing the EMA among gammas 16.97,2,40 by FD at 1 step, 20 images each, against 100 held-out images" "$TMP/ct-ema.log"' \
+  "the EMA choice is announced"
+ema="$(jq -r .ema_gamma "$TMP/ct-ema/selection.json" 2>/dev/null)"
+lowest_ema="$(jq -r '[.ema_candidates[]] | min_by(.fd) | .gamma' "$TMP/ct-ema/selection.json" 2>/dev/null)"
+check '[[ -n "$ema" && "$ema" == "$lowest_ema" ]]' "selection.json's EMA is its lowest-FD candidate ($ema, $lowest_ema)"
+check '[[ $(jq "[.ema_candidates[].fd] | unique | length" "$TMP/ct-ema/selection.json") -eq 3 ]]' \
+  "the three EMAs are scored and differ"
+check '[[ $(jq "has(\"mid_t\")" "$TMP/ct-ema/selection.json") == false ]] && grep -q "^mid_t: 0.821$" "$TMP/ct-ema/model/config.pbtxt"' \
+  "without mid_t candidates only the EMA is chosen"
+check 'grep -q "\"ema_gamma_candidates\": \"2,40\"" "$TMP/ct-ema/settings.json"' "settings.json records the EMA candidates"
 "$train" truncated --init "$TMP/ct/model" --teacher "$TMP/ct/model" --t_lower 1 --boundary_prob 0.25 \
   --out "$TMP/tcm" --steps 2 "${common[@]}" > "$TMP/tcm.log" 2>&1 || { echo "FAIL: truncated"; cat "$TMP/tcm.log"; exit 1; }
 check 'grep -Eq "boundary [0-9.]*[1-9]" "$TMP/tcm.log"' "stage 2 reports a non-zero boundary loss"
@@ -118,6 +132,14 @@ expect_error "--validation_images: must be at least 0 and below the data's 60000
   "$train" consistency --validation_images 60000 --init "$TMP/ct/model" --out "$TMP/x"
 expect_error "--mid_t_candidates: each value must be in (0, t_max = 80), got 90" \
   "$train" consistency --mid_t_candidates 5,90 --init "$TMP/ct/model" --out "$TMP/x" --classifier "$classifier"
+expect_error "--ema_gamma_candidates: needs --ema_type=power" \
+  "$train" consistency --ema_gamma_candidates 5 --init "$TMP/ct/model" --out "$TMP/x" --classifier "$classifier"
+expect_error "--ema_gamma_candidates: each gamma must be positive, got -2" \
+  "$train" consistency --ema_type power --ema_gamma_candidates 5,-2 --init "$TMP/ct/model" --out "$TMP/x" --classifier "$classifier"
+expect_error '--ema_gamma_candidates: a comma-separated list of numbers, got "5;7"' \
+  "$train" consistency --ema_type power --ema_gamma_candidates "5;7" --init "$TMP/ct/model" --out "$TMP/x"
+expect_error "--ema_gamma_candidates: only for the consistency and truncated stages" \
+  "$train" diffusion --ema_type power --ema_gamma_candidates 5 --config "$TMP/tiny.pbtxt" --out "$TMP/x"
 expect_error "--classifier: $TMP/none.safetensors" \
   "$train" consistency --classifier "$TMP/none.safetensors" --init "$TMP/ct/model" --out "$TMP/x"
 expect_error '--data: unknown data set "mnist"' "$train" consistency --data mnist --init "$TMP/ct/model" --out "$TMP/x"

@@ -40,9 +40,9 @@
 #include "training/classifier.h"
 #include "training/dataset.h"
 #include "training/evaluation.h"
-#include "training/mid_t_selection.h"
 #include "training/run_settings.h"
 #include "training/sample_grid.h"
+#include "training/sampling_selection.h"
 #include "training/trainer.h"
 
 // Run and data.
@@ -85,6 +85,10 @@ ABSL_FLAG(std::string, ema_type, "constant",
           "EMA of the weights: constant (--ema_beta) or power (beta = (1 - 1/step)^(gamma + 1), EDM2's).");
 ABSL_FLAG(double, ema_gamma, 16.97, "Power EMA exponent gamma.");
 ABSL_FLAG(double, ema_beta, 0.9999, "Constant EMA decay.");
+ABSL_FLAG(std::string, ema_gamma_candidates, "",
+          "consistency, truncated: more power-EMA gammas (comma-separated) tracked beside --ema_gamma's "
+          "(needs --ema_type=power); at the end the EMA of lowest FD at 1 step against the --validation_images is "
+          "exported, recorded in OUT/selection.json. Empty = export --ema_gamma's EMA.");
 ABSL_FLAG(double, dropout, 0.13,
           "consistency, truncated: dropout probability in the U-Net blocks (stage 2's teacher too).");
 // Diffusion.
@@ -126,6 +130,20 @@ namespace {
 std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop = true; }
 
+// A comma-separated list of numbers from flag `name`; empty text = none.
+absl::StatusOr<std::vector<double>> NumberList(const char* name, const std::string& text) {
+  std::vector<double> values;
+  if (text.empty()) return values;
+  for (absl::string_view part : absl::StrSplit(text, ',')) {
+    double v;
+    if (!absl::SimpleAtod(part, &v))
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", name, ": a comma-separated list of numbers, got \"", text, "\""));
+    values.push_back(v);
+  }
+  return values;
+}
+
 absl::StatusOr<TrainOptions> OptionsFromFlags(Stage stage) {
   TrainOptions o;
   o.stage = stage;
@@ -138,10 +156,15 @@ absl::StatusOr<TrainOptions> OptionsFromFlags(Stage stage) {
   o.rampup_iter = absl::GetFlag(FLAGS_rampup_iter);
   o.grad_clip = absl::GetFlag(FLAGS_grad_clip);
   o.ema_type = absl::GetFlag(FLAGS_ema_type);
-  if (o.ema_type != "power" && o.ema_type != "constant")
-    return absl::InvalidArgumentError(absl::StrCat("--ema_type: must be power or constant, got \"", o.ema_type, "\""));
   o.ema_gamma = absl::GetFlag(FLAGS_ema_gamma);
   o.ema_beta = absl::GetFlag(FLAGS_ema_beta);
+  TCM_ASSIGN_OR_RETURN(o.ema_gamma_candidates,
+                       NumberList("ema_gamma_candidates", absl::GetFlag(FLAGS_ema_gamma_candidates)));
+  TCM_RETURN_IF_ERROR(CheckEmaOptions(o));
+  if (stage == Stage::kDiffusion && !o.ema_gamma_candidates.empty())
+    return absl::InvalidArgumentError(
+        "--ema_gamma_candidates: only for the consistency and truncated stages (the EMA is chosen by its 1-step "
+        "samples)");
   o.diffusion.p_mean = absl::GetFlag(FLAGS_diffusion_mean);
   o.diffusion.p_std = absl::GetFlag(FLAGS_diffusion_std);
   auto& c = o.consistency;
@@ -226,6 +249,7 @@ constexpr const char* kResultFlags[] = {"data",
                                         "ema_type",
                                         "ema_gamma",
                                         "ema_beta",
+                                        "ema_gamma_candidates",
                                         "dropout",  // EMA, network
                                         "diffusion_mean",
                                         "diffusion_std",
@@ -247,7 +271,7 @@ constexpr const char* kResultFlags[] = {"data",
 
 // A run recorded before these settings existed ran with these values.
 constexpr std::pair<const char*, const char*> kSettingsBeforeTheyExisted[] = {
-    {"validation_images", "0"}, {"precision", "fp32"}, {"channels_last", "false"}};
+    {"validation_images", "0"}, {"precision", "fp32"}, {"channels_last", "false"}, {"ema_gamma_candidates", ""}};
 
 RunSettings CommandRunSettings(Stage stage) {
   RunSettings settings = {{"stage", StageName(stage)}};
@@ -313,45 +337,39 @@ absl::Status WriteModel(const ModelDirectory& model, const std::string& dir, boo
   return WriteModelSampleGrids(*replica, {1, 2}, dir);
 }
 
-// --mid_t_candidates as numbers; empty text = none.
-absl::StatusOr<std::vector<double>> MidTCandidates() {
-  const std::string text = absl::GetFlag(FLAGS_mid_t_candidates);
-  std::vector<double> values;
-  if (text.empty()) return values;
-  for (absl::string_view part : absl::StrSplit(text, ',')) {
-    double v;
-    if (!absl::SimpleAtod(part, &v))
-      return absl::InvalidArgumentError(
-          absl::StrCat("--mid_t_candidates: a comma-separated list of noise levels, got \"", text, "\""));
-    values.push_back(v);
-  }
-  return values;
-}
-
-// What choosing mid_t needs: the candidates and the evaluation classifier.
-struct MidTChoice {
-  std::vector<double> candidates;
+// What choosing the sampling settings needs: the mid_t candidates, the EMA
+// gammas (--ema_gamma's first, then the candidates') and the evaluation classifier.
+struct SamplingChoice {
+  std::vector<double> mid_t_candidates;
+  std::vector<double> ema_gammas;  // empty: the EMA is not chosen
   std::shared_ptr<FashionClassifier> classifier;
 };
 
-// Checks, before training starts, what choosing mid_t needs: the candidates,
-// held-out images, a Fashion-MNIST-shaped model and the classifier. Empty
-// (with a line saying why) when mid_t is not chosen.
-absl::StatusOr<std::optional<MidTChoice>> PrepareMidTChoice(Stage stage, const v1::ModelConfig& c, int64_t held_out) {
-  MidTChoice choice;
-  TCM_ASSIGN_OR_RETURN(choice.candidates, MidTCandidates());
+// Checks, before training starts, what choosing the sampling settings needs:
+// the candidates, held-out images, a Fashion-MNIST-shaped model and the
+// classifier. Empty (with a line saying why) when nothing is chosen.
+absl::StatusOr<std::optional<SamplingChoice>> PrepareSamplingChoice(const TrainOptions& options,
+                                                                    const v1::ModelConfig& c, int64_t held_out) {
+  SamplingChoice choice;
+  TCM_ASSIGN_OR_RETURN(choice.mid_t_candidates, NumberList("mid_t_candidates", absl::GetFlag(FLAGS_mid_t_candidates)));
+  if (!options.ema_gamma_candidates.empty()) {
+    choice.ema_gammas = {options.ema_gamma};
+    choice.ema_gammas.insert(choice.ema_gammas.end(), options.ema_gamma_candidates.begin(),
+                             options.ema_gamma_candidates.end());
+  }
   if (absl::GetFlag(FLAGS_selection_samples) < 2)
     return absl::InvalidArgumentError("--selection_samples: must be at least 2");
-  if (stage == Stage::kDiffusion || choice.candidates.empty()) return std::nullopt;
-  for (double mid_t : choice.candidates)
+  if (options.stage == Stage::kDiffusion || (choice.mid_t_candidates.empty() && choice.ema_gammas.empty()))
+    return std::nullopt;
+  for (double mid_t : choice.mid_t_candidates)
     if (!(mid_t > 0 && mid_t < c.t_max()))
       return absl::InvalidArgumentError(
           absl::StrCat("--mid_t_candidates: each value must be in (0, t_max = ", c.t_max(), "), got ", mid_t));
   if (held_out < 2 || c.img_channels() != 1 || c.img_resolution() != kClassifierResolution ||
       c.num_classes() != kClassifierClasses) {
     std::printf(
-        "tcm-train: mid_t stays %g: choosing it needs --validation_images (at least 2) and a "
-        "Fashion-MNIST-shaped model (1 channel, 32x32, 10 classes)\n",
+        "tcm-train: mid_t stays %g and the EMA --ema_gamma's: choosing them needs --validation_images (at least "
+        "2) and a Fashion-MNIST-shaped model (1 channel, 32x32, 10 classes)\n",
         c.mid_t());
     return std::nullopt;
   }
@@ -362,53 +380,87 @@ absl::StatusOr<std::optional<MidTChoice>> PrepareMidTChoice(Stage stage, const v
   return choice;
 }
 
-// Chooses `model`'s mid_t on the held-out images (see --mid_t_candidates),
-// sets it in model->config and writes OUT/selection.json.
-absl::Status ChooseMidT(const MidTChoice& choice, ModelDirectory* model, const LabeledImages& held_out,
-                        torch::ScalarType dtype, const std::string& out) {
+// `ema` as a model directory: its configuration without training-only
+// settings, a copy of its weights, and `labels`.
+ModelDirectory ExportedModel(Denoiser& ema, const std::vector<std::string>& labels) {
+  ModelDirectory model;
+  model.config = ema.config();
+  model.config.mutable_edm2()->clear_dropout();
+  model.config.clear_name();  // served under the name of the directory it is copied to
+  for (const auto& [key, value] : ema.StateDict()) model.weights.emplace(key, value.detach().clone());
+  model.labels = labels;
+  return model;
+}
+
+// Chooses on the held-out images which EMA `model` takes its weights from
+// (see --ema_gamma_candidates; `model` holds the main EMA's) and its mid_t
+// (see --mid_t_candidates), and writes OUT/selection.json.
+absl::Status ChooseSamplingSettings(const SamplingChoice& choice, Trainer& trainer, ModelDirectory* model,
+                                    const LabeledImages& held_out, torch::ScalarType dtype, const std::string& out) {
   TCM_ASSIGN_OR_RETURN(torch::Tensor images, ToModelInput(held_out.images, kClassifierResolution));
   FashionClassifier& classifier = *choice.classifier;
   const FeatureStatistics reference =
       ComputeFeatureStatistics(ClassifyInChunks(classifier, images, /*chunk=*/5000, {}).features);
   SamplingPlan plan;
   plan.num = absl::GetFlag(FLAGS_selection_samples);
-  std::printf("tcm-train: choosing mid_t among %s by FD at 2 steps, %lld images each, against %lld held-out images\n",
-              absl::GetFlag(FLAGS_mid_t_candidates).c_str(), (long long)plan.num, (long long)reference.count);
-  std::fflush(stdout);
-  TCM_ASSIGN_OR_RETURN(MidTSelection selection, SelectMidT(*model, choice.candidates, "--mid_t_candidates", dtype, plan,
-                                                           classifier, reference, {}));
   nlohmann::ordered_json json;
-  json["mid_t"] = selection.mid_t;
-  json["criterion"] = "lowest FD at 2 steps against the held-out images";
   json["held_out_images"] = reference.count;
   json["samples_per_candidate"] = plan.num;
-  json["candidates"] = nlohmann::ordered_json::array();
-  for (const MidTScore& s : selection.scores) {
-    std::printf("  mid_t %-6g accuracy %.4f  FD %.4f%s\n", s.mid_t, s.accuracy, s.fd,
-                s.mid_t == selection.mid_t ? "  (chosen)" : "");
-    json["candidates"].push_back({{"mid_t", s.mid_t}, {"class_accuracy", s.accuracy}, {"fd", s.fd}});
+  if (!choice.ema_gammas.empty()) {
+    std::printf(
+        "tcm-train: choosing the EMA among gammas %s by FD at 1 step, %lld images each, against %lld held-out "
+        "images\n",
+        absl::StrJoin(choice.ema_gammas, ",").c_str(), (long long)plan.num, (long long)reference.count);
+    std::fflush(stdout);
+    std::vector<ModelDirectory> emas = {*model};
+    for (size_t i = 1; i < choice.ema_gammas.size(); ++i)
+      emas.push_back(ExportedModel(trainer.candidate_ema(i - 1), model->labels));
+    TCM_ASSIGN_OR_RETURN(EmaSelection selection,
+                         SelectEmaProfile(emas, choice.ema_gammas, dtype, plan, classifier, reference, {}));
+    json["ema_gamma"] = selection.scores[selection.chosen].gamma;
+    json["ema_criterion"] = "lowest FD at 1 step against the held-out images";
+    json["ema_candidates"] = nlohmann::ordered_json::array();
+    for (size_t i = 0; i < selection.scores.size(); ++i) {
+      const EmaScore& s = selection.scores[i];
+      std::printf("  gamma %-6g accuracy %.4f  FD %.4f%s\n", s.gamma, s.accuracy, s.fd,
+                  i == selection.chosen ? "  (chosen)" : "");
+      json["ema_candidates"].push_back({{"gamma", s.gamma}, {"class_accuracy", s.accuracy}, {"fd", s.fd}});
+    }
+    std::fflush(stdout);
+    model->weights = std::move(emas[selection.chosen].weights);
   }
-  std::fflush(stdout);
+  if (!choice.mid_t_candidates.empty()) {
+    std::printf("tcm-train: choosing mid_t among %s by FD at 2 steps, %lld images each, against %lld held-out images\n",
+                absl::GetFlag(FLAGS_mid_t_candidates).c_str(), (long long)plan.num, (long long)reference.count);
+    std::fflush(stdout);
+    TCM_ASSIGN_OR_RETURN(MidTSelection selection, SelectMidT(*model, choice.mid_t_candidates, "--mid_t_candidates",
+                                                             dtype, plan, classifier, reference, {}));
+    json["mid_t"] = selection.mid_t;
+    json["criterion"] = "lowest FD at 2 steps against the held-out images";
+    json["candidates"] = nlohmann::ordered_json::array();
+    for (const MidTScore& s : selection.scores) {
+      std::printf("  mid_t %-6g accuracy %.4f  FD %.4f%s\n", s.mid_t, s.accuracy, s.fd,
+                  s.mid_t == selection.mid_t ? "  (chosen)" : "");
+      json["candidates"].push_back({{"mid_t", s.mid_t}, {"class_accuracy", s.accuracy}, {"fd", s.fd}});
+    }
+    std::fflush(stdout);
+    model->config.set_mid_t(float(selection.mid_t));
+  }
   std::ofstream file(out + "/selection.json");
   file << json.dump(2) << "\n";
   if (!file) return absl::DataLossError(absl::StrCat(out, "/selection.json: cannot write"));
-  model->config.set_mid_t(float(selection.mid_t));
   return absl::OkStatus();
 }
 
-// Exports the EMA network to OUT/model. The truncated stage also writes
-// OUT/model-composed: TCM's composition with the stage-1 teacher below t'.
+// Exports the EMA network (the chosen one, where there is a choice) to
+// OUT/model. The truncated stage also writes OUT/model-composed: TCM's
+// composition with the stage-1 teacher below t'.
 absl::Status Export(Trainer& trainer, Stage stage, const std::string& out, const std::vector<std::string>& labels,
-                    const ModelDirectory* teacher, double transition_t, const std::optional<MidTChoice>& choice,
+                    const ModelDirectory* teacher, double transition_t, const std::optional<SamplingChoice>& choice,
                     const LabeledImages& held_out, torch::ScalarType dtype) {
-  ModelDirectory model;
-  model.config = trainer.ema().config();
-  model.config.mutable_edm2()->clear_dropout();
-  model.config.clear_name();  // served under the name of the directory it is copied to
-  for (const auto& [key, value] : trainer.ema().StateDict()) model.weights.emplace(key, value.detach().clone());
-  model.labels = labels;
+  ModelDirectory model = ExportedModel(trainer.ema(), labels);
   const float default_mid_t = model.config.mid_t();
-  if (choice) TCM_RETURN_IF_ERROR(ChooseMidT(*choice, &model, held_out, dtype, out));
+  if (choice) TCM_RETURN_IF_ERROR(ChooseSamplingSettings(*choice, trainer, &model, held_out, dtype, out));
   TCM_RETURN_IF_ERROR(WriteModel(model, out + "/model", stage != Stage::kDiffusion));
   if (teacher == nullptr) return absl::OkStatus();
   model.path = out + "/model";
@@ -455,8 +507,8 @@ absl::Status Run(const std::string& stage_name) {
   TCM_ASSIGN_OR_RETURN(torch::Tensor images, ToModelInput(data.train.images, net->config().img_resolution()));
   if (labels.empty() && net->config().num_classes() == int64_t(all.class_names.size())) labels = all.class_names;
   TCM_ASSIGN_OR_RETURN(auto trainer, Trainer::Create(options, net, teacher, images, data.train.labels));
-  TCM_ASSIGN_OR_RETURN(const std::optional<MidTChoice> choice,
-                       PrepareMidTChoice(stage, net->config(), data.validation.images.size(0)));
+  TCM_ASSIGN_OR_RETURN(const std::optional<SamplingChoice> choice,
+                       PrepareSamplingChoice(options, net->config(), data.validation.images.size(0)));
 
   const std::string checkpoint = out + "/checkpoint.pt";
   if (resume) {

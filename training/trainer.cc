@@ -33,6 +33,19 @@ const char* StageName(Stage stage) {
   return "?";
 }
 
+absl::Status CheckEmaOptions(const TrainOptions& options) {
+  if (options.ema_type != "power" && options.ema_type != "constant")
+    return absl::InvalidArgumentError(
+        absl::StrCat("--ema_type: must be power or constant, got \"", options.ema_type, "\""));
+  if (!options.ema_gamma_candidates.empty() && options.ema_type != "power")
+    return absl::InvalidArgumentError("--ema_gamma_candidates: needs --ema_type=power");
+  for (double gamma : options.ema_gamma_candidates)
+    if (!(gamma > 0))
+      return absl::InvalidArgumentError(
+          absl::StrCat("--ema_gamma_candidates: each gamma must be positive, got ", gamma));
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& options, std::shared_ptr<Denoiser> net,
                                                          std::shared_ptr<Denoiser> teacher, torch::Tensor images,
                                                          torch::Tensor labels) {
@@ -48,26 +61,38 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
   if (c.num_classes() > 0 && labels.max().item<int64_t>() >= c.num_classes())
     return absl::InvalidArgumentError(absl::StrCat("--data: labels reach ", labels.max().item<int64_t>(),
                                                    ", the model has ", c.num_classes(), " classes"));
-  auto ema = Denoiser::Create(c);
-  if (!ema.ok()) return ema.status();
+  if (absl::Status s = CheckEmaOptions(options); !s.ok()) return s;
+  // Every EMA starts as a copy of the network.
   TensorMap weights;
-  for (const auto& [k, v] : net->StateDict()) weights.emplace(k, v.detach().clone());
-  if (absl::Status s = (*ema)->LoadStateDict(weights, "ema"); !s.ok()) return s;
+  for (const auto& [k, v] : net->StateDict()) weights.emplace(k, v.detach());
+  std::vector<std::shared_ptr<Denoiser>> emas;
+  for (size_t i = 0; i <= options.ema_gamma_candidates.size(); ++i) {
+    auto ema = Denoiser::Create(c);
+    if (!ema.ok()) return ema.status();
+    TensorMap copy;
+    for (const auto& [k, v] : weights) copy.emplace(k, v.clone());
+    if (absl::Status s = (*ema)->LoadStateDict(copy, "ema"); !s.ok()) return s;
+    emas.push_back(*std::move(ema));
+  }
   return std::unique_ptr<Trainer>(
-      new Trainer(options, std::move(net), *std::move(ema), std::move(teacher), std::move(images), std::move(labels)));
+      new Trainer(options, std::move(net), std::move(emas), std::move(teacher), std::move(images), std::move(labels)));
 }
 
-Trainer::Trainer(const TrainOptions& options, std::shared_ptr<Denoiser> net, std::shared_ptr<Denoiser> ema,
-                 std::shared_ptr<Denoiser> teacher, torch::Tensor images, torch::Tensor labels)
+Trainer::Trainer(const TrainOptions& options, std::shared_ptr<Denoiser> net,
+                 std::vector<std::shared_ptr<Denoiser>> emas, std::shared_ptr<Denoiser> teacher, torch::Tensor images,
+                 torch::Tensor labels)
     : options_(options),
       net_(std::move(net)),
-      ema_(std::move(ema)),
+      ema_(emas.front()),
       teacher_(std::move(teacher)),
+      candidate_emas_(emas.begin() + 1, emas.end()),
       images_(std::move(images)),
       labels_(std::move(labels)) {
   net_->train();
-  ema_->eval();
-  for (auto& p : ema_->parameters()) p.set_requires_grad(false);
+  for (const TrackedEma& ema : Emas()) {
+    ema.net->eval();
+    for (auto& p : ema.net->parameters()) p.set_requires_grad(false);
+  }
   if (teacher_) {
     teacher_->train();  // dropout on, as the reference's teacher; its weights never change
     for (auto& p : teacher_->parameters()) p.set_requires_grad(false);
@@ -85,17 +110,26 @@ double Trainer::LearningRate() const {
   return lr;
 }
 
-double Trainer::EmaBeta() const {
+double Trainer::EmaBeta(double gamma) const {
   if (options_.ema_type == "constant") return options_.ema_beta;
-  return std::pow(1.0 - 1.0 / double(step_), options_.ema_gamma + 1.0);  // step_ >= 1 here: 0 at the first step
+  return std::pow(1.0 - 1.0 / double(step_), gamma + 1.0);  // step_ >= 1 here: 0 at the first step
 }
 
-void Trainer::UpdateEma() {
+std::vector<Trainer::TrackedEma> Trainer::Emas() {
+  std::vector<TrackedEma> emas = {{ema_.get(), "ema/", options_.ema_gamma}};
+  for (size_t i = 0; i < candidate_emas_.size(); ++i)
+    emas.push_back({candidate_emas_[i].get(), absl::StrCat("ema", i + 1, "/"), options_.ema_gamma_candidates[i]});
+  return emas;
+}
+
+void Trainer::UpdateEmas() {
   torch::NoGradGuard no_grad;
-  const double beta = EmaBeta();
-  auto ema_params = ema_->parameters();
   auto net_params = net_->parameters();
-  for (size_t i = 0; i < ema_params.size(); ++i) ema_params[i].lerp_(net_params[i].detach(), 1.0 - beta);
+  for (const TrackedEma& ema : Emas()) {
+    const double beta = EmaBeta(ema.gamma);
+    auto ema_params = ema.net->parameters();
+    for (size_t i = 0; i < ema_params.size(); ++i) ema_params[i].lerp_(net_params[i].detach(), 1.0 - beta);
+  }
 }
 
 StepStats Trainer::Step() {
@@ -134,7 +168,7 @@ StepStats Trainer::Step() {
   }
   optimizer_->step();
   ++step_;
-  UpdateEma();
+  UpdateEmas();
   stats.step = step_;
   return stats;
 }
@@ -146,7 +180,8 @@ absl::Status Trainer::SaveCheckpoint(const std::string& path) {
     archive.write("step", torch::tensor(step_));
     archive.write("generator", CpuGeneratorState());
     for (const auto& [k, v] : net_->StateDict()) archive.write("net/" + k, v.detach());
-    for (const auto& [k, v] : ema_->StateDict()) archive.write("ema/" + k, v.detach());
+    for (const TrackedEma& ema : Emas())
+      for (const auto& [k, v] : ema.net->StateDict()) archive.write(ema.prefix + k, v.detach());
     torch::serialize::OutputArchive adam;
     optimizer_->save(adam);
     archive.write("adam", adam);
@@ -171,16 +206,19 @@ absl::Status Trainer::LoadCheckpoint(const std::string& path) {
                                                      StageName(options_.stage), " stage"));
     archive.read("step", step);
     archive.read("generator", generator);
-    TensorMap net, ema;
-    for (const auto& [k, v] : net_->StateDict()) {
-      torch::Tensor n, e;  // undefined, so read() hands over new tensors instead of copying into them
-      archive.read("net/" + k, n);
-      archive.read("ema/" + k, e);
-      net.emplace(k, n);
-      ema.emplace(k, e);
-    }
-    if (absl::Status s = net_->LoadStateDict(net, path); !s.ok()) return s;
-    if (absl::Status s = ema_->LoadStateDict(ema, path); !s.ok()) return s;
+    // Undefined tensors, so that read() hands over new ones instead of copying into them.
+    const auto read_weights = [&](Denoiser& into, const std::string& prefix) {
+      TensorMap weights;
+      for (const auto& [k, v] : net_->StateDict()) {
+        torch::Tensor t;
+        archive.read(prefix + k, t);
+        weights.emplace(k, t);
+      }
+      return into.LoadStateDict(weights, path);
+    };
+    if (absl::Status s = read_weights(*net_, "net/"); !s.ok()) return s;
+    for (const TrackedEma& ema : Emas())
+      if (absl::Status s = read_weights(*ema.net, ema.prefix); !s.ok()) return s;
     torch::serialize::InputArchive adam;
     archive.read("adam", adam);
     optimizer_->load(adam);

@@ -1,7 +1,8 @@
 // The training loop shared by the three stages of the TCM recipe: diffusion
 // pre-training, stage-1 consistency training and stage-2 truncated training.
 // Adam with EDM2's inverse-square-root learning-rate decay, gradient clipping,
-// an EMA of the weights, and checkpoints that resume exactly.
+// an EMA of the weights (and more power EMAs to choose from at the end), and
+// checkpoints that resume exactly.
 #ifndef TCM_TRAINING_TRAINER_H_
 #define TCM_TRAINING_TRAINER_H_
 
@@ -35,6 +36,9 @@ struct TrainOptions {
   // EMA: "power" (beta = (1 - 1/step)^(gamma + 1), EDM2) or "constant" (beta).
   std::string ema_type = "constant";
   double ema_gamma = 16.97, ema_beta = 0.9999;
+  // More power EMAs, one per gamma, tracked beside the main one (power only):
+  // the EMA profile can then be chosen once training ends.
+  std::vector<double> ema_gamma_candidates;
   DiffusionLossOptions diffusion;
   ConsistencyLossOptions consistency;
   // The gap schedule: stage = start_stage + step / double_every.
@@ -43,6 +47,9 @@ struct TrainOptions {
   // Stage 2: the boundary loss weight and t'.
   double w_boundary = 1.0, transition_t = 1.0;
 };
+
+// The EMA settings: a known ema_type, and gamma candidates (power only) that are positive.
+absl::Status CheckEmaOptions(const TrainOptions& options);
 
 // What one optimisation step did.
 struct StepStats {
@@ -67,7 +74,7 @@ class Trainer {
   StepStats Step();
   int64_t step() const { return step_; }
 
-  // Checkpoint: weights, EMA, Adam state, step, generator state; written to a
+  // Checkpoint: weights, EMAs, Adam state, step, generator state; written to a
   // temporary file and renamed, so a crash leaves the previous one intact.
   absl::Status SaveCheckpoint(const std::string& path);
   // Restores a checkpoint written for the same stage and network.
@@ -75,17 +82,27 @@ class Trainer {
 
   // The EMA network (eval mode), for export and samples.
   Denoiser& ema() { return *ema_; }
+  // The EMA of options.ema_gamma_candidates[i] (eval mode).
+  Denoiser& candidate_ema(size_t i) { return *candidate_emas_.at(i); }
   Denoiser& net() { return *net_; }
 
  private:
-  Trainer(const TrainOptions& options, std::shared_ptr<Denoiser> net, std::shared_ptr<Denoiser> ema,
+  Trainer(const TrainOptions& options, std::shared_ptr<Denoiser> net, std::vector<std::shared_ptr<Denoiser>> emas,
           std::shared_ptr<Denoiser> teacher, torch::Tensor images, torch::Tensor labels);
   double LearningRate() const;
-  double EmaBeta() const;
-  void UpdateEma();
+  double EmaBeta(double gamma) const;
+  void UpdateEmas();
+  // The main EMA first, then the candidates', each with its checkpoint prefix and gamma.
+  struct TrackedEma {
+    Denoiser* net;
+    std::string prefix;
+    double gamma;
+  };
+  std::vector<TrackedEma> Emas();
 
   TrainOptions options_;
   std::shared_ptr<Denoiser> net_, ema_, teacher_;
+  std::vector<std::shared_ptr<Denoiser>> candidate_emas_;
   torch::Tensor images_, labels_;
   std::unique_ptr<torch::optim::Adam> optimizer_;
   int64_t step_ = 0;

@@ -159,6 +159,8 @@ TEST_F(TrainerTest, ResumeContinuesExactly) {
     o.batch_size = 8;
     o.consistency.huber_c = 0.01;
     o.consistency.boundary_prob = 0.25;
+    o.ema_type = "power";
+    o.ema_gamma_candidates = {3.0};
     const bool truncated = stage == Stage::kTruncated;
     if (truncated) o.consistency.time.t_lower = 1.0;
     // Dropout on where the reference trains with it: the masks come from the
@@ -191,6 +193,8 @@ TEST_F(TrainerTest, ResumeContinuesExactly) {
       EXPECT_TRUE(torch::equal(value, b.at(key))) << key;
       EXPECT_TRUE(torch::equal(ea.at(key), eb.at(key))) << "ema " << key;
     }
+    const TensorMap ca = uninterrupted->candidate_ema(0).StateDict(), cb = resumed->candidate_ema(0).StateDict();
+    for (const auto& [key, value] : ca) EXPECT_TRUE(torch::equal(value, cb.at(key))) << "candidate ema " << key;
   }
 }
 
@@ -238,6 +242,47 @@ TEST_F(TrainerTest, EmaFollowsItsSchedule) {
     moved += !torch::equal(value, before.at(key));
   }
   EXPECT_GT(moved, 0);
+}
+
+// Each candidate EMA follows the power schedule of its own gamma; one with
+// the main gamma matches the main EMA exactly.
+TEST_F(TrainerTest, CandidateEmasFollowTheirOwnGamma) {
+  const Data data = FashionImages(20);
+  TrainOptions o;
+  o.stage = Stage::kDiffusion;
+  o.batch_size = 2;
+  o.ema_type = "power";
+  o.ema_gamma = 6.0;
+  o.ema_gamma_candidates = {6.0, 2.0};
+  auto trainer = *Trainer::Create(o, TinyNet(0), nullptr, data.images, data.labels);
+  trainer->Step();  // beta 0: every EMA becomes the network
+  TensorMap before;
+  for (const auto& [key, value] : trainer->candidate_ema(1).StateDict()) before.emplace(key, value.clone());
+  trainer->Step();  // beta = (1 - 1/2)^(gamma + 1)
+  const TensorMap net = trainer->net().StateDict(), main = trainer->ema().StateDict(),
+                  same = trainer->candidate_ema(0).StateDict(), other = trainer->candidate_ema(1).StateDict();
+  const double weight = 1.0 - std::pow(0.5, 3.0);
+  int differs = 0;
+  for (const auto& [key, value] : net) {
+    EXPECT_TRUE(torch::equal(same.at(key), main.at(key))) << key;
+    EXPECT_TRUE(torch::allclose(other.at(key), before.at(key) + weight * (value - before.at(key)), 1e-6, 1e-7)) << key;
+    differs += !torch::equal(other.at(key), main.at(key));
+  }
+  EXPECT_GT(differs, 0);
+}
+
+TEST_F(TrainerTest, EmaCandidatesNeedPositiveGammasAndThePowerEma) {
+  const Data data = FashionImages(20);
+  TrainOptions o;
+  o.ema_gamma_candidates = {3.0};
+  auto constant = Trainer::Create(o, TinyNet(0), nullptr, data.images, data.labels);
+  ASSERT_FALSE(constant.ok());
+  EXPECT_EQ(constant.status().message(), "--ema_gamma_candidates: needs --ema_type=power");
+  o.ema_type = "power";
+  o.ema_gamma_candidates = {3.0, 0.0};
+  auto zero = Trainer::Create(o, TinyNet(0), nullptr, data.images, data.labels);
+  ASSERT_FALSE(zero.ok());
+  EXPECT_EQ(zero.status().message(), "--ema_gamma_candidates: each gamma must be positive, got 0");
 }
 
 // The gap ratio 1 - 1/q^(stage + 1), stage = start_stage + steps done / double_every.

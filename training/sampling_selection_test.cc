@@ -1,4 +1,4 @@
-#include "training/mid_t_selection.h"
+#include "training/sampling_selection.h"
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
@@ -86,6 +86,42 @@ TEST(MidTSelectionTest, RefusesCandidatesOutsideTheNoiseRangeNamingTheFlag) {
     EXPECT_EQ(std::string(selection.status().message()).rfind("--mid_t_candidates: ", 0), 0u)
         << selection.status().message();
   }
+}
+
+// The EMA choice scores each model at 1 step as tcm-eval would and picks the
+// lowest FD. The two models differ by the output gain (zero as initialised).
+TEST(EmaSelectionTest, ScoresEachModelAtOneStepAndPicksTheLowestFd) {
+  ModelDirectory a = TinyModel(), b = TinyModel();
+  ASSERT_TRUE(b.weights.count("model.out_gain"));
+  b.weights["model.out_gain"] = torch::ones_like(b.weights["model.out_gain"]);
+  Scoring s;
+  absl::StatusOr<EmaSelection> selection =
+      SelectEmaProfile({a, b}, {16.97, 6.94}, torch::kFloat32, s.plan, s.classifier, s.held_out, {});
+  ASSERT_TRUE(selection.ok()) << selection.status();
+  ASSERT_EQ(selection->scores.size(), 2u);
+  const ModelDirectory* models[] = {&a, &b};
+  for (size_t i = 0; i < 2; ++i) {
+    auto replica = BuildReplica(*models[i]);
+    ASSERT_TRUE(replica.ok());
+    (*replica)->SetCompute(torch::kFloat32, /*channels_last=*/true);
+    (*replica)->PrepareForInference();
+    const StepResult expected =
+        EvaluateSampler(ConsistencySampler(**replica), 1, "model", s.plan, s.classifier, s.held_out, {});
+    EXPECT_DOUBLE_EQ(selection->scores[i].fd, expected.fd) << i;
+    EXPECT_DOUBLE_EQ(selection->scores[i].accuracy, expected.accuracy) << i;
+  }
+  EXPECT_DOUBLE_EQ(selection->scores[0].gamma, 16.97);
+  EXPECT_DOUBLE_EQ(selection->scores[1].gamma, 6.94);
+  ASSERT_NE(selection->scores[0].fd, selection->scores[1].fd) << "the two models sample different images";
+  EXPECT_EQ(selection->chosen, selection->scores[0].fd < selection->scores[1].fd ? 0u : 1u);
+}
+
+TEST(EmaSelectionTest, RefusesAMismatchOfModelsAndGammas) {
+  Scoring s;
+  absl::StatusOr<EmaSelection> selection =
+      SelectEmaProfile({TinyModel()}, {1.0, 2.0}, torch::kFloat32, s.plan, s.classifier, s.held_out, {});
+  ASSERT_FALSE(selection.ok());
+  EXPECT_EQ(selection.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

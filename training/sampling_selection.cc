@@ -1,0 +1,63 @@
+#include "training/sampling_selection.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace tcm {
+namespace {
+
+// `model` sampled at `steps` and scored as tcm-eval scores it.
+absl::StatusOr<StepResult> Score(const ModelDirectory& model, int steps, torch::ScalarType dtype,
+                                 const SamplingPlan& plan, FashionClassifier& classifier,
+                                 const FeatureStatistics& held_out, const ProgressFn& progress) {
+  TCM_ASSIGN_OR_RETURN(auto replica, BuildReplica(model));
+  replica->SetCompute(dtype, /*channels_last=*/true);
+  replica->PrepareForInference();
+  return EvaluateSampler(ConsistencySampler(*replica), steps, "model", plan, classifier, held_out, progress);
+}
+
+}  // namespace
+
+absl::StatusOr<MidTSelection> SelectMidT(const ModelDirectory& model, const std::vector<double>& candidates,
+                                         const std::string& flag, torch::ScalarType dtype, const SamplingPlan& plan,
+                                         FashionClassifier& classifier, const FeatureStatistics& held_out,
+                                         const ProgressFn& progress) {
+  if (candidates.empty()) return absl::InvalidArgumentError(absl::StrCat(flag, ": give at least one value"));
+  const double t_max = model.config.t_max();
+  for (double mid_t : candidates)
+    if (!(mid_t > 0 && mid_t < t_max))
+      return absl::InvalidArgumentError(
+          absl::StrCat(flag, ": each value must be in (0, t_max = ", t_max, "), got ", mid_t));
+  MidTSelection selection;
+  for (double mid_t : candidates) {
+    ModelDirectory candidate = model;
+    candidate.config.set_mid_t(float(mid_t));
+    TCM_ASSIGN_OR_RETURN(const StepResult result,
+                         Score(candidate, /*steps=*/2, dtype, plan, classifier, held_out, progress));
+    selection.scores.push_back({mid_t, result.accuracy, result.fd});
+  }
+  const MidTScore* best = &selection.scores[0];
+  for (const MidTScore& s : selection.scores)
+    if (s.fd < best->fd) best = &s;
+  selection.mid_t = best->mid_t;
+  return selection;
+}
+
+absl::StatusOr<EmaSelection> SelectEmaProfile(const std::vector<ModelDirectory>& models,
+                                              const std::vector<double>& gammas, torch::ScalarType dtype,
+                                              const SamplingPlan& plan, FashionClassifier& classifier,
+                                              const FeatureStatistics& held_out, const ProgressFn& progress) {
+  if (models.empty() || models.size() != gammas.size())
+    return absl::InvalidArgumentError(
+        absl::StrCat("choosing the EMA: ", models.size(), " models for ", gammas.size(), " gammas"));
+  EmaSelection selection;
+  for (size_t i = 0; i < models.size(); ++i) {
+    TCM_ASSIGN_OR_RETURN(const StepResult result,
+                         Score(models[i], /*steps=*/1, dtype, plan, classifier, held_out, progress));
+    selection.scores.push_back({gammas[i], result.accuracy, result.fd});
+    if (result.fd < selection.scores[selection.chosen].fd) selection.chosen = i;
+  }
+  return selection;
+}
+
+}  // namespace tcm
