@@ -9,9 +9,10 @@
 #
 # Then copy RUN_DIR/ct/model to models/fashion-mnist-ct and RUN_DIR/tcm/model to
 # models/fashion-mnist-tcm (docs/TRAINING.md, "The recipe as run"): each carries
-# the mid_t tcm-train chose on the 5000 training images every stage holds out
-# (RUN_DIR/*/selection.json). Every stage runs in bf16 where the CPU has native
-# bf16 (--precision auto). THREADS (default 1) sets the intra-op threads;
+# the EMA and mid_t tcm-train chose on the 5000 training images every stage
+# holds out (RUN_DIR/*/selection.json). Every stage runs in bf16 where the CPU
+# has native bf16 (--precision auto), the consistency stages only while their
+# gap ratio is at most 0.99 (float32 beyond). THREADS (default 1) sets the intra-op threads;
 # give it the machine's cores only when nothing else runs: oversubscribed
 # OpenMP threads slow training several-fold.
 set -euo pipefail
@@ -43,17 +44,21 @@ common=(--batch_size 64 --beta2 0.99 --ema_type power --ema_gamma 16.97)
 stage diffusion "$run/edm" --config tools/configs/edm2-fashion-mnist.pbtxt "${common[@]}" \
   --steps 8000 --lr 2.4e-2 --decay_iter 400
 
+# The consistency stages choose among three EMA lengths (sigma_rel 0.10, 0.05
+# and 0.023) on the held-out images.
+ema_choice=(--ema_gamma_candidates 6.94,40)
+
 # Stage 1: consistency training over [0.002, 80] from the diffusion weights
 # (the reference's defaults: log t ~ N(-1.1, 2.0), default weighting, q = 2),
-# the gap halved every 500 steps (stage 6 at the end).
-stage consistency "$run/ct" --init "$run/edm/model" "${common[@]}" \
+# the gap halved every 500 steps (stage 5 at the end: all of it in bf16).
+stage consistency "$run/ct" --init "$run/edm/model" "${common[@]}" "${ema_choice[@]}" \
   --steps 3000 --lr 1e-3 --decay_iter 2000 --dropout 0.1 -c 1e-8 --double_every 500
 
 # Stage 2: truncated training over [t' = 1, 80] from stage 1, stage 1 frozen
 # below t', the reference's stage-2 time distribution (Student-t, df 0.01,
 # around log t = 0) and boundary loss (25% of each batch, weight 0.1); the gap
-# schedule continues from stage 5 at the same pace.
-stage truncated "$run/tcm" --init "$run/ct/model" --teacher "$run/ct/model" "${common[@]}" \
+# schedule continues from stage 5 at the same pace (float32 from step 500).
+stage truncated "$run/tcm" --init "$run/ct/model" --teacher "$run/ct/model" "${common[@]}" "${ema_choice[@]}" \
   --t_lower 1 --transition_t 1 --mean 0 --std 0.2 --tdist t --df 0.01 \
   --boundary_prob 0.25 --w_boundary 0.1 \
   --steps 5000 --lr 5e-4 --decay_iter 2000 --dropout 0.1 -c 1e-8 --double_every 500 --start_stage 5

@@ -64,6 +64,19 @@ check '[[ ! -f "$TMP/ct-bf16/selection.json" ]] && grep -q "^mid_t: 0.821$" "$TM
   || { echo "FAIL: consistency --precision fp32 --channels_last"; cat "$TMP/ct-fp32.log"; exit 1; }
 check 'grep -q "1 steps, fp32 channels-last, run directory" "$TMP/ct-fp32.log"' "fp32 channels-last training announced"
 check '[[ -f "$TMP/ct/model/samples-1step.png" && -f "$TMP/ct/model/samples-2step.png" ]]' "stage 1 sample grids"
+# --precision auto: bf16 (where native) while the gap is wide, float32 once its ratio passes 0.99
+# (schedule stage 6 from step 2: ratio 1 - 1/2^7 = 0.9922).
+"$train" consistency --init "$TMP/edm/model" --out "$TMP/ct-auto" --steps 3 --start_stage 5 --double_every 2 \
+  --mid_t_candidates "" "${common[@]}" > "$TMP/ct-auto.log" 2>&1 \
+  || { echo "FAIL: consistency --precision auto"; cat "$TMP/ct-auto.log"; exit 1; }
+if grep -m1 '^flags' /proc/cpuinfo | grep -Eqw 'avx512_bf16|amx_bf16'; then
+  check 'grep -q "3 steps, bf16, run directory" "$TMP/ct-auto.log"' "auto starts in bf16 on a CPU with native bf16"
+  check 'grep -q "^tcm-train: from step 3 float32 (--precision auto): the gap ratio 0.9922 is above 0.99$" "$TMP/ct-auto.log"' \
+    "auto switches to float32 at the step whose gap ratio passes 0.99"
+else
+  check 'grep -q "3 steps, fp32, run directory" "$TMP/ct-auto.log" && ! grep -q "from step" "$TMP/ct-auto.log"' \
+    "auto is float32 throughout without native bf16"
+fi
 # The EMA chosen on the held-out images among --ema_gamma's and the candidates' (3 steps: by then they differ).
 "$train" consistency --init "$TMP/edm/model" --out "$TMP/ct-ema" --steps 3 --ema_type power --ema_gamma_candidates 2,40 \
   --mid_t_candidates "" "${common[@]}" > "$TMP/ct-ema.log" 2>&1 \

@@ -43,6 +43,7 @@
 #include "training/run_settings.h"
 #include "training/sample_grid.h"
 #include "training/sampling_selection.h"
+#include "training/time_sampling.h"
 #include "training/trainer.h"
 
 // Run and data.
@@ -66,7 +67,8 @@ ABSL_FLAG(uint64_t, seed, 0, "Seed of every random draw (data order, times, nois
 ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = one per core.");
 ABSL_FLAG(std::string, precision, "auto",
           "Precision of the network body's forward and backward passes: fp32, bf16 (weights, Adam and the EMA stay "
-          "float32) or auto (bf16 where the CPU has native bf16, fp32 elsewhere).");
+          "float32) or auto (bf16 where the CPU has native bf16, fp32 elsewhere; the consistency stages switch to "
+          "fp32 once the gap ratio passes 0.99, where bf16's rounding swamps the loss, docs/TRAINING.md).");
 ABSL_FLAG(bool, channels_last, false,
           "Run the network body's activations and convolution weights in channels-last (in training slower than "
           "the default on this project's machine, docs/TRAINING.md).");
@@ -314,6 +316,20 @@ absl::Status RecordOrCheckRunSettings(const std::string& out, Stage stage, bool 
                                                  ". Repeat the run's values, or start a new --out"));
 }
 
+// --precision auto leaves bf16 for float32 once the consistency gap ratio
+// passes this: the loss compares two passes a gap apart, and bf16's rounding
+// in each outweighs their difference when the gap is small (the truncated
+// stage collapsed in bf16 past 0.99; stage 1 trained well up to 0.984).
+constexpr double kBf16MaxGapRatio = 0.99;
+
+// Whether bf16 is still fit for the step after `steps_done`: always in
+// diffusion, while the gap ratio is at most kBf16MaxGapRatio otherwise.
+bool Bf16FitsGap(const TrainOptions& o, int64_t steps_done, double* ratio) {
+  if (o.stage == Stage::kDiffusion) return true;
+  *ratio = ScheduleRatio(o.start_stage + steps_done / o.double_every, o.q, o.ratio_limit);
+  return *ratio <= kBf16MaxGapRatio;
+}
+
 // --precision as the body's dtype: auto is bf16 where the CPU has native bf16.
 absl::StatusOr<torch::ScalarType> TrainingDtype() {
   const std::string precision = absl::GetFlag(FLAGS_precision);
@@ -472,7 +488,8 @@ absl::Status Export(Trainer& trainer, Stage stage, const std::string& out, const
 absl::Status Run(const std::string& stage_name) {
   TCM_ASSIGN_OR_RETURN(Stage stage, ParseStage(stage_name));
   TCM_ASSIGN_OR_RETURN(TrainOptions options, OptionsFromFlags(stage));
-  TCM_ASSIGN_OR_RETURN(const torch::ScalarType dtype, TrainingDtype());
+  TCM_ASSIGN_OR_RETURN(torch::ScalarType dtype, TrainingDtype());
+  const bool auto_precision = absl::GetFlag(FLAGS_precision) == "auto";
   const bool channels_last = absl::GetFlag(FLAGS_channels_last);
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) return absl::InvalidArgumentError("--out: required (the run directory)");
@@ -515,6 +532,18 @@ absl::Status Run(const std::string& stage_name) {
     TCM_RETURN_IF_ERROR(trainer->LoadCheckpoint(checkpoint));
     std::printf("tcm-train: resumed %s at step %lld\n", checkpoint.c_str(), (long long)trainer->step());
   }
+  // --precision auto: float32 from the step whose gap is too small for bf16.
+  const auto fit_precision_to_gap = [&] {
+    double ratio = 0;
+    if (!auto_precision || dtype != torch::kBFloat16 || Bf16FitsGap(options, trainer->step(), &ratio)) return;
+    dtype = torch::kFloat32;
+    net->SetCompute(dtype, channels_last);
+    if (teacher) teacher->SetCompute(dtype, channels_last);
+    std::printf("tcm-train: from step %lld float32 (--precision auto): the gap ratio %.4f is above %g\n",
+                (long long)trainer->step() + 1, ratio, kBf16MaxGapRatio);
+    std::fflush(stdout);
+  };
+  fit_precision_to_gap();
   int64_t parameters = 0;
   for (const auto& p : net->parameters()) parameters += p.numel();
   std::printf(
@@ -535,6 +564,7 @@ absl::Status Run(const std::string& stage_name) {
   int64_t window_steps = 0;
   double loss_sum = 0, boundary_sum = 0;
   while (trainer->step() < total && !g_stop) {
+    fit_precision_to_gap();
     const StepStats s = trainer->Step();
     if (!std::isfinite(s.loss)) return absl::InternalError(absl::StrCat("the loss is not finite at step ", s.step));
     ++window_steps;
