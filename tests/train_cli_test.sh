@@ -91,6 +91,12 @@ check '[[ $(jq "[.ema_candidates[].fd] | unique | length" "$TMP/ct-ema/selection
 check '[[ $(jq "has(\"mid_t\")" "$TMP/ct-ema/selection.json") == false ]] && grep -q "^mid_t: 0.821$" "$TMP/ct-ema/model/config.pbtxt"' \
   "without mid_t candidates only the EMA is chosen"
 check 'grep -q "\"ema_gamma_candidates\": \"2,40\"" "$TMP/ct-ema/settings.json"' "settings.json records the EMA candidates"
+# The export is the chosen EMA: the same run with that gamma as its only EMA writes the same weights.
+"$train" consistency --init "$TMP/edm/model" --out "$TMP/ct-ema-chosen" --steps 3 --ema_type power --ema_gamma "$ema" \
+  --mid_t_candidates "" "${common[@]}" > "$TMP/ct-ema-chosen.log" 2>&1 \
+  || { echo "FAIL: consistency --ema_gamma $ema"; cat "$TMP/ct-ema-chosen.log"; exit 1; }
+check 'cmp -s "$TMP/ct-ema/model/weights.safetensors" "$TMP/ct-ema-chosen/model/weights.safetensors"' \
+  "the exported weights are those of the chosen EMA (gamma $ema)"
 "$train" truncated --init "$TMP/ct/model" --teacher "$TMP/ct/model" --t_lower 1 --boundary_prob 0.25 \
   --out "$TMP/tcm" --steps 2 "${common[@]}" > "$TMP/tcm.log" 2>&1 || { echo "FAIL: truncated"; cat "$TMP/tcm.log"; exit 1; }
 check 'grep -Eq "boundary [0-9.]*[1-9]" "$TMP/tcm.log"' "stage 2 reports a non-zero boundary loss"

@@ -523,11 +523,16 @@ absl::Status Run(const std::string& stage_name) {
                        HoldOutValidation(all, absl::GetFlag(FLAGS_validation_images), "--validation_images"));
   TCM_ASSIGN_OR_RETURN(torch::Tensor images, ToModelInput(data.train.images, net->config().img_resolution()));
   if (labels.empty() && net->config().num_classes() == int64_t(all.class_names.size())) labels = all.class_names;
+  // Training's random draws start here, whatever the EMAs' and the
+  // classifier's construction below draws: EMA and mid_t candidates leave the
+  // training itself unchanged.
+  const torch::Tensor training_generator = CpuGeneratorState();
   TCM_ASSIGN_OR_RETURN(auto trainer, Trainer::Create(options, net, teacher, images, data.train.labels));
   TCM_ASSIGN_OR_RETURN(const std::optional<SamplingChoice> choice,
                        PrepareSamplingChoice(options, net->config(), data.validation.images.size(0)));
 
   const std::string checkpoint = out + "/checkpoint.pt";
+  SetCpuGeneratorState(training_generator);
   if (resume) {
     TCM_RETURN_IF_ERROR(trainer->LoadCheckpoint(checkpoint));
     std::printf("tcm-train: resumed %s at step %lld\n", checkpoint.c_str(), (long long)trainer->step());
