@@ -43,7 +43,6 @@
 #include "training/run_settings.h"
 #include "training/sample_grid.h"
 #include "training/sampling_selection.h"
-#include "training/time_sampling.h"
 #include "training/trainer.h"
 
 // Run and data.
@@ -322,14 +321,6 @@ absl::Status RecordOrCheckRunSettings(const std::string& out, Stage stage, bool 
 // stage collapsed in bf16 past 0.99; stage 1 trained well up to 0.984).
 constexpr double kBf16MaxGapRatio = 0.99;
 
-// Whether bf16 is still fit for the step after `steps_done`: always in
-// diffusion, while the gap ratio is at most kBf16MaxGapRatio otherwise.
-bool Bf16FitsGap(const TrainOptions& o, int64_t steps_done, double* ratio) {
-  if (o.stage == Stage::kDiffusion) return true;
-  *ratio = ScheduleRatio(o.start_stage + steps_done / o.double_every, o.q, o.ratio_limit);
-  return *ratio <= kBf16MaxGapRatio;
-}
-
 // --precision as the body's dtype: auto is bf16 where the CPU has native bf16.
 absl::StatusOr<torch::ScalarType> TrainingDtype() {
   const std::string precision = absl::GetFlag(FLAGS_precision);
@@ -539,8 +530,9 @@ absl::Status Run(const std::string& stage_name) {
   }
   // --precision auto: float32 from the step whose gap is too small for bf16.
   const auto fit_precision_to_gap = [&] {
-    double ratio = 0;
-    if (!auto_precision || dtype != torch::kBFloat16 || Bf16FitsGap(options, trainer->step(), &ratio)) return;
+    if (!auto_precision || dtype != torch::kBFloat16 || stage == Stage::kDiffusion) return;
+    const double ratio = trainer->NextGapRatio();
+    if (ratio <= kBf16MaxGapRatio) return;
     dtype = torch::kFloat32;
     net->SetCompute(dtype, channels_last);
     if (teacher) teacher->SetCompute(dtype, channels_last);

@@ -132,6 +132,11 @@ void Trainer::UpdateEmas() {
   }
 }
 
+double Trainer::NextGapRatio() const {
+  const int64_t schedule_stage = options_.start_stage + step_ / std::max<int64_t>(options_.double_every, 1);
+  return ScheduleRatio(schedule_stage, options_.q, options_.ratio_limit);
+}
+
 StepStats Trainer::Step() {
   StepStats stats;
   const torch::Tensor index = torch::randint(images_.size(0), {options_.batch_size}, torch::kInt64);
@@ -145,8 +150,7 @@ StepStats Trainer::Step() {
     objective = loss.mean();
     stats.loss = stats.unweighted = objective.item<double>();
   } else {
-    const int64_t schedule_stage = options_.start_stage + step_ / std::max<int64_t>(options_.double_every, 1);
-    stats.ratio = ScheduleRatio(schedule_stage, options_.q, options_.ratio_limit);
+    stats.ratio = NextGapRatio();
     TruncatedComposition tcm{teacher_.get(), options_.transition_t};
     const ConsistencyLossTerms terms = ConsistencyLoss(*net_, tcm, images, labels, stats.ratio, options_.consistency);
     objective = terms.loss.mean();

@@ -73,6 +73,9 @@ class Trainer {
 
   StepStats Step();
   int64_t step() const { return step_; }
+  // The gap ratio the next step trains with (consistency stages):
+  // 1 - 1/q^(stage + 1), stage = start_stage + steps done / double_every.
+  double NextGapRatio() const;
 
   // Checkpoint: weights, EMAs, Adam state, step, generator state; written to a
   // temporary file and renamed, so a crash leaves the previous one intact.
