@@ -8,7 +8,7 @@
 #   nohup env THREADS=2 scripts/train-fashion-mnist.sh runs/fashion > /dev/null 2>&1 &
 #
 # Then copy RUN_DIR/ct/model to models/fashion-mnist-ct and RUN_DIR/tcm/model to
-# models/fashion-mnist-tcm (docs/TRAINING.md, "The recipe as run"): each carries
+# models/fashion-mnist-tcm (docs/TRAINING.md, "The recipe"): each carries
 # the EMA and mid_t tcm-train chose on the 5000 training images every stage
 # holds out (RUN_DIR/*/selection.json). Every stage runs in bf16 where the CPU
 # has native bf16 (--precision auto), the consistency stages only while their
@@ -57,9 +57,10 @@ stage consistency "$run/ct" --init "$run/edm/model" "${common[@]}" "${ema_choice
 # Stage 2: truncated training over [t' = 1, 80] from stage 1, stage 1 frozen
 # below t', the reference's stage-2 time distribution (Student-t, df 0.01,
 # around log t = 0) and boundary loss (25% of each batch, weight 0.1); the gap
-# schedule continues from stage 5 at the same pace (float32 from step 500).
+# schedule continues from stage 5 at the same pace (float32 from step 500;
+# the ratio reaches its floor, 0.999, at step 2000 and stays there).
 stage truncated "$run/tcm" --init "$run/ct/model" --teacher "$run/ct/model" "${common[@]}" "${ema_choice[@]}" \
   --t_lower 1 --transition_t 1 --mean 0 --std 0.2 --tdist t --df 0.01 \
   --boundary_prob 0.25 --w_boundary 0.1 \
-  --steps 5000 --lr 5e-4 --decay_iter 2000 --dropout 0.1 -c 1e-8 --double_every 500 --start_stage 5
+  --steps 3500 --lr 5e-4 --decay_iter 2000 --dropout 0.1 -c 1e-8 --double_every 500 --start_stage 5
 echo "done: $run/ct/model (stage 1), $run/tcm/model and $run/tcm/model-composed (stage 2)"

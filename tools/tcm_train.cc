@@ -121,9 +121,11 @@ ABSL_FLAG(std::string, mid_t_candidates, "0.821,2,5,10,20",
           "consistency, truncated: second-step noise levels (mid_t) to choose from at the end, by FD at 2 steps "
           "against the --validation_images (the evaluation classifier's features); the choice goes into "
           "OUT/model/config.pbtxt and OUT/selection.json. Empty = keep the default 0.821.");
-ABSL_FLAG(int64_t, selection_samples, 2000, "Images drawn per mid_t candidate (image i of class i % 10, seed 0).");
+ABSL_FLAG(int64_t, selection_samples, 2000,
+          "Images drawn per candidate when choosing the EMA (at 1 step) and mid_t (at 2 steps); image i is of class "
+          "i % 10, seed 0.");
 ABSL_FLAG(std::string, classifier, "tools/eval/fashion-mnist-classifier.safetensors",
-          "The evaluation classifier's weights, for choosing mid_t.");
+          "The evaluation classifier's weights, for choosing the EMA and mid_t.");
 
 namespace tcm {
 namespace {
