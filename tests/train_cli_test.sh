@@ -69,7 +69,9 @@ check '[[ -f "$TMP/ct/model/samples-1step.png" && -f "$TMP/ct/model/samples-2ste
 "$train" consistency --init "$TMP/edm/model" --out "$TMP/ct-auto" --steps 3 --start_stage 5 --double_every 2 \
   --mid_t_candidates "" "${common[@]}" > "$TMP/ct-auto.log" 2>&1 \
   || { echo "FAIL: consistency --precision auto"; cat "$TMP/ct-auto.log"; exit 1; }
+native=false other=true
 if grep -m1 '^flags' /proc/cpuinfo | grep -Eqw 'avx512_bf16|amx_bf16'; then
+  native=true other=false
   check 'grep -q "3 steps, bf16, run directory" "$TMP/ct-auto.log"' "auto starts in bf16 on a CPU with native bf16"
   check 'grep -q "^tcm-train: from step 3 float32 (--precision auto): the gap ratio 0.9922 is above 0.99$" "$TMP/ct-auto.log"' \
     "auto switches to float32 at the step whose gap ratio passes 0.99"
@@ -77,6 +79,23 @@ else
   check 'grep -q "3 steps, fp32, run directory" "$TMP/ct-auto.log" && ! grep -q "from step" "$TMP/ct-auto.log"' \
     "auto is float32 throughout without native bf16"
 fi
+check 'grep -q "\"cpu_bf16_native\": \"$native\"" "$TMP/ct-auto/settings.json"' \
+  "settings.json records whether the CPU that began the run has native bf16"
+# Resumed on a CPU of the same kind, an auto run says nothing of it; on one of the other kind (as
+# recorded), it continues and says that its arithmetic changes.
+resume_auto() {
+  "$train" consistency --init "$TMP/edm/model" --out "$TMP/ct-auto" --steps "$1" --start_stage 5 --double_every 2 \
+    --resume --mid_t_candidates "" "${common[@]}" > "$TMP/ct-auto-$1.log" 2>&1 \
+    || { echo "FAIL: consistency --precision auto --resume --steps $1"; cat "$TMP/ct-auto-$1.log"; exit 1; }
+}
+resume_auto 4
+check 'grep -q "^step 4/4  loss" "$TMP/ct-auto-4.log" && ! grep -q "this run began on a CPU" "$TMP/ct-auto-4.log"' \
+  "a resume on the same CPU kind continues without a word on the arithmetic"
+sed -i "s/\"cpu_bf16_native\": \"$native\"/\"cpu_bf16_native\": \"$other\"/" "$TMP/ct-auto/settings.json"
+resume_auto 5
+began="$([[ $other == true ]] && echo "with native bf16 and this one has none" || echo "without native bf16 and this one has it")"
+check 'grep -q "^tcm-train: --precision auto: this run began on a CPU $began: its" "$TMP/ct-auto-5.log" && grep -q "^step 5/5  loss" "$TMP/ct-auto-5.log"' \
+  "a resume that changes auto's arithmetic is announced and continues"
 # The EMA chosen on the held-out images among --ema_gamma's and the candidates' (3 steps: by then they differ).
 "$train" consistency --init "$TMP/edm/model" --out "$TMP/ct-ema" --steps 3 --ema_type power --ema_gamma_candidates 2,40 \
   --mid_t_candidates "" "${common[@]}" > "$TMP/ct-ema.log" 2>&1 \

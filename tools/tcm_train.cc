@@ -276,10 +276,30 @@ constexpr const char* kResultFlags[] = {"data",
 constexpr std::pair<const char*, const char*> kSettingsBeforeTheyExisted[] = {
     {"validation_images", "0"}, {"precision", "fp32"}, {"channels_last", "false"}, {"ema_gamma_candidates", ""}};
 
+// Also recorded: whether the CPU that began the run has native bf16, which is
+// what --precision auto chose. Not compared by --resume (a run may move to
+// another machine), but a move that changes auto's choice is announced.
+constexpr char kCpuBf16Setting[] = "cpu_bf16_native";
+
 RunSettings CommandRunSettings(Stage stage) {
-  RunSettings settings = {{"stage", StageName(stage)}};
+  RunSettings settings = {{"stage", StageName(stage)}, {kCpuBf16Setting, CpuHasNativeBf16() ? "true" : "false"}};
   for (const char* name : kResultFlags) settings[name] = absl::FindCommandLineFlag(name)->CurrentValue();
   return settings;
+}
+
+// A resumed --precision auto run on a CPU of the other kind runs its bf16 steps
+// in the other arithmetic: it continues, with a line saying so.
+void AnnounceAutoPrecisionMove(const RunSettings& recorded, const RunSettings& now) {
+  const auto began = recorded.find(kCpuBf16Setting);
+  if (now.at("precision") != "auto" || began == recorded.end() || began->second == now.at(kCpuBf16Setting)) return;
+  if (began->second == "true")
+    std::printf(
+        "tcm-train: --precision auto: this run began on a CPU with native bf16 and this one has none: its bf16 "
+        "steps run in float32 from here, so it will not match an uninterrupted run\n");
+  else
+    std::printf(
+        "tcm-train: --precision auto: this run began on a CPU without native bf16 and this one has it: its "
+        "steps run in bf16 from here wherever auto allows it, so it will not match an uninterrupted run\n");
 }
 
 // A new run records its settings, and refuses a directory that holds a run
@@ -310,8 +330,14 @@ absl::Status RecordOrCheckRunSettings(const std::string& out, Stage stage, bool 
   if (recorded->count("stage") && recorded->at("stage") != now.at("stage"))
     return absl::InvalidArgumentError(absl::StrCat("--out: ", out, " is a run of the ", recorded->at("stage"),
                                                    " stage, not the ", now.at("stage"), " stage"));
-  const std::vector<std::string> changes = DescribeSettingChanges(*recorded, now);
-  if (changes.empty()) return absl::OkStatus();
+  RunSettings recorded_compared = *recorded, now_compared = now;
+  recorded_compared.erase(kCpuBf16Setting);
+  now_compared.erase(kCpuBf16Setting);
+  const std::vector<std::string> changes = DescribeSettingChanges(recorded_compared, now_compared);
+  if (changes.empty()) {
+    AnnounceAutoPrecisionMove(*recorded, now);
+    return absl::OkStatus();
+  }
   return absl::InvalidArgumentError(absl::StrCat("--resume: ", out, " was begun with other settings (", path,
                                                  "): ", absl::StrJoin(changes, "; "),
                                                  ". Repeat the run's values, or start a new --out"));
