@@ -287,8 +287,8 @@ RunSettings CommandRunSettings(Stage stage) {
   return settings;
 }
 
-// A resumed --precision auto run on a CPU of the other kind runs its bf16 steps
-// in the other arithmetic: it continues, with a line saying so.
+// A --precision auto run resumed on a CPU of the other kind changes arithmetic
+// wherever auto would choose bf16: it continues, with a line saying so.
 void AnnounceAutoPrecisionMove(const RunSettings& recorded, const RunSettings& now) {
   const auto began = recorded.find(kCpuBf16Setting);
   if (now.at("precision") != "auto" || began == recorded.end() || began->second == now.at(kCpuBf16Setting)) return;
