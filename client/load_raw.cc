@@ -183,6 +183,7 @@ absl::StatusOr<RawReport> RunRaw(const RawOptions& options) {
   const bool bf16 = CpuHasNativeBf16();
   denoiser->SetCompute(bf16 ? torch::kBFloat16 : torch::kFloat32, /*channels_last=*/true);
   denoiser->PrepareForInference();
+  denoiser->SetRowShards(true);  // as tcm-server runs it
 
   RawReport report;
   report.model = absl::StrFormat("%s (%s %ux%ux%u, %u classes, %s channels-last)", model.name, config.architecture(),

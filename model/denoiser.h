@@ -17,6 +17,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "model/row_shards.h"
 #include "model/tensor_io.h"
 #include "model/unet.h"
 #include "tcm/v1/model_config.pb.h"
@@ -59,6 +60,16 @@ class Denoiser : public torch::nn::Module {
   torch::ScalarType compute_dtype() const { return compute_dtype_; }
   bool channels_last() const { return channels_last_; }
 
+  // With `on`, a forward pass in inference (grad mode off) on the CPU splits
+  // a batch of at least two rows per intra-op thread of the calling thread
+  // into that many shards, each computed on a thread of its own with one intra-op
+  // thread (model/row_shards.h). The rows' values are those of the unsplit
+  // pass, bit for bit: every operation computes each image on its own. Call
+  // it after PrepareForInference; the parameters must not change while it is
+  // on (the shards share the inference caches, which only read then).
+  void SetRowShards(bool on) { row_shards_ = on; }
+  bool row_shards() const { return row_shards_; }
+
   const v1::ModelConfig& config() const { return config_; }
   UNet& net() { return *net_; }
   // The network below t', or null.
@@ -67,12 +78,16 @@ class Denoiser : public torch::nn::Module {
 
  private:
   explicit Denoiser(v1::ModelConfig config);
+  // forward() without the split into shards.
+  torch::Tensor ForwardRows(const torch::Tensor& x, const torch::Tensor& sigma, const torch::Tensor& class_labels);
   torch::Tensor ForwardOne(const torch::Tensor& x, const torch::Tensor& sigma, const torch::Tensor& class_labels);
   v1::ModelConfig config_;
   std::shared_ptr<UNet> net_;
   std::shared_ptr<Denoiser> below_transition_;
   torch::ScalarType compute_dtype_ = torch::kFloat32;
   bool channels_last_ = false;
+  bool row_shards_ = false;
+  std::unique_ptr<RowShardPool> shard_pool_;  // created on the first split pass
 };
 
 }  // namespace tcm

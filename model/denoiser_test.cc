@@ -7,6 +7,7 @@
 #include <tuple>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/cpu_features.h"
 #include "model/derived_tensor.h"
 #include "model/test_fixtures.h"
@@ -71,7 +72,7 @@ struct ComputePath {
 
 class BatchInvarianceTest : public ::testing::TestWithParam<std::tuple<const char*, ComputePath>> {};
 
-TEST_P(BatchInvarianceTest, EveryImageIsBitIdenticalAloneAtAnyRowInAnyBatchOnAnyThreadCount) {
+TEST_P(BatchInvarianceTest, EveryImageIsBitIdenticalAloneAtAnyRowInAnyBatchOnAnyThreadCountInShardsOrNot) {
   const auto& [name, path] = GetParam();
   if (path.dtype == torch::kBFloat16 && !CpuHasNativeBf16()) GTEST_SKIP() << "this CPU has no native bf16";
   auto denoiser = BuildReplica(LoadFixtureModel(name));
@@ -91,16 +92,23 @@ TEST_P(BatchInvarianceTest, EveryImageIsBitIdenticalAloneAtAnyRowInAnyBatchOnAny
   const int64_t n = io.at("x").size(0);
   std::vector<torch::Tensor> alone;
   for (int64_t i = 0; i < n; ++i) alone.push_back(run({i}, 1)[0]);
-  const std::vector<std::vector<int64_t>> batches = {{3, 1}, {0, 1, 2, 3}, {2, 0, 3}, {3, 1, 0, 2, 1, 3, 0}};
-  for (int threads : {1, 2}) {
-    EXPECT_TRUE(torch::equal(run({2}, threads)[0], alone[2])) << threads << " threads";
-    for (const auto& rows : batches) {
-      const torch::Tensor out = run(rows, threads);
-      for (size_t r = 0; r < rows.size(); ++r)
-        EXPECT_TRUE(torch::equal(out[r], alone[rows[r]]))
-            << "image " << rows[r] << " at row " << r << " of " << rows.size() << ", " << threads << " threads";
+  // With two threads and row shards on, the batches of four rows or more run as two shards.
+  const std::vector<std::vector<int64_t>> batches = {
+      {3, 1}, {0, 1, 2, 3}, {2, 0, 3}, {1, 3, 0, 2, 2}, {3, 1, 0, 2, 1, 3, 0}};
+  for (bool shards : {false, true}) {
+    (*denoiser)->SetRowShards(shards);
+    for (int threads : {1, 2}) {
+      const std::string where = absl::StrCat(threads, " threads, row shards ", shards ? "on" : "off");
+      EXPECT_TRUE(torch::equal(run({2}, threads)[0], alone[2])) << where;
+      for (const auto& rows : batches) {
+        const torch::Tensor out = run(rows, threads);
+        for (size_t r = 0; r < rows.size(); ++r)
+          EXPECT_TRUE(torch::equal(out[r], alone[rows[r]]))
+              << "image " << rows[r] << " at row " << r << " of " << rows.size() << ", " << where;
+      }
     }
   }
+  (*denoiser)->SetRowShards(false);
   torch::set_num_threads(threads_before);
 }
 

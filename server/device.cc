@@ -155,6 +155,7 @@ void DeviceContext::Adopt(Denoiser& replica, const v1::ModelConfig& config) {
   if (!device_.is_cpu()) replica.to(device_);
   replica.SetCompute(ComputeDtype(config.instance().precision()), /*channels_last=*/true);
   replica.PrepareForInference();  // recompute the cached constants on the device, in its precision
+  replica.SetRowShards(device_.is_cpu());
 }
 
 void DeviceContext::BindThisThread() {

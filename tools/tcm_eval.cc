@@ -246,6 +246,7 @@ absl::Status Evaluate() {
       return absl::InvalidArgumentError(absl::StrCat("--precision: must be fp32 or bf16, got ", precision));
     model->SetCompute(precision == "bf16" ? torch::kBFloat16 : torch::kFloat32, /*channels_last=*/true);
     model->PrepareForInference();
+    model->SetRowShards(true);
   }
   if (!grid_dir.empty()) {
     if (absl::Status written = WriteModelSampleGrids(*model, settings.step_counts, grid_dir); !written.ok())

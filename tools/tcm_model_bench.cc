@@ -46,6 +46,9 @@ ABSL_FLAG(std::string, batch_sizes, "1,16,64", "Comma-separated batch sizes.");
 ABSL_FLAG(std::string, precision, "fp32,bf16",
           "Comma-separated precisions of the network body to measure, each in turn: fp32, bf16.");
 ABSL_FLAG(bool, channels_last, true, "Run activations and convolution weights in channels-last layout.");
+ABSL_FLAG(bool, row_shards, true,
+          "Split a batch of two or more images into one shard per thread, each computed on its own thread with "
+          "one intra-op thread, as tcm-server does (false: every operation split over the threads).");
 ABSL_FLAG(double, seconds, 3.0, "Minimum timed duration per batch size, seconds.");
 ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = one per core.");
 ABSL_FLAG(bool, baseline, false,
@@ -175,10 +178,11 @@ absl::Status Run() {
   const bool bf16_native = CpuHasNativeBf16();
   nlohmann::json report = {{"cpu", {{"bf16_native", bf16_native}}}};
 
-  std::printf("network: %s %ux%ux%u, %u classes, %.3f GFLOP per image, %d threads, %s path, %s layout\n",
+  std::printf("network: %s %ux%ux%u, %u classes, %.3f GFLOP per image, %d threads%s, %s path, %s layout\n",
               config.architecture().c_str(), config.img_resolution(), config.img_resolution(), config.img_channels(),
-              config.num_classes(), flops / 1e9, torch::get_num_threads(), baseline ? "baseline" : "optimised",
-              channels_last ? "channels-last" : "NCHW");
+              config.num_classes(), flops / 1e9, torch::get_num_threads(),
+              absl::GetFlag(FLAGS_row_shards) && !baseline ? " (a shard of the batch each)" : "",
+              baseline ? "baseline" : "optimised", channels_last ? "channels-last" : "NCHW");
   std::printf("cpu: %s native bf16\n", bf16_native ? "has" : "has no");
   const double matmul = MatmulGflops(seconds);
   std::printf("fp32 matmul 2048x2048: %.1f GFLOP/s\n", matmul);
@@ -204,6 +208,7 @@ absl::Status Run() {
   for (const Precision& p : precisions) {
     denoiser->SetCompute(p.dtype, channels_last);
     denoiser->PrepareForInference();
+    denoiser->SetRowShards(absl::GetFlag(FLAGS_row_shards) && !baseline);
     std::function<void()> profile_pass;
     int64_t profile_batch = 0;
     for (int64_t b : batch_sizes) {

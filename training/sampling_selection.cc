@@ -13,6 +13,7 @@ absl::StatusOr<StepResult> Score(const ModelDirectory& model, int steps, torch::
   TCM_ASSIGN_OR_RETURN(auto replica, BuildReplica(model));
   replica->SetCompute(dtype, /*channels_last=*/true);
   replica->PrepareForInference();
+  replica->SetRowShards(true);
   return EvaluateSampler(ConsistencySampler(*replica), steps, "model", plan, classifier, held_out, progress);
 }
 
