@@ -33,7 +33,8 @@ ABSL_FLAG(int, workers, tcm::ServerOptions().workers,
           "CPU workers, each with its own replica of every model it runs (a config's instance.count may "
           "limit a model to the first N).");
 ABSL_FLAG(int, intra_op_threads, tcm::ServerOptions().intra_op_threads,
-          "LibTorch threads per CPU worker; 0 = cores / workers.");
+          "LibTorch threads per CPU worker; 0 = cores / workers. A batch of at least two images per thread "
+          "runs as one shard per thread.");
 ABSL_FLAG(int, compute_nice, tcm::ServerOptions().compute_nice,
           "Nice increment (0..19) of the workers and their intra-op threads, so that the threads that accept, "
           "refuse and answer calls and health checks get a core at once while every core computes. 0: the "

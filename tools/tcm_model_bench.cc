@@ -59,7 +59,7 @@ ABSL_FLAG(bool, conv_ceiling, true,
           "fp32 and bf16, NCHW and channels-last: the practical ceiling of the network's dominant layer.");
 ABSL_FLAG(bool, profile, false,
           "Also print, for each precision, the operations that take the most time in a pass at the batch size "
-          "nearest 16.");
+          "nearest 16 (with --row_shards, the threads' times added).");
 ABSL_FLAG(std::string, json, "", "Also write the CPU, the ceilings and one row per precision and batch size here.");
 
 namespace tcm {
