@@ -52,9 +52,11 @@ torch::Tensor Denoiser::forward(const torch::Tensor& x, const torch::Tensor& sig
   // Shards of at least two rows: a shard of one beside one of two leaves a
   // thread idle for a third of the pass, where splitting each operation does not.
   const int shards = at::get_num_threads();
+  const auto one_per_row = [&](const torch::Tensor& t) { return t.dim() == 1 && t.size(0) == x.size(0); };
   if (!row_shards_ || shards < 2 || x.dim() == 0 || x.size(0) < 2 * shards || !x.is_cpu() ||
-      torch::GradMode::is_enabled())
+      torch::GradMode::is_enabled() || !one_per_row(sigma) || (class_labels.defined() && !one_per_row(class_labels)))
     return ForwardRows(x, sigma, class_labels);
+  ++sharded_passes_;
   std::vector<torch::Tensor> outputs(shards);
   if (!shard_pool_) shard_pool_ = std::make_unique<RowShardPool>();
   shard_pool_->Run(x.size(0), shards, [&](int shard, int64_t begin, int64_t end) {

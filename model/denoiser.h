@@ -67,8 +67,11 @@ class Denoiser : public torch::nn::Module {
   // pass, bit for bit: every operation computes each image on its own. Call
   // it after PrepareForInference; the parameters must not change while it is
   // on (the shards share the inference caches, which only read then).
+  // (Rows whose sigma or label is not one per row run unsplit.)
   void SetRowShards(bool on) { row_shards_ = on; }
   bool row_shards() const { return row_shards_; }
+  // Forward passes run in shards so far.
+  int64_t sharded_passes() const { return sharded_passes_; }
 
   const v1::ModelConfig& config() const { return config_; }
   UNet& net() { return *net_; }
@@ -87,6 +90,7 @@ class Denoiser : public torch::nn::Module {
   torch::ScalarType compute_dtype_ = torch::kFloat32;
   bool channels_last_ = false;
   bool row_shards_ = false;
+  int64_t sharded_passes_ = 0;
   std::unique_ptr<RowShardPool> shard_pool_;  // created on the first split pass
 };
 

@@ -97,6 +97,7 @@ TEST_P(BatchInvarianceTest, EveryImageIsBitIdenticalAloneAtAnyRowInAnyBatchOnAny
       {3, 1}, {0, 1, 2, 3}, {2, 0, 3}, {1, 3, 0, 2, 2}, {3, 1, 0, 2, 1, 3, 0}};
   for (bool shards : {false, true}) {
     (*denoiser)->SetRowShards(shards);
+    const int64_t sharded_before = (*denoiser)->sharded_passes();
     for (int threads : {1, 2}) {
       const std::string where = absl::StrCat(threads, " threads, row shards ", shards ? "on" : "off");
       EXPECT_TRUE(torch::equal(run({2}, threads)[0], alone[2])) << where;
@@ -107,6 +108,8 @@ TEST_P(BatchInvarianceTest, EveryImageIsBitIdenticalAloneAtAnyRowInAnyBatchOnAny
               << "image " << rows[r] << " at row " << r << " of " << rows.size() << ", " << where;
       }
     }
+    // At two threads the batches of four and more rows (three of the five) ran in shards.
+    EXPECT_EQ((*denoiser)->sharded_passes() - sharded_before, shards ? 3 : 0);
   }
   (*denoiser)->SetRowShards(false);
   torch::set_num_threads(threads_before);

@@ -160,6 +160,15 @@ TEST_F(ComposeTruncatedTest, RowsBelowTransitionUseTheStageOneNetwork) {
   ASSERT_FALSE(torch::allclose(a, b, 1e-4, 1e-5));
   for (int64_t row : {0, 2}) EXPECT_TRUE(torch::allclose(out[row], b[row], 1e-4, 1e-5)) << row;
   for (int64_t row : {1, 3}) EXPECT_TRUE(torch::allclose(out[row], a[row], 1e-4, 1e-5)) << row;
+  // In two shards of two rows, each with a row on either side: the same bits.
+  const int threads_before = at::get_num_threads();
+  at::set_num_threads(2);
+  model->PrepareForInference();
+  model->SetRowShards(true);
+  EXPECT_TRUE(torch::equal(model->forward(x, sigma, labels), out));
+  EXPECT_EQ(model->sharded_passes(), 1);
+  model->SetRowShards(false);
+  at::set_num_threads(threads_before);
   // A batch entirely on one side goes through that network alone.
   EXPECT_TRUE(torch::allclose(model->forward(x, torch::full({4}, 0.821f), labels),
                               alone_below->forward(x, torch::full({4}, 0.821f), labels), 1e-4, 1e-5));

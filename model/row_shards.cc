@@ -10,24 +10,6 @@
 #include "common/thread_priority.h"
 
 namespace tcm {
-namespace {
-
-// Runs `f` with one intra-op thread on the calling thread, then restores its
-// count. (LibTorch's count is per thread: OpenMP's nthreads-var.)
-template <typename F>
-void WithOneIntraOpThread(F&& f) {
-  const int before = at::get_num_threads();  // also LibTorch's per-thread first-use set-up
-  omp_set_num_threads(1);
-  try {
-    f();
-  } catch (...) {
-    omp_set_num_threads(before);
-    throw;
-  }
-  omp_set_num_threads(before);
-}
-
-}  // namespace
 
 std::vector<std::pair<int64_t, int64_t>> ShardRanges(int64_t rows, int shards) {
   std::vector<std::pair<int64_t, int64_t>> ranges;
@@ -67,6 +49,10 @@ void RowShardPool::Grow(size_t helpers) {
     auto h = std::make_unique<Helper>();
     Helper* self = h.get();
     h->thread = std::thread([this, self] {
+      // One intra-op thread for good, set after LibTorch's per-thread
+      // first-use set-up (which would reset it).
+      at::get_num_threads();
+      omp_set_num_threads(1);
       for (;;) {
         std::function<void()> task;
         {
@@ -91,36 +77,37 @@ void RowShardPool::Grow(size_t helpers) {
 void RowShardPool::Run(int64_t rows, int shards, const std::function<void(int, int64_t, int64_t)>& f) {
   shards = static_cast<int>(std::clamp<int64_t>(shards, 1, std::max<int64_t>(rows, 1)));
   const std::vector<std::pair<int64_t, int64_t>> ranges = ShardRanges(rows, shards);
-  if (shards == 1) return f(0, ranges[0].first, ranges[0].second);
-  Grow(static_cast<size_t>(shards - 1));
+  Grow(static_cast<size_t>(shards));
   std::vector<std::exception_ptr> errors(shards);
   const at::ThreadLocalState state;  // the caller's grad mode, inference mode and profiler
   const int nice = ThisThreadNice();
+  // Every task is built before the first is handed out, so that nothing
+  // below can throw while a helper uses this frame.
+  std::vector<std::function<void()>> tasks;
+  tasks.reserve(shards);
+  for (int s = 0; s < shards; ++s) {
+    tasks.emplace_back([&, s] {
+      try {
+        const int own = ThisThreadNice();
+        if (nice > own) (void)LowerThisThreadPriority(nice - own);
+        at::ThreadLocalStateGuard guard(state);
+        f(s, ranges[s].first, ranges[s].second);
+      } catch (...) {
+        errors[s] = std::current_exception();
+      }
+    });
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    pending_ = shards - 1;
+    pending_ = shards;
   }
-  for (int s = 1; s < shards; ++s) {
-    Helper& h = *helpers_[s - 1];
+  for (int s = 0; s < shards; ++s) {
+    Helper& h = *helpers_[s];
     {
       std::lock_guard<std::mutex> lock(h.mu);
-      h.task = [&, s] {
-        try {
-          const int own = ThisThreadNice();
-          if (nice > own) (void)LowerThisThreadPriority(nice - own);
-          at::ThreadLocalStateGuard guard(state);
-          WithOneIntraOpThread([&] { f(s, ranges[s].first, ranges[s].second); });
-        } catch (...) {
-          errors[s] = std::current_exception();
-        }
-      };
+      h.task.swap(tasks[s]);
     }
     h.cv.notify_one();
-  }
-  try {
-    WithOneIntraOpThread([&] { f(0, ranges[0].first, ranges[0].second); });
-  } catch (...) {
-    errors[0] = std::current_exception();
   }
   {
     std::unique_lock<std::mutex> lock(mu_);

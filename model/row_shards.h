@@ -28,12 +28,12 @@ class RowShardPool {
   RowShardPool(const RowShardPool&) = delete;
   RowShardPool& operator=(const RowShardPool&) = delete;
 
-  // Runs f(shard, begin, end) once per range of ShardRanges(rows, shards), `shard`
-  // its index: the first
-  // on the calling thread, the others on helper threads (created on first
-  // use and kept). Every shard runs with the caller's LibTorch thread-local
-  // state (grad and inference mode, the profiler) and one intra-op thread;
-  // helpers take the caller's nice value where it is higher than theirs.
+  // Runs f(shard, begin, end) once per range of ShardRanges(rows, shards),
+  // `shard` its index, each on a helper thread of its own (created on first
+  // use and kept) while the caller waits. Helpers always run one intra-op
+  // thread, so no thread ever switches between counts (the caller keeps its
+  // own), and each shard runs with the caller's LibTorch thread-local state
+  // (grad and inference mode, the profiler) and at least its nice value.
   // Returns when all have finished; rethrows the first shard's exception.
   // One Run at a time per pool.
   void Run(int64_t rows, int shards, const std::function<void(int, int64_t, int64_t)>& f);
