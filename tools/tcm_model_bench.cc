@@ -169,6 +169,7 @@ absl::Status Run() {
     if (!json_out) return absl::InvalidArgumentError(absl::StrCat("--json: cannot write ", json_path));
   }
   const bool baseline = absl::GetFlag(FLAGS_baseline);
+  const bool row_shards = absl::GetFlag(FLAGS_row_shards) && !baseline;
   DerivedTensor::SetCachingEnabled(!baseline);
   if (baseline) SetBlasThreads(AvailableCores());
   TCM_ASSIGN_OR_RETURN(auto denoiser, LoadNetwork());
@@ -181,8 +182,8 @@ absl::Status Run() {
   std::printf("network: %s %ux%ux%u, %u classes, %.3f GFLOP per image, %d threads%s, %s path, %s layout\n",
               config.architecture().c_str(), config.img_resolution(), config.img_resolution(), config.img_channels(),
               config.num_classes(), flops / 1e9, torch::get_num_threads(),
-              absl::GetFlag(FLAGS_row_shards) && !baseline ? " (a shard of the batch each)" : "",
-              baseline ? "baseline" : "optimised", channels_last ? "channels-last" : "NCHW");
+              row_shards ? " (a shard of the batch each)" : "", baseline ? "baseline" : "optimised",
+              channels_last ? "channels-last" : "NCHW");
   std::printf("cpu: %s native bf16\n", bf16_native ? "has" : "has no");
   const double matmul = MatmulGflops(seconds);
   std::printf("fp32 matmul 2048x2048: %.1f GFLOP/s\n", matmul);
@@ -208,7 +209,7 @@ absl::Status Run() {
   for (const Precision& p : precisions) {
     denoiser->SetCompute(p.dtype, channels_last);
     denoiser->PrepareForInference();
-    denoiser->SetRowShards(absl::GetFlag(FLAGS_row_shards) && !baseline);
+    denoiser->SetRowShards(row_shards);
     std::function<void()> profile_pass;
     int64_t profile_batch = 0;
     for (int64_t b : batch_sizes) {
