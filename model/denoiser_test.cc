@@ -48,6 +48,24 @@ TEST_P(FixtureTest, DenoisedMatchesReference) {
   EXPECT_LT(RelativeError(out, io.at("denoised")), 1e-5);
 }
 
+// The served paths (channels-last, float32 or bf16, row shards on): the
+// reference's values within the precision's tolerance (tcm-parity's).
+TEST_P(FixtureTest, ServedComputePathsMatchReference) {
+  auto denoiser = BuildReplica(LoadFixtureModel(GetParam()));
+  ASSERT_TRUE(denoiser.ok());
+  TensorMap io = LoadFixtureIo(GetParam());
+  const torch::Tensor labels = io.count("class_labels") ? io.at("class_labels") : torch::Tensor();
+  (*denoiser)->SetRowShards(true);
+  for (const auto& [dtype, tolerance] : {std::pair{torch::kFloat32, 1e-5}, std::pair{torch::kBFloat16, 2e-2}}) {
+    if (dtype == torch::kBFloat16 && !CpuHasNativeBf16()) continue;
+    (*denoiser)->SetCompute(dtype, /*channels_last=*/true);
+    (*denoiser)->PrepareForInference();
+    torch::InferenceMode inference;
+    const torch::Tensor out = (*denoiser)->forward(io.at("x"), io.at("sigma"), labels);
+    EXPECT_LT(RelativeError(out, io.at("denoised")), tolerance) << (dtype == torch::kBFloat16 ? "bf16" : "fp32");
+  }
+}
+
 TEST_P(FixtureTest, CachedInferencePathEqualsTrainingPath) {
   auto denoiser = BuildReplica(LoadFixtureModel(GetParam()));
   ASSERT_TRUE(denoiser.ok());

@@ -4,12 +4,14 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "model/batch_invariant.h"
 #include "model/concat.h"
 #include "model/derived_tensor.h"
+#include "model/direct_conv.h"
 #include "model/elementwise.h"
 #include "model/resample.h"
 #include "model/silu.h"
@@ -93,7 +95,20 @@ class MPConvImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& gain = {}, double scale = 1.0) {
     torch::Tensor w = EffectiveWeight(gain, scale);
     if (w.dim() == 2) return RowWiseLinear(x, w);
+    if (DirectConv2d::Supports(x, w, {})) return direct_->Run(x, w, {});
     return BatchInvariantConv2d(x, w, /*bias=*/{}, /*stride=*/1, /*padding=*/w.size(-1) / 2);
+  }
+
+  // A convolution's forward(x, {}, scale) followed by EDM2's residual sum:
+  // clamp(conv + residual_scale * residual, -clip, clip), no clamp for
+  // clip <= 0. On the direct path the sum runs inside the convolution.
+  torch::Tensor ForwardWithResidual(const torch::Tensor& x, double scale, const torch::Tensor& residual,
+                                    double residual_scale, double clip) {
+    torch::Tensor w = EffectiveWeight({}, scale);
+    const ConvEpilogue epilogue{residual, residual_scale, clip};
+    if (w.dim() == 4 && DirectConv2d::Supports(x, w, epilogue)) return direct_->Run(x, w, epilogue);
+    torch::Tensor y = forward(x, {}, scale);
+    return AddScaledClamp_(y, residual, residual_scale, clip);
   }
 
   double Flops(int64_t pixels) const { return 2.0 * weight.size(0) * fan_in_ * pixels; }
@@ -103,6 +118,7 @@ class MPConvImpl : public torch::nn::Module {
  private:
   int64_t fan_in_ = 0;
   double cached_scale_ = 1.0;
+  std::unique_ptr<DirectConv2d> direct_ = std::make_unique<DirectConv2d>();
   torch::ScalarType compute_dtype_ = torch::kFloat32;
   torch::MemoryFormat memory_format_ = torch::MemoryFormat::Contiguous;
   DerivedTensor cache_;
@@ -155,13 +171,13 @@ class BlockImpl : public torch::nn::Module {
     y = ScaledSilu_(y, emb_linear(emb, emb_gain).add_(1));
     if (is_training() && o_.config->dropout() > 0 && InDropoutResolution(x.size(-1)))
       y = torch::dropout(y, o_.config->dropout(), /*train=*/true);
-    y = conv_res1->forward(y, {}, kMpSiluGain * res_.b);
     if (o_.decoder && conv_skip) x = conv_skip(x);
     // mp_sum(x, y, res_balance), then (after attention, where the block has
     // it) the clip to [-clip_act, clip_act].
     const double clip = o_.config->clip_act();
-    if (num_heads_ == 0) return AddScaledClamp_(y, x, res_.a, clip);
-    return Attention(AddScaledClamp_(y, x, res_.a, /*clip=*/0), clip);
+    const double scale = kMpSiluGain * res_.b;
+    if (num_heads_ == 0) return conv_res1->ForwardWithResidual(y, scale, x, res_.a, clip);
+    return Attention(conv_res1->ForwardWithResidual(y, scale, x, res_.a, /*clip=*/0), clip);
   }
 
   double Flops() const {
@@ -191,8 +207,8 @@ class BlockImpl : public torch::nn::Module {
     torch::Tensor q = y.select(3, 0), k = y.select(3, 1), v = y.select(3, 2);
     torch::Tensor w = torch::matmul(q.transpose(2, 3), k).mul_(1.0 / std::sqrt(head_dim)).softmax(3);
     y = torch::matmul(v, w.transpose(2, 3));  // [n, heads, c, q]
-    y = attn_proj->forward(y.reshape(x.sizes()), {}, attn_.b);
-    return AddScaledClamp_(y, x, attn_.a, clip);  // mp_sum(x, y, attn_balance)
+    return attn_proj->ForwardWithResidual(y.reshape(x.sizes()), attn_.b, x, attn_.a,
+                                          clip);  // mp_sum(x, y, attn_balance)
   }
 
   BlockOptions o_;

@@ -8,7 +8,7 @@ set -euo pipefail
 
 PACKAGES=(
   build-essential cmake pkg-config git
-  libtorch-dev libopenblas0-pthread python3-torch python3-numpy
+  libtorch-dev libdnnl-dev libopenblas0-pthread python3-torch python3-numpy
   python3-matplotlib python3-scipy python3-requests
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
   prometheus-cpp-dev nlohmann-json3-dev libpng-dev libmicrohttpd-dev libgnutls28-dev

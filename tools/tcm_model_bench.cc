@@ -33,6 +33,7 @@
 #include "common/tool_main.h"
 #include "model/cpu_threads.h"
 #include "model/derived_tensor.h"
+#include "model/direct_conv.h"
 #include "model/malloc_config.h"
 #include "model/model_config.h"
 #include "model/model_repository.h"
@@ -49,6 +50,13 @@ ABSL_FLAG(bool, channels_last, true, "Run activations and convolution weights in
 ABSL_FLAG(bool, row_shards, true,
           "Split a batch of two or more images into one shard per thread, each computed on its own thread with "
           "one intra-op thread, as tcm-server does (false: every operation split over the threads).");
+ABSL_FLAG(bool, direct_conv, true,
+          "Run channels-last convolutions through oneDNN's own API with primitives made once per shape and the "
+          "residual sum inside the convolution, as tcm-server does (false: LibTorch's convolution and a separate "
+          "sum).");
+ABSL_FLAG(bool, compare_direct_conv, false,
+          "Also time, at each precision and batch size, passes with --direct_conv on and off in alternation and "
+          "print each one's median and the median of the pairs' ratios (alternation cancels a machine's drift).");
 ABSL_FLAG(double, seconds, 3.0, "Minimum timed duration per batch size, seconds.");
 ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = one per core.");
 ABSL_FLAG(bool, baseline, false,
@@ -81,6 +89,36 @@ double TimePerCall(Fn&& fn, double seconds) {
   }
   std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
   return times[times.size() / 2];
+}
+
+struct AlternatingTimes {
+  double median_a, median_b, median_ratio;  // seconds per call; median of (a / b) over the pairs
+  size_t pairs;
+};
+
+// Calls a and b in turn (each once to warm up first), at least 5 pairs and
+// until `seconds` have passed.
+template <typename FnA, typename FnB>
+AlternatingTimes TimeAlternating(FnA&& a, FnB&& b, double seconds) {
+  const auto timed = [](auto& fn) {
+    const auto t0 = Clock::now();
+    fn();
+    return std::chrono::duration<double>(Clock::now() - t0).count();
+  };
+  a();
+  b();
+  std::vector<double> ta, tb, ratio;
+  const auto start = Clock::now();
+  while (ta.size() < 5 || std::chrono::duration<double>(Clock::now() - start).count() < seconds) {
+    ta.push_back(timed(a));
+    tb.push_back(timed(b));
+    ratio.push_back(ta.back() / tb.back());
+  }
+  const auto median = [](std::vector<double> v) {
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    return v[v.size() / 2];
+  };
+  return {median(ta), median(tb), median(ratio), ta.size()};
 }
 
 // The BLAS runs on every core for this measurement, as a plain matmul would.
@@ -170,6 +208,7 @@ absl::Status Run() {
   }
   const bool baseline = absl::GetFlag(FLAGS_baseline);
   const bool row_shards = absl::GetFlag(FLAGS_row_shards) && !baseline;
+  DirectConv2d::SetEnabled(absl::GetFlag(FLAGS_direct_conv) && !baseline);
   DerivedTensor::SetCachingEnabled(!baseline);
   if (baseline) SetBlasThreads(AvailableCores());
   TCM_ASSIGN_OR_RETURN(auto denoiser, LoadNetwork());
@@ -240,6 +279,21 @@ absl::Status Run() {
                                 {"ms_per_batch", t * 1e3},
                                 {"images_per_second", b / t},
                                 {"gflops", gflops}});
+      if (absl::GetFlag(FLAGS_compare_direct_conv)) {
+        const bool direct = DirectConv2d::Enabled();
+        const auto with = [&](bool on) {
+          return [&, on] {
+            DirectConv2d::SetEnabled(on);
+            forward();
+          };
+        };
+        const AlternatingTimes ab = TimeAlternating(with(true), with(false), seconds);
+        DirectConv2d::SetEnabled(direct);
+        std::printf("%9s %6lld direct conv on %.2f ms, off %.2f ms; on / off %.3f (median of %zu alternating pairs)\n",
+                    p.name.c_str(), static_cast<long long>(b), ab.median_a * 1e3, ab.median_b * 1e3, ab.median_ratio,
+                    ab.pairs);
+        std::fflush(stdout);
+      }
       if (profile_batch == 0 || std::abs(b - 16) < std::abs(profile_batch - 16)) {
         profile_batch = b;
         profile_pass = forward;
