@@ -161,9 +161,15 @@ torch::Tensor DirectConv2d::Run(const torch::Tensor& x, const torch::Tensor& w, 
   }
 
   const Shape& s = primitive->shape;
-  torch::Tensor y = torch::empty({s.batch, s.out_channels, s.height, s.width},
-                                 x.options().memory_format(torch::MemoryFormat::ChannelsLast));
-  if (s.residual) std::memcpy(y.data_ptr(), epilogue.residual.data_ptr(), y.nbytes());  // same sizes and layout
+  // The sum post-operation adds to what the output holds: the residual.
+  torch::Tensor y;
+  if (s.residual && epilogue.overwrite_residual && !epilogue.residual.is_alias_of(x)) {
+    y = epilogue.residual;
+  } else {
+    y = torch::empty({s.batch, s.out_channels, s.height, s.width},
+                     x.options().memory_format(torch::MemoryFormat::ChannelsLast));
+    if (s.residual) std::memcpy(y.data_ptr(), epilogue.residual.data_ptr(), y.nbytes());  // same sizes and layout
+  }
   torch::Tensor scratch = torch::empty({static_cast<int64_t>(primitive->scratchpad_desc.get_size())},
                                        torch::TensorOptions().dtype(torch::kUInt8));
   const memory::data_type dt = DataType(x);

@@ -2,8 +2,9 @@
 // LibTorch's CPU convolutions run on), without LibTorch's per-call work: the
 // primitive is made once per input shape and thread count, the weight is
 // reordered into the primitive's layout once per weight tensor, and a
-// residual sum with its clip runs inside the convolution as post-operations
-// instead of as another pass over memory.
+// residual sum with its clip runs inside the convolution (the residual is
+// copied into the output, which oneDNN's sum post-operation adds to)
+// instead of in a pass of its own that reads and writes the output again.
 #ifndef TCM_MODEL_DIRECT_CONV_H_
 #define TCM_MODEL_DIRECT_CONV_H_
 
@@ -22,6 +23,9 @@ struct ConvEpilogue {
   torch::Tensor residual;
   double residual_scale = 1.0;
   double clip = 0.0;
+  // The caller gives the residual up: the result is written into its memory
+  // (and returned as that tensor) instead of a new tensor's.
+  bool overwrite_residual = false;
 };
 
 // The convolution of one layer: stride 1, dilation 1, one group, "same"

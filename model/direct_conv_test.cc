@@ -64,6 +64,28 @@ TEST(DirectConv2dTest, TheResidualSumAndClipRunInsideTheConvolution) {
   }
 }
 
+TEST(DirectConv2dTest, AGivenUpResidualHoldsTheResult) {
+  torch::InferenceMode inference;
+  torch::manual_seed(37);
+  DirectConv2d conv;
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    torch::Tensor x = ChannelsLast(torch::randn({3, 16, 5, 5}).to(dtype));
+    torch::Tensor w = ChannelsLast((torch::randn({16, 16, 3, 3}) * 0.2).to(dtype));
+    torch::Tensor r = ChannelsLast(torch::randn({3, 16, 5, 5}).to(dtype));
+    const torch::Tensor r_before = r.clone();
+    const torch::Tensor copied = conv.Run(x, w, {r, 0.6, 1.5});
+    EXPECT_TRUE(torch::equal(r, r_before));  // not given up: left alone
+    const torch::Tensor in_place = conv.Run(x, w, {r, 0.6, 1.5, /*overwrite_residual=*/true});
+    EXPECT_EQ(in_place.data_ptr(), r.data_ptr());
+    EXPECT_TRUE(torch::equal(in_place, copied)) << dtype;
+    // A residual that is the input itself is never overwritten while it is read.
+    const torch::Tensor x_before = x.clone();
+    const torch::Tensor same = conv.Run(x, w, {x, 0.6, 1.5, /*overwrite_residual=*/true});
+    EXPECT_TRUE(torch::equal(x, x_before));
+    EXPECT_TRUE(torch::equal(same, conv.Run(x_before, w, {x_before, 0.6, 1.5})));
+  }
+}
+
 TEST(DirectConv2dTest, Bf16IsTheFloat32ResultRoundedOnce) {
   torch::InferenceMode inference;
   torch::manual_seed(33);

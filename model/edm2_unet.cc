@@ -101,11 +101,13 @@ class MPConvImpl : public torch::nn::Module {
 
   // A convolution's forward(x, {}, scale) followed by EDM2's residual sum:
   // clamp(conv + residual_scale * residual, -clip, clip), no clamp for
-  // clip <= 0. On the direct path the sum runs inside the convolution.
+  // clip <= 0. On the direct path the sum runs inside the convolution, and
+  // with `overwrite_residual` (the caller never reads `residual` again) in
+  // the residual's memory.
   torch::Tensor ForwardWithResidual(const torch::Tensor& x, double scale, const torch::Tensor& residual,
-                                    double residual_scale, double clip) {
+                                    double residual_scale, double clip, bool overwrite_residual = false) {
     torch::Tensor w = EffectiveWeight({}, scale);
-    const ConvEpilogue epilogue{residual, residual_scale, clip};
+    const ConvEpilogue epilogue{residual, residual_scale, clip, overwrite_residual};
     if (w.dim() == 4 && DirectConv2d::Supports(x, w, epilogue)) return direct_->Run(x, w, epilogue);
     torch::Tensor y = forward(x, {}, scale);
     return AddScaledClamp_(y, residual, residual_scale, clip);
@@ -161,6 +163,7 @@ class BlockImpl : public torch::nn::Module {
   int64_t out_channels() const { return o_.out_channels; }
 
   torch::Tensor forward(torch::Tensor x, const torch::Tensor& emb) {
+    const c10::TensorImpl* const input = x.unsafeGetTensorImpl();
     x = Resample(x, resample_filter_, resample_is_box_, o_.resample);
     if (!o_.decoder) {
       if (conv_skip) x = conv_skip(x);
@@ -174,10 +177,13 @@ class BlockImpl : public torch::nn::Module {
     if (o_.decoder && conv_skip) x = conv_skip(x);
     // mp_sum(x, y, res_balance), then (after attention, where the block has
     // it) the clip to [-clip_act, clip_act].
+    // A new x (resampled, projected or normalised here) is this block's
+    // alone: the sum may overwrite it.
+    const bool own_x = x.unsafeGetTensorImpl() != input;
     const double clip = o_.config->clip_act();
     const double scale = kMpSiluGain * res_.b;
-    if (num_heads_ == 0) return conv_res1->ForwardWithResidual(y, scale, x, res_.a, clip);
-    return Attention(conv_res1->ForwardWithResidual(y, scale, x, res_.a, /*clip=*/0), clip);
+    if (num_heads_ == 0) return conv_res1->ForwardWithResidual(y, scale, x, res_.a, clip, own_x);
+    return Attention(conv_res1->ForwardWithResidual(y, scale, x, res_.a, /*clip=*/0, own_x), clip);
   }
 
   double Flops() const {
