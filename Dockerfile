@@ -29,10 +29,11 @@ FROM debian:${DEBIAN_RELEASE}-slim AS runtime
 # (tests/deploy/dockerfile_test.py checks this list against the built binaries).
 # libtorch1.13 brings its own dependencies; libopenblas0-pthread is the BLAS it should
 # use (about 30 times the reference BLAS on matrix products); libgomp1 runs the
-# OpenMP loops of the project's own kernels.
+# OpenMP loops of the project's own kernels; libdnnl2 (oneDNN, which libtorch1.13 also
+# depends on) runs the convolutions the server calls directly.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      libtorch1.13 libopenblas0-pthread \
+      libtorch1.13 libdnnl2 libopenblas0-pthread \
       libgrpc++1.51 libgrpc29 libprotobuf32 libabsl20220623 \
       libprometheus-cpp-core1.0 libpng16-16 libmicrohttpd12 libgnutls30 libgomp1 \
  && rm -rf /var/lib/apt/lists/*

@@ -81,6 +81,7 @@ struct DirectConv2d::Weights {
 DirectConv2d::DirectConv2d() = default;
 DirectConv2d::~DirectConv2d() = default;
 
+bool DirectConv2d::Available() { return true; }
 void DirectConv2d::SetEnabled(bool enabled) { EnabledFlag() = enabled; }
 bool DirectConv2d::Enabled() { return EnabledFlag(); }
 

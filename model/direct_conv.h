@@ -38,6 +38,10 @@ class DirectConv2d {
   DirectConv2d(const DirectConv2d&) = delete;
   DirectConv2d& operator=(const DirectConv2d&) = delete;
 
+  // Whether this build has the direct path (not in a CUDA build, whose
+  // LibTorch carries another oneDNN); without it Supports is always false.
+  static bool Available();
+
   // Process-wide switch, on by default; off sends every call to LibTorch
   // (tcm-model-bench --direct_conv=false measures the difference).
   static void SetEnabled(bool enabled);

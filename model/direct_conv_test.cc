@@ -11,6 +11,13 @@ namespace {
 
 torch::Tensor ChannelsLast(torch::Tensor t) { return t.contiguous(torch::MemoryFormat::ChannelsLast); }
 
+class DirectConv2dTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!DirectConv2d::Available()) GTEST_SKIP() << "this build has no direct convolutions";
+  }
+};
+
 // conv(x, w) + scale * residual, clamped to [-clip, clip] (none for clip <= 0), in float64.
 torch::Tensor Reference(const torch::Tensor& x, const torch::Tensor& w, const ConvEpilogue& e) {
   torch::Tensor y = torch::conv2d(x.to(torch::kFloat64), w.to(torch::kFloat64), {}, 1, w.size(-1) / 2);
@@ -23,7 +30,7 @@ double ScaledError(const torch::Tensor& out, const torch::Tensor& ref, double re
   return ((out.to(torch::kFloat64) - ref).abs() / ((ref.abs() + floor) * relative)).max().item<double>();
 }
 
-TEST(DirectConv2dTest, Float32MatchesTheExactConvolutionAndKeepsChannelsLast) {
+TEST_F(DirectConv2dTest, Float32MatchesTheExactConvolutionAndKeepsChannelsLast) {
   torch::InferenceMode inference;
   torch::manual_seed(31);
   DirectConv2d conv;
@@ -41,7 +48,7 @@ TEST(DirectConv2dTest, Float32MatchesTheExactConvolutionAndKeepsChannelsLast) {
   }
 }
 
-TEST(DirectConv2dTest, TheResidualSumAndClipRunInsideTheConvolution) {
+TEST_F(DirectConv2dTest, TheResidualSumAndClipRunInsideTheConvolution) {
   torch::InferenceMode inference;
   torch::manual_seed(32);
   DirectConv2d conv;
@@ -64,7 +71,7 @@ TEST(DirectConv2dTest, TheResidualSumAndClipRunInsideTheConvolution) {
   }
 }
 
-TEST(DirectConv2dTest, AGivenUpResidualHoldsTheResult) {
+TEST_F(DirectConv2dTest, AGivenUpResidualHoldsTheResult) {
   torch::InferenceMode inference;
   torch::manual_seed(37);
   DirectConv2d conv;
@@ -86,7 +93,7 @@ TEST(DirectConv2dTest, AGivenUpResidualHoldsTheResult) {
   }
 }
 
-TEST(DirectConv2dTest, Bf16IsTheFloat32ResultRoundedOnce) {
+TEST_F(DirectConv2dTest, Bf16IsTheFloat32ResultRoundedOnce) {
   torch::InferenceMode inference;
   torch::manual_seed(33);
   DirectConv2d conv;
@@ -102,7 +109,7 @@ TEST(DirectConv2dTest, Bf16IsTheFloat32ResultRoundedOnce) {
   EXPECT_LE(ScaledError(y, Reference(x, w, e), std::ldexp(1.0, -8), 1e-3), 1.05);
 }
 
-TEST(DirectConv2dTest, AnImagesBitsDoNotDependOnTheBatch) {
+TEST_F(DirectConv2dTest, AnImagesBitsDoNotDependOnTheBatch) {
   torch::InferenceMode inference;
   torch::manual_seed(34);
   for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
@@ -118,7 +125,7 @@ TEST(DirectConv2dTest, AnImagesBitsDoNotDependOnTheBatch) {
   }
 }
 
-TEST(DirectConv2dTest, ANewWeightTensorReplacesTheReorderedWeights) {
+TEST_F(DirectConv2dTest, ANewWeightTensorReplacesTheReorderedWeights) {
   torch::InferenceMode inference;
   torch::manual_seed(35);
   DirectConv2d conv;
@@ -132,7 +139,7 @@ TEST(DirectConv2dTest, ANewWeightTensorReplacesTheReorderedWeights) {
   EXPECT_TRUE(torch::allclose(conv.Run(x, w3, {}).to(torch::kFloat64), Reference(x, w3, {}), 1e-5, 1e-4));
 }
 
-TEST(DirectConv2dTest, CallsFromSeveralThreadsAtOnceGiveTheSerialResults) {
+TEST_F(DirectConv2dTest, CallsFromSeveralThreadsAtOnceGiveTheSerialResults) {
   torch::InferenceMode inference;
   torch::manual_seed(36);
   DirectConv2d conv;
@@ -154,7 +161,7 @@ TEST(DirectConv2dTest, CallsFromSeveralThreadsAtOnceGiveTheSerialResults) {
   for (size_t i = 0; i < inputs.size(); ++i) EXPECT_TRUE(torch::equal(got[i], expected[i])) << "batch " << i + 1;
 }
 
-TEST(DirectConv2dTest, SupportsOnlyWhatRunComputes) {
+TEST_F(DirectConv2dTest, SupportsOnlyWhatRunComputes) {
   torch::Tensor x = ChannelsLast(torch::randn({2, 8, 5, 5}));
   torch::Tensor w = ChannelsLast(torch::randn({4, 8, 3, 3}));
   torch::Tensor r = ChannelsLast(torch::randn({2, 4, 5, 5}));

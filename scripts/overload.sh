@@ -3,7 +3,7 @@
 # three times that, open loop, first without deadlines, then with a deadline
 # on every call.
 #
-#   scripts/overload.sh [BUILD_DIR] [SECONDS] [DEADLINE_S]   (defaults: build, 30, 0.5)
+#   scripts/overload.sh [BUILD_DIR] [SECONDS] [DEADLINE_S]   (defaults: build, 30, auto)
 #
 # Traffic: requests of 4 one-step images of the embedded default model.
 # Capacity: tcm-bench closed loop at concurrency 8 for SECONDS. Each overload
@@ -12,7 +12,11 @@
 #   1. No deadlines, while a health Check probes every 0.25 s (tcm-client
 #      --health --health_every 0.25: one connection, 2 s deadline per check).
 #   2. Every call with a DEADLINE_S deadline: the goodput (images of calls
-#      answered within their deadline, per second).
+#      answered within their deadline, per second). auto: half the time the
+#      server needs to compute a full queue (QUEUE_IMAGES, passed to the
+#      servers as --max_queue_size) at the measured capacity, so that the
+#      backlog always holds twice a deadline's work, whatever the machine's
+#      speed (with a longer deadline nothing in the queue is ever late).
 #   3. The same on a second server started with --deadline_aware_batching=false
 #      (first come, first served), for comparison in the same run.
 # It passes when
@@ -34,7 +38,8 @@ set -uo pipefail
 
 BUILD_DIR="${1:-build}"
 SECONDS_PER_LEVEL="${2:-30}"
-DEADLINE_S="${3:-0.5}"
+DEADLINE_S="${3:-auto}"
+QUEUE_IMAGES=256
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 source "$ROOT/scripts/lib/local-server.sh"
 BIN="$(tcm_bin_dir "$BUILD_DIR")"
@@ -66,7 +71,7 @@ start_server() {
   PORT="$(tcm_free_port)"
   METRICS_PORT="$(tcm_free_port)"
   "${SERVER_PIN[@]}" "$BIN/tcm-server" --model_repository "$ROOT/models" --default_model fashion-mnist-tcm --port "$PORT" \
-    --metrics_port "$METRICS_PORT" --http_port -1 "$@" > "$WORK/$name.log" 2>&1 &
+    --metrics_port "$METRICS_PORT" --http_port -1 --max_queue_size "$QUEUE_IMAGES" "$@" > "$WORK/$name.log" 2>&1 &
   SERVER_PID=$!
   tcm_wait_serving "$BIN" "$PORT" "$SERVER_PID" ||
     fail "the server exited at start or was not SERVING after 300 s: $(tail -5 "$WORK/$name.log")"
@@ -99,6 +104,10 @@ bench capacity --concurrency 8
 capacity="$(level capacity images_per_s)"
 rate="$(awk -v c="$capacity" 'BEGIN{printf "%.2f", 3 * c / 4}')"
 echo "capacity: $capacity images/s (concurrency 8, 4 one-step images per call); offering $rate calls/s = 3 x capacity"
+if [[ "$DEADLINE_S" == auto ]]; then
+  DEADLINE_S="$(awk -v q="$QUEUE_IMAGES" -v c="$capacity" 'BEGIN{printf "%.3f", 0.5 * q / c}')"
+  echo "deadline: $DEADLINE_S s (half of $QUEUE_IMAGES queued images' time at capacity)"
+fi
 
 # Health probes for as long as the overload without deadlines runs.
 "${LOAD_PIN[@]}" "$BIN/tcm-client" --server "127.0.0.1:$PORT" --health --health_every 0.25 --timeout 2 > "$WORK/health.txt" 2>&1 &
