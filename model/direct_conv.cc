@@ -70,7 +70,7 @@ Shape ShapeOf(const torch::Tensor& x, const torch::Tensor& w, const ConvEpilogue
 struct DirectConv2d::Primitive {
   Shape shape;
   dnnl::convolution_forward conv;
-  memory::desc weights_desc, scratchpad_desc;
+  memory::desc src_desc, dst_desc, weights_desc, scratchpad_desc;
 };
 
 struct DirectConv2d::Weights {
@@ -130,7 +130,7 @@ std::shared_ptr<const DirectConv2d::Primitive> DirectConv2d::FindOrMake(const to
   attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
   const dnnl::convolution_forward::primitive_desc pd(desc, attr, CpuEngine());
   auto made = std::make_shared<Primitive>(
-      Primitive{shape, dnnl::convolution_forward(pd), pd.weights_desc(), pd.scratchpad_desc()});
+      Primitive{shape, dnnl::convolution_forward(pd), src, dst, pd.weights_desc(), pd.scratchpad_desc()});
   primitives_.push_back(made);
   return made;
 }
@@ -173,11 +173,8 @@ torch::Tensor DirectConv2d::Run(const torch::Tensor& x, const torch::Tensor& w, 
   }
   torch::Tensor scratch = torch::empty({static_cast<int64_t>(primitive->scratchpad_desc.get_size())},
                                        torch::TensorOptions().dtype(torch::kUInt8));
-  const memory::data_type dt = DataType(x);
-  const memory src({{s.batch, s.in_channels, s.height, s.width}, dt, memory::format_tag::nhwc}, CpuEngine(),
-                   x.data_ptr());
-  const memory dst({{s.batch, s.out_channels, s.height, s.width}, dt, memory::format_tag::nhwc}, CpuEngine(),
-                   y.data_ptr());
+  const memory src(primitive->src_desc, CpuEngine(), x.data_ptr());
+  const memory dst(primitive->dst_desc, CpuEngine(), y.data_ptr());
   const memory scratchpad(primitive->scratchpad_desc, CpuEngine(), scratch.data_ptr());
   std::unordered_map<int, memory> args = {
       {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights->data}, {DNNL_ARG_DST, dst}, {DNNL_ARG_SCRATCHPAD, scratchpad}};

@@ -21,9 +21,4 @@ torch::Tensor DirectConv2d::Run(const torch::Tensor&, const torch::Tensor&, cons
   throw std::logic_error("DirectConv2d::Run: this build has no direct convolutions (see Supports)");
 }
 
-std::shared_ptr<const DirectConv2d::Primitive> DirectConv2d::FindOrMake(const torch::Tensor&, const torch::Tensor&,
-                                                                        const ConvEpilogue&) {
-  return nullptr;
-}
-
 }  // namespace tcm

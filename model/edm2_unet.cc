@@ -108,7 +108,7 @@ class MPConvImpl : public torch::nn::Module {
                                     double residual_scale, double clip, bool overwrite_residual = false) {
     torch::Tensor w = EffectiveWeight({}, scale);
     const ConvEpilogue epilogue{residual, residual_scale, clip, overwrite_residual};
-    if (w.dim() == 4 && DirectConv2d::Supports(x, w, epilogue)) return direct_->Run(x, w, epilogue);
+    if (DirectConv2d::Supports(x, w, epilogue)) return direct_->Run(x, w, epilogue);
     torch::Tensor y = forward(x, {}, scale);
     return AddScaledClamp_(y, residual, residual_scale, clip);
   }

@@ -75,6 +75,19 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+double Median(std::vector<double> v) {
+  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+  return v[v.size() / 2];
+}
+
+// Seconds one call of fn takes.
+template <typename Fn>
+double Timed(Fn&& fn) {
+  const auto t0 = Clock::now();
+  fn();
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
 // Runs `fn` once to warm up, then at least 3 times and until `seconds` have
 // passed; returns the median seconds per call (robust to other load).
 template <typename Fn>
@@ -82,13 +95,9 @@ double TimePerCall(Fn&& fn, double seconds) {
   fn();
   std::vector<double> times;
   const auto start = Clock::now();
-  while (times.size() < 3 || std::chrono::duration<double>(Clock::now() - start).count() < seconds) {
-    const auto t0 = Clock::now();
-    fn();
-    times.push_back(std::chrono::duration<double>(Clock::now() - t0).count());
-  }
-  std::nth_element(times.begin(), times.begin() + times.size() / 2, times.end());
-  return times[times.size() / 2];
+  while (times.size() < 3 || std::chrono::duration<double>(Clock::now() - start).count() < seconds)
+    times.push_back(Timed(fn));
+  return Median(std::move(times));
 }
 
 struct AlternatingTimes {
@@ -100,25 +109,16 @@ struct AlternatingTimes {
 // until `seconds` have passed.
 template <typename FnA, typename FnB>
 AlternatingTimes TimeAlternating(FnA&& a, FnB&& b, double seconds) {
-  const auto timed = [](auto& fn) {
-    const auto t0 = Clock::now();
-    fn();
-    return std::chrono::duration<double>(Clock::now() - t0).count();
-  };
   a();
   b();
   std::vector<double> ta, tb, ratio;
   const auto start = Clock::now();
   while (ta.size() < 5 || std::chrono::duration<double>(Clock::now() - start).count() < seconds) {
-    ta.push_back(timed(a));
-    tb.push_back(timed(b));
+    ta.push_back(Timed(a));
+    tb.push_back(Timed(b));
     ratio.push_back(ta.back() / tb.back());
   }
-  const auto median = [](std::vector<double> v) {
-    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
-    return v[v.size() / 2];
-  };
-  return {median(ta), median(tb), median(ratio), ta.size()};
+  return {Median(ta), Median(tb), Median(ratio), ta.size()};
 }
 
 // The BLAS runs on every core for this measurement, as a plain matmul would.
