@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "model/concat_kernel.h"
+#include "model/silu_kernel.h"
 
 namespace tcm {
 namespace {
@@ -28,10 +29,10 @@ std::optional<torch::MemoryFormat> KernelLayout(const torch::Tensor& a, const to
 }
 
 // Joins a and b as rows: a pixel's channels in channels-last, an image's
-// planes in NCHW.
+// planes in NCHW. With `silu_out` defined, each chunk's SiLU too.
 template <typename T>
 void Join(const torch::Tensor& a, float scale_a, const torch::Tensor& b, float scale_b, bool channels_last,
-          const torch::Tensor& out) {
+          const torch::Tensor& out, const torch::Tensor& silu_out) {
   const int64_t pixels = a.size(2) * a.size(3);
   const int64_t rows = channels_last ? a.size(0) * pixels : a.size(0);
   const int64_t na = channels_last ? a.size(1) : a.size(1) * pixels;
@@ -41,8 +42,26 @@ void Join(const torch::Tensor& a, float scale_a, const torch::Tensor& b, float s
   T* po = static_cast<T*>(out.data_ptr());
   const int64_t grain = std::max<int64_t>(1, kGrainValues / std::max<int64_t>(na + nb, 1));
   at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    ScaledConcatRows(pa + begin * na, na, scale_a, pb + begin * nb, nb, scale_b, end - begin, po + begin * (na + nb));
+    T* rows = po + begin * (na + nb);
+    ScaledConcatRows(pa + begin * na, na, scale_a, pb + begin * nb, nb, scale_b, end - begin, rows);
+    if (silu_out.defined())
+      SiluRow(rows, static_cast<T*>(silu_out.data_ptr()) + begin * (na + nb), (end - begin) * (na + nb), 1.0f);
   });
+}
+
+// The own loop's ScaledCat in `layout`; with `with_silu`, its SiLU too.
+WithSilu JoinInLayout(const torch::Tensor& a, double scale_a, const torch::Tensor& b, double scale_b,
+                      torch::MemoryFormat layout, bool with_silu) {
+  const auto options = a.options().memory_format(layout);
+  const std::vector<int64_t> sizes = {a.size(0), a.size(1) + b.size(1), a.size(2), a.size(3)};
+  WithSilu result{torch::empty(sizes, options), with_silu ? torch::empty(sizes, options) : torch::Tensor()};
+  const bool channels_last = layout == torch::MemoryFormat::ChannelsLast;
+  const float sa = static_cast<float>(scale_a), sb = static_cast<float>(scale_b);
+  if (a.scalar_type() == torch::kBFloat16)
+    Join<Bf16Bits>(a, sa, b, sb, channels_last, result.value, result.silu);
+  else
+    Join<float>(a, sa, b, sb, channels_last, result.value, result.silu);
+  return result;
 }
 
 }  // namespace
@@ -56,15 +75,17 @@ torch::Tensor ScaledCat(const torch::Tensor& a, double scale_a, const torch::Ten
     return out;
   }
   RECORD_FUNCTION("tcm::scaled_cat", std::vector<c10::IValue>{});  // named in tcm-model-bench --profile
-  torch::Tensor out =
-      torch::empty({a.size(0), a.size(1) + b.size(1), a.size(2), a.size(3)}, a.options().memory_format(*layout));
-  const bool channels_last = *layout == torch::MemoryFormat::ChannelsLast;
-  const float sa = static_cast<float>(scale_a), sb = static_cast<float>(scale_b);
-  if (a.scalar_type() == torch::kBFloat16)
-    Join<Bf16Bits>(a, sa, b, sb, channels_last, out);
-  else
-    Join<float>(a, sa, b, sb, channels_last, out);
-  return out;
+  return JoinInLayout(a, scale_a, b, scale_b, *layout, /*with_silu=*/false).value;
+}
+
+WithSilu ScaledCatAndSilu(const torch::Tensor& a, double scale_a, const torch::Tensor& b, double scale_b) {
+  const std::optional<torch::MemoryFormat> layout = KernelLayout(a, b);
+  if (!layout) {
+    torch::Tensor value = ScaledCat(a, scale_a, b, scale_b);
+    return {value, Silu(value)};
+  }
+  RECORD_FUNCTION("tcm::scaled_cat_and_silu", std::vector<c10::IValue>{});
+  return JoinInLayout(a, scale_a, b, scale_b, *layout, /*with_silu=*/true);
 }
 
 }  // namespace tcm

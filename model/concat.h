@@ -4,6 +4,8 @@
 
 #include <torch/types.h>
 
+#include "model/silu.h"
+
 namespace tcm {
 
 // torch::cat({a * scale_a, b * scale_b}, 1) for a [N, Ca, H, W] and
@@ -15,6 +17,10 @@ namespace tcm {
 // docs/MODEL.md). Everything else goes through torch::cat and an in-place
 // product per scale other than 1.
 torch::Tensor ScaledCat(const torch::Tensor& a, double scale_a, const torch::Tensor& b, double scale_b);
+
+// ScaledCat and its SiLU; on the kernel path in one pass, each chunk's SiLU
+// taken while the chunk is in cache.
+WithSilu ScaledCatAndSilu(const torch::Tensor& a, double scale_a, const torch::Tensor& b, double scale_b);
 
 }  // namespace tcm
 

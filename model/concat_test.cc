@@ -49,6 +49,20 @@ TEST_P(ScaledCatTest, AnImagesResultDoesNotDependOnTheBatch) {
   }
 }
 
+TEST_P(ScaledCatTest, TheFusedSiluIsTheSiluOfTheConcatenationBitForBit) {
+  torch::InferenceMode inference;
+  torch::manual_seed(6);
+  const Case c = GetParam();
+  torch::Tensor a = (torch::randn({4, 9, 5, 6}) * 4).to(c.dtype).contiguous(c.layout);
+  torch::Tensor b = (torch::randn({4, 23, 5, 6}) * 4).to(c.dtype).contiguous(c.layout);
+  WithSilu both = ScaledCatAndSilu(a, kScaleA, b, kScaleB);
+  torch::Tensor joined = ScaledCat(a, kScaleA, b, kScaleB);
+  EXPECT_TRUE(both.value.is_contiguous(c.layout));
+  EXPECT_TRUE(both.silu.is_contiguous(c.layout));
+  EXPECT_TRUE(torch::equal(both.value, joined));
+  EXPECT_TRUE(torch::equal(both.silu, Silu(joined)));
+}
+
 INSTANTIATE_TEST_SUITE_P(DtypesAndLayouts, ScaledCatTest,
                          testing::Values(Case{torch::kFloat32, torch::MemoryFormat::Contiguous},
                                          Case{torch::kFloat32, torch::MemoryFormat::ChannelsLast},
@@ -62,6 +76,9 @@ TEST(ScaledCatFallbackTest, MixedLayoutsAndGradModeGiveTheSameValues) {
   {
     torch::InferenceMode inference;
     EXPECT_TRUE(torch::allclose(ScaledCat(a, kScaleA, b, kScaleB), Expected(a, b), 0, 1e-6));
+    WithSilu both = ScaledCatAndSilu(a, kScaleA, b, kScaleB);  // mixed layouts: LibTorch's path, then Silu
+    EXPECT_TRUE(torch::allclose(both.value, Expected(a, b), 0, 1e-6));
+    EXPECT_TRUE(torch::equal(both.silu, Silu(both.value)));
   }
   torch::Tensor leaf = a.clone().requires_grad_(true);  // training takes LibTorch's path
   torch::Tensor out = ScaledCat(leaf, kScaleA, b, kScaleB);

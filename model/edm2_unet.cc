@@ -162,15 +162,29 @@ class BlockImpl : public torch::nn::Module {
 
   int64_t out_channels() const { return o_.out_channels; }
 
-  torch::Tensor forward(torch::Tensor x, const torch::Tensor& emb) {
+  // `silu_x`: Silu(x) where the caller made it together with x (a skip
+  // connection's concatenation), else undefined.
+  torch::Tensor forward(torch::Tensor x, const torch::Tensor& emb, torch::Tensor silu_x = {}) {
     const c10::TensorImpl* const input = x.unsafeGetTensorImpl();
-    x = Resample(x, resample_filter_, resample_is_box_, o_.resample);
+    if (o_.resample == ResampleMode::kUp && resample_is_box_) {
+      // Nearest-neighbour upsampling copies values, so the SiLU of the
+      // upsampled x is the upsampled SiLU of x: taken on a quarter of the pixels.
+      if (!silu_x.defined()) silu_x = Silu(x);
+      silu_x = Resample(silu_x, resample_filter_, resample_is_box_, o_.resample);
+      x = Resample(x, resample_filter_, resample_is_box_, o_.resample);
+    } else if (o_.resample != ResampleMode::kKeep) {
+      silu_x = torch::Tensor();
+      x = Resample(x, resample_filter_, resample_is_box_, o_.resample);
+    }
     if (!o_.decoder) {
       if (conv_skip) x = conv_skip(x);
-      x = PixelNorm(x, kNormEps);
+      WithSilu normalised = PixelNormAndSilu(x, kNormEps);
+      x = normalised.value;
+      silu_x = normalised.silu;
     }
+    if (!silu_x.defined()) silu_x = Silu(x);
     // Residual branch; mp_silu's 1/0.596 lives in conv_res0's and conv_res1's weights.
-    torch::Tensor y = conv_res0->forward(Silu(x), {}, kMpSiluGain);
+    torch::Tensor y = conv_res0->forward(silu_x, {}, kMpSiluGain);
     y = ScaledSilu_(y, emb_linear(emb, emb_gain).add_(1));
     if (is_training() && o_.config->dropout() > 0 && InDropoutResolution(x.size(-1)))
       y = torch::dropout(y, o_.config->dropout(), /*train=*/true);
@@ -352,11 +366,13 @@ class Edm2UNetImpl : public UNet {
       skips.push_back(x);
     }
     for (auto& [b, takes_skip] : dec_blocks_) {
-      if (takes_skip) {
-        x = MpCat(x, skips.back());
-        skips.pop_back();
+      if (!takes_skip) {
+        x = b(x, emb);
+        continue;
       }
-      x = b(x, emb);
+      WithSilu joined = MpCatAndSilu(x, skips.back());  // the block's first step is the SiLU of the join
+      skips.pop_back();
+      x = b(joined.value, emb, joined.silu);
     }
     return out_conv(x, out_gain);
   }
@@ -392,12 +408,12 @@ class Edm2UNetImpl : public UNet {
   MPConv emb_noise{nullptr}, emb_label{nullptr}, out_conv{nullptr};
 
  private:
-  // Magnitude-preserving concatenation along channels (EDM2 Eq. 103).
-  torch::Tensor MpCat(const torch::Tensor& a, const torch::Tensor& b) const {
+  // Magnitude-preserving concatenation along channels (EDM2 Eq. 103), and its SiLU.
+  WithSilu MpCatAndSilu(const torch::Tensor& a, const torch::Tensor& b) const {
     const double t = c_.concat_balance();
     const double na = a.size(1), nb = b.size(1);
     const double c = std::sqrt((na + nb) / ((1 - t) * (1 - t) + t * t));
-    return ScaledCat(a, c / std::sqrt(na) * (1 - t), b, c / std::sqrt(nb) * t);
+    return ScaledCatAndSilu(a, c / std::sqrt(na) * (1 - t), b, c / std::sqrt(nb) * t);
   }
 
   v1::ModelConfig config_;

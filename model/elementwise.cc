@@ -9,6 +9,7 @@
 
 #include "model/bf16_bits.h"
 #include "model/cpu_clones.h"
+#include "model/silu_kernel.h"
 
 namespace tcm {
 namespace {
@@ -83,13 +84,41 @@ T* Data(const torch::Tensor& t) {
   return static_cast<T*>(t.data_ptr());
 }
 
+bool OnPixelNormKernelPath(const torch::Tensor& x) {
+  return OnKernelPath(x) && x.is_contiguous(torch::MemoryFormat::ChannelsLast);
+}
+
+// The own loop's pixel norm of channels-last x into `out`; with `silu_out`
+// defined, each chunk's SiLU too.
+void PixelNormKernel(const torch::Tensor& x, double eps, int64_t groups, int64_t interleave, const torch::Tensor& out,
+                     const torch::Tensor& silu_out) {
+  const int64_t n = x.size(1) / (groups * interleave);
+  const int64_t channels = x.size(1), rows = x.numel() / std::max<int64_t>(channels, 1);
+  const float inv_sqrt_n = static_cast<float>(1.0 / std::sqrt(static_cast<double>(n)));
+  const float e = static_cast<float>(eps);
+  const int64_t grain = std::max<int64_t>(1, kGrainValues / std::max<int64_t>(channels, 1));
+  const bool bf16 = x.scalar_type() == torch::kBFloat16;
+  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
+    const int64_t offset = begin * channels, values = (end - begin) * channels;
+    if (bf16) {
+      Bf16Bits* o = Data<Bf16Bits>(out) + offset;
+      NormRowsBf16(Data<Bf16Bits>(x) + offset, o, end - begin, groups, n, interleave, inv_sqrt_n, e);
+      if (silu_out.defined()) SiluRow(o, Data<Bf16Bits>(silu_out) + offset, values, 1.0f);
+    } else {
+      float* o = Data<float>(out) + offset;
+      NormRowsFloat(Data<float>(x) + offset, o, end - begin, groups, n, interleave, inv_sqrt_n, e);
+      if (silu_out.defined()) SiluRow(o, Data<float>(silu_out) + offset, values, 1.0f);
+    }
+  });
+}
+
 }  // namespace
 
 torch::Tensor PixelNorm(const torch::Tensor& x, double eps, int64_t groups, int64_t interleave) {
   TORCH_CHECK(x.dim() == 4 && groups > 0 && interleave > 0 && x.size(1) % (groups * interleave) == 0,
               "PixelNorm: ", x.size(1), " channels do not split into ", groups, " groups of ", interleave, " vectors");
   const int64_t n = x.size(1) / (groups * interleave);
-  if (!OnKernelPath(x) || !x.is_contiguous(torch::MemoryFormat::ChannelsLast)) {
+  if (!OnPixelNormKernelPath(x)) {
     const double inv_sqrt_n = 1.0 / std::sqrt(static_cast<double>(n));
     if (groups == 1 && interleave == 1)  // keeps x's layout
       return x / torch::linalg_vector_norm(x, 2, {1}, /*keepdim=*/true).mul(inv_sqrt_n).add_(eps);
@@ -99,20 +128,19 @@ torch::Tensor PixelNorm(const torch::Tensor& x, double eps, int64_t groups, int6
   }
   RECORD_FUNCTION("tcm::pixel_norm", std::vector<c10::IValue>{});  // named in tcm-model-bench --profile
   torch::Tensor out = torch::empty_like(x);                        // channels-last like x
-  const int64_t channels = x.size(1), rows = x.numel() / std::max<int64_t>(channels, 1);
-  const float inv_sqrt_n = static_cast<float>(1.0 / std::sqrt(static_cast<double>(n)));
-  const float e = static_cast<float>(eps);
-  const int64_t grain = std::max<int64_t>(1, kGrainValues / std::max<int64_t>(channels, 1));
-  at::parallel_for(0, rows, grain, [&](int64_t begin, int64_t end) {
-    const int64_t offset = begin * channels;
-    if (x.scalar_type() == torch::kBFloat16)
-      NormRowsBf16(Data<Bf16Bits>(x) + offset, Data<Bf16Bits>(out) + offset, end - begin, groups, n, interleave,
-                   inv_sqrt_n, e);
-    else
-      NormRowsFloat(Data<float>(x) + offset, Data<float>(out) + offset, end - begin, groups, n, interleave, inv_sqrt_n,
-                    e);
-  });
+  PixelNormKernel(x, eps, groups, interleave, out, /*silu_out=*/{});
   return out;
+}
+
+WithSilu PixelNormAndSilu(const torch::Tensor& x, double eps) {
+  if (!OnPixelNormKernelPath(x) || x.dim() != 4) {
+    torch::Tensor value = PixelNorm(x, eps);
+    return {value, Silu(value)};
+  }
+  RECORD_FUNCTION("tcm::pixel_norm_and_silu", std::vector<c10::IValue>{});
+  WithSilu result{torch::empty_like(x), torch::empty_like(x)};
+  PixelNormKernel(x, eps, /*groups=*/1, /*interleave=*/1, result.value, result.silu);
+  return result;
 }
 
 torch::Tensor& AddScaledClamp_(torch::Tensor& y, const torch::Tensor& x, double alpha, double clip) {

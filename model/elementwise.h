@@ -5,6 +5,8 @@
 
 #include <torch/types.h>
 
+#include "model/silu.h"
+
 namespace tcm {
 
 // EDM2's pixel norm of x [N, C, H, W]: each pixel's channel vector divided by
@@ -18,6 +20,10 @@ namespace tcm {
 // the batch), the quotient rounded once. Otherwise LibTorch's operations, as
 // model/edm2_unet.cc's `Normalize` computes it.
 torch::Tensor PixelNorm(const torch::Tensor& x, double eps, int64_t groups = 1, int64_t interleave = 1);
+
+// PixelNorm(x, eps) (one vector per pixel) and its SiLU; on the kernel path
+// in one pass, each chunk's SiLU taken while the chunk is in cache.
+WithSilu PixelNormAndSilu(const torch::Tensor& x, double eps);
 
 // y = clamp(y + alpha * x, -clip, clip), in place; clip <= 0 leaves out the
 // clamp. x and y have the same sizes. For float32 or bf16 on the CPU with

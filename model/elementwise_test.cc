@@ -5,6 +5,8 @@
 
 #include <cmath>
 
+#include "model/silu.h"
+
 namespace tcm {
 namespace {
 
@@ -51,6 +53,23 @@ TEST(PixelNormTest, APixelsResultDoesNotDependOnTheBatch) {
     for (int64_t i = 0; i < 6; ++i)
       EXPECT_TRUE(torch::equal(PixelNorm(ChannelsLast(x.narrow(0, i, 1)), kEps), batch.narrow(0, i, 1)))
           << "image " << i;
+  }
+}
+
+TEST(PixelNormTest, TheFusedSiluIsTheSiluOfTheNormBitForBit) {
+  torch::InferenceMode inference;
+  torch::manual_seed(19);
+  for (auto dtype : {torch::kFloat32, torch::kBFloat16}) {
+    for (auto layout : {torch::MemoryFormat::ChannelsLast, torch::MemoryFormat::Contiguous}) {  // kernel, fallback
+      torch::Tensor x = (torch::randn({5, 37, 6, 7}) * 3).to(dtype).contiguous(layout);
+      WithSilu both = PixelNormAndSilu(x, kEps);
+      torch::Tensor norm = PixelNorm(x, kEps);
+      EXPECT_TRUE(both.value.is_contiguous(layout));
+      EXPECT_TRUE(both.silu.is_contiguous(layout));
+      EXPECT_TRUE(torch::equal(both.value, norm));
+      EXPECT_TRUE(torch::equal(both.silu, Silu(norm)));
+      EXPECT_NE(both.value.data_ptr(), both.silu.data_ptr());
+    }
   }
 }
 

@@ -1,8 +1,44 @@
 #include "model/resample.h"
 
+#include <ATen/Parallel.h>
+#include <ATen/record_function.h>
 #include <torch/torch.h>
 
+#include <cstring>
+
 namespace tcm {
+namespace {
+
+// Output rows per parallel chunk: enough that a thread's start costs little.
+constexpr int64_t kGrainRows = 8;
+
+// Nearest-neighbour 2x upsampling of a channels-last tensor by copying each
+// input pixel's channel vector into its four output pixels (LibTorch 1.13's
+// channels-last upsample_nearest2d is far slower than these copies).
+torch::Tensor UpsampleNearest2xChannelsLast(const torch::Tensor& x) {
+  RECORD_FUNCTION("tcm::upsample_nearest_2x", std::vector<c10::IValue>{});  // named in tcm-model-bench --profile
+  const int64_t n = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);
+  torch::Tensor out =
+      torch::empty({n, channels, 2 * height, 2 * width}, x.options().memory_format(torch::MemoryFormat::ChannelsLast));
+  const int64_t pixel_bytes = channels * static_cast<int64_t>(x.element_size());
+  const int64_t in_row_bytes = width * pixel_bytes, out_row_bytes = 2 * in_row_bytes;
+  const char* src = static_cast<const char*>(x.data_ptr());
+  char* dst = static_cast<char*>(out.data_ptr());
+  at::parallel_for(0, n * height, kGrainRows, [&](int64_t begin, int64_t end) {
+    for (int64_t row = begin; row < end; ++row) {  // input row -> output rows 2 * row and 2 * row + 1
+      const char* in = src + row * in_row_bytes;
+      char* even = dst + 2 * row * out_row_bytes;
+      for (int64_t w = 0; w < width; ++w) {
+        std::memcpy(even + 2 * w * pixel_bytes, in + w * pixel_bytes, pixel_bytes);
+        std::memcpy(even + (2 * w + 1) * pixel_bytes, in + w * pixel_bytes, pixel_bytes);
+      }
+      std::memcpy(even + out_row_bytes, even, out_row_bytes);
+    }
+  });
+  return out;
+}
+
+}  // namespace
 
 bool IsBoxFilter(const std::vector<float>& taps) { return taps.size() == 2 && taps[0] == taps[1]; }
 
@@ -15,6 +51,9 @@ torch::Tensor Resample(const torch::Tensor& x, const torch::Tensor& filter2d, bo
   if (mode == ResampleMode::kKeep) return x;
   if (is_box) {
     if (mode == ResampleMode::kDown) return torch::avg_pool2d(x, 2);
+    if (x.is_cpu() && !torch::GradMode::is_enabled() && x.dim() == 4 &&
+        x.is_contiguous(torch::MemoryFormat::ChannelsLast))
+      return UpsampleNearest2xChannelsLast(x);
     return torch::upsample_nearest2d(x, {x.size(2) * 2, x.size(3) * 2});
   }
   const int64_t channels = x.size(1);

@@ -16,7 +16,9 @@ enum class ResampleMode { kKeep, kUp, kDown };
 torch::Tensor ResampleFilter2d(const std::vector<float>& taps);
 
 // Resamples x [N, C, H, W] with `filter2d` ([1, 1, k, k], k even). The box
-// filter [1, 1] takes the equivalent average-pool / nearest-neighbour path.
+// filter [1, 1] takes the equivalent average-pool / nearest-neighbour path
+// (in CPU inference on channels-last x, upsampling copies each pixel's
+// channels into its four output pixels: exactly LibTorch's values).
 torch::Tensor Resample(const torch::Tensor& x, const torch::Tensor& filter2d, bool is_box, ResampleMode mode);
 
 // True when `taps` are two equal values (the [1, 1] box filter).

@@ -15,6 +15,14 @@ namespace tcm {
 // float32 ulp before rounding.
 torch::Tensor Silu(const torch::Tensor& x);
 
+// A tensor and its SiLU, made together by an operation that takes the SiLU
+// of each chunk of its result while that chunk is in cache (PixelNormAndSilu,
+// ScaledCatAndSilu): `silu` equals Silu(value) bit for bit.
+struct WithSilu {
+  torch::Tensor value;
+  torch::Tensor silu;
+};
+
 // The same in place: x becomes silu(x); returns x.
 torch::Tensor& Silu_(torch::Tensor& x);
 

@@ -57,6 +57,10 @@ ABSL_FLAG(bool, direct_conv, true,
 ABSL_FLAG(bool, compare_direct_conv, false,
           "Also time, at each precision and batch size, passes with --direct_conv on and off in alternation and "
           "print each one's median and the median of the pairs' ratios (alternation cancels a machine's drift).");
+ABSL_FLAG(bool, paired_ceiling, false,
+          "Also time, at each precision and batch size, network passes and the lone first-level 3x3 convolution "
+          "(batch 16, same precision and layout) in alternation, and print the median of the pairs' GFLOP/s "
+          "ratios, network / convolution: the fraction of the conv ceiling with the machine's drift cancelled.");
 ABSL_FLAG(double, seconds, 3.0, "Minimum timed duration per batch size, seconds.");
 ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = one per core.");
 ABSL_FLAG(bool, baseline, false,
@@ -131,15 +135,51 @@ double MatmulGflops(double seconds) {
   return 2.0 * n * n * n / t / 1e9;
 }
 
-// GFLOP/s of a lone channels x channels 3x3 convolution on [batch, channels, res, res].
+// A lone channels x channels 3x3 convolution on [batch, channels, res, res].
+struct LoneConv {
+  LoneConv(int64_t batch, int64_t channels, int64_t res, torch::ScalarType dtype, bool channels_last)
+      : flops(2.0 * batch * channels * channels * 9 * res * res) {
+    const auto format = channels_last ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous;
+    x = torch::randn({batch, channels, res, res}).to(dtype).contiguous(format);
+    w = torch::randn({channels, channels, 3, 3}).to(dtype).contiguous(format);
+  }
+  void operator()() const {
+    torch::InferenceMode inference;
+    torch::conv2d(x, w, {}, 1, 1);
+  }
+  double flops;
+  torch::Tensor x, w;
+};
+
+struct PairedCeiling {
+  double median_fraction;  // of the pairs' network / convolution GFLOP/s
+  double median_network_gflops, median_conv_gflops;
+  size_t pairs;
+};
+
+// Times a network pass (`network_flops` per call) and the lone convolution
+// (the median of three calls) in turn, each after an untimed call that warms
+// it up again (the other's threads and data leave the caches and cores cold),
+// at least 5 pairs and until `seconds` have passed.
+template <typename Fn>
+PairedCeiling TimeAgainstCeiling(Fn&& network, double network_flops, const LoneConv& conv, double seconds) {
+  std::vector<double> fraction, net, lone;
+  const auto start = Clock::now();
+  while (fraction.size() < 5 || std::chrono::duration<double>(Clock::now() - start).count() < seconds) {
+    network();
+    net.push_back(network_flops / Timed(network) / 1e9);
+    conv();
+    lone.push_back(conv.flops / Median({Timed(conv), Timed(conv), Timed(conv)}) / 1e9);
+    fraction.push_back(net.back() / lone.back());
+  }
+  return {Median(fraction), Median(net), Median(lone), fraction.size()};
+}
+
+// GFLOP/s of a lone convolution (LoneConv's arguments).
 double ConvGflops(int64_t batch, int64_t channels, int64_t res, torch::ScalarType dtype, bool channels_last,
                   double seconds) {
-  torch::InferenceMode inference;
-  const auto format = channels_last ? torch::MemoryFormat::ChannelsLast : torch::MemoryFormat::Contiguous;
-  torch::Tensor x = torch::randn({batch, channels, res, res}).to(dtype).contiguous(format);
-  torch::Tensor w = torch::randn({channels, channels, 3, 3}).to(dtype).contiguous(format);
-  const double t = TimePerCall([&] { torch::conv2d(x, w, {}, 1, 1); }, seconds);
-  return 2.0 * batch * channels * channels * 9 * res * res / t / 1e9;
+  const LoneConv conv(batch, channels, res, dtype, channels_last);
+  return conv.flops / TimePerCall(conv, seconds) / 1e9;
 }
 
 int64_t FirstLevelChannels(const v1::ModelConfig& c) {
@@ -292,6 +332,16 @@ absl::Status Run() {
         std::printf("%9s %6lld direct conv on %.2f ms, off %.2f ms; on / off %.3f (median of %zu alternating pairs)\n",
                     p.name.c_str(), static_cast<long long>(b), ab.median_a * 1e3, ab.median_b * 1e3, ab.median_ratio,
                     ab.pairs);
+        std::fflush(stdout);
+      }
+      if (absl::GetFlag(FLAGS_paired_ceiling)) {
+        const LoneConv conv(16, FirstLevelChannels(config), res, p.dtype, channels_last);
+        const PairedCeiling paired = TimeAgainstCeiling(forward, flops * b, conv, seconds);
+        std::printf(
+            "%9s %6lld of conv, paired: %.3f (network %.1f, lone convolution %.1f GFLOP/s; median of %zu "
+            "pairs)\n",
+            p.name.c_str(), static_cast<long long>(b), paired.median_fraction, paired.median_network_gflops,
+            paired.median_conv_gflops, paired.pairs);
         std::fflush(stdout);
       }
       if (profile_batch == 0 || std::abs(b - 16) < std::abs(profile_batch - 16)) {
