@@ -166,9 +166,10 @@ class BlockImpl : public torch::nn::Module {
   // connection's concatenation), else undefined.
   torch::Tensor forward(torch::Tensor x, const torch::Tensor& emb, torch::Tensor silu_x = {}) {
     const c10::TensorImpl* const input = x.unsafeGetTensorImpl();
-    if (o_.resample == ResampleMode::kUp && resample_is_box_) {
+    if (o_.resample == ResampleMode::kUp && resample_is_box_ && !torch::GradMode::is_enabled()) {
       // Nearest-neighbour upsampling copies values, so the SiLU of the
-      // upsampled x is the upsampled SiLU of x: taken on a quarter of the pixels.
+      // upsampled x is the upsampled SiLU of x: taken on a quarter of the
+      // pixels. (Training keeps the reference's order, and its gradients.)
       if (!silu_x.defined()) silu_x = Silu(x);
       silu_x = Resample(silu_x, resample_filter_, resample_is_box_, o_.resample);
       x = Resample(x, resample_filter_, resample_is_box_, o_.resample);

@@ -12,9 +12,10 @@ namespace {
 // Output rows per parallel chunk: enough that a thread's start costs little.
 constexpr int64_t kGrainRows = 8;
 
-// Nearest-neighbour 2x upsampling of a channels-last tensor by copying each
-// input pixel's channel vector into its four output pixels (LibTorch 1.13's
-// channels-last upsample_nearest2d is far slower than these copies).
+// Nearest-neighbour 2x upsampling of a channels-last tensor: each input
+// pixel's channel vector copied into its four output pixels, a row of them
+// at a time (LibTorch's upsample_nearest2d computes a source index per output
+// value).
 torch::Tensor UpsampleNearest2xChannelsLast(const torch::Tensor& x) {
   RECORD_FUNCTION("tcm::upsample_nearest_2x", std::vector<c10::IValue>{});  // named in tcm-model-bench --profile
   const int64_t n = x.size(0), channels = x.size(1), height = x.size(2), width = x.size(3);

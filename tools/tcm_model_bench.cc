@@ -59,8 +59,9 @@ ABSL_FLAG(bool, compare_direct_conv, false,
           "print each one's median and the median of the pairs' ratios (alternation cancels a machine's drift).");
 ABSL_FLAG(bool, paired_ceiling, false,
           "Also time, at each precision and batch size, network passes and the lone first-level 3x3 convolution "
-          "(batch 16, same precision and layout) in alternation, and print the median of the pairs' GFLOP/s "
-          "ratios, network / convolution: the fraction of the conv ceiling with the machine's drift cancelled.");
+          "(batch 16, same precision and layout) in alternation (each three warm-up calls and the median of nine), and "
+          "print the median of the pairs' GFLOP/s ratios, network / convolution: the fraction of the conv ceiling "
+          "with the machine's drift cancelled.");
 ABSL_FLAG(double, seconds, 3.0, "Minimum timed duration per batch size, seconds.");
 ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = one per core.");
 ABSL_FLAG(bool, baseline, false,
@@ -157,19 +158,26 @@ struct PairedCeiling {
   size_t pairs;
 };
 
-// Times a network pass (`network_flops` per call) and the lone convolution
-// (the median of three calls) in turn, each after an untimed call that warms
-// it up again (the other's threads and data leave the caches and cores cold),
-// at least 5 pairs and until `seconds` have passed.
+// Calls of each side per pair: untimed ones that bring it back to its steady
+// speed after the other side ran (a lone convolution needs a few), then timed ones.
+constexpr int kWarmUpCalls = 3, kTimedCalls = 9;
+
+// Times the network (`network_flops` per call) and the lone convolution in
+// turn, each as kWarmUpCalls untimed calls and the median of kTimedCalls
+// timed ones, at least 5 pairs and until `seconds` have passed.
 template <typename Fn>
 PairedCeiling TimeAgainstCeiling(Fn&& network, double network_flops, const LoneConv& conv, double seconds) {
+  const auto warm_median = [](auto&& fn) {
+    for (int i = 0; i < kWarmUpCalls; ++i) fn();
+    std::vector<double> times;
+    for (int i = 0; i < kTimedCalls; ++i) times.push_back(Timed(fn));
+    return Median(std::move(times));
+  };
   std::vector<double> fraction, net, lone;
   const auto start = Clock::now();
   while (fraction.size() < 5 || std::chrono::duration<double>(Clock::now() - start).count() < seconds) {
-    network();
-    net.push_back(network_flops / Timed(network) / 1e9);
-    conv();
-    lone.push_back(conv.flops / Median({Timed(conv), Timed(conv), Timed(conv)}) / 1e9);
+    net.push_back(network_flops / warm_median(network) / 1e9);
+    lone.push_back(conv.flops / warm_median(conv) / 1e9);
     fraction.push_back(net.back() / lone.back());
   }
   return {Median(fraction), Median(net), Median(lone), fraction.size()};
