@@ -133,7 +133,7 @@ torch::Tensor PixelNorm(const torch::Tensor& x, double eps, int64_t groups, int6
 }
 
 WithSilu PixelNormAndSilu(const torch::Tensor& x, double eps) {
-  if (!OnPixelNormKernelPath(x) || x.dim() != 4) {
+  if (!OnPixelNormKernelPath(x)) {  // PixelNorm checks the shape
     torch::Tensor value = PixelNorm(x, eps);
     return {value, Silu(value)};
   }
