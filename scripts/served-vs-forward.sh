@@ -66,11 +66,14 @@ for precision in "${PRECISIONS[@]}"; do
     served="$(jq '.levels[0].images_per_s' "$WORK/saturated.json")"
     bench --concurrency 1 --images_per_request 1 --warmup 2 --duration 6 --json "$WORK/single.json"
     p50="$(jq '.levels[0].latency_ms.p50' "$WORK/single.json")"
-    awk -v p="$precision" -v k="$round" -v f="$forward16" -v s="$served" -v b="$forward1_ms" -v l="$p50" 'BEGIN {
+    read -r ratio delta < <(awk -v f="$forward16" -v s="$served" -v b="$forward1_ms" -v l="$p50" \
+      'BEGIN { printf "%.6f %.6f\n", s / f, l - b }')
+    echo "$ratio" >> "$WORK/ratios"
+    echo "$delta" >> "$WORK/deltas"
+    awk -v p="$precision" -v k="$round" -v f="$forward16" -v s="$served" -v r="$ratio" -v b="$forward1_ms" \
+      -v l="$p50" -v d="$delta" 'BEGIN {
       printf "served-vs-forward: %s round %d: forward %.1f img/s (batch 16), served %.1f img/s, ratio %.3f; batch 1 pass %.2f ms, served p50 %.2f ms (%+.2f ms)\n",
-             p, k, f, s, s / f, b, l, l - b }'
-    awk -v f="$forward16" -v s="$served" 'BEGIN { printf "%.6f\n", s / f }' >> "$WORK/ratios"
-    awk -v b="$forward1_ms" -v l="$p50" 'BEGIN { printf "%.6f\n", l - b }' >> "$WORK/deltas"
+             p, k, f, s, r, b, l, d }'
   done
   kill -TERM "$SERVER_PID"
   wait "$SERVER_PID" || true
