@@ -2,7 +2,15 @@
 #ifndef TCM_COMMON_READ_FILE_H_
 #define TCM_COMMON_READ_FILE_H_
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <string>
 
@@ -19,6 +27,40 @@ inline absl::StatusOr<std::string> ReadFile(const std::string& path) {
   contents << in.rdbuf();
   if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
   return std::move(contents).str();
+}
+
+// The bytes of `path`, which must be a regular file (symbolic links followed)
+// of at most `max_bytes`. A FIFO, device or directory is refused (InvalidArgument
+// naming the path) instead of blocking the reader or reading without end: for
+// files that other people may place, such as a model repository's. The type
+// and size are checked on the opened file, so a file swapped in between
+// cannot slip past.
+inline absl::StatusOr<std::string> ReadRegularFile(const std::string& path,
+                                                   uint64_t max_bytes = std::numeric_limits<uint64_t>::max()) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) return absl::NotFoundError(absl::StrCat(path, ": cannot open file: ", std::strerror(errno)));
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return absl::DataLossError(absl::StrCat(path, ": ", std::strerror(errno)));
+  if (!S_ISREG(st.st_mode)) return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
+  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  if (size > max_bytes)
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": ", size, " bytes, more than the ", max_bytes, " such a file may have"));
+  std::string contents(size, '\0');
+  uint64_t done = 0;
+  while (done < size) {
+    const ssize_t n = ::read(fd, contents.data() + done, size - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return absl::DataLossError(absl::StrCat(path, ": read error: ", std::strerror(errno)));
+    if (n == 0) break;  // shrank while read: what is there
+    done += static_cast<uint64_t>(n);
+  }
+  contents.resize(done);
+  return contents;
 }
 
 // ReadFile for the file a command-line flag names; errors start "--flag: ".

@@ -413,7 +413,7 @@ absl::StatusOr<ModelConfig> ParseModelConfigText(absl::string_view text, const s
 }
 
 absl::StatusOr<ModelConfig> ReadModelConfigFile(const std::string& path) {
-  TCM_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  TCM_ASSIGN_OR_RETURN(std::string text, ReadRegularFile(path, kMaxConfigFileBytes));
   return ParseModelConfigText(text, path);
 }
 

@@ -47,7 +47,11 @@ struct ConfigLimits {
 // (sizes outside ConfigLimits included).
 absl::StatusOr<v1::ModelConfig> CompleteModelConfig(v1::ModelConfig config);
 
-// Parses a `config.pbtxt` (protobuf text format) and completes it.
+// The largest config.pbtxt read (a real one has a few hundred bytes).
+inline constexpr uint64_t kMaxConfigFileBytes = 1 << 20;
+
+// Parses a `config.pbtxt` (protobuf text format) and completes it; the file
+// must be a regular file of at most kMaxConfigFileBytes.
 absl::StatusOr<v1::ModelConfig> ReadModelConfigFile(const std::string& path);
 absl::StatusOr<v1::ModelConfig> ParseModelConfigText(absl::string_view text, const std::string& source);
 

@@ -6,8 +6,10 @@
 #include <filesystem>
 #include <fstream>
 #include <set>
+#include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "common/read_file.h"
 #include "common/status_macros.h"
 #include "google/protobuf/text_format.h"
 #include "model/model_config.h"
@@ -18,11 +20,15 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// The largest labels.txt read (100,000 class names of 160 bytes each).
+constexpr uint64_t kMaxLabelsFileBytes = 16 << 20;
+
 absl::StatusOr<std::vector<std::string>> ReadLabels(const fs::path& path, uint32_t num_classes) {
   std::vector<std::string> labels;
-  if (!fs::exists(path)) return labels;
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path.string(), ": cannot open file"));
+  std::error_code ec;  // only a missing file is no labels; anything else there is read (and may be refused)
+  if (fs::symlink_status(path, ec).type() == fs::file_type::not_found) return labels;
+  TCM_ASSIGN_OR_RETURN(const std::string text, ReadRegularFile(path.string(), kMaxLabelsFileBytes));
+  std::istringstream in(text);
   for (std::string line; std::getline(in, line);) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
     labels.push_back(line);
@@ -58,7 +64,9 @@ absl::StatusOr<ModelDirectory> ComposeTruncated(const ModelDirectory& above, con
   return composed;
 }
 
-absl::StatusOr<ModelDirectory> ReadModelDirectory(const std::string& path) {
+namespace {
+
+absl::StatusOr<ModelDirectory> ReadModelDirectoryOrThrow(const std::string& path) {
   const fs::path dir(path);
   ModelDirectory model;
   model.path = path;
@@ -84,6 +92,16 @@ absl::StatusOr<ModelDirectory> ReadModelDirectory(const std::string& path) {
   return model;
 }
 
+}  // namespace
+
+absl::StatusOr<ModelDirectory> ReadModelDirectory(const std::string& path) {
+  try {  // a file system error or a file too large for memory is a model that does not load
+    return ReadModelDirectoryOrThrow(path);
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat(path, ": reading the model failed: ", ExceptionMessage(e)));
+  }
+}
+
 absl::StatusOr<std::shared_ptr<Denoiser>> BuildReplica(const ModelDirectory& model) {
   TCM_ASSIGN_OR_RETURN(auto denoiser, Denoiser::Create(model.config));
   TCM_RETURN_IF_ERROR(denoiser->LoadStateDict(model.weights, model.path));
@@ -101,13 +119,16 @@ absl::StatusOr<std::vector<ModelDirectory>> ReadModelRepository(const std::strin
   if (!fs::is_directory(root, ec)) return absl::NotFoundError(absl::StrCat(root, ": not a directory"));
   std::vector<ModelDirectory> models;
   std::set<std::string> names;
-  for (const auto& entry : fs::directory_iterator(root)) {
-    if (!entry.is_directory() || !fs::exists(entry.path() / "config.pbtxt")) continue;
+  for (fs::directory_iterator it(root, ec), end; it != end; it.increment(ec)) {
+    std::error_code entry_ec;  // an entry that cannot be examined (a link loop, no permission) is no model
+    if (!it->is_directory(entry_ec) || !fs::exists(it->path() / "config.pbtxt", entry_ec)) continue;
+    const fs::directory_entry& entry = *it;
     TCM_ASSIGN_OR_RETURN(auto model, ReadModelDirectory(entry.path().string()));
     if (!names.insert(model.name).second)
       return absl::InvalidArgumentError(absl::StrCat(root, ": two models are named '", model.name, "'"));
     models.push_back(std::move(model));
   }
+  if (ec) return absl::PermissionDeniedError(absl::StrCat(root, ": cannot read the directory: ", ec.message()));
   if (models.empty())
     return absl::NotFoundError(absl::StrCat(root, ": no model directories (folders with a config.pbtxt)"));
   std::sort(models.begin(), models.end(),

@@ -1,11 +1,14 @@
 #include "model/model_repository.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <torch/torch.h>
 
 #include <filesystem>
 #include <fstream>
 
+#include "absl/strings/str_cat.h"
+#include "model/model_config.h"
 #include "model/sampler.h"
 #include "model/test_fixtures.h"
 
@@ -115,6 +118,39 @@ TEST_F(ModelRepositoryTest, GarbageWeights) {
 TEST_F(ModelRepositoryTest, LabelCountMustMatchClasses) {
   WriteFile("labels.txt", "t-shirt\ntrouser\n");
   ExpectLoadError("labels.txt: has 2 class names but the model has num_classes = 10");
+}
+
+// Files that are not regular files are refused by name, never waited for or
+// read without end; nothing throws.
+TEST_F(ModelRepositoryTest, ConfigThatIsAFifoIsRefusedNotWaitedFor) {
+  fs::remove(fs::path(dir_) / "config.pbtxt");
+  ASSERT_EQ(mkfifo((fs::path(dir_) / "config.pbtxt").c_str(), 0644), 0);
+  ExpectLoadError("config.pbtxt: not a regular file");
+}
+
+TEST_F(ModelRepositoryTest, WeightsLinkedToADeviceAreRefused) {
+  fs::remove(fs::path(dir_) / "weights.safetensors");
+  fs::create_symlink("/dev/zero", fs::path(dir_) / "weights.safetensors");
+  ExpectLoadError("weights.safetensors: not a regular file");
+}
+
+TEST_F(ModelRepositoryTest, LabelsInASymlinkLoopAreRefused) {
+  fs::remove(fs::path(dir_) / "labels.txt");
+  fs::create_symlink("labels.txt", fs::path(dir_) / "labels.txt");
+  ExpectLoadError("labels.txt: cannot open file");
+}
+
+TEST_F(ModelRepositoryTest, OversizedConfigIsRefusedWithTheLimit) {
+  WriteFile("config.pbtxt", ReadFile("config.pbtxt") + "# " + std::string(kMaxConfigFileBytes, 'x') + "\n");
+  ExpectLoadError(absl::StrCat("bytes, more than the ", kMaxConfigFileBytes, " such a file may have"));
+}
+
+TEST_F(ModelRepositoryTest, RepositorySkipsEntriesItCannotExamine) {
+  fs::create_symlink("loop", root_ / "loop");  // stat fails: too many levels of symbolic links
+  auto models = ReadModelRepository(root_.string());
+  ASSERT_TRUE(models.ok()) << models.status();
+  ASSERT_EQ(models->size(), 1u);
+  EXPECT_EQ((*models)[0].name, "cond");
 }
 
 TEST_F(ModelRepositoryTest, ConfigNameOverridesDirectoryName) {

@@ -149,7 +149,7 @@ int64_t TensorEntry::NumElements() const {
 }
 
 absl::StatusOr<SafetensorsFile> SafetensorsFile::Read(const std::string& path) {
-  auto contents = ReadFile(path);
+  auto contents = ReadRegularFile(path);
   if (!contents.ok()) return contents.status();
   return Parse(std::move(*contents), path);
 }

@@ -97,11 +97,19 @@ absl::Status Batcher::Submit(int model, std::vector<std::unique_ptr<ImageTask>> 
 }
 
 void Batcher::Resubmit(int model, std::unique_ptr<ImageTask> task) {
-  std::lock_guard<std::mutex> lock(mu_);
-  Queue& q = *queues_.at(model);
-  Enqueue(q, q.returning, std::move(task));
-  ReportDepth(model);
-  changed_.notify_all();
+  absl::Status cut;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (cut_.ok()) {
+      Queue& q = *queues_.at(model);
+      Enqueue(q, q.returning, std::move(task));
+      ReportDepth(model);
+      changed_.notify_all();
+      return;
+    }
+    cut = cut_;
+  }
+  task->Drop(cut, DropCause::kShutdown);  // outside the lock: it may finish a call
 }
 
 bool Batcher::ServedBefore(const ImageTask& a, const ImageTask& b, bool deadline_aware) {
@@ -305,6 +313,24 @@ void Batcher::Close() {
   std::lock_guard<std::mutex> lock(mu_);
   closed_ = true;
   changed_.notify_all();
+}
+
+void Batcher::CutQueued(const absl::Status& why) {
+  Dropped dropped;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    closed_ = true;
+    cut_ = why.ok() ? absl::UnavailableError("the server is shutting down") : why;
+    for (size_t model = 0; model < queues_.size(); ++model) {
+      Queue& q = *queues_[model];
+      for (auto* list : {&q.returning, &q.fresh})
+        for (auto it = list->begin(); it != list->end();)
+          dropped.push_back(DroppedTask{Take(q, *list, it), cut_, DropCause::kShutdown});
+      ReportDepth(static_cast<int>(model));
+    }
+    changed_.notify_all();
+  }
+  DropAll(dropped);  // outside the lock: it finishes calls
 }
 
 size_t Batcher::QueueDepth(int model) const {

@@ -27,6 +27,7 @@
 //   be delivered. Workers report each pass's time (ObservePass).
 // - Close() stops new submissions (UNAVAILABLE); NextBatch keeps serving
 //   queued and returning work, then returns nullptr once all is done.
+//   CutQueued() then drops what still waits (the drain deadline passed).
 // - Models can be added while serving (AddModel) and retired (RetireModel):
 //   a retired model takes no new submissions, its queued and returning work
 //   still runs, and ModelIdle() says when none is left.
@@ -60,6 +61,7 @@ namespace tcm {
 enum class DropCause {
   kAbandoned,           // its request no longer wants it (Abandoned said why)
   kDeadlineUnmeetable,  // it could not finish before its deadline even if computed at once
+  kShutdown,            // the server's drain time ran out while it waited (CutQueued)
 };
 
 // One image at one sampling step. Implemented by the serving layer.
@@ -125,7 +127,8 @@ class Batcher {
                       const std::function<void()>& accepted = nullptr);
 
   // Queues a task for its next step, ahead of new work. Never rejected, also
-  // after Close(); call it before BatchDone() of the batch it came from.
+  // after Close(); after CutQueued() the task is dropped instead. Call it
+  // before BatchDone() of the batch it came from.
   void Resubmit(int model, std::unique_ptr<ImageTask> task);
 
   // Which models a caller runs: serves[m] for model m; empty = every model.
@@ -168,6 +171,11 @@ class Batcher {
 
   // Stops accepting new submissions; queued work still drains.
   void Close();
+
+  // Close(), and every task queued now (new and returning, every model) or
+  // resubmitted later is dropped with `why` (DropCause::kShutdown): the
+  // server's drain time is up. Batches in flight finish their pass.
+  void CutQueued(const absl::Status& why);
 
   // Tasks waiting in `model`'s queue (new and returning, every level).
   size_t QueueDepth(int model) const;
@@ -235,6 +243,7 @@ class Batcher {
   std::vector<std::unique_ptr<Queue>> queues_;  // by model index
   int in_flight_ = 0;
   bool closed_ = false;
+  absl::Status cut_;  // not OK once CutQueued ran: why waiting work is dropped
 };
 
 }  // namespace tcm

@@ -467,6 +467,29 @@ TEST_F(BatcherTest, CloseRejectsNewWorkAndDrainsQueuedWorkAtOnce) {
   EXPECT_EQ(b->NextBatch(), nullptr);  // closed, empty, nothing in flight
 }
 
+TEST_F(BatcherTest, CutQueuedDropsWaitingAndReturningWorkAndTheBatchInFlightEndsIt) {
+  auto b = Make(2, absl::Seconds(100), 100, /*models=*/2);
+  ASSERT_TRUE(b->Submit(0, Tasks(0, 2, &log_)).ok());
+  ASSERT_TRUE(b->Submit(0, Tasks(2, 3, &log_)).ok());
+  ASSERT_TRUE(b->Submit(1, Tasks(5, 1, &log_)).ok());
+  auto batch = b->TryNextBatch();  // in flight: tasks 0 and 1
+  ASSERT_NE(batch, nullptr);
+  EXPECT_EQ(Ids(*batch), (std::vector<int>{0, 1}));
+  b->CutQueued(absl::UnavailableError("drain time ran out"));
+  EXPECT_EQ(log_.dropped, 4);  // 2, 3, 4 of model 0 and 5 of model 1
+  EXPECT_EQ(b->QueueDepth(0), 0u);
+  EXPECT_EQ(b->QueueDepth(1), 0u);
+  EXPECT_EQ(b->Submit(0, Tasks(6, 1, &log_)).code(), absl::StatusCode::kUnavailable);
+  b->Resubmit(0, std::move(batch->tasks[0]));  // its next step is not run: dropped with the reason
+  EXPECT_EQ(log_.dropped, 5);
+  EXPECT_EQ(log_.last_drop.message(), "drain time ran out");
+  EXPECT_EQ(b->QueueDepth(0), 0u);
+  b->BatchDone(0);
+  EXPECT_EQ(b->NextBatch(), nullptr);  // nothing waits and nothing is in flight: the workers end
+  absl::MutexLock lock(&log_.mu);
+  for (absl::StatusCode code : log_.codes) EXPECT_EQ(code, absl::StatusCode::kUnavailable);
+}
+
 TEST_F(BatcherTest, OldestReadyModelGoesFirst) {
   auto b = Make(2, absl::Milliseconds(10), 100, /*models=*/2);
   ASSERT_TRUE(b->Submit(1, Tasks(100, 1, &log_)).ok());

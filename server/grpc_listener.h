@@ -14,6 +14,10 @@
 
 namespace tcm {
 
+// The largest request message received (--max_message_mb when smaller): a
+// request is a few hundred bytes; responses may be up to --max_message_mb.
+inline constexpr int kMaxRequestMessageBytes = 4 << 20;
+
 // `bound_port` is set by BuildAndStart (0 when it could not listen);
 // `access_log` (nullptr = none) must outlive the server.
 void ConfigureGrpcListener(const ServerOptions& options, const std::shared_ptr<grpc::ServerCredentials>& credentials,

@@ -39,8 +39,9 @@ absl::StatusOr<std::optional<int64_t>> IntParameter(const ModelInferRequest& req
   return std::optional<int64_t>(value);
 }
 
-// The N class labels of the `class_label` input (index `i` of the inputs).
-absl::StatusOr<std::vector<int64_t>> ClassLabels(const ModelInferRequest& request, int i) {
+// The N class labels of the `class_label` input (index `i` of the inputs);
+// N above `max_images` is refused before any value is read.
+absl::StatusOr<std::vector<int64_t>> ClassLabels(const ModelInferRequest& request, int i, int64_t max_images) {
   const ModelInferRequest::InferInputTensor& input = request.inputs(i);
   if (input.datatype() != "INT64")
     return absl::InvalidArgumentError(
@@ -50,6 +51,9 @@ absl::StatusOr<std::vector<int64_t>> ClassLabels(const ModelInferRequest& reques
                                                    "': shape must be [N] with N >= 1 (one class per image), got [",
                                                    absl::StrJoin(input.shape(), ", "), "]"));
   const int64_t n = input.shape(0);
+  if (n > max_images)
+    return absl::InvalidArgumentError(
+        absl::StrCat("input '", kClassLabelInput, "': N must be at most ", max_images, ", got ", n));
   std::vector<int64_t> labels;
   if (request.raw_input_contents_size() > 0) {
     const std::string& raw = request.raw_input_contents(i);
@@ -145,7 +149,7 @@ absl::StatusOr<GenerationSpec> SpecFromInferRequest(const ModelInferRequest& req
       return absl::InvalidArgumentError(absl::StrCat("parameter 'num_images': only for unconditional models; model '",
                                                      model->name, "' makes one image per '", kClassLabelInput,
                                                      "' value"));
-    absl::StatusOr<std::vector<int64_t>> read = ClassLabels(request, label_input);
+    absl::StatusOr<std::vector<int64_t>> read = ClassLabels(request, label_input, limits.max_images_per_request);
     if (!read.ok()) return read.status();
     labels = *std::move(read);
     for (size_t k = 0; k < labels.size(); ++k)

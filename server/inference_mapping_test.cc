@@ -120,7 +120,7 @@ TEST(InferenceMappingTest, ErrorsNameTheTensorOrParameter) {
   short_data.mutable_inputs(0)->set_shape(0, 3);
   ExpectError(short_data, absl::StatusCode::kInvalidArgument, "needs 3 values in contents.int64_contents, got 2");
   ModelInferRequest short_raw = Conditional({});
-  short_raw.mutable_inputs(0)->set_shape(0, 1000000000000LL);  // never allocated: the raw data is checked first
+  short_raw.mutable_inputs(0)->set_shape(0, 3);
   short_raw.add_raw_input_contents(std::string(8, '\0'));
   ExpectError(short_raw, absl::StatusCode::kInvalidArgument, "in raw_input_contents, got 8 bytes");
   ModelInferRequest extra_input = Conditional({1});
@@ -154,6 +154,10 @@ TEST(InferenceMappingTest, ErrorsNameTheTensorOrParameter) {
 TEST(InferenceMappingTest, TooManyImagesNamesClassLabelOrNumImages) {
   ModelInferRequest many = Conditional(std::vector<int64_t>(65, 1));
   ExpectError(many, absl::StatusCode::kInvalidArgument, "input 'class_label': N must be at most 64");
+  // A huge N is refused from the shape alone, before its values are read or counted.
+  ModelInferRequest huge = Conditional({1});
+  huge.mutable_inputs(0)->set_shape(0, int64_t{1} << 40);
+  ExpectError(huge, absl::StatusCode::kInvalidArgument, "input 'class_label': N must be at most 64, got 1099511627776");
   ModelInferRequest uncond;
   uncond.set_model_name("uncond");
   (*uncond.mutable_parameters())["num_images"].set_int64_param(65);

@@ -141,7 +141,14 @@ int Run(const ServerOptions& o) {
     (*pool)->Join();
     drained.Notify();
   });
-  drained.WaitForNotificationWithDeadline(drain_deadline);
+  if (!drained.WaitForNotificationWithDeadline(drain_deadline)) {
+    // Past the deadline nothing waits any more, whatever door it came in by:
+    // queued images are dropped (their calls end UNAVAILABLE), passes under way finish.
+    (*batcher)->CutQueued(absl::UnavailableError(
+        absl::StrCat("the server stopped: its drain time (--drain_timeout ", o.drain_timeout, " s) ran out first")));
+    std::printf("tcm-server: drain timeout passed: queued work dropped\n");
+    std::fflush(stdout);
+  }
   health.Shutdown();  // open Watch streams end now
   server->Shutdown(absl::ToChronoTime(std::min(drain_deadline, absl::Now() + absl::Seconds(2))));
   joiner.join();

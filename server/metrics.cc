@@ -61,7 +61,7 @@ ServerMetrics::ServerMetrics(const std::vector<ServedModel>& models)
                   .Name("tcm_images_dropped_total")
                   .Help(
                       "Accepted images not handed to their callers, by model and reason (cancelled, deadline, "
-                      "deadline_unmeetable, failed).")
+                      "deadline_unmeetable, failed, shutdown).")
                   .Register(*registry_);
   queue_wait_ = &prometheus::BuildHistogram()
                      .Name("tcm_queue_wait_seconds")

@@ -24,7 +24,7 @@ class ModelMetrics {
   void RequestFinished(unsigned steps, const std::string& code, double seconds);
   // The image ledger: every image of an accepted call is counted once as
   // accepted, and later once as either generated (handed to its caller) or
-  // dropped, with the reason ("cancelled", "deadline", "deadline_unmeetable" or "failed").
+  // dropped, with the reason ("cancelled", "deadline", "deadline_unmeetable", "failed" or "shutdown").
   void ImagesAccepted(int count) { accepted_->Increment(count); }
   void ImagesGenerated(unsigned steps, int count);
   void ImagesDropped(const std::string& reason, int count);

@@ -43,6 +43,7 @@ ModelControl::ModelControl(Parts parts, const std::vector<ModelDirectory>& loade
   for (const ServedModel& served : table->models) {
     const ModelDirectory& dir = loaded.at(served.slot);
     entries_[served.name] = Entry{dir.path, DirectoryFingerprint(dir.path), served};
+    last_version_[served.name] = served.version;
   }
   published_.push_back(table);
 }
@@ -60,17 +61,17 @@ void ModelControl::Stop() {
   }
   wake_.notify_all();
   if (thread_.joinable()) thread_.join();
-  std::deque<std::function<void(bool)>> left;
+  std::deque<Job> left;
   {
     std::lock_guard<std::mutex> lock(mu_);
     left.swap(jobs_);
   }
-  for (auto& job : left) job(/*stopping=*/true);
+  for (auto& job : left) job(absl::UnavailableError("the server is shutting down"));
 }
 
 void ModelControl::Load(const std::string& name, std::function<void(absl::StatusOr<ServedModel>)> done) {
-  auto job = [this, name, done = std::move(done)](bool stopping) {
-    if (stopping) return done(absl::UnavailableError("the server is shutting down"));
+  auto job = [this, name, done = std::move(done)](const absl::Status& refused) {
+    if (!refused.ok()) return done(refused);
     if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos)
       return done(absl::InvalidArgumentError(
           absl::StrCat("name: must be the name of a model directory in the repository, got '", name, "'")));
@@ -91,22 +92,29 @@ void ModelControl::Load(const std::string& name, std::function<void(absl::Status
 }
 
 void ModelControl::Unload(const std::string& name, std::function<void(absl::Status)> done) {
-  auto job = [this, name, done = std::move(done)](bool stopping) {
-    done(stopping ? absl::UnavailableError("the server is shutting down") : UnloadModel(name));
+  auto job = [this, name, done = std::move(done)](const absl::Status& refused) {
+    done(refused.ok() ? UnloadModel(name) : refused);
   };
   Enqueue(std::move(job));
 }
 
-void ModelControl::Enqueue(std::function<void(bool)> job) {
+void ModelControl::Enqueue(Job job) {
+  absl::Status refused;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (!stopping_) {
+    if (stopping_) {
+      refused = absl::UnavailableError("the server is shutting down");
+    } else if (jobs_.size() >= kMaxPendingControlCalls) {
+      refused =
+          absl::ResourceExhaustedError(absl::StrCat(jobs_.size(), " model loads and unloads wait already (at most ",
+                                                    kMaxPendingControlCalls, "); try again once they are done"));
+    } else {
       jobs_.push_back(std::move(job));
       wake_.notify_all();
       return;
     }
   }
-  job(/*stopping=*/true);
+  job(refused);
 }
 
 void ModelControl::Run() {
@@ -115,7 +123,7 @@ void ModelControl::Run() {
       std::chrono::duration<double>(parts_.options.repository_poll_s));
   auto next_poll = std::chrono::steady_clock::now() + poll_interval;
   while (true) {
-    std::function<void(bool)> job;
+    Job job;
     {
       std::unique_lock<std::mutex> lock(mu_);
       const bool reaping = !unlisted_.empty() || !retired_.empty();
@@ -133,9 +141,14 @@ void ModelControl::Run() {
         jobs_.pop_front();
       }
     }
-    if (job) job(/*stopping=*/false);
+    if (job) job(absl::OkStatus());
     if (poll && std::chrono::steady_clock::now() >= next_poll) {
-      Poll();
+      try {  // LoadDirectory does not throw; a file system call here might: that pass is skipped
+        Poll();
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "tcm-server: reading the model repository %s failed: %s\n",
+                     parts_.options.model_repository.c_str(), e.what());
+      }
       next_poll = std::chrono::steady_clock::now() + poll_interval;
     }
     Reap();
@@ -209,7 +222,7 @@ absl::StatusOr<ServedModel> ModelControl::LoadDirectory(const std::string& dir, 
 
   ServedModel served = DescribeModel(name, model->config, model->labels, *queue);
   served.slot = *slot;
-  served.version = old ? old->served.version + 1 : 1;
+  served.version = ++last_version_[name];
   parts_.metrics->AddModel(served);
   const int old_slot = old ? old->served.slot : -1;
   const unsigned old_version = old ? old->served.version : 0;

@@ -14,7 +14,11 @@
 // again once its files change (a directory still being copied is read again
 // until it is whole).
 //
-// Everything runs on the control's own thread, one operation at a time.
+// Everything runs on the control's own thread, one operation at a time; at
+// most kMaxPendingControlCalls Load and Unload calls wait for it (more are
+// refused RESOURCE_EXHAUSTED). A model's version counts its loads since the
+// server started, across unloads, so a name's (name, version) pair never
+// stands for two loads (the response cache keys on it).
 #ifndef TCM_SERVER_MODEL_CONTROL_H_
 #define TCM_SERVER_MODEL_CONTROL_H_
 
@@ -43,6 +47,9 @@ namespace tcm {
 // config.pbtxt, weights.safetensors and labels.txt): a change to any of them
 // changes it.
 std::string DirectoryFingerprint(const std::string& dir);
+
+// Most Load and Unload calls waiting for the control's thread.
+inline constexpr size_t kMaxPendingControlCalls = 16;
 
 class ModelControl final : public ModelControlApi {
  public:
@@ -76,9 +83,11 @@ class ModelControl final : public ModelControlApi {
     ServedModel served;
   };
 
-  // Runs `job` on the control's thread, or at once with stopping = true
-  // once the control is stopping.
-  void Enqueue(std::function<void(bool stopping)> job);
+  // Runs `job` on the control's thread with an OK status, or at once with
+  // why it will not run: UNAVAILABLE once the control is stopping,
+  // RESOURCE_EXHAUSTED when kMaxPendingControlCalls jobs wait already.
+  using Job = std::function<void(const absl::Status& refused)>;
+  void Enqueue(Job job);
   void Run();
   // One pass over the repository (poll mode).
   void Poll();
@@ -103,11 +112,12 @@ class ModelControl final : public ModelControlApi {
   std::vector<int> unlisted_;                               // slots taken out of the catalog, not yet retired
   std::vector<int> retired_;                                // slots retired, replicas not yet freed
   std::map<int, std::string> leaving_;                      // slot -> "model 'NAME' version N", for the log
+  std::map<std::string, unsigned> last_version_;            // by model name, kept across unloads
 
   std::mutex mu_;
   std::condition_variable wake_;
-  std::deque<std::function<void(bool stopping)>> jobs_;  // guarded by mu_
-  bool stopping_ = false;                                // guarded by mu_
+  std::deque<Job> jobs_;   // guarded by mu_
+  bool stopping_ = false;  // guarded by mu_
   std::thread thread_;
 };
 

@@ -87,7 +87,9 @@ ABSL_FLAG(double, drain_timeout, tcm::ServerOptions().drain_timeout,
 ABSL_FLAG(int, max_connection_age_s, tcm::ServerOptions().max_connection_age_s,
           "Seconds after which a client connection is asked to reconnect (GOAWAY), so long-lived callers "
           "spread over new replicas; 0 = never.");
-ABSL_FLAG(int, max_message_mb, tcm::ServerOptions().max_message_mb, "Largest gRPC message received or sent, MiB.");
+ABSL_FLAG(int, max_message_mb, tcm::ServerOptions().max_message_mb,
+          "Largest gRPC message sent, MiB (a response's images); requests received are capped at 4 MiB or this, "
+          "whichever is smaller.");
 ABSL_FLAG(std::string, tls_cert, "",
           "PEM server certificate chain; with --tls_key turns on TLS on the gRPC port and --http_port "
           "(--metrics_port stays plain HTTP).");

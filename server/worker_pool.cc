@@ -34,7 +34,9 @@ class GenerationTask : public ImageTask {
   absl::Status Abandoned(absl::Time now) const override { return request->Abandoned(now); }
 
   void Drop(const absl::Status& why, DropCause cause) override {
-    request->DropImage(why, cause == DropCause::kDeadlineUnmeetable ? "deadline_unmeetable" : "");
+    request->DropImage(why, cause == DropCause::kDeadlineUnmeetable ? "deadline_unmeetable"
+                            : cause == DropCause::kShutdown         ? "shutdown"
+                                                                    : "");
   }
 
   std::shared_ptr<RequestState> request;

@@ -70,6 +70,16 @@ refused "$(repo_with "$config" "$tmp/truncated.safetensors")" "weights.safetenso
 # Weights of another shape than the config asks for.
 refused "$(repo_with "${config/model_channels: 32/model_channels: 48}" "$good/weights.safetensors")" \
   "weights.safetensors: weight '"
+# Files that are not regular files: read, a FIFO would block and a device never end.
+fifo_repo="$(repo_with "$config" "$good/weights.safetensors")"
+rm "$fifo_repo/m/config.pbtxt" && mkfifo "$fifo_repo/m/config.pbtxt"
+refused "$fifo_repo" "config.pbtxt: not a regular file"
+device_repo="$(repo_with "$config" "$good/weights.safetensors")"
+ln -sf /dev/zero "$device_repo/m/weights.safetensors"
+refused "$device_repo" "weights.safetensors: not a regular file"
+loop_repo="$(repo_with "$config" "$good/weights.safetensors")"
+ln -s labels.txt "$loop_repo/m/labels.txt"
+refused "$loop_repo" "labels.txt: cannot open file"
 
 [[ $fail -eq 0 ]] && echo "PASS: $checked hostile model directories refused with one line each"
 exit $fail

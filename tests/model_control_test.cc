@@ -4,6 +4,7 @@
 // Every wait polls with a generous timeout; nothing depends on how fast the
 // machine is.
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <chrono>
@@ -194,6 +195,18 @@ TEST_F(ModelControlTest, ExplicitModeLoadsReloadsAndUnloadsOneModelByCall) {
   EXPECT_NE(status.error_message().find("'uncond' is not served"), std::string::npos) << status.error_message();
   metrics = Metrics(*server);
   EXPECT_EQ(MetricSum(metrics, "tcm_model_info", {{"model", "uncond"}}), 0);
+
+  // Loaded again after the unload, it is version 3, not a second version 1:
+  // the cache does not answer for it from an earlier load.
+  status = Load(*stub, "uncond", &loaded);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(loaded.model().version(), 3u);
+  auto after_unload = CallGenerate(*stub, seeded);
+  ASSERT_TRUE(after_unload.status.ok()) << after_unload.status.error_message();
+  EXPECT_EQ(CompareImages(first.response, after_unload.response).differing_bytes, 0);
+  metrics = Metrics(*server);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_cache_misses_total", {{"model", "uncond"}}), 6);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_cache_hits_total", {{"model", "uncond"}}), 2);
   // The default model went on serving throughout.
   auto cond = CallGenerate(*stub, MakeRequest("", 3, 1, 1, 5));
   EXPECT_TRUE(cond.status.ok()) << cond.status.error_message();
@@ -262,6 +275,21 @@ TEST_F(ModelControlTest, PollModeAddsReplacesUnderTrafficRefusesABrokenChangeAnd
   EXPECT_TRUE(counted.ok()) << counted.status();
   EXPECT_EQ(VersionOf(*stub, "uncond"), 1u);
   EXPECT_TRUE(CallGenerate(*stub, MakeRequest("uncond", std::nullopt, 1, 1, 3)).status.ok());
+
+  // Hostile files: a directory whose config.pbtxt is a FIFO and an entry that
+  // is a symbolic link loop are refused and counted; the control thread
+  // neither blocks on the FIFO nor dies, and goes on acting on changes.
+  fs::create_directories(fs::path(repo_) / "fifo");
+  ASSERT_EQ(mkfifo((fs::path(repo_) / "fifo" / "config.pbtxt").c_str(), 0644), 0);
+  fs::create_symlink("loop", fs::path(repo_) / "loop");
+  auto refused = testing::WaitForMetrics(
+      server->metrics_port(),
+      [](const std::string& text) {
+        return MetricOrZero(text, "tcm_model_load_failures_total", {{"model", "fifo"}}) >= 1;
+      },
+      kWaitSeconds);
+  EXPECT_TRUE(refused.ok()) << refused.status();
+  EXPECT_NE(server->Log().find("config.pbtxt: not a regular file"), std::string::npos) << server->Log();
 
   // Removing the directory unloads the model.
   fs::remove_all(fs::path(repo_) / "uncond");

@@ -1095,6 +1095,19 @@ TEST_F(ServerIntegrationTest, MessagesAboveTheSizeLimitAreRefused) {
   StopCleanly(*server);
 }
 
+TEST_F(ServerIntegrationTest, RequestsAreCappedAtFourMiBWhateverTheResponseLimit) {
+  auto server = StartServer({}, {});  // --max_message_mb 64: responses up to 64 MiB
+  ASSERT_TRUE(server);
+  auto stub = v1::TcmService::NewStub(server->NewChannel());
+  v1::GenerateRequest huge = MakeRequest("cond", 1, 1, 1, 1);
+  huge.set_model(std::string(5 << 20, 'x'));  // a 5 MiB request
+  GenerateResult r = CallGenerate(*stub, huge, 60);
+  EXPECT_EQ(r.status.error_code(), StatusCode::RESOURCE_EXHAUSTED) << Describe(r.status);
+  GenerateResult ok = CallGenerate(*stub, MakeRequest("cond", 1, 1, 1, 1), 60);
+  EXPECT_TRUE(ok.status.ok()) << Describe(ok.status);
+  StopCleanly(*server);
+}
+
 // Server reflection: a ListServices request on the reflection stream, sent as
 // raw protobuf bytes (field 7, list_services = ""), names the services.
 TEST_F(ServerIntegrationTest, ReflectionListsTheServices) {
@@ -1141,19 +1154,27 @@ TEST_F(ServerIntegrationTest, ReflectionListsTheServices) {
 TEST_F(ServerIntegrationTest, DrainTimeoutCutsLongQueuedWorkAndStillExitsZero) {
   TestRepositoryOptions repo;
   repo.cond.max_batch_size = 1;
-  repo.cond.max_queue_size = 256;
+  repo.cond.max_queue_size = 512;
   testing::BatchGate gate(dir_.path());  // holds the work past the drain timeout
-  auto server = StartServer(repo, {"--drain_timeout", "0.2"}, /*wait_until_serving=*/true, &gate);
+  const int http_port = testing::FreePort();
+  auto server = StartServer(repo, {"--drain_timeout", "0.2", "--http_port", std::to_string(http_port)},
+                            /*wait_until_serving=*/true, &gate);
   ASSERT_TRUE(server);
   auto stub = v1::TcmService::NewStub(server->NewChannel());
   gate.Close();
-  // 4 x 64 images at 2 steps, one image per pass: 512 forward passes.
+  // 4 x 64 images at 2 steps over gRPC and 2 x 16 over HTTP, one image per pass: 576 forward passes.
   std::vector<std::future<GenerateResult>> calls;
   for (int i = 0; i < 4; ++i)
     calls.push_back(std::async(std::launch::async,
                                [&stub, i] { return CallGenerate(*stub, MakeRequest("cond", 1, 2, 64, 40 + i), 120); }));
+  const std::string infer = R"({"parameters": {"steps": 2}, "inputs": [{"name": "class_label", "datatype": "INT64",
+      "shape": [16], "data": [1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1, 2, 3, 4, 5, 6]}]})";
+  std::vector<std::future<absl::StatusOr<testing::HttpReply>>> http_calls;
+  for (int i = 0; i < 2; ++i)
+    http_calls.push_back(std::async(
+        std::launch::async, [&] { return testing::HttpCall(http_port, "POST", "/v2/models/cond/infer", infer, 120); }));
   auto accepted = WaitForMetrics(
-      server->metrics_port(), [&](const std::string& m) { return MetricSum(m, "tcm_requests_in_flight") == 4; }, 60);
+      server->metrics_port(), [&](const std::string& m) { return MetricSum(m, "tcm_requests_in_flight") == 6; }, 60);
   ASSERT_TRUE(accepted.ok()) << accepted.status();
   // The server ends open health Watch streams when its drain timeout has run
   // out: the gate opens only then.
@@ -1173,7 +1194,16 @@ TEST_F(ServerIntegrationTest, DrainTimeoutCutsLongQueuedWorkAndStillExitsZero) {
     if (!r.status.ok()) ++cut;
   }
   EXPECT_EQ(cut, 4) << "work held past the drain timeout must be cut";
-  std::printf("[ drain timeout ] %d of 4 calls cut\n", cut);
+  // HTTP calls are cut too, with the reason (not computed to the end past the deadline).
+  for (auto& c : http_calls) {
+    ASSERT_EQ(c.wait_for(std::chrono::seconds(30)), std::future_status::ready) << "an HTTP call was left hanging";
+    const absl::StatusOr<testing::HttpReply> reply = c.get();
+    ASSERT_TRUE(reply.ok()) << reply.status();
+    EXPECT_EQ(reply->status, 503) << reply->body;
+    EXPECT_NE(reply->body.find("--drain_timeout"), std::string::npos) << reply->body;
+  }
+  EXPECT_NE(server->Log().find("drain timeout passed: queued work dropped"), std::string::npos) << server->Log();
+  std::printf("[ drain timeout ] %d of 4 gRPC calls cut, both HTTP calls answered 503\n", cut);
 }
 
 // ---------------------------------------------------------------------------

@@ -380,10 +380,13 @@ ImageDiff CompareImages(const v1::GenerateResponse& a, const v1::GenerateRespons
 // ---------------------------------------------------------------------------
 // Metrics
 
-absl::StatusOr<std::string> FetchMetrics(int port) {
+absl::StatusOr<HttpReply> HttpCall(int port, const std::string& method, const std::string& target,
+                                   const std::string& body, double timeout_seconds) {
   const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return absl::InternalError(absl::StrCat("socket: ", std::strerror(errno)));
-  timeval timeout{10, 0};
+  timeval timeout{};
+  timeout.tv_sec = static_cast<time_t>(timeout_seconds);
+  timeout.tv_usec = static_cast<suseconds_t>((timeout_seconds - static_cast<double>(timeout.tv_sec)) * 1e6);
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof(timeout));
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, sizeof(timeout));
   sockaddr_in addr{};
@@ -393,15 +396,18 @@ absl::StatusOr<std::string> FetchMetrics(int port) {
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     const std::string why = std::strerror(errno);
     close(fd);
-    return absl::UnavailableError(absl::StrCat("connect to metrics port ", port, ": ", why));
+    return absl::UnavailableError(absl::StrCat("connect to port ", port, ": ", why));
   }
-  const std::string request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+  std::string request = absl::StrCat(method, " ", target, " HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+  if (!body.empty())
+    absl::StrAppend(&request, "Content-Type: application/json\r\nContent-Length: ", body.size(), "\r\n");
+  absl::StrAppend(&request, "\r\n", body);
   size_t sent = 0;
   while (sent < request.size()) {
     const ssize_t n = send(fd, request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
     if (n <= 0) {
       close(fd);
-      return absl::UnavailableError("send to the metrics endpoint failed");
+      return absl::UnavailableError(absl::StrCat("send to port ", port, " failed"));
     }
     sent += static_cast<size_t>(n);
   }
@@ -415,11 +421,20 @@ absl::StatusOr<std::string> FetchMetrics(int port) {
   }
   close(fd);
   const size_t header_end = reply.find("\r\n\r\n");
-  if (header_end == std::string::npos) return absl::UnavailableError("incomplete HTTP answer from /metrics");
-  const std::string status_line = reply.substr(0, reply.find("\r\n"));
-  if (status_line.find(" 200 ") == std::string::npos)
-    return absl::UnavailableError(absl::StrCat("/metrics answered: ", status_line));
-  return reply.substr(header_end + 4);
+  if (header_end == std::string::npos || reply.size() < 12 || reply.compare(0, 5, "HTTP/") != 0)
+    return absl::UnavailableError(
+        absl::StrCat("incomplete HTTP answer from port ", port, " (", reply.size(), " bytes)"));
+  HttpReply answer;
+  answer.status = std::atoi(reply.substr(9, 3).c_str());
+  answer.body = reply.substr(header_end + 4);
+  return answer;
+}
+
+absl::StatusOr<std::string> FetchMetrics(int port) {
+  auto reply = HttpCall(port, "GET", "/metrics", "", 10);
+  if (!reply.ok()) return reply.status();
+  if (reply->status != 200) return absl::UnavailableError(absl::StrCat("/metrics answered: ", reply->status));
+  return reply->body;
 }
 
 std::vector<MetricSample> ParseMetrics(const std::string& text) {

@@ -189,6 +189,17 @@ ImageDiff CompareImages(const v1::GenerateResponse& a, const v1::GenerateRespons
 // ---------------------------------------------------------------------------
 // Metrics
 
+// One HTTP/1.1 exchange with 127.0.0.1:PORT (Connection: close; a JSON body
+// when `body` is not empty): the answer's status and body as sent (a chunked
+// body keeps its chunk lines). An error when nothing complete came back
+// within `timeout_seconds` of silence.
+struct HttpReply {
+  int status = 0;
+  std::string body;
+};
+absl::StatusOr<HttpReply> HttpCall(int port, const std::string& method, const std::string& target,
+                                   const std::string& body, double timeout_seconds);
+
 // GET http://127.0.0.1:PORT/metrics; the body of a 200 answer.
 absl::StatusOr<std::string> FetchMetrics(int port);
 
