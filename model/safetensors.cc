@@ -16,13 +16,23 @@ namespace {
 constexpr uint64_t kMaxHeaderBytes = 100 * 1024 * 1024;
 // The format's header is flat: {"name": {"dtype", "shape": [..], "data_offsets": [..]}}.
 constexpr int kMaxHeaderNesting = 8;
+// Values in a header's arrays and objects: a tensor takes about eight, so
+// this is room for 250,000 tensors while the parsed header stays far below
+// the 100 MB a header may have as text.
+constexpr int64_t kMaxHeaderValues = 2'000'000;
 constexpr int kMaxDims = 16;
 
-// How deep `json` nests arrays and objects, counted without parsing it (the
-// parser and the destructor of a parsed document recurse per level), up to
-// `limit` + 1.
-int NestingDepth(absl::string_view json, int limit) {
-  int depth = 0, deepest = 0;
+// What the parser would build from `json`, counted without parsing it: how
+// deep arrays and objects nest (the parser and the destructor of a parsed
+// document recurse per level; counted up to `depth_limit` + 1) and how many
+// values arrays and objects hold (each costs a node of the document).
+struct JsonShape {
+  int depth = 0;
+  int64_t values = 0;
+};
+JsonShape ScanJson(absl::string_view json, int depth_limit) {
+  JsonShape shape;
+  int depth = 0;
   bool in_string = false, escaped = false;
   for (char c : json) {
     if (in_string) {
@@ -35,13 +45,16 @@ int NestingDepth(absl::string_view json, int limit) {
     } else if (c == '"') {
       in_string = true;
     } else if (c == '[' || c == '{') {
-      deepest = std::max(deepest, ++depth);
-      if (deepest > limit) return deepest;
+      shape.depth = std::max(shape.depth, ++depth);
+      ++shape.values;  // the container, and its first value if any
+      if (shape.depth > depth_limit) return shape;
     } else if (c == ']' || c == '}') {
       --depth;
+    } else if (c == ',') {
+      ++shape.values;
     }
   }
-  return deepest;
+  return shape;
 }
 
 struct DTypeInfo {
@@ -170,8 +183,12 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Parse(std::string contents, con
   const absl::string_view header_text = all.substr(8, header_len);
   const absl::string_view data = all.substr(8 + header_len);
 
-  if (NestingDepth(header_text, kMaxHeaderNesting) > kMaxHeaderNesting)
+  const JsonShape shape = ScanJson(header_text, kMaxHeaderNesting);
+  if (shape.depth > kMaxHeaderNesting)
     return Invalid(source, absl::StrCat("bad header: JSON nested deeper than ", kMaxHeaderNesting, " levels"));
+  if (shape.values > kMaxHeaderValues)
+    return Invalid(source, absl::StrCat("bad header: ", shape.values, " JSON values, more than the ", kMaxHeaderValues,
+                                        " a header may hold"));
   nlohmann::json header =
       nlohmann::json::parse(header_text.begin(), header_text.end(), nullptr, /*allow_exceptions=*/false);
   if (header.is_discarded() || !header.is_object()) return Invalid(source, "bad header: not a JSON object");

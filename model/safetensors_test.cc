@@ -150,6 +150,15 @@ TEST(SafetensorsTest, DeeplyNestedHeaderIsRefusedBeforeParsing) {
   EXPECT_EQ(file->metadata().at("note"), "[[[[[[[[[[{{{{{{{{{{");
 }
 
+TEST(SafetensorsTest, HeaderWithMillionsOfValuesIsRefusedBeforeParsing) {
+  std::string many = "[0";
+  for (int i = 0; i < 2'000'000; ++i) many += ",0";
+  ExpectParseError(Header("{\"w\": " + many + "]}"), "bad header: 2000002 JSON values, more than the 2000000");
+  // Commas inside strings do not count.
+  auto file = SafetensorsFile::Parse(Header(R"({"__metadata__": {"note": ",,,,"}})"), "w.safetensors");
+  ASSERT_TRUE(file.ok()) << file.status();
+}
+
 TEST(SafetensorsTest, NonStringMetadata) {
   ExpectParseError(Header(R"({"__metadata__": {"config": 3}})"), "metadata 'config' is not a string");
 }
