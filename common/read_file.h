@@ -33,12 +33,20 @@ inline absl::StatusOr<std::string> ReadFile(const std::string& path) {
 // of at most `max_bytes`. A FIFO, device or directory is refused (InvalidArgument
 // naming the path) instead of blocking the reader or reading without end: for
 // files that other people may place, such as a model repository's. The type
-// and size are checked on the opened file, so a file swapped in between
-// cannot slip past.
+// is checked before the file is opened (opening some devices acts on them)
+// and again, with the size, on the opened file, so that a file swapped in
+// between cannot slip past. NotFound only for a missing file.
 inline absl::StatusOr<std::string> ReadRegularFile(const std::string& path,
                                                    uint64_t max_bytes = std::numeric_limits<uint64_t>::max()) {
+  const auto cannot_open = [&path](int error) {
+    return absl::Status(error == ENOENT ? absl::StatusCode::kNotFound : absl::StatusCode::kFailedPrecondition,
+                        absl::StrCat(path, ": cannot open file: ", std::strerror(error)));
+  };
+  struct stat before {};
+  if (::stat(path.c_str(), &before) != 0) return cannot_open(errno);
+  if (!S_ISREG(before.st_mode)) return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
   const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) return absl::NotFoundError(absl::StrCat(path, ": cannot open file: ", std::strerror(errno)));
+  if (fd < 0) return cannot_open(errno);
   struct Closer {
     int fd;
     ~Closer() { ::close(fd); }

@@ -128,7 +128,7 @@ absl::StatusOr<std::vector<ModelDirectory>> ReadModelRepository(const std::strin
       return absl::InvalidArgumentError(absl::StrCat(root, ": two models are named '", model.name, "'"));
     models.push_back(std::move(model));
   }
-  if (ec) return absl::PermissionDeniedError(absl::StrCat(root, ": cannot read the directory: ", ec.message()));
+  if (ec) return absl::FailedPreconditionError(absl::StrCat(root, ": cannot read the directory: ", ec.message()));
   if (models.empty())
     return absl::NotFoundError(absl::StrCat(root, ": no model directories (folders with a config.pbtxt)"));
   std::sort(models.begin(), models.end(),

@@ -17,8 +17,9 @@ constexpr uint64_t kMaxHeaderBytes = 100 * 1024 * 1024;
 // The format's header is flat: {"name": {"dtype", "shape": [..], "data_offsets": [..]}}.
 constexpr int kMaxHeaderNesting = 8;
 // Values in a header's arrays and objects: a tensor takes about eight, so
-// this is room for 250,000 tensors while the parsed header stays far below
-// the 100 MB a header may have as text.
+// this is room for 250,000 tensors while the parsed header stays within a
+// few hundred MB (a value's node is up to about 100 bytes), not the
+// gigabytes 100 MB of text could make.
 constexpr int64_t kMaxHeaderValues = 2'000'000;
 constexpr int kMaxDims = 16;
 

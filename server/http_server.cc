@@ -167,6 +167,7 @@ struct HttpServerCallbacks {
     if (state == nullptr) {  // the headers have arrived; no body read yet
       state = new PendingRequest();
       *state_slot = state;
+      ++server.open_requests_;
       state->received = absl::Now();
       state->request.peer = PeerOf(connection);
       state->request.method = method;
@@ -209,11 +210,13 @@ struct HttpServerCallbacks {
     if (state == nullptr) return;
     state->stream.reset();  // a call still producing it is cancelled and ends first
     const HttpServer& server = *static_cast<const HttpServer*>(cls);
-    if (!server.options_.on_complete) return;
-    try {
-      server.options_.on_complete(state->request, state->status, state->received);
-    } catch (...) {  // nothing may cross into libmicrohttpd's C code
+    if (server.options_.on_complete) {
+      try {
+        server.options_.on_complete(state->request, state->status, state->received);
+      } catch (...) {  // nothing may cross into libmicrohttpd's C code
+      }
     }
+    --server.open_requests_;
   }
 };
 
@@ -273,6 +276,14 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const Options& opt
   server->port_ = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
                                                     : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
   return server;
+}
+
+bool HttpServer::WaitUntilIdle(absl::Time deadline) const {
+  while (open_requests_.load() > 0) {
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  return true;
 }
 
 HttpServer::~HttpServer() {

@@ -12,6 +12,7 @@
 #ifndef TCM_SERVER_HTTP_SERVER_H_
 #define TCM_SERVER_HTTP_SERVER_H_
 
+#include <atomic>
 #include <cstddef>
 #include <functional>
 #include <map>
@@ -86,6 +87,12 @@ class HttpServer {
 
   int port() const { return port_; }
 
+  // Waits until no request is open (each answered in full, or its connection
+  // closed) or `deadline` passes; whether none is. The destructor closes
+  // every connection at once: a stop that lets the last answers go out
+  // calls this first.
+  bool WaitUntilIdle(absl::Time deadline) const;
+
  private:
   friend struct HttpServerCallbacks;  // libmicrohttpd's callbacks, in http_server.cc
   HttpServer(const Options& options, Handler handler) : options_(options), handler_(std::move(handler)) {}
@@ -94,6 +101,7 @@ class HttpServer {
   const Handler handler_;
   MHD_Daemon* daemon_ = nullptr;
   int port_ = 0;
+  mutable std::atomic<int> open_requests_{0};  // from their headers' arrival to their completion
 };
 
 // `text` as a JSON string, quotes included: quotes, backslashes, control

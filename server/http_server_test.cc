@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -125,6 +126,37 @@ TEST(HttpServerTest, TheHandlerGetsMethodPathDecodedQueryAndBody) {
   Reply post = Exchange("127.0.0.1", server->port(), Post("/infer", "{\"inputs\": []}"));
   EXPECT_EQ(post.status, 200);
   EXPECT_EQ(post.body, "POST /infer |{\"inputs\": []}");
+}
+
+TEST(HttpServerTest, WaitUntilIdleWaitsForAnAnswerInProgress) {
+  std::mutex mu;
+  std::condition_variable changed;
+  bool entered = false, release = false;
+  auto server = StartOrDie({"127.0.0.1"}, [&](const HttpRequest& request) {
+    std::unique_lock<std::mutex> lock(mu);
+    entered = true;
+    changed.notify_all();
+    changed.wait(lock, [&] { return release; });
+    return Echo(request);
+  });
+  ASSERT_NE(server, nullptr);
+  EXPECT_TRUE(server->WaitUntilIdle(absl::Now()));  // nothing open
+  Reply reply;
+  std::thread caller([&] { reply = Exchange("127.0.0.1", server->port(), Get("/slow")); });
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    changed.wait(lock, [&] { return entered; });
+  }
+  EXPECT_FALSE(server->WaitUntilIdle(absl::Now() + absl::Milliseconds(20)));  // the handler holds it
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    release = true;
+  }
+  changed.notify_all();
+  EXPECT_TRUE(server->WaitUntilIdle(absl::Now() + absl::Seconds(60)));
+  caller.join();
+  EXPECT_EQ(reply.status, 200);
+  EXPECT_EQ(reply.body, "GET /slow |");
 }
 
 TEST(HttpServerTest, ABodyOverTheLimitIsAnswered413) {

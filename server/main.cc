@@ -150,8 +150,11 @@ int Run(const ServerOptions& o) {
     std::fflush(stdout);
   }
   health.Shutdown();  // open Watch streams end now
-  server->Shutdown(absl::ToChronoTime(std::min(drain_deadline, absl::Now() + absl::Seconds(2))));
+  // The last answers (cut calls' errors among them) get 2 seconds, over gRPC and HTTP.
+  const absl::Time last_answers = absl::Now() + absl::Seconds(2);
+  server->Shutdown(absl::ToChronoTime(last_answers));
   joiner.join();
+  if (*http) (*http)->WaitUntilIdle(last_answers);
   std::printf("tcm-server: drained, exiting\n");
   return 0;
 }

@@ -1174,7 +1174,8 @@ TEST_F(ServerIntegrationTest, DrainTimeoutCutsLongQueuedWorkAndStillExitsZero) {
     http_calls.push_back(std::async(
         std::launch::async, [&] { return testing::HttpCall(http_port, "POST", "/v2/models/cond/infer", infer, 120); }));
   auto accepted = WaitForMetrics(
-      server->metrics_port(), [&](const std::string& m) { return MetricSum(m, "tcm_requests_in_flight") == 6; }, 60);
+      server->metrics_port(),
+      [&](const std::string& m) { return MetricSum(m, "tcm_images_accepted_total") == 4 * 64 + 2 * 16; }, 60);
   ASSERT_TRUE(accepted.ok()) << accepted.status();
   // The server ends open health Watch streams when its drain timeout has run
   // out: the gate opens only then.
