@@ -84,7 +84,12 @@ void ModelControl::Load(const std::string& name, std::function<void(absl::Status
                                                      "config.pbtxt) in ", parts_.options.model_repository)));
       dir = it->second.dir;
     }
-    absl::StatusOr<ServedModel> loaded = LoadDirectory(dir.string(), DirectoryFingerprint(dir.string()));
+    absl::StatusOr<ServedModel> loaded = absl::UnknownError("not loaded");
+    try {  // LoadDirectory reports failures as statuses; an exception (an allocation) ends this call, not the server
+      loaded = LoadDirectory(dir.string(), DirectoryFingerprint(dir.string()));
+    } catch (const std::exception& e) {
+      return done(absl::InternalError(absl::StrCat(dir.string(), ": loading failed: ", e.what())));
+    }
     if (!loaded.ok()) return done(absl::InvalidArgumentError(loaded.status().message()));
     done(*std::move(loaded));
   };
