@@ -80,6 +80,17 @@ class ModelControlTest : public testing::ServerFixture {
     return list;
   }
 
+  // Waits until tcm_model_load_failures_total{model} counts a failure.
+  static void ExpectLoadFailureCounted(const ServerProcess& server, const std::string& model) {
+    auto counted = testing::WaitForMetrics(
+        server.metrics_port(),
+        [&](const std::string& text) {
+          return MetricOrZero(text, "tcm_model_load_failures_total", {{"model", model}}) >= 1;
+        },
+        kWaitSeconds);
+    EXPECT_TRUE(counted.ok()) << counted.status();
+  }
+
   // The served version of `name`; 0 when it is not listed.
   static unsigned VersionOf(v1::TcmService::Stub& stub, const std::string& name) {
     const v1::ListModelsResponse list = List(stub);
@@ -266,29 +277,17 @@ TEST_F(ModelControlTest, PollModeAddsReplacesUnderTrafficRefusesABrokenChangeAnd
     std::ofstream config(fs::path(repo_) / "uncond" / "config.pbtxt", std::ios::app);
     config << "model_channels: 2000000000\n";
   }
-  auto counted = testing::WaitForMetrics(
-      server->metrics_port(),
-      [](const std::string& text) {
-        return MetricOrZero(text, "tcm_model_load_failures_total", {{"model", "uncond"}}) >= 1;
-      },
-      kWaitSeconds);
-  EXPECT_TRUE(counted.ok()) << counted.status();
+  ExpectLoadFailureCounted(*server, "uncond");
   EXPECT_EQ(VersionOf(*stub, "uncond"), 1u);
   EXPECT_TRUE(CallGenerate(*stub, MakeRequest("uncond", std::nullopt, 1, 1, 3)).status.ok());
 
-  // Hostile files: a directory whose config.pbtxt is a FIFO and an entry that
-  // is a symbolic link loop are refused and counted; the control thread
-  // neither blocks on the FIFO nor dies, and goes on acting on changes.
+  // Hostile files: a directory whose config.pbtxt is a FIFO is refused and
+  // counted, an entry that is a symbolic link loop skipped; the control
+  // thread neither blocks on the FIFO nor dies, and goes on acting on changes.
   fs::create_directories(fs::path(repo_) / "fifo");
   ASSERT_EQ(mkfifo((fs::path(repo_) / "fifo" / "config.pbtxt").c_str(), 0644), 0);
   fs::create_symlink("loop", fs::path(repo_) / "loop");
-  auto refused = testing::WaitForMetrics(
-      server->metrics_port(),
-      [](const std::string& text) {
-        return MetricOrZero(text, "tcm_model_load_failures_total", {{"model", "fifo"}}) >= 1;
-      },
-      kWaitSeconds);
-  EXPECT_TRUE(refused.ok()) << refused.status();
+  ExpectLoadFailureCounted(*server, "fifo");
   EXPECT_NE(server->Log().find("config.pbtxt: not a regular file"), std::string::npos) << server->Log();
 
   // Removing the directory unloads the model.

@@ -1080,17 +1080,23 @@ TEST_F(ServerIntegrationTest, ListModelsDescribesBothModels) {
   StopCleanly(*server);
 }
 
+// A request of `mib` MiB (its model name padded) is refused RESOURCE_EXHAUSTED,
+// and an ordinary call after it is served.
+void ExpectRequestRefusedAsTooLarge(v1::TcmService::Stub& stub, int mib) {
+  v1::GenerateRequest huge = MakeRequest("cond", 1, 1, 1, 1);
+  huge.set_model(std::string(static_cast<size_t>(mib) << 20, 'x'));
+  GenerateResult r = CallGenerate(stub, huge, 60);
+  EXPECT_EQ(r.status.error_code(), StatusCode::RESOURCE_EXHAUSTED) << Describe(r.status);
+  GenerateResult ok = CallGenerate(stub, MakeRequest("cond", 1, 1, 1, 1), 60);
+  EXPECT_TRUE(ok.status.ok()) << Describe(ok.status);
+}
+
 TEST_F(ServerIntegrationTest, MessagesAboveTheSizeLimitAreRefused) {
   auto server = StartServer({}, {"--max_message_mb", "1"});
   ASSERT_TRUE(server);
   auto stub = v1::TcmService::NewStub(server->NewChannel());
-  v1::GenerateRequest huge = MakeRequest("cond", 1, 1, 1, 1);
-  huge.set_model(std::string(2 << 20, 'x'));  // a 2 MiB request
-  GenerateResult r = CallGenerate(*stub, huge, 60);
-  EXPECT_EQ(r.status.error_code(), StatusCode::RESOURCE_EXHAUSTED) << Describe(r.status);
-  // The server goes on serving ordinary calls, and the refused one cost nothing.
-  GenerateResult ok = CallGenerate(*stub, MakeRequest("cond", 1, 1, 1, 1), 60);
-  EXPECT_TRUE(ok.status.ok()) << Describe(ok.status);
+  ExpectRequestRefusedAsTooLarge(*stub, 2);
+  // The refused call cost nothing: one pass, the ordinary call's.
   EXPECT_EQ(MetricSum(Metrics(*server), "tcm_batch_size_sum"), 1);
   StopCleanly(*server);
 }
@@ -1099,12 +1105,7 @@ TEST_F(ServerIntegrationTest, RequestsAreCappedAtFourMiBWhateverTheResponseLimit
   auto server = StartServer({}, {});  // --max_message_mb 64: responses up to 64 MiB
   ASSERT_TRUE(server);
   auto stub = v1::TcmService::NewStub(server->NewChannel());
-  v1::GenerateRequest huge = MakeRequest("cond", 1, 1, 1, 1);
-  huge.set_model(std::string(5 << 20, 'x'));  // a 5 MiB request
-  GenerateResult r = CallGenerate(*stub, huge, 60);
-  EXPECT_EQ(r.status.error_code(), StatusCode::RESOURCE_EXHAUSTED) << Describe(r.status);
-  GenerateResult ok = CallGenerate(*stub, MakeRequest("cond", 1, 1, 1, 1), 60);
-  EXPECT_TRUE(ok.status.ok()) << Describe(ok.status);
+  ExpectRequestRefusedAsTooLarge(*stub, 5);
   StopCleanly(*server);
 }
 
