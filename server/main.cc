@@ -5,7 +5,9 @@
 #include <grpcpp/grpcpp.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <thread>
+#include <utility>
 
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
@@ -83,10 +85,11 @@ int Run(const ServerOptions& o) {
       *default_model, {unsigned(o.max_images_per_request)}, cache.get(), access_log->get(), catalog};
   HealthService health(names);            // NOT_SERVING until warmed up
   std::unique_ptr<ModelControl> control;  // --model_control poll or explicit
-  if (o.model_control != "none")
-    control = std::make_unique<ModelControl>(
-        ModelControl::Parts{o, pool->get(), batcher->get(), &metrics, catalog.get(), &health}, *models,
-        names[*default_model]);
+  if (o.model_control != "none") {
+    ModelControl::Parts parts{o, pool->get(), batcher->get(), &metrics, catalog.get(), &health};
+    if (const char* gate = std::getenv("TCM_TEST_CONTROL_GATE")) parts.gate_file = gate;
+    control = std::make_unique<ModelControl>(std::move(parts), *models, names[*default_model]);
+  }
   auto ready = [&health](const std::string& name) { return health.IsServing(name); };
   InferenceServiceImpl inference(service_options, served, pool->get(), &metrics, ready);
   RestService rest(service_options, served, pool->get(), &metrics, ready, metrics.registry());

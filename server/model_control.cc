@@ -51,6 +51,9 @@ ModelControl::ModelControl(Parts parts, const std::vector<ModelDirectory>& loade
 ModelControl::~ModelControl() { Stop(); }
 
 void ModelControl::Start() {
+  if (!parts_.gate_file.empty())
+    std::fprintf(stderr, "tcm-server: TCM_TEST_CONTROL_GATE is set: model control waits while %s exists\n",
+                 parts_.gate_file.c_str());
   thread_ = std::thread([this] { Run(); });
 }
 
@@ -128,6 +131,7 @@ void ModelControl::Run() {
       std::chrono::duration<double>(parts_.options.repository_poll_s));
   auto next_poll = std::chrono::steady_clock::now() + poll_interval;
   while (true) {
+    WaitAtGate();
     Job job;
     {
       std::unique_lock<std::mutex> lock(mu_);
@@ -157,6 +161,15 @@ void ModelControl::Run() {
       next_poll = std::chrono::steady_clock::now() + poll_interval;
     }
     Reap();
+  }
+}
+
+void ModelControl::WaitAtGate() {
+  if (parts_.gate_file.empty()) return;
+  std::error_code ec;
+  while (fs::exists(parts_.gate_file, ec)) {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (wake_.wait_for(lock, std::chrono::milliseconds(2), [this] { return stopping_; })) return;
   }
 }
 

@@ -60,6 +60,9 @@ class ModelControl final : public ModelControlApi {
     ServerMetrics* metrics = nullptr;
     ModelCatalog* catalog = nullptr;
     HealthService* health = nullptr;
+    // Tests only (TCM_TEST_CONTROL_GATE): while this file exists the control's
+    // thread takes no call and polls and reaps nothing, so calls stay queued.
+    std::string gate_file;
   };
 
   // `loaded`: the models served at start, in the order of their slots
@@ -89,6 +92,8 @@ class ModelControl final : public ModelControlApi {
   using Job = std::function<void(const absl::Status& refused)>;
   void Enqueue(Job job);
   void Run();
+  // Returns once Parts::gate_file is absent or the control is stopping.
+  void WaitAtGate();
   // One pass over the repository (poll mode).
   void Poll();
   // Loads `dir`, whose files looked like `fingerprint` (DirectoryFingerprint)

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <functional>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "tests/server_fixture.h"
@@ -39,8 +40,10 @@ constexpr double kWaitSeconds = 120;
 class ModelControlTest : public testing::ServerFixture {
  protected:
   // A repository holding only "cond"; "uncond" waits beside it in spare_ to
-  // be copied in. Starts a server on it with `flags`.
-  std::unique_ptr<ServerProcess> StartWithCondOnly(const std::vector<std::string>& flags) {
+  // be copied in. Starts a server on it with `flags` (and the control gate
+  // file `control_gate`, when given).
+  std::unique_ptr<ServerProcess> StartWithCondOnly(const std::vector<std::string>& flags,
+                                                   const std::string& control_gate = "") {
     repo_ = absl::StrCat(dir_.path(), "/repo");
     spare_ = absl::StrCat(dir_.path(), "/spare");
     auto written = testing::WriteTestModelRepository(repo_, {});
@@ -54,6 +57,7 @@ class ModelControlTest : public testing::ServerFixture {
     options.repository = repo_;
     options.extra_flags = flags;
     options.log_dir = dir_.path();
+    options.control_gate_file = control_gate;
     auto server = ServerProcess::Start(options);
     if (!server.ok()) {
       ADD_FAILURE() << server.status();
@@ -221,6 +225,45 @@ TEST_F(ModelControlTest, ExplicitModeLoadsReloadsAndUnloadsOneModelByCall) {
   // The default model went on serving throughout.
   auto cond = CallGenerate(*stub, MakeRequest("", 3, 1, 1, 5));
   EXPECT_TRUE(cond.status.ok()) << cond.status.error_message();
+  StopCleanly(*server);
+}
+
+TEST_F(ModelControlTest, AtMostSixteenCallsWaitForTheControlAndMoreAreRefused) {
+  testing::ControlGate gate(dir_.path());
+  gate.Close();  // the control's thread takes no call until it opens
+  auto server = StartWithCondOnly({"--model_control", "explicit"}, gate.path());
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::TcmService::NewStub(server->NewChannel());
+  constexpr int kCalls = 20;
+  std::vector<grpc::Status> statuses(kCalls);
+  std::atomic<int> refused{0};
+  std::vector<std::thread> callers;
+  for (int i = 0; i < kCalls; ++i)
+    callers.emplace_back([&, i] {
+      statuses[i] = Unload(*stub, "nosuch");
+      if (statuses[i].error_code() == StatusCode::RESOURCE_EXHAUSTED) ++refused;
+    });
+  // 16 calls wait behind the gate, so the other 4 are refused at once.
+  WaitFor([&] { return refused.load() == kCalls - 16; }, "4 calls refused");
+  gate.Open();
+  for (auto& caller : callers) caller.join();
+  int waited = 0;
+  for (const grpc::Status& status : statuses) {
+    if (status.error_code() == StatusCode::RESOURCE_EXHAUSTED) {
+      EXPECT_NE(status.error_message().find("(at most 16)"), std::string::npos) << status.error_message();
+    } else {
+      EXPECT_EQ(status.error_code(), StatusCode::NOT_FOUND) << status.error_message();
+      EXPECT_NE(status.error_message().find("'nosuch' is not served"), std::string::npos) << status.error_message();
+      ++waited;
+    }
+  }
+  EXPECT_EQ(waited, 16);
+  EXPECT_EQ(refused.load(), kCalls - 16);
+  // The queue drained: a call now runs.
+  v1::LoadModelResponse loaded;
+  const grpc::Status reload = Load(*stub, "cond", &loaded);
+  ASSERT_TRUE(reload.ok()) << reload.error_message();
+  EXPECT_EQ(loaded.model().version(), 2u);
   StopCleanly(*server);
 }
 

@@ -170,8 +170,9 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(const Option
     argv.push_back(nullptr);
     std::vector<std::string> env_strings;
     for (char** e = environ; *e != nullptr; ++e)
-      if (std::strncmp(*e, "TCM_TEST_BATCH_GATE=", 20) != 0) env_strings.push_back(*e);
+      if (std::strncmp(*e, "TCM_TEST_", 9) != 0) env_strings.push_back(*e);
     if (!options.batch_gate_file.empty()) env_strings.push_back("TCM_TEST_BATCH_GATE=" + options.batch_gate_file);
+    if (!options.control_gate_file.empty()) env_strings.push_back("TCM_TEST_CONTROL_GATE=" + options.control_gate_file);
     std::vector<char*> envp;
     for (auto& e : env_strings) envp.push_back(e.data());
     envp.push_back(nullptr);
@@ -295,9 +296,9 @@ std::string ServerProcess::Log() const {
 // ---------------------------------------------------------------------------
 // gRPC
 
-void BatchGate::Close() { std::ofstream(path_).put('x'); }
+void FileGate::Close() { std::ofstream(path_).put('x'); }
 
-void BatchGate::Open() {
+void FileGate::Open() {
   std::error_code ec;
   fs::remove(path_, ec);
 }

@@ -26,6 +26,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -89,8 +90,9 @@ class ServerProcess {
     std::vector<std::string> extra_flags;  // e.g. {"--workers", "2"}
     bool wait_until_serving = true;        // Start() returns once health says SERVING
     double startup_timeout_seconds = 180;
-    std::string log_dir;          // where server-PORT.log goes; empty = system temp dir
-    std::string batch_gate_file;  // TCM_TEST_BATCH_GATE: workers wait while it exists
+    std::string log_dir;            // where server-PORT.log goes; empty = system temp dir
+    std::string batch_gate_file;    // TCM_TEST_BATCH_GATE: workers wait while it exists
+    std::string control_gate_file;  // TCM_TEST_CONTROL_GATE: model control waits while it exists
   };
 
   // Starts the server (retrying with other ports if a port was taken).
@@ -129,19 +131,34 @@ class ServerProcess {
   std::string log_path_;
 };
 
-// Holds a server's batches (ServerProcess::Options::batch_gate_file): while
-// closed, every worker waits before its next forward pass, so queued work
-// stays queued however fast the machine is. Starts open.
-class BatchGate {
+// A file whose presence holds a server thread (a test hook read from the
+// environment). Starts open; opened again when it goes.
+class FileGate {
  public:
-  explicit BatchGate(const std::string& dir) : path_(dir + "/batch-gate") {}
-  ~BatchGate() { Open(); }
+  explicit FileGate(std::string path) : path_(std::move(path)) {}
+  ~FileGate() { Open(); }
   const std::string& path() const { return path_; }
-  void Close();  // workers wait before their next batch
-  void Open();   // workers go on
+  void Close();  // creates the file: the thread waits
+  void Open();   // removes it: the thread goes on
 
  private:
   std::string path_;
+};
+
+// Holds a server's batches (ServerProcess::Options::batch_gate_file): while
+// closed, every worker waits before its next forward pass, so queued work
+// stays queued however fast the machine is.
+class BatchGate : public FileGate {
+ public:
+  explicit BatchGate(const std::string& dir) : FileGate(dir + "/batch-gate") {}
+};
+
+// Holds a server's model control (ServerProcess::Options::control_gate_file):
+// while closed, its thread takes no LoadModel or UnloadModel call, so calls
+// stay queued.
+class ControlGate : public FileGate {
+ public:
+  explicit ControlGate(const std::string& dir) : FileGate(dir + "/control-gate") {}
 };
 
 // ---------------------------------------------------------------------------
