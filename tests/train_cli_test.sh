@@ -45,12 +45,22 @@ edm_checkpoint_sum="$(md5sum < "$TMP/edm/checkpoint.pt")"
 check 'grep -q "ratio 0.5000" "$TMP/ct.log"' "stage 1 reports its gap ratio"
 check 'grep -q "59900 images (100 held out)" "$TMP/ct.log"' "the held-out images are left out of training"
 check 'grep -q "\"validation_images\": \"100\"" "$TMP/ct/settings.json"' "settings.json records the held-out count"
-# mid_t chosen on the held-out images: the lowest FD of the candidates, recorded in the model's config.
-check 'grep -q "choosing mid_t among 0.821,2,5,10,20 by FD at 2 steps, 20 images each, against 100 held-out images" "$TMP/ct.log"' \
+# mid_t chosen on the held-out images: of the candidates that beat 1 step on both measures, the lowest FD
+# (of all candidates when none does), recorded in the model's config.
+check 'grep -q "choosing mid_t among 0.821,2,5,10,20 by FD at 2 steps, of those that beat 1 step on both measures, 20 images each, against 100 held-out images" "$TMP/ct.log"' \
   "stage 1 announces the mid_t choice"
 chosen="$(jq -r .mid_t "$TMP/ct/selection.json" 2>/dev/null)"
-lowest="$(jq -r '[.candidates[]] | min_by(.fd) | .mid_t' "$TMP/ct/selection.json" 2>/dev/null)"
-check '[[ -n "$chosen" && "$chosen" == "$lowest" ]]' "selection.json's mid_t is its lowest-FD candidate ($chosen, $lowest)"
+expected="$(jq -r '.one_step as $one | [.candidates[] | select(.class_accuracy >= $one.class_accuracy and .fd < $one.fd)]
+  | if length > 0 then min_by(.fd).mid_t else null end' "$TMP/ct/selection.json" 2>/dev/null)"
+beats="$(jq -r .beats_one_step "$TMP/ct/selection.json" 2>/dev/null)"
+if [[ "$expected" == null ]]; then
+  expected="$(jq -r '[.candidates[]] | min_by(.fd) | .mid_t' "$TMP/ct/selection.json" 2>/dev/null)"
+  check '[[ "$beats" == false ]]' "no candidate beats 1 step: beats_one_step is false ($beats)"
+else
+  check '[[ "$beats" == true ]]' "a candidate beats 1 step: beats_one_step is true ($beats)"
+fi
+check '[[ -n "$chosen" && "$chosen" == "$expected" ]]' "selection.json's mid_t follows its rule ($chosen, $expected)"
+check 'grep -q "^  1 step       accuracy" "$TMP/ct.log"' "the 1-step score is printed beside the candidates"
 check '[[ $(jq ".candidates | length" "$TMP/ct/selection.json") -eq 5 ]]' "selection.json scores every candidate"
 check 'grep -q "^mid_t: $chosen$" "$TMP/ct/model/config.pbtxt"' "the chosen mid_t is in the exported config"
 # bf16 and fp32 arithmetic both train; the run's first line says which.

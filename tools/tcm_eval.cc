@@ -64,6 +64,10 @@ ABSL_FLAG(uint64_t, seed, 0, "Seed of the sampling noise.");
 ABSL_FLAG(std::string, classifier, "tools/eval/fashion-mnist-classifier.safetensors", "The classifier's weights.");
 ABSL_FLAG(bool, floor, false,
           "Also report FD(test set, training set) and the classifier's test accuracy (works without --model).");
+ABSL_FLAG(int64_t, validation_images, 0,
+          "Measure FD against the last N images of the training split, the ones tcm-train holds out with "
+          "--validation_images N, instead of the test set: for comparing trained models without looking at the "
+          "test set. 0 = the test set.");
 ABSL_FLAG(std::string, json, "", "Also write the results to this JSON file.");
 ABSL_FLAG(std::string, grid_dir, "",
           "Also write samples-1step.png / samples-2step.png (for the --steps given) into this directory: one row "
@@ -197,6 +201,29 @@ absl::StatusOr<std::shared_ptr<Denoiser>> LoadSampler(const std::string& model_d
   return BuildReplica(*composed);
 }
 
+// The images FD is measured against: the test split, or the training split's
+// last `validation_images` (what tcm-train holds out), with words naming them.
+struct Reference {
+  ClassifierSplit split;
+  std::string description;
+};
+
+absl::StatusOr<Reference> LoadReference(int64_t validation_images) {
+  if (validation_images == 0) {
+    TCM_ASSIGN_OR_RETURN(ClassifierSplit test, LoadClassifierSplit(Split::kTest));
+    return Reference{test, "fashion-mnist test split"};
+  }
+  TCM_ASSIGN_OR_RETURN(ClassifierSplit train, LoadClassifierSplit(Split::kTrain));
+  const int64_t n = train.images.size(0);
+  if (validation_images < 2 || validation_images >= n)
+    return absl::InvalidArgumentError(absl::StrCat("--validation_images: must be 0 (the test set) or 2 to ", n - 1,
+                                                   " (images of the training split), got ", validation_images));
+  const int64_t first = n - validation_images;
+  return Reference{{train.images.narrow(0, first, validation_images), train.labels.narrow(0, first, validation_images)},
+                   absl::StrCat("fashion-mnist training split, images ", first, " to ", n - 1,
+                                " (held out by tcm-train --validation_images ", validation_images, ")")};
+}
+
 struct Floor {
   double fd_test_train = 0;
   int64_t train_images = 0;
@@ -227,10 +254,13 @@ absl::Status Evaluate() {
   const std::string model_dir = absl::GetFlag(FLAGS_model), teacher_dir = absl::GetFlag(FLAGS_teacher);
   const std::string classifier_path = absl::GetFlag(FLAGS_classifier), json_path = absl::GetFlag(FLAGS_json);
   const bool floor = absl::GetFlag(FLAGS_floor);
+  const int64_t validation_images = absl::GetFlag(FLAGS_validation_images);
   TCM_ASSIGN_OR_RETURN(EvalSettings settings, ReadEvalSettings());
   if (model_dir.empty() && !floor)
     return absl::InvalidArgumentError(
         "--model: give a model directory (or --floor, or --train_classifier; see --help)");
+  if (floor && validation_images != 0)
+    return absl::InvalidArgumentError("--floor measures against the test set: leave out --validation_images");
   if (model_dir.empty() && !teacher_dir.empty())
     return absl::InvalidArgumentError("--teacher needs --model (the network of steps at or above t')");
 
@@ -256,13 +286,14 @@ absl::Status Evaluate() {
   auto classifier = LoadClassifier(classifier_path);
   if (!classifier.ok())
     return absl::Status(classifier.status().code(), absl::StrCat("--classifier: ", classifier.status().message()));
-  TCM_ASSIGN_OR_RETURN(ClassifierSplit test, LoadClassifierSplit(Split::kTest));
-  const ClassifierOutputs test_outputs = ClassifyWithProgress(**classifier, test.images, "test set features");
-  const FeatureStatistics test_stats = ComputeFeatureStatistics(test_outputs.features);
+  TCM_ASSIGN_OR_RETURN(const Reference reference, LoadReference(validation_images));
+  const ClassifierOutputs reference_outputs = ClassifyWithProgress(
+      **classifier, reference.split.images, validation_images ? "held-out features" : "test set features");
+  const FeatureStatistics reference_stats = ComputeFeatureStatistics(reference_outputs.features);
 
   Json json;
   json["classifier"] = classifier_path;
-  json["reference"] = {{"dataset", "fashion-mnist test split"}, {"images", test_stats.count}};
+  json["reference"] = {{"dataset", reference.description}, {"images", reference_stats.count}};
   std::vector<StepResult> results;
   if (model) {
     json["model"] = model_dir;
@@ -277,26 +308,26 @@ absl::Status Evaluate() {
       const int evals = 2 * settings.ode_steps - 1;
       results.push_back(EvaluateSampler(HeunOdeSampler(*model, settings.ode_steps), evals,
                                         absl::StrCat("Heun ODE, ", settings.ode_steps, " levels"), settings.plan,
-                                        **classifier, test_stats, SamplingProgress(evals, settings.plan.num)));
+                                        **classifier, reference_stats, SamplingProgress(evals, settings.plan.num)));
     } else {
       const std::string name = model->below_transition() ? absl::StrFormat("composed: below t'=%g the stage-1 network",
                                                                            model->config().transition_t())
                                                          : "model";
       for (int steps : settings.step_counts)
         results.push_back(EvaluateSampler(ConsistencySampler(*model), steps, name, settings.plan, **classifier,
-                                          test_stats, SamplingProgress(steps, settings.plan.num)));
+                                          reference_stats, SamplingProgress(steps, settings.plan.num)));
     }
   }
   std::optional<Floor> floor_result;
   if (floor) {
     TCM_ASSIGN_OR_RETURN(ClassifierSplit train, LoadClassifierSplit(Split::kTrain));
     const ClassifierOutputs train_outputs = ClassifyWithProgress(**classifier, train.images, "training set features");
-    floor_result = Floor{FrechetDistance(test_stats, ComputeFeatureStatistics(train_outputs.features)),
-                         train.images.size(0), Accuracy(test_outputs.logits, test.labels)};
+    floor_result = Floor{FrechetDistance(reference_stats, ComputeFeatureStatistics(train_outputs.features)),
+                         train.images.size(0), Accuracy(reference_outputs.logits, reference.split.labels)};
   }
 
-  std::printf("classifier %s; FD against the %lld Fashion-MNIST test images\n", classifier_path.c_str(),
-              static_cast<long long>(test_stats.count));
+  std::printf("classifier %s; FD against %s (%lld images)\n", classifier_path.c_str(), reference.description.c_str(),
+              static_cast<long long>(reference_stats.count));
   if (model) {
     const std::string teacher_note = !teacher_dir.empty() ? absl::StrCat(", teacher ", teacher_dir) : "";
     std::printf("model %s%s, %lld images per row (class i %% 10), seed %llu\n", model_dir.c_str(), teacher_note.c_str(),
@@ -319,10 +350,10 @@ absl::Status Evaluate() {
   }
   if (floor_result) {
     std::printf("floor: FD(test, train) %.4f (%lld vs %lld images); classifier test accuracy %.4f\n",
-                floor_result->fd_test_train, static_cast<long long>(test_stats.count),
+                floor_result->fd_test_train, static_cast<long long>(reference_stats.count),
                 static_cast<long long>(floor_result->train_images), floor_result->classifier_test_accuracy);
     json["floor"] = {{"fd_test_train", floor_result->fd_test_train},
-                     {"test_images", test_stats.count},
+                     {"test_images", reference_stats.count},
                      {"train_images", floor_result->train_images},
                      {"classifier_test_accuracy", floor_result->classifier_test_accuracy}};
   }

@@ -30,6 +30,9 @@ absl::StatusOr<MidTSelection> SelectMidT(const ModelDirectory& model, const std:
       return absl::InvalidArgumentError(
           absl::StrCat(flag, ": each value must be in (0, t_max = ", t_max, "), got ", mid_t));
   MidTSelection selection;
+  TCM_ASSIGN_OR_RETURN(const StepResult one_step,
+                       Score(model, /*steps=*/1, dtype, plan, classifier, held_out, progress));
+  selection.one_step = {one_step.accuracy, one_step.fd};
   for (double mid_t : candidates) {
     ModelDirectory candidate = model;
     candidate.config.set_mid_t(float(mid_t));
@@ -37,11 +40,21 @@ absl::StatusOr<MidTSelection> SelectMidT(const ModelDirectory& model, const std:
                          Score(candidate, /*steps=*/2, dtype, plan, classifier, held_out, progress));
     selection.scores.push_back({mid_t, result.accuracy, result.fd});
   }
-  const MidTScore* best = &selection.scores[0];
-  for (const MidTScore& s : selection.scores)
-    if (s.fd < best->fd) best = &s;
-  selection.mid_t = best->mid_t;
+  const MidTChoice choice = ChooseMidT(selection.one_step, selection.scores);
+  selection.mid_t = selection.scores[choice.index].mid_t;
+  selection.beats_one_step = choice.beats_one_step;
   return selection;
+}
+
+MidTChoice ChooseMidT(const StepScore& one_step, const std::vector<MidTScore>& scores) {
+  const auto beats = [&](const MidTScore& s) { return s.accuracy >= one_step.accuracy && s.fd < one_step.fd; };
+  MidTChoice choice;
+  for (size_t i = 0; i < scores.size(); ++i) {
+    const bool better = beats(scores[i]) ? !choice.beats_one_step || scores[i].fd < scores[choice.index].fd
+                                         : !choice.beats_one_step && scores[i].fd < scores[choice.index].fd;
+    if (better) choice = {i, beats(scores[i])};
+  }
+  return choice;
 }
 
 absl::StatusOr<EmaSelection> SelectEmaProfile(const std::vector<ModelDirectory>& models,

@@ -2,7 +2,8 @@
 // training, never on the test set: which EMA of the weights to export (scored
 // at 1 step) and the second step's noise level mid_t (scored at 2 steps).
 // Each candidate is sampled and scored by the evaluation classifier (accuracy,
-// and FD against the held-out images' features); the lowest FD wins.
+// and FD against the held-out images' features). The EMA of lowest FD wins; a
+// mid_t must also make the second step worth its cost (ChooseMidT).
 #ifndef TCM_TRAINING_SAMPLING_SELECTION_H_
 #define TCM_TRAINING_SAMPLING_SELECTION_H_
 
@@ -19,20 +20,39 @@
 
 namespace tcm {
 
+struct StepScore {
+  double accuracy = 0;  // class accuracy
+  double fd = 0;        // against the held-out images
+};
+
 struct MidTScore {
   double mid_t = 0;
   double accuracy = 0;  // class accuracy at 2 steps
   double fd = 0;        // against the held-out images
 };
 
+struct MidTChoice {
+  size_t index = 0;             // into the scores
+  bool beats_one_step = false;  // whether that candidate beats 1 step on both measures
+};
+
+// The rule of SelectMidT: of the candidates that beat `one_step` on both
+// measures (accuracy at least as high, FD lower), the one of lowest FD; when
+// none does, the lowest FD of all. The first of equals wins. `scores` must not
+// be empty.
+MidTChoice ChooseMidT(const StepScore& one_step, const std::vector<MidTScore>& scores);
+
 struct MidTSelection {
-  double mid_t = 0;               // the candidate of lowest FD (the first of equals)
+  double mid_t = 0;               // the chosen candidate (ChooseMidT)
+  bool beats_one_step = false;    // it beats 1 step on both measures
+  StepScore one_step;             // the model at 1 step
   std::vector<MidTScore> scores;  // one per candidate, in the order given
 };
 
-// Scores every candidate of `candidates` (each in (0, t_max), else an
-// InvalidArgument error naming `flag`) on `model` (a Fashion-MNIST model
-// directory) run in `dtype`, channels-last, drawing plan.num images each.
+// Scores `model` (a Fashion-MNIST model directory) at 1 step and at 2 steps
+// with every candidate of `candidates` (each in (0, t_max), else an
+// InvalidArgument error naming `flag`) as mid_t, run in `dtype`,
+// channels-last, drawing plan.num images each, and chooses by ChooseMidT.
 absl::StatusOr<MidTSelection> SelectMidT(const ModelDirectory& model, const std::vector<double>& candidates,
                                          const std::string& flag, torch::ScalarType dtype, const SamplingPlan& plan,
                                          FashionClassifier& classifier, const FeatureStatistics& held_out,

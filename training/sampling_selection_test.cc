@@ -42,7 +42,7 @@ struct Scoring {
   }
 };
 
-TEST(MidTSelectionTest, ScoresEachCandidateAsTcmEvalWouldAndPicksTheLowestFd) {
+TEST(MidTSelectionTest, ScoresOneStepAndEachCandidateAsTcmEvalWouldAndChoosesByTheRule) {
   const ModelDirectory model = TinyModel();
   Scoring s;
   const std::vector<double> candidates = {0.5, 5, 20};
@@ -50,7 +50,6 @@ TEST(MidTSelectionTest, ScoresEachCandidateAsTcmEvalWouldAndPicksTheLowestFd) {
       SelectMidT(model, candidates, "--mid_t_candidates", torch::kFloat32, s.plan, s.classifier, s.held_out, {});
   ASSERT_TRUE(selection.ok()) << selection.status();
   ASSERT_EQ(selection->scores.size(), candidates.size());
-  double lowest = selection->scores[0].fd;
   for (size_t i = 0; i < candidates.size(); ++i) {
     const MidTScore& score = selection->scores[i];
     EXPECT_DOUBLE_EQ(score.mid_t, candidates[i]);
@@ -65,14 +64,44 @@ TEST(MidTSelectionTest, ScoresEachCandidateAsTcmEvalWouldAndPicksTheLowestFd) {
         EvaluateSampler(ConsistencySampler(**replica), 2, "model", s.plan, s.classifier, s.held_out, {});
     EXPECT_DOUBLE_EQ(score.fd, expected.fd) << candidates[i];
     EXPECT_DOUBLE_EQ(score.accuracy, expected.accuracy) << candidates[i];
-    lowest = std::min(lowest, score.fd);
   }
   EXPECT_NE(selection->scores[0].fd, selection->scores[2].fd) << "the candidates sample different images";
-  for (const MidTScore& score : selection->scores)
-    if (score.fd == lowest) {
-      EXPECT_DOUBLE_EQ(selection->mid_t, score.mid_t);
-      break;
-    }
+  // The 1-step score is the model's own, and the choice follows ChooseMidT.
+  auto replica = BuildReplica(model);
+  ASSERT_TRUE(replica.ok());
+  (*replica)->SetCompute(torch::kFloat32, /*channels_last=*/true);
+  (*replica)->PrepareForInference();
+  const StepResult one_step =
+      EvaluateSampler(ConsistencySampler(**replica), 1, "model", s.plan, s.classifier, s.held_out, {});
+  EXPECT_DOUBLE_EQ(selection->one_step.fd, one_step.fd);
+  EXPECT_DOUBLE_EQ(selection->one_step.accuracy, one_step.accuracy);
+  const MidTChoice choice = ChooseMidT(selection->one_step, selection->scores);
+  EXPECT_DOUBLE_EQ(selection->mid_t, selection->scores[choice.index].mid_t);
+  EXPECT_EQ(selection->beats_one_step, choice.beats_one_step);
+}
+
+// A second step must beat the first on both measures to be chosen for its FD.
+TEST(MidTSelectionTest, ChoosesTheLowestFdOfTheCandidatesThatBeatOneStepOnBothMeasures) {
+  const std::vector<MidTScore> scores = {
+      {0.821, 0.910, 10.0},  // the lowest FD, but less accurate than 1 step
+      {2, 0.925, 12.0},      // beats 1 step
+      {10, 0.930, 11.0},     // beats 1 step, lower FD: chosen
+      {20, 0.950, 35.0},     // more accurate, FD worse than 1 step
+  };
+  MidTChoice choice = ChooseMidT({0.920, 30.0}, scores);
+  EXPECT_EQ(choice.index, 2u);
+  EXPECT_TRUE(choice.beats_one_step);
+  // Accuracy equal to 1 step's counts as beating it; FD must be lower.
+  choice = ChooseMidT({0.930, 12.0}, scores);
+  EXPECT_EQ(choice.index, 2u);
+  EXPECT_TRUE(choice.beats_one_step);
+  choice = ChooseMidT({0.930, 11.0}, scores);
+  EXPECT_FALSE(choice.beats_one_step);
+  EXPECT_EQ(choice.index, 0u) << "none beats 1 step: the lowest FD of all";
+  // The first of equals wins, among the beaters and among all.
+  const std::vector<MidTScore> ties = {{1, 0.95, 20.0}, {2, 0.95, 20.0}, {3, 0.80, 5.0}, {4, 0.80, 5.0}};
+  EXPECT_EQ(ChooseMidT({0.90, 30.0}, ties).index, 0u);
+  EXPECT_EQ(ChooseMidT({0.99, 30.0}, ties).index, 2u);
 }
 
 TEST(MidTSelectionTest, RefusesCandidatesOutsideTheNoiseRangeNamingTheFlag) {

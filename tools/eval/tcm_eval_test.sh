@@ -48,6 +48,12 @@ expect_error "--teacher: $tmp/rgb makes 3-channel" -- \
   "${tcm_eval[@]}" --model "$tmp/random" --teacher "$tmp/rgb" --classifier "$classifier"
 expect_error "--classifier: $tmp/absent.safetensors" -- \
   "${tcm_eval[@]}" --model "$tmp/random" --classifier "$tmp/absent.safetensors"
+expect_error "--validation_images: must be 0 (the test set) or 2 to 59999 (images of the training split), got 1" -- \
+  "${tcm_eval[@]}" --model "$tmp/random" --validation_images 1 --classifier "$classifier"
+expect_error "--validation_images: must be 0 (the test set) or 2 to 59999" -- \
+  "${tcm_eval[@]}" --model "$tmp/random" --validation_images 60000 --classifier "$classifier"
+expect_error "--floor measures against the test set: leave out --validation_images" -- \
+  "${tcm_eval[@]}" --floor --validation_images 5000 --classifier "$classifier"
 expect_error "--out: give the path" -- "${tcm_eval[@]}" --train_classifier
 expect_error "--grid_dir needs --model and consistency sampling" -- \
   "${tcm_eval[@]}" --model "$tmp/random" --ode_steps 3 --grid_dir "$tmp" --classifier "$classifier"
@@ -88,6 +94,23 @@ for steps in (1, 2):
     assert head[:8] == b"\x89PNG\r\n\x1a\n", head
     width, height, depth, color = struct.unpack(">IIBB", head[16:26])
     assert (width, height, color) == (320, 320, 0), (steps, width, height, color)
+PY
+
+# Against the held-out training images instead of the test set: the same samples, another FD.
+if ! "${tcm_eval[@]}" --model "$tmp/random" --teacher "$tmp/random" --num 40 --batch_size 16 --classifier "$classifier" \
+    --validation_images 5000 --json "$tmp/held-out.json" > "$tmp/held-out.stdout" 2>&1; then
+  echo "FAIL: held-out run: $(cat "$tmp/held-out.stdout")"
+  exit 1
+fi
+grep -q "FD against fashion-mnist training split, images 55000 to 59999 (held out by tcm-train --validation_images 5000) (5000 images)" \
+  "$tmp/held-out.stdout" || { echo "FAIL: no held-out reference line: $(cat "$tmp/held-out.stdout")"; fail=1; }
+/usr/bin/python3 - "$tmp/out.json" "$tmp/held-out.json" <<'PY' || fail=1
+import json, sys
+test, held = (json.load(open(p)) for p in sys.argv[1:3])
+assert held["reference"]["images"] == 5000 and "images 55000 to 59999" in held["reference"]["dataset"], held
+for t, h in zip(test["results"], held["results"]):
+    assert t["class_accuracy_per_class"] == h["class_accuracy_per_class"], "the same samples"
+    assert h["fd"] > 0 and h["fd"] != t["fd"], (t["fd"], h["fd"])
 PY
 
 # The Heun ODE sampler: one row of 2N-1 network evaluations.
