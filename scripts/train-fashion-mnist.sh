@@ -58,9 +58,9 @@ stage consistency "$run/ct" --init "$run/edm/model" "${common[@]}" "${ema_choice
 # below t', the reference's stage-2 time distribution (Student-t, df 0.01,
 # around log t = 0) and boundary loss (25% of each batch, weight 0.1); the gap
 # schedule continues from stage 5 at the same pace (float32 from step 500;
-# the ratio reaches its floor, 0.999, at step 2000 and stays there).
+# the ratio reaches its floor, 0.996, at step 1000 and stays there).
 stage truncated "$run/tcm" --init "$run/ct/model" --teacher "$run/ct/model" "${common[@]}" "${ema_choice[@]}" \
   --t_lower 1 --transition_t 1 --mean 0 --std 0.2 --tdist t --df 0.01 \
-  --boundary_prob 0.25 --w_boundary 0.1 \
-  --steps 3500 --lr 5e-4 --decay_iter 2000 --dropout 0.1 -c 1e-8 --double_every 500 --start_stage 5
+  --boundary_prob 0.25 --w_boundary 0.1 --ratio_limit 0.996 \
+  --steps 4500 --lr 5e-4 --decay_iter 2000 --dropout 0.1 -c 1e-8 --double_every 500 --start_stage 5
 echo "done: $run/ct/model (stage 1), $run/tcm/model and $run/tcm/model-composed (stage 2)"

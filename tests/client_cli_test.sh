@@ -54,7 +54,7 @@ server="127.0.0.1:$GRPC_PORT"
 
 # --list-models: one line per model, then its class names.
 "$bin/tcm-client" --server "$server" --list-models > "$TMP/list.txt" 2>&1 || { echo "FAIL: --list-models"; fail=1; }
-check 'grep -Eq "^fashion-mnist-tcm.*: version 1, EDM2UNet 32x32x1, 10 classes, default 1 step\(s\), mid_t 2.000$" "$TMP/list.txt"' \
+check 'grep -Eq "^fashion-mnist-tcm.*: version 1, EDM2UNet 32x32x1, 10 classes, default 1 step\(s\), mid_t 10.000$" "$TMP/list.txt"' \
   "--list-models describes the default model: $(cat "$TMP/list.txt")"
 check 'grep -Eq "^fashion-mnist-ct.*: version 1, EDM2UNet 32x32x1, 10 classes" "$TMP/list.txt"' "--list-models lists the stage-1 model"
 check 'grep -q "^  classes: T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal, Shirt, Sneaker, Bag, Ankle boot$" "$TMP/list.txt"' \
