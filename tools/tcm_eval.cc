@@ -4,13 +4,15 @@
 //   tcm-eval --model models/NAME [--steps 1,2] [--num 10000] [--floor] [--json results.json]
 //   tcm-eval --model models/STAGE2 --teacher models/STAGE1 [--transition_t 1.0]
 //   tcm-eval --model runs/NAME/edm/model --ode_steps 18      (a diffusion model)
+//   tcm-eval --model runs/NAME/tcm/model --num 2000 --validation_images 5000   (a trial, on held-out images)
 //   tcm-eval --train_classifier --out tools/eval/fashion-mnist-classifier.safetensors
 //
 // For each step count it samples --num images, image i of class i % 10 with
 // noise seeded from (--seed, i), and reports the class accuracy (the
 // classifier's argmax equals the requested class) and the Fréchet distance
 // (FD) between the classifier features of the images and of the Fashion-MNIST
-// test set. Images are quantised to 8 bits first, as they are when served.
+// test set (with --validation_images N, of the training images tcm-train holds
+// out). Images are quantised to 8 bits first, as they are when served.
 // --floor adds FD(test set, training set), the value a perfect generator
 // would approach, and the classifier's accuracy on the test set.
 //

@@ -482,8 +482,8 @@ absl::Status ChooseSamplingSettings(const SamplingChoice& choice, Trainer& train
     json["candidates"] = nlohmann::ordered_json::array();
     std::printf("  1 step       accuracy %.4f  FD %.4f\n", selection.one_step.accuracy, selection.one_step.fd);
     for (const MidTScore& s : selection.scores) {
-      const bool beats = s.accuracy >= selection.one_step.accuracy && s.fd < selection.one_step.fd;
-      std::printf("  mid_t %-6g accuracy %.4f  FD %.4f%s%s\n", s.mid_t, s.accuracy, s.fd, beats ? "  beats 1 step" : "",
+      std::printf("  mid_t %-6g accuracy %.4f  FD %.4f%s%s\n", s.mid_t, s.accuracy, s.fd,
+                  BeatsOneStep(selection.one_step, s) ? "  beats 1 step" : "",
                   s.mid_t == selection.mid_t ? "  (chosen)" : "");
       json["candidates"].push_back({{"mid_t", s.mid_t}, {"class_accuracy", s.accuracy}, {"fd", s.fd}});
     }

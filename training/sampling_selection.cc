@@ -46,13 +46,17 @@ absl::StatusOr<MidTSelection> SelectMidT(const ModelDirectory& model, const std:
   return selection;
 }
 
+bool BeatsOneStep(const StepScore& one_step, const MidTScore& two_steps) {
+  return two_steps.accuracy >= one_step.accuracy && two_steps.fd < one_step.fd;
+}
+
 MidTChoice ChooseMidT(const StepScore& one_step, const std::vector<MidTScore>& scores) {
-  const auto beats = [&](const MidTScore& s) { return s.accuracy >= one_step.accuracy && s.fd < one_step.fd; };
   MidTChoice choice;
   for (size_t i = 0; i < scores.size(); ++i) {
-    const bool better = beats(scores[i]) ? !choice.beats_one_step || scores[i].fd < scores[choice.index].fd
-                                         : !choice.beats_one_step && scores[i].fd < scores[choice.index].fd;
-    if (better) choice = {i, beats(scores[i])};
+    const bool beats = BeatsOneStep(one_step, scores[i]);
+    const bool better = beats ? !choice.beats_one_step || scores[i].fd < scores[choice.index].fd
+                              : !choice.beats_one_step && scores[i].fd < scores[choice.index].fd;
+    if (better) choice = {i, beats};
   }
   return choice;
 }

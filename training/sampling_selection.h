@@ -36,8 +36,12 @@ struct MidTChoice {
   bool beats_one_step = false;  // whether that candidate beats 1 step on both measures
 };
 
+// Whether `two_steps` beats `one_step` on both measures: class accuracy at
+// least as high, FD lower.
+bool BeatsOneStep(const StepScore& one_step, const MidTScore& two_steps);
+
 // The rule of SelectMidT: of the candidates that beat `one_step` on both
-// measures (accuracy at least as high, FD lower), the one of lowest FD; when
+// measures (BeatsOneStep), the one of lowest FD; when
 // none does, the lowest FD of all. The first of equals wins. `scores` must not
 // be empty.
 MidTChoice ChooseMidT(const StepScore& one_step, const std::vector<MidTScore>& scores);
