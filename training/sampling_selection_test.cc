@@ -40,6 +40,15 @@ struct Scoring {
     plan.batch_size = 5;
     plan.seed = 3;
   }
+
+  // `model` sampled at `steps` and scored as tcm-eval would, outside the selection code.
+  StepResult ScoreDirectly(const ModelDirectory& model, int steps) {
+    auto replica = BuildReplica(model);
+    EXPECT_TRUE(replica.ok()) << replica.status();
+    (*replica)->SetCompute(torch::kFloat32, /*channels_last=*/true);
+    (*replica)->PrepareForInference();
+    return EvaluateSampler(ConsistencySampler(**replica), steps, "model", plan, classifier, held_out, {});
+  }
 };
 
 TEST(MidTSelectionTest, ScoresOneStepAndEachCandidateAsTcmEvalWouldAndChoosesByTheRule) {
@@ -56,23 +65,13 @@ TEST(MidTSelectionTest, ScoresOneStepAndEachCandidateAsTcmEvalWouldAndChoosesByT
     // The same model directory with that mid_t, sampled and scored directly.
     ModelDirectory direct = model;
     direct.config.set_mid_t(float(candidates[i]));
-    auto replica = BuildReplica(direct);
-    ASSERT_TRUE(replica.ok());
-    (*replica)->SetCompute(torch::kFloat32, /*channels_last=*/true);
-    (*replica)->PrepareForInference();
-    const StepResult expected =
-        EvaluateSampler(ConsistencySampler(**replica), 2, "model", s.plan, s.classifier, s.held_out, {});
+    const StepResult expected = s.ScoreDirectly(direct, 2);
     EXPECT_DOUBLE_EQ(score.fd, expected.fd) << candidates[i];
     EXPECT_DOUBLE_EQ(score.accuracy, expected.accuracy) << candidates[i];
   }
   EXPECT_NE(selection->scores[0].fd, selection->scores[2].fd) << "the candidates sample different images";
   // The 1-step score is the model's own, and the choice follows ChooseMidT.
-  auto replica = BuildReplica(model);
-  ASSERT_TRUE(replica.ok());
-  (*replica)->SetCompute(torch::kFloat32, /*channels_last=*/true);
-  (*replica)->PrepareForInference();
-  const StepResult one_step =
-      EvaluateSampler(ConsistencySampler(**replica), 1, "model", s.plan, s.classifier, s.held_out, {});
+  const StepResult one_step = s.ScoreDirectly(model, 1);
   EXPECT_DOUBLE_EQ(selection->one_step.fd, one_step.fd);
   EXPECT_DOUBLE_EQ(selection->one_step.accuracy, one_step.accuracy);
   const MidTChoice choice = ChooseMidT(selection->one_step, selection->scores);
@@ -130,12 +129,7 @@ TEST(EmaSelectionTest, ScoresEachModelAtOneStepAndPicksTheLowestFd) {
   ASSERT_EQ(selection->scores.size(), 2u);
   const ModelDirectory* models[] = {&a, &b};
   for (size_t i = 0; i < 2; ++i) {
-    auto replica = BuildReplica(*models[i]);
-    ASSERT_TRUE(replica.ok());
-    (*replica)->SetCompute(torch::kFloat32, /*channels_last=*/true);
-    (*replica)->PrepareForInference();
-    const StepResult expected =
-        EvaluateSampler(ConsistencySampler(**replica), 1, "model", s.plan, s.classifier, s.held_out, {});
+    const StepResult expected = s.ScoreDirectly(*models[i], 1);
     EXPECT_DOUBLE_EQ(selection->scores[i].fd, expected.fd) << i;
     EXPECT_DOUBLE_EQ(selection->scores[i].accuracy, expected.accuracy) << i;
   }
