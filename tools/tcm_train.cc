@@ -442,6 +442,7 @@ absl::Status ChooseSamplingSettings(const SamplingChoice& choice, Trainer& train
   nlohmann::ordered_json json;
   json["held_out_images"] = reference.count;
   json["samples_per_candidate"] = plan.num;
+  std::optional<StepScore> one_step;  // the exported EMA's at 1 step, once measured
   if (!choice.ema_gammas.empty()) {
     std::printf(
         "tcm-train: choosing the EMA among gammas %s by FD at 1 step, %lld images each, against %lld held-out "
@@ -464,6 +465,7 @@ absl::Status ChooseSamplingSettings(const SamplingChoice& choice, Trainer& train
     }
     std::fflush(stdout);
     model->weights = std::move(emas[selection.chosen].weights);
+    one_step = StepScore{selection.scores[selection.chosen].accuracy, selection.scores[selection.chosen].fd};
   }
   if (!choice.mid_t_candidates.empty()) {
     std::printf(
@@ -472,7 +474,7 @@ absl::Status ChooseSamplingSettings(const SamplingChoice& choice, Trainer& train
         absl::GetFlag(FLAGS_mid_t_candidates).c_str(), (long long)plan.num, (long long)reference.count);
     std::fflush(stdout);
     TCM_ASSIGN_OR_RETURN(MidTSelection selection, SelectMidT(*model, choice.mid_t_candidates, "--mid_t_candidates",
-                                                             dtype, plan, classifier, reference, {}));
+                                                             dtype, plan, classifier, reference, {}, one_step));
     json["mid_t"] = selection.mid_t;
     json["criterion"] =
         "lowest FD at 2 steps against the held-out images among the candidates that beat 1 step on both measures "

@@ -22,7 +22,7 @@ absl::StatusOr<StepResult> Score(const ModelDirectory& model, int steps, torch::
 absl::StatusOr<MidTSelection> SelectMidT(const ModelDirectory& model, const std::vector<double>& candidates,
                                          const std::string& flag, torch::ScalarType dtype, const SamplingPlan& plan,
                                          FashionClassifier& classifier, const FeatureStatistics& held_out,
-                                         const ProgressFn& progress) {
+                                         const ProgressFn& progress, const std::optional<StepScore>& one_step) {
   if (candidates.empty()) return absl::InvalidArgumentError(absl::StrCat(flag, ": give at least one value"));
   const double t_max = model.config.t_max();
   for (double mid_t : candidates)
@@ -30,9 +30,13 @@ absl::StatusOr<MidTSelection> SelectMidT(const ModelDirectory& model, const std:
       return absl::InvalidArgumentError(
           absl::StrCat(flag, ": each value must be in (0, t_max = ", t_max, "), got ", mid_t));
   MidTSelection selection;
-  TCM_ASSIGN_OR_RETURN(const StepResult one_step,
-                       Score(model, /*steps=*/1, dtype, plan, classifier, held_out, progress));
-  selection.one_step = {one_step.accuracy, one_step.fd};
+  if (one_step) {
+    selection.one_step = *one_step;
+  } else {
+    TCM_ASSIGN_OR_RETURN(const StepResult measured,
+                         Score(model, /*steps=*/1, dtype, plan, classifier, held_out, progress));
+    selection.one_step = {measured.accuracy, measured.fd};
+  }
   for (double mid_t : candidates) {
     ModelDirectory candidate = model;
     candidate.config.set_mid_t(float(mid_t));

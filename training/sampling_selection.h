@@ -9,6 +9,7 @@
 
 #include <torch/torch.h>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,10 +58,13 @@ struct MidTSelection {
 // with every candidate of `candidates` (each in (0, t_max), else an
 // InvalidArgument error naming `flag`) as mid_t, run in `dtype`,
 // channels-last, drawing plan.num images each, and chooses by ChooseMidT.
+// `one_step`, when given, is the model's 1-step score already measured so
+// (SelectEmaProfile's for the chosen EMA), and is not measured again.
 absl::StatusOr<MidTSelection> SelectMidT(const ModelDirectory& model, const std::vector<double>& candidates,
                                          const std::string& flag, torch::ScalarType dtype, const SamplingPlan& plan,
                                          FashionClassifier& classifier, const FeatureStatistics& held_out,
-                                         const ProgressFn& progress);
+                                         const ProgressFn& progress,
+                                         const std::optional<StepScore>& one_step = std::nullopt);
 
 struct EmaScore {
   double gamma = 0;

@@ -77,6 +77,14 @@ TEST(MidTSelectionTest, ScoresOneStepAndEachCandidateAsTcmEvalWouldAndChoosesByT
   const MidTChoice choice = ChooseMidT(selection->one_step, selection->scores);
   EXPECT_DOUBLE_EQ(selection->mid_t, selection->scores[choice.index].mid_t);
   EXPECT_EQ(selection->beats_one_step, choice.beats_one_step);
+
+  // A 1-step score already measured is taken as given, not measured again.
+  selection = SelectMidT(model, candidates, "--mid_t_candidates", torch::kFloat32, s.plan, s.classifier, s.held_out, {},
+                         StepScore{1.0, 0.0});
+  ASSERT_TRUE(selection.ok()) << selection.status();
+  EXPECT_DOUBLE_EQ(selection->one_step.accuracy, 1.0);
+  EXPECT_DOUBLE_EQ(selection->one_step.fd, 0.0);
+  EXPECT_FALSE(selection->beats_one_step) << "no FD is below 0";
 }
 
 // A second step must beat the first on both measures to be chosen for its FD.
