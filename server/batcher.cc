@@ -39,23 +39,38 @@ absl::StatusOr<int> Batcher::AddModel(ModelQueueOptions options, const std::func
 
 void Batcher::RetireModel(int model) {
   std::lock_guard<std::mutex> lock(mu_);
-  queues_.at(model)->retired = true;
+  if (Queue* q = queues_.at(model).get()) q->retired = true;
+}
+
+bool Batcher::Idle(const Queue* q) {
+  return q == nullptr || (q->retired && q->in_flight == 0 && q->returning.empty() && q->fresh.empty());
 }
 
 bool Batcher::ModelIdle(int model) const {
   std::lock_guard<std::mutex> lock(mu_);
-  const Queue& q = *queues_.at(model);
-  return q.retired && q.in_flight == 0 && q.returning.empty() && q.fresh.empty();
+  return Idle(queues_.at(model).get());
+}
+
+void Batcher::ReleaseModel(int model) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (Idle(queues_.at(model).get())) queues_.at(model).reset();
+}
+
+size_t Batcher::ModelsHeld() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<size_t>(std::count_if(queues_.begin(), queues_.end(), [](const auto& q) { return q != nullptr; }));
 }
 
 size_t Batcher::MaxBatchSize(int model) const {
   std::lock_guard<std::mutex> lock(mu_);
-  return queues_.at(model)->options.max_batch_size;
+  const Queue* q = queues_.at(model).get();
+  return q ? q->options.max_batch_size : 0;
 }
 
 size_t Batcher::MaxQueueSize(int model) const {
   std::lock_guard<std::mutex> lock(mu_);
-  return queues_.at(model)->options.max_queue_size;
+  const Queue* q = queues_.at(model).get();
+  return q ? q->options.max_queue_size : 0;
 }
 
 Batcher::Batcher(Options options)
@@ -68,6 +83,8 @@ absl::Status Batcher::Submit(int model, std::vector<std::unique_ptr<ImageTask>> 
   const absl::Time now = clock_->Now();
   std::lock_guard<std::mutex> lock(mu_);
   if (closed_) return absl::UnavailableError("the server is shutting down");
+  if (queues_.at(model) == nullptr)
+    return absl::UnavailableError("the model was unloaded or replaced while the call started; retry");
   Queue& q = *queues_.at(model);
   if (q.retired)
     return absl::UnavailableError(
@@ -170,6 +187,7 @@ std::unique_ptr<Batch> Batcher::FormBatch(absl::Time now, const ModelSet& serves
   int best = -1;
   const ImageTask* best_oldest = nullptr;
   for (size_t index = 0; index < queues_.size(); ++index) {
+    if (queues_[index] == nullptr) continue;
     Queue& q = *queues_[index];
     const size_t before = q.returning.size() + q.fresh.size();
     if (before == 0) continue;
@@ -233,8 +251,8 @@ std::unique_ptr<Batch> Batcher::FormBatch(absl::Time now, const ModelSet& serves
 absl::Time Batcher::NextReadyTime(const ModelSet& serves) const {
   absl::Time next = absl::InfiniteFuture();
   for (size_t index = 0; index < queues_.size(); ++index) {
+    if (queues_[index] == nullptr || !Serves(serves, index)) continue;
     const Queue& q = *queues_[index];
-    if (!Serves(serves, index)) continue;
     for (const auto& task : q.fresh) next = std::min(next, task->arrival + q.options.max_queue_delay);
   }
   return next;
@@ -243,7 +261,7 @@ absl::Time Batcher::NextReadyTime(const ModelSet& serves) const {
 bool Batcher::Finished() const {
   if (!closed_ || in_flight_ > 0) return false;
   for (const auto& q : queues_)
-    if (!q->returning.empty() || !q->fresh.empty()) return false;
+    if (q != nullptr && (!q->returning.empty() || !q->fresh.empty())) return false;
   return true;
 }
 
@@ -301,12 +319,13 @@ void Batcher::BatchDone(int model) {
 
 void Batcher::ObservePass(int model, size_t batch_size, absl::Duration took) {
   std::lock_guard<std::mutex> lock(mu_);
-  queues_.at(model)->pass_time.Observe(batch_size, took);
+  if (Queue* q = queues_.at(model).get()) q->pass_time.Observe(batch_size, took);
 }
 
 absl::Duration Batcher::EstimatedPassTime(int model, size_t batch_size) const {
   std::lock_guard<std::mutex> lock(mu_);
-  return queues_.at(model)->pass_time.Estimate(batch_size);
+  const Queue* q = queues_.at(model).get();
+  return q ? q->pass_time.Estimate(batch_size) : absl::ZeroDuration();
 }
 
 void Batcher::Close() {
@@ -322,6 +341,7 @@ void Batcher::CutQueued(const absl::Status& why) {
     closed_ = true;
     cut_ = why.ok() ? absl::UnavailableError("the server is shutting down") : why;
     for (size_t model = 0; model < queues_.size(); ++model) {
+      if (queues_[model] == nullptr) continue;
       Queue& q = *queues_[model];
       for (auto* list : {&q.returning, &q.fresh})
         for (auto it = list->begin(); it != list->end();)
@@ -335,8 +355,8 @@ void Batcher::CutQueued(const absl::Status& why) {
 
 size_t Batcher::QueueDepth(int model) const {
   std::lock_guard<std::mutex> lock(mu_);
-  const Queue& q = *queues_.at(model);
-  return q.returning.size() + q.fresh.size();
+  const Queue* q = queues_.at(model).get();
+  return q ? q->returning.size() + q->fresh.size() : 0;
 }
 
 }  // namespace tcm

@@ -30,7 +30,8 @@
 //   CutQueued() then drops what still waits (the drain deadline passed).
 // - Models can be added while serving (AddModel) and retired (RetireModel):
 //   a retired model takes no new submissions, its queued and returning work
-//   still runs, and ModelIdle() says when none is left.
+//   still runs, and ModelIdle() says when none is left; ReleaseModel()
+//   then frees its queue.
 //
 // Torch-free and thread-safe. Time comes from Options::clock. It locks with
 // std::mutex rather than absl::Mutex: ThreadSanitizer cannot follow
@@ -155,8 +156,18 @@ class Batcher {
   // returning tasks still run.
   void RetireModel(int model);
 
-  // Whether `model` is retired with no task queued and no batch in flight.
+  // Whether `model` is retired with no task queued and no batch in flight
+  // (true once released).
   bool ModelIdle(int model) const;
+
+  // Frees the queue of `model`, which must be idle (ModelIdle): only its
+  // index stays taken, never handed out again, so a caller still holding it
+  // is refused (Submit: UNAVAILABLE) and reads depth and sizes of 0. A server
+  // that loads new versions for months keeps no queue of the old ones.
+  void ReleaseModel(int model);
+
+  // Model queues held: added and not released.
+  size_t ModelsHeld() const;
 
   // A forward pass of `batch_size` images of `model` took `took` (warm-up
   // passes included): feeds the pass-time estimate.
@@ -210,6 +221,9 @@ class Batcher {
 
   explicit Batcher(Options options);
 
+  // Retired with nothing queued or in flight, or released (null).
+  static bool Idle(const Queue* q);
+
   // Forms a batch of a model in `serves` if one is ready at `now`; abandoned
   // tasks (of any model) go to `dropped`. The helpers below need mu_ held.
   std::unique_ptr<Batch> FormBatch(absl::Time now, const ModelSet& serves, Dropped* dropped);
@@ -240,7 +254,7 @@ class Batcher {
   mutable std::mutex mu_;
   std::condition_variable changed_;  // notified on every change that may make a batch ready
   // Guarded by mu_:
-  std::vector<std::unique_ptr<Queue>> queues_;  // by model index
+  std::vector<std::unique_ptr<Queue>> queues_;  // by model index; null once released
   int in_flight_ = 0;
   bool closed_ = false;
   absl::Status cut_;  // not OK once CutQueued ran: why waiting work is dropped

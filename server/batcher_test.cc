@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <thread>
 #include <tuple>
@@ -133,6 +134,56 @@ TEST_F(BatcherTest, ARetiredModelRefusesNewWorkFinishesItsOwnAndThenIsIdle) {
   EXPECT_FALSE(b->ModelIdle(0));  // in flight
   b->BatchDone(0);
   EXPECT_TRUE(b->ModelIdle(0));
+}
+
+TEST_F(BatcherTest, OnlyAnIdleModelIsReleasedAndItsIndexThenStaysRefused) {
+  auto b = Make(2, absl::Milliseconds(5), 100, 2);
+  EXPECT_EQ(b->ModelsHeld(), 2u);
+  b->ReleaseModel(1);  // serving: kept
+  ASSERT_TRUE(b->Submit(1, Tasks(0, 1, &log_)).ok());
+  b->RetireModel(1);
+  b->ReleaseModel(1);  // work queued: kept
+  EXPECT_EQ(b->ModelsHeld(), 2u);
+  clock_.Advance(absl::Milliseconds(5));
+  auto batch = b->TryNextBatch();
+  ASSERT_NE(batch, nullptr);
+  EXPECT_EQ(batch->model, 1);
+  b->ReleaseModel(1);  // in flight: kept
+  EXPECT_EQ(b->ModelsHeld(), 2u);
+  b->BatchDone(1);
+  b->ReleaseModel(1);
+  EXPECT_EQ(b->ModelsHeld(), 1u);
+
+  // A caller still holding the index is refused and reads zeros.
+  EXPECT_TRUE(b->ModelIdle(1));
+  const absl::Status refused = b->Submit(1, Tasks(1, 1, &log_));
+  EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable);
+  EXPECT_NE(refused.message().find("unloaded or replaced"), std::string::npos) << refused;
+  EXPECT_EQ(b->QueueDepth(1), 0u);
+  EXPECT_EQ(b->MaxBatchSize(1), 0u);
+  EXPECT_EQ(b->MaxQueueSize(1), 0u);
+  EXPECT_EQ(b->EstimatedPassTime(1, 2), absl::ZeroDuration());
+  b->RetireModel(1);
+  b->ReleaseModel(1);
+  EXPECT_EQ(b->ModelsHeld(), 1u);
+
+  // The next model takes a new index; the others go on batching, and the
+  // batcher drains and finishes without the released queue.
+  auto added = b->AddModel({"model2", 2, absl::Milliseconds(5), 10});
+  ASSERT_TRUE(added.ok()) << added.status();
+  EXPECT_EQ(*added, 2);
+  EXPECT_EQ(b->ModelsHeld(), 2u);
+  ASSERT_TRUE(b->Submit(0, Tasks(10, 1, &log_)).ok());
+  ASSERT_TRUE(b->Submit(2, Tasks(20, 2, &log_)).ok());
+  b->Close();
+  std::vector<int> models;
+  while (auto next = b->NextBatch()) {
+    models.push_back(next->model);
+    b->BatchDone(next->model);
+  }
+  std::sort(models.begin(), models.end());
+  EXPECT_EQ(models, (std::vector<int>{0, 2}));
+  EXPECT_EQ(log_.dropped, 0);
 }
 
 TEST_F(BatcherTest, ANotRetiredModelIsNeverIdle) {

@@ -379,6 +379,7 @@ absl::StatusOr<int> WorkerPool::AddModel(const ModelDirectory& model, const Batc
 
 void WorkerPool::RemoveModel(int index) {
   for (auto& w : workers_) w->SetReplica(index, nullptr);
+  batcher_->ReleaseModel(index);
 }
 
 absl::Status WorkerPool::WarmUp(int batch_size) {

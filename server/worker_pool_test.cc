@@ -276,6 +276,25 @@ TEST_F(WorkerPoolTest, InstanceCountLimitsTheWorkersThatRunAModel) {
   Stop(**pool);
 }
 
+TEST_F(WorkerPoolTest, AModelRemovedOnceIdleFreesItsBatcherQueueAndTheOthersServeOn) {
+  auto pool = MakePool(1);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  (*pool)->Start();
+  const Batcher::ModelQueueOptions queue{"tiny", 8, absl::ZeroDuration(), 64};
+  auto added = (*pool)->AddModel(model_, queue, /*warmup_batch_size=*/1);
+  ASSERT_TRUE(added.ok()) << added.status();
+  EXPECT_EQ(*added, 1);
+  EXPECT_EQ(batcher_->ModelsHeld(), 2u);
+  batcher_->RetireModel(*added);
+  ASSERT_TRUE(batcher_->ModelIdle(*added));
+  (*pool)->RemoveModel(*added);
+  EXPECT_EQ(batcher_->ModelsHeld(), 1u);
+  int images = 0;
+  EXPECT_TRUE(Generate(**pool, 2, 2, &images).ok());
+  EXPECT_EQ(images, 2);
+  Stop(**pool);
+}
+
 TEST_F(WorkerPoolTest, InstanceSettingsTheServerCannotMeetAreRefused) {
   model_.config.mutable_instance()->set_count(3);
   auto too_many = MakePool(2);
