@@ -8,8 +8,8 @@
 // on the old one finish there. Once no call can still submit to the old
 // version (no one holds a table that lists it) the batcher stops taking work
 // for it, and once its queue is empty and no batch of it runs, its replicas
-// and its queue are freed. An unload does the same without a successor. A directory that
-// fails to load leaves the version serving now as it is, counts in
+// and its queue are freed. An unload does the same without a successor. A
+// directory that fails to load leaves the version serving now as it is, counts in
 // tcm_model_load_failures_total and logs one line; in poll mode it is tried
 // again once its files change (a directory still being copied is read again
 // until it is whole).

@@ -72,8 +72,9 @@ class WorkerPool final : public GenerationQueue {
   // batcher. Nothing is submitted to it until the caller publishes it.
   absl::StatusOr<int> AddModel(const ModelDirectory& model, const Batcher::ModelQueueOptions& queue,
                                int warmup_batch_size);
-  // Frees the replicas of model `index` and its batcher queue
-  // (Batcher::ReleaseModel). Call once the batcher says the model is idle.
+  // Frees the replicas of model `index` (a batch still running keeps its
+  // replica until it ends) and its batcher queue (Batcher::ReleaseModel).
+  // Call once the batcher says the model is idle.
   void RemoveModel(int index);
 
   // Starts the workers; they run until the batcher is closed and drained.
