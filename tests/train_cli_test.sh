@@ -89,6 +89,12 @@ else
   check 'grep -q "3 steps, fp32, run directory" "$TMP/ct-auto.log" && ! grep -q "from step" "$TMP/ct-auto.log"' \
     "auto is float32 throughout without native bf16"
 fi
+# --precision bf16 keeps bf16 past ratio 0.99 and warns once, at the first such step.
+"$train" consistency --init "$TMP/edm/model" --out "$TMP/ct-bf16-gap" --steps 4 --start_stage 5 --double_every 2 \
+  --precision bf16 --mid_t_candidates "" "${common[@]}" > "$TMP/ct-bf16-gap.log" 2>&1 \
+  || { echo "FAIL: consistency --precision bf16 past ratio 0.99"; cat "$TMP/ct-bf16-gap.log"; exit 1; }
+check 'grep -q "^tcm-train: warning: from step 3 the gap ratio 0.9922 is above 0.99 and --precision bf16 keeps bf16" "$TMP/ct-bf16-gap.log" && [[ $(grep -c "warning: from step" "$TMP/ct-bf16-gap.log") -eq 1 ]] && ! grep -q "float32 (--precision auto)" "$TMP/ct-bf16-gap.log" && grep -q "^step 4/4  loss" "$TMP/ct-bf16-gap.log"' \
+  "--precision bf16 warns once where the gap ratio passes 0.99, stays in bf16 and trains on"
 check 'grep -q "\"cpu_bf16_native\": \"$native\"" "$TMP/ct-auto/settings.json"' \
   "settings.json records whether the CPU that began the run has native bf16"
 # Resumed on a CPU of the same kind, an auto run says nothing of it; on one of the other kind (as

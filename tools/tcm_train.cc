@@ -66,8 +66,9 @@ ABSL_FLAG(uint64_t, seed, 0, "Seed of every random draw (data order, times, nois
 ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = one per core.");
 ABSL_FLAG(std::string, precision, "auto",
           "Precision of the network body's forward and backward passes: fp32, bf16 (weights, Adam and the EMA stay "
-          "float32) or auto (bf16 where the CPU has native bf16, fp32 elsewhere; the consistency stages switch to "
-          "fp32 once the gap ratio passes 0.99, where bf16's rounding swamps the loss, docs/TRAINING.md).");
+          "float32; throughout, with a warning once the gap ratio passes 0.99) or auto (bf16 where the CPU has native "
+          "bf16, fp32 elsewhere; the consistency stages switch to fp32 once the gap ratio passes 0.99, where bf16's "
+          "rounding swamps the loss, docs/TRAINING.md).");
 ABSL_FLAG(bool, channels_last, false,
           "Run the network body's activations and convolution weights in channels-last (in training slower than "
           "the default on this project's machine, docs/TRAINING.md).");
@@ -347,7 +348,7 @@ absl::Status RecordOrCheckRunSettings(const std::string& out, Stage stage, bool 
 // --precision auto leaves bf16 for float32 once the consistency gap ratio
 // passes this: the loss compares two passes a gap apart, and bf16's rounding
 // in each outweighs their difference when the gap is small (the truncated
-// stage collapsed in bf16 past 0.99; stage 1 trained well up to 0.984).
+// stage collapsed in bf16 at 0.996 and 0.999; stage 1 trained well up to 0.984).
 constexpr double kBf16MaxGapRatio = 0.99;
 
 // --precision as the body's dtype: auto is bf16 where the CPU has native bf16.
@@ -568,10 +569,24 @@ absl::Status Run(const std::string& stage_name) {
     std::printf("tcm-train: resumed %s at step %lld\n", checkpoint.c_str(), (long long)trainer->step());
   }
   // --precision auto: float32 from the step whose gap is too small for bf16.
+  // --precision bf16 keeps bf16 there and warns once.
+  bool warned_bf16_gap = false;
   const auto fit_precision_to_gap = [&] {
-    if (!auto_precision || dtype != torch::kBFloat16 || stage == Stage::kDiffusion) return;
+    if (dtype != torch::kBFloat16 || stage == Stage::kDiffusion) return;
     const double ratio = trainer->NextGapRatio();
     if (ratio <= kBf16MaxGapRatio) return;
+    if (!auto_precision) {
+      if (warned_bf16_gap) return;
+      warned_bf16_gap = true;
+      std::printf(
+          "tcm-train: warning: from step %lld the gap ratio %.4f is above %g and --precision bf16 keeps bf16, in which "
+          "the "
+          "truncated stage collapsed to unrecognisable images at ratios 0.996 and 0.999 (docs/TRAINING.md, "
+          "\"Arithmetic\"); --precision auto runs these steps in float32\n",
+          (long long)trainer->step() + 1, ratio, kBf16MaxGapRatio);
+      std::fflush(stdout);
+      return;
+    }
     dtype = torch::kFloat32;
     net->SetCompute(dtype, channels_last);
     if (teacher) teacher->SetCompute(dtype, channels_last);
