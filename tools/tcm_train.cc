@@ -580,8 +580,7 @@ absl::Status Run(const std::string& stage_name) {
       warned_bf16_gap = true;
       std::printf(
           "tcm-train: warning: from step %lld the gap ratio %.4f is above %g and --precision bf16 keeps bf16, in which "
-          "the "
-          "truncated stage collapsed to unrecognisable images at ratios 0.996 and 0.999 (docs/TRAINING.md, "
+          "the truncated stage collapsed to unrecognisable images at ratios 0.996 and 0.999 (docs/TRAINING.md, "
           "\"Arithmetic\"); --precision auto runs these steps in float32\n",
           (long long)trainer->step() + 1, ratio, kBf16MaxGapRatio);
       std::fflush(stdout);
