@@ -45,13 +45,15 @@ stage diffusion "$run/edm" --config tools/configs/edm2-fashion-mnist.pbtxt "${co
   --steps 8000 --lr 2.4e-2 --decay_iter 400
 
 # The consistency stages choose among three EMA lengths (sigma_rel 0.10, 0.05
-# and 0.023) on the held-out images.
-ema_choice=(--ema_gamma_candidates 6.94,40)
+# and 0.023) on the held-out images, and score their EMA at 1 step on them
+# every 500 steps while they train (RUN_DIR/*/eval.jsonl; the training is the
+# same without).
+held_out_scoring=(--ema_gamma_candidates 6.94,40 --eval_every 500)
 
 # Stage 1: consistency training over [0.002, 80] from the diffusion weights
 # (the reference's defaults: log t ~ N(-1.1, 2.0), default weighting, q = 2),
 # the gap halved every 500 steps (stage 5 at the end: all of it in bf16).
-stage consistency "$run/ct" --init "$run/edm/model" "${common[@]}" "${ema_choice[@]}" \
+stage consistency "$run/ct" --init "$run/edm/model" "${common[@]}" "${held_out_scoring[@]}" \
   --steps 3000 --lr 1e-3 --decay_iter 2000 --dropout 0.1 -c 1e-8 --double_every 500
 
 # Stage 2: truncated training over [t' = 1, 80] from stage 1, stage 1 frozen
@@ -59,7 +61,7 @@ stage consistency "$run/ct" --init "$run/edm/model" "${common[@]}" "${ema_choice
 # around log t = 0) and boundary loss (25% of each batch, weight 0.1); the gap
 # schedule continues from stage 5 at the same pace (float32 from step 500;
 # the ratio reaches its floor, 0.996, at step 1000 and stays there).
-stage truncated "$run/tcm" --init "$run/ct/model" --teacher "$run/ct/model" "${common[@]}" "${ema_choice[@]}" \
+stage truncated "$run/tcm" --init "$run/ct/model" --teacher "$run/ct/model" "${common[@]}" "${held_out_scoring[@]}" \
   --t_lower 1 --transition_t 1 --mean 0 --std 0.2 --tdist t --df 0.01 \
   --boundary_prob 0.25 --w_boundary 0.1 --ratio_limit 0.996 \
   --steps 4500 --lr 5e-4 --decay_iter 2000 --dropout 0.1 -c 1e-8 --double_every 500 --start_stage 5

@@ -132,6 +132,24 @@ check 'grep -q "\"ema_gamma_candidates\": \"2,40\"" "$TMP/ct-ema/settings.json"'
   || { echo "FAIL: consistency --ema_gamma $ema"; cat "$TMP/ct-ema-chosen.log"; exit 1; }
 check 'cmp -s "$TMP/ct-ema/model/weights.safetensors" "$TMP/ct-ema-chosen/model/weights.safetensors"' \
   "the exported weights are those of the chosen EMA (gamma $ema)"
+# --eval_every scores --ema_gamma's EMA at 1 step on the held-out images while training runs, and
+# changes nothing of the training: the same run as ct-ema, scored after every step.
+"$train" consistency --init "$TMP/edm/model" --out "$TMP/ct-eval" --steps 3 --ema_type power --ema_gamma_candidates 2,40 \
+  --mid_t_candidates "" --eval_every 1 --eval_samples 20 "${common[@]}" > "$TMP/ct-eval.log" 2>&1 \
+  || { echo "FAIL: consistency --eval_every"; cat "$TMP/ct-eval.log"; exit 1; }
+check 'cmp -s "$TMP/ct-ema/model/weights.safetensors" "$TMP/ct-eval/model/weights.safetensors"' \
+  "the scores leave the training unchanged: the same weights as without them"
+check 'diff <(jq -c "del(.images_per_second)" "$TMP/ct-ema/log.jsonl") <(jq -c "del(.images_per_second)" "$TMP/ct-eval/log.jsonl") > /dev/null' \
+  "the scores leave the losses unchanged"
+check '[[ $(jq -c -s "map(.step)" "$TMP/ct-eval/eval.jsonl") == "[1,2,3]" ]]' "eval.jsonl holds one score per step"
+check '[[ $(jq -s "all(.steps == 1 and .samples == 20 and .held_out_images == 100 and .class_accuracy >= 0 and .class_accuracy <= 1 and .fd > 0)" "$TMP/ct-eval/eval.jsonl") == true ]]' \
+  "each score names its samples and held-out images and holds an accuracy and an FD"
+check 'grep -Eq "^eval at step 3: 1 step accuracy [01]\.[0-9]{4}  FD [0-9]+\.[0-9]{4}  \(20 samples against 100 held-out images, [0-9.]+ s\)$" "$TMP/ct-eval.log"' \
+  "each score is printed"
+# The last score is the final EMA's: the selection at the end scores the same weights (gamma 16.97) alike.
+check '[[ $(jq -s --slurpfile sel "$TMP/ct-eval/selection.json" "last as \$e | \$sel[0].ema_candidates[0] | (.gamma == 16.97 and ((.class_accuracy - \$e.class_accuracy) | fabs) < 1e-5 and ((.fd - \$e.fd) | fabs) < 1e-3 * .fd)" "$TMP/ct-eval/eval.jsonl") == true ]]' \
+  "the score at the last step matches the selection's score of the same EMA"
+check '! grep -q "eval_every" "$TMP/ct-eval/settings.json"' "settings.json leaves out --eval_every (it does not change the run)"
 "$train" truncated --init "$TMP/ct/model" --teacher "$TMP/ct/model" --t_lower 1 --boundary_prob 0.25 \
   --out "$TMP/tcm" --steps 2 "${common[@]}" > "$TMP/tcm.log" 2>&1 || { echo "FAIL: truncated"; cat "$TMP/tcm.log"; exit 1; }
 check 'grep -Eq "boundary [0-9.]*[1-9]" "$TMP/tcm.log"' "stage 2 reports a non-zero boundary loss"
@@ -194,6 +212,15 @@ expect_error '--ema_gamma_candidates: a comma-separated list of numbers, got "5;
   "$train" consistency --ema_type power --ema_gamma_candidates "5;7" --init "$TMP/ct/model" --out "$TMP/x"
 expect_error "--ema_gamma_candidates: only for the consistency and truncated stages" \
   "$train" diffusion --ema_type power --ema_gamma_candidates 5 --config "$TMP/tiny.pbtxt" --out "$TMP/x"
+expect_error "--eval_every: must be 0 or more, got -1" \
+  "$train" consistency --eval_every -1 --init "$TMP/ct/model" --out "$TMP/x" --classifier "$classifier"
+expect_error "--eval_every: only for the consistency and truncated stages" \
+  "$train" diffusion --eval_every 5 --config "$TMP/tiny.pbtxt" --out "$TMP/x"
+expect_error "--eval_samples: must be at least 2, got 1" \
+  "$train" consistency --eval_every 5 --eval_samples 1 --init "$TMP/ct/model" --out "$TMP/x" --classifier "$classifier"
+expect_error "--eval_every: needs --validation_images (at least 2)" \
+  "$train" consistency --eval_every 5 --validation_images 0 --mid_t_candidates "" --init "$TMP/ct/model" --out "$TMP/x" \
+  --classifier "$classifier"
 expect_error "--classifier: $TMP/none.safetensors" \
   "$train" consistency --classifier "$TMP/none.safetensors" --init "$TMP/ct/model" --out "$TMP/x"
 expect_error '--data: unknown data set "mnist"' "$train" consistency --data mnist --init "$TMP/ct/model" --out "$TMP/x"

@@ -59,7 +59,8 @@ ABSL_FLAG(std::string, init, "",
 ABSL_FLAG(std::string, teacher, "", "truncated: the frozen stage-1 model directory, used below t'.");
 ABSL_FLAG(bool, resume, false,
           "Continue from OUT/checkpoint.pt exactly where it stopped. The flags recorded in OUT/settings.json must "
-          "be repeated; --steps, --threads, --log_every and --checkpoint_every may change.");
+          "be repeated; --steps, --threads, --log_every, --checkpoint_every, --eval_every and --eval_samples may "
+          "change.");
 ABSL_FLAG(int64_t, steps, 2000, "Optimisation steps in total (including those before a resume).");
 ABSL_FLAG(int64_t, batch_size, 512, "Images per step.");
 ABSL_FLAG(uint64_t, seed, 0, "Seed of every random draw (data order, times, noise, dropout).");
@@ -127,7 +128,15 @@ ABSL_FLAG(int64_t, selection_samples, 2000,
           "Images drawn per candidate when choosing the EMA (at 1 step) and mid_t (at 2 steps); image i is of class "
           "i % 10, seed 0.");
 ABSL_FLAG(std::string, classifier, "tools/eval/fashion-mnist-classifier.safetensors",
-          "The evaluation classifier's weights, for choosing the EMA and mid_t.");
+          "The evaluation classifier's weights, for choosing the EMA and mid_t and for --eval_every.");
+// Quality while training runs.
+ABSL_FLAG(int64_t, eval_every, 0,
+          "consistency, truncated: steps between scores of the EMA (--ema_gamma's or --ema_beta's) at 1 step against "
+          "the --validation_images while training runs: class accuracy and FD by the evaluation classifier, printed "
+          "and appended to OUT/eval.jsonl, to see the quality grow and catch a collapse early; the training itself "
+          "is unchanged. 0 = none.");
+ABSL_FLAG(int64_t, eval_samples, 500,
+          "Images drawn for each --eval_every score (at least 2); image i is of class i % 10, seed 0.");
 
 namespace tcm {
 namespace {
@@ -417,6 +426,54 @@ absl::StatusOr<std::optional<SamplingChoice>> PrepareSamplingChoice(const TrainO
   return choice;
 }
 
+// The held-out images' statistics in the evaluation classifier's feature space.
+absl::StatusOr<FeatureStatistics> HeldOutStatistics(FashionClassifier& classifier, const LabeledImages& held_out) {
+  TCM_ASSIGN_OR_RETURN(torch::Tensor images, ToModelInput(held_out.images, kClassifierResolution));
+  return ComputeFeatureStatistics(ClassifyInChunks(classifier, images, /*chunk=*/5000, {}).features);
+}
+
+// What scoring the EMA while training runs needs (--eval_every).
+struct TrainingEval {
+  int64_t every = 0;
+  SamplingPlan plan;
+  std::shared_ptr<FashionClassifier> classifier;
+  FeatureStatistics reference;  // of the held-out images
+};
+
+// Checks --eval_every and what it needs before training starts: empty when
+// it is 0; an InvalidArgument error naming the flag when the stage or the
+// model cannot be scored. Reuses the sampling choice's classifier, if any.
+absl::StatusOr<std::optional<TrainingEval>> PrepareTrainingEval(Stage stage, const v1::ModelConfig& c,
+                                                                const LabeledImages& held_out,
+                                                                const std::optional<SamplingChoice>& choice) {
+  TrainingEval eval;
+  eval.every = absl::GetFlag(FLAGS_eval_every);
+  if (eval.every < 0)
+    return absl::InvalidArgumentError(absl::StrCat("--eval_every: must be 0 or more, got ", eval.every));
+  if (eval.every == 0) return std::nullopt;
+  if (stage == Stage::kDiffusion)
+    return absl::InvalidArgumentError(
+        "--eval_every: only for the consistency and truncated stages (it scores 1-step samples)");
+  eval.plan.num = absl::GetFlag(FLAGS_eval_samples);
+  if (eval.plan.num < 2)
+    return absl::InvalidArgumentError(absl::StrCat("--eval_samples: must be at least 2, got ", eval.plan.num));
+  if (held_out.images.size(0) < 2 || c.img_channels() != 1 || c.img_resolution() != kClassifierResolution ||
+      c.num_classes() != kClassifierClasses)
+    return absl::InvalidArgumentError(
+        "--eval_every: needs --validation_images (at least 2) and a Fashion-MNIST-shaped model (1 channel, 32x32, 10 "
+        "classes)");
+  if (choice) {
+    eval.classifier = choice->classifier;
+  } else {
+    auto classifier = LoadClassifier(absl::GetFlag(FLAGS_classifier));
+    if (!classifier.ok())
+      return absl::Status(classifier.status().code(), absl::StrCat("--classifier: ", classifier.status().message()));
+    eval.classifier = *std::move(classifier);
+  }
+  TCM_ASSIGN_OR_RETURN(eval.reference, HeldOutStatistics(*eval.classifier, held_out));
+  return eval;
+}
+
 // `ema` as a model directory: its configuration without training-only
 // settings, a copy of its weights, and `labels`.
 ModelDirectory ExportedModel(Denoiser& ema, const std::vector<std::string>& labels) {
@@ -434,10 +491,8 @@ ModelDirectory ExportedModel(Denoiser& ema, const std::vector<std::string>& labe
 // (see --mid_t_candidates), and writes OUT/selection.json.
 absl::Status ChooseSamplingSettings(const SamplingChoice& choice, Trainer& trainer, ModelDirectory* model,
                                     const LabeledImages& held_out, torch::ScalarType dtype, const std::string& out) {
-  TCM_ASSIGN_OR_RETURN(torch::Tensor images, ToModelInput(held_out.images, kClassifierResolution));
   FashionClassifier& classifier = *choice.classifier;
-  const FeatureStatistics reference =
-      ComputeFeatureStatistics(ClassifyInChunks(classifier, images, /*chunk=*/5000, {}).features);
+  TCM_ASSIGN_OR_RETURN(const FeatureStatistics reference, HeldOutStatistics(classifier, held_out));
   SamplingPlan plan;
   plan.num = absl::GetFlag(FLAGS_selection_samples);
   nlohmann::ordered_json json;
@@ -496,6 +551,30 @@ absl::Status ChooseSamplingSettings(const SamplingChoice& choice, Trainer& train
   std::ofstream file(out + "/selection.json");
   file << json.dump(2) << "\n";
   if (!file) return absl::DataLossError(absl::StrCat(out, "/selection.json: cannot write"));
+  return absl::OkStatus();
+}
+
+// Scores the EMA at 1 step (--eval_every), prints the score and appends it to
+// `log`. The random generator is left as found, so training goes on unchanged.
+absl::Status EvaluateWhileTraining(const TrainingEval& eval, Trainer& trainer, const std::vector<std::string>& labels,
+                                   torch::ScalarType dtype, std::ostream& log) {
+  const torch::Tensor generator = CpuGeneratorState();
+  const auto start = std::chrono::steady_clock::now();
+  absl::StatusOr<StepScore> score =
+      ScoreOneStep(ExportedModel(trainer.ema(), labels), dtype, eval.plan, *eval.classifier, eval.reference, {});
+  SetCpuGeneratorState(generator);
+  if (!score.ok()) return score.status();
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::printf("eval at step %lld: 1 step accuracy %.4f  FD %.4f  (%lld samples against %lld held-out images, %.1f s)\n",
+              (long long)trainer.step(), score->accuracy, score->fd, (long long)eval.plan.num,
+              (long long)eval.reference.count, seconds);
+  std::fflush(stdout);
+  log << absl::StrFormat(
+             "{\"step\": %d, \"steps\": 1, \"class_accuracy\": %.6g, \"fd\": %.6g, "
+             "\"samples\": %d, \"held_out_images\": %d, \"seconds\": %.4g}\n",
+             trainer.step(), score->accuracy, score->fd, eval.plan.num, eval.reference.count, seconds)
+      << std::flush;
+  if (!log) return absl::DataLossError("eval.jsonl: cannot write");
   return absl::OkStatus();
 }
 
@@ -561,6 +640,8 @@ absl::Status Run(const std::string& stage_name) {
   TCM_ASSIGN_OR_RETURN(auto trainer, Trainer::Create(options, net, teacher, images, data.train.labels));
   TCM_ASSIGN_OR_RETURN(const std::optional<SamplingChoice> choice,
                        PrepareSamplingChoice(options, net->config(), data.validation.images.size(0)));
+  TCM_ASSIGN_OR_RETURN(const std::optional<TrainingEval> eval,
+                       PrepareTrainingEval(stage, net->config(), data.validation, choice));
 
   const std::string checkpoint = out + "/checkpoint.pt";
   SetCpuGeneratorState(training_generator);
@@ -606,6 +687,8 @@ absl::Status Run(const std::string& stage_name) {
   std::signal(SIGINT, OnSignal);
   std::signal(SIGTERM, OnSignal);
   std::ofstream log(out + "/log.jsonl", std::ios::app);
+  std::ofstream eval_log;
+  if (eval) eval_log.open(out + "/eval.jsonl", std::ios::app);
   const int64_t total = absl::GetFlag(FLAGS_steps), log_every = absl::GetFlag(FLAGS_log_every),
                 checkpoint_every = absl::GetFlag(FLAGS_checkpoint_every);
   using Clock = std::chrono::steady_clock;
@@ -641,6 +724,8 @@ absl::Status Run(const std::string& stage_name) {
       loss_sum = boundary_sum = 0;
     }
     if (s.step % checkpoint_every == 0) TCM_RETURN_IF_ERROR(trainer->SaveCheckpoint(checkpoint));
+    if (eval && s.step % eval->every == 0)
+      TCM_RETURN_IF_ERROR(EvaluateWhileTraining(*eval, *trainer, labels, dtype, eval_log));
   }
   TCM_RETURN_IF_ERROR(trainer->SaveCheckpoint(checkpoint));
   if (g_stop) {

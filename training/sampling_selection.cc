@@ -19,6 +19,13 @@ absl::StatusOr<StepResult> Score(const ModelDirectory& model, int steps, torch::
 
 }  // namespace
 
+absl::StatusOr<StepScore> ScoreOneStep(const ModelDirectory& model, torch::ScalarType dtype, const SamplingPlan& plan,
+                                       FashionClassifier& classifier, const FeatureStatistics& held_out,
+                                       const ProgressFn& progress) {
+  TCM_ASSIGN_OR_RETURN(const StepResult result, Score(model, /*steps=*/1, dtype, plan, classifier, held_out, progress));
+  return StepScore{result.accuracy, result.fd};
+}
+
 absl::StatusOr<MidTSelection> SelectMidT(const ModelDirectory& model, const std::vector<double>& candidates,
                                          const std::string& flag, torch::ScalarType dtype, const SamplingPlan& plan,
                                          FashionClassifier& classifier, const FeatureStatistics& held_out,
@@ -33,9 +40,7 @@ absl::StatusOr<MidTSelection> SelectMidT(const ModelDirectory& model, const std:
   if (one_step) {
     selection.one_step = *one_step;
   } else {
-    TCM_ASSIGN_OR_RETURN(const StepResult measured,
-                         Score(model, /*steps=*/1, dtype, plan, classifier, held_out, progress));
-    selection.one_step = {measured.accuracy, measured.fd};
+    TCM_ASSIGN_OR_RETURN(selection.one_step, ScoreOneStep(model, dtype, plan, classifier, held_out, progress));
   }
   for (double mid_t : candidates) {
     ModelDirectory candidate = model;
@@ -74,10 +79,9 @@ absl::StatusOr<EmaSelection> SelectEmaProfile(const std::vector<ModelDirectory>&
         absl::StrCat("choosing the EMA: ", models.size(), " models for ", gammas.size(), " gammas"));
   EmaSelection selection;
   for (size_t i = 0; i < models.size(); ++i) {
-    TCM_ASSIGN_OR_RETURN(const StepResult result,
-                         Score(models[i], /*steps=*/1, dtype, plan, classifier, held_out, progress));
-    selection.scores.push_back({gammas[i], result.accuracy, result.fd});
-    if (result.fd < selection.scores[selection.chosen].fd) selection.chosen = i;
+    TCM_ASSIGN_OR_RETURN(const StepScore score, ScoreOneStep(models[i], dtype, plan, classifier, held_out, progress));
+    selection.scores.push_back({gammas[i], score.accuracy, score.fd});
+    if (score.fd < selection.scores[selection.chosen].fd) selection.chosen = i;
   }
   return selection;
 }

@@ -26,6 +26,12 @@ struct StepScore {
   double fd = 0;        // against the held-out images
 };
 
+// `model` (a Fashion-MNIST model directory) sampled at 1 step, run in `dtype`,
+// channels-last, drawing plan.num images, and scored against `held_out`.
+absl::StatusOr<StepScore> ScoreOneStep(const ModelDirectory& model, torch::ScalarType dtype, const SamplingPlan& plan,
+                                       FashionClassifier& classifier, const FeatureStatistics& held_out,
+                                       const ProgressFn& progress);
+
 struct MidTScore {
   double mid_t = 0;
   double accuracy = 0;  // class accuracy at 2 steps
