@@ -724,8 +724,13 @@ absl::Status Run(const std::string& stage_name) {
       loss_sum = boundary_sum = 0;
     }
     if (s.step % checkpoint_every == 0) TCM_RETURN_IF_ERROR(trainer->SaveCheckpoint(checkpoint));
-    if (eval && s.step % eval->every == 0)
-      TCM_RETURN_IF_ERROR(EvaluateWhileTraining(*eval, *trainer, labels, dtype, eval_log));
+    if (eval && s.step % eval->every == 0) {
+      const absl::Status scored = EvaluateWhileTraining(*eval, *trainer, labels, dtype, eval_log);
+      if (!scored.ok()) {  // keep the steps trained since the last checkpoint
+        TCM_RETURN_IF_ERROR(trainer->SaveCheckpoint(checkpoint));
+        return scored;
+      }
+    }
   }
   TCM_RETURN_IF_ERROR(trainer->SaveCheckpoint(checkpoint));
   if (g_stop) {
