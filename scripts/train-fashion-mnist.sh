@@ -12,7 +12,7 @@
 # the EMA and mid_t tcm-train chose on the 5000 training images every stage
 # holds out (RUN_DIR/*/selection.json). Every stage runs in bf16 where the CPU
 # has native bf16 (--precision auto), the consistency stages only while their
-# gap ratio is at most 0.99 (float32 beyond). THREADS (default 1) sets the intra-op threads;
+# gap ratio is at most 0.985 (float32 beyond). THREADS (default 1) sets the intra-op threads;
 # give it the machine's cores only when nothing else runs: oversubscribed
 # OpenMP threads slow training several-fold.
 set -euo pipefail

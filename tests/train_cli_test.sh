@@ -74,7 +74,7 @@ check '[[ ! -f "$TMP/ct-bf16/selection.json" ]] && grep -q "^mid_t: 0.821$" "$TM
   || { echo "FAIL: consistency --precision fp32 --channels_last"; cat "$TMP/ct-fp32.log"; exit 1; }
 check 'grep -q "1 steps, fp32 channels-last, run directory" "$TMP/ct-fp32.log"' "fp32 channels-last training announced"
 check '[[ -f "$TMP/ct/model/samples-1step.png" && -f "$TMP/ct/model/samples-2step.png" ]]' "stage 1 sample grids"
-# --precision auto: bf16 (where native) while the gap is wide, float32 once its ratio passes 0.99
+# --precision auto: bf16 (where native) while the gap is wide, float32 once its ratio passes 0.985
 # (schedule stage 6 from step 2: ratio 1 - 1/2^7 = 0.9922).
 "$train" consistency --init "$TMP/edm/model" --out "$TMP/ct-auto" --steps 3 --start_stage 5 --double_every 2 \
   --mid_t_candidates "" "${common[@]}" > "$TMP/ct-auto.log" 2>&1 \
@@ -83,18 +83,18 @@ native=false other=true
 if grep -m1 '^flags' /proc/cpuinfo | grep -Eqw 'avx512_bf16|amx_bf16'; then
   native=true other=false
   check 'grep -q "3 steps, bf16, run directory" "$TMP/ct-auto.log"' "auto starts in bf16 on a CPU with native bf16"
-  check 'grep -q "^tcm-train: from step 3 float32 (--precision auto): the gap ratio 0.9922 is above 0.99$" "$TMP/ct-auto.log"' \
-    "auto switches to float32 at the step whose gap ratio passes 0.99"
+  check 'grep -q "^tcm-train: from step 3 float32 (--precision auto): the gap ratio 0.9922 is above 0.985$" "$TMP/ct-auto.log"' \
+    "auto switches to float32 at the step whose gap ratio passes 0.985"
 else
   check 'grep -q "3 steps, fp32, run directory" "$TMP/ct-auto.log" && ! grep -q "from step" "$TMP/ct-auto.log"' \
     "auto is float32 throughout without native bf16"
 fi
-# --precision bf16 keeps bf16 past ratio 0.99 and warns once, at the first such step.
+# --precision bf16 keeps bf16 past ratio 0.985 and warns once, at the first such step.
 "$train" consistency --init "$TMP/edm/model" --out "$TMP/ct-bf16-gap" --steps 4 --start_stage 5 --double_every 2 \
   --precision bf16 --mid_t_candidates "" "${common[@]}" > "$TMP/ct-bf16-gap.log" 2>&1 \
-  || { echo "FAIL: consistency --precision bf16 past ratio 0.99"; cat "$TMP/ct-bf16-gap.log"; exit 1; }
-check 'grep -q "^tcm-train: warning: from step 3 the gap ratio 0.9922 is above 0.99 and --precision bf16 keeps bf16" "$TMP/ct-bf16-gap.log" && [[ $(grep -c "warning: from step" "$TMP/ct-bf16-gap.log") -eq 1 ]] && ! grep -q "float32 (--precision auto)" "$TMP/ct-bf16-gap.log" && grep -q "^step 4/4  loss" "$TMP/ct-bf16-gap.log"' \
-  "--precision bf16 warns once where the gap ratio passes 0.99, stays in bf16 and trains on"
+  || { echo "FAIL: consistency --precision bf16 past ratio 0.985"; cat "$TMP/ct-bf16-gap.log"; exit 1; }
+check 'grep -q "^tcm-train: warning: from step 3 the gap ratio 0.9922 is above 0.985 and --precision bf16 keeps bf16" "$TMP/ct-bf16-gap.log" && [[ $(grep -c "warning: from step" "$TMP/ct-bf16-gap.log") -eq 1 ]] && ! grep -q "float32 (--precision auto)" "$TMP/ct-bf16-gap.log" && grep -q "^step 4/4  loss" "$TMP/ct-bf16-gap.log"' \
+  "--precision bf16 warns once where the gap ratio passes 0.985, stays in bf16 and trains on"
 check 'grep -q "\"cpu_bf16_native\": \"$native\"" "$TMP/ct-auto/settings.json"' \
   "settings.json records whether the CPU that began the run has native bf16"
 # Resumed on a CPU of the same kind, an auto run says nothing of it; on one of the other kind (as
