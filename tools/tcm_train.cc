@@ -390,13 +390,34 @@ struct SamplingChoice {
   std::vector<double> mid_t_candidates;
   std::vector<double> ema_gammas;  // empty: the EMA is not chosen
   std::shared_ptr<FashionClassifier> classifier;
+  FeatureStatistics reference;  // of the held-out images
 };
+
+// Whether `c`'s samples can be scored on `held_out` images by the evaluation
+// classifier: at least 2 of them and a Fashion-MNIST-shaped model.
+bool ScorableOnHeldOut(const v1::ModelConfig& c, int64_t held_out) {
+  return held_out >= 2 && c.img_channels() == 1 && c.img_resolution() == kClassifierResolution &&
+         c.num_classes() == kClassifierClasses;
+}
+
+// --classifier loaded, and the held-out images' statistics in its feature space.
+absl::Status LoadClassifierAndReference(const LabeledImages& held_out, std::shared_ptr<FashionClassifier>* classifier,
+                                        FeatureStatistics* reference) {
+  auto loaded = LoadClassifier(absl::GetFlag(FLAGS_classifier));
+  if (!loaded.ok())
+    return absl::Status(loaded.status().code(), absl::StrCat("--classifier: ", loaded.status().message()));
+  *classifier = *std::move(loaded);
+  TCM_ASSIGN_OR_RETURN(torch::Tensor images, ToModelInput(held_out.images, kClassifierResolution));
+  *reference = ComputeFeatureStatistics(ClassifyInChunks(**classifier, images, /*chunk=*/5000, {}).features);
+  return absl::OkStatus();
+}
 
 // Checks, before training starts, what choosing the sampling settings needs:
 // the candidates, held-out images, a Fashion-MNIST-shaped model and the
 // classifier. Empty (with a line saying why) when nothing is chosen.
 absl::StatusOr<std::optional<SamplingChoice>> PrepareSamplingChoice(const TrainOptions& options,
-                                                                    const v1::ModelConfig& c, int64_t held_out) {
+                                                                    const v1::ModelConfig& c,
+                                                                    const LabeledImages& held_out) {
   SamplingChoice choice;
   TCM_ASSIGN_OR_RETURN(choice.mid_t_candidates, NumberList("mid_t_candidates", absl::GetFlag(FLAGS_mid_t_candidates)));
   if (!options.ema_gamma_candidates.empty()) {
@@ -412,25 +433,15 @@ absl::StatusOr<std::optional<SamplingChoice>> PrepareSamplingChoice(const TrainO
     if (!(mid_t > 0 && mid_t < c.t_max()))
       return absl::InvalidArgumentError(
           absl::StrCat("--mid_t_candidates: each value must be in (0, t_max = ", c.t_max(), "), got ", mid_t));
-  if (held_out < 2 || c.img_channels() != 1 || c.img_resolution() != kClassifierResolution ||
-      c.num_classes() != kClassifierClasses) {
+  if (!ScorableOnHeldOut(c, held_out.images.size(0))) {
     std::printf(
         "tcm-train: mid_t stays %g and the EMA --ema_gamma's: choosing them needs --validation_images (at least "
         "2) and a Fashion-MNIST-shaped model (1 channel, 32x32, 10 classes)\n",
         c.mid_t());
     return std::nullopt;
   }
-  auto classifier = LoadClassifier(absl::GetFlag(FLAGS_classifier));
-  if (!classifier.ok())
-    return absl::Status(classifier.status().code(), absl::StrCat("--classifier: ", classifier.status().message()));
-  choice.classifier = *std::move(classifier);
+  TCM_RETURN_IF_ERROR(LoadClassifierAndReference(held_out, &choice.classifier, &choice.reference));
   return choice;
-}
-
-// The held-out images' statistics in the evaluation classifier's feature space.
-absl::StatusOr<FeatureStatistics> HeldOutStatistics(FashionClassifier& classifier, const LabeledImages& held_out) {
-  TCM_ASSIGN_OR_RETURN(torch::Tensor images, ToModelInput(held_out.images, kClassifierResolution));
-  return ComputeFeatureStatistics(ClassifyInChunks(classifier, images, /*chunk=*/5000, {}).features);
 }
 
 // What scoring the EMA while training runs needs (--eval_every).
@@ -443,7 +454,8 @@ struct TrainingEval {
 
 // Checks --eval_every and what it needs before training starts: empty when
 // it is 0; an InvalidArgument error naming the flag when the stage or the
-// model cannot be scored. Reuses the sampling choice's classifier, if any.
+// model cannot be scored. Reuses the sampling choice's classifier and
+// statistics, if any.
 absl::StatusOr<std::optional<TrainingEval>> PrepareTrainingEval(Stage stage, const v1::ModelConfig& c,
                                                                 const LabeledImages& held_out,
                                                                 const std::optional<SamplingChoice>& choice) {
@@ -458,20 +470,16 @@ absl::StatusOr<std::optional<TrainingEval>> PrepareTrainingEval(Stage stage, con
   eval.plan.num = absl::GetFlag(FLAGS_eval_samples);
   if (eval.plan.num < 2)
     return absl::InvalidArgumentError(absl::StrCat("--eval_samples: must be at least 2, got ", eval.plan.num));
-  if (held_out.images.size(0) < 2 || c.img_channels() != 1 || c.img_resolution() != kClassifierResolution ||
-      c.num_classes() != kClassifierClasses)
+  if (!ScorableOnHeldOut(c, held_out.images.size(0)))
     return absl::InvalidArgumentError(
         "--eval_every: needs --validation_images (at least 2) and a Fashion-MNIST-shaped model (1 channel, 32x32, 10 "
         "classes)");
   if (choice) {
     eval.classifier = choice->classifier;
+    eval.reference = choice->reference;
   } else {
-    auto classifier = LoadClassifier(absl::GetFlag(FLAGS_classifier));
-    if (!classifier.ok())
-      return absl::Status(classifier.status().code(), absl::StrCat("--classifier: ", classifier.status().message()));
-    eval.classifier = *std::move(classifier);
+    TCM_RETURN_IF_ERROR(LoadClassifierAndReference(held_out, &eval.classifier, &eval.reference));
   }
-  TCM_ASSIGN_OR_RETURN(eval.reference, HeldOutStatistics(*eval.classifier, held_out));
   return eval;
 }
 
@@ -491,9 +499,9 @@ ModelDirectory ExportedModel(Denoiser& ema, const std::vector<std::string>& labe
 // (see --ema_gamma_candidates; `model` holds the main EMA's) and its mid_t
 // (see --mid_t_candidates), and writes OUT/selection.json.
 absl::Status ChooseSamplingSettings(const SamplingChoice& choice, Trainer& trainer, ModelDirectory* model,
-                                    const LabeledImages& held_out, torch::ScalarType dtype, const std::string& out) {
+                                    torch::ScalarType dtype, const std::string& out) {
   FashionClassifier& classifier = *choice.classifier;
-  TCM_ASSIGN_OR_RETURN(const FeatureStatistics reference, HeldOutStatistics(classifier, held_out));
+  const FeatureStatistics& reference = choice.reference;
   SamplingPlan plan;
   plan.num = absl::GetFlag(FLAGS_selection_samples);
   nlohmann::ordered_json json;
@@ -584,10 +592,10 @@ absl::Status EvaluateWhileTraining(const TrainingEval& eval, Trainer& trainer, c
 // composition with the stage-1 teacher below t'.
 absl::Status Export(Trainer& trainer, Stage stage, const std::string& out, const std::vector<std::string>& labels,
                     const ModelDirectory* teacher, double transition_t, const std::optional<SamplingChoice>& choice,
-                    const LabeledImages& held_out, torch::ScalarType dtype) {
+                    torch::ScalarType dtype) {
   ModelDirectory model = ExportedModel(trainer.ema(), labels);
   const float default_mid_t = model.config.mid_t();
-  if (choice) TCM_RETURN_IF_ERROR(ChooseSamplingSettings(*choice, trainer, &model, held_out, dtype, out));
+  if (choice) TCM_RETURN_IF_ERROR(ChooseSamplingSettings(*choice, trainer, &model, dtype, out));
   TCM_RETURN_IF_ERROR(WriteModel(model, out + "/model", stage != Stage::kDiffusion));
   if (teacher == nullptr) return absl::OkStatus();
   model.path = out + "/model";
@@ -640,7 +648,7 @@ absl::Status Run(const std::string& stage_name) {
   const torch::Tensor training_generator = CpuGeneratorState();
   TCM_ASSIGN_OR_RETURN(auto trainer, Trainer::Create(options, net, teacher, images, data.train.labels));
   TCM_ASSIGN_OR_RETURN(const std::optional<SamplingChoice> choice,
-                       PrepareSamplingChoice(options, net->config(), data.validation.images.size(0)));
+                       PrepareSamplingChoice(options, net->config(), data.validation));
   TCM_ASSIGN_OR_RETURN(const std::optional<TrainingEval> eval,
                        PrepareTrainingEval(stage, net->config(), data.validation, choice));
 
@@ -739,8 +747,8 @@ absl::Status Run(const std::string& stage_name) {
                 (long long)trainer->step(), checkpoint.c_str());
     return absl::OkStatus();
   }
-  TCM_RETURN_IF_ERROR(Export(*trainer, stage, out, labels, teacher ? &teacher_dir : nullptr, options.transition_t,
-                             choice, data.validation, dtype));
+  TCM_RETURN_IF_ERROR(
+      Export(*trainer, stage, out, labels, teacher ? &teacher_dir : nullptr, options.transition_t, choice, dtype));
   const double seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
   std::printf("tcm-train: done in %s; model directory %s/model%s\n", Duration(seconds).c_str(), out.c_str(),
               teacher ? absl::StrCat(" (and ", out, "/model-composed with the teacher below t')").c_str() : "");
