@@ -238,121 +238,88 @@ absl::StatusOr<std::string> JsonString(const nlohmann::json& value, absl::string
   return value.get<std::string>();
 }
 
-absl::Status Edm2FromJson(const std::string& key, const nlohmann::json& v, Edm2UNetConfig* c) {
-  if (key == "model_channels") {
-    TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
-    c->set_model_channels(x);
-  } else if (key == "channel_mult")
-    return JsonUintList(v, key, c->mutable_channel_mult());
-  else if (key == "channel_mult_noise") {
-    if (!v.is_null()) {
-      TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
-      c->set_channel_mult_noise(x);
-    }
-  } else if (key == "channel_mult_emb") {
-    if (!v.is_null()) {
-      TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
-      c->set_channel_mult_emb(x);
-    }
-  } else if (key == "num_blocks") {
-    TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
-    c->set_num_blocks(x);
-  } else if (key == "attn_resolutions")
-    return JsonUintList(v, key, c->mutable_attn_resolutions());
-  else if (key == "label_balance") {
-    TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key));
-    c->set_label_balance(x);
-  } else if (key == "concat_balance") {
-    TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key));
-    c->set_concat_balance(x);
-  } else if (key == "emb_norm") {
-    TCM_ASSIGN_OR_RETURN(auto x, JsonBool(v, key));
-    c->set_emb_norm(x);
-  } else if (key == "scale") {
-    TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key));
-    c->set_fourier_scale(x);
-  } else if (key == "learnable_scale") {
-    TCM_ASSIGN_OR_RETURN(auto x, JsonBool(v, key));
-    c->set_learnable_scale(x);
-  } else if (key == "channels_per_head") {
-    TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
-    c->set_channels_per_head(x);
-  } else if (key == "res_balance") {
-    TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key));
-    c->set_res_balance(x);
-  } else if (key == "attn_balance") {
-    TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key));
-    c->set_attn_balance(x);
-  } else if (key == "clip_act") {
-    if (v.is_null())
-      c->set_clip_act(0);
-    else {
-      TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key));
-      c->set_clip_act(x);
-    }
-  } else if (key == "resample_filter")
-    return JsonFloatList(v, key, c->mutable_resample_filter());
-  else if (key == "dropout") {
-    TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key));
-    c->set_dropout(x);
-  } else if (key == "dout_resolutions")
-    return JsonUintList(v, key, c->mutable_dout_resolutions());
-  else
-    return Bad(key, "unknown EDM2UNet argument");
+// Stores a value read by one of the Json* readers above with `config`'s setter `set`, or returns the
+// reader's error.
+template <typename Config, typename T>
+absl::Status ReadInto(absl::StatusOr<T> read, Config* config, void (Config::*set)(T)) {
+  if (!read.ok()) return read.status();
+  (config->*set)(*read);
   return absl::OkStatus();
 }
 
+absl::Status ReadString(const nlohmann::json& value, absl::string_view key, std::string* out) {
+  TCM_ASSIGN_OR_RETURN(*out, JsonString(value, key));
+  return absl::OkStatus();
+}
+
+// One keyword argument of the reference EDM2UNet constructor.
+absl::Status Edm2FromJson(const std::string& key, const nlohmann::json& v, Edm2UNetConfig* c) {
+  using C = Edm2UNetConfig;
+  if (key == "model_channels") return ReadInto(JsonUint(v, key), c, &C::set_model_channels);
+  if (key == "channel_mult") return JsonUintList(v, key, c->mutable_channel_mult());
+  // null: the constructor's own default, which proto3 leaves unset.
+  if (key == "channel_mult_noise")
+    return v.is_null() ? absl::OkStatus() : ReadInto(JsonUint(v, key), c, &C::set_channel_mult_noise);
+  if (key == "channel_mult_emb")
+    return v.is_null() ? absl::OkStatus() : ReadInto(JsonUint(v, key), c, &C::set_channel_mult_emb);
+  if (key == "num_blocks") return ReadInto(JsonUint(v, key), c, &C::set_num_blocks);
+  if (key == "attn_resolutions") return JsonUintList(v, key, c->mutable_attn_resolutions());
+  if (key == "label_balance") return ReadInto(JsonFloat(v, key), c, &C::set_label_balance);
+  if (key == "concat_balance") return ReadInto(JsonFloat(v, key), c, &C::set_concat_balance);
+  if (key == "emb_norm") return ReadInto(JsonBool(v, key), c, &C::set_emb_norm);
+  if (key == "scale") return ReadInto(JsonFloat(v, key), c, &C::set_fourier_scale);
+  if (key == "learnable_scale") return ReadInto(JsonBool(v, key), c, &C::set_learnable_scale);
+  if (key == "channels_per_head") return ReadInto(JsonUint(v, key), c, &C::set_channels_per_head);
+  if (key == "res_balance") return ReadInto(JsonFloat(v, key), c, &C::set_res_balance);
+  if (key == "attn_balance") return ReadInto(JsonFloat(v, key), c, &C::set_attn_balance);
+  if (key == "clip_act") {  // null: no clipping
+    if (v.is_null()) {
+      c->set_clip_act(0);
+      return absl::OkStatus();
+    }
+    return ReadInto(JsonFloat(v, key), c, &C::set_clip_act);
+  }
+  if (key == "resample_filter") return JsonFloatList(v, key, c->mutable_resample_filter());
+  if (key == "dropout") return ReadInto(JsonFloat(v, key), c, &C::set_dropout);
+  if (key == "dout_resolutions") return JsonUintList(v, key, c->mutable_dout_resolutions());
+  return Bad(key, "unknown EDM2UNet argument");
+}
+
+// One keyword argument of the reference SongUNet constructor.
 absl::Status SongFromJson(const std::string& key, const nlohmann::json& v, SongUNetConfig* c) {
-  if (key == "model_channels") {
-    TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
-    c->set_model_channels(x);
-  } else if (key == "channel_mult")
-    return JsonUintList(v, key, c->mutable_channel_mult());
-  else if (key == "channel_mult_emb") {
-    TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
-    c->set_channel_mult_emb(x);
-  } else if (key == "num_blocks") {
-    TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
-    c->set_num_blocks(x);
-  } else if (key == "attn_resolutions")
-    return JsonUintList(v, key, c->mutable_attn_resolutions());
-  else if (key == "embedding_type") {
-    TCM_ASSIGN_OR_RETURN(auto x, JsonString(v, key));
-    c->set_embedding_type(x);
-  } else if (key == "channel_mult_noise") {
-    TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
-    c->set_channel_mult_noise(x);
-  } else if (key == "encoder_type") {
-    TCM_ASSIGN_OR_RETURN(auto x, JsonString(v, key));
-    c->set_encoder_type(x);
-  } else if (key == "decoder_type") {
-    TCM_ASSIGN_OR_RETURN(auto x, JsonString(v, key));
-    c->set_decoder_type(x);
-  } else if (key == "resample_filter")
-    return JsonFloatList(v, key, c->mutable_resample_filter());
-  else if (key == "scale") {
-    TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key));
-    c->set_fourier_scale(x);
-  } else if (key == "learnable_scale") {
-    TCM_ASSIGN_OR_RETURN(auto x, JsonBool(v, key));
-    c->set_learnable_scale(x);
-  } else if (key == "emb_norm") {
-    TCM_ASSIGN_OR_RETURN(auto x, JsonBool(v, key));
-    c->set_emb_norm(x);
-  } else if (key == "augment_dim") {
-    TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
-    c->set_augment_dim(x);
-  } else if (key == "dropout") {
-    TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key));
-    c->set_dropout(x);
-  } else if (key == "label_dropout") {
-  }  // training-only, and zero in every released model
-  else if (key == "attn_type") {
+  using C = SongUNetConfig;
+  if (key == "model_channels") return ReadInto(JsonUint(v, key), c, &C::set_model_channels);
+  if (key == "channel_mult") return JsonUintList(v, key, c->mutable_channel_mult());
+  if (key == "channel_mult_emb") return ReadInto(JsonUint(v, key), c, &C::set_channel_mult_emb);
+  if (key == "num_blocks") return ReadInto(JsonUint(v, key), c, &C::set_num_blocks);
+  if (key == "attn_resolutions") return JsonUintList(v, key, c->mutable_attn_resolutions());
+  if (key == "embedding_type") return ReadString(v, key, c->mutable_embedding_type());
+  if (key == "channel_mult_noise") return ReadInto(JsonUint(v, key), c, &C::set_channel_mult_noise);
+  if (key == "encoder_type") return ReadString(v, key, c->mutable_encoder_type());
+  if (key == "decoder_type") return ReadString(v, key, c->mutable_decoder_type());
+  if (key == "resample_filter") return JsonFloatList(v, key, c->mutable_resample_filter());
+  if (key == "scale") return ReadInto(JsonFloat(v, key), c, &C::set_fourier_scale);
+  if (key == "learnable_scale") return ReadInto(JsonBool(v, key), c, &C::set_learnable_scale);
+  if (key == "emb_norm") return ReadInto(JsonBool(v, key), c, &C::set_emb_norm);
+  if (key == "augment_dim") return ReadInto(JsonUint(v, key), c, &C::set_augment_dim);
+  if (key == "dropout") return ReadInto(JsonFloat(v, key), c, &C::set_dropout);
+  if (key == "label_dropout") return absl::OkStatus();  // training-only, and zero in every released model
+  if (key == "attn_type") {
     TCM_ASSIGN_OR_RETURN(auto x, JsonString(v, key));
     if (x != "dot") return Bad(key, absl::StrCat("only \"dot\" attention is supported, got \"", x, "\""));
-  } else
-    return Bad(key, "unknown SongUNet argument");
-  return absl::OkStatus();
+    return absl::OkStatus();
+  }
+  return Bad(key, "unknown SongUNet argument");
+}
+
+// One keyword argument of the reference network constructor: a field of ModelConfig or of its network's block.
+absl::Status ArgumentFromJson(const std::string& key, const nlohmann::json& v, ModelConfig* c) {
+  if (key == "model_type" || key == "use_fp16" || key == "sigma_min" || key == "sigma_max") return absl::OkStatus();
+  if (key == "img_resolution") return ReadInto(JsonUint(v, key), c, &ModelConfig::set_img_resolution);
+  if (key == "img_channels") return ReadInto(JsonUint(v, key), c, &ModelConfig::set_img_channels);
+  if (key == "label_dim") return ReadInto(JsonUint(v, key), c, &ModelConfig::set_num_classes);
+  if (key == "sigma_data") return ReadInto(JsonFloat(v, key), c, &ModelConfig::set_sigma_data);
+  return c->has_edm2() ? Edm2FromJson(key, v, c->mutable_edm2()) : SongFromJson(key, v, c->mutable_song());
 }
 
 }  // namespace
@@ -431,28 +398,8 @@ absl::StatusOr<ModelConfig> ModelConfigFromReferenceKwargs(absl::string_view jso
   } else {
     return Bad("model_type", absl::StrCat("must be \"EDM2UNet\" or \"SongUNet\", got \"", model_type, "\""));
   }
-  for (auto it = kwargs.begin(); it != kwargs.end(); ++it) {
-    const std::string& key = it.key();
-    const auto& v = it.value();
-    if (key == "model_type" || key == "use_fp16" || key == "sigma_min" || key == "sigma_max") continue;
-    if (key == "img_resolution") {
-      TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
-      c.set_img_resolution(x);
-    } else if (key == "img_channels") {
-      TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
-      c.set_img_channels(x);
-    } else if (key == "label_dim") {
-      TCM_ASSIGN_OR_RETURN(auto x, JsonUint(v, key));
-      c.set_num_classes(x);
-    } else if (key == "sigma_data") {
-      TCM_ASSIGN_OR_RETURN(auto x, JsonFloat(v, key));
-      c.set_sigma_data(x);
-    } else if (c.has_edm2()) {
-      TCM_RETURN_IF_ERROR(Edm2FromJson(key, v, c.mutable_edm2()));
-    } else {
-      TCM_RETURN_IF_ERROR(SongFromJson(key, v, c.mutable_song()));
-    }
-  }
+  for (auto it = kwargs.begin(); it != kwargs.end(); ++it)
+    TCM_RETURN_IF_ERROR(ArgumentFromJson(it.key(), it.value(), &c));
   // The reference constructors' defaults for fields proto3 cannot mark as unset.
   if (c.has_edm2()) {
     auto* e = c.mutable_edm2();

@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "google/protobuf/text_format.h"
 #include "google/protobuf/util/message_differencer.h"
 
@@ -220,6 +222,31 @@ TEST(ModelConfigTest, UnknownReferenceKwargIsAnError) {
   auto d = ModelConfigFromReferenceKwargs(R"({"img_resolution": 32, "img_channels": 3, "model_type": "DhariwalUNet"})");
   ASSERT_FALSE(d.ok());
   EXPECT_NE(d.status().message().find("model_type"), absl::string_view::npos);
+}
+
+TEST(ModelConfigTest, ReferenceKwargNullsAndWrongTypes) {
+  auto c = ModelConfigFromReferenceKwargs(R"({"img_resolution": 32, "img_channels": 1, "model_type": "EDM2UNet",
+                                              "channel_mult_noise": null, "channel_mult_emb": null,
+                                              "clip_act": null, "learnable_scale": true})");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->edm2().channel_mult_noise(), 0u);  // the constructor's default
+  EXPECT_EQ(c->edm2().channel_mult_emb(), 0u);
+  EXPECT_TRUE(c->edm2().has_clip_act());
+  EXPECT_FLOAT_EQ(c->edm2().clip_act(), 0.0f);  // no clipping
+  EXPECT_TRUE(c->edm2().learnable_scale());
+  const std::pair<const char*, const char*> cases[] = {
+      {R"("model_type": "EDM2UNet", "num_blocks": "3")", "num_blocks: must be a non-negative integer"},
+      {R"("model_type": "EDM2UNet", "label_balance": "half")", "label_balance: must be a number"},
+      {R"("model_type": "EDM2UNet", "emb_norm": 1)", "emb_norm: must be true or false"},
+      {R"("model_type": "SongUNet", "encoder_type": 3)", "encoder_type: must be a string"},
+      {R"("model_type": "SongUNet", "attn_type": "flash")", "only \"dot\" attention is supported, got \"flash\""},
+      {R"("model_type": "SongUNet", "img_channels": -1)", "img_channels: must be a non-negative integer"},
+  };
+  for (const auto& [args, error] : cases) {
+    auto bad = ModelConfigFromReferenceKwargs(absl::StrCat(R"({"img_resolution": 32, )", args, "}"));
+    ASSERT_FALSE(bad.ok()) << args;
+    EXPECT_NE(bad.status().message().find(error), absl::string_view::npos) << bad.status();
+  }
 }
 
 TEST(ModelConfigTest, ReferenceKwargsRoundTrip) {
