@@ -5,23 +5,18 @@
 #include <string>
 #include <vector>
 
+#include "server/served_model_test_util.h"
+
 namespace tcm {
 namespace {
 
 using inference::ModelInferRequest;
 
 std::vector<ServedModel> Models() {
-  ServedModel cond;
-  cond.name = "cond";
-  cond.num_classes = 10;
-  cond.default_steps = 1;
-  cond.resolution = 4;
-  cond.channels = 3;
+  ServedModel cond = testing::TenClassModel("cond", 4, 3);
   cond.priority_levels = 2;
   cond.default_priority_level = 2;
-  ServedModel uncond = cond;
-  uncond.name = "uncond";
-  uncond.num_classes = 0;
+  ServedModel uncond = testing::Unconditional(cond, "uncond");
   uncond.default_steps = 2;
   uncond.channels = 1;
   return {cond, uncond};

@@ -16,6 +16,7 @@
 #include "server/fake_generation_queue.h"
 #include "server/metrics.h"
 #include "server/metrics_test_util.h"
+#include "server/served_model_test_util.h"
 
 namespace tcm {
 namespace {
@@ -27,16 +28,8 @@ constexpr int kSide = 2, kChannels = 3;
 class InferenceServiceTest : public ::testing::Test {
  protected:
   InferenceServiceTest() {
-    ServedModel cond;
-    cond.name = "cond";
-    cond.num_classes = 10;
-    cond.default_steps = 1;
-    cond.resolution = kSide;
-    cond.channels = kChannels;
-    ServedModel uncond = cond;
-    uncond.name = "uncond";
-    uncond.num_classes = 0;
-    models_ = {cond, uncond};
+    const ServedModel cond = testing::TenClassModel("cond", kSide, kChannels);
+    models_ = {cond, testing::Unconditional(cond, "uncond")};
     metrics_ = std::make_unique<ServerMetrics>(models_);
     GenerationFront::Options options;
     options.default_model = 0;

@@ -18,6 +18,7 @@
 #include "server/fake_generation_queue.h"
 #include "server/image_line_stream.h"
 #include "server/metrics.h"
+#include "server/served_model_test_util.h"
 
 namespace tcm {
 namespace {
@@ -27,13 +28,8 @@ constexpr int kSide = 2, kChannels = 1;
 class RestServiceTest : public ::testing::Test {
  protected:
   RestServiceTest() {
-    ServedModel cond;
-    cond.name = "cond";
-    cond.num_classes = 10;
-    cond.default_steps = 1;
-    cond.resolution = kSide;
-    cond.channels = kChannels;
-    cond.class_names = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"};
+    ServedModel cond = testing::TenClassModel("cond", kSide, kChannels);
+    cond.class_names = testing::DigitNames();
     models_ = {cond};
     metrics_ = std::make_unique<ServerMetrics>(models_);
     GenerationFront::Options options;

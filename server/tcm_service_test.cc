@@ -25,6 +25,7 @@
 #include "server/fake_generation_queue.h"
 #include "server/metrics.h"
 #include "server/metrics_test_util.h"
+#include "server/served_model_test_util.h"
 
 namespace tcm {
 namespace {
@@ -55,22 +56,14 @@ using testing::Sample;
 class TcmServiceFixture : public ::testing::Test {
  protected:
   TcmServiceFixture() {
-    ServedModel cond;
-    cond.name = "cond";
-    cond.num_classes = 10;
-    cond.default_steps = 1;
+    ServedModel cond = testing::TenClassModel("cond", kSide, kChannels);
     cond.max_images = 8;
     cond.architecture = "SongUNet";
-    cond.resolution = kSide;
-    cond.channels = kChannels;
     cond.mid_t = 0.821;
     cond.t_max = 80;
-    cond.class_names = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"};
-    ServedModel uncond = cond;
-    uncond.name = "uncond";
-    uncond.num_classes = 0;
+    cond.class_names = testing::DigitNames();
+    ServedModel uncond = testing::Unconditional(cond, "uncond");
     uncond.default_steps = 2;
-    uncond.class_names.clear();
     cond.precision = "bf16";
     uncond.precision = "fp32";
     models_ = {cond, uncond};
