@@ -14,10 +14,13 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 
@@ -108,6 +111,58 @@ MHD_Result AddQueryValue(void* query, MHD_ValueKind, const char* key, const char
   return MHD_YES;
 }
 
+using HeaderList = std::vector<std::pair<std::string, std::string>>;
+
+MHD_Result AddHeader(void* headers, MHD_ValueKind, const char* key, const char* value) {
+  static_cast<HeaderList*>(headers)->emplace_back(absl::AsciiStrToLower(key), value == nullptr ? "" : value);
+  return MHD_YES;
+}
+
+// The answer to a request whose body's framing is ambiguous (a proxy in front
+// could read it otherwise) or in a coding it cannot read; none when it is sound.
+std::optional<HttpResponse> FramingError(const HeaderList& headers) {
+  int lengths = 0, codings = 0;
+  std::string coding;
+  for (const auto& [name, value] : headers) {
+    if (name == "content-length") ++lengths;
+    if (name == "transfer-encoding") {
+      ++codings;
+      coding = std::string(absl::StripAsciiWhitespace(value));
+    }
+  }
+  std::optional<HttpResponse> error;
+  if (lengths > 1) {
+    error = JsonError(400, "Content-Length: given more than once; give it once");
+  } else if (codings > 1) {
+    error = JsonError(400, "Transfer-Encoding: given more than once; give it once");
+  } else if (codings == 1 && lengths == 1) {
+    error = JsonError(400, "Content-Length and Transfer-Encoding: give one of them, not both");
+  } else if (codings == 1 && !absl::EqualsIgnoreCase(coding, "chunked")) {
+    error = JsonError(501, absl::StrCat("Transfer-Encoding '", coding, "': not supported (only chunked)"));
+  }
+  if (error) error->headers.emplace_back("Connection", "close");  // the body's end is unknown
+  return error;
+}
+
+// libmicrohttpd's decoding of paths and query values, except that "%00" stays
+// as it is: a NUL would end the C string the decoded text is handed on in,
+// and the rest would go unseen.
+size_t DecodeKeepingNul(void*, MHD_Connection*, char* text) {
+  const std::string raw = text;
+  std::string decoded;
+  for (size_t start = 0;;) {
+    const size_t nul = raw.find("%00", start);
+    std::string piece = raw.substr(start, nul == std::string::npos ? std::string::npos : nul - start);
+    piece.resize(MHD_http_unescape(piece.data()));
+    decoded += piece;
+    if (nul == std::string::npos) break;
+    decoded += "%00";
+    start = nul + 3;
+  }
+  std::memcpy(text, decoded.c_str(), decoded.size() + 1);  // never longer than `raw`
+  return decoded.size();
+}
+
 // False on a host whose kernel has no IPv6 (sockets of that family fail).
 bool HostHasIpv6() {
   const int fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -173,6 +228,10 @@ struct HttpServerCallbacks {
       state->request.method = method;
       state->request.path = url;
       state->request.caller_gone = CallerGoneCheck(connection);
+      HeaderList headers;
+      MHD_get_connection_values(connection, MHD_HEADER_KIND, &AddHeader, &headers);
+      for (const auto& [name, value] : headers) state->request.headers[name] = value;
+      if (std::optional<HttpResponse> error = FramingError(headers)) return Send(connection, state, *std::move(error));
       if (!server.options_.tls_client_ca_pem.empty() && !PresentedTrustedCertificate(connection))
         return Send(connection, state,
                     JsonError(403, "a client certificate signed by the server's --tls_client_ca is required"));
@@ -181,7 +240,7 @@ struct HttpServerCallbacks {
         return Send(connection, state, TooLarge(server.options_.max_body_bytes));  // refused before it is read
       return MHD_YES;
     }
-    if (state->status != 0) {  // answered already (413): the rest is discarded
+    if (state->status != 0) {  // answered already (413, a framing error): the rest is discarded
       *upload_data_size = 0;
       return MHD_YES;
     }
@@ -258,11 +317,13 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const Options& opt
       tls_options.push_back({MHD_OPTION_HTTPS_MEM_TRUST, 0, const_cast<char*>(kept.tls_client_ca_pem.c_str())});
   }
   tls_options.push_back({MHD_OPTION_END, 0, nullptr});
-  server->daemon_ = MHD_start_daemon(
-      flags, static_cast<uint16_t>(options.port), nullptr, nullptr, &HttpServerCallbacks::OnRequest, server.get(),
-      MHD_OPTION_NOTIFY_COMPLETED, &HttpServerCallbacks::OnCompleted, server.get(), MHD_OPTION_CONNECTION_TIMEOUT,
-      options.idle_timeout_seconds, MHD_OPTION_CONNECTION_LIMIT, options.max_connections, MHD_OPTION_THREAD_STACK_SIZE,
-      size_t{0}, MHD_OPTION_SOCK_ADDR, address, MHD_OPTION_ARRAY, tls_options.data(), MHD_OPTION_END);
+  server->daemon_ =
+      MHD_start_daemon(flags, static_cast<uint16_t>(options.port), nullptr, nullptr, &HttpServerCallbacks::OnRequest,
+                       server.get(), MHD_OPTION_NOTIFY_COMPLETED, &HttpServerCallbacks::OnCompleted, server.get(),
+                       MHD_OPTION_CONNECTION_TIMEOUT, options.idle_timeout_seconds, MHD_OPTION_CONNECTION_LIMIT,
+                       options.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT, options.max_connections_per_peer,
+                       MHD_OPTION_UNESCAPE_CALLBACK, &DecodeKeepingNul, nullptr, MHD_OPTION_THREAD_STACK_SIZE,
+                       size_t{0}, MHD_OPTION_SOCK_ADDR, address, MHD_OPTION_ARRAY, tls_options.data(), MHD_OPTION_END);
   if (server->daemon_ == nullptr)
     return absl::UnavailableError(absl::StrCat(
         options.flag_name, " ", options.port, ": cannot listen on ",
@@ -308,6 +369,13 @@ std::string JsonQuoted(std::string_view text) {
 
 HttpResponse JsonError(int status, const std::string& message) {
   return HttpResponse{status, "application/json", absl::StrCat("{\"error\": ", JsonQuoted(message), "}")};
+}
+
+HttpResponse MethodNotAllowed(const HttpRequest& request, const std::string& allowed) {
+  HttpResponse response =
+      JsonError(405, absl::StrCat(request.path, " answers ", allowed, " only, got ", request.method));
+  response.headers.emplace_back("Allow", allowed);
+  return response;
 }
 
 }  // namespace tcm

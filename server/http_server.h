@@ -5,9 +5,14 @@
 // storage does not fit the small fixed stacks of some embedded servers.
 //
 // Limits: a connection idle for `idle_timeout_seconds` is closed; at most
-// `max_connections` at once (more are refused at accept); a request body over
-// `max_body_bytes` is answered 413 from its Content-Length, unread; a chunked
-// one closes its connection when it passes the limit. Listens on IPv4
+// `max_connections` at once, and at most `max_connections_per_peer` from one
+// address, so that one caller cannot take every slot (more are refused at
+// accept); a request body over `max_body_bytes` is answered 413 from its
+// Content-Length, unread; a chunked one closes its connection when it passes
+// the limit. A request whose body's framing is ambiguous (Content-Length given
+// twice, or beside Transfer-Encoding) is answered 400, and one in a transfer
+// coding other than chunked 501, at once, and its connection closed. "%00" in
+// a path or query value is left undecoded (it names nothing). Listens on IPv4
 // and IPv6 (`address` empty or "::") or on one address.
 #ifndef TCM_SERVER_HTTP_SERVER_H_
 #define TCM_SERVER_HTTP_SERVER_H_
@@ -30,10 +35,11 @@ struct MHD_Daemon;
 namespace tcm {
 
 struct HttpRequest {
-  std::string peer;                          // "ipv4:127.0.0.1:43210" or "ipv6:[::1]:43210", as gRPC writes it
-  std::string method;                        // "GET", "POST", ...
-  std::string path;                          // without the query
-  std::map<std::string, std::string> query;  // decoded ?name=value pairs
+  std::string peer;                            // "ipv4:127.0.0.1:43210" or "ipv6:[::1]:43210", as gRPC writes it
+  std::string method;                          // "GET", "POST", ...
+  std::string path;                            // without the query
+  std::map<std::string, std::string> query;    // decoded ?name=value pairs
+  std::map<std::string, std::string> headers;  // names in lower case; a repeated one keeps its last value
   std::string body;
   // True once the caller has closed its side of the connection (it can no
   // longer read the answer); a handler that waits long asks it now and then.
@@ -74,8 +80,9 @@ class HttpServer {
     size_t max_body_bytes = 64 << 10;  // an infer request of 64 class labels is under 2 KiB
     unsigned idle_timeout_seconds = 30;
     unsigned max_connections = 1024;
-    std::string flag_name = "--http_port";  // names the listener in errors
-    CompletionHook on_complete;             // may be empty
+    unsigned max_connections_per_peer = 256;  // from one IP address; 0 = no limit but max_connections
+    std::string flag_name = "--http_port";    // names the listener in errors
+    CompletionHook on_complete;               // may be empty
     // TLS (PEM texts): with a certificate and its key the listener speaks
     // HTTPS only; with a client CA too, a request whose connection did not
     // present a certificate that CA signed is answered 403.
@@ -111,6 +118,10 @@ std::string JsonQuoted(std::string_view text);
 
 // The error body every HTTP endpoint of the server uses: {"error": "..."}.
 HttpResponse JsonError(int status, const std::string& message);
+
+// 405 for `request`, whose path answers the methods `allowed` ("GET, HEAD")
+// only: a JSON error naming them, and the Allow header.
+HttpResponse MethodNotAllowed(const HttpRequest& request, const std::string& allowed);
 
 }  // namespace tcm
 

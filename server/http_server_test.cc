@@ -63,10 +63,27 @@ struct Reply {
   std::string body;
 };
 
-// Sends `request` (a whole HTTP/1.1 request) and reads the reply to the end of the connection.
-Reply Exchange(const std::string& address, int port, const std::string& request) {
+// A TCP socket from IPv4 address `source` to 127.0.0.1:`port`; -1 on failure.
+int ConnectFrom(const std::string& source, int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  sockaddr_in from{}, to{};
+  from.sin_family = to.sin_family = AF_INET;
+  to.sin_port = htons(static_cast<uint16_t>(port));
+  inet_pton(AF_INET, source.c_str(), &from.sin_addr);
+  inet_pton(AF_INET, "127.0.0.1", &to.sin_addr);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&from), sizeof(from)) != 0 ||
+      connect(fd, reinterpret_cast<sockaddr*>(&to), sizeof(to)) != 0) {
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// Sends `request` (a whole HTTP/1.1 request) on the connected socket `fd`,
+// reads the reply to the end of the connection and closes `fd`.
+Reply ExchangeOn(int fd, const std::string& request) {
   Reply reply;
-  const int fd = Connect(address, port);
   if (fd < 0 || !SendAll(fd, request)) {
     if (fd >= 0) close(fd);
     return reply;
@@ -81,6 +98,10 @@ Reply Exchange(const std::string& address, int port, const std::string& request)
   reply.headers = all.substr(0, end);
   reply.body = all.substr(end + 4);
   return reply;
+}
+
+Reply Exchange(const std::string& address, int port, const std::string& request) {
+  return ExchangeOn(Connect(address, port), request);
 }
 
 std::string Get(const std::string& target) {
@@ -126,6 +147,73 @@ TEST(HttpServerTest, TheHandlerGetsMethodPathDecodedQueryAndBody) {
   Reply post = Exchange("127.0.0.1", server->port(), Post("/infer", "{\"inputs\": []}"));
   EXPECT_EQ(post.status, 200);
   EXPECT_EQ(post.body, "POST /infer |{\"inputs\": []}");
+}
+
+TEST(HttpServerTest, PercentZeroStaysUndecodedInPathAndQuery) {
+  auto server = StartOrDie({"127.0.0.1"});
+  ASSERT_NE(server, nullptr);
+  Reply reply = Exchange("127.0.0.1", server->port(), Get("/v2/models/m%00x?num=1%00junk&name=%41%20b"));
+  EXPECT_EQ(reply.status, 200);
+  EXPECT_EQ(reply.body, "GET /v2/models/m%00x name=A b num=1%00junk |");
+}
+
+TEST(HttpServerTest, AmbiguousOrUnreadableFramingIsRefusedAtOnceAndTheConnectionClosed) {
+  std::atomic<int> handled{0};
+  auto server = StartOrDie({"127.0.0.1"}, [&handled](const HttpRequest& request) {
+    ++handled;
+    return Echo(request);
+  });
+  ASSERT_NE(server, nullptr);
+  struct Case {
+    std::string headers;
+    int status;
+    std::string error;
+  };
+  const Case cases[] = {
+      {"Content-Length: 2\r\nContent-Length: 5", 400, "Content-Length: given more than once; give it once"},
+      {"Transfer-Encoding: chunked\r\nContent-Length: 2", 400,
+       "Content-Length and Transfer-Encoding: give one of them, not both"},
+      {"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked", 400,
+       "Transfer-Encoding: given more than once; give it once"},
+      {"Transfer-Encoding: gzip", 501, "Transfer-Encoding 'gzip': not supported (only chunked)"},
+  };
+  for (const Case& c : cases) {
+    // No "Connection: close" from the caller: the server closes the connection itself.
+    Reply reply = Exchange("127.0.0.1", server->port(),
+                           absl::StrCat("POST /infer HTTP/1.1\r\nHost: test\r\n", c.headers, "\r\n\r\nab"));
+    EXPECT_EQ(reply.status, c.status) << c.headers;
+    EXPECT_TRUE(absl::StrContains(reply.headers, "Connection: close")) << reply.headers;
+    EXPECT_EQ(reply.body, absl::StrCat("{\"error\": \"", c.error, "\"}"));
+  }
+  EXPECT_EQ(handled.load(), 0);
+}
+
+TEST(HttpServerTest, OneAddressHoldsAtMostItsShareOfConnections) {
+  HttpServer::Options options{"127.0.0.1"};
+  options.max_connections_per_peer = 4;
+  auto server = StartOrDie(options);
+  ASSERT_NE(server, nullptr);
+  // Four connections from 127.0.0.1 that hold their slots: a request begun, never finished.
+  std::vector<int> held;
+  for (int i = 0; i < 4; ++i) {
+    const int fd = Connect("127.0.0.1", server->port());
+    ASSERT_GE(fd, 0);
+    ASSERT_TRUE(SendAll(fd, "GET /metrics HTTP/1.1\r\nHost: test\r\n"));
+    held.push_back(fd);
+  }
+  EXPECT_EQ(Exchange("127.0.0.1", server->port(), Get("/metrics")).status, 0) << "a fifth was let in";
+  const int other = ConnectFrom("127.0.0.2", server->port());
+  ASSERT_GE(other, 0);
+  Reply reply = ExchangeOn(other, Get("/metrics"));
+  EXPECT_EQ(reply.status, 200) << "another address was refused";
+  for (int fd : held) close(fd);
+  // Once the four are closed (noticed by the server's threads), the address is let in again.
+  int status = 0;
+  for (int attempt = 0; attempt < 400 && status != 200; ++attempt) {
+    status = Exchange("127.0.0.1", server->port(), Get("/metrics")).status;
+    if (status != 200) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  EXPECT_EQ(status, 200);
 }
 
 TEST(HttpServerTest, WaitUntilIdleWaitsForAnAnswerInProgress) {

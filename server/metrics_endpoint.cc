@@ -8,8 +8,7 @@ namespace tcm {
 
 std::optional<HttpResponse> MetricsEndpoint(const prometheus::Registry& registry, const HttpRequest& request) {
   if (request.path != "/metrics") return std::nullopt;
-  if (request.method != "GET" && request.method != "HEAD")
-    return JsonError(405, "/metrics answers GET only, got " + request.method);
+  if (request.method != "GET" && request.method != "HEAD") return MethodNotAllowed(request, "GET, HEAD");
   return HttpResponse{200, "text/plain; version=0.0.4; charset=utf-8",
                       prometheus::TextSerializer().Serialize(registry.Collect())};
 }

@@ -79,6 +79,9 @@ absl::Status FlattenIntegers(const std::string& where, const json& data,
 absl::Status InputFromJson(const std::string& where, const json& input,
                            inference::ModelInferRequest::InferInputTensor* tensor) {
   if (!input.is_object()) return Invalid(where, "must be an object with name, datatype, shape and data");
+  for (const auto& [key, value] : input.items())
+    if (key != "name" && key != "datatype" && key != "shape" && key != "parameters" && key != "data")
+      return Invalid(absl::StrCat(where, ".", key), "unknown field (known: name, datatype, shape, parameters, data)");
   for (const char* field : {"name", "datatype"}) {
     if (!input.contains(field) || !input[field].is_string())
       return Invalid(absl::StrCat(where, ".", field), "required, a string");
@@ -88,7 +91,8 @@ absl::Status InputFromJson(const std::string& where, const json& input,
   if (!input.contains("shape") || !input["shape"].is_array())
     return Invalid(absl::StrCat(where, ".shape"), "required, an array of integers");
   for (const json& d : input["shape"]) {
-    if (!d.is_number_integer()) return Invalid(absl::StrCat(where, ".shape"), "must hold integers");
+    if (!d.is_number_integer() || (d.is_number_unsigned() && d.get<uint64_t>() > uint64_t(INT64_MAX)))
+      return Invalid(absl::StrCat(where, ".shape"), absl::StrCat("must hold INT64 integers, got ", d.dump()));
     tensor->add_shape(d.get<int64_t>());
   }
   if (input.contains("parameters"))
@@ -160,9 +164,22 @@ absl::StatusOr<inference::ModelInferRequest> InferRequestFromJson(const std::str
       if (!value.is_array()) return Invalid("outputs", "must be an array");
       for (size_t i = 0; i < value.size(); ++i) {
         const json& output = value[i];
+        const std::string where = absl::StrCat("outputs[", i, "]");
         if (!output.is_object() || !output.contains("name") || !output["name"].is_string())
-          return Invalid(absl::StrCat("outputs[", i, "]"), "must be an object with a string name");
-        request.add_outputs()->set_name(output["name"].get<std::string>());
+          return Invalid(where, "must be an object with a string name");
+        auto* tensor = request.add_outputs();
+        tensor->set_name(output["name"].get<std::string>());
+        for (const auto& [field, setting] : output.items()) {
+          if (field == "parameters") {
+            // Read and kept, not acted on: outputs are always JSON data.
+            if (absl::Status s =
+                    ParametersFromJson(absl::StrCat(where, ".parameters"), setting, tensor->mutable_parameters());
+                !s.ok())
+              return s;
+          } else if (field != "name") {
+            return Invalid(absl::StrCat(where, ".", field), "unknown field (known: name, parameters)");
+          }
+        }
       }
     } else {
       return Invalid(key, "unknown field (known: id, parameters, inputs, outputs)");

@@ -56,6 +56,13 @@ TEST(RestJsonTest, ErrorsNameWhereTheyAre) {
       {R"({"outputs": [{"name": 3}]})", "outputs[0]: must be an object with a string name"},
       {R"({"id": 5})", "id: must be a string"},
       {R"({"model": "x"})", "model: unknown field"},
+      {R"({"inputs": [{"name": "c", "datatype": "INT64", "shape": [18446744073709551615], "data": [1]}]})",
+       "inputs[0].shape: must hold INT64 integers, got 18446744073709551615"},
+      {R"({"inputs": [{"name": "c", "datatype": "INT64", "shape": [1], "data": [1], "shape_x": [1]}]})",
+       "inputs[0].shape_x: unknown field (known: name, datatype, shape, parameters, data)"},
+      {R"({"outputs": [{"name": "image", "binary": true}]})",
+       "outputs[0].binary: unknown field (known: name, parameters)"},
+      {R"({"outputs": [{"name": "image", "parameters": 1}]})", "outputs[0].parameters: must be an object"},
   };
   for (const Case& c : cases) {
     auto request = InferRequestFromJson("m", "", c.body);
@@ -63,6 +70,15 @@ TEST(RestJsonTest, ErrorsNameWhereTheyAre) {
     EXPECT_TRUE(absl::StartsWith(request.status().message(), c.message_starts))
         << c.body << " -> " << request.status().message();
   }
+}
+
+TEST(RestJsonTest, AnOutputsParametersAreKept) {
+  auto request =
+      InferRequestFromJson("m", "", R"({"outputs": [{"name": "image", "parameters": {"binary_data": false}}]})");
+  ASSERT_TRUE(request.ok()) << request.status();
+  ASSERT_EQ(request->outputs_size(), 1);
+  EXPECT_EQ(request->outputs(0).name(), "image");
+  EXPECT_FALSE(request->outputs(0).parameters().at("binary_data").bool_param());
 }
 
 TEST(RestJsonTest, DeepNestingIsRefusedBeforeParsing) {

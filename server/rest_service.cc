@@ -3,11 +3,14 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <future>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "common/image_grid.h"
@@ -86,10 +89,26 @@ absl::StatusOr<int64_t> QueryInteger(const std::map<std::string, std::string>& q
   const auto it = query.find(name);
   if (it == query.end()) return fallback;
   int64_t value = 0;
-  if (!absl::SimpleAtoi(it->second, &value) || value < low || value > high)
-    return absl::InvalidArgumentError(
-        absl::StrCat("query '", name, "': must be an integer in [", low, ", ", high, "], got '", it->second, "'"));
+  if (!absl::SimpleAtoi(it->second, &value) || value < low || value > high) {
+    const bool any = low == INT64_MIN && high == INT64_MAX;  // the range is checked later
+    return absl::InvalidArgumentError(absl::StrCat("query '", name, "': must be an integer",
+                                                   any ? "" : absl::StrCat(" in [", low, ", ", high, "]"), ", got '",
+                                                   it->second, "'"));
+  }
   return value;
+}
+
+// `status` of a generate or stream call, its message naming the query's
+// keys where the validation of tcm.v1's request names that request's fields.
+absl::Status QueryError(const absl::Status& status) {
+  std::string message(status.message());
+  for (const auto& [field, key] :
+       {std::pair<const char*, const char*>{"num_images: ", "num"}, {"class_label: ", "class"}, {"steps: ", "steps"}}) {
+    if (!absl::StartsWith(message, field)) continue;
+    message = absl::StrCat("query '", key, "': ", message.substr(std::strlen(field)));
+    absl::StrReplaceAll({{" (0 = 1)", ""}, {"leave class_label unset", "leave class out"}}, &message);
+  }
+  return absl::Status(status.code(), message);
 }
 
 }  // namespace
@@ -108,7 +127,7 @@ HttpResponse RestService::Handle(const HttpRequest& request) {
   const std::vector<std::string> parts = absl::StrSplit(request.path, '/');  // "", "v2", ...
   const bool get = request.method == "GET" || request.method == "HEAD";
   auto wrong_method = [&](const char* allowed) {
-    return JsonError(405, absl::StrCat(request.path, " answers ", allowed, " only, got ", request.method));
+    return MethodNotAllowed(request, std::string(allowed) == "GET" ? "GET, HEAD" : allowed);
   };
   if (request.path == "/") {
     if (!get) return wrong_method("GET");
@@ -121,6 +140,7 @@ HttpResponse RestService::Handle(const HttpRequest& request) {
   if (parts.size() == 5 && parts[0].empty() && parts[1] == "v1" && parts[2] == "models" &&
       (parts[4] == "generate" || parts[4] == "stream")) {
     if (!get) return wrong_method("GET");
+    if (request.method == "HEAD") return HeadOfGeneration(request, parts[3], /*stream=*/parts[4] == "stream");
     return parts[4] == "generate" ? GeneratePng(request, parts[3]) : GenerateLines(request, parts[3]);
   }
   if (parts.size() < 2 || parts[0] != "" || parts[1] != "v2")
@@ -174,6 +194,13 @@ HttpResponse RestService::Handle(const HttpRequest& request) {
 
 HttpResponse RestService::Infer(const HttpRequest& http, const std::string& model, const std::string& version) {
   const absl::Time start = absl::Now();
+  if (http.headers.count("inference-header-content-length")) {
+    const absl::Status refused = absl::InvalidArgumentError(
+        "Inference-Header-Content-Length: the binary tensor data extension is not supported; send the "
+        "inputs as JSON \"data\" (the Triton client: binary_data=False)");
+    front_.CountRejected(model, 0, refused);
+    return Error(refused);
+  }
   absl::StatusOr<inference::ModelInferRequest> request = InferRequestFromJson(model, version, http.body);
   const std::shared_ptr<const ModelTable> table = front_.models();
   absl::StatusOr<GenerationSpec> spec =
@@ -230,8 +257,18 @@ absl::StatusOr<GenerationSpec> RestService::SpecFromQuery(const HttpRequest& htt
   absl::StatusOr<GenerationSpec> spec =
       ValidateRequest(request, table->models, table->default_model, front_.limits(), front_.FreshSeed());
   if (spec.ok()) spec->table = table;
-  if (!spec.ok()) front_.CountRejected(model, static_cast<unsigned>(*steps), spec.status());
+  if (!spec.ok()) {
+    front_.CountRejected(model, static_cast<unsigned>(*steps), spec.status());
+    return QueryError(spec.status());
+  }
   return spec;
+}
+
+HttpResponse RestService::HeadOfGeneration(const HttpRequest& http, const std::string& model, bool stream) {
+  absl::StatusOr<GenerationSpec> spec =
+      SpecFromQuery(http, model, stream ? v1::IMAGE_FORMAT_PNG : v1::IMAGE_FORMAT_RAW, stream);
+  if (!spec.ok()) return Error(spec.status());
+  return HttpResponse{200, stream ? "application/x-ndjson" : "image/png", ""};
 }
 
 HttpResponse RestService::GenerateLines(const HttpRequest& http, const std::string& model) {

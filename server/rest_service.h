@@ -48,6 +48,9 @@ class RestService {
   HttpResponse Infer(const HttpRequest& request, const std::string& model, const std::string& version);
   HttpResponse GeneratePng(const HttpRequest& request, const std::string& model);
   HttpResponse GenerateLines(const HttpRequest& request, const std::string& model);
+  // HEAD of generate or stream: the query checked as GET's, its status and
+  // content type answered; no work is started.
+  HttpResponse HeadOfGeneration(const HttpRequest& request, const std::string& model, bool stream);
   // The call a /v1/models/{m}/generate or /stream query asks for, validated by
   // tcm.v1's rules (a refusal is counted); `stream` also takes `preview`.
   absl::StatusOr<GenerationSpec> SpecFromQuery(const HttpRequest& request, const std::string& model,

@@ -202,6 +202,49 @@ TEST_F(RestServiceTest, BadQueriesNameTheField) {
   EXPECT_TRUE(absl::StrContains(unknown.body, "query 'preview': unknown (known: class, steps, seed, num)"))
       << unknown.body;
   EXPECT_EQ(Get("/v1/models/nope/stream").status, 404);
+  // Where tcm.v1's validation refuses, the query's own keys are named.
+  const std::vector<std::pair<std::map<std::string, std::string>, std::string>> cases = {
+      {{{"num", "65"}}, "query 'num': must be at most 64, got 65"},
+      {{{"class", "10"}}, "query 'class': must be in [0, 10) for model 'cond', got 10"},
+      {{{"class", "-1"}}, "query 'class': must be in [0, 10) for model 'cond', got -1"},
+      {{{"class", "abc"}}, "query 'class': must be an integer, got 'abc'"},
+      {{{"num", "0"}}, "query 'num': must be an integer in [1, 4294967295], got '0'"},
+  };
+  for (const auto& [query, message] : cases) {
+    HttpResponse refused = Get("/v1/models/cond/generate", query);
+    EXPECT_EQ(refused.status, 400);
+    EXPECT_EQ(nlohmann::json::parse(refused.body)["error"], message);
+  }
+  EXPECT_EQ(queue_.submitted(), 0u);
+}
+
+TEST_F(RestServiceTest, HeadOfAGenerationChecksTheQueryAndStartsNoWork) {
+  for (const char* endpoint : {"generate", "stream"}) {
+    request_.method = "HEAD";
+    request_.path = absl::StrCat("/v1/models/cond/", endpoint);
+    request_.query = {{"class", "3"}, {"num", "2"}};
+    HttpResponse head = rest_->Handle(request_);
+    EXPECT_EQ(head.status, 200) << head.body;
+    EXPECT_EQ(head.content_type, endpoint == std::string("stream") ? "application/x-ndjson" : "image/png");
+    EXPECT_EQ(head.stream, nullptr);
+    EXPECT_EQ(head.body, "");
+    request_.query = {{"class", "10"}};
+    HttpResponse refused = rest_->Handle(request_);
+    EXPECT_EQ(refused.status, 400);
+    EXPECT_TRUE(absl::StrContains(refused.body, "query 'class'")) << refused.body;
+  }
+  EXPECT_EQ(queue_.submitted(), 0u);
+}
+
+TEST_F(RestServiceTest, BinaryTensorDataIsRefusedByName) {
+  request_.method = "POST";
+  request_.path = "/v2/models/cond/infer";
+  request_.headers = {{"inference-header-content-length", "120"}};
+  request_.body = R"({"inputs": [{"name": "class_label", "datatype": "INT64", "shape": [1], "data": [3]}]})";
+  HttpResponse refused = rest_->Handle(request_);
+  EXPECT_EQ(refused.status, 400);
+  EXPECT_TRUE(absl::StrContains(refused.body, "Inference-Header-Content-Length: the binary tensor data extension"))
+      << refused.body;
   EXPECT_EQ(queue_.submitted(), 0u);
 }
 
@@ -219,7 +262,14 @@ TEST_F(RestServiceTest, ThePageAndTheModelListAreServed) {
   EXPECT_EQ(json["models"][0]["is_default"], true);
   EXPECT_EQ(json["max_images_per_request"], 64);
   request_.method = "POST";
-  EXPECT_EQ(rest_->Handle(request_).status, 405);
+  HttpResponse wrong = rest_->Handle(request_);
+  EXPECT_EQ(wrong.status, 405);
+  EXPECT_EQ(wrong.headers, (std::vector<std::pair<std::string, std::string>>{{"Allow", "GET, HEAD"}}));
+  request_.method = "GET";
+  request_.path = "/v2/models/cond/infer";
+  wrong = rest_->Handle(request_);
+  EXPECT_EQ(wrong.status, 405);
+  EXPECT_EQ(wrong.headers, (std::vector<std::pair<std::string, std::string>>{{"Allow", "POST"}}));
 }
 
 }  // namespace
