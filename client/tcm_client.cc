@@ -11,7 +11,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
 #include <thread>
 
 #include "absl/flags/flag.h"
@@ -26,6 +25,7 @@
 #include "common/image_grid.h"
 #include "common/png_encoder.h"
 #include "common/status_macros.h"
+#include "common/write_file.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tcm/v1/tcm_service.grpc.pb.h"
 
@@ -154,12 +154,6 @@ int HealthRepeated(const std::shared_ptr<grpc::Channel>& channel, double every, 
   return all_serving ? 0 : 1;
 }
 
-bool WriteFile(const std::filesystem::path& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(data.data(), static_cast<std::streamsize>(data.size()));
-  return static_cast<bool>(out);
-}
-
 // Tiles raw images into one grid image, ceil(sqrt(n)) columns. Requires a
 // response that passed CheckGenerateResponse and CheckSameImageSize.
 absl::StatusOr<std::string> Grid(const v1::GenerateResponse& response, int* width, int* height, int* channels) {
@@ -229,14 +223,14 @@ absl::Status CheckAndWrite(const v1::GenerateRequest& request, const v1::Generat
     auto png = EncodePng(reinterpret_cast<const uint8_t*>(pixels->data()), w, h, c, /*fast=*/false);
     if (!png.ok()) return png.status();
     const auto path = out / (stem + "_grid" + suffix + ".png");
-    if (!WriteFile(path, *png)) return absl::InternalError(absl::StrCat("cannot write ", path.string()));
+    TCM_RETURN_IF_ERROR(WriteFileAtomically(path.string(), *png));
     written->push_back(path.string());
     return absl::OkStatus();
   }
   for (const auto& image : response.images()) {
     const std::string label = image.class_label() >= 0 ? absl::StrCat("_c", image.class_label()) : "";
     const auto path = out / absl::StrCat(stem, label, "_", image.index(), suffix, ".png");
-    if (!WriteFile(path, image.data())) return absl::InternalError(absl::StrCat("cannot write ", path.string()));
+    TCM_RETURN_IF_ERROR(WriteFileAtomically(path.string(), image.data()));
     written->push_back(path.string());
   }
   return absl::OkStatus();
@@ -245,6 +239,12 @@ absl::Status CheckAndWrite(const v1::GenerateRequest& request, const v1::Generat
 int Generate(v1::TcmService::Stub& stub) {
   v1::GenerateRequest request;
   request.set_model(absl::GetFlag(FLAGS_model));
+  if (absl::GetFlag(FLAGS_class_label) < -1)
+    return Error(absl::StrCat("--class: must be a class of the model (0 or more), or -1 for a random class ",
+                              "per image, got ", absl::GetFlag(FLAGS_class_label)));
+  if (absl::GetFlag(FLAGS_seed) < -1)
+    return Error(
+        absl::StrCat("--seed: must be 0 or more, or -1 for the server's choice, got ", absl::GetFlag(FLAGS_seed)));
   if (absl::GetFlag(FLAGS_class_label) >= 0) request.set_class_label(absl::GetFlag(FLAGS_class_label));
   const int steps = absl::GetFlag(FLAGS_steps), num = absl::GetFlag(FLAGS_num);
   if (steps < 0) return Error(absl::StrCat("--steps: must be 1 or 2, or 0 for the model's default, got ", steps));
@@ -285,14 +285,20 @@ int Generate(v1::TcmService::Stub& stub) {
   return 0;
 }
 
+// The longest --timeout and --health_every, seconds: a day.
+constexpr double kMaxSeconds = 86400;
+
 int Run() {
+  const double timeout = absl::GetFlag(FLAGS_timeout);
+  if (!(timeout > 0 && timeout <= kMaxSeconds))
+    return Error(absl::StrCat("--timeout: must be a number of seconds in (0, ", kMaxSeconds, "], got ", timeout));
   auto channel = MakeChannel(ChannelOptionsFromFlags());
   if (!channel.ok()) return Error(std::string(channel.status().message()));
   if (absl::GetFlag(FLAGS_health)) {
     const double every = absl::GetFlag(FLAGS_health_every);
     const int checks = absl::GetFlag(FLAGS_health_checks);
-    if (!(every >= 0) || !std::isfinite(every))
-      return Error(absl::StrCat("--health_every: must be a number of seconds >= 0, got ", every));
+    if (!(every >= 0 && every <= kMaxSeconds))
+      return Error(absl::StrCat("--health_every: must be a number of seconds in [0, ", kMaxSeconds, "], got ", every));
     if (checks < 0) return Error(absl::StrCat("--health_checks: must be at least 0, got ", checks));
     return every > 0 ? HealthRepeated(*channel, every, checks) : Health(*channel);
   }

@@ -1,6 +1,7 @@
 #include "model/model_config.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -328,8 +329,20 @@ int NumLevels(const ModelConfig& config) {
   return config.has_edm2() ? config.edm2().channel_mult_size() : config.song().channel_mult_size();
 }
 
+absl::Status CheckModelName(const std::string& name) {
+  bool plain = !name.empty() && name.size() <= 200 && name != "." && name != "..";
+  for (char ch : name)
+    plain = plain && ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
+                      ch == '_' || ch == '.');
+  if (plain) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "model name '", name.substr(0, 64), "': must be 1 to 200 letters, digits, '-', '_' and '.' (not . or ..)"));
+}
+
 absl::StatusOr<ModelConfig> CompleteModelConfig(ModelConfig c) {
   TCM_RETURN_IF_ERROR(CheckLimits(c));
+  if (!c.name().empty())
+    if (absl::Status named = CheckModelName(c.name()); !named.ok()) return Bad("name", named.message());
   if (c.architecture().empty()) {
     if (c.has_edm2()) c.set_architecture(std::string(kEdm2UNet));
     if (c.has_song()) c.set_architecture(std::string(kSongUNet));
@@ -352,8 +365,10 @@ absl::StatusOr<ModelConfig> CompleteModelConfig(ModelConfig c) {
   if (!c.has_t_max()) c.set_t_max(80.0f);
   if (!c.has_mid_t()) c.set_mid_t(0.821f);
   if (c.default_steps() == 0) c.set_default_steps(1);
-  if (!(c.sigma_data() > 0)) return Bad("sigma_data", "must be positive");
-  if (!(c.t_max() > 0)) return Bad("t_max", "must be positive");
+  if (!(c.sigma_data() > 0 && std::isfinite(c.sigma_data())))
+    return Bad("sigma_data", absl::StrCat("must be a positive finite number, got ", c.sigma_data()));
+  if (!(c.t_max() > 0 && std::isfinite(c.t_max())))
+    return Bad("t_max", absl::StrCat("must be a positive finite number, got ", c.t_max()));
   if (!(c.mid_t() > 0 && c.mid_t() < c.t_max()))
     return Bad("mid_t", absl::StrCat("must be in (0, t_max = ", c.t_max(), "), got ", c.mid_t()));
   if (c.default_steps() > 2) return Bad("default_steps", absl::StrCat("must be 1 or 2, got ", c.default_steps()));

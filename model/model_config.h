@@ -47,6 +47,11 @@ struct ConfigLimits {
 // (sizes outside ConfigLimits included).
 absl::StatusOr<v1::ModelConfig> CompleteModelConfig(v1::ModelConfig config);
 
+// OK for a name a model may be served under: 1 to 200 letters, digits, '-',
+// '_' and '.', not "." or "..": safe in URLs, metric labels and the file
+// names clients write; else an error naming it and the rule.
+absl::Status CheckModelName(const std::string& name);
+
 // The largest config.pbtxt read (a real one has a few hundred bytes).
 inline constexpr uint64_t kMaxConfigFileBytes = 1 << 20;
 

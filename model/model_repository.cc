@@ -4,13 +4,13 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
 #include <set>
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "common/read_file.h"
 #include "common/status_macros.h"
+#include "common/write_file.h"
 #include "google/protobuf/text_format.h"
 #include "model/model_config.h"
 #include "model/torch_error.h"
@@ -23,6 +23,41 @@ namespace {
 // The largest labels.txt read (100,000 class names of 160 bytes each).
 constexpr uint64_t kMaxLabelsFileBytes = 16 << 20;
 
+// Whether `text` is valid UTF-8 (no overlong forms, surrogates or code points
+// past U+10FFFF) without C0 control characters or DEL: a class name sent in
+// protobuf strings and JSON and shown on pages.
+bool IsPrintableUtf8(const std::string& text) {
+  for (size_t i = 0; i < text.size();) {
+    const unsigned char lead = static_cast<unsigned char>(text[i]);
+    if (lead < 0x80) {
+      if (lead < 0x20 || lead == 0x7f) return false;
+      ++i;
+      continue;
+    }
+    int extra;
+    uint32_t code;
+    if (lead >= 0xc2 && lead <= 0xdf) {
+      extra = 1, code = lead & 0x1f;
+    } else if (lead >= 0xe0 && lead <= 0xef) {
+      extra = 2, code = lead & 0x0f;
+    } else if (lead >= 0xf0 && lead <= 0xf4) {
+      extra = 3, code = lead & 0x07;
+    } else {
+      return false;
+    }
+    if (i + extra >= text.size()) return false;  // cut short
+    for (int k = 1; k <= extra; ++k) {
+      const unsigned char next = static_cast<unsigned char>(text[i + k]);
+      if ((next & 0xc0) != 0x80) return false;
+      code = (code << 6) | (next & 0x3f);
+    }
+    const uint32_t smallest[] = {0, 0x80, 0x800, 0x10000};
+    if (code < smallest[extra] || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) return false;
+    i += extra + 1;
+  }
+  return true;
+}
+
 absl::StatusOr<std::vector<std::string>> ReadLabels(const fs::path& path, uint32_t num_classes) {
   std::vector<std::string> labels;
   std::error_code ec;  // only a missing file is no labels; anything else there is read (and may be refused)
@@ -31,6 +66,9 @@ absl::StatusOr<std::vector<std::string>> ReadLabels(const fs::path& path, uint32
   std::istringstream in(text);
   for (std::string line; std::getline(in, line);) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (!IsPrintableUtf8(line))
+      return absl::InvalidArgumentError(
+          absl::StrCat(path.string(), ": line ", labels.size() + 1, ": must be UTF-8 text without control characters"));
     labels.push_back(line);
   }
   while (!labels.empty() && labels.back().empty()) labels.pop_back();
@@ -74,6 +112,9 @@ absl::StatusOr<ModelDirectory> ReadModelDirectoryOrThrow(const std::string& path
   model.name =
       model.config.name().empty() ? fs::absolute(dir).lexically_normal().filename().string() : model.config.name();
   if (model.name.empty()) model.name = fs::absolute(dir).parent_path().filename().string();
+  if (absl::Status named = CheckModelName(model.name); !named.ok())
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": ", named.message(), " (config.pbtxt's name, ", "else the directory's)"));
   model.config.set_name(model.name);
 
   const std::string weights_path = (dir / "weights.safetensors").string();
@@ -82,6 +123,10 @@ absl::StatusOr<ModelDirectory> ReadModelDirectoryOrThrow(const std::string& path
   // LibTorch's exceptions stop here, as one line naming the directory.
   try {
     model.weights = ToTensors(file);
+    for (const auto& [name, tensor] : model.weights)
+      if (tensor.is_floating_point() && !torch::isfinite(tensor).all().item<bool>())
+        return absl::InvalidArgumentError(
+            absl::StrCat(weights_path, ": weight '", name, "' holds NaN or infinite values"));
     auto probe = Denoiser::Create(model.config);
     if (!probe.ok()) return absl::Status(probe.status().code(), absl::StrCat(path, ": ", probe.status().message()));
     TCM_RETURN_IF_ERROR((*probe)->LoadStateDict(model.weights, weights_path));
@@ -143,18 +188,14 @@ absl::Status WriteModelDirectory(const std::string& path, const v1::ModelConfig&
   if (ec) return absl::PermissionDeniedError(absl::StrCat(path, ": cannot create directory: ", ec.message()));
   std::string text;
   google::protobuf::TextFormat::PrintToString(config, &text);
-  {
-    std::ofstream out(fs::path(path) / "config.pbtxt");
-    out << text;
-    if (!out) return absl::DataLossError(absl::StrCat(path, "/config.pbtxt: write failed"));
-  }
+  TCM_RETURN_IF_ERROR(WriteFileAtomically((fs::path(path) / "config.pbtxt").string(), text));
   TCM_RETURN_IF_ERROR(
       WriteTensors((fs::path(path) / "weights.safetensors").string(), weights,
                    {{"config", ReferenceKwargsFromModelConfig(config)}, {"format", "state_dict of ECMPrecond"}}));
   if (!labels.empty()) {
-    std::ofstream out(fs::path(path) / "labels.txt");
-    for (const auto& l : labels) out << l << "\n";
-    if (!out) return absl::DataLossError(absl::StrCat(path, "/labels.txt: write failed"));
+    std::string lines;
+    for (const auto& l : labels) absl::StrAppend(&lines, l, "\n");
+    TCM_RETURN_IF_ERROR(WriteFileAtomically((fs::path(path) / "labels.txt").string(), lines));
   }
   return absl::OkStatus();
 }

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <torch/torch.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -118,6 +119,49 @@ TEST_F(ModelRepositoryTest, GarbageWeights) {
 TEST_F(ModelRepositoryTest, LabelCountMustMatchClasses) {
   WriteFile("labels.txt", "t-shirt\ntrouser\n");
   ExpectLoadError("labels.txt: has 2 class names but the model has num_classes = 10");
+}
+
+TEST_F(ModelRepositoryTest, LabelsMustBePrintableUtf8) {
+  std::string names = "t-shirt\nTrouser \xc3\xa9t\xc3\xa9 \xe2\x9c\x93\n";  // UTF-8 beyond ASCII is fine
+  for (int i = 2; i < 10; ++i) names += "class " + std::to_string(i) + "\n";
+  WriteFile("labels.txt", names);
+  auto model = ReadModelDirectory(dir_);
+  ASSERT_TRUE(model.ok()) << model.status();
+  EXPECT_EQ(model->labels[1], "Trouser \xc3\xa9t\xc3\xa9 \xe2\x9c\x93");
+  for (const std::string bad : {"\xff", "\xc3", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "a\x1b[31m"}) {
+    WriteFile("labels.txt", "zero\n" + bad + "\n" + names.substr(names.find("class 2")));
+    ExpectLoadError("labels.txt: line 2: must be UTF-8 text without control characters");
+  }
+}
+
+TEST_F(ModelRepositoryTest, NonFiniteSettingsAreRefused) {
+  EditFile("config.pbtxt", "sigma_data: 0.5", "sigma_data: inf");
+  ExpectLoadError("config.pbtxt: sigma_data: must be a positive finite number, got inf");
+  EditFile("config.pbtxt", "sigma_data: inf", "sigma_data: 0.5");
+  EditFile("config.pbtxt", "t_max: 80", "t_max: inf");
+  ExpectLoadError("config.pbtxt: t_max: must be a positive finite number, got inf");
+}
+
+TEST_F(ModelRepositoryTest, NonFiniteWeightsAreRefusedByName) {
+  TensorMap weights = fixture_.weights;
+  const std::string name = weights.begin()->first;
+  for (const double bad : {std::nan(""), double(INFINITY)}) {
+    weights[name] = fixture_.weights.at(name).clone();
+    weights[name].view(-1)[0] = bad;
+    ASSERT_TRUE(WriteModelDirectory(dir_, fixture_.config, weights, {}).ok());
+    fs::remove(fs::path(dir_) / "labels.txt");
+    ExpectLoadError(absl::StrCat("weights.safetensors: weight '", name, "' holds NaN or infinite values"));
+  }
+}
+
+TEST_F(ModelRepositoryTest, AModelNameMustBePlain) {
+  WriteFile("config.pbtxt", "name: \"../../etc\"\n" + ReadFile("config.pbtxt"));
+  ExpectLoadError("config.pbtxt: name: model name '../../etc': must be 1 to 200 letters, digits, '-', '_' and '.'");
+  ASSERT_TRUE(WriteModelDirectory((root_ / "two words").string(), fixture_.config, fixture_.weights, {}).ok());
+  auto spaced = ReadModelDirectory((root_ / "two words").string());
+  ASSERT_FALSE(spaced.ok());
+  EXPECT_NE(spaced.status().message().find("model name 'two words': must be"), absl::string_view::npos)
+      << spaced.status();
 }
 
 // Files that are not regular files are refused by name, never waited for or

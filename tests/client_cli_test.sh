@@ -43,8 +43,18 @@ expect_error 1 "--steps: must be 1 or 2, or 0 for the model's default, got -1" \
   "$bin/tcm-client" --server 127.0.0.1:1 --steps -1
 expect_error 1 "--priority: must be at least 0 (0 = the model's default level), got -2" \
   "$bin/tcm-client" --server 127.0.0.1:1 --priority -2
-expect_error 1 "--health_every: must be a number of seconds >= 0, got -1" \
+expect_error 1 "--health_every: must be a number of seconds in [0, 86400], got -1" \
   "$bin/tcm-client" --server 127.0.0.1:1 --health --health_every -1
+expect_error 1 "--health_every: must be a number of seconds in [0, 86400], got 1e+300" \
+  "$bin/tcm-client" --server 127.0.0.1:1 --health --health_every 1e300
+for t in nan inf 0 -1; do
+  expect_error 1 "--timeout: must be a number of seconds in (0, 86400], got $t" \
+    "$bin/tcm-client" --server 127.0.0.1:1 --timeout "$t"
+done
+expect_error 1 "--class: must be a class of the model (0 or more), or -1 for a random class per image, got -5" \
+  "$bin/tcm-client" --server 127.0.0.1:1 --class -5
+expect_error 1 "--seed: must be 0 or more, or -1 for the server's choice, got -7" \
+  "$bin/tcm-client" --server 127.0.0.1:1 --seed -7
 # An unknown --default_model names the models there are.
 expect_error 1 "--default_model: no model named 'nosuch' (available: fashion-mnist-ct, fashion-mnist-tcm)" \
   "$bin/tcm-server" --model_repository "$source_dir/models" --default_model nosuch --port 0 --metrics_port -1 --http_port -1
@@ -118,6 +128,14 @@ assert len({e.tobytes() for e in each}) == 5, "the five images are not distinct"
 PY
 
 # Errors from the server: one line naming the field, non-zero exit.
+# A write that fails (here a file size limit of 0, as a full disk would) is an
+# error line and exit 1, and leaves no file, whole or partial, behind.
+(trap '' XFSZ; ulimit -f 0; expect_error 1 ": write failed: File too large" \
+  "$bin/tcm-client" --server "$server" --num 3 --seed 1 --out "$TMP/full"; exit $fail) || fail=1
+check '[[ -d "$TMP/full" && -z "$(ls -A "$TMP/full")" ]]' "a failed write leaves nothing: $(ls -A "$TMP/full")"
+(trap '' XFSZ; ulimit -f 0; expect_error 1 ": write failed: File too large" \
+  "$bin/tcm-client" --server "$server" --num 3 --seed 1 --grid --out "$TMP/full"; exit $fail) || fail=1
+check '[[ -z "$(ls -A "$TMP/full")" ]]' "a failed grid write leaves nothing: $(ls -A "$TMP/full")"
 expect_error 1 "steps: must be 1 or 2" "$bin/tcm-client" --server "$server" --steps 3 --out "$TMP/x"
 expect_error 1 "model: 'nope' is not served" "$bin/tcm-client" --server "$server" --model nope --out "$TMP/x"
 expect_error 1 "class_label: must be in [0, 10)" "$bin/tcm-client" --server "$server" --class 10 --out "$TMP/x"
