@@ -63,6 +63,10 @@ torch::Tensor Resample(const torch::Tensor& x, const torch::Tensor& filter2d, bo
   if (mode == ResampleMode::kDown)
     return torch::conv2d(x, f.tile({channels, 1, 1, 1}), {}, /*stride=*/2, /*padding=*/pad, /*dilation=*/1,
                          /*groups=*/channels);
+  // LibTorch 1.13's grouped transposed convolution in bf16 on the CPU gives a
+  // wrong output size; reduced precisions upsample in float32 and round once.
+  if ((x.scalar_type() == torch::kBFloat16 || x.scalar_type() == torch::kHalf) && x.is_cpu())
+    return Resample(x.to(torch::kFloat32), filter2d, is_box, mode).to(x.scalar_type());
   return torch::conv_transpose2d(x, f.mul(4).tile({channels, 1, 1, 1}), {}, /*stride=*/2, /*padding=*/pad,
                                  /*output_padding=*/0, /*groups=*/channels);
 }

@@ -30,5 +30,29 @@ TEST(ResampleTest, BoxDownsamplingAveragesEachTwoByTwoSquare) {
   EXPECT_TRUE(torch::equal(down, torch::tensor({2.5f, 4.5f, 10.5f, 12.5f}).reshape({1, 1, 2, 2})));
 }
 
+// A filter other than the box ([1, 3, 3, 1], EDM2's own default in its
+// paper's ablations) halves and doubles the size exactly, and bf16 gives
+// float32's values to bf16's precision, in both layouts.
+TEST(ResampleTest, AFilteredResampleKeepsTheSizeRuleInEveryPrecisionAndLayout) {
+  torch::InferenceMode inference;
+  torch::manual_seed(22);
+  const torch::Tensor filter = ResampleFilter2d({1, 3, 3, 1});
+  for (auto format : {torch::MemoryFormat::Contiguous, torch::MemoryFormat::ChannelsLast}) {
+    torch::Tensor x = torch::randn({2, 8, 16, 16}).contiguous(format);
+    torch::Tensor down = Resample(x, filter, /*is_box=*/false, ResampleMode::kDown);
+    torch::Tensor up = Resample(x, filter, /*is_box=*/false, ResampleMode::kUp);
+    ASSERT_EQ(down.sizes(), torch::IntArrayRef({2, 8, 8, 8}));
+    ASSERT_EQ(up.sizes(), torch::IntArrayRef({2, 8, 32, 32}));
+    torch::Tensor x16 = x.to(torch::kBFloat16);
+    torch::Tensor down16 = Resample(x16, filter, /*is_box=*/false, ResampleMode::kDown);
+    torch::Tensor up16 = Resample(x16, filter, /*is_box=*/false, ResampleMode::kUp);
+    ASSERT_EQ(down16.sizes(), down.sizes());
+    ASSERT_EQ(up16.sizes(), up.sizes());
+    EXPECT_EQ(up16.scalar_type(), torch::kBFloat16);
+    EXPECT_LT((down16.to(torch::kFloat32) - down).abs().max().item<float>(), 0.05);
+    EXPECT_LT((up16.to(torch::kFloat32) - up).abs().max().item<float>(), 0.05);
+  }
+}
+
 }  // namespace
 }  // namespace tcm
