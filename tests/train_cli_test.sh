@@ -25,12 +25,17 @@ common=(--threads 1 --batch_size 4 --log_every 1 --checkpoint_every 1 --validati
 # Diffusion from random weights, stopped after 2 steps, then resumed to 3.
 "$train" diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/edm" --steps 2 "${common[@]}" > "$TMP/edm1.log" 2>&1 \
   || { echo "FAIL: diffusion"; cat "$TMP/edm1.log"; exit 1; }
+# As if the first run had logged a step past its checkpoint and then crashed in mid-line: the resumed
+# run cuts log.jsonl back to the checkpoint's step before it logs the steps again.
+printf '{"step": 3, "loss": 9}\n{"step": 4, "lo' >> "$TMP/edm/log.jsonl"
 "$train" diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/edm" --steps 3 --resume "${common[@]}" > "$TMP/edm2.log" 2>&1 \
   || { echo "FAIL: diffusion --resume"; cat "$TMP/edm2.log"; exit 1; }
 check 'grep -q "resumed .*checkpoint.pt at step 2" "$TMP/edm2.log"' "resume message"
 check 'grep -q "^step 3/3  loss" "$TMP/edm2.log"' "progress line after resume"
 check '! grep -q "^step [12]/" "$TMP/edm2.log"' "resumed run repeats no step"
 check '[[ $(wc -l < "$TMP/edm/log.jsonl") -eq 3 ]]' "log.jsonl holds one line per step across both runs"
+check '[[ $(jq -c -s "map(.step)" "$TMP/edm/log.jsonl") == "[1,2,3]" ]] && ! grep -q "\"loss\": 9," "$TMP/edm/log.jsonl"' \
+  "a resume drops the lines logged past the checkpoint and a partial last line"
 check '[[ -f "$TMP/edm/model/weights.safetensors" && -f "$TMP/edm/model/labels.txt" ]]' "diffusion model exported"
 check 'grep -q "Ankle boot" "$TMP/edm/model/labels.txt"' "class names exported"
 check 'grep -q "\"lr\": \"0.001\"" "$TMP/edm/settings.json" && grep -q "\"stage\": \"diffusion\"" "$TMP/edm/settings.json"' \
@@ -165,6 +170,25 @@ check '! grep -q "dropout" "$TMP/tcm/model/config.pbtxt"' "exported config carri
 check 'grep -q "^transition_t: 1$" "$TMP/tcm/model-composed/config.pbtxt"' "composed model records t'"
 check '[[ -f "$TMP/tcm/model-composed/samples-2step.png" ]]' "composed model sample grid"
 
+# A signal once training is done (choosing the sampling settings here, 2000 images a candidate) ends
+# the run at once, without a model directory; --resume on the finished run chooses and exports again.
+"$train" consistency --init "$TMP/edm/model" --out "$TMP/ct-int" --steps 1 "${common[@]}" --selection_samples 2000 \
+  > "$TMP/ct-int.log" 2> "$TMP/ct-int.err" &
+pid=$!
+while kill -0 $pid 2> /dev/null && ! grep -q "^tcm-train: choosing mid_t" "$TMP/ct-int.log"; do sleep 0.1; done
+kill -TERM $pid 2> /dev/null
+wait $pid
+rc=$?
+check '[[ $rc -eq 1 ]]' "a signal while choosing exits 1 (exit $rc)"
+check '[[ "$(cat "$TMP/ct-int.err")" == "tcm-train: interrupted while choosing the sampling settings and exporting the model; $TMP/ct-int/checkpoint.pt holds the finished run (step 1): run the same command with --resume to choose and export again" ]]' \
+  "a signal while choosing says so in one line: $(cat "$TMP/ct-int.err")"
+check '[[ ! -e "$TMP/ct-int/model" && ! -e "$TMP/ct-int/model.tmp" && ! -e "$TMP/ct-int/selection.json" ]]' \
+  "an interrupted choice leaves no model directory"
+"$train" consistency --init "$TMP/edm/model" --out "$TMP/ct-int" --steps 1 --resume "${common[@]}" > "$TMP/ct-int2.log" 2>&1 \
+  || { echo "FAIL: consistency --resume after an interrupted choice"; cat "$TMP/ct-int2.log"; exit 1; }
+check 'grep -q "choosing mid_t among" "$TMP/ct-int2.log" && [[ -f "$TMP/ct-int/model/weights.safetensors" && -f "$TMP/ct-int/selection.json" ]]' \
+  "--resume on the finished run chooses and exports"
+
 # The exported stage-2 model directory serves unchanged.
 mkdir -p "$TMP/repo" && cp -r "$TMP/tcm/model" "$TMP/repo/tiny-tcm" && cp -r "$TMP/tcm/model-composed" "$TMP/repo/tiny-composed"
 start_server "$server" "$TMP/repo" --metrics_port -1 --workers 1 --intra_op_threads 1
@@ -233,5 +257,50 @@ expect_error "--resume: $TMP/edm was begun with other settings ($TMP/edm/setting
   "$train" diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/edm" --steps 4 --resume --lr 0.002 --seed 5 "${common[@]}"
 expect_error "--resume: $TMP/none/checkpoint.pt does not exist" \
   "$train" diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/none" --resume "${common[@]}"
+# Numeric flags out of their range: refused before anything is done (no run directory).
+for case in "ema_gamma -1|--ema_gamma: must be positive, got -1" "grad_clip -1|--grad_clip: must be positive, got -1" \
+  "ema_beta 1|--ema_beta: must be in [0, 1), got 1" "q 1|--q: must be above 1 and finite, got 1" \
+  "start_stage -1|--start_stage: must be 0 or more, got -1" "dropout nan|--dropout: must be in [0, 1), got nan" \
+  "dropout 1|--dropout: must be in [0, 1), got 1" "ratio_limit 0|--ratio_limit: must be in (0, 1], got 0" \
+  "ratio_limit 1.5|--ratio_limit: must be in (0, 1], got 1.5" "steps 0|--steps: must be in [1, 1000000000000], got 0" \
+  "steps -5|--steps: must be in [1, 1000000000000], got -5" "threads -1|--threads: must be in [0, 1024], got -1" \
+  "decay_iter -1|--decay_iter: must be 0 or more, got -1" "lr nan|--lr: must be positive and finite, got nan" \
+  "lr 0|--lr: must be positive and finite, got 0" "beta1 1|--beta1: must be in [0, 1), got 1" \
+  "beta2 -0.5|--beta2: must be in [0, 1), got -0.5" "adam_eps 0|--adam_eps: must be positive and finite, got 0" \
+  "batch_size 1000000000000|--batch_size: must be in [1, 65536], got 1000000000000" \
+  "batch_size 0|--batch_size: must be in [1, 65536], got 0" "boundary_prob nan|--boundary_prob: must be in [0, 1), got nan" \
+  "t_upper inf|--t_upper: must be finite and above --t_lower (0.002), got inf" \
+  "transition_t nan|--transition_t: must be positive and finite, got nan" "c -1|--c: must be 0 or more and finite, got -1" \
+  "df inf|--df: must be positive and finite, got inf" "w_boundary nan|--w_boundary: must be 0 or more and finite, got nan"; do
+  read -r flag value <<< "${case%%|*}"
+  expect_error "tcm-train: ${case#*|}" "$train" consistency --"$flag" "$value" --init "$TMP/ct/model" --out "$TMP/never"
+done
+check '[[ ! -e "$TMP/never" ]]' "refused flags create no run directory"
+# IDX files: only regular ones, and never more data than the file holds.
+expect_error "tcm-train: /dev/zero: not a regular file" \
+  "$train" diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/x-idx" --data idx:/dev/zero,/dev/zero "${common[@]}"
+printf '\0\0\x08\x04\0\0\0\x01\0\x01\0\0\x01\0\0\0\x01\0\0\0' > "$TMP/overflow.idx"
+expect_error "tcm-train: $TMP/overflow.idx: header's dimensions 1x65536x16777216x16777216 promise more bytes of data than 2^63, file holds 0" \
+  "$train" diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/x-idx" --data "idx:$TMP/overflow.idx,$TMP/overflow.idx" "${common[@]}"
+# A damaged checkpoint is one line naming it, and is not resumed from.
+cp -r "$TMP/edm" "$TMP/edm-cut"
+head -c 100000 "$TMP/edm/checkpoint.pt" > "$TMP/edm-cut/checkpoint.pt"
+expect_error "tcm-train: $TMP/edm-cut/checkpoint.pt: cannot resume from this checkpoint: PytorchStreamReader failed reading zip archive" \
+  "$train" diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/edm-cut" --steps 4 --resume "${common[@]}"
+# A full disk while the checkpoint is written (its temporary file is /dev/full): one line naming it,
+# exit 1, no temporary file, the previous checkpoint intact.
+ln -s /dev/full "$TMP/edm/checkpoint.pt.tmp"
+out="$("$train" diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/edm" --steps 4 --resume "${common[@]}" 2>&1 > /dev/null)"
+rc=$?
+check '[[ $rc -eq 1 && "$out" == "tcm-train: $TMP/edm/checkpoint.pt: writing the checkpoint failed: No space left on device" ]]' \
+  "a failed checkpoint write is one line and exit 1 (exit $rc: $out)"
+check '[[ ! -e "$TMP/edm/checkpoint.pt.tmp" && ! -L "$TMP/edm/checkpoint.pt.tmp" ]]' "a failed checkpoint write leaves no temporary file"
+# --resume compares the contents of --config, not only its path.
+cp "$TMP/tiny.pbtxt" "$TMP/tiny-edit.pbtxt"
+"$train" diffusion --config "$TMP/tiny-edit.pbtxt" --out "$TMP/edm-edit" --steps 1 "${common[@]}" > "$TMP/edm-edit.log" 2>&1 \
+  || { echo "FAIL: diffusion --config tiny-edit.pbtxt"; cat "$TMP/edm-edit.log"; exit 1; }
+echo "# edited" >> "$TMP/tiny-edit.pbtxt"
+expect_error "--resume: $TMP/edm-edit was begun with other settings ($TMP/edm-edit/settings.json): --config: the contents of $TMP/tiny-edit.pbtxt changed since the run began (fnv1a64:" \
+  "$train" diffusion --config "$TMP/tiny-edit.pbtxt" --out "$TMP/edm-edit" --steps 2 --resume "${common[@]}"
 check '[[ $(cat "$TMP/edm/checkpoint.pt" | md5sum) == "$edm_checkpoint_sum" ]]' "refused runs leave the checkpoint alone"
 exit $fail

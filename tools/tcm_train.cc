@@ -9,11 +9,14 @@
 // line per progress report) and, when the run finishes, model/ (a model
 // directory tcm-server serves) with sample grids.
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
@@ -33,6 +36,7 @@
 #include "common/flags_usage.h"
 #include "common/status_macros.h"
 #include "common/tool_main.h"
+#include "common/write_file.h"
 #include "model/cpu_threads.h"
 #include "model/model_config.h"
 #include "model/model_repository.h"
@@ -144,6 +148,18 @@ namespace {
 std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop = true; }
 
+// Once the last checkpoint is written, a signal ends the run at once: what is
+// left (choosing the sampling settings, the export) is redone by --resume on
+// the finished run, and the export is written to temporary directories, so no
+// half-written model directory is left. The line is composed beforehand;
+// write() and _exit() are safe in a signal handler.
+char g_interrupted_line[2048];
+void OnSignalAfterTraining(int) {
+  const ssize_t ignored = ::write(STDERR_FILENO, g_interrupted_line, std::strlen(g_interrupted_line));
+  (void)ignored;
+  ::_exit(1);
+}
+
 // A comma-separated list of numbers from flag `name`; empty text = none.
 absl::StatusOr<std::vector<double>> NumberList(const char* name, const std::string& text) {
   std::vector<double> values;
@@ -194,8 +210,6 @@ absl::StatusOr<TrainOptions> OptionsFromFlags(Stage stage) {
   c.huber_c = absl::GetFlag(FLAGS_c);
   TCM_ASSIGN_OR_RETURN(c.weighting, ParseLossWeighting(absl::GetFlag(FLAGS_weighting), "--weighting"));
   c.boundary_prob = absl::GetFlag(FLAGS_boundary_prob);
-  if (c.boundary_prob < 0 || c.boundary_prob >= 1)
-    return absl::InvalidArgumentError("--boundary_prob: must be in [0, 1)");
   o.q = absl::GetFlag(FLAGS_q);
   o.ratio_limit = absl::GetFlag(FLAGS_ratio_limit);
   o.double_every = absl::GetFlag(FLAGS_double_every);
@@ -203,6 +217,7 @@ absl::StatusOr<TrainOptions> OptionsFromFlags(Stage stage) {
   o.start_stage = absl::GetFlag(FLAGS_start_stage);
   o.w_boundary = absl::GetFlag(FLAGS_w_boundary);
   o.transition_t = absl::GetFlag(FLAGS_transition_t);
+  TCM_RETURN_IF_ERROR(CheckTrainOptions(o));
   if (stage == Stage::kTruncated && c.time.t_lower < o.transition_t)
     return absl::InvalidArgumentError(absl::StrCat("--t_lower (", c.time.t_lower, ") must be at least --transition_t (",
                                                    o.transition_t, "): stage 2 trains over [t', t_max]"));
@@ -292,9 +307,20 @@ constexpr std::pair<const char*, const char*> kSettingsBeforeTheyExisted[] = {
 // another machine), but a move that changes auto's choice is announced.
 constexpr char kCpuBf16Setting[] = "cpu_bf16_native";
 
+// Also recorded: a digest of the --config file's contents (the flag records
+// only its path), compared by --resume. A run recorded before it existed
+// adopts this command's.
+constexpr char kConfigDigestSetting[] = "config_digest";
+
 RunSettings CommandRunSettings(Stage stage) {
   RunSettings settings = {{"stage", StageName(stage)}, {kCpuBf16Setting, CpuHasNativeBf16() ? "true" : "false"}};
   for (const char* name : kResultFlags) settings[name] = absl::FindCommandLineFlag(name)->CurrentValue();
+  const std::string config = absl::GetFlag(FLAGS_config);
+  if (!config.empty()) {
+    // An unreadable file is refused later, where the network is built.
+    absl::StatusOr<std::string> digest = FileDigest(config);
+    settings[kConfigDigestSetting] = digest.ok() ? *digest : "unreadable";
+  }
   return settings;
 }
 
@@ -344,7 +370,20 @@ absl::Status RecordOrCheckRunSettings(const std::string& out, Stage stage, bool 
   RunSettings recorded_compared = *recorded, now_compared = now;
   recorded_compared.erase(kCpuBf16Setting);
   now_compared.erase(kCpuBf16Setting);
-  const std::vector<std::string> changes = DescribeSettingChanges(recorded_compared, now_compared);
+  // The contents of the same --config file (its path is compared as a flag).
+  const auto digest_of = [](const RunSettings& settings) {
+    const auto it = settings.find(kConfigDigestSetting);
+    return it == settings.end() ? std::string() : it->second;
+  };
+  const std::string recorded_digest = digest_of(*recorded), now_digest = digest_of(now);
+  const bool config_changed = !recorded_digest.empty() && !now_digest.empty() && recorded_digest != now_digest &&
+                              recorded->count("config") && recorded->at("config") == now.at("config");
+  recorded_compared.erase(kConfigDigestSetting);
+  now_compared.erase(kConfigDigestSetting);
+  std::vector<std::string> changes = DescribeSettingChanges(recorded_compared, now_compared);
+  if (config_changed)
+    changes.push_back(absl::StrCat("--config: the contents of ", now.at("config"), " changed since the run began (",
+                                   recorded_digest, ", now ", now_digest, ")"));
   if (changes.empty()) {
     AnnounceAutoPrecisionMove(*recorded, now);
     return absl::OkStatus();
@@ -377,11 +416,21 @@ std::string Duration(double seconds) {
 
 // Writes a model directory and, unless it is a diffusion model (whose 1-2 step
 // samples are not its purpose), sample grids at 1 and 2 steps.
+// Written to DIR.tmp and renamed, so that DIR is never half-written (an
+// earlier export of the same run, resumed when finished, is replaced).
 absl::Status WriteModel(const ModelDirectory& model, const std::string& dir, bool grids) {
-  TCM_RETURN_IF_ERROR(WriteModelDirectory(dir, model.config, model.weights, model.labels));
-  if (!grids) return absl::OkStatus();
-  TCM_ASSIGN_OR_RETURN(auto replica, BuildReplica(model));
-  return WriteModelSampleGrids(*replica, {1, 2}, dir);
+  const std::string tmp = dir + ".tmp";
+  std::error_code error;
+  std::filesystem::remove_all(tmp, error);  // left by an interrupted export
+  TCM_RETURN_IF_ERROR(WriteModelDirectory(tmp, model.config, model.weights, model.labels));
+  if (grids) {
+    TCM_ASSIGN_OR_RETURN(auto replica, BuildReplica(model));
+    TCM_RETURN_IF_ERROR(WriteModelSampleGrids(*replica, {1, 2}, tmp));
+  }
+  std::filesystem::remove_all(dir, error);
+  if (!error) std::filesystem::rename(tmp, dir, error);
+  if (error) return absl::DataLossError(absl::StrCat(dir, ": cannot replace it with ", tmp, ": ", error.message()));
+  return absl::OkStatus();
 }
 
 // What choosing the sampling settings needs: the mid_t candidates, the EMA
@@ -557,10 +606,7 @@ absl::Status ChooseSamplingSettings(const SamplingChoice& choice, Trainer& train
     std::fflush(stdout);
     model->config.set_mid_t(float(selection.mid_t));
   }
-  std::ofstream file(out + "/selection.json");
-  file << json.dump(2) << "\n";
-  if (!file) return absl::DataLossError(absl::StrCat(out, "/selection.json: cannot write"));
-  return absl::OkStatus();
+  return WriteFileAtomically(out + "/selection.json", json.dump(2) + "\n");
 }
 
 // Scores the EMA at 1 step (--eval_every), prints the score and appends it to
@@ -604,18 +650,46 @@ absl::Status Export(Trainer& trainer, Stage stage, const std::string& out, const
   return WriteModel(composed, out + "/model-composed", true);
 }
 
+// More intra-op threads than any machine has cores are a mistake.
+constexpr int kMaxThreads = 1024;
+
+// The numeric flags that are not training options, each in its range (NaN
+// never): one line naming the flag, its range and the value given.
+absl::Status CheckToolFlags() {
+  const int64_t steps = absl::GetFlag(FLAGS_steps);
+  if (steps < 1 || steps > kMaxSteps)
+    return absl::InvalidArgumentError(absl::StrCat("--steps: must be in [1, ", kMaxSteps, "], got ", steps));
+  const int threads = absl::GetFlag(FLAGS_threads);
+  if (threads < 0 || threads > kMaxThreads)
+    return absl::InvalidArgumentError(absl::StrCat("--threads: must be in [0, ", kMaxThreads, "], got ", threads));
+  const double dropout = absl::GetFlag(FLAGS_dropout);
+  if (!(dropout >= 0 && dropout < 1))
+    return absl::InvalidArgumentError(absl::StrCat("--dropout: must be in [0, 1), got ", dropout));
+  const int64_t validation_images = absl::GetFlag(FLAGS_validation_images);
+  if (validation_images < 0)
+    return absl::InvalidArgumentError(absl::StrCat("--validation_images: must be 0 or more, got ", validation_images));
+  for (const auto& [name, value, least] :
+       {std::tuple<const char*, int64_t, int64_t>{"log_every", absl::GetFlag(FLAGS_log_every), 1},
+        {"checkpoint_every", absl::GetFlag(FLAGS_checkpoint_every), 1},
+        {"selection_samples", absl::GetFlag(FLAGS_selection_samples), 2},
+        {"eval_every", absl::GetFlag(FLAGS_eval_every), 0},
+        {"eval_samples", absl::GetFlag(FLAGS_eval_samples), 2}})
+    if (value < least)
+      return absl::InvalidArgumentError(least == 0
+                                            ? absl::StrCat("--", name, ": must be 0 or more, got ", value)
+                                            : absl::StrCat("--", name, ": must be at least ", least, ", got ", value));
+  return absl::OkStatus();
+}
+
 absl::Status Run(const std::string& stage_name) {
   TCM_ASSIGN_OR_RETURN(Stage stage, ParseStage(stage_name));
+  TCM_RETURN_IF_ERROR(CheckToolFlags());
   TCM_ASSIGN_OR_RETURN(TrainOptions options, OptionsFromFlags(stage));
   TCM_ASSIGN_OR_RETURN(torch::ScalarType dtype, TrainingDtype());
   const bool auto_precision = absl::GetFlag(FLAGS_precision) == "auto";
   const bool channels_last = absl::GetFlag(FLAGS_channels_last);
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) return absl::InvalidArgumentError("--out: required (the run directory)");
-  // The training loop's own cadence.
-  for (const auto& [name, value] : {std::pair<const char*, int64_t>{"log_every", absl::GetFlag(FLAGS_log_every)},
-                                    {"checkpoint_every", absl::GetFlag(FLAGS_checkpoint_every)}})
-    if (value < 1) return absl::InvalidArgumentError(absl::StrCat("--", name, ": must be at least 1, got ", value));
   std::filesystem::create_directories(out);
   const bool resume = absl::GetFlag(FLAGS_resume);
   TCM_RETURN_IF_ERROR(RecordOrCheckRunSettings(out, stage, resume));
@@ -658,6 +732,9 @@ absl::Status Run(const std::string& stage_name) {
     TCM_RETURN_IF_ERROR(trainer->LoadCheckpoint(checkpoint));
     std::printf("tcm-train: resumed %s at step %lld\n", checkpoint.c_str(), (long long)trainer->step());
   }
+  // Lines of steps past the checkpoint's (a run stopped between logging and
+  // checkpointing) and a line cut off by a crash are those the run writes again.
+  for (const char* name : {"/log.jsonl", "/eval.jsonl"}) TCM_RETURN_IF_ERROR(TrimStepLog(out + name, trainer->step()));
   // --precision auto: float32 from the step whose gap is too small for bf16.
   // --precision bf16 keeps bf16 there and warns once.
   bool warned_bf16_gap = false;
@@ -747,6 +824,15 @@ absl::Status Run(const std::string& stage_name) {
                 (long long)trainer->step(), checkpoint.c_str());
     return absl::OkStatus();
   }
+  // The training is done and saved: from here a signal ends the run at once.
+  std::snprintf(g_interrupted_line, sizeof(g_interrupted_line),
+                "tcm-train: interrupted while choosing the sampling settings and exporting the model; %s holds the "
+                "finished run (step %lld): run the same command with --resume to choose and export again\n",
+                checkpoint.c_str(), (long long)trainer->step());
+  std::fflush(stdout);
+  std::signal(SIGINT, OnSignalAfterTraining);
+  std::signal(SIGTERM, OnSignalAfterTraining);
+  if (g_stop) OnSignalAfterTraining(0);  // a signal between the checkpoint and the handlers
   TCM_RETURN_IF_ERROR(
       Export(*trainer, stage, out, labels, teacher ? &teacher_dir : nullptr, options.transition_t, choice, dtype));
   const double seconds = std::chrono::duration<double>(Clock::now() - run_start).count();

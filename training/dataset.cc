@@ -10,6 +10,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 
 namespace tcm {
@@ -19,54 +20,94 @@ namespace fs = std::filesystem;
 
 constexpr char kFashionMnistDir[] = "/usr/share/datasets/fashion-mnist";
 
-// The whole file, gunzipped when it is gzip-compressed (gzread passes plain files through).
-absl::StatusOr<std::string> ReadMaybeGzip(const std::string& path) {
-  gzFile f = gzopen(path.c_str(), "rb");
-  if (f == nullptr) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
-  std::string out;
-  char buf[1 << 16];
-  int n;
-  while ((n = gzread(f, buf, sizeof(buf))) > 0) out.append(buf, n);
-  int err = 0;
-  const char* msg = gzerror(f, &err);
-  gzclose(f);
-  if (n < 0 || err < 0) return absl::DataLossError(absl::StrCat(path, ": read failed: ", msg));
-  return out;
-}
-
 struct IdxArray {
   std::vector<int64_t> dims;
   std::string data;  // uint8 payload
 };
 
-absl::StatusOr<IdxArray> ParseIdx(const std::string& path, const std::string& bytes) {
-  if (bytes.size() < 4 || bytes[0] != 0 || bytes[1] != 0)
+// Deflate compresses at most 1032:1: a gzip file of n bytes holds at most
+// this many (and a raw file exactly n).
+constexpr int64_t kMaxDeflateRatio = 1032;
+
+// Reads an IDX file, gzip-compressed or raw: its header first, then exactly
+// the bytes its dimensions promise, checked against the file's size before
+// anything is allocated (a header can promise far more than a file holds).
+absl::StatusOr<IdxArray> ReadIdx(const std::string& path) {
+  std::error_code ec;
+  const fs::file_status status = fs::status(path, ec);
+  if (ec || !fs::exists(status)) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  if (!fs::is_regular_file(status)) return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
+  const uintmax_t file_size = fs::file_size(path, ec);
+  if (ec) return absl::NotFoundError(absl::StrCat(path, ": cannot open: ", ec.message()));
+  gzFile f = gzopen(path.c_str(), "rb");
+  if (f == nullptr) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  // Reads up to n bytes; fewer only at the end of the data.
+  std::string read_error;
+  const auto read = [&](char* into, int64_t n) -> int64_t {
+    int64_t done = 0;
+    while (done < n) {
+      const int got = gzread(f, into + done, unsigned(std::min<int64_t>(n - done, 1 << 30)));
+      if (got < 0) {
+        int err = 0;
+        read_error = gzerror(f, &err);
+        return -1;
+      }
+      if (got == 0) break;
+      done += got;
+    }
+    return done;
+  };
+  struct Closer {
+    gzFile f;
+    ~Closer() { gzclose(f); }
+  } closer{f};
+  unsigned char magic[4];
+  const int64_t got = read(reinterpret_cast<char*>(magic), 4);
+  if (got < 0) return absl::DataLossError(absl::StrCat(path, ": read failed: ", read_error));
+  if (got < 4 || magic[0] != 0 || magic[1] != 0)
     return absl::InvalidArgumentError(absl::StrCat(path, ": not an IDX file (bad magic number)"));
-  if (static_cast<uint8_t>(bytes[2]) != 0x08)
-    return absl::InvalidArgumentError(absl::StrCat(path, ": IDX element type 0x", absl::Hex(uint8_t(bytes[2])),
+  if (magic[2] != 0x08)
+    return absl::InvalidArgumentError(absl::StrCat(path, ": IDX element type 0x", absl::Hex(magic[2]),
                                                    " is not supported (only unsigned bytes, 0x08)"));
+  const int ndims = magic[3];
+  std::string header(4 * size_t(ndims), '\0');
+  const int64_t header_got = read(header.data(), int64_t(header.size()));
+  if (header_got < 0) return absl::DataLossError(absl::StrCat(path, ": read failed: ", read_error));
+  if (header_got < int64_t(header.size())) return absl::InvalidArgumentError(absl::StrCat(path, ": truncated header"));
   IdxArray a;
-  const int ndims = static_cast<uint8_t>(bytes[3]);
-  if (bytes.size() < 4 + 4 * size_t(ndims)) return absl::InvalidArgumentError(absl::StrCat(path, ": truncated header"));
   int64_t count = 1;
+  bool overflow = false;
   for (int d = 0; d < ndims; ++d) {
-    const auto* p = reinterpret_cast<const uint8_t*>(bytes.data() + 4 + 4 * d);
+    const auto* p = reinterpret_cast<const uint8_t*>(header.data() + 4 * d);
     const int64_t dim = (int64_t(p[0]) << 24) | (int64_t(p[1]) << 16) | (int64_t(p[2]) << 8) | p[3];
     a.dims.push_back(dim);
-    count *= dim;
+    overflow = overflow || __builtin_mul_overflow(count, dim, &count);
   }
-  const size_t offset = 4 + 4 * size_t(ndims);
-  if (bytes.size() - offset != size_t(count))
+  const int64_t offset = 4 + 4 * int64_t(ndims);
+  const bool raw = gzdirect(f) == 1;
+  const int64_t held = int64_t(file_size) - offset;  // raw: the data's bytes
+  const auto dims_text = [&] { return absl::StrJoin(a.dims, "x"); };
+  if (overflow)
+    return absl::InvalidArgumentError(absl::StrCat(path, ": header's dimensions ", dims_text(),
+                                                   " promise more bytes of data than 2^63, file holds ",
+                                                   raw ? held : int64_t(file_size)));
+  if (raw && count != held)
     return absl::InvalidArgumentError(
-        absl::StrCat(path, ": header promises ", count, " bytes of data, file holds ", bytes.size() - offset));
-  a.data = bytes.substr(offset);
+        absl::StrCat(path, ": header promises ", count, " bytes of data, file holds ", held));
+  if (!raw && count / kMaxDeflateRatio > int64_t(file_size))
+    return absl::InvalidArgumentError(absl::StrCat(path, ": header promises ", count,
+                                                   " bytes of data, more than the compressed file of ", file_size,
+                                                   " bytes can hold"));
+  a.data.resize(size_t(count));
+  const int64_t data_got = read(a.data.data(), count);
+  if (data_got < 0) return absl::DataLossError(absl::StrCat(path, ": read failed: ", read_error));
+  char extra;
+  const int64_t more = data_got == count ? read(&extra, 1) : 0;
+  if (more < 0) return absl::DataLossError(absl::StrCat(path, ": read failed: ", read_error));
+  if (data_got != count || more > 0)
+    return absl::InvalidArgumentError(absl::StrCat(path, ": header promises ", count, " bytes of data, file holds ",
+                                                   more > 0 ? "more" : absl::StrCat(data_got)));
   return a;
-}
-
-absl::StatusOr<IdxArray> ReadIdx(const std::string& path) {
-  auto bytes = ReadMaybeGzip(path);
-  if (!bytes.ok()) return bytes.status();
-  return ParseIdx(path, *bytes);
 }
 
 torch::Tensor BytesToTensor(const std::string& data, std::vector<int64_t> shape) {

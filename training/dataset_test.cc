@@ -2,10 +2,12 @@
 
 #include <gtest/gtest.h>
 #include <torch/torch.h>
+#include <zlib.h>
 
 #include <filesystem>
 #include <fstream>
 
+#include "absl/strings/str_cat.h"
 #include "common/png_encoder.h"
 
 namespace tcm {
@@ -70,6 +72,56 @@ TEST_F(DatasetTest, ReadsRawIdxAndNamesProblems) {
   EXPECT_NE(truncated.status().message().find("header promises 24 bytes of data, file holds 3"), std::string::npos);
   auto missing = ReadIdxDataset((dir_ / "nope.idx").string(), labels);
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+}
+
+// Sizes come from the header with overflow checks and are compared with the
+// file's real size before anything is allocated; only regular files are read.
+TEST_F(DatasetTest, IdxSizesAreCheckedAgainstTheFileBeforeReading) {
+  const std::string labels = Write("lab.idx", IdxHeader({1}) + std::string(1, '\0'));
+  const auto message = [&](const std::string& images) {
+    auto data = ReadIdxDataset(images, labels);
+    EXPECT_FALSE(data.ok());
+    EXPECT_EQ(data.status().code(), absl::StatusCode::kInvalidArgument) << data.status();
+    return std::string(data.status().message());
+  };
+  const std::string overflow = Write("overflow.idx", IdxHeader({1, 65536, 1u << 24, 1u << 24}));
+  EXPECT_EQ(message(overflow), overflow +
+                                   ": header's dimensions 1x65536x16777216x16777216 promise more bytes of "
+                                   "data than 2^63, file holds 0");
+  const std::string big = Write("big.idx", IdxHeader({0xffffffffu, 0xffffffffu, 2}));
+  EXPECT_EQ(message(big), big +
+                              ": header's dimensions 4294967295x4294967295x2 promise more bytes of data than "
+                              "2^63, file holds 0");
+  const std::string large = Write("large.idx", IdxHeader({65536, 65536, 65536}) + "abc");
+  EXPECT_EQ(message(large), large + ": header promises 281474976710656 bytes of data, file holds 3");
+  const std::string longer = Write("long.idx", IdxHeader({1, 2, 2}) + "abcde");
+  EXPECT_EQ(message(longer), longer + ": header promises 4 bytes of data, file holds 5");
+  EXPECT_EQ(message("/dev/zero"), "/dev/zero: not a regular file");
+  EXPECT_EQ(message(dir_.string()), dir_.string() + ": not a regular file");
+}
+
+TEST_F(DatasetTest, GzipIdxIsReadAndAHeaderBeyondItsSizeRefused) {
+  const auto gzip = [&](const std::string& name, const std::string& bytes) {
+    const std::string path = (dir_ / name).string();
+    gzFile f = gzopen(path.c_str(), "wb");
+    gzwrite(f, bytes.data(), unsigned(bytes.size()));
+    gzclose(f);
+    return path;
+  };
+  const std::string labels = gzip("lab.idx.gz", IdxHeader({2}) + std::string{1, 0});
+  auto data = ReadIdxDataset(gzip("img.idx.gz", IdxHeader({2, 2, 2}) + std::string(8, '\7')), labels);
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(data->images.sizes(), torch::IntArrayRef({2, 1, 2, 2}));
+  const std::string bomb = gzip("bomb.idx.gz", IdxHeader({65536, 65536, 65536}));
+  auto refused = ReadIdxDataset(bomb, labels);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().message(),
+            absl::StrCat(bomb, ": header promises 281474976710656 bytes of data, more than the compressed file of ",
+                         std::filesystem::file_size(bomb), " bytes can hold"));
+  const std::string short_data = gzip("short.idx.gz", IdxHeader({2, 2, 2}) + "abc");
+  auto truncated = ReadIdxDataset(short_data, labels);
+  ASSERT_FALSE(truncated.ok());
+  EXPECT_EQ(truncated.status().message(), short_data + ": header promises 8 bytes of data, file holds 3");
 }
 
 TEST_F(DatasetTest, ReadsAnImageFolderInSortedClassOrder) {

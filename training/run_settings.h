@@ -29,6 +29,17 @@ absl::StatusOr<RunSettings> ReadRunSettings(const std::string& path);
 // Empty when the two are equal.
 std::vector<std::string> DescribeSettingChanges(const RunSettings& recorded, const RunSettings& now);
 
+// Cuts a JSON-lines log whose lines carry a "step" (log.jsonl, eval.jsonl)
+// back to what a run resumed at `last_step` has done: from its first line of
+// a later step, or its first line that does not end in a line break (a line
+// cut off by a crash), everything is removed, so that the resumed run's lines
+// follow without repeats. A missing file is left missing.
+absl::Status TrimStepLog(const std::string& path, int64_t last_step);
+
+// A digest of a file's contents ("fnv1a64:" and 16 hex digits), to notice a
+// file changed under the same name; NotFound when it cannot be read.
+absl::StatusOr<std::string> FileDigest(const std::string& path);
+
 }  // namespace tcm
 
 #endif  // TCM_TRAINING_RUN_SETTINGS_H_

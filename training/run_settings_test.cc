@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 namespace tcm {
 namespace {
@@ -46,6 +47,43 @@ TEST(RunSettingsTest, ChangesNameEachDifferingSettingInOrder) {
   EXPECT_EQ(DescribeSettingChanges(run, now),
             (std::vector<std::string>{"--dropout: the run's 0.1, now 0.2", "--lr: the run's 0.001, now 0.002",
                                       "--q: the run's unset, now 4", "--seed: the run's 0, now unset"}));
+}
+
+// A resumed run cuts its logs back to its checkpoint's step: lines of later
+// steps and a partial last line go, the rest stays byte for byte.
+TEST(TrimStepLogTest, CutsBackToTheCheckpointsStep) {
+  const std::string path = TempPath("tcm_trim_log");
+  const auto write = [&](const std::string& text) { std::ofstream(path, std::ios::binary) << text; };
+  const auto read = [&] {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  const std::string kept = "{\"step\": 1, \"loss\": 0.5}\n{\"step\": 2, \"loss\": 0.4}\n";
+  write(kept + "{\"step\": 3, \"loss\": 0.3}\n{\"step\": 4, \"lo");
+  ASSERT_TRUE(TrimStepLog(path, 2).ok());
+  EXPECT_EQ(read(), kept);
+  write(kept + "{\"step\": 3, \"lo");  // only a partial line
+  ASSERT_TRUE(TrimStepLog(path, 3).ok());
+  EXPECT_EQ(read(), kept);
+  ASSERT_TRUE(TrimStepLog(path, 5).ok());  // nothing past the step: unchanged
+  EXPECT_EQ(read(), kept);
+  ASSERT_TRUE(TrimStepLog(path, 0).ok());  // a new run in a directory with an old log
+  EXPECT_EQ(read(), "");
+  std::filesystem::remove(path);
+  ASSERT_TRUE(TrimStepLog(path, 1).ok());  // no log yet
+  EXPECT_FALSE(std::filesystem::exists(path));
+}
+
+TEST(FileDigestTest, FollowsTheContents) {
+  const std::string path = TempPath("tcm_digest");
+  std::ofstream(path) << "a";
+  const absl::StatusOr<std::string> a = FileDigest(path);
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(*a, "fnv1a64:af63dc4c8601ec8c");  // FNV-1a of "a"
+  std::ofstream(path) << "b";
+  EXPECT_NE(*FileDigest(path), *a);
+  std::filesystem::remove(path);
+  EXPECT_EQ(FileDigest(path).status().code(), absl::StatusCode::kNotFound);
 }
 
 }  // namespace

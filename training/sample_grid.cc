@@ -3,11 +3,11 @@
 #include <torch/torch.h>
 
 #include <algorithm>
-#include <fstream>
 
 #include "absl/strings/str_cat.h"
 #include "common/image_grid.h"
 #include "common/png_encoder.h"
+#include "common/write_file.h"
 #include "model/sampler.h"
 
 namespace tcm {
@@ -31,10 +31,7 @@ absl::Status WriteSampleGrid(Denoiser& model, int steps, int columns, uint64_t s
   auto png = EncodePng(reinterpret_cast<const uint8_t*>(grid.data()), int(columns * w), int(rows * h), int(ch),
                        /*fast=*/false);
   if (!png.ok()) return png.status();
-  std::ofstream out(path, std::ios::binary);
-  out << *png;
-  if (!out) return absl::InternalError(absl::StrCat(path, ": cannot write"));
-  return absl::OkStatus();
+  return WriteFileAtomically(path, *png);
 }
 
 absl::Status WriteModelSampleGrids(Denoiser& model, const std::vector<int>& step_counts, const std::string& dir) {

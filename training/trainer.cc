@@ -1,7 +1,11 @@
 #include "training/trainer.h"
 
+#include <unistd.h>
+
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -10,6 +14,13 @@ namespace tcm {
 namespace {
 
 double MeanOrZero(const torch::Tensor& t) { return t.numel() > 0 ? t.mean().item<double>() : 0.0; }
+
+// An exception's message up to its first line break: LibTorch's errors go on
+// with a stack trace.
+std::string FirstLine(const char* what) {
+  const std::string text = what;
+  return text.substr(0, text.find('\n'));
+}
 
 }  // namespace
 
@@ -39,10 +50,53 @@ absl::Status CheckEmaOptions(const TrainOptions& options) {
         absl::StrCat("--ema_type: must be power or constant, got \"", options.ema_type, "\""));
   if (!options.ema_gamma_candidates.empty() && options.ema_type != "power")
     return absl::InvalidArgumentError("--ema_gamma_candidates: needs --ema_type=power");
+  if (!(options.ema_gamma > 0))
+    return absl::InvalidArgumentError(absl::StrCat("--ema_gamma: must be positive, got ", options.ema_gamma));
   for (double gamma : options.ema_gamma_candidates)
     if (!(gamma > 0))
       return absl::InvalidArgumentError(
           absl::StrCat("--ema_gamma_candidates: each gamma must be positive, got ", gamma));
+  if (!(options.ema_beta >= 0 && options.ema_beta < 1))
+    return absl::InvalidArgumentError(absl::StrCat("--ema_beta: must be in [0, 1), got ", options.ema_beta));
+  return absl::OkStatus();
+}
+
+absl::Status CheckTrainOptions(const TrainOptions& o) {
+  // Ranges by kind; every comparison is false for NaN, which is refused with them.
+  const auto refuse = [](const char* flag, const char* range, auto value) {
+    return absl::InvalidArgumentError(absl::StrCat("--", flag, ": must be ", range, ", got ", value));
+  };
+  const auto finite = [](double v) { return std::isfinite(v); };
+  if (!(o.batch_size >= 1 && o.batch_size <= kMaxBatchSize))
+    return refuse("batch_size", absl::StrCat("in [1, ", kMaxBatchSize, "]").c_str(), o.batch_size);
+  if (!(o.lr > 0 && finite(o.lr))) return refuse("lr", "positive and finite", o.lr);
+  if (!(o.beta1 >= 0 && o.beta1 < 1)) return refuse("beta1", "in [0, 1)", o.beta1);
+  if (!(o.beta2 >= 0 && o.beta2 < 1)) return refuse("beta2", "in [0, 1)", o.beta2);
+  if (!(o.adam_eps > 0 && finite(o.adam_eps))) return refuse("adam_eps", "positive and finite", o.adam_eps);
+  if (o.decay_iter < 0) return refuse("decay_iter", "0 or more", o.decay_iter);
+  if (o.rampup_iter < 0) return refuse("rampup_iter", "0 or more", o.rampup_iter);
+  if (!(o.grad_clip > 0)) return refuse("grad_clip", "positive", o.grad_clip);
+  if (absl::Status s = CheckEmaOptions(o); !s.ok()) return s;
+  if (!finite(o.diffusion.p_mean)) return refuse("diffusion_mean", "finite", o.diffusion.p_mean);
+  if (!(o.diffusion.p_std > 0 && finite(o.diffusion.p_std)))
+    return refuse("diffusion_std", "positive and finite", o.diffusion.p_std);
+  const ConsistencyLossOptions& c = o.consistency;
+  if (!finite(c.time.mean)) return refuse("mean", "finite", c.time.mean);
+  if (!(c.time.std > 0 && finite(c.time.std))) return refuse("std", "positive and finite", c.time.std);
+  if (!(c.time.df > 0 && finite(c.time.df))) return refuse("df", "positive and finite", c.time.df);
+  if (!(c.time.t_lower > 0 && finite(c.time.t_lower))) return refuse("t_lower", "positive and finite", c.time.t_lower);
+  if (!(c.time.t_upper > c.time.t_lower && finite(c.time.t_upper)))
+    return refuse("t_upper", absl::StrCat("finite and above --t_lower (", c.time.t_lower, ")").c_str(), c.time.t_upper);
+  if (!(c.huber_c >= 0 && finite(c.huber_c))) return refuse("c", "0 or more and finite", c.huber_c);
+  if (!(c.boundary_prob >= 0 && c.boundary_prob < 1)) return refuse("boundary_prob", "in [0, 1)", c.boundary_prob);
+  // ratio = 1 - 1/q^(stage + 1) must grow towards 1 from a positive start.
+  if (!(o.q > 1 && finite(o.q))) return refuse("q", "above 1 and finite", o.q);
+  if (!(o.ratio_limit > 0 && o.ratio_limit <= 1)) return refuse("ratio_limit", "in (0, 1]", o.ratio_limit);
+  if (o.double_every < 1) return refuse("double_every", "at least 1", o.double_every);
+  if (o.start_stage < 0) return refuse("start_stage", "0 or more", o.start_stage);
+  if (!(o.w_boundary >= 0 && finite(o.w_boundary))) return refuse("w_boundary", "0 or more and finite", o.w_boundary);
+  if (!(o.transition_t > 0 && finite(o.transition_t)))
+    return refuse("transition_t", "positive and finite", o.transition_t);
   return absl::OkStatus();
 }
 
@@ -51,7 +105,7 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
                                                          torch::Tensor labels) {
   if ((options.stage == Stage::kTruncated) != (teacher != nullptr))
     return absl::InvalidArgumentError("--teacher: required by the truncated stage and only by it");
-  if (options.batch_size < 1) return absl::InvalidArgumentError("--batch_size: must be at least 1");
+  if (absl::Status s = CheckTrainOptions(options); !s.ok()) return s;
   if (images.size(0) < 1) return absl::InvalidArgumentError("--data: the data set is empty");
   const auto& c = net->config();
   if (images.size(1) != c.img_channels() || images.size(2) != c.img_resolution())
@@ -61,7 +115,6 @@ absl::StatusOr<std::unique_ptr<Trainer>> Trainer::Create(const TrainOptions& opt
   if (c.num_classes() > 0 && labels.max().item<int64_t>() >= c.num_classes())
     return absl::InvalidArgumentError(absl::StrCat("--data: labels reach ", labels.max().item<int64_t>(),
                                                    ", the model has ", c.num_classes(), " classes"));
-  if (absl::Status s = CheckEmaOptions(options); !s.ok()) return s;
   // Every EMA starts as a copy of the network.
   TensorMap weights;
   for (const auto& [k, v] : net->StateDict()) weights.emplace(k, v.detach());
@@ -178,6 +231,12 @@ StepStats Trainer::Step() {
 }
 
 absl::Status Trainer::SaveCheckpoint(const std::string& path) {
+  const std::string tmp = path + ".tmp";
+  const auto failed = [&](const std::string& why) {
+    std::error_code ignored;
+    std::filesystem::remove(tmp, ignored);
+    return absl::InternalError(absl::StrCat(path, ": writing the checkpoint failed: ", why));
+  };
   try {
     torch::serialize::OutputArchive archive;
     archive.write("stage", torch::tensor(int64_t(options_.stage)));
@@ -189,26 +248,48 @@ absl::Status Trainer::SaveCheckpoint(const std::string& path) {
     torch::serialize::OutputArchive adam;
     optimizer_->save(adam);
     archive.write("adam", adam);
-    const std::string tmp = path + ".tmp";
-    archive.save_to(tmp);
-    std::filesystem::rename(tmp, path);
+    // LibTorch's own file writer, on a failed write (a full disk), throws
+    // from its destructor and the process aborts. Here every write is
+    // accepted as LibTorch sees it; the first failure is kept and reported.
+    std::FILE* file = std::fopen(tmp.c_str(), "wb");
+    if (file == nullptr) return failed(std::strerror(errno));
+    int error = 0;
+    archive.save_to([&](const void* data, size_t size) -> size_t {
+      if (error == 0 && size > 0 && std::fwrite(data, 1, size, file) != size) error = errno ? errno : EIO;
+      return size;
+    });
+    if (error == 0 && std::fflush(file) != 0) error = errno ? errno : EIO;
+    if (error == 0 && ::fsync(fileno(file)) != 0 && errno != EINVAL) error = errno;
+    if (std::fclose(file) != 0 && error == 0) error = errno ? errno : EIO;
+    if (error != 0) return failed(std::strerror(error));
+    std::error_code renamed;
+    std::filesystem::rename(tmp, path, renamed);
+    if (renamed) return failed(renamed.message());
   } catch (const std::exception& e) {
-    return absl::InternalError(absl::StrCat(path, ": writing the checkpoint failed: ", e.what()));
+    return failed(FirstLine(e.what()));
   }
   return absl::OkStatus();
 }
 
 absl::Status Trainer::LoadCheckpoint(const std::string& path) {
+  const auto refuse = [&](const std::string& why) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": cannot resume from this checkpoint: ", why));
+  };
   try {
     torch::serialize::InputArchive archive;
     archive.load_from(path);
     torch::Tensor stage, step, generator;
     archive.read("stage", stage);
-    if (stage.item<int64_t>() != int64_t(options_.stage))
-      return absl::InvalidArgumentError(absl::StrCat(path, ": a checkpoint of the ",
-                                                     StageName(Stage(stage.item<int64_t>())), " stage, not the ",
-                                                     StageName(options_.stage), " stage"));
+    if (stage.numel() != 1 || stage.item<int64_t>() != int64_t(options_.stage)) {
+      const int64_t s = stage.numel() == 1 ? stage.item<int64_t>() : -1;
+      if (s < 0 || s > int64_t(Stage::kTruncated)) return refuse("its stage is not one of the three");
+      return absl::InvalidArgumentError(absl::StrCat(path, ": a checkpoint of the ", StageName(Stage(s)),
+                                                     " stage, not the ", StageName(options_.stage), " stage"));
+    }
     archive.read("step", step);
+    if (step.numel() != 1) return refuse("its step is not one number");
+    if (step.item<int64_t>() < 0 || step.item<int64_t>() > kMaxSteps)
+      return refuse(absl::StrCat("its step ", step.item<int64_t>(), " is outside [0, ", kMaxSteps, "]"));
     archive.read("generator", generator);
     // Undefined tensors, so that read() hands over new ones instead of copying into them.
     const auto read_weights = [&](Denoiser& into, const std::string& prefix) {
@@ -216,6 +297,8 @@ absl::Status Trainer::LoadCheckpoint(const std::string& path) {
       for (const auto& [k, v] : net_->StateDict()) {
         torch::Tensor t;
         archive.read(prefix + k, t);
+        if (t.is_floating_point() && !torch::isfinite(t).all().item<bool>())
+          return refuse(absl::StrCat("tensor ", prefix, k, " holds NaN or infinity"));
         weights.emplace(k, t);
       }
       return into.LoadStateDict(weights, path);
@@ -226,10 +309,21 @@ absl::Status Trainer::LoadCheckpoint(const std::string& path) {
     torch::serialize::InputArchive adam;
     archive.read("adam", adam);
     optimizer_->load(adam);
+    // Adam's moments, by the name of the parameter they belong to.
+    for (const auto& named : net_->named_parameters()) {
+      const auto found = optimizer_->state().find(c10::guts::to_string(named.value().unsafeGetTensorImpl()));
+      if (found == optimizer_->state().end()) continue;
+      const auto& state = static_cast<const torch::optim::AdamParamState&>(*found->second);
+      for (const auto& [name, t] : {std::pair<const char*, torch::Tensor>{"exp_avg", state.exp_avg()},
+                                    {"exp_avg_sq", state.exp_avg_sq()},
+                                    {"max_exp_avg_sq", state.max_exp_avg_sq()}})
+        if (t.defined() && t.is_floating_point() && !torch::isfinite(t).all().item<bool>())
+          return refuse(absl::StrCat("Adam's ", name, " of net/", named.key(), " holds NaN or infinity"));
+    }
     step_ = step.item<int64_t>();
     SetCpuGeneratorState(generator);
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": cannot resume from this checkpoint: ", e.what()));
+    return refuse(FirstLine(e.what()));
   }
   return absl::OkStatus();
 }

@@ -24,6 +24,14 @@ enum class Stage { kDiffusion, kConsistency, kTruncated };
 absl::StatusOr<Stage> ParseStage(const std::string& name);
 const char* StageName(Stage stage);
 
+// The largest batch: a step holds several float32 copies of the batch and the
+// network's activations for each image, far beyond memory above this.
+inline constexpr int64_t kMaxBatchSize = 65536;
+
+// The most steps a run may take (--steps): far beyond any run's, a bound a
+// checkpoint's stored step is checked against too.
+inline constexpr int64_t kMaxSteps = 1000000000000;
+
 // Defaults are the reference's (ct_train.py, training/loss.py).
 struct TrainOptions {
   Stage stage = Stage::kConsistency;
@@ -48,8 +56,14 @@ struct TrainOptions {
   double w_boundary = 1.0, transition_t = 1.0;
 };
 
-// The EMA settings: a known ema_type, and gamma candidates (power only) that are positive.
+// The EMA settings: a known ema_type, gammas (--ema_gamma's and the
+// candidates', power only) that are positive and a beta in [0, 1).
 absl::Status CheckEmaOptions(const TrainOptions& options);
+
+// Every numeric option in its range (CheckEmaOptions included): an
+// InvalidArgument error of one line naming the flag, its allowed range and the
+// value given, e.g. "--beta1: must be in [0, 1), got 1". NaN is never allowed.
+absl::Status CheckTrainOptions(const TrainOptions& options);
 
 // What one optimisation step did.
 struct StepStats {
@@ -80,7 +94,9 @@ class Trainer {
   // Checkpoint: weights, EMAs, Adam state, step, generator state; written to a
   // temporary file and renamed, so a crash leaves the previous one intact.
   absl::Status SaveCheckpoint(const std::string& path);
-  // Restores a checkpoint written for the same stage and network.
+  // Restores a checkpoint written for the same stage and network. Refuses,
+  // in one line naming `path`, a file LibTorch cannot read, a step outside [0, kMaxSteps]
+  // and a weight, EMA or Adam tensor that holds NaN or infinity (naming it).
   absl::Status LoadCheckpoint(const std::string& path);
 
   // The EMA network (eval mode), for export and samples.

@@ -5,7 +5,11 @@
 
 #include <cmath>
 #include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iterator>
 
+#include "absl/strings/str_cat.h"
 #include "model/cpu_threads.h"
 #include "model/model_config.h"
 #include "training/dataset.h"
@@ -340,6 +344,149 @@ TEST_F(TrainerTest, CreateRejectsMismatches) {
   auto labels = Trainer::Create(o, TinyNet(0), nullptr, data.images, data.labels + 10);
   ASSERT_FALSE(labels.ok());
   EXPECT_NE(labels.status().message().find("the model has 10 classes"), std::string::npos) << labels.status();
+}
+
+// Every numeric option out of its range (NaN included) is one line naming the
+// flag, its range and the value given.
+TEST(CheckTrainOptionsTest, RefusesEachOptionOutOfItsRange) {
+  EXPECT_TRUE(CheckTrainOptions(TrainOptions()).ok());
+  const double nan = std::nan(""), inf = INFINITY;
+  const std::vector<std::pair<std::function<void(TrainOptions&)>, std::string>> cases = {
+      {[](TrainOptions& o) { o.batch_size = 0; }, "--batch_size: must be in [1, 65536], got 0"},
+      {[](TrainOptions& o) { o.batch_size = 1000000000000; }, "--batch_size: must be in [1, 65536], got 1000000000000"},
+      {[&](TrainOptions& o) { o.lr = nan; }, "--lr: must be positive and finite, got nan"},
+      {[](TrainOptions& o) { o.lr = 0; }, "--lr: must be positive and finite, got 0"},
+      {[](TrainOptions& o) { o.beta1 = 1; }, "--beta1: must be in [0, 1), got 1"},
+      {[](TrainOptions& o) { o.beta2 = -0.5; }, "--beta2: must be in [0, 1), got -0.5"},
+      {[](TrainOptions& o) { o.adam_eps = 0; }, "--adam_eps: must be positive and finite, got 0"},
+      {[](TrainOptions& o) { o.decay_iter = -1; }, "--decay_iter: must be 0 or more, got -1"},
+      {[](TrainOptions& o) { o.rampup_iter = -1; }, "--rampup_iter: must be 0 or more, got -1"},
+      {[](TrainOptions& o) { o.grad_clip = -1; }, "--grad_clip: must be positive, got -1"},
+      {[](TrainOptions& o) { o.ema_gamma = -1; }, "--ema_gamma: must be positive, got -1"},
+      {[&](TrainOptions& o) { o.ema_gamma = nan; }, "--ema_gamma: must be positive, got nan"},
+      {[](TrainOptions& o) { o.ema_beta = 1; }, "--ema_beta: must be in [0, 1), got 1"},
+      {[](TrainOptions& o) { o.ema_beta = -0.1; }, "--ema_beta: must be in [0, 1), got -0.1"},
+      {[&](TrainOptions& o) { o.diffusion.p_mean = inf; }, "--diffusion_mean: must be finite, got inf"},
+      {[](TrainOptions& o) { o.diffusion.p_std = -1; }, "--diffusion_std: must be positive and finite, got -1"},
+      {[&](TrainOptions& o) { o.consistency.time.mean = nan; }, "--mean: must be finite, got nan"},
+      {[](TrainOptions& o) { o.consistency.time.std = 0; }, "--std: must be positive and finite, got 0"},
+      {[&](TrainOptions& o) { o.consistency.time.df = inf; }, "--df: must be positive and finite, got inf"},
+      {[](TrainOptions& o) { o.consistency.time.t_lower = 0; }, "--t_lower: must be positive and finite, got 0"},
+      {[&](TrainOptions& o) { o.consistency.time.t_upper = inf; },
+       "--t_upper: must be finite and above --t_lower (0.002), got inf"},
+      {[](TrainOptions& o) { o.consistency.huber_c = -1; }, "--c: must be 0 or more and finite, got -1"},
+      {[&](TrainOptions& o) { o.consistency.boundary_prob = nan; }, "--boundary_prob: must be in [0, 1), got nan"},
+      {[](TrainOptions& o) { o.q = 1; }, "--q: must be above 1 and finite, got 1"},
+      {[](TrainOptions& o) { o.q = 0.5; }, "--q: must be above 1 and finite, got 0.5"},
+      {[](TrainOptions& o) { o.ratio_limit = 0; }, "--ratio_limit: must be in (0, 1], got 0"},
+      {[](TrainOptions& o) { o.ratio_limit = 1.5; }, "--ratio_limit: must be in (0, 1], got 1.5"},
+      {[](TrainOptions& o) { o.double_every = 0; }, "--double_every: must be at least 1, got 0"},
+      {[](TrainOptions& o) { o.start_stage = -1; }, "--start_stage: must be 0 or more, got -1"},
+      {[&](TrainOptions& o) { o.w_boundary = nan; }, "--w_boundary: must be 0 or more and finite, got nan"},
+      {[](TrainOptions& o) { o.transition_t = -1; }, "--transition_t: must be positive and finite, got -1"},
+  };
+  for (const auto& [change, message] : cases) {
+    TrainOptions o;
+    change(o);
+    const absl::Status s = CheckTrainOptions(o);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << message;
+    EXPECT_EQ(s.message(), message);
+  }
+  TrainOptions ok;  // the ends of the ranges that are allowed
+  ok.beta1 = ok.beta2 = ok.ema_beta = ok.consistency.boundary_prob = 0;
+  ok.ratio_limit = 1;
+  ok.grad_clip = inf;
+  EXPECT_TRUE(CheckTrainOptions(ok).ok()) << CheckTrainOptions(ok);
+}
+
+// A full disk while the checkpoint is written (here the temporary file is
+// /dev/full): one error naming the file, no temporary file left, the
+// previous checkpoint intact. LibTorch's own writer aborted the process here.
+TEST_F(TrainerTest, AFailedCheckpointWriteLeavesThePreviousOne) {
+  if (!std::filesystem::exists("/dev/full")) GTEST_SKIP() << "no /dev/full";
+  const Data data = FashionImages(20);
+  TrainOptions o;
+  o.stage = Stage::kDiffusion;
+  o.batch_size = 2;
+  auto trainer = *Trainer::Create(o, TinyNet(0), nullptr, data.images, data.labels);
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("tcm_full_disk_test_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "checkpoint.pt").string();
+  ASSERT_TRUE(trainer->SaveCheckpoint(path).ok());
+  const auto before = std::filesystem::file_size(path);
+  trainer->Step();
+  std::filesystem::create_symlink("/dev/full", path + ".tmp");
+  const absl::Status s = trainer->SaveCheckpoint(path);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal);
+  EXPECT_EQ(s.message(), path + ": writing the checkpoint failed: No space left on device");
+  EXPECT_FALSE(std::filesystem::exists(std::filesystem::symlink_status(path + ".tmp")));
+  auto resumed = *Trainer::Create(o, TinyNet(1), nullptr, data.images, data.labels);
+  EXPECT_EQ(std::filesystem::file_size(path), before);
+  EXPECT_TRUE(resumed->LoadCheckpoint(path).ok());
+  EXPECT_EQ(resumed->step(), 0);
+  std::filesystem::remove_all(dir);
+}
+
+// A damaged checkpoint is one line naming the file, never resumed from.
+TEST_F(TrainerTest, DamagedCheckpointsAreRefusedInOneLine) {
+  const Data data = FashionImages(20);
+  TrainOptions o;
+  o.stage = Stage::kConsistency;
+  o.batch_size = 2;
+  o.ema_type = "power";
+  o.ema_gamma_candidates = {3.0};
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("tcm_damaged_test_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "checkpoint.pt").string();
+  const auto refusal = [&](const std::string& file) {
+    auto trainer = *Trainer::Create(o, TinyNet(1), nullptr, data.images, data.labels);
+    const absl::Status s = trainer->LoadCheckpoint(file);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(s.message().find('\n'), std::string::npos) << s.message();
+    EXPECT_EQ(trainer->step(), 0);
+    return std::string(s.message());
+  };
+  const std::string prefix = path + ": cannot resume from this checkpoint: ";
+  {
+    auto trainer = *Trainer::Create(o, TinyNet(0), nullptr, data.images, data.labels);
+    trainer->Step();
+    ASSERT_TRUE(trainer->SaveCheckpoint(path).ok());
+  }
+  std::string whole;
+  {
+    std::ifstream in(path, std::ios::binary);
+    whole.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  const auto write = [&](const std::string& bytes) { std::ofstream(path, std::ios::binary) << bytes; };
+  write("");
+  EXPECT_EQ(refusal(path).rfind(prefix, 0), 0u) << refusal(path);
+  write(whole.substr(0, whole.size() / 2));
+  EXPECT_EQ(refusal(path).rfind(prefix, 0), 0u);
+  write(whole.substr(0, whole.size() - 30));  // the zip's end record cut off
+  EXPECT_EQ(refusal(path).rfind(prefix, 0), 0u);
+  // NaN or infinity in the weights or an EMA: named.
+  for (const auto& [which, key] : {std::pair<std::string, std::string>{"net/", "model.out_gain"},
+                                   {"ema/", "model.out_gain"},
+                                   {"ema1/", "model.out_gain"}}) {
+    auto trainer = *Trainer::Create(o, TinyNet(0), nullptr, data.images, data.labels);
+    trainer->Step();
+    torch::NoGradGuard no_grad;
+    Denoiser& net = which == "net/" ? trainer->net() : which == "ema/" ? trainer->ema() : trainer->candidate_ema(0);
+    net.StateDict().at(key).fill_(which == "ema/" ? INFINITY : NAN);
+    ASSERT_TRUE(trainer->SaveCheckpoint(path).ok());
+    EXPECT_EQ(refusal(path), prefix + "tensor " + which + key + " holds NaN or infinity");
+  }
+  // A step out of range: negative, or beyond any --steps.
+  for (int64_t step : {int64_t(-1), kMaxSteps + 1}) {
+    torch::serialize::OutputArchive archive;
+    archive.write("stage", torch::tensor(int64_t(Stage::kConsistency)));
+    archive.write("step", torch::tensor(step));
+    archive.save_to(path);
+    EXPECT_EQ(refusal(path), absl::StrCat(prefix, "its step ", step, " is outside [0, 1000000000000]"));
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace
