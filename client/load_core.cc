@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <system_error>
+#include <thread>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
@@ -48,6 +50,23 @@ absl::StatusOr<std::vector<double>> ParsePositiveDoubles(absl::string_view text,
   return ParseList<double>(text, flag, "positive numbers", [](absl::string_view s, double* v) {
     return absl::SimpleAtod(s, v) && std::isfinite(*v) && *v > 0;
   });
+}
+
+absl::Status RunOnThreads(int n, std::atomic<bool>& stop, const std::function<void(int)>& body) {
+  std::vector<std::thread> threads;
+  absl::Status status;
+  for (int i = 0; i < n; ++i) {
+    try {
+      threads.emplace_back(body, i);
+    } catch (const std::system_error& e) {
+      stop = true;
+      status = absl::ResourceExhaustedError(
+          absl::StrCat("could start only ", i, " of ", n, " client threads (", e.what(), ")"));
+      break;
+    }
+  }
+  for (auto& t : threads) t.join();
+  return status;
 }
 
 double UnitInterval(uint64_t bits) { return static_cast<double>(bits >> 11) * 0x1.0p-53; }

@@ -13,7 +13,9 @@
 #ifndef TCM_CLIENT_LOAD_CORE_H_
 #define TCM_CLIENT_LOAD_CORE_H_
 
+#include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -29,6 +31,14 @@ namespace load {
 // "1,2,4,8" -> {1, 2, 4, 8}. Every entry must be a positive integer; `flag`
 // names the flag in the error ("--concurrency: ...").
 absl::StatusOr<std::vector<int>> ParsePositiveInts(absl::string_view text, absl::string_view flag);
+
+// The most client threads one level or run may start (--concurrency, --callers).
+inline constexpr int kMaxClientThreads = 4096;
+
+// Runs body(i) on `n` threads, i = 0..n-1, and joins them. Where the system
+// refuses a thread, `stop` is set (each body returns soon once it is), the
+// threads started are joined, and the error says how many started.
+absl::Status RunOnThreads(int n, std::atomic<bool>& stop, const std::function<void(int)>& body);
 // "5,10,2.5" -> {5, 10, 2.5}. Every entry must be a positive finite number.
 absl::StatusOr<std::vector<double>> ParsePositiveDoubles(absl::string_view text, absl::string_view flag);
 

@@ -2,8 +2,11 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cmath>
 #include <set>
+#include <thread>
+#include <vector>
 
 namespace tcm {
 namespace load {
@@ -226,5 +229,20 @@ TEST(TableTest, RowsLineUpWithTheHeader) {
 }
 
 }  // namespace
+TEST(RunOnThreadsTest, RunsEachIndexOnceOffTheCallingThreadAndJoins) {
+  std::atomic<bool> stop{false};
+  std::vector<std::atomic<int>> runs(64);
+  std::atomic<int> on_caller{0};
+  const std::thread::id caller = std::this_thread::get_id();
+  const absl::Status status = RunOnThreads(64, stop, [&](int i) {
+    ++runs[static_cast<size_t>(i)];
+    if (std::this_thread::get_id() == caller) ++on_caller;
+  });
+  EXPECT_TRUE(status.ok()) << status;
+  EXPECT_FALSE(stop.load());
+  for (const auto& r : runs) EXPECT_EQ(r.load(), 1);  // every body has finished when it returns
+  EXPECT_EQ(on_caller.load(), 0);
+}
+
 }  // namespace load
 }  // namespace tcm

@@ -225,33 +225,35 @@ std::string TrafficReport::Summary() const {
 TrafficReport RunTraffic(v1::TcmService::Stub& stub, uint64_t seed, int callers, int64_t calls_per_caller,
                          const TrafficOptions& options, const std::atomic<bool>& stop) {
   std::vector<TrafficReport> reports(static_cast<size_t>(std::max(callers, 0)));
-  std::vector<std::thread> threads;
-  for (int c = 0; c < callers; ++c) {
-    threads.emplace_back([&, c] {
-      TrafficReport& report = reports[static_cast<size_t>(c)];
-      for (uint64_t n = 0; !stop && (calls_per_caller <= 0 || static_cast<int64_t>(n) < calls_per_caller); ++n) {
-        const CallPlan plan = PlanCall(seed, c, n, options);
-        std::string problem;
-        const auto [code, images] = Send(stub, plan, options, &problem);
-        if (problem.empty()) problem = CheckOutcome(plan, code, images);
-        ++report.calls;
-        report.images_received += images;
-        const std::string code_name = load::StatusCodeName(code);
-        ++report.outcomes[absl::StrCat(CallName(plan), " ", code_name)];
-        ++report.codes[code_name];
-        if (!problem.empty()) {
-          ++report.unexpected_count;
-          if (report.unexpected.size() < 20)
-            report.unexpected.push_back(absl::StrCat("caller ", c, " call ", n, " (", CallName(plan), ", ",
-                                                     plan.request.num_images(), " images, ", plan.request.steps(),
-                                                     " steps, delay ", plan.delay_ms, " ms): ", problem));
-        }
+  std::atomic<bool> refused{false};  // set where the system refuses a caller's thread
+  const absl::Status ran = load::RunOnThreads(callers, refused, [&](int c) {
+    TrafficReport& report = reports[static_cast<size_t>(c)];
+    for (uint64_t n = 0; !stop && !refused && (calls_per_caller <= 0 || static_cast<int64_t>(n) < calls_per_caller);
+         ++n) {
+      const CallPlan plan = PlanCall(seed, c, n, options);
+      std::string problem;
+      const auto [code, images] = Send(stub, plan, options, &problem);
+      if (problem.empty()) problem = CheckOutcome(plan, code, images);
+      ++report.calls;
+      report.images_received += images;
+      const std::string code_name = load::StatusCodeName(code);
+      ++report.outcomes[absl::StrCat(CallName(plan), " ", code_name)];
+      ++report.codes[code_name];
+      if (!problem.empty()) {
+        ++report.unexpected_count;
+        if (report.unexpected.size() < 20)
+          report.unexpected.push_back(absl::StrCat("caller ", c, " call ", n, " (", CallName(plan), ", ",
+                                                   plan.request.num_images(), " images, ", plan.request.steps(),
+                                                   " steps, delay ", plan.delay_ms, " ms): ", problem));
       }
-    });
-  }
-  for (auto& t : threads) t.join();
+    }
+  });
   TrafficReport total;
   for (const auto& r : reports) total.Merge(r);
+  if (!ran.ok()) {
+    ++total.unexpected_count;
+    total.unexpected.push_back(std::string(ran.message()));
+  }
   return total;
 }
 

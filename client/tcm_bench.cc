@@ -224,6 +224,9 @@ std::string ReadSettings(const std::set<std::string>& given, Settings* s) {
   if (!concurrency.empty()) {
     auto levels = load::ParsePositiveInts(concurrency, "concurrency");
     if (!levels.ok()) return std::string(levels.status().message());
+    for (int level : *levels)
+      if (level > load::kMaxClientThreads)
+        return absl::StrCat("--concurrency: each level must be at most ", load::kMaxClientThreads, ", got ", level);
     s->concurrency = *levels;
   }
   if (!rates.empty()) {
@@ -299,26 +302,24 @@ class Bench {
     const auto t0 = Clock::now();
     std::atomic<uint64_t> counter{0};
     std::vector<std::vector<CallRecord>> per_thread(clients);
-    std::vector<std::thread> threads;
-    for (int c = 0; c < clients; ++c) {
-      threads.emplace_back([&, c] {
-        while (Since(t0) < end) {
-          const uint64_t n = counter.fetch_add(1);
-          v1::GenerateRequest request = Request(n);
-          grpc::ClientContext context;
-          SetDeadline(&context);
-          v1::GenerateResponse response;
-          CallRecord record;
-          record.steps = static_cast<int>(request.steps());
-          record.start = Since(t0);
-          const grpc::Status status = stub_->Generate(&context, request, &response);
-          record.end = Since(t0);
-          Fill(request, status, response, &record);
-          per_thread[c].push_back(record);
-        }
-      });
-    }
-    for (auto& t : threads) t.join();
+    std::atomic<bool> stop{false};
+    const absl::Status ran = load::RunOnThreads(clients, stop, [&](int c) {
+      while (!stop && Since(t0) < end) {
+        const uint64_t n = counter.fetch_add(1);
+        v1::GenerateRequest request = Request(n);
+        grpc::ClientContext context;
+        SetDeadline(&context);
+        v1::GenerateResponse response;
+        CallRecord record;
+        record.steps = static_cast<int>(request.steps());
+        record.start = Since(t0);
+        const grpc::Status status = stub_->Generate(&context, request, &response);
+        record.end = Since(t0);
+        Fill(request, status, response, &record);
+        per_thread[c].push_back(record);
+      }
+    });
+    if (!ran.ok()) throw std::runtime_error(absl::StrCat("--concurrency ", clients, ": ", ran.message()));
     std::vector<CallRecord> records;
     for (auto& v : per_thread) records.insert(records.end(), v.begin(), v.end());
     return load::Summarize(LoadMode::kConcurrency, clients, records, s_.warmup, end, 0);
@@ -605,5 +606,9 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("Load generator for tcm-server; see --help.");
   std::set<std::string> given;
   if (const int code = tcm::ParseArgs(argc, argv, &given); code >= 0) return code;
-  return tcm::Run(given);
+  try {
+    return tcm::Run(given);
+  } catch (const std::exception& e) {  // a level that could not start its threads
+    return tcm::RuntimeError(e.what());
+  }
 }

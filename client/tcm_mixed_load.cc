@@ -20,6 +20,7 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "client/client_common.h"
+#include "client/load_core.h"
 #include "client/mixed_traffic.h"
 #include "common/flags_usage.h"
 #include "tcm/v1/tcm_service.grpc.pb.h"
@@ -67,7 +68,11 @@ int Run() {
   const int callers = absl::GetFlag(FLAGS_callers);
   const int max_images = absl::GetFlag(FLAGS_max_images);
   const int max_delay_ms = absl::GetFlag(FLAGS_max_delay_ms);
-  if (callers < 1) return UsageError("--callers: must be at least 1");
+  if (callers < 1 || callers > load::kMaxClientThreads)
+    return UsageError(absl::StrCat("--callers: must be in [1, ", load::kMaxClientThreads, "], got ", callers));
+  if (absl::GetFlag(FLAGS_calls_per_caller) < 0)
+    return UsageError(absl::StrCat("--calls_per_caller: must be 0 (run for --seconds) or more, got ",
+                                   absl::GetFlag(FLAGS_calls_per_caller)));
   if (max_images < 1) return UsageError("--max_images: must be at least 1");
   if (max_delay_ms < 1) return UsageError("--max_delay_ms: must be at least 1");
   for (const auto& [name, value] : {std::pair{"--stream_fraction", absl::GetFlag(FLAGS_stream_fraction)},

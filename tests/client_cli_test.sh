@@ -55,6 +55,12 @@ expect_error 1 "--class: must be a class of the model (0 or more), or -1 for a r
   "$bin/tcm-client" --server 127.0.0.1:1 --class -5
 expect_error 1 "--seed: must be 0 or more, or -1 for the server's choice, got -7" \
   "$bin/tcm-client" --server 127.0.0.1:1 --seed -7
+# The load tools bound their client threads.
+expect_error 2 "--concurrency: each level must be at most 4096, got 5000" \
+  "$bin/tcm-bench" --server 127.0.0.1:1 --concurrency 1,5000
+expect_error 2 "--callers: must be in [1, 4096], got 5000" "$bin/tcm-mixed-load" --server 127.0.0.1:1 --callers 5000
+expect_error 2 "--calls_per_caller: must be 0 (run for --seconds) or more, got -1" \
+  "$bin/tcm-mixed-load" --server 127.0.0.1:1 --calls_per_caller -1
 # An unknown --default_model names the models there are.
 expect_error 1 "--default_model: no model named 'nosuch' (available: fashion-mnist-ct, fashion-mnist-tcm)" \
   "$bin/tcm-server" --model_repository "$source_dir/models" --default_model nosuch --port 0 --metrics_port -1 --http_port -1
