@@ -42,7 +42,9 @@ int RunToolMain(absl::string_view tool, Body&& body) {
       PrintToolError(tool, result.status().message());
     }
   } catch (const std::exception& e) {
-    PrintToolError(tool, e.what());
+    // Its first line: LibTorch's messages go on with a stack trace.
+    const absl::string_view what = e.what();
+    PrintToolError(tool, what.substr(0, what.find('\n')));
   }
   return kToolFailureExitCode;
 }

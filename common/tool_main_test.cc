@@ -31,6 +31,14 @@ TEST(RunToolMainTest, AnExceptionPrintsOneLineAndExitsTwo) {
   testing::internal::CaptureStderr();
   EXPECT_EQ(RunToolMain("tcm-x", []() -> absl::Status { throw std::runtime_error("shape mismatch"); }), 2);
   EXPECT_EQ(testing::internal::GetCapturedStderr(), "tcm-x: shape mismatch\n");
+  // A message with a stack trace after its first line (as LibTorch's have) prints that line only.
+  testing::internal::CaptureStderr();
+  EXPECT_EQ(RunToolMain("tcm-x",
+                        []() -> absl::Status {
+                          throw std::runtime_error("Invalid learning rate: nan\nException raised from ...\nframe #0");
+                        }),
+            2);
+  EXPECT_EQ(testing::internal::GetCapturedStderr(), "tcm-x: Invalid learning rate: nan\n");
 }
 
 }  // namespace

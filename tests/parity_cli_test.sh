@@ -39,6 +39,8 @@ expect 2 "truncated.safetensors: tensor" -- "$parity" --weights "$tmp/truncated.
 printf 'garbage' > "$tmp/tiny.safetensors"
 expect 2 "truncated: 7 bytes" -- "$parity" --weights "$tmp/tiny.safetensors" --io "$IO"
 
+expect 2 "--tolerance: must be 0 (the precision's own) or more, got -1" -- "$parity" --weights "$W" --io "$IO" --tolerance -1
+expect 2 "--tolerance: must be 0 (the precision's own) or more, got nan" -- "$parity" --weights "$W" --io "$IO" --tolerance nan
 expect 2 "cannot open file" -- "$parity" --weights "$tmp/absent.safetensors" --io "$IO"
 expect 2 "exactly one of --weights or --model_dir" -- "$parity" --io "$IO"
 

@@ -10,12 +10,15 @@
 // --tolerance (2 on bad input).
 #include <torch/torch.h>
 
+#include <cmath>
 #include <cstdio>
 #include <string>
+#include <utility>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/flags_usage.h"
@@ -93,6 +96,9 @@ double RelativeError(const torch::Tensor& out, const torch::Tensor& ref) {
 }
 
 absl::StatusOr<bool> Run() {
+  if (!(absl::GetFlag(FLAGS_tolerance) >= 0))
+    return absl::InvalidArgumentError(
+        absl::StrCat("--tolerance: must be 0 (the precision's own) or more, got ", absl::GetFlag(FLAGS_tolerance)));
   const std::string io_path = absl::GetFlag(FLAGS_io);
   const std::string weights = absl::GetFlag(FLAGS_weights), model_dir = absl::GetFlag(FLAGS_model_dir);
   if (io_path.empty() || weights.empty() == model_dir.empty())
@@ -127,8 +133,13 @@ absl::StatusOr<bool> Run() {
   TCM_ASSIGN_OR_RETURN(auto io_file, SafetensorsFile::Read(io_path));
   const TensorMap io = ToTensors(io_file);
   double t_max = denoiser->config().t_max(), mid_t = denoiser->config().mid_t();
-  if (auto m = io_file.metadata().find("t_max"); m != io_file.metadata().end()) t_max = std::stod(m->second);
-  if (auto m = io_file.metadata().find("mid_t"); m != io_file.metadata().end()) mid_t = std::stod(m->second);
+  for (const auto& [key, value] : {std::pair<const char*, double*>{"t_max", &t_max}, {"mid_t", &mid_t}}) {
+    const auto m = io_file.metadata().find(key);
+    if (m == io_file.metadata().end()) continue;
+    if (!absl::SimpleAtod(m->second, value) || !(*value > 0) || !std::isfinite(*value))
+      return absl::InvalidArgumentError(
+          absl::StrCat(io_path, ": metadata ", key, ": must be a positive finite number, got '", m->second, "'"));
+  }
 
   TCM_ASSIGN_OR_RETURN(auto x, Get(io, "x", io_path));
   TCM_ASSIGN_OR_RETURN(auto sigma, Get(io, "sigma", io_path));
