@@ -232,7 +232,7 @@ std::string RestService::ModelListJson() const {
 }
 
 absl::StatusOr<GenerationSpec> RestService::SpecFromQuery(const HttpRequest& http, const std::string& model,
-                                                          v1::ImageFormat format, bool stream) {
+                                                          v1::ImageFormat format, bool stream, bool count_refusal) {
   const std::map<std::string, std::string>& query = http.query;
   const char* known = stream ? "class, steps, seed, num, preview" : "class, steps, seed, num";
   for (const auto& [name, value] : query)
@@ -258,7 +258,7 @@ absl::StatusOr<GenerationSpec> RestService::SpecFromQuery(const HttpRequest& htt
       ValidateRequest(request, table->models, table->default_model, front_.limits(), front_.FreshSeed());
   if (spec.ok()) spec->table = table;
   if (!spec.ok()) {
-    front_.CountRejected(model, static_cast<unsigned>(*steps), spec.status());
+    if (count_refusal) front_.CountRejected(model, static_cast<unsigned>(*steps), spec.status());
     return QueryError(spec.status());
   }
   return spec;
@@ -266,7 +266,7 @@ absl::StatusOr<GenerationSpec> RestService::SpecFromQuery(const HttpRequest& htt
 
 HttpResponse RestService::HeadOfGeneration(const HttpRequest& http, const std::string& model, bool stream) {
   absl::StatusOr<GenerationSpec> spec =
-      SpecFromQuery(http, model, stream ? v1::IMAGE_FORMAT_PNG : v1::IMAGE_FORMAT_RAW, stream);
+      SpecFromQuery(http, model, stream ? v1::IMAGE_FORMAT_PNG : v1::IMAGE_FORMAT_RAW, stream, /*count_refusal=*/false);
   if (!spec.ok()) return Error(spec.status());
   return HttpResponse{200, stream ? "application/x-ndjson" : "image/png", ""};
 }

@@ -52,9 +52,10 @@ class RestService {
   // content type answered; no work is started.
   HttpResponse HeadOfGeneration(const HttpRequest& request, const std::string& model, bool stream);
   // The call a /v1/models/{m}/generate or /stream query asks for, validated by
-  // tcm.v1's rules (a refusal is counted); `stream` also takes `preview`.
+  // tcm.v1's rules (a refusal counted where `count_refusal`: a call, not a
+  // HEAD); `stream` also takes `preview`.
   absl::StatusOr<GenerationSpec> SpecFromQuery(const HttpRequest& request, const std::string& model,
-                                               v1::ImageFormat format, bool stream);
+                                               v1::ImageFormat format, bool stream, bool count_refusal = true);
   std::string ModelListJson() const;  // built once, in the constructor: the models do not change
 
   GenerationFront front_;

@@ -304,7 +304,7 @@ class RestTest(ServerTest):
             image = raw[i * 1024:(i + 1) * 1024]
             cell = b"".join(grid[(32 * (i // 2) + y) * 64 + 32 * (i % 2):][:32] for y in range(32))
             self.assertEqual(cell, image, f"image {i}")
-        for query, named in (("class=10", "class_label"), ("steps=3", "steps"), ("num=x", "num"),
+        for query, named in (("class=10", "query 'class'"), ("steps=3", "steps"), ("num=x", "num"),
                              ("color=red", "color")):
             with self.subTest(query=query):
                 status, error, _ = self.http("GET", f"/v1/models/fashion-mnist-tcm/generate?{query}")
@@ -331,7 +331,7 @@ class RestTest(ServerTest):
                                                                for later in images[position + 1:]])
             expected = (previews if line["preview"] else finals)[i * 1024:(i + 1) * 1024]
             self.assertEqual(decode_png(base64.b64decode(line["png"])), (32, 32, 1, expected), line["index"])
-        for query, named in (("preview=2", "preview"), ("class=10", "class_label"), ("size=3", "size")):
+        for query, named in (("preview=2", "preview"), ("class=10", "query 'class'"), ("size=3", "size")):
             with self.subTest(query=query):
                 status, error, _ = self.http("GET", f"/v1/models/fashion-mnist-tcm/stream?{query}")
                 self.assertEqual(status, 400)

@@ -196,7 +196,7 @@ class PlaygroundTest(unittest.TestCase):
     def test_a_bad_link_says_what_is_wrong(self):
         state = BROWSER.open(page_url("model=fashion-mnist-tcm&class=3&steps=2&seed=7&num=500"))
         self.assertEqual(state.get("state"), "error")
-        self.assertIn("num_images", state["status"])
+        self.assertIn("query 'num': must be at most 64, got 500", state["status"])
         self.assertEqual([f["kind"] for f in state["figures"] if f["kind"] != "pending"], [])
 
     def test_the_page_loads_nothing_from_elsewhere(self):
