@@ -147,7 +147,7 @@ std::optional<HttpResponse> FramingError(const HeaderList& headers) {
 // libmicrohttpd's decoding of paths and query values, except that "%00" stays
 // as it is: a NUL would end the C string the decoded text is handed on in,
 // and the rest would go unseen.
-size_t DecodeKeepingNul(void*, MHD_Connection*, char* text) {
+size_t DecodeKeepingNul(void*, MHD_Connection*, char* text) noexcept try {
   const std::string raw = text;
   std::string decoded;
   for (size_t start = 0;;) {
@@ -161,6 +161,8 @@ size_t DecodeKeepingNul(void*, MHD_Connection*, char* text) {
   }
   std::memcpy(text, decoded.c_str(), decoded.size() + 1);  // never longer than `raw`
   return decoded.size();
+} catch (...) {  // no exception may cross into libmicrohttpd's C code: the text stays undecoded
+  return std::strlen(text);
 }
 
 // False on a host whose kernel has no IPv6 (sockets of that family fail).

@@ -20,6 +20,10 @@ ABSL_FLAG(std::string, http_address, tcm::ServerOptions().http_address,
           "Address of the HTTP listeners (--http_port, --metrics_port): an IPv4 or IPv6 literal; empty = every "
           "address, IPv4 and "
           "IPv6.");
+ABSL_FLAG(int, http_max_connections_per_ip, tcm::ServerOptions().http_max_connections_per_ip,
+          "Most connections one IP address may hold open on each HTTP listener, of 1024 in all, so that one caller "
+          "cannot take every slot; 0 = no limit of its own. Behind a proxy or a mesh sidecar every connection comes "
+          "from its address: raise it or set 0 there.");
 ABSL_FLAG(std::string, model_repository, tcm::ServerOptions().model_repository,
           "Folder of model directories; every one is served.");
 ABSL_FLAG(std::string, default_model, tcm::ServerOptions().default_model,
@@ -110,6 +114,7 @@ ServerOptions ServerOptionsFromFlags() {
   o.http_port = absl::GetFlag(FLAGS_http_port);
   o.grpc_address = absl::GetFlag(FLAGS_grpc_address);
   o.http_address = absl::GetFlag(FLAGS_http_address);
+  o.http_max_connections_per_ip = absl::GetFlag(FLAGS_http_max_connections_per_ip);
   o.model_repository = absl::GetFlag(FLAGS_model_repository);
   o.default_model = absl::GetFlag(FLAGS_default_model);
   o.device = absl::GetFlag(FLAGS_device);

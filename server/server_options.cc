@@ -22,6 +22,7 @@ absl::Status CheckServerOptions(const ServerOptions& o) {
       {"port", double(o.port), 0, 65535},
       {"metrics_port", double(o.metrics_port), -1, 65535},
       {"http_port", double(o.http_port), -1, 65535},
+      {"http_max_connections_per_ip", double(o.http_max_connections_per_ip), 0, 1024},
       {"workers", double(o.workers), 1, 1024},
       {"intra_op_threads", double(o.intra_op_threads), 0, 1024},
       {"compute_nice", double(o.compute_nice), 0, 19},
@@ -77,6 +78,7 @@ HttpServer::Options RestListener(const ServerOptions& o, const TlsPem& tls, Acce
   HttpServer::Options listener;
   listener.address = o.http_address;
   listener.port = o.http_port;
+  listener.max_connections_per_peer = static_cast<unsigned>(o.http_max_connections_per_ip);
   listener.flag_name = "--http_port";  // the default body limit: an infer request is small
   listener.tls_cert_pem = tls.cert;
   listener.tls_key_pem = tls.key;
@@ -89,6 +91,7 @@ HttpServer::Options MetricsListener(const ServerOptions& o, AccessLog* access_lo
   HttpServer::Options listener;
   listener.address = o.http_address;
   listener.port = o.metrics_port;
+  listener.max_connections_per_peer = static_cast<unsigned>(o.http_max_connections_per_ip);
   listener.flag_name = "--metrics_port";
   if (access_log != nullptr) listener.on_complete = HttpAccessLogger(access_log);
   return listener;

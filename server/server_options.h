@@ -28,6 +28,9 @@ struct ServerOptions {
   // Listening addresses: "" = every address, IPv4 and IPv6; else one IPv4 or IPv6 literal.
   std::string grpc_address;
   std::string http_address;
+  // Most connections one IP address may hold open on each HTTP listener (of
+  // at most 1024 in all); 0 = no limit of its own.
+  int http_max_connections_per_ip = 256;
   std::string model_repository = "models";
   // Models added, replaced and removed while serving: none, poll (the
   // repository is read every repository_poll_s) or explicit (LoadModel and

@@ -145,6 +145,17 @@ TEST(ServerOptionsTest, OutOfRangeFlagsNameTheFlagAndTheRange) {
   o = ServerOptions();
   o.compute_nice = 20;
   EXPECT_EQ(CheckServerOptions(o).message(), "--compute_nice: must be in [0, 19], got 20");
+  o = ServerOptions();
+  o.http_max_connections_per_ip = -1;
+  EXPECT_EQ(CheckServerOptions(o).message(), "--http_max_connections_per_ip: must be in [0, 1024], got -1");
+}
+
+TEST(ServerOptionsTest, BothHttpListenersTakeThePerAddressConnectionLimit) {
+  ServerOptions o;
+  EXPECT_EQ(RestListener(o, {}, nullptr).max_connections_per_peer, 256u);
+  o.http_max_connections_per_ip = 0;
+  EXPECT_EQ(RestListener(o, {}, nullptr).max_connections_per_peer, 0u);
+  EXPECT_EQ(MetricsListener(o, nullptr).max_connections_per_peer, 0u);
 }
 
 v1::ModelConfig WithPrecision(v1::InstanceConfig::Precision precision) {
