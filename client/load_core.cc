@@ -54,11 +54,12 @@ absl::StatusOr<std::vector<double>> ParsePositiveDoubles(absl::string_view text,
 
 absl::Status RunOnThreads(int n, std::atomic<bool>& stop, const std::function<void(int)>& body) {
   std::vector<std::thread> threads;
+  threads.reserve(static_cast<size_t>(std::max(n, 0)));  // no reallocation while threads run
   absl::Status status;
   for (int i = 0; i < n; ++i) {
     try {
       threads.emplace_back(body, i);
-    } catch (const std::system_error& e) {
+    } catch (const std::exception& e) {  // std::system_error: the system refused the thread
       stop = true;
       status = absl::ResourceExhaustedError(
           absl::StrCat("could start only ", i, " of ", n, " client threads (", e.what(), ")"));

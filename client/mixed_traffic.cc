@@ -252,7 +252,7 @@ TrafficReport RunTraffic(v1::TcmService::Stub& stub, uint64_t seed, int callers,
   for (const auto& r : reports) total.Merge(r);
   if (!ran.ok()) {
     ++total.unexpected_count;
-    total.unexpected.push_back(std::string(ran.message()));
+    total.unexpected.push_back(absl::StrCat("--callers ", callers, ": ", ran.message()));
   }
   return total;
 }

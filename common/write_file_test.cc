@@ -4,10 +4,12 @@
 #include <signal.h>
 #include <sys/resource.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 
@@ -21,6 +23,14 @@ std::string Contents(const fs::path& path) {
   std::ostringstream text;
   text << in.rdbuf();
   return text.str();
+}
+
+// The names of the files in `dir`, sorted.
+std::vector<std::string> FilesIn(const fs::path& dir) {
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(dir)) names.push_back(entry.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
 }
 
 class WriteFileTest : public ::testing::Test {
@@ -39,7 +49,9 @@ TEST_F(WriteFileTest, WritesTheBytesAndReplacesAnOldFile) {
   const std::string data("new\0bytes", 9);
   ASSERT_TRUE(WriteFileAtomically(path, data).ok());
   EXPECT_EQ(Contents(path), data);
-  EXPECT_FALSE(fs::exists(path + ".tmp"));
+  EXPECT_EQ(FilesIn(dir_), std::vector<std::string>{"a.bin"});
+  EXPECT_EQ(fs::status(path).permissions(),
+            fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read);
 }
 
 TEST_F(WriteFileTest, AFailedWriteLeavesTheOldFileAndNoTemporaryOne) {
@@ -61,7 +73,7 @@ TEST_F(WriteFileTest, AFailedWriteLeavesTheOldFileAndNoTemporaryOne) {
   EXPECT_EQ(status.code(), absl::StatusCode::kDataLoss);
   EXPECT_TRUE(absl::StartsWith(status.message(), path + ": write failed: ")) << status.message();
   EXPECT_EQ(Contents(path), "old contents");
-  EXPECT_FALSE(fs::exists(path + ".tmp"));
+  EXPECT_EQ(FilesIn(dir_), std::vector<std::string>{"a.bin"});
 }
 
 TEST_F(WriteFileTest, AMissingFolderIsAnErrorNamingThePath) {

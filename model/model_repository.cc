@@ -24,7 +24,7 @@ namespace {
 constexpr uint64_t kMaxLabelsFileBytes = 16 << 20;
 
 // Whether `text` is valid UTF-8 (no overlong forms, surrogates or code points
-// past U+10FFFF) without C0 control characters or DEL: a class name sent in
+// past U+10FFFF) without C0 or C1 control characters or DEL: a class name sent in
 // protobuf strings and JSON and shown on pages.
 bool IsPrintableUtf8(const std::string& text) {
   for (size_t i = 0; i < text.size();) {
@@ -53,6 +53,7 @@ bool IsPrintableUtf8(const std::string& text) {
     }
     const uint32_t smallest[] = {0, 0x80, 0x800, 0x10000};
     if (code < smallest[extra] || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) return false;
+    if (code >= 0x80 && code <= 0x9f) return false;  // C1 controls
     i += extra + 1;
   }
   return true;

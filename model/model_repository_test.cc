@@ -128,7 +128,8 @@ TEST_F(ModelRepositoryTest, LabelsMustBePrintableUtf8) {
   auto model = ReadModelDirectory(dir_);
   ASSERT_TRUE(model.ok()) << model.status();
   EXPECT_EQ(model->labels[1], "Trouser \xc3\xa9t\xc3\xa9 \xe2\x9c\x93");
-  for (const std::string bad : {"\xff", "\xc3", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "a\x1b[31m"}) {
+  for (const std::string bad :
+       {"\xff", "\xc3", "\xc0\xaf", "\xed\xa0\x80", "\xf4\x90\x80\x80", "a\x1b[31m", "a\xc2\x9b31m"}) {
     WriteFile("labels.txt", "zero\n" + bad + "\n" + names.substr(names.find("class 2")));
     ExpectLoadError("labels.txt: line 2: must be UTF-8 text without control characters");
   }
