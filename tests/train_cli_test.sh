@@ -170,13 +170,16 @@ check '! grep -q "dropout" "$TMP/tcm/model/config.pbtxt"' "exported config carri
 check 'grep -q "^transition_t: 1$" "$TMP/tcm/model-composed/config.pbtxt"' "composed model records t'"
 check '[[ -f "$TMP/tcm/model-composed/samples-2step.png" ]]' "composed model sample grid"
 
-# A signal once training is done (choosing the sampling settings here, 2000 images a candidate) ends
-# the run at once, without a model directory; --resume on the finished run chooses and exports again.
-"$train" consistency --init "$TMP/edm/model" --out "$TMP/ct-int" --steps 1 "${common[@]}" --selection_samples 2000 \
-  > "$TMP/ct-int.log" 2> "$TMP/ct-int.err" &
+# A signal once training is done (the run held by a gate file just before it chooses the sampling
+# settings) ends the run at once, without a model directory; --resume on the finished run chooses
+# and exports again.
+touch "$TMP/choice.gate"
+TCM_TEST_CHOICE_GATE="$TMP/choice.gate" "$train" consistency --init "$TMP/edm/model" --out "$TMP/ct-int" --steps 1 \
+  "${common[@]}" > "$TMP/ct-int.log" 2> "$TMP/ct-int.err" &
 pid=$!
-while kill -0 $pid 2> /dev/null && ! grep -q "^tcm-train: choosing mid_t" "$TMP/ct-int.log"; do sleep 0.1; done
+while kill -0 $pid 2> /dev/null && ! grep -q "^tcm-train: held before choosing" "$TMP/ct-int.log"; do sleep 0.1; done
 kill -TERM $pid 2> /dev/null
+rm -f "$TMP/choice.gate"  # a run that ignored the signal goes on (and fails the checks below) rather than hangs
 wait $pid
 rc=$?
 check '[[ $rc -eq 1 ]]' "a signal while choosing exits 1 (exit $rc)"

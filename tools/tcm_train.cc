@@ -16,11 +16,13 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -386,6 +388,10 @@ absl::Status RecordOrCheckRunSettings(const std::string& out, Stage stage, bool 
                                    recorded_digest, ", now ", now_digest, ")"));
   if (changes.empty()) {
     AnnounceAutoPrecisionMove(*recorded, now);
+    if (recorded_digest.empty() && !now_digest.empty()) {  // a run recorded before the digest existed adopts it
+      (*recorded)[kConfigDigestSetting] = now_digest;
+      return WriteRunSettings(path, *recorded);
+    }
     return absl::OkStatus();
   }
   return absl::InvalidArgumentError(absl::StrCat("--resume: ", out, " was begun with other settings (", path,
@@ -833,6 +839,13 @@ absl::Status Run(const std::string& stage_name) {
   std::signal(SIGINT, OnSignalAfterTraining);
   std::signal(SIGTERM, OnSignalAfterTraining);
   if (g_stop) OnSignalAfterTraining(0);  // a signal between the checkpoint and the handlers
+  // Tests hold the run here, its handlers installed, while the file named by
+  // TCM_TEST_CHOICE_GATE exists (production never sets it).
+  if (const char* gate = std::getenv("TCM_TEST_CHOICE_GATE")) {
+    std::printf("tcm-train: held before choosing while %s exists\n", gate);
+    std::fflush(stdout);
+    while (std::filesystem::exists(gate)) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
   TCM_RETURN_IF_ERROR(
       Export(*trainer, stage, out, labels, teacher ? &teacher_dir : nullptr, options.transition_t, choice, dtype));
   const double seconds = std::chrono::duration<double>(Clock::now() - run_start).count();

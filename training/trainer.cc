@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
 
@@ -251,16 +252,16 @@ absl::Status Trainer::SaveCheckpoint(const std::string& path) {
     // LibTorch's own file writer, on a failed write (a full disk), throws
     // from its destructor and the process aborts. Here every write is
     // accepted as LibTorch sees it; the first failure is kept and reported.
-    std::FILE* file = std::fopen(tmp.c_str(), "wb");
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(tmp.c_str(), "wb"), &std::fclose);
     if (file == nullptr) return failed(std::strerror(errno));
     int error = 0;
     archive.save_to([&](const void* data, size_t size) -> size_t {
-      if (error == 0 && size > 0 && std::fwrite(data, 1, size, file) != size) error = errno ? errno : EIO;
+      if (error == 0 && size > 0 && std::fwrite(data, 1, size, file.get()) != size) error = errno ? errno : EIO;
       return size;
     });
-    if (error == 0 && std::fflush(file) != 0) error = errno ? errno : EIO;
-    if (error == 0 && ::fsync(fileno(file)) != 0 && errno != EINVAL) error = errno;
-    if (std::fclose(file) != 0 && error == 0) error = errno ? errno : EIO;
+    if (error == 0 && std::fflush(file.get()) != 0) error = errno ? errno : EIO;
+    if (error == 0 && ::fsync(fileno(file.get())) != 0 && errno != EINVAL) error = errno;
+    if (std::fclose(file.release()) != 0 && error == 0) error = errno ? errno : EIO;
     if (error != 0) return failed(std::strerror(error));
     std::error_code renamed;
     std::filesystem::rename(tmp, path, renamed);
