@@ -10,18 +10,12 @@
 #include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "model/torch_error.h"
 
 namespace tcm {
 namespace {
 
 double MeanOrZero(const torch::Tensor& t) { return t.numel() > 0 ? t.mean().item<double>() : 0.0; }
-
-// An exception's message up to its first line break: LibTorch's errors go on
-// with a stack trace.
-std::string FirstLine(const char* what) {
-  const std::string text = what;
-  return text.substr(0, text.find('\n'));
-}
 
 }  // namespace
 
@@ -267,7 +261,7 @@ absl::Status Trainer::SaveCheckpoint(const std::string& path) {
     std::filesystem::rename(tmp, path, renamed);
     if (renamed) return failed(renamed.message());
   } catch (const std::exception& e) {
-    return failed(FirstLine(e.what()));
+    return failed(ExceptionMessage(e));
   }
   return absl::OkStatus();
 }
@@ -324,7 +318,7 @@ absl::Status Trainer::LoadCheckpoint(const std::string& path) {
     step_ = step.item<int64_t>();
     SetCpuGeneratorState(generator);
   } catch (const std::exception& e) {
-    return refuse(FirstLine(e.what()));
+    return refuse(ExceptionMessage(e));
   }
   return absl::OkStatus();
 }
