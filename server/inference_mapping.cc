@@ -8,7 +8,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/str_replace.h"
 
 namespace tcm {
 namespace {
@@ -164,17 +163,10 @@ absl::StatusOr<GenerationSpec> SpecFromInferRequest(const ModelInferRequest& req
   }
 
   absl::StatusOr<GenerationSpec> spec = ValidateRequest(generate, models, default_model, limits, fresh_seed);
-  if (!spec.ok()) {
-    // tcm.v1's num_images is, here, class_label's N or the parameter num_images.
-    std::string message(spec.status().message());
-    if (absl::StartsWith(message, "num_images: ")) {
-      message = message.substr(12);
-      absl::StrReplaceAll({{" (0 = 1)", ""}}, &message);
-      message = conditional ? absl::StrCat("input '", kClassLabelInput, "': N ", message)
-                            : absl::StrCat("parameter 'num_images': ", message);
-    }
-    return absl::Status(spec.status().code(), message);
-  }
+  // tcm.v1's num_images is, here, class_label's N or the parameter num_images.
+  if (!spec.ok())
+    return RestateField(spec.status(), "num_images",
+                        conditional ? absl::StrCat("input '", kClassLabelInput, "': N ") : "parameter 'num_images': ");
   if (conditional) spec->class_labels = labels;
   return spec;
 }

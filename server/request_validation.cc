@@ -2,6 +2,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/strip.h"
 #include "common/splitmix.h"
 
 namespace tcm {
@@ -78,6 +80,12 @@ absl::StatusOr<GenerationSpec> ValidateRequest(const v1::GenerateRequest& reques
     }
   }
   return spec;
+}
+
+absl::Status RestateField(const absl::Status& status, absl::string_view field, absl::string_view as) {
+  absl::string_view message = status.message();
+  if (!absl::ConsumePrefix(&message, absl::StrCat(field, ": "))) return status;
+  return absl::Status(status.code(), absl::StrReplaceAll(absl::StrCat(as, message), {{" (0 = 1)", ""}}));
 }
 
 }  // namespace tcm

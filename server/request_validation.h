@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "server/request_state.h"
 #include "server/served_model.h"
 #include "tcm/v1/tcm_service.pb.h"
@@ -24,6 +25,13 @@ struct ValidationLimits {
 absl::StatusOr<GenerationSpec> ValidateRequest(const v1::GenerateRequest& request,
                                                const std::vector<ServedModel>& models, int default_model,
                                                const ValidationLimits& limits, uint64_t fresh_seed);
+
+// ValidateRequest's messages begin with the tcm.v1 field they concern
+// ("num_images: must be at most 64 (0 = 1), got 65"). For a front door whose
+// callers name that field otherwise: `status` with the prefix `field: `
+// replaced by `as` ("query 'num': ") and tcm.v1's remark " (0 = 1)" dropped; a status about
+// another field is returned as it is.
+absl::Status RestateField(const absl::Status& status, absl::string_view field, absl::string_view as);
 
 // The class of image `index` of a request seeded `seed` that named no class.
 int64_t RandomClassLabel(uint64_t seed, unsigned index, unsigned num_classes);

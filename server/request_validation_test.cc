@@ -134,6 +134,20 @@ TEST(RequestValidationTest, ErrorsNameTheFieldAndAllowedValues) {
 
 // A model whose queue holds fewer images than the server-wide limit caps
 // num_images itself: such a request could never be queued.
+TEST(RequestValidationTest, RestateFieldRenamesOnlyTheNamedFieldsMessages) {
+  v1::GenerateRequest r;
+  r.set_num_images(9);
+  const absl::Status too_many = Validate(r).status();
+  const absl::Status restated = RestateField(too_many, "num_images", "query 'num': ");
+  EXPECT_EQ(restated.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(restated.message(), "query 'num': must be at most 8, got 9");
+  // Another field's message, and a status that is not an error, pass unchanged.
+  EXPECT_EQ(RestateField(too_many, "steps", "query 'steps': "), too_many);
+  EXPECT_EQ(RestateField(absl::InvalidArgumentError("num_imagesx: y"), "num_images", "n: ").message(),
+            "num_imagesx: y");
+  EXPECT_TRUE(RestateField(absl::OkStatus(), "num_images", "n: ").ok());
+}
+
 TEST(RequestValidationTest, ModelQueueSizeCapsNumImages) {
   const std::vector<ServedModel> models = NumberSlots({{"small-queue", 10, 1, 4}, {"big-queue", 10, 1, 100}});
   v1::GenerateRequest r;

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
-#include <cstring>
 #include <future>
 #include <utility>
 
@@ -100,15 +99,12 @@ absl::StatusOr<int64_t> QueryInteger(const std::map<std::string, std::string>& q
 
 // `status` of a generate or stream call, its message naming the query's
 // keys where the validation of tcm.v1's request names that request's fields.
-absl::Status QueryError(const absl::Status& status) {
-  std::string message(status.message());
-  for (const auto& [field, key] :
-       {std::pair<const char*, const char*>{"num_images: ", "num"}, {"class_label: ", "class"}, {"steps: ", "steps"}}) {
-    if (!absl::StartsWith(message, field)) continue;
-    message = absl::StrCat("query '", key, "': ", message.substr(std::strlen(field)));
-    absl::StrReplaceAll({{" (0 = 1)", ""}, {"leave class_label unset", "leave class out"}}, &message);
-  }
-  return absl::Status(status.code(), message);
+absl::Status QueryError(absl::Status status) {
+  status = RestateField(status, "num_images", "query 'num': ");
+  status = RestateField(status, "steps", "query 'steps': ");
+  status = RestateField(status, "class_label", "query 'class': ");
+  return absl::Status(status.code(),
+                      absl::StrReplaceAll(status.message(), {{"leave class_label unset", "leave class out"}}));
 }
 
 }  // namespace
