@@ -1,5 +1,7 @@
 #include "server/health_service.h"
 
+#include "server/status_util.h"
+
 namespace tcm {
 
 using grpc::health::v1::HealthCheckRequest;
@@ -189,7 +191,7 @@ grpc::ServerUnaryReactor* HealthService::Check(grpc::CallbackServerContext* cont
     std::lock_guard<std::mutex> lock(mu_);
     const auto it = status_.find(request->service());
     if (it == status_.end()) {
-      status = grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown service: '" + request->service() + "'");
+      status = ToGrpcStatus(absl::NotFoundError("unknown service: '" + request->service() + "'"));
     } else {
       response->set_status(it->second);
     }

@@ -35,11 +35,14 @@ class InferReactor : public grpc::ServerUnaryReactor, public ResponseSink {
   void OnImage(v1::Image image) override { images_.push_back(std::move(image)); }
 
   void OnFinish(const absl::Status& status, const v1::Timings&) override {
+    // The spec leaves the reactor here: a caller slow to take its answer
+    // must not keep the model table it names (and an unloaded version) alive.
+    const GenerationSpec spec = std::move(spec_);
     if (!status.ok()) {
       Finish(ToGrpcStatus(status));
       return;
     }
-    absl::StatusOr<inference::ModelInferResponse> response = InferResponseFromImages(*request_, spec_, images_);
+    absl::StatusOr<inference::ModelInferResponse> response = InferResponseFromImages(*request_, spec, images_);
     images_.clear();
     if (!response.ok()) {
       Finish(ToGrpcStatus(response.status()));

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/cpu_features.h"
+#include "model/model_config.h"
 #include "model/sampler.h"
 
 namespace tcm {
@@ -75,9 +76,10 @@ void ModelControl::Stop() {
 void ModelControl::Load(const std::string& name, std::function<void(absl::StatusOr<ServedModel>)> done) {
   auto job = [this, name, done = std::move(done)](const absl::Status& refused) {
     if (!refused.ok()) return done(refused);
-    if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos)
-      return done(absl::InvalidArgumentError(
-          absl::StrCat("name: must be the name of a model directory in the repository, got '", name, "'")));
+    // Checked before the name reaches the file system, which would read a
+    // name with a NUL byte as its part before the NUL.
+    if (absl::Status named = CheckModelName(name); !named.ok())
+      return done(absl::InvalidArgumentError(absl::StrCat("name: ", named.message())));
     fs::path dir = fs::path(parts_.options.model_repository) / name;
     std::error_code ec;
     if (!fs::exists(dir / "config.pbtxt", ec)) {

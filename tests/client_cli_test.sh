@@ -79,6 +79,21 @@ check 'grep -q "^  classes: T-shirt/top, Trouser, Pullover, Dress, Coat, Sandal,
 expect_error 1 "FAILED_PRECONDITION: LoadModel: the server runs with --model_control=none" \
   "$bin/tcm-client" --server "$server" --load_model fashion-mnist-ct
 
+# A gRPC caller other than gRPC's C core (which caps the grpc-timeout it sends
+# at 27000 hours): Go and Java clients send up to 292 years for "no timeout".
+# A deadline past the year 2262 is no deadline, not one already passed.
+printf 'model: "fashion-mnist-tcm" class_label: 3 seed: 1' |
+  protoc --encode=tcm.v1.GenerateRequest -I "$source_dir/proto" tcm/v1/tcm_service.proto > "$TMP/request.pb"
+python3 -c 'import struct, sys; d = open(sys.argv[1], "rb").read(); sys.stdout.buffer.write(b"\0" + struct.pack(">I", len(d)) + d)' \
+  "$TMP/request.pb" > "$TMP/request.grpc"
+for timeout in 2100000H 99999999H; do
+  curl -sS -v --http2-prior-knowledge -X POST -H 'content-type: application/grpc' -H 'te: trailers' \
+    -H "grpc-timeout: $timeout" --data-binary @"$TMP/request.grpc" -o "$TMP/response.grpc" \
+    "http://$server/tcm.v1.TcmService/Generate" > "$TMP/curl.txt" 2>&1
+  check 'grep -q "^< grpc-status: 0" "$TMP/curl.txt" && [[ $(stat -c %s "$TMP/response.grpc") -gt 100 ]]' \
+    "a Generate with grpc-timeout $timeout is answered with its image: $(grep -i '^< grpc-' "$TMP/curl.txt")"
+done
+
 # --health, once and repeated on one connection ("STATUS MILLISECONDS" per check).
 "$bin/tcm-client" --server "$server" --health > "$TMP/health.txt" 2>&1 || { echo "FAIL: --health"; fail=1; }
 check '[[ "$(cat "$TMP/health.txt")" == SERVING ]]' "--health prints SERVING: $(cat "$TMP/health.txt")"

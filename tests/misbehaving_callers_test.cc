@@ -184,6 +184,29 @@ int KillClientsMidCall(const ServerProcess& server, int count) {
 // are killed mid-call. Every call must end with a code its kind allows, the
 // server must serve in full afterwards, and its image ledger must balance:
 // every accepted image generated or dropped with a reason.
+// An error that echoes a caller's long string (here a model name) keeps its
+// own code: its message is cut to fit gRPC's header limit, beyond which the
+// client reads RESOURCE_EXHAUSTED instead. (Deadlines past the year 2262:
+// client.cli, since gRPC's own clients cap the timeout they send.)
+TEST_F(MisbehavingCallersTest, ErrorsEchoingLongNamesKeepTheirCode) {
+  auto server = StartServer({}, {});
+  ASSERT_TRUE(server);
+  auto channel = server->NewChannel();
+  auto stub = v1::TcmService::NewStub(channel);
+
+  v1::GenerateResponse response;
+  const std::string long_name(9000, 'm');
+  grpc::ClientContext named;
+  named.set_deadline(testing::DeadlineIn(60));
+  const grpc::Status status = stub->Generate(&named, MakeRequest(long_name, 3, 1, 1, 7), &response);
+  EXPECT_EQ(status.error_code(), StatusCode::NOT_FOUND) << status.error_message().substr(0, 200);
+  EXPECT_LE(status.error_message().size(), 1024u);
+  EXPECT_NE(status.error_message().find("(cut at "), std::string::npos) << status.error_message();
+  const auto health = testing::CheckHealth(channel, long_name, 10);
+  EXPECT_EQ(health.status.error_code(), StatusCode::NOT_FOUND) << health.status.error_message().substr(0, 200);
+  ExpectServesInFull(*server);
+}
+
 TEST_F(MisbehavingCallersTest, RandomizedCallersAndKilledClientsKeepTheImageLedger) {
   const char* env_seed = std::getenv("TCM_TEST_SEED");
   const uint64_t seed = env_seed != nullptr ? std::strtoull(env_seed, nullptr, 10) : 20261202;

@@ -163,6 +163,16 @@ TEST_F(ModelControlTest, ExplicitModeLoadsReloadsAndUnloadsOneModelByCall) {
   EXPECT_EQ(status.error_code(), StatusCode::NOT_FOUND);
   EXPECT_NE(status.error_message().find("no model directory 'nosuch'"), std::string::npos) << status.error_message();
   EXPECT_EQ(Load(*stub, "../repo", &loaded).error_code(), StatusCode::INVALID_ARGUMENT);
+  // A name the file system would read only up to its NUL byte ("cond"), and
+  // one longer than any model name, are refused before a file is looked at:
+  // no load is tried, so no failure is counted under the name.
+  for (const std::string& name : {std::string("cond\0junk", 9), std::string(9000, 'A')}) {
+    status = Load(*stub, name, &loaded);
+    EXPECT_EQ(status.error_code(), StatusCode::INVALID_ARGUMENT) << status.error_message();
+    EXPECT_NE(status.error_message().find("must be 1 to 200 letters, digits"), std::string::npos)
+        << status.error_message();
+  }
+  EXPECT_EQ(MetricSum(Metrics(*server), "tcm_model_load_failures_total", {}), 0);
 
   CopyUncondIn();
   status = Load(*stub, "uncond", &loaded);
