@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/read_file.h"
 #include "common/status_macros.h"
+#include "common/utf8.h"
 #include "common/write_file.h"
 #include "google/protobuf/text_format.h"
 #include "model/model_config.h"
@@ -22,42 +23,6 @@ namespace {
 
 // The largest labels.txt read (100,000 class names of 160 bytes each).
 constexpr uint64_t kMaxLabelsFileBytes = 16 << 20;
-
-// Whether `text` is valid UTF-8 (no overlong forms, surrogates or code points
-// past U+10FFFF) without C0 or C1 control characters or DEL: a class name sent in
-// protobuf strings and JSON and shown on pages.
-bool IsPrintableUtf8(const std::string& text) {
-  for (size_t i = 0; i < text.size();) {
-    const unsigned char lead = static_cast<unsigned char>(text[i]);
-    if (lead < 0x80) {
-      if (lead < 0x20 || lead == 0x7f) return false;
-      ++i;
-      continue;
-    }
-    int extra;
-    uint32_t code;
-    if (lead >= 0xc2 && lead <= 0xdf) {
-      extra = 1, code = lead & 0x1f;
-    } else if (lead >= 0xe0 && lead <= 0xef) {
-      extra = 2, code = lead & 0x0f;
-    } else if (lead >= 0xf0 && lead <= 0xf4) {
-      extra = 3, code = lead & 0x07;
-    } else {
-      return false;
-    }
-    if (i + extra >= text.size()) return false;  // cut short
-    for (int k = 1; k <= extra; ++k) {
-      const unsigned char next = static_cast<unsigned char>(text[i + k]);
-      if ((next & 0xc0) != 0x80) return false;
-      code = (code << 6) | (next & 0x3f);
-    }
-    const uint32_t smallest[] = {0, 0x80, 0x800, 0x10000};
-    if (code < smallest[extra] || code > 0x10ffff || (code >= 0xd800 && code <= 0xdfff)) return false;
-    if (code >= 0x80 && code <= 0x9f) return false;  // C1 controls
-    i += extra + 1;
-  }
-  return true;
-}
 
 absl::StatusOr<std::vector<std::string>> ReadLabels(const fs::path& path, uint32_t num_classes) {
   std::vector<std::string> labels;

@@ -45,9 +45,10 @@ TEST(AccessLogTest, CallerTextIsEscapedIntoValidJson) {
   AccessRecord r = GenerateRecord();
   r.protocol = "http";
   r.method = "GET";
-  r.path = std::string("/v2/\"quoted\"\\\n\x01\xff", 16);
+  r.path = std::string("/v2/\"quoted\"\\\n\x01\xff/caf\xc3\xa9", 22);
   const nlohmann::json json = nlohmann::json::parse(AccessLogLine(r));
-  EXPECT_EQ(json["path"], "/v2/\"quoted\"\\\n\x01\xc3\xbf");  // 0xff as the code point U+00FF
+  // UTF-8 reads back as sent; a byte that is not UTF-8 (0xff) as U+FFFD.
+  EXPECT_EQ(json["path"], "/v2/\"quoted\"\\\n\x01\xef\xbf\xbd/caf\xc3\xa9");
 }
 
 TEST(AccessLogTest, AnnotationsAreTakenOnceByTheirKey) {

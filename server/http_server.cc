@@ -23,6 +23,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/utf8.h"
 
 namespace tcm {
 namespace {
@@ -76,6 +77,7 @@ MHD_Result Send(MHD_Connection* connection, PendingRequest* pending, HttpRespons
   }
   if (r == nullptr) return MHD_NO;
   MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, response.content_type.c_str());
+  MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");  // a body is what its type says, never sniffed
   for (const auto& [name, value] : response.headers) MHD_add_response_header(r, name.c_str(), value.c_str());
   const MHD_Result queued = MHD_queue_response(connection, static_cast<unsigned>(response.status), r);
   MHD_destroy_response(r);
@@ -355,16 +357,22 @@ HttpServer::~HttpServer() {
 
 std::string JsonQuoted(std::string_view text) {
   std::string out = "\"";
-  for (char c : text) {
-    const unsigned char byte = static_cast<unsigned char>(c);
-    if (c == '"' || c == '\\') {
-      out += '\\';
-      out += c;
-    } else if (byte < 0x20 || byte >= 0x80) {
-      absl::StrAppend(&out, "\\u00", absl::Hex(byte, absl::kZeroPad2));
-    } else {
-      out += c;
+  for (size_t i = 0; i < text.size();) {
+    const Utf8Char c = DecodeUtf8(text.substr(i));
+    if (c.length == 0) {  // a byte that is not UTF-8
+      out += "\\ufffd";
+      ++i;
+      continue;
     }
+    if (c.code == '"' || c.code == '\\') {
+      out += '\\';
+      out += text[i];
+    } else if (IsControlCharacter(c.code) || c.code == '<' || c.code == '>' || c.code == '&') {
+      absl::StrAppend(&out, "\\u", absl::Hex(c.code, absl::kZeroPad4));
+    } else {
+      out.append(text.substr(i, c.length));
+    }
+    i += c.length;
   }
   return out + "\"";
 }

@@ -111,9 +111,10 @@ class HttpServer {
   mutable std::atomic<int> open_requests_{0};  // from their headers' arrival to their completion
 };
 
-// `text` as a JSON string, quotes included: quotes, backslashes, control
-// characters and bytes above 0x7f (as Latin-1, so any bytes give valid JSON)
-// escaped. For text from callers and files that must stay one line.
+// `text` as a JSON string, quotes included: valid UTF-8 passes; quotes,
+// backslashes, control characters and < > & are escaped, and each byte that
+// is not UTF-8 becomes U+FFFD, so any bytes give valid JSON on one line,
+// safe to embed in a page. For text from callers and files.
 std::string JsonQuoted(std::string_view text);
 
 // The error body every HTTP endpoint of the server uses: {"error": "..."}.

@@ -143,6 +143,7 @@ TEST(HttpServerTest, TheHandlerGetsMethodPathDecodedQueryAndBody) {
   Reply get = Exchange("127.0.0.1", server->port(), Get("/v2/models/m?class=3&name=a%20b"));
   EXPECT_EQ(get.status, 200);
   EXPECT_TRUE(absl::StrContains(get.headers, "Content-Type: text/plain")) << get.headers;
+  EXPECT_TRUE(absl::StrContains(get.headers, "X-Content-Type-Options: nosniff")) << get.headers;
   EXPECT_EQ(get.body, "GET /v2/models/m class=3 name=a b |");
   Reply post = Exchange("127.0.0.1", server->port(), Post("/infer", "{\"inputs\": []}"));
   EXPECT_EQ(post.status, 200);
@@ -361,7 +362,16 @@ TEST(HttpServerTest, JsonErrorEscapesControlCharacters) {
   HttpResponse r = JsonError(400, "a\nb\\c\xff");
   EXPECT_EQ(r.status, 400);
   EXPECT_EQ(r.content_type, "application/json");
-  EXPECT_EQ(r.body, "{\"error\": \"a\\u000ab\\\\c\\u00ff\"}");
+  EXPECT_EQ(r.body, "{\"error\": \"a\\u000ab\\\\c\\ufffd\"}");
+}
+
+TEST(HttpServerTest, JsonQuotedKeepsUtf8AndReplacesWhatIsNot) {
+  // Valid UTF-8 passes (two, three and four bytes); a C1 control (U+0085,
+  // a line end to some readers) and page markup are escaped; a lone
+  // continuation byte, an overlong form and a cut-off sequence become U+FFFD.
+  EXPECT_EQ(JsonQuoted("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x91\x95"), "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x91\x95\"");
+  EXPECT_EQ(JsonQuoted("a\xc2\x85<b>&"), "\"a\\u0085\\u003cb\\u003e\\u0026\"");
+  EXPECT_EQ(JsonQuoted("\x80|\xc0\xaf|\xe2\x82"), "\"\\ufffd|\\ufffd\\ufffd|\\ufffd\\ufffd\"");
 }
 
 // The body of a chunked reply, its chunks joined; "" with `ok` false when malformed.

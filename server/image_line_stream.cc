@@ -1,6 +1,5 @@
 #include "server/image_line_stream.h"
 
-#include <nlohmann/json.hpp>
 #include <utility>
 
 #include "absl/strings/escaping.h"
@@ -9,15 +8,6 @@
 #include "server/status_util.h"
 
 namespace tcm {
-namespace {
-
-// `text` as a JSON string; bytes that are not UTF-8 become U+FFFD.
-std::string JsonString(const std::string& text) {
-  return nlohmann::json(text).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
-}
-
-}  // namespace
-
 ImageLineChannel::Wait ImageLineChannel::Next(std::string* line, absl::Duration timeout) {
   absl::MutexLock lock(&mu_);
   mu_.AwaitWithTimeout(
@@ -88,9 +78,9 @@ void ImageLineSink::Push(const v1::Image& image, bool preview) {
 void ImageLineSink::OnFinish(const absl::Status& status, const v1::Timings&) {
   std::string line = absl::StrCat("{\"end\": true, \"status\": \"", StatusCodeName(status.code()), "\"");
   if (status.ok()) {
-    absl::StrAppend(&line, ", \"model\": ", JsonString(model_), ", \"steps\": ", steps_, ", \"seed\": \"", seed_, "\"");
+    absl::StrAppend(&line, ", \"model\": ", JsonQuoted(model_), ", \"steps\": ", steps_, ", \"seed\": \"", seed_, "\"");
   } else {
-    absl::StrAppend(&line, ", \"error\": ", JsonString(std::string(status.message())));
+    absl::StrAppend(&line, ", \"error\": ", JsonQuoted(std::string(status.message())));
   }
   line += "}\n";
   {

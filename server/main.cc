@@ -15,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "common/cpu_features.h"
 #include "common/flags_usage.h"
+#include "common/utf8.h"
 #include "model/malloc_config.h"
 #include "model/model_repository.h"
 #include "model/sampler.h"
@@ -36,7 +37,8 @@ namespace tcm {
 namespace {
 
 int Fail(const absl::Status& status) {
-  std::fprintf(stderr, "tcm-server: %s\n", std::string(status.message()).c_str());
+  std::fprintf(stderr, "tcm-server: %s\n",
+               PrintableLine(std::string(status.message())).c_str());  // one line, whatever it quotes
   return 1;
 }
 

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/cpu_features.h"
+#include "common/utf8.h"
 #include "model/model_config.h"
 #include "model/sampler.h"
 
@@ -158,7 +159,7 @@ void ModelControl::Run() {
         Poll();
       } catch (const std::exception& e) {
         std::fprintf(stderr, "tcm-server: reading the model repository %s failed: %s\n",
-                     parts_.options.model_repository.c_str(), e.what());
+                     parts_.options.model_repository.c_str(), PrintableLine(e.what()).c_str());
       }
       next_poll = std::chrono::steady_clock::now() + poll_interval;
     }
@@ -215,10 +216,13 @@ absl::StatusOr<ServedModel> ModelControl::LoadDirectory(const std::string& dir, 
   const Entry* old = EntryFrom(dir);
   std::string name = old ? old->served.name : fs::path(dir).filename().string();
   auto fail = [&](const absl::Status& status) -> absl::Status {
-    parts_.metrics->ModelLoadFailed(name);
+    // A directory's name is the operator's; it labels a series only where it
+    // could name a model, and reaches the log escaped, so a newline in it (or
+    // in the message, which quotes the files) cannot forge a line.
+    parts_.metrics->ModelLoadFailed(CheckModelName(name).ok() ? name : "invalid");
     failed_[dir] = fingerprint;
-    std::fprintf(stderr, "tcm-server: model '%s' was not loaded: %s%s\n", name.c_str(),
-                 std::string(status.message()).c_str(),
+    std::fprintf(stderr, "tcm-server: model '%s' was not loaded: %s%s\n", PrintableLine(name).c_str(),
+                 PrintableLine(std::string(status.message())).c_str(),
                  old ? absl::StrCat(" (version ", old->served.version, " goes on serving)").c_str() : "");
     return status;
   };
@@ -256,7 +260,8 @@ absl::StatusOr<ServedModel> ModelControl::LoadDirectory(const std::string& dir, 
   }
   parts_.metrics->ShowModelInfo(*slot);
   parts_.health->SetModelServing(name, true);
-  std::printf("tcm-server: model '%s' version %u loaded from %s\n", name.c_str(), served.version, dir.c_str());
+  std::printf("tcm-server: model '%s' version %u loaded from %s\n", name.c_str(), served.version,
+              PrintableLine(dir).c_str());
   std::fflush(stdout);
   return served;
 }

@@ -18,6 +18,7 @@
 #include "server/image_line_stream.h"
 #include "server/inference_mapping.h"
 #include "server/metrics_endpoint.h"
+#include "server/page_policy.h"
 #include "server/playground.h"
 #include "server/request_validation.h"
 #include "server/rest_json.h"
@@ -115,7 +116,8 @@ RestService::RestService(const GenerationFront::Options& options, std::vector<Se
     : front_(options, std::move(models), queue, metrics),
       ready_(std::move(ready)),
       registry_(std::move(registry)),
-      model_list_json_(ModelListJson()) {}
+      model_list_json_(ModelListJson()),
+      playground_policy_(PageContentSecurityPolicy(PlaygroundHtml())) {}
 
 HttpResponse RestService::Handle(const HttpRequest& request) {
   if (registry_ != nullptr)
@@ -127,7 +129,9 @@ HttpResponse RestService::Handle(const HttpRequest& request) {
   };
   if (request.path == "/") {
     if (!get) return wrong_method("GET");
-    return HttpResponse{200, "text/html; charset=utf-8", std::string(PlaygroundHtml())};
+    HttpResponse page{200, "text/html; charset=utf-8", std::string(PlaygroundHtml())};
+    page.headers = {{"Content-Security-Policy", playground_policy_}};
+    return page;
   }
   if (request.path == "/v1/models") {
     if (!get) return wrong_method("GET");

@@ -61,7 +61,8 @@ class RestService {
   GenerationFront front_;
   const Readiness ready_;
   const std::shared_ptr<prometheus::Registry> registry_;
-  const std::string model_list_json_;  // GET /v1/models
+  const std::string model_list_json_;    // GET /v1/models
+  const std::string playground_policy_;  // GET /: its Content-Security-Policy
 };
 
 }  // namespace tcm

@@ -18,6 +18,7 @@
 #include "server/fake_generation_queue.h"
 #include "server/image_line_stream.h"
 #include "server/metrics.h"
+#include "server/page_policy.h"
 #include "server/served_model_test_util.h"
 
 namespace tcm {
@@ -248,12 +249,22 @@ TEST_F(RestServiceTest, BinaryTensorDataIsRefusedByName) {
   EXPECT_EQ(queue_.submitted(), 0u);
 }
 
+TEST(PagePolicyTest, OnlyThePagesOwnScriptMayRun) {
+  // SHA-256 of "\nalert(1);\n", base64.
+  EXPECT_EQ(PageContentSecurityPolicy("<p>x</p><script>\nalert(1);\n</script>"),
+            "default-src 'none'; script-src 'sha256-L+t9q3v5LeakHkwTJJlqwHiLsxVtqG4eOt8NDvhN6eg='; "
+            "style-src 'unsafe-inline'; img-src data:; connect-src 'self'; form-action 'none'; base-uri 'none'; "
+            "frame-ancestors 'none'");
+}
+
 TEST_F(RestServiceTest, ThePageAndTheModelListAreServed) {
   HttpResponse page = Get("/");
   EXPECT_EQ(page.status, 200);
   EXPECT_EQ(page.content_type, "text/html; charset=utf-8");
   EXPECT_TRUE(absl::StartsWith(page.body, "<!doctype html>")) << page.body.substr(0, 40);
   EXPECT_TRUE(absl::StrContains(page.body, "fetch(`v1/models/"));
+  EXPECT_EQ(page.headers, (std::vector<std::pair<std::string, std::string>>{
+                              {"Content-Security-Policy", PageContentSecurityPolicy(page.body)}}));
   HttpResponse list = Get("/v1/models");
   ASSERT_EQ(list.status, 200);
   const nlohmann::json json = nlohmann::json::parse(list.body);

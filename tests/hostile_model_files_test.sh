@@ -80,6 +80,10 @@ refused "$device_repo" "weights.safetensors: not a regular file"
 loop_repo="$(repo_with "$config" "$good/weights.safetensors")"
 ln -s labels.txt "$loop_repo/m/labels.txt"
 refused "$loop_repo" "labels.txt: cannot open file"
+# Text quoted from a file reaches the log escaped: a newline in it cannot
+# forge a line of the server's own.
+refused "$(repo_with "${config/architecture: \"EDM2UNet\"/architecture: \"X\\ntcm-server: model m loaded\"}" \
+  "$good/weights.safetensors")" "X\\x0atcm-server: model m loaded"
 
 [[ $fail -eq 0 ]] && echo "PASS: $checked hostile model directories refused with one line each"
 exit $fail

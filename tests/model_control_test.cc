@@ -342,6 +342,15 @@ TEST_F(ModelControlTest, PollModeAddsReplacesUnderTrafficRefusesABrokenChangeAnd
   fs::create_symlink("loop", fs::path(repo_) / "loop");
   ExpectLoadFailureCounted(*server, "fifo");
   EXPECT_NE(server->Log().find("config.pbtxt: not a regular file"), std::string::npos) << server->Log();
+  // A directory whose name cannot be a model's (here with a newline) is
+  // counted under "invalid", and its name reaches the log escaped.
+  const std::string odd = "odd\ntcm-server: forged";
+  fs::create_directories(fs::path(repo_) / odd);
+  { std::ofstream(fs::path(repo_) / odd / "config.pbtxt") << "garbage {"; }
+  ExpectLoadFailureCounted(*server, "invalid");
+  EXPECT_NE(server->Log().find("model 'odd\\x0atcm-server: forged' was not loaded"), std::string::npos)
+      << server->Log();
+  EXPECT_EQ(server->Log().find("\ntcm-server: forged"), std::string::npos) << server->Log();
 
   // Removing the directory unloads the model.
   fs::remove_all(fs::path(repo_) / "uncond");
