@@ -10,11 +10,15 @@ Inputs: an NVlabs `network-snapshot-*.pkl` (a pickled dict whose `ema` entry is 
 ECMPrecond network), a `.pth`/`.pt` file holding a state dict or a network, or a
 `.safetensors` state dict. The architecture comes from the checkpoint when it carries
 one (the network's `init_kwargs`, or the safetensors `config` metadata), else from
---preset or --config-json. The state dict is checked against the architecture before
-anything is written, and the directory appears all at once or not at all.
+--preset or --config-json. The architecture is held to tcm-serve's size limits and the
+state dict checked against it (names, shapes, finite values) before anything is written,
+and the directory appears all at once or not at all.
 
-Needs numpy; PyTorch only for .pkl/.pth/.pt inputs. Unpickling runs code from the
-checkpoint: convert only files you trust.
+Needs numpy; PyTorch only for .pkl/.pth/.pt inputs. A .pth/.pt is read with
+torch.load(weights_only=True), which builds tensors and containers only. Full unpickling
+runs code from the file: an NVlabs .pkl always needs it (its persistence classes are code),
+and so does a .pth/.pt holding a network; both are refused unless --trust-pickle is given,
+which is for files from a trusted source only.
 """
 
 import argparse
@@ -23,6 +27,7 @@ import json
 import math
 import os
 import pickle
+import re
 import shutil
 import struct
 import sys
@@ -94,6 +99,30 @@ SONG_CHOICES = dict(embedding_type=('positional', 'fourier'), encoder_type=('sta
                     decoder_type=('standard', 'skip'))
 
 
+class ServerLimits:
+    """The sizes tcm-serve accepts: a copy of ConfigLimits in model/model_config.h, applied
+    as CheckLimits in model/model_config.cc does. Keep the numbers in step with it. Checked
+    before the state dict check builds shapes, whose loops run num_blocks x levels times."""
+    MAX_RESOLUTION = 4096         # img_resolution, attn/dout_resolutions entries
+    MAX_IMAGE_CHANNELS = 16       # img_channels
+    MAX_CLASSES = 100000          # num_classes (label_dim)
+    MAX_MODEL_CHANNELS = 4096     # model_channels
+    MAX_CHANNEL_MULT = 64         # each channel_mult entry, channel_mult_emb/noise
+    MAX_LEVELS = 8                # entries of channel_mult
+    MAX_LEVEL_CHANNELS = 16384    # model_channels x any multiplier
+    MAX_BLOCKS = 64               # num_blocks
+    MAX_CHANNELS_PER_HEAD = 4096  # edm2 channels_per_head
+    MAX_AUGMENT_DIM = 1024        # song augment_dim
+    MAX_FILTER_TAPS = 16          # resample_filter entries
+    MAX_LIST_ENTRIES = 16         # attn_resolutions, dout_resolutions entries
+    MAX_PARAMETERS = 4e9          # estimated weights of the network
+    MAX_ACTIVATION_VALUES = 1 << 28  # img_resolution^2 x the widest level
+
+# A name tcm-serve serves a model under (CheckModelName in model/model_config.cc);
+# "." and ".." are refused besides.
+MODEL_NAME = re.compile(r'[A-Za-z0-9._-]{1,200}')
+
+
 class ConvertError(Exception):
     """A bad input or option; main() reports it as one `tcm-convert: error:` line."""
 
@@ -120,26 +149,46 @@ def read_safetensors(path):
         if header_len > size - 8:
             raise ConvertError(f'{path}: truncated safetensors file (header of {header_len} bytes, '
                                f'file has {size - 8} after the length)')
-        try:
-            header = json.loads(f.read(header_len).decode('utf-8'))
-        except (UnicodeDecodeError, ValueError) as e:
-            raise ConvertError(f'{path}: bad safetensors header: {e}') from e
+        header = _parse_json(f.read(header_len), f'{path}: bad safetensors header')
     if not isinstance(header, dict):
         raise ConvertError(f'{path}: bad safetensors header: not a JSON object')
-    metadata = header.pop('__metadata__', None) or {}
+    metadata = header.pop('__metadata__', None)
+    if metadata is None:
+        metadata = {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise ConvertError(f'{path}: bad safetensors header: "__metadata__" must map strings to strings')
     start = 8 + header_len
     data = np.memmap(path, np.uint8, 'r', offset=start) if size > start else np.zeros(0, np.uint8)
     return {name: _safetensors_array(path, name, spec, data) for name, spec in header.items()}, metadata
 
 
+def _parse_json(data, what):
+    """The JSON value in `data` (bytes or str); ConvertError starting with `what` when it is
+    not UTF-8 JSON or is nested too deeply for the parser."""
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ConvertError(f'{what}: {e}') from e
+    except RecursionError as e:
+        raise ConvertError(f'{what}: nested too deeply') from e
+
+
+def _is_index_list(value):
+    """True for a JSON list of non-negative integers (not bools, not floats)."""
+    return isinstance(value, list) and all(
+        isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in value)
+
+
 def _safetensors_array(path, name, spec, data):
     """One tensor of a safetensors file: `spec` is its header entry, `data` the data section."""
-    try:
-        dtype = np.dtype(SAFETENSORS_DTYPES[spec['dtype']])
-        shape = [int(n) for n in spec['shape']]
-        begin, end = (int(n) for n in spec['data_offsets'])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ConvertError(f'{path}: bad safetensors header entry for {name!r}: {spec!r}') from e
+    fields = spec if isinstance(spec, dict) else {}
+    dtype_name, shape, offsets = fields.get('dtype'), fields.get('shape'), fields.get('data_offsets')
+    if (not isinstance(dtype_name, str) or dtype_name not in SAFETENSORS_DTYPES or not _is_index_list(shape)
+            or not _is_index_list(offsets) or len(offsets) != 2):
+        raise ConvertError(f'{path}: bad safetensors header entry for {name!r} (needs a known dtype and '
+                           f'non-negative integer shape and data_offsets): {_brief(spec)}')
+    dtype = np.dtype(SAFETENSORS_DTYPES[dtype_name])
+    begin, end = offsets
     nbytes = math.prod(shape) * dtype.itemsize
     if begin < 0 or end - begin != nbytes:
         raise ConvertError(f'{path}: tensor {name!r} has byte range [{begin}, {end}) but its '
@@ -147,10 +196,19 @@ def _safetensors_array(path, name, spec, data):
     if end > len(data):
         raise ConvertError(f'{path}: truncated safetensors file: tensor {name!r} ends at byte {end} '
                            f'of a data section of {len(data)} bytes')
-    array = data[begin:end].view(dtype).reshape(shape)
-    if spec['dtype'] == 'BF16':
+    try:
+        array = data[begin:end].view(dtype).reshape(shape)
+    except ValueError as e:  # e.g. more dimensions than numpy supports
+        raise ConvertError(f'{path}: tensor {name!r}: shape {_brief(shape)}: {e}') from e
+    if dtype_name == 'BF16':
         array = (array.astype(np.uint32) << 16).view(np.float32)
     return array
+
+
+def _brief(value, limit=200):
+    """repr(value), cut to `limit` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + '...'
 
 
 def write_safetensors(path, tensors, metadata):
@@ -175,10 +233,11 @@ def write_safetensors(path, tensors, metadata):
 # ---------------------------------------------------------------------------
 # Reading checkpoints
 
-def load_checkpoint(path, reference_repo):
+def load_checkpoint(path, reference_repo, trust_pickle=False):
     """Returns ({name: ndarray}, ECMPrecond kwargs or None) read from a checkpoint file.
 
-    Raises ConvertError for a missing, unreadable or unrecognised file."""
+    Raises ConvertError for a missing, unreadable or unrecognised file, and for one that
+    needs full unpickling when not `trust_pickle` (see _unpickle)."""
     if not os.path.isfile(path):
         raise ConvertError(f'input {path} does not exist or is not a file')
     ext = os.path.splitext(path)[1].lower()
@@ -187,7 +246,7 @@ def load_checkpoint(path, reference_repo):
         return tensors, _metadata_kwargs(path, metadata)
     if ext not in ('.pkl', '.pth', '.pt'):
         raise ConvertError(f'input {path}: unknown file type {ext!r} (expected .pkl, .pth, .pt or .safetensors)')
-    obj = _unpickle(path, reference_repo)
+    obj = _unpickle(path, reference_repo, trust_pickle)
     state, kwargs = extract_network(obj, os.path.basename(path))
     return _to_numpy(state), kwargs
 
@@ -196,20 +255,23 @@ def _metadata_kwargs(path, metadata):
     """The ECMPrecond kwargs in a safetensors `config` metadata entry, or None without one."""
     if 'config' not in metadata:
         return None
-    try:
-        kwargs = json.loads(metadata['config'])
-    except (TypeError, ValueError) as e:
-        raise ConvertError(f'{path}: metadata "config" is not valid JSON: {e}') from e
+    kwargs = _parse_json(metadata['config'], f'{path}: metadata "config" is not valid JSON')
     if not isinstance(kwargs, dict):
         raise ConvertError(f'{path}: metadata "config" is not a JSON object')
     return kwargs
 
 
-def _unpickle(path, reference_repo):
-    """Unpickles a .pkl (pickle) or .pth/.pt (torch.load) file on the CPU.
+def _unpickle(path, reference_repo, trust_pickle):
+    """Loads a .pkl (pickle) or .pth/.pt (torch.load) file on the CPU.
 
+    Without `trust_pickle` a .pkl is refused unread, and a .pth/.pt is read with
+    torch.load(weights_only=True) and refused if it holds more than tensors and plain
+    containers: full unpickling runs code from the file. With it, both are fully unpickled.
     `reference_repo` (an NVlabs/TCM checkout) goes first on sys.path, since NVlabs
     snapshots refer to its `torch_utils` and `dnnlib` modules."""
+    is_pkl = path.lower().endswith('.pkl')
+    if is_pkl and not trust_pickle:
+        raise _untrusted(path, 'a .pkl snapshot can only be read by full unpickling')
     if reference_repo is not None:
         if not os.path.isdir(reference_repo):
             raise ConvertError(f'--reference-repo {reference_repo} is not a directory')
@@ -219,11 +281,14 @@ def _unpickle(path, reference_repo):
     except ImportError as e:
         raise ConvertError(f'reading {path} needs PyTorch (Debian: apt-get install python3-torch)') from e
     try:
-        if path.lower().endswith('.pkl'):
+        if not trust_pickle:
+            return _load_weights_only(torch, path)
+        if is_pkl:
             with open(path, 'rb') as f:
                 return pickle.load(f)
-        # Full unpickling (not weights_only, the default of newer PyTorch): .pth files may hold networks.
         return torch.load(path, map_location='cpu', weights_only=False)
+    except ConvertError:
+        raise
     except ModuleNotFoundError as e:
         if reference_repo is None:
             raise ConvertError(f'cannot unpickle {path}: module {e.name!r} not found; pass --reference-repo DIR '
@@ -233,6 +298,21 @@ def _unpickle(path, reference_repo):
                            f'{reference_repo} nor installed (Debian: apt-get install {package})') from e
     except Exception as e:  # pickle and torch.load raise many types for corrupt files
         raise ConvertError(f'cannot read {path} (truncated or not a checkpoint?): {type(e).__name__}: {e}') from e
+
+
+def _load_weights_only(torch, path):
+    """torch.load(path, weights_only=True); ConvertError if the file holds anything else."""
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:  # what weights_only raises for a global it does not allow
+        raise _untrusted(path, 'it holds more than tensors (weights_only loading refused it), and reading '
+                               'it needs full unpickling') from e
+
+
+def _untrusted(path, why):
+    """The ConvertError refusing to fully unpickle `path`."""
+    return ConvertError(f'{path}: {why}, which runs code from the file; pass --trust-pickle only for '
+                        f'a file from a trusted source')
 
 
 CONTAINER_KEYS = ('ema', 'state_dict', 'model')
@@ -308,16 +388,13 @@ def explicit_kwargs(preset, config_json):
     if config_json is None:
         return None, None
     if os.path.isfile(config_json):
-        with open(config_json, encoding='utf-8') as f:
+        with open(config_json, 'rb') as f:
             text = f.read()
     elif config_json.lstrip().startswith('{'):
         text = config_json
     else:
         raise ConvertError(f'--config-json {config_json!r} is neither a file nor a JSON object')
-    try:
-        kwargs = json.loads(text)
-    except ValueError as e:
-        raise ConvertError(f'--config-json: not valid JSON: {e}') from e
+    kwargs = _parse_json(text, '--config-json: not valid JSON')
     if not isinstance(kwargs, dict):
         raise ConvertError('--config-json: expected a JSON object of ECMPrecond keyword arguments')
     return kwargs, '--config-json'
@@ -326,7 +403,11 @@ def explicit_kwargs(preset, config_json):
 def resolve_kwargs(embedded, explicit, flag, source):
     """The ECMPrecond kwargs to convert with: the checkpoint's own when it has them.
 
-    An explicit --preset/--config-json must then agree on every key both define."""
+    An explicit --preset/--config-json then only cross-checks them: it must agree on every
+    key both define and set no key the checkpoint lacks. Such a key is an error rather than
+    merged in: the embedded kwargs are those the network was built with, so a key absent
+    from them took its reference default, and a value for it would at best repeat that
+    default and at worst describe another network."""
     if embedded is None and explicit is None:
         raise ConvertError(f'{source} carries no architecture; pass --preset NAME or --config-json FILE|JSON')
     if embedded is None:
@@ -336,6 +417,10 @@ def resolve_kwargs(embedded, explicit, flag, source):
             if _plain(embedded[key]) != _plain(explicit[key]):
                 raise ConvertError(f'{flag} sets {key}={explicit[key]!r} but {source} was built with '
                                    f'{key}={embedded[key]!r}')
+        extra = sorted(explicit.keys() - embedded.keys())
+        if extra:
+            raise ConvertError(f'{flag} sets {", ".join(extra)}, which the architecture recorded in {source} '
+                               f'does not list; the recorded one is used as is, so leave them out')
     return embedded
 
 
@@ -350,11 +435,10 @@ def model_config(kwargs, name, t_max, mid_t, default_steps):
         raise ConvertError(f'the ECMPrecond arguments lack model_type (its default DhariwalUNet is not '
                            f'supported; allowed: {allowed})')
     architecture = kwargs['model_type']
-    if architecture not in NETWORKS:
-        raise ConvertError(f'model_type {architecture!r} is not supported (allowed: {allowed})')
+    if not isinstance(architecture, str) or architecture not in NETWORKS:
+        raise ConvertError(f'model_type {_brief(architecture)} is not supported (allowed: {allowed})')
     network = NETWORKS[architecture]
-    if not name or not name.isprintable():
-        raise ConvertError(f'model name {name!r} must be non-empty printable text')
+    check_model_name(name)
     if not t_max > 0 or not 0 < mid_t < t_max:
         raise ConvertError(f'need 0 < mid_t < t_max, got mid_t={mid_t}, t_max={t_max}')
     if default_steps not in (1, 2):
@@ -371,8 +455,16 @@ def model_config(kwargs, name, t_max, mid_t, default_steps):
     if config['sigma_data'] <= 0:
         raise ConvertError(f'sigma_data must be positive, got {config["sigma_data"]}')
     config[network['block']] = _network_fields(kwargs, architecture, network)
+    _check_limits(config, network['block'])
     _check_sizes(config, network['block'])
     return config
+
+
+def check_model_name(name):
+    """Raises ConvertError unless tcm-serve accepts `name` as a model name."""
+    if not MODEL_NAME.fullmatch(name) or name in ('.', '..'):
+        raise ConvertError(f"model name {_brief(name, 80)} must be 1 to 200 letters, digits, '-', '_' and '.' "
+                           f"(not . or ..); it is --name, or else the output directory's name")
 
 
 def _network_fields(kwargs, architecture, network):
@@ -410,13 +502,93 @@ def _typed(kwargs, key, kind, default=None):
             raise ConvertError(f'{key} must be a list, got {value!r}')
         return [_typed({key: v}, key, kind[:-1]) for v in value]
     ok = {'uint': lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2 ** 32,
-          'float': lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+          'float': _is_finite_number,
           'bool': lambda v: isinstance(v, bool),
           'str': lambda v: isinstance(v, str)}[kind]
     if not ok(value):
         wanted = dict(uint='a non-negative integer', float='a finite number', bool='true or false', str='a string')
-        raise ConvertError(f'{key} must be {wanted[kind]}, got {value!r}')
+        raise ConvertError(f'{key} must be {wanted[kind]}, got {_brief(value)}')
     return float(value) if kind == 'float' else value
+
+
+def _is_finite_number(value):
+    """True for an int or float (not a bool) that is finite as a double."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int past the double range
+        return False
+
+
+def _check_limits(config, block):
+    """Rejects a model_config() dict past ServerLimits (as CheckLimits in model/model_config.cc
+    does) with the field, the limit and the value; `block` is 'edm2' or 'song'."""
+    limits, net = ServerLimits, config[block]
+    _at_most(config['img_resolution'], limits.MAX_RESOLUTION, 'img_resolution')
+    _at_most(config['img_channels'], limits.MAX_IMAGE_CHANNELS, 'img_channels')
+    _at_most(config['num_classes'], limits.MAX_CLASSES, 'num_classes (label_dim)')
+    _at_most(net.get('model_channels', 0), limits.MAX_MODEL_CHANNELS, f'{block}.model_channels')
+    _list_at_most(net.get('channel_mult', []), limits.MAX_LEVELS, limits.MAX_CHANNEL_MULT, f'{block}.channel_mult')
+    _at_most(net.get('num_blocks', 0), limits.MAX_BLOCKS, f'{block}.num_blocks')
+    for field in ('channel_mult_emb', 'channel_mult_noise'):
+        _at_most(net.get(field, 0), limits.MAX_CHANNEL_MULT, f'{block}.{field}')
+    _list_at_most(net.get('attn_resolutions', []), limits.MAX_LIST_ENTRIES, limits.MAX_RESOLUTION,
+                  f'{block}.attn_resolutions')
+    _at_most(len(net.get('resample_filter', [])), limits.MAX_FILTER_TAPS, f'{block}.resample_filter taps')
+    if block == 'edm2':
+        _at_most(net.get('channels_per_head', 0), limits.MAX_CHANNELS_PER_HEAD, 'edm2.channels_per_head')
+        _list_at_most(net.get('dout_resolutions', []), limits.MAX_LIST_ENTRIES, limits.MAX_RESOLUTION,
+                      'edm2.dout_resolutions')
+    else:
+        _at_most(net.get('augment_dim', 0), limits.MAX_AUGMENT_DIM, 'song.augment_dim')
+    _check_network_size(config, block)
+
+
+def _at_most(value, limit, field):
+    """ConvertError unless value <= limit."""
+    if value > limit:
+        raise ConvertError(f"{field} must be at most {limit} (tcm-serve's limit), got {value}")
+
+
+def _list_at_most(values, max_entries, max_value, field):
+    """ConvertError unless `values` has at most `max_entries` entries, each at most `max_value`."""
+    _at_most(len(values), max_entries, f'the number of {field} entries')
+    for value in values:
+        _at_most(value, max_value, field)
+
+
+def _check_network_size(config, block):
+    """The server's rough weight count and widest activation (CheckNetworkLimits in
+    model/model_config.cc): two 3x3 convolutions and an embedding projection per block,
+    encoder and decoder, plus the embedding network and the class embedding."""
+    limits, net = ServerLimits, config[block]
+    default_emb_mult = max([1, *net.get('channel_mult', [])]) if block == 'edm2' else 4
+    emb = _level_width(net, net.get('channel_mult_emb') or default_emb_mult, f'{block}.channel_mult_emb')
+    weights = 2.0 * emb * emb + config['num_classes'] * emb
+    widest = 0
+    for mult in net.get('channel_mult', []):
+        width = _level_width(net, mult, f'{block}.channel_mult')
+        weights += 2.0 * (net.get('num_blocks', 0) + 1) * (2 * 9.0 * width * width + emb * width)
+        widest = max(widest, width)
+    if weights > limits.MAX_PARAMETERS:
+        raise ConvertError(f"{block}: a network of about {weights:.3g} weights is past tcm-serve's limit of "
+                           f'{limits.MAX_PARAMETERS:.3g} (model_channels, channel_mult, channel_mult_emb, '
+                           f'num_blocks, num_classes)')
+    activation = float(config['img_resolution']) ** 2 * widest
+    if activation > limits.MAX_ACTIVATION_VALUES:
+        raise ConvertError(f'img_resolution: a {config["img_resolution"]}x{config["img_resolution"]} image at '
+                           f'{widest} channels needs {activation:.3g} values per activation, past tcm-serve\'s '
+                           f'limit of {limits.MAX_ACTIVATION_VALUES:.3g}')
+
+
+def _level_width(net, mult, field):
+    """model_channels x mult, at most ServerLimits.MAX_LEVEL_CHANNELS."""
+    width = net.get('model_channels', 0) * mult
+    if width > ServerLimits.MAX_LEVEL_CHANNELS:
+        raise ConvertError(f"model_channels x {field} must be at most {ServerLimits.MAX_LEVEL_CHANNELS} "
+                           f"(tcm-serve's limit), got {net.get('model_channels', 0)} x {mult} = {width}")
+    return width
 
 
 def _check_sizes(config, block):
@@ -432,14 +604,21 @@ def _check_sizes(config, block):
 
 
 def format_pbtxt(config, comment=None, indent=''):
-    """Protobuf text format of a model_config() dict; repeated fields use `[a, b]` lists."""
-    lines = [f'# {comment}'] if comment else []
+    """Protobuf text format of a model_config() dict; repeated fields use `[a, b]` lists.
+    `comment` becomes one comment line, its non-printable characters escaped."""
+    lines = [f'# {_one_line(comment)}'] if comment else []
     for field, value in config.items():
         if isinstance(value, dict):
             lines += [f'{indent}{field} {{', format_pbtxt(value, indent=indent + '  ').rstrip('\n'), f'{indent}}}']
         else:
             lines.append(f'{indent}{field}: {_pbtxt_value(value)}')
     return '\n'.join(lines) + '\n'
+
+
+def _one_line(text):
+    """`text` with each non-printable character (line breaks included) written as its
+    Python escape, so that it cannot end a comment line."""
+    return ''.join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def _pbtxt_value(value):
@@ -457,8 +636,8 @@ def _pbtxt_value(value):
 # State dict check
 
 def check_state_dict(tensors, kwargs):
-    """Raises ConvertError unless `tensors` ({name: ndarray}) are all floating point and
-    have exactly the names and shapes of ECMPrecond(**kwargs).state_dict()."""
+    """Raises ConvertError unless `tensors` ({name: ndarray}) are all floating point, have
+    exactly the names and shapes of ECMPrecond(**kwargs).state_dict(), and are finite as F32."""
     for name, array in tensors.items():
         if array.dtype.kind != 'f':
             raise ConvertError(f'tensor {name!r} has dtype {array.dtype}; every tensor must be floating point')
@@ -475,6 +654,20 @@ def check_state_dict(tensors, kwargs):
         if tuple(tensors[name].shape) != shape:
             raise ConvertError(f'tensor {name!r} has shape {list(tensors[name].shape)}, the config needs '
                                f'{list(shape)}{hint}')
+    check_finite(tensors)
+
+
+def check_finite(tensors):
+    """Raises ConvertError naming the first tensor that holds a NaN or an infinity, or a
+    value past the F32 range (weights.safetensors is F32); tcm-serve refuses such weights."""
+    for name, array in tensors.items():
+        if not np.isfinite(array).all():
+            raise ConvertError(f'tensor {name!r} holds NaN or infinite values')
+        if array.dtype.itemsize > 4:
+            with np.errstate(over='ignore'):
+                if not np.isfinite(array.astype(np.float32)).all():
+                    raise ConvertError(f'tensor {name!r} holds values past the F32 range '
+                                       f'(magnitude above {np.finfo(np.float32).max:.4g})')
 
 
 def edm2_shapes(k):
@@ -710,11 +903,13 @@ def parse_args(argv):
         description='Convert a released NVlabs TCM checkpoint into a tcm-serve model directory\n'
                     '(config.pbtxt, weights.safetensors and optionally labels.txt).',
         epilog='examples:\n'
-               '  tcm-convert --input network-snapshot-edm2s.pkl --reference-repo ~/src/TCM \\\n'
+               '  tcm-convert --input network-snapshot-edm2s.pkl --trust-pickle --reference-repo ~/src/TCM \\\n'
                '      --output models/tcm-edm2-s-img64 --labels imagenet_classes.txt\n'
                '  tcm-convert --input ema.pth --preset tcm-ddpmpp-cifar10 --output models/cifar10 --default-steps 2\n'
-               '  tcm-convert --preset tcm-edm2-xl-img64 --config-only --output /tmp/xl\n\n'
-               'Unpickling (.pkl, .pth, .pt) runs code from the file: convert only checkpoints you trust.')
+               '  tcm-convert --preset tcm-edm2-xl-img64 --config-only --output models/xl\n\n'
+               '.pth/.pt files are read with torch.load(weights_only=True). Full unpickling, which every .pkl\n'
+               'and a .pth/.pt holding a network need, runs code from the file: it happens only with\n'
+               '--trust-pickle, for checkpoints from a trusted source.')
     parser.add_argument('--input', metavar='PATH',
                         help='checkpoint to convert: an NVlabs network-snapshot .pkl (its "ema" network), a '
                              '.pth/.pt state dict or network (also inside a dict under "ema", "state_dict" or '
@@ -725,14 +920,20 @@ def parse_args(argv):
     source.add_argument('--preset', choices=sorted(PRESETS),
                         help='architecture of a released model. Default: none, the architecture is read from '
                              'the checkpoint (.pkl init_kwargs or .safetensors "config" metadata); when the '
-                             'checkpoint has one too, both must agree.')
+                             'checkpoint has one too, the preset may only repeat its values.')
     source.add_argument('--config-json', metavar='FILE|JSON',
                         help='ECMPrecond keyword arguments as a JSON object, inline or in a file (the form of '
                              'the fixtures\' "config" metadata). Default: none; same precedence as --preset.')
     parser.add_argument('--reference-repo', metavar='DIR',
                         help='checkout of https://github.com/NVlabs/TCM, put first on sys.path so that .pkl '
                              'snapshots unpickle. Default: none.')
-    parser.add_argument('--name', help='model name in config.pbtxt. Default: the output directory\'s name.')
+    parser.add_argument('--trust-pickle', action='store_true',
+                        help='allow full unpickling, which runs code from the file: needed for NVlabs .pkl '
+                             'snapshots and for .pth/.pt files holding more than tensors. Pass it only for '
+                             'files from a trusted source. Default: off (a .pkl is refused, a .pth/.pt is read '
+                             'with torch.load(weights_only=True)).')
+    parser.add_argument('--name', help='model name in config.pbtxt: 1 to 200 letters, digits, "-", "_" and '
+                                       '"." (not . or ..). Default: the output directory\'s name.')
     parser.add_argument('--t-max', type=float, default=SAMPLING_DEFAULTS['t_max'], metavar='T',
                         help='first-step noise level. Default: %(default)s (all released models).')
     parser.add_argument('--mid-t', type=float, default=SAMPLING_DEFAULTS['mid_t'], metavar='T',
@@ -760,7 +961,8 @@ def convert(args):
     if os.path.lexists(out_dir) and not args.force:
         raise ConvertError(f'{args.output} already exists (pass --force to replace it)')
     explicit, flag = explicit_kwargs(args.preset, args.config_json)
-    tensors, embedded = load_checkpoint(args.input, args.reference_repo) if args.input else (None, None)
+    tensors, embedded = (load_checkpoint(args.input, args.reference_repo, args.trust_pickle)
+                         if args.input else (None, None))
     kwargs = resolve_kwargs(embedded, explicit, flag, args.input or flag)
     name = args.name if args.name is not None else os.path.basename(out_dir)
     config = model_config(kwargs, name, args.t_max, args.mid_t, args.default_steps)
@@ -781,18 +983,21 @@ def convert(args):
 
 
 def main(argv=None):
-    """Command-line entry point; returns the exit status (0 ok, 1 bad input, 2 bad usage)."""
+    """Command-line entry point; returns the exit status (0 ok, 1 bad input, 2 bad usage).
+    Every failure is reported as one `tcm-convert: error:` line on stderr."""
     args = parse_args(argv)
     try:
         print(convert(args))
     except ConvertError as e:
-        print(f'{PROG}: error: {" ".join(str(e).split())}', file=sys.stderr)
-        return 1
+        message = str(e)
     except OSError as e:
-        print(f'{PROG}: error: {e.strerror}: {e.filename}' if e.filename else f'{PROG}: error: {e}',
-              file=sys.stderr)
-        return 1
-    return 0
+        message = f'{e.strerror}: {e.filename}' if e.filename else str(e)
+    except Exception as e:  # a bug or an input no check foresaw: still one line, naming the input
+        message = f'unexpected {type(e).__name__} converting {args.input or args.preset or "--config-json"}: {e}'
+    else:
+        return 0
+    print(f'{PROG}: error: {" ".join(message.split())}', file=sys.stderr)
+    return 1
 
 
 if __name__ == '__main__':

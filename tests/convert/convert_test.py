@@ -2,7 +2,8 @@
 
 Run from the repository root:  python3 -m unittest tests/convert/convert_test.py -v
 
-Uses the reference fixtures in <repo>/../shared/fixtures/reference. Optional parts:
+Uses the reference fixtures in <repo>/../shared/fixtures/reference. Tests that build
+.pth inputs need PyTorch and skip without it; the others need numpy only. Optional parts:
   TCM_PARITY_BIN=path      also run `$TCM_PARITY_BIN --model_dir OUT --io FIXTURE.io.safetensors`
                            on every converted fixture and expect exit code 0;
   TCM_REFERENCE_REPO=dir   also convert real persistence pickles of reference ECMPrecond
@@ -10,7 +11,9 @@ Uses the reference fixtures in <repo>/../shared/fixtures/reference. Optional par
                            matplotlib, scipy, requests).
 """
 
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import pickle
@@ -21,25 +24,30 @@ import sys
 import tempfile
 import unittest
 from pathlib import Path
+from unittest import mock
 
 
 def _ensure_torch():
     """`python3` may be an interpreter without PyTorch (e.g. a pyenv shim) while Debian's
-    python3-torch lives in /usr/bin/python3: re-run the same unittest command there."""
+    python3-torch lives in /usr/bin/python3: re-run the same unittest command there.
+    Returns whether this interpreter has PyTorch (the tests that need it skip otherwise)."""
     if importlib.util.find_spec('torch') is not None:
-        return
+        return True
     python = os.environ.get('TCM_PYTHON', '/usr/bin/python3')
     if (sys.argv[0].endswith('-m unittest') and os.access(python, os.X_OK)
             and os.path.realpath(python) != os.path.realpath(sys.executable)):
         print(f'convert_test: {sys.executable} has no torch; re-running under {python}', file=sys.stderr, flush=True)
         os.execv(python, [python, '-m', 'unittest', *sys.argv[1:]])
-    raise unittest.SkipTest('PyTorch is not installed for this interpreter (set TCM_PYTHON)')
+    return False
 
 
-_ensure_torch()
+HAVE_TORCH = _ensure_torch()
+needs_torch = unittest.skipUnless(HAVE_TORCH, 'PyTorch is not installed for this interpreter (set TCM_PYTHON)')
 
 import numpy as np  # noqa: E402  (after the interpreter check)
-import torch  # noqa: E402
+
+if HAVE_TORCH:
+    import torch
 
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO.parent / 'shared' / 'fixtures' / 'reference'
@@ -81,6 +89,14 @@ EXPECTED_PRESET_CONFIGS = {
 }
 
 
+def import_tool():
+    """tools/tcm_convert.py as a module, for tests of its functions."""
+    spec = importlib.util.spec_from_file_location('tcm_convert', REPO / 'tools' / 'tcm_convert.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_tool(*args, env=None):
     """Runs tools/tcm-convert; returns the CompletedProcess (text output)."""
     return subprocess.run([str(TOOL), *map(str, args)], capture_output=True, text=True, env=env, check=False)
@@ -99,6 +115,24 @@ def read_safetensors(path):
         begin, end = spec['data_offsets']
         tensors[name] = np.frombuffer(data[begin:end], dtype=dtypes[spec['dtype']]).reshape(spec['shape'])
     return tensors, metadata, header_len
+
+
+def write_raw_safetensors(path, header, data=b''):
+    """Writes a safetensors file from its header (a JSON-able value, or raw bytes) and data section."""
+    text = header if isinstance(header, bytes) else json.dumps(header).encode()
+    Path(path).write_bytes(struct.pack('<Q', len(text)) + text + data)
+
+
+def write_safetensors(path, tensors, metadata):
+    """Writes {name: F32 or F64 ndarray} and `metadata`; independent of the tool's writer."""
+    codes = {np.dtype('<f4'): 'F32', np.dtype('<f8'): 'F64'}
+    header, blobs, offset = {'__metadata__': metadata}, [], 0
+    for name, array in tensors.items():
+        blob = array.tobytes()
+        header[name] = dict(dtype=codes[array.dtype], shape=list(array.shape), data_offsets=[offset, offset + len(blob)])
+        blobs.append(blob)
+        offset += len(blob)
+    write_raw_safetensors(path, header, b''.join(blobs))
 
 
 def config_body(path):
@@ -147,6 +181,7 @@ class ToolTestCase(unittest.TestCase):
         self.assertEqual(json.loads(metadata['config']), json.loads(expected_config_json))
 
 
+@needs_torch
 class FixtureConversionTest(ToolTestCase):
     """(a) Every reference fixture, as a .pth with --config-json and as a flag-less .safetensors."""
 
@@ -232,6 +267,7 @@ class PresetTest(ToolTestCase):
         for line in ('name: "imagenet64"', 't_max: 70.0', 'mid_t: 1.5', 'default_steps: 2', '  model_channels: 192'):
             self.assertIn(line, lines)
 
+    @needs_torch
     def test_preset_not_matching_the_state_dict_is_caught(self):
         state, _ = fixture('ddpmpp_cifar_tiny')
         pth = self.tmp / 'sd.pth'
@@ -251,6 +287,7 @@ class PresetTest(ToolTestCase):
         self.assertEqual((out / 'labels.txt').read_text(), labels.read_text())
 
 
+@needs_torch
 class ErrorTest(ToolTestCase):
     """(c) Bad inputs: non-zero exit, one line naming the problem, no output directory."""
 
@@ -279,7 +316,7 @@ class ErrorTest(ToolTestCase):
     def test_truncated_pickle(self):
         pkl = self.tmp / 'in' / 'network-snapshot.pkl'
         pkl.write_bytes(pickle.dumps({'ema': self.state})[:5000])
-        self.assertFailed(self.convert('--input', pkl, '--config-json', self.config_json),
+        self.assertFailed(self.convert('--input', pkl, '--trust-pickle', '--config-json', self.config_json),
                           'cannot read', 'network-snapshot.pkl', out_dir=self.out)
 
     def test_unknown_preset(self):
@@ -342,6 +379,7 @@ class ErrorTest(ToolTestCase):
         self.assertEqual(list(self.out.parent.iterdir()), [])
 
 
+@needs_torch
 class HalfPrecisionInputTest(ToolTestCase):
     """F16 and BF16 safetensors inputs are widened to F32 exactly."""
 
@@ -378,6 +416,7 @@ class ECMPrecond:
 '''
 
 
+@needs_torch
 class PickleTest(ToolTestCase):
     """(d) NVlabs-style snapshot: {'ema': network} whose class lives in the reference repo."""
 
@@ -402,19 +441,20 @@ class PickleTest(ToolTestCase):
 
     def test_needs_reference_repo(self):
         out = self.tmp / 'models' / 'edm2_img64_tiny'
-        self.assertFailed(run_tool('--input', self.pkl, '--output', out),
+        self.assertFailed(run_tool('--input', self.pkl, '--trust-pickle', '--output', out),
                           "'training'", '--reference-repo', out_dir=out)
 
     def test_reference_repo_on_sys_path_and_init_kwargs_used(self):
         out = self.tmp / 'models' / 'edm2_img64_tiny'
-        self.assertSucceeded(run_tool('--input', self.pkl, '--reference-repo', self.repo, '--output', out))
+        self.assertSucceeded(run_tool('--input', self.pkl, '--trust-pickle', '--reference-repo', self.repo,
+                                      '--output', out))
         self.assertEqual(config_body(out / 'config.pbtxt'), EXPECTED_FIXTURE_CONFIGS['edm2_img64_tiny'])
         self.assertWeightsEqual(out / 'weights.safetensors', self.state, self.config_json)
 
     def test_conflicting_preset_is_an_error(self):
         out = self.tmp / 'models' / 'x'
-        self.assertFailed(run_tool('--input', self.pkl, '--reference-repo', self.repo, '--output', out,
-                                   '--preset', 'tcm-edm2-s-img64'),
+        self.assertFailed(run_tool('--input', self.pkl, '--trust-pickle', '--reference-repo', self.repo,
+                                   '--output', out, '--preset', 'tcm-edm2-s-img64'),
                           'model_channels=192', 'model_channels=32', out_dir=out)
 
     def test_pth_holding_a_dict_with_state_dict(self):
@@ -423,6 +463,215 @@ class PickleTest(ToolTestCase):
         out = self.tmp / 'models' / 'edm2_img64_tiny'
         self.assertSucceeded(run_tool('--input', pth, '--config-json', self.config_json, '--output', out))
         self.assertWeightsEqual(out / 'weights.safetensors', self.state, self.config_json)
+
+    def test_pth_holding_code_needs_trust_pickle(self):
+        marker = self.tmp / 'unpickled'
+        pth = self.tmp / 'ckpt.pth'
+        torch.save({'state_dict': self.state, 'extra': CreatesFileWhenUnpickled(marker)}, pth)
+        out = self.tmp / 'models' / 'edm2_img64_tiny'
+        self.assertFailed(run_tool('--input', pth, '--config-json', self.config_json, '--output', out),
+                          'ckpt.pth', 'weights_only', '--trust-pickle', out_dir=out)
+        self.assertFalse(marker.exists())
+        self.assertSucceeded(run_tool('--input', pth, '--trust-pickle', '--config-json', self.config_json,
+                                      '--output', out))
+        self.assertTrue(marker.exists())
+
+
+class CreatesFileWhenUnpickled:
+    """Pickles to a call of open(path, 'w'): stands for the code a hostile pickle runs."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, 'w')
+
+
+class TrustPickleTest(ToolTestCase):
+    """Nothing is fully unpickled without --trust-pickle (no PyTorch needed)."""
+
+    def test_pkl_is_refused_unread_without_trust_pickle(self):
+        marker = self.tmp / 'unpickled'
+        pkl = self.tmp / 'network-snapshot.pkl'
+        pkl.write_bytes(pickle.dumps(CreatesFileWhenUnpickled(marker)))
+        out = self.tmp / 'models' / 'x'
+        self.assertFailed(run_tool('--input', pkl, '--preset', 'tcm-edm2-s-img64', '--output', out),
+                          'network-snapshot.pkl', '--trust-pickle', 'trusted source', out_dir=out)
+        self.assertFalse(marker.exists())
+
+    def test_help_describes_trust_pickle(self):
+        result = run_tool('--help')
+        self.assertSucceeded(result)
+        text = ' '.join(result.stdout.split())
+        self.assertIn('--trust-pickle allow full unpickling', text)
+        self.assertIn('Default: off (a .pkl is refused, a .pth/.pt is read with torch.load(weights_only=True))', text)
+
+
+class ServerLimitsTest(ToolTestCase):
+    """Configs past tcm-serve's ConfigLimits are refused before any shape is built."""
+
+    BASE = dict(model_type='EDM2UNet', img_resolution=8, img_channels=3, label_dim=0, model_channels=4,
+                channel_mult=[1], num_blocks=1, attn_resolutions=[])
+    # (changed kwargs, fragments of the error: the field, the limit, the value)
+    CASES = [
+        (dict(num_blocks=65), 'edm2.num_blocks', 'at most 64', 'got 65'),
+        (dict(model_channels=4097), 'edm2.model_channels', 'at most 4096', 'got 4097'),
+        (dict(channel_mult=[1] * 9, img_resolution=256), 'channel_mult entries', 'at most 8', 'got 9'),
+        (dict(channel_mult=[65]), 'edm2.channel_mult', 'at most 64', 'got 65'),
+        (dict(channel_mult_emb=65), 'edm2.channel_mult_emb', 'at most 64', 'got 65'),
+        (dict(label_dim=100001), 'num_classes', 'at most 100000', 'got 100001'),
+        (dict(img_resolution=8192), 'img_resolution', 'at most 4096', 'got 8192'),
+        (dict(img_channels=17), 'img_channels', 'at most 16', 'got 17'),
+        (dict(channels_per_head=4097), 'edm2.channels_per_head', 'at most 4096', 'got 4097'),
+        (dict(attn_resolutions=[8] * 17), 'attn_resolutions entries', 'at most 16', 'got 17'),
+        (dict(resample_filter=[1] * 18), 'resample_filter taps', 'at most 16', 'got 18'),
+        (dict(model_type='SongUNet', augment_dim=1025), 'song.augment_dim', 'at most 1024', 'got 1025'),
+        (dict(model_channels=4096, channel_mult=[5]), 'channel_mult', 'at most 16384', '= 20480'),
+        (dict(model_channels=4096, channel_mult=[4, 4, 4, 4], num_blocks=64), 'edm2', 'weights', 'limit of 4e+09'),
+        (dict(model_channels=1024, img_resolution=4096), 'img_resolution', '4096x4096', 'limit of 2.68e+08'),
+    ]
+
+    def test_config_past_a_limit_is_refused(self):
+        for change, *fragments in self.CASES:
+            with self.subTest(change=change):
+                out = self.tmp / 'models' / 'x'
+                kwargs = json.dumps({**self.BASE, **change})
+                self.assertFailed(run_tool('--config-only', '--config-json', kwargs, '--output', out),
+                                  *fragments, out_dir=out)
+
+    def test_safetensors_config_past_a_limit_is_refused(self):
+        path = self.tmp / 'blocks.safetensors'
+        write_safetensors(path, {}, {'config': json.dumps({**self.BASE, 'num_blocks': 65})})
+        out = self.tmp / 'models' / 'x'
+        self.assertFailed(run_tool('--input', path, '--output', out), 'edm2.num_blocks', 'at most 64', 'got 65',
+                          out_dir=out)
+
+    def test_largest_allowed_sizes_pass(self):
+        # img_resolution^2 x model_channels = 2048^2 x 64 is exactly the activation limit, 2^28.
+        kwargs = dict(self.BASE, num_blocks=64, model_channels=64, img_channels=16, img_resolution=2048,
+                      label_dim=100000, channel_mult_noise=64, channels_per_head=4096)
+        self.assertSucceeded(run_tool('--config-only', '--config-json', json.dumps(kwargs), '--output', self.tmp / 'x'))
+
+
+class EmbeddedConfigTest(ToolTestCase):
+    """--preset/--config-json against the architecture a checkpoint records."""
+
+    def test_keys_the_checkpoint_does_not_record_are_an_error(self):
+        out = self.tmp / 'models' / 'x'
+        self.assertFailed(run_tool('--input', FIXTURES / 'edm2_img64_tiny.weights.safetensors', '--config-json',
+                                   '{"num_blocks": 1, "label_balance": 0.5, "channels_per_head": 32}',
+                                   '--output', out),
+                          '--config-json sets channels_per_head, label_balance', 'leave them out', out_dir=out)
+
+    def test_agreeing_keys_are_accepted(self):
+        out = self.tmp / 'edm2_img64_tiny'
+        self.assertSucceeded(run_tool('--input', FIXTURES / 'edm2_img64_tiny.weights.safetensors', '--config-json',
+                                      '{"num_blocks": 1, "model_type": "EDM2UNet"}', '--output', out))
+        self.assertEqual(config_body(out / 'config.pbtxt'), EXPECTED_FIXTURE_CONFIGS['edm2_img64_tiny'])
+
+
+class OutputSafetyTest(ToolTestCase):
+    """What is written is what the server accepts: one comment line, finite weights, a servable name."""
+
+    def test_input_name_with_line_breaks_stays_in_the_comment(self):
+        source = self.tmp / 'a\ninstance { precision: PRECISION_FP16 }\r#.safetensors'
+        source.symlink_to(FIXTURES / 'edm2_img64_tiny.weights.safetensors')
+        out = self.tmp / 'edm2_img64_tiny'
+        self.assertSucceeded(run_tool('--input', source, '--output', out))
+        text = (out / 'config.pbtxt').read_text()
+        self.assertEqual(text.splitlines()[0],
+                         r'# written by tcm-convert from a\ninstance { precision: PRECISION_FP16 }\r#.safetensors')
+        self.assertEqual(text.count('\n'), len(EXPECTED_FIXTURE_CONFIGS['edm2_img64_tiny'].splitlines()) + 1)
+        self.assertEqual(config_body(out / 'config.pbtxt'), EXPECTED_FIXTURE_CONFIGS['edm2_img64_tiny'])
+
+    def test_non_finite_weights_are_refused(self):
+        tensors, metadata, _ = read_safetensors(FIXTURES / 'ddpmpp_cond_tiny.weights.safetensors')
+        name = 'model.map_label.weight'
+        for value, dtype, fragment in ((np.nan, '<f4', 'NaN or infinite'), (-np.inf, '<f4', 'NaN or infinite'),
+                                       (1e300, '<f8', 'past the F32 range')):
+            with self.subTest(value=value, dtype=dtype):
+                changed = dict(tensors, **{name: tensors[name].astype(dtype)})
+                changed[name].flat[3] = value
+                path = self.tmp / 'bad.safetensors'
+                write_safetensors(path, changed, metadata)
+                out = self.tmp / 'models' / 'x'
+                self.assertFailed(run_tool('--input', path, '--output', out), repr(name), fragment, out_dir=out)
+
+    def test_f64_weights_in_the_f32_range_are_converted(self):
+        tensors, metadata, _ = read_safetensors(FIXTURES / 'ddpmpp_cond_tiny.weights.safetensors')
+        path = self.tmp / 'f64.safetensors'
+        write_safetensors(path, {k: v.astype('<f8') for k, v in tensors.items()}, metadata)
+        out = self.tmp / 'ddpmpp_cond_tiny'
+        self.assertSucceeded(run_tool('--input', path, '--output', out))
+        written, _, _ = read_safetensors(out / 'weights.safetensors')
+        self.assertTrue(all(np.array_equal(written[k], tensors[k]) for k in tensors))
+
+    def test_names_the_server_refuses_are_refused(self):
+        for name in ('', '.', '..', 'my model', 'x/y', 'na\u00efve', 'a' * 201, 'a\nb'):
+            with self.subTest(name=name):
+                out = self.tmp / 'models' / 'x'
+                self.assertFailed(run_tool('--preset', 'tcm-edm2-s-img64', '--config-only', '--output', out,
+                                           '--name', name), '1 to 200 letters', out_dir=out)
+        out = self.tmp / 'models' / 'my model'
+        self.assertFailed(run_tool('--preset', 'tcm-edm2-s-img64', '--config-only', '--output', out),
+                          "'my model'", '--name', out_dir=out)
+
+    def test_longest_plain_name_is_accepted(self):
+        name = 'a.b-C_9' + 'x' * 193
+        out = self.tmp / 'x'
+        self.assertSucceeded(run_tool('--preset', 'tcm-edm2-s-img64', '--config-only', '--output', out, '--name', name))
+        self.assertIn(f'name: "{name}"', config_body(out / 'config.pbtxt').splitlines())
+
+
+class MalformedInputTest(ToolTestCase):
+    """Hostile inputs give one error line, never a traceback (no PyTorch needed)."""
+
+    MODEL_TYPE_LIST = json.dumps(dict(ServerLimitsTest.BASE, model_type=['EDM2UNet']))
+    # case -> (header, data section, fragments of the error beside the file name)
+    CASES = {
+        'model_type_list': ({'__metadata__': {'config': MODEL_TYPE_LIST}}, b'', ["model_type ['EDM2UNet']"]),
+        'metadata_int': ({'__metadata__': 5}, b'', ['__metadata__']),
+        'metadata_value_int': ({'__metadata__': {'config': 5}}, b'', ['__metadata__']),
+        'deep_config': ({'__metadata__': {'config': '[' * 100000}}, b'', ['nested too deeply']),
+        'deep_header': (b'[' * 100000, b'', ['nested too deeply']),
+        'entry_list': ({'t': [1, 2]}, b'', ["'t'"]),
+        'dtype_list': ({'t': dict(dtype=['F32'], shape=[1], data_offsets=[0, 4])}, b'\0' * 4, ["'t'"]),
+        'negative_shape': ({'t': dict(dtype='F32', shape=[-2, -2], data_offsets=[0, 16])}, b'\0' * 16, ["'t'"]),
+        'float_shape': ({'t': dict(dtype='F32', shape=[2.0], data_offsets=[0, 8])}, b'\0' * 8, ["'t'"]),
+        'bool_shape': ({'t': dict(dtype='F32', shape=[True], data_offsets=[0, 4])}, b'\0' * 4, ["'t'"]),
+        'infinite_shape': (b'{"t":{"dtype":"F32","shape":[1e999],"data_offsets":[0,4]}}', b'\0' * 4, ["'t'"]),
+        'negative_offset': ({'t': dict(dtype='F32', shape=[1], data_offsets=[-4, 0])}, b'\0' * 4, ["'t'"]),
+        'too_many_dims': ({'t': dict(dtype='F32', shape=[1] * 100, data_offsets=[0, 4])}, b'\0' * 4, ["'t'"]),
+    }
+
+    def test_malformed_safetensors_headers(self):
+        for case, (header, data, fragments) in self.CASES.items():
+            with self.subTest(case=case):
+                path = self.tmp / f'{case}.safetensors'
+                write_raw_safetensors(path, header, data)
+                out = self.tmp / 'models' / case
+                named = [] if case == 'model_type_list' else [path.name]
+                self.assertFailed(run_tool('--input', path, '--output', out), *named, *fragments, out_dir=out)
+
+    def test_binary_config_json_file(self):
+        path = self.tmp / 'config.json'
+        path.write_bytes(b'\xff\xfe{')
+        out = self.tmp / 'models' / 'x'
+        self.assertFailed(run_tool('--config-only', '--config-json', path, '--output', out), '--config-json',
+                          out_dir=out)
+
+    def test_unexpected_exception_is_one_line_naming_the_input(self):
+        tool = import_tool()
+        stderr = io.StringIO()
+        with mock.patch.object(tool, 'convert', side_effect=KeyError('surprise\non two lines')), \
+                contextlib.redirect_stderr(stderr):
+            status = tool.main(['--input', 'in/model.safetensors', '--output', str(self.tmp / 'x')])
+        self.assertEqual(status, 1)
+        lines = stderr.getvalue().splitlines()
+        self.assertEqual(len(lines), 1, lines)
+        self.assertTrue(lines[0].startswith('tcm-convert: error: '), lines[0])
+        self.assertIn('in/model.safetensors', lines[0])
+        self.assertIn('KeyError', lines[0])
 
 
 @unittest.skipUnless(os.environ.get('TCM_REFERENCE_REPO'), 'TCM_REFERENCE_REPO not set')
@@ -454,7 +703,8 @@ class ReferenceRepoTest(ToolTestCase):
                 if made.returncode != 0:
                     self.skipTest(f'reference networks do not import here: {made.stderr.strip().splitlines()[-1]}')
                 out = self.tmp / f'out{i}'
-                self.assertSucceeded(run_tool('--input', pkl, '--reference-repo', repo, '--output', out))
+                self.assertSucceeded(run_tool('--input', pkl, '--trust-pickle', '--reference-repo', repo,
+                                              '--output', out))
                 _, metadata, _ = read_safetensors(out / 'weights.safetensors')
                 self.assertEqual(json.loads(metadata['config']), kwargs)
 
