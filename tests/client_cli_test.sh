@@ -80,7 +80,8 @@ expect_error 1 "FAILED_PRECONDITION: LoadModel: the server runs with --model_con
   "$bin/tcm-client" --server "$server" --load_model fashion-mnist-ct
 
 # A gRPC caller other than gRPC's C core (which caps the grpc-timeout it sends
-# at 27000 hours): Go and Java clients send up to 292 years for "no timeout".
+# far below this) may send centuries: a Go or Java caller asking for the
+# longest timeout its language has sends 292 years.
 # A deadline past the year 2262 is no deadline, not one already passed.
 printf 'model: "fashion-mnist-tcm" class_label: 3 seed: 1' |
   protoc --encode=tcm.v1.GenerateRequest -I "$source_dir/proto" tcm/v1/tcm_service.proto > "$TMP/request.pb"
