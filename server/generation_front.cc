@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "server/status_util.h"
 
 namespace tcm {
@@ -63,11 +64,19 @@ void GenerationFront::CountRejected(const std::string& model, unsigned steps, co
 
 void GenerationFront::Start(GenerationSpec spec, ResponseSink* sink, absl::Time start, absl::Time deadline,
                             const void* call) {
+  std::unique_ptr<OpenCallSlot> slot = options_.open_calls ? options_.open_calls->TryTake() : nullptr;
+  const bool too_many_open = options_.open_calls && !slot;
+  if (slot) sink->HoldOpenCallSlot(std::move(slot));  // before anything can finish the call and end its sink
   if (options_.access_log != nullptr && call != nullptr) sink = new AnnotatingSink(sink, options_.access_log, call);
   ModelMetrics* metrics = &metrics_->model(spec.model);
   ResponseCache* cache = options_.cache != nullptr && spec.seeded && spec.cacheable ? options_.cache : nullptr;
   auto state = std::make_shared<RequestState>(std::move(spec), sink, metrics, start, deadline, cache);
   sink->OnAccepted(state);
+  if (too_many_open) {
+    state->Fail(absl::ResourceExhaustedError(absl::StrCat("the server holds its limit of ", options_.open_calls->max(),
+                                                          " open calls (--max_open_calls); retry later")));
+    return;
+  }
   std::vector<v1::Image> hits;
   std::vector<unsigned> misses;
   // A preview call is not looked up: its previews come from computing the images.

@@ -18,6 +18,7 @@
 #include "server/access_log.h"
 #include "server/generation_queue.h"
 #include "server/metrics.h"
+#include "server/open_call_limit.h"
 #include "server/request_state.h"
 #include "server/request_validation.h"
 #include "server/response_cache.h"
@@ -40,6 +41,9 @@ class GenerationFront {
     // control; null = a fixed table of the constructor's `models` (slots
     // 0..n-1, default `default_model`).
     std::shared_ptr<ModelCatalog> catalog;
+    // Shared by every front end: a call beyond its bound is refused
+    // RESOURCE_EXHAUSTED; null = no bound.
+    std::shared_ptr<OpenCallLimit> open_calls;
   };
 
   // `models`: the served models, in the order of their metrics and queue
@@ -56,8 +60,10 @@ class GenerationFront {
   uint64_t FreshSeed();
 
   // Starts the validated call `spec`, received at `start`, with results
-  // going to `sink` (which gets OnAccepted first). A refused submission
-  // (full queue, draining) finishes the call through `sink`. `call` names
+  // going to `sink` (which gets OnAccepted first, and holds the call's place
+  // under options.open_calls until it is destroyed). A refused submission
+  // (too many open calls, full queue, draining) finishes the call through
+  // `sink`. `call` names
   // the call to the access log (see AccessLog::Annotate); nullptr = none.
   void Start(GenerationSpec spec, ResponseSink* sink, absl::Time start, absl::Time deadline,
              const void* call = nullptr);

@@ -84,7 +84,9 @@ int Run(const ServerOptions& o) {
   // The served models: fixed, or changed by model control while serving.
   auto catalog = std::make_shared<ModelCatalog>(ModelTable{NumberSlots(served), *default_model});
   const GenerationFront::Options service_options{
-      *default_model, {unsigned(o.max_images_per_request)}, cache.get(), access_log->get(), catalog};
+      *default_model, {unsigned(o.max_images_per_request)},
+      cache.get(),    access_log->get(),
+      catalog,        o.max_open_calls > 0 ? std::make_shared<OpenCallLimit>(o.max_open_calls) : nullptr};
   HealthService health(names);            // NOT_SERVING until warmed up
   std::unique_ptr<ModelControl> control;  // --model_control poll or explicit
   if (o.model_control != "none") {

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "server/metrics.h"
+#include "server/open_call_limit.h"
 #include "server/response_cache.h"
 #include "tcm/v1/tcm_service.pb.h"
 
@@ -57,6 +58,13 @@ class ResponseSink {
   // previews, before that image's OnImage. Not part of the image ledger.
   virtual void OnPreview(v1::Image) {}
   virtual void OnFinish(const absl::Status& status, const v1::Timings& timings) = 0;
+
+  // The call's place under the server's open-call limit, held until this
+  // sink (the front end's own object for the call) is destroyed.
+  void HoldOpenCallSlot(std::unique_ptr<OpenCallSlot> slot) { open_call_slot_ = std::move(slot); }
+
+ private:
+  std::unique_ptr<OpenCallSlot> open_call_slot_;
 };
 
 class RequestState {

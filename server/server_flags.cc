@@ -84,6 +84,10 @@ ABSL_FLAG(int, cache_mb, tcm::ServerOptions().cache_mb,
           "caching { enable: false }. Calls without a seed never hit.");
 ABSL_FLAG(int, max_images_per_request, tcm::ServerOptions().max_images_per_request,
           "Largest num_images a call may ask for; a model's max_queue_size caps it too.");
+ABSL_FLAG(int, max_open_calls, tcm::ServerOptions().max_open_calls,
+          "Generation calls (gRPC, Open Inference Protocol, REST) the server holds at once, from their start until "
+          "their answer is sent; one more is refused RESOURCE_EXHAUSTED (HTTP 429). A caller that stops reading "
+          "keeps its call and its finished images here, so this bounds what such callers can hold. 0 = no limit.");
 ABSL_FLAG(int, warmup_batch_size, tcm::ServerOptions().warmup_batch_size,
           "Images in the warm-up batch each worker runs per model before serving.");
 ABSL_FLAG(double, drain_timeout, tcm::ServerOptions().drain_timeout,
@@ -130,6 +134,7 @@ ServerOptions ServerOptionsFromFlags() {
   o.priority_levels = absl::GetFlag(FLAGS_priority_levels);
   o.default_priority_level = absl::GetFlag(FLAGS_default_priority_level);
   o.max_images_per_request = absl::GetFlag(FLAGS_max_images_per_request);
+  o.max_open_calls = absl::GetFlag(FLAGS_max_open_calls);
   o.warmup_batch_size = absl::GetFlag(FLAGS_warmup_batch_size);
   o.cache_mb = absl::GetFlag(FLAGS_cache_mb);
   o.model_control = absl::GetFlag(FLAGS_model_control);

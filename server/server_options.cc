@@ -32,6 +32,7 @@ absl::Status CheckServerOptions(const ServerOptions& o) {
       {"max_queue_delay_us", double(o.max_queue_delay_us), 0, 60e6},  // as batching.max_queue_delay_us
       {"max_queue_size", double(o.max_queue_size), 1, kNoLimit},
       {"max_images_per_request", double(o.max_images_per_request), 1, 1 << 20},
+      {"max_open_calls", double(o.max_open_calls), 0, 1 << 24},
       {"warmup_batch_size", double(o.warmup_batch_size), 1, 65536},
       {"cache_mb", double(o.cache_mb), 0, 1 << 20},
       {"drain_timeout", o.drain_timeout, 0, kNoLimit},

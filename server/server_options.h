@@ -54,6 +54,7 @@ struct ServerOptions {
   int priority_levels = 2;              // request priorities 1 (highest) ..priority_levels, unless a config sets them
   int default_priority_level = 0;       // level of a request with priority 0; 0 = the lowest
   int max_images_per_request = 64;
+  int max_open_calls = 1024;  // generation calls held at once, all front ends; 0 = no limit
   int warmup_batch_size = 1;
   int cache_mb = 0;           // exact response cache, MiB; 0 = off
   double drain_timeout = 30;  // seconds

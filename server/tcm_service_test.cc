@@ -123,6 +123,23 @@ class TcmServiceCacheTest : public TcmServiceFixture {
   ResponseCache cache_{1 << 20};
 };
 
+// The same service under an open-call limit of one.
+class TcmServiceOpenCallTest : public TcmServiceFixture {
+ protected:
+  TcmServiceOpenCallTest() {
+    server_->Shutdown();
+    server_.reset();
+    TcmServiceImpl::Options options;
+    options.open_calls = limit_;
+    service_ = std::make_unique<TcmServiceImpl>(options, models_, &queue_, metrics_.get());
+    grpc::ServerBuilder builder;
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    stub_ = v1::TcmService::NewStub(server_->InProcessChannel(grpc::ChannelArguments()));
+  }
+  const std::shared_ptr<OpenCallLimit> limit_ = std::make_shared<OpenCallLimit>(1);
+};
+
 // The same service behind the access log's interceptor, writing to a file.
 class TcmServiceAccessLogTest : public TcmServiceFixture {
  protected:
@@ -601,6 +618,32 @@ TEST_F(TcmServiceAccessLogTest, ACancelledStreamWritesItsLineWithCancelled) {
   EXPECT_EQ(lines[0]["status"], "CANCELLED");
   EXPECT_EQ(lines[0]["model"], "cond");
   EXPECT_EQ(lines[0]["images"], 3);
+}
+
+TEST_F(TcmServiceOpenCallTest, ACallBeyondTheLimitIsRefusedUntilAnOpenOneIsAnswered) {
+  grpc::ClientContext context;
+  auto first = CallAsync(Request("cond", 7, 1, 1, 42), &context);
+  auto request = queue_.WaitForRequest(0);
+  ASSERT_NE(request, nullptr);
+  EXPECT_EQ(limit_->open(), 1);
+
+  const grpc::Status refused = Call(Request("cond", 7, 1, 1, 43));
+  EXPECT_EQ(refused.error_code(), StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_EQ(refused.error_message(), "the server holds its limit of 1 open calls (--max_open_calls); retry later");
+  EXPECT_EQ(queue_.submitted(), 1u) << "the refused call queues nothing";
+  EXPECT_EQ(Metric("tcm_requests_total", {{"model", "cond"}, {"steps", "1"}, {"code", "RESOURCE_EXHAUSTED"}}), 1);
+
+  FinishImage(*request, 0, 5);
+  EXPECT_TRUE(first.get().first.ok());
+  // The place is given back when the call's reactor goes, once its answer is sent.
+  for (int i = 0; i < 3000 && limit_->open() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_EQ(limit_->open(), 0);
+  grpc::ClientContext again_context;
+  auto again = CallAsync(Request("cond", 7, 1, 1, 44), &again_context);
+  auto again_request = queue_.WaitForRequest(1);
+  ASSERT_NE(again_request, nullptr);
+  FinishImage(*again_request, 0, 6);
+  EXPECT_TRUE(again.get().first.ok());
 }
 
 }  // namespace

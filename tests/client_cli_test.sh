@@ -35,6 +35,8 @@ expect_error 1 "--drain_timeout: must be at least 0, got -1" \
   "$bin/tcm-server" --model_repository "$source_dir/models" --drain_timeout -1
 expect_error 1 "--metrics_port: must be in [-1, 65535], got 70000" \
   "$bin/tcm-server" --model_repository "$source_dir/models" --metrics_port 70000
+expect_error 1 "--max_open_calls: must be in [0, 16777216], got -1" \
+  "$bin/tcm-server" --model_repository "$source_dir/models" --max_open_calls -1
 expect_error 1 "--port: must be in [0, 65535], got -5" \
   "$bin/tcm-server" --model_repository "$source_dir/models" --port -5
 # tcm-client refuses bad flags with one line naming the flag, before any call.
