@@ -30,10 +30,10 @@ class OpenCallLimit {
 
   // A place for one more call, or null when `max` calls hold one already.
   std::unique_ptr<OpenCallSlot> TryTake() {
-    if (open_->fetch_add(1) >= max_) {
-      open_->fetch_sub(1);
-      return nullptr;
-    }
+    int64_t open = open_->load();
+    do {  // never past max, even for a moment: a refusal must mean `max` calls are open
+      if (open >= max_) return nullptr;
+    } while (!open_->compare_exchange_weak(open, open + 1));
     return std::make_unique<OpenCallSlot>(open_);
   }
   int64_t max() const { return max_; }

@@ -132,8 +132,6 @@ TEST(RequestValidationTest, ErrorsNameTheFieldAndAllowedValues) {
               "format: must be IMAGE_FORMAT_PNG (0) or IMAGE_FORMAT_RAW (1), got 7");
 }
 
-// A model whose queue holds fewer images than the server-wide limit caps
-// num_images itself: such a request could never be queued.
 TEST(RequestValidationTest, RestateFieldRenamesOnlyTheNamedFieldsMessages) {
   v1::GenerateRequest r;
   r.set_num_images(9);
@@ -148,6 +146,8 @@ TEST(RequestValidationTest, RestateFieldRenamesOnlyTheNamedFieldsMessages) {
   EXPECT_TRUE(RestateField(absl::OkStatus(), "num_images", "n: ").ok());
 }
 
+// A model whose queue holds fewer images than the server-wide limit caps
+// num_images itself: such a request could never be queued.
 TEST(RequestValidationTest, ModelQueueSizeCapsNumImages) {
   const std::vector<ServedModel> models = NumberSlots({{"small-queue", 10, 1, 4}, {"big-queue", 10, 1, 100}});
   v1::GenerateRequest r;

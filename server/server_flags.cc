@@ -85,9 +85,10 @@ ABSL_FLAG(int, cache_mb, tcm::ServerOptions().cache_mb,
 ABSL_FLAG(int, max_images_per_request, tcm::ServerOptions().max_images_per_request,
           "Largest num_images a call may ask for; a model's max_queue_size caps it too.");
 ABSL_FLAG(int, max_open_calls, tcm::ServerOptions().max_open_calls,
-          "Generation calls (gRPC, Open Inference Protocol, REST) the server holds at once, from their start until "
-          "their answer is sent; one more is refused RESOURCE_EXHAUSTED (HTTP 429). A caller that stops reading "
-          "keeps its call and its finished images here, so this bounds what such callers can hold. 0 = no limit.");
+          "Generation calls (gRPC, Open Inference Protocol, REST) the server holds at once: a gRPC call from its "
+          "start until its answer is sent, a REST call until its images are done; one more is refused "
+          "RESOURCE_EXHAUSTED (HTTP 429). A gRPC caller that stops reading keeps its call and its finished images "
+          "here, so this bounds what such callers can hold (REST's, by the HTTP connection limit). 0 = no limit.");
 ABSL_FLAG(int, warmup_batch_size, tcm::ServerOptions().warmup_batch_size,
           "Images in the warm-up batch each worker runs per model before serving.");
 ABSL_FLAG(double, drain_timeout, tcm::ServerOptions().drain_timeout,

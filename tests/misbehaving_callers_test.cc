@@ -178,12 +178,6 @@ int KillClientsMidCall(const ServerProcess& server, int count) {
   return killed;
 }
 
-// Mixed traffic from a fixed, printed seed (TCM_TEST_SEED replays another):
-// unary calls and streams, 1 and 2 steps, cancelled at random moments, given
-// deadlines shorter than their work, malformed; meanwhile client processes
-// are killed mid-call. Every call must end with a code its kind allows, the
-// server must serve in full afterwards, and its image ledger must balance:
-// every accepted image generated or dropped with a reason.
 // An error that echoes a caller's long string (here a model name) keeps its
 // own code: its message is cut to fit gRPC's header limit, beyond which the
 // client reads RESOURCE_EXHAUSTED instead. (Deadlines past the year 2262:
@@ -207,6 +201,12 @@ TEST_F(MisbehavingCallersTest, ErrorsEchoingLongNamesKeepTheirCode) {
   ExpectServesInFull(*server);
 }
 
+// Mixed traffic from a fixed, printed seed (TCM_TEST_SEED replays another):
+// unary calls and streams, 1 and 2 steps, cancelled at random moments, given
+// deadlines shorter than their work, malformed; meanwhile client processes
+// are killed mid-call. Every call must end with a code its kind allows, the
+// server must serve in full afterwards, and its image ledger must balance:
+// every accepted image generated or dropped with a reason.
 TEST_F(MisbehavingCallersTest, RandomizedCallersAndKilledClientsKeepTheImageLedger) {
   const char* env_seed = std::getenv("TCM_TEST_SEED");
   const uint64_t seed = env_seed != nullptr ? std::strtoull(env_seed, nullptr, 10) : 20261202;
