@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/read_file.h"
+#include "common/utf8.h"
 #include "nlohmann/json.hpp"
 
 namespace tcm {
@@ -71,19 +72,9 @@ constexpr DTypeInfo kDTypes[] = {
 };
 
 // The error for file `source`: one line, whatever names the file holds (a
-// tensor or metadata name may carry any character, "\n" among them), so
-// control characters are written as \xNN.
+// tensor or metadata name may carry any character, "\n" among them).
 absl::Status Invalid(const std::string& source, absl::string_view what) {
-  std::string line = absl::StrCat(source, ": ");
-  for (char c : what) {
-    const unsigned char byte = static_cast<unsigned char>(c);
-    if (byte < 0x20 || byte == 0x7f) {
-      absl::StrAppend(&line, "\\x", absl::Hex(byte, absl::kZeroPad2));
-    } else {
-      line += c;
-    }
-  }
-  return absl::InvalidArgumentError(line);
+  return absl::InvalidArgumentError(absl::StrCat(source, ": ", PrintableLine(std::string(what))));
 }
 
 absl::StatusOr<TensorEntry> ParseEntry(const std::string& source, const std::string& name, const nlohmann::json& spec,
