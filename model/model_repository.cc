@@ -15,6 +15,7 @@
 #include "google/protobuf/text_format.h"
 #include "model/model_config.h"
 #include "model/torch_error.h"
+#include "nlohmann/json.hpp"
 
 namespace tcm {
 namespace fs = std::filesystem;
@@ -46,19 +47,32 @@ absl::StatusOr<std::vector<std::string>> ReadLabels(const fs::path& path, uint32
 
 }  // namespace
 
+std::string NetworkDifference(const v1::ModelConfig& a, const std::string& a_name, const v1::ModelConfig& b,
+                              const std::string& b_name) {
+  nlohmann::json kwargs_a = nlohmann::json::parse(ReferenceKwargsFromModelConfig(a));
+  nlohmann::json kwargs_b = nlohmann::json::parse(ReferenceKwargsFromModelConfig(b));
+  kwargs_a.erase("dropout");
+  kwargs_b.erase("dropout");
+  const auto value_of = [](const nlohmann::json& kwargs, const std::string& key) {
+    const auto it = kwargs.find(key);
+    return it == kwargs.end() ? std::string("none") : it->dump();
+  };
+  for (const nlohmann::json* kwargs : {&kwargs_a, &kwargs_b})
+    for (const auto& [key, value] : kwargs->items())
+      if (value_of(kwargs_a, key) != value_of(kwargs_b, key))
+        return absl::StrCat(key, ": ", a_name, "'s ", value_of(kwargs_a, key), ", ", b_name, "'s ",
+                            value_of(kwargs_b, key));
+  return "";
+}
+
 absl::StatusOr<ModelDirectory> ComposeTruncated(const ModelDirectory& above, const ModelDirectory& below,
                                                 double transition_t) {
   if (above.config.has_transition_t() || below.config.has_transition_t())
     return absl::InvalidArgumentError("composing: both model directories must hold a single network");
-  if (above.config.architecture() != below.config.architecture() ||
-      above.config.img_resolution() != below.config.img_resolution() ||
-      above.config.img_channels() != below.config.img_channels() ||
-      above.config.num_classes() != below.config.num_classes() ||
-      above.config.sigma_data() != below.config.sigma_data() ||
-      above.config.network_case() != below.config.network_case() ||
-      ReferenceKwargsFromModelConfig(above.config) != ReferenceKwargsFromModelConfig(below.config))
-    return absl::InvalidArgumentError(
-        absl::StrCat("composing: ", below.path, " has another network configuration than ", above.path));
+  if (const std::string difference = NetworkDifference(above.config, above.path, below.config, below.path);
+      !difference.empty())
+    return absl::InvalidArgumentError(absl::StrCat(
+        "composing: ", below.path, " has another network configuration than ", above.path, " (", difference, ")"));
   ModelDirectory composed = above;
   composed.config.set_transition_t(static_cast<float>(transition_t));
   TCM_ASSIGN_OR_RETURN(composed.config, CompleteModelConfig(composed.config));

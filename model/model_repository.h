@@ -35,6 +35,13 @@ absl::StatusOr<ModelDirectory> ReadModelDirectory(const std::string& path);
 // A ready-to-run replica: weights loaded, eval mode, inference constants computed.
 absl::StatusOr<std::shared_ptr<Denoiser>> BuildReplica(const ModelDirectory& model);
 
+// The first setting of the network's shape in which `a` and `b` differ, as
+// "NAME: A_NAME's VALUE, B_NAME's VALUE" in the reference's keyword names;
+// empty when they hold the same network. Dropout, a training setting, is not
+// compared.
+std::string NetworkDifference(const v1::ModelConfig& a, const std::string& a_name, const v1::ModelConfig& b,
+                              const std::string& b_name);
+
 // TCM's composition as one model: `above` (the stage-2 network) for noise
 // levels >= transition_t, `below` (the stage-1 network) under it. The two must
 // have the same network configuration; the result takes `above`'s name, path,

@@ -298,5 +298,24 @@ TEST_F(ComposeTruncatedTest, RefusesMismatchedNetworksAndBadTransition) {
   EXPECT_FALSE(nested.ok());
 }
 
+// The first differing setting of the network's shape, named with both values;
+// dropout (a training setting) is not part of it.
+TEST_F(ComposeTruncatedTest, NetworkDifferenceNamesTheSetting) {
+  EXPECT_EQ(NetworkDifference(above_.config, "A", below_.config, "B"), "");
+  v1::ModelConfig wider = below_.config;
+  wider.mutable_song()->set_model_channels(below_.config.song().model_channels() * 2);
+  wider.mutable_song()->set_dropout(0.1f);
+  EXPECT_EQ(NetworkDifference(above_.config, "A", wider, "B"),
+            absl::StrCat("model_channels: A's ", above_.config.song().model_channels(), ", B's ",
+                         wider.song().model_channels()));
+  v1::ModelConfig only_dropout = below_.config;
+  only_dropout.mutable_song()->set_dropout(0.2f);
+  EXPECT_EQ(NetworkDifference(above_.config, "A", only_dropout, "B"), "");
+  v1::ModelConfig more_classes = below_.config;
+  more_classes.set_num_classes(below_.config.num_classes() + 1);
+  EXPECT_EQ(NetworkDifference(above_.config, "A", more_classes, "B"),
+            absl::StrCat("label_dim: A's ", above_.config.num_classes(), ", B's ", more_classes.num_classes()));
+}
+
 }  // namespace
 }  // namespace tcm

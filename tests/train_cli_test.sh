@@ -263,9 +263,9 @@ expect_error "--resume: $TMP/none/checkpoint.pt does not exist" \
 # Numeric flags out of their range: refused before anything is done (no run directory).
 for case in "ema_gamma -1|--ema_gamma: must be positive, got -1" "grad_clip -1|--grad_clip: must be positive, got -1" \
   "ema_beta 1|--ema_beta: must be in [0, 1), got 1" "q 1|--q: must be above 1 and finite, got 1" \
-  "start_stage -1|--start_stage: must be 0 or more, got -1" "dropout nan|--dropout: must be in [0, 1), got nan" \
-  "dropout 1|--dropout: must be in [0, 1), got 1" "ratio_limit 0|--ratio_limit: must be in (0, 1], got 0" \
-  "ratio_limit 1.5|--ratio_limit: must be in (0, 1], got 1.5" "steps 0|--steps: must be in [1, 1000000000000], got 0" \
+  "start_stage -1|--start_stage: must be in [0, 1000000], got -1" "dropout nan|--dropout: must be in [0, 1), got nan" \
+  "dropout 1|--dropout: must be in [0, 1), got 1" "ratio_limit 0|--ratio_limit: must be in (0, 0.99999], got 0" \
+  "ratio_limit 1.5|--ratio_limit: must be in (0, 0.99999], got 1.5" "steps 0|--steps: must be in [1, 1000000000000], got 0" \
   "steps -5|--steps: must be in [1, 1000000000000], got -5" "threads -1|--threads: must be in [0, 1024], got -1" \
   "decay_iter -1|--decay_iter: must be 0 or more, got -1" "lr nan|--lr: must be positive and finite, got nan" \
   "lr 0|--lr: must be positive and finite, got 0" "beta1 1|--beta1: must be in [0, 1), got 1" \
@@ -305,5 +305,39 @@ cp "$TMP/tiny.pbtxt" "$TMP/tiny-edit.pbtxt"
 echo "# edited" >> "$TMP/tiny-edit.pbtxt"
 expect_error "--resume: $TMP/edm-edit was begun with other settings ($TMP/edm-edit/settings.json): --config: the contents of $TMP/tiny-edit.pbtxt changed since the run began (fnv1a64:" \
   "$train" diffusion --config "$TMP/tiny-edit.pbtxt" --out "$TMP/edm-edit" --steps 2 --resume "${common[@]}"
+# ... and the contents of --teacher's model directory.
+cp -r "$TMP/ct/model" "$TMP/teacher-copy"
+"$train" truncated --init "$TMP/ct/model" --teacher "$TMP/teacher-copy" --t_lower 1 --boundary_prob 0.25 \
+  --mid_t_candidates "" --out "$TMP/tcm-teacher" --steps 1 "${common[@]}" > "$TMP/tcm-teacher.log" 2>&1 \
+  || { echo "FAIL: truncated --teacher teacher-copy"; cat "$TMP/tcm-teacher.log"; exit 1; }
+cp "$TMP/edm/model/weights.safetensors" "$TMP/teacher-copy/weights.safetensors"
+expect_error "--resume: $TMP/tcm-teacher was begun with other settings ($TMP/tcm-teacher/settings.json): --teacher: the contents of $TMP/teacher-copy changed since the run began (fnv1a64:" \
+  "$train" truncated --init "$TMP/ct/model" --teacher "$TMP/teacher-copy" --t_lower 1 --boundary_prob 0.25 \
+  --mid_t_candidates "" --out "$TMP/tcm-teacher" --steps 2 --resume "${common[@]}"
+# Stage 2's teacher is checked against --init's network before anything is written, not at the export.
+sed 's/model_channels: 8/model_channels: 16/' "$TMP/tiny.pbtxt" > "$TMP/tiny16.pbtxt"
+"$train" diffusion --config "$TMP/tiny16.pbtxt" --out "$TMP/edm16" --steps 1 "${common[@]}" > "$TMP/edm16.log" 2>&1 \
+  || { echo "FAIL: diffusion --config tiny16.pbtxt"; cat "$TMP/edm16.log"; exit 1; }
+stage2=(truncated --init "$TMP/ct/model" --t_lower 1 --boundary_prob 0.25 --out "$TMP/never2" "${common[@]}")
+expect_error "tcm-train: --teacher: $TMP/edm16/model holds another network than --init's (model_channels: --init's 8, --teacher's 16); stage 2 is composed with a teacher of the same network" \
+  "$train" "${stage2[@]}" --teacher "$TMP/edm16/model"
+expect_error "tcm-train: --teacher: $TMP/tcm/model-composed is a composed model (transition_t is set)" \
+  "$train" "${stage2[@]}" --teacher "$TMP/tcm/model-composed"
+expect_error "tcm-train: --boundary_prob: 0.05 of --batch_size 4 places no image at t' (need boundary_prob x batch_size >= 1, or 0 for no boundary loss)" \
+  "$train" "${stage2[@]}" --teacher "$TMP/ct/model" --boundary_prob 0.05
+expect_error "tcm-train: --t_upper (2) must be at least the model's t_max (80), where 1-step sampling starts" \
+  "$train" consistency --init "$TMP/edm/model" --t_upper 2 --out "$TMP/never2" "${common[@]}"
+check '[[ ! -e "$TMP/never2" ]]' "refused inputs create no run directory"
+: > "$TMP/a-file"
+expect_error "tcm-train: --out: cannot make the run directory $TMP/a-file: Not a directory" \
+  "$train" consistency --init "$TMP/edm/model" --out "$TMP/a-file" "${common[@]}"
+# A resume that fails (here: another network than the checkpoint's) records no settings for the run.
+cp -r "$TMP/edm" "$TMP/edm-unrecorded"
+rm -f "$TMP/edm-unrecorded/settings.json" "$TMP/edm-unrecorded/checkpoint.pt.tmp"
+"$train" diffusion --config "$TMP/tiny16.pbtxt" --out "$TMP/edm-unrecorded" --steps 4 --resume "${common[@]}" \
+  > "$TMP/edm-unrecorded.log" 2>&1
+rc=$?
+check '[[ $rc -ne 0 && ! -e "$TMP/edm-unrecorded/settings.json" ]]' \
+  "a failed resume records no settings (exit $rc, $(tail -1 "$TMP/edm-unrecorded.log"))"
 check '[[ $(cat "$TMP/edm/checkpoint.pt" | md5sum) == "$edm_checkpoint_sum" ]]' "refused runs leave the checkpoint alone"
 exit $fail

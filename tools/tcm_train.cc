@@ -22,6 +22,7 @@
 #include <fstream>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -113,7 +114,7 @@ ABSL_FLAG(double, t_lower, 0.002,
           "consistency, truncated: smallest training t (truncated: t', at least --transition_t).");
 ABSL_FLAG(double, t_upper, 80.0, "consistency, truncated: largest training t.");
 ABSL_FLAG(double, q, 2.0, "consistency, truncated: gap decay factor: ratio = 1 - 1/q^(stage + 1).");
-ABSL_FLAG(double, ratio_limit, 0.999, "consistency, truncated: largest gap ratio.");
+ABSL_FLAG(double, ratio_limit, 0.999, "consistency, truncated: largest gap ratio (at most 0.99999).");
 ABSL_FLAG(int64_t, double_every, 50000,
           "consistency, truncated: steps between reductions of the gap dt (one schedule stage; the reference's "
           "500 ticks of 100 steps).");
@@ -121,7 +122,9 @@ ABSL_FLAG(int64_t, start_stage, 0, "consistency, truncated: schedule stage at st
 ABSL_FLAG(double, c, 0.0, "consistency, truncated: pseudo-Huber constant c; 0 = L2 distance.");
 ABSL_FLAG(std::string, weighting, "default",
           "consistency, truncated: loss weighting: default (1/dt), cout, cout_sq, sqrt, one.");
-ABSL_FLAG(double, boundary_prob, 0.05, "truncated: share of each batch placed at t = t' for the boundary loss.");
+ABSL_FLAG(double, boundary_prob, 0.05,
+          "truncated: share of each batch placed at t = t' for the boundary loss (floor(batch_size x share) images; "
+          "at least one unless 0).");
 ABSL_FLAG(double, w_boundary, 1.0, "truncated: weight of the boundary loss.");
 ABSL_FLAG(double, transition_t, 1.0, "truncated: t', below which the stage-1 model is the consistency function.");
 // Sampling settings chosen on the held-out images (Fashion-MNIST-shaped models).
@@ -309,19 +312,35 @@ constexpr std::pair<const char*, const char*> kSettingsBeforeTheyExisted[] = {
 // another machine), but a move that changes auto's choice is announced.
 constexpr char kCpuBf16Setting[] = "cpu_bf16_native";
 
-// Also recorded: a digest of the --config file's contents (the flag records
-// only its path), compared by --resume. A run recorded before it existed
-// adopts this command's.
-constexpr char kConfigDigestSetting[] = "config_digest";
+// Also recorded: digests of the contents of the files that flags name (a flag
+// records only the path), compared by --resume where the path is the same. A
+// run recorded before a digest existed adopts this command's.
+struct InputDigest {
+  const char* setting;  // its key in settings.json
+  const char* flag;
+  std::vector<std::string> (*files)(const std::string& flag_value);
+};
+constexpr InputDigest kInputDigests[] = {
+    {"config_digest", "config", [](const std::string& path) { return std::vector<std::string>{path}; }},
+    {"teacher_digest", "teacher",
+     [](const std::string& dir) {
+       return std::vector<std::string>{dir + "/config.pbtxt", dir + "/weights.safetensors"};
+     }},
+};
 
 RunSettings CommandRunSettings(Stage stage) {
   RunSettings settings = {{"stage", StageName(stage)}, {kCpuBf16Setting, CpuHasNativeBf16() ? "true" : "false"}};
   for (const char* name : kResultFlags) settings[name] = absl::FindCommandLineFlag(name)->CurrentValue();
-  const std::string config = absl::GetFlag(FLAGS_config);
-  if (!config.empty()) {
-    // An unreadable file is refused later, where the network is built.
-    absl::StatusOr<std::string> digest = FileDigest(config);
-    settings[kConfigDigestSetting] = digest.ok() ? *digest : "unreadable";
+  for (const InputDigest& input : kInputDigests) {
+    const std::string value = settings.at(input.flag);
+    if (value.empty()) continue;
+    // An unreadable file is refused later, where it is read.
+    std::vector<std::string> digests;
+    for (const std::string& file : input.files(value)) {
+      absl::StatusOr<std::string> digest = FileDigest(file);
+      digests.push_back(digest.ok() ? *digest : "unreadable");
+    }
+    settings[input.setting] = absl::StrJoin(digests, " ");
   }
   return settings;
 }
@@ -343,9 +362,10 @@ void AnnounceAutoPrecisionMove(const RunSettings& recorded, const RunSettings& n
 
 // A new run records its settings, and refuses a directory that holds a run
 // already (it would overwrite that run's checkpoint); --resume needs the
-// checkpoint and the recorded settings. A run begun before settings.json
-// existed adopts this command's.
-absl::Status RecordOrCheckRunSettings(const std::string& out, Stage stage, bool resume) {
+// checkpoint and the recorded settings. A run begun before settings.json (or
+// one of the digests) existed adopts this command's: returned, to be recorded
+// once its checkpoint has loaded, so that a failed resume records nothing.
+absl::StatusOr<std::optional<RunSettings>> RecordOrCheckRunSettings(const std::string& out, Stage stage, bool resume) {
   const std::string path = out + "/settings.json", checkpoint = out + "/checkpoint.pt";
   const RunSettings now = CommandRunSettings(stage);
   if (!resume) {
@@ -353,7 +373,8 @@ absl::Status RecordOrCheckRunSettings(const std::string& out, Stage stage, bool 
       return absl::InvalidArgumentError(absl::StrCat("--out: ", out,
                                                      " holds a run already (checkpoint.pt); "
                                                      "continue it with --resume, or give another directory"));
-    return WriteRunSettings(path, now);
+    TCM_RETURN_IF_ERROR(WriteRunSettings(path, now));
+    return std::nullopt;
   }
   if (!std::filesystem::exists(checkpoint))
     return absl::InvalidArgumentError(absl::StrCat("--resume: ", checkpoint, " does not exist"));
@@ -361,7 +382,7 @@ absl::Status RecordOrCheckRunSettings(const std::string& out, Stage stage, bool 
   if (absl::IsNotFound(recorded.status())) {
     std::printf("tcm-train: %s has no settings.json (begun by an older tcm-train); recording this command's\n",
                 out.c_str());
-    return WriteRunSettings(path, now);
+    return now;
   }
   if (!recorded.ok()) return recorded.status();
   // Settings added since a run began take the value that run had.
@@ -372,27 +393,33 @@ absl::Status RecordOrCheckRunSettings(const std::string& out, Stage stage, bool 
   RunSettings recorded_compared = *recorded, now_compared = now;
   recorded_compared.erase(kCpuBf16Setting);
   now_compared.erase(kCpuBf16Setting);
-  // The contents of the same --config file (its path is compared as a flag).
-  const auto digest_of = [](const RunSettings& settings) {
-    const auto it = settings.find(kConfigDigestSetting);
-    return it == settings.end() ? std::string() : it->second;
-  };
-  const std::string recorded_digest = digest_of(*recorded), now_digest = digest_of(now);
-  const bool config_changed = !recorded_digest.empty() && !now_digest.empty() && recorded_digest != now_digest &&
-                              recorded->count("config") && recorded->at("config") == now.at("config");
-  recorded_compared.erase(kConfigDigestSetting);
-  now_compared.erase(kConfigDigestSetting);
+  // The contents of the same files (their paths are compared as flags).
+  std::vector<std::string> content_changes;
+  bool adopted_a_digest = false;
+  for (const InputDigest& input : kInputDigests) {
+    const auto digest_of = [&](const RunSettings& settings) {
+      const auto it = settings.find(input.setting);
+      return it == settings.end() ? std::string() : it->second;
+    };
+    const std::string recorded_digest = digest_of(*recorded), now_digest = digest_of(now);
+    recorded_compared.erase(input.setting);
+    now_compared.erase(input.setting);
+    if (recorded_digest.empty() && !now_digest.empty()) {  // a run recorded before the digest existed adopts it
+      (*recorded)[input.setting] = now_digest;
+      adopted_a_digest = true;
+    } else if (!recorded_digest.empty() && !now_digest.empty() && recorded_digest != now_digest &&
+               recorded->count(input.flag) && recorded->at(input.flag) == now.at(input.flag)) {
+      content_changes.push_back(absl::StrCat("--", input.flag, ": the contents of ", now.at(input.flag),
+                                             " changed since the run began (", recorded_digest, ", now ", now_digest,
+                                             ")"));
+    }
+  }
   std::vector<std::string> changes = DescribeSettingChanges(recorded_compared, now_compared);
-  if (config_changed)
-    changes.push_back(absl::StrCat("--config: the contents of ", now.at("config"), " changed since the run began (",
-                                   recorded_digest, ", now ", now_digest, ")"));
+  changes.insert(changes.end(), content_changes.begin(), content_changes.end());
   if (changes.empty()) {
     AnnounceAutoPrecisionMove(*recorded, now);
-    if (recorded_digest.empty() && !now_digest.empty()) {  // a run recorded before the digest existed adopts it
-      (*recorded)[kConfigDigestSetting] = now_digest;
-      return WriteRunSettings(path, *recorded);
-    }
-    return absl::OkStatus();
+    if (adopted_a_digest) return *recorded;
+    return std::nullopt;
   }
   return absl::InvalidArgumentError(absl::StrCat("--resume: ", out, " was begun with other settings (", path,
                                                  "): ", absl::StrJoin(changes, "; "),
@@ -656,6 +683,30 @@ absl::Status Export(Trainer& trainer, Stage stage, const std::string& out, const
   return WriteModel(composed, out + "/model-composed", true);
 }
 
+// The consistency stages train up to --t_upper; 1-step sampling starts at the
+// model's t_max, which training must reach.
+absl::Status CheckTimeRange(Stage stage, const TrainOptions& options, const v1::ModelConfig& config) {
+  if (stage == Stage::kDiffusion || options.consistency.time.t_upper >= config.t_max()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat("--t_upper (", options.consistency.time.t_upper,
+                                                 ") must be at least the model's t_max (", config.t_max(),
+                                                 "), where 1-step sampling starts"));
+}
+
+// Stage 2's teacher is composed with the trained network at the end: one
+// network of the same shape, checked before training rather than at export.
+absl::Status CheckTeacher(const ModelDirectory& teacher, const v1::ModelConfig& student) {
+  if (teacher.config.has_transition_t())
+    return absl::InvalidArgumentError(
+        absl::StrCat("--teacher: ", teacher.path,
+                     " is a composed model (transition_t is set); give the stage-1 network's directory"));
+  if (const std::string difference = NetworkDifference(student, "--init", teacher.config, "--teacher");
+      !difference.empty())
+    return absl::InvalidArgumentError(absl::StrCat("--teacher: ", teacher.path,
+                                                   " holds another network than --init's (", difference,
+                                                   "); stage 2 is composed with a teacher of the same network"));
+  return absl::OkStatus();
+}
+
 // More intra-op threads than any machine has cores are a mistake.
 constexpr int kMaxThreads = 1024;
 
@@ -696,20 +747,21 @@ absl::Status Run(const std::string& stage_name) {
   const bool channels_last = absl::GetFlag(FLAGS_channels_last);
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) return absl::InvalidArgumentError("--out: required (the run directory)");
-  std::filesystem::create_directories(out);
   const bool resume = absl::GetFlag(FLAGS_resume);
-  TCM_RETURN_IF_ERROR(RecordOrCheckRunSettings(out, stage, resume));
   ConfigureCpuThreads(absl::GetFlag(FLAGS_threads));
   torch::manual_seed(absl::GetFlag(FLAGS_seed));
 
+  // The inputs are checked before the run directory is made.
   std::vector<std::string> labels;
   TCM_ASSIGN_OR_RETURN(auto net, StartingNetwork(stage, &labels));
+  TCM_RETURN_IF_ERROR(CheckTimeRange(stage, options, net->config()));
   std::shared_ptr<Denoiser> teacher;
   ModelDirectory teacher_dir;
   if (stage == Stage::kTruncated) {
     const std::string path = absl::GetFlag(FLAGS_teacher);
     if (path.empty()) return absl::InvalidArgumentError("--teacher: required by the truncated stage");
     TCM_ASSIGN_OR_RETURN(teacher_dir, ReadModelDirectory(path));
+    TCM_RETURN_IF_ERROR(CheckTeacher(teacher_dir, net->config()));
     // The teacher runs with the student's dropout (and masks), as in the reference.
     ModelDirectory with_dropout = teacher_dir;
     with_dropout.config.mutable_edm2()->set_dropout(float(absl::GetFlag(FLAGS_dropout)));
@@ -722,6 +774,9 @@ absl::Status Run(const std::string& stage_name) {
                        HoldOutValidation(all, absl::GetFlag(FLAGS_validation_images), "--validation_images"));
   TCM_ASSIGN_OR_RETURN(torch::Tensor images, ToModelInput(data.train.images, net->config().img_resolution()));
   if (labels.empty() && net->config().num_classes() == int64_t(all.class_names.size())) labels = all.class_names;
+  if (std::error_code ec; !std::filesystem::create_directories(out, ec) && ec)
+    return absl::InvalidArgumentError(absl::StrCat("--out: cannot make the run directory ", out, ": ", ec.message()));
+  TCM_ASSIGN_OR_RETURN(const std::optional<RunSettings> adopted_settings, RecordOrCheckRunSettings(out, stage, resume));
   // Training's random draws start here, whatever the EMAs' and the
   // classifier's construction below draws: EMA and mid_t candidates leave the
   // training itself unchanged.
@@ -736,6 +791,7 @@ absl::Status Run(const std::string& stage_name) {
   SetCpuGeneratorState(training_generator);
   if (resume) {
     TCM_RETURN_IF_ERROR(trainer->LoadCheckpoint(checkpoint));
+    if (adopted_settings) TCM_RETURN_IF_ERROR(WriteRunSettings(out + "/settings.json", *adopted_settings));
     std::printf("tcm-train: resumed %s at step %lld\n", checkpoint.c_str(), (long long)trainer->step());
   }
   // Lines of steps past the checkpoint's (a run stopped between logging and

@@ -124,8 +124,11 @@ absl::StatusOr<torch::Tensor> ReadPng(const std::string& path) {
   const bool colour = image.format & PNG_FORMAT_FLAG_COLOR;
   const bool alpha = image.format & PNG_FORMAT_FLAG_ALPHA;
   image.format = colour ? (alpha ? PNG_FORMAT_RGBA : PNG_FORMAT_RGB) : PNG_FORMAT_GRAY;
+  // 16-bit samples are taken as sRGB-encoded, as 8-bit ones are (not linear).
+  image.flags |= PNG_IMAGE_FLAG_16BIT_sRGB;
   const int64_t channels = PNG_IMAGE_PIXEL_CHANNELS(image.format);
-  torch::Tensor hwc = torch::empty({int64_t(image.height), int64_t(image.width), channels}, torch::kUInt8);
+  // Grey with transparency is composed onto this buffer: black.
+  torch::Tensor hwc = torch::zeros({int64_t(image.height), int64_t(image.width), channels}, torch::kUInt8);
   if (!png_image_finish_read(&image, nullptr, hwc.data_ptr<uint8_t>(), 0, nullptr)) {
     png_image_free(&image);
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", image.message));
@@ -153,8 +156,11 @@ absl::StatusOr<LabeledImages> ReadIdxDataset(const std::string& images_path, con
   if (labels->dims.size() != 1 || labels->dims[0] != d[0])
     return absl::InvalidArgumentError(
         absl::StrCat(labels_path, ": expected ", d[0], " labels (one per image in ", images_path, ")"));
-  LabeledImages out;
   const int64_t channels = d.size() == 4 ? d[3] : 1;
+  if (d[1] < 1 || d[2] < 1 || channels < 1)
+    return absl::InvalidArgumentError(absl::StrCat(
+        images_path, ": images must have at least 1x1 pixels and 1 channel, got ", d[1], "x", d[2], "x", channels));
+  LabeledImages out;
   out.images = BytesToTensor(images->data, {d[0], d[1], d[2], channels}).permute({0, 3, 1, 2}).contiguous();
   out.labels = BytesToTensor(labels->data, {d[0]}).to(torch::kInt64);
   const int64_t num_classes = d[0] > 0 ? out.labels.max().item<int64_t>() + 1 : 0;
@@ -171,20 +177,27 @@ absl::StatusOr<LabeledImages> ReadImageFolder(const std::string& dir) {
   std::sort(class_dirs.begin(), class_dirs.end());
   if (class_dirs.empty()) return absl::InvalidArgumentError(absl::StrCat(dir, ": no class sub-directories"));
   LabeledImages out;
-  std::vector<torch::Tensor> images;
-  std::vector<int64_t> labels;
+  std::vector<std::vector<fs::path>> files(class_dirs.size());
   for (size_t c = 0; c < class_dirs.size(); ++c) {
     out.class_names.push_back(class_dirs[c].filename().string());
-    std::vector<fs::path> files;
-    for (const auto& entry : fs::directory_iterator(class_dirs[c]))
-      if (entry.path().extension() == ".png") files.push_back(entry.path());
-    std::sort(files.begin(), files.end());
-    for (const auto& file : files) {
-      auto image = ReadPng(file.string());
+    for (const auto& entry : fs::directory_iterator(class_dirs[c], ec))
+      if (entry.path().extension() == ".png") files[c].push_back(entry.path());
+    if (ec) return absl::NotFoundError(absl::StrCat(class_dirs[c].string(), ": ", ec.message()));
+    std::sort(files[c].begin(), files[c].end());
+  }
+  std::vector<torch::Tensor> images;
+  std::vector<int64_t> labels;
+  for (size_t i = 0, left = 1; left > 0; ++i) {  // image i of every class in turn
+    left = 0;
+    for (size_t c = 0; c < files.size(); ++c) {
+      if (i >= files[c].size()) continue;
+      ++left;
+      const std::string file = files[c][i].string();
+      auto image = ReadPng(file);
       if (!image.ok()) return image.status();
       if (!images.empty() && image->sizes() != images.front().sizes())
-        return absl::InvalidArgumentError(absl::StrCat(file.string(), ": shape ", image->size(0), "x", image->size(1),
-                                                       "x", image->size(2), " differs from the first image's"));
+        return absl::InvalidArgumentError(absl::StrCat(file, ": shape ", image->size(0), "x", image->size(1), "x",
+                                                       image->size(2), " differs from the first image's"));
       images.push_back(*image);
       labels.push_back(int64_t(c));
     }
@@ -221,6 +234,16 @@ absl::StatusOr<TrainValidation> HoldOutValidation(const LabeledImages& data, int
     return absl::InvalidArgumentError(
         absl::StrCat(flag, ": must be at least 0 and below the data's ", n, " images, got ", validation_count));
   const int64_t train = n - validation_count;
+  if (n > 0) {
+    const torch::Tensor all_counts = torch::bincount(data.labels);
+    const torch::Tensor train_counts = torch::bincount(data.labels.narrow(0, 0, train), {}, all_counts.size(0));
+    for (int64_t c = 0; c < all_counts.size(0); ++c)
+      if (all_counts[c].item<int64_t>() > 0 && train_counts[c].item<int64_t>() == 0)
+        return absl::InvalidArgumentError(absl::StrCat(
+            flag, ": holding out the last ", validation_count, " images leaves class ",
+            c < int64_t(data.class_names.size()) ? absl::StrCat("\"", data.class_names[c], "\"") : absl::StrCat(c),
+            " no image to train on; hold out fewer"));
+  }
   TrainValidation split;
   split.train = {data.images.narrow(0, 0, train), data.labels.narrow(0, 0, train), data.class_names};
   split.validation = {data.images.narrow(0, train, validation_count), data.labels.narrow(0, train, validation_count),

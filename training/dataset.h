@@ -4,7 +4,9 @@
 //   fashion-mnist            Debian's dataset-fashion-mnist package (IDX files)
 //   idx:IMAGES,LABELS        any IDX pair (gzip or raw): uint8 [N, H, W] or
 //                            [N, H, W, C] images and uint8 [N] labels
-//   folder:DIR               DIR/<class name>/*.png, classes in sorted order
+//   folder:DIR               DIR/<class name>/*.png, classes in sorted order,
+//                            images taken from the classes in turn (so the
+//                            last images, held out, come from every class)
 // Images are held as uint8 [N, C, H, W]; the trainer pads and scales them.
 #ifndef TCM_TRAINING_DATASET_H_
 #define TCM_TRAINING_DATASET_H_
@@ -33,7 +35,9 @@ absl::StatusOr<LabeledImages> LoadDataset(const std::string& spec, Split split);
 // Reads an IDX image file and its label file (either may be gzip-compressed).
 absl::StatusOr<LabeledImages> ReadIdxDataset(const std::string& images_path, const std::string& labels_path);
 
-// Reads DIR/<class>/*.png (8-bit grey, RGB or RGBA; every image the same size).
+// Reads DIR/<class>/*.png (grey, RGB or RGBA, decoded to 8 bits with
+// transparency over black; every image the same size), one image of each class
+// in turn while a class has images left.
 absl::StatusOr<LabeledImages> ReadImageFolder(const std::string& dir);
 
 // A data set split in two: its last `validation_count` images held out of
@@ -43,7 +47,8 @@ struct TrainValidation {
   LabeledImages validation;  // empty tensors when validation_count is 0
 };
 
-// InvalidArgument naming `flag` unless 0 <= validation_count < the data's size.
+// InvalidArgument naming `flag` unless 0 <= validation_count < the data's size
+// and every class with images keeps at least one for training.
 absl::StatusOr<TrainValidation> HoldOutValidation(const LabeledImages& data, int64_t validation_count,
                                                   const std::string& flag);
 

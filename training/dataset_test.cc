@@ -1,11 +1,14 @@
 #include "training/dataset.h"
 
 #include <gtest/gtest.h>
+#include <png.h>
 #include <torch/torch.h>
 #include <zlib.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/png_encoder.h"
@@ -35,6 +38,28 @@ std::string IdxHeader(std::vector<uint32_t> dims) {
   std::string h = {0, 0, 8, char(dims.size())};
   for (uint32_t d : dims) h += {char(d >> 24), char(d >> 16), char(d >> 8), char(d)};
   return h;
+}
+
+// A 16-bit grey PNG of one row, without a gAMA or sRGB chunk.
+std::string Grey16Png(const std::vector<uint16_t>& row) {
+  std::string bytes;
+  png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
+  png_infop info = png_create_info_struct(png);
+  png_set_write_fn(
+      png, &bytes,
+      [](png_structp p, png_bytep data, png_size_t n) {
+        static_cast<std::string*>(png_get_io_ptr(p))->append(reinterpret_cast<const char*>(data), n);
+      },
+      nullptr);
+  png_set_IHDR(png, info, uint32_t(row.size()), 1, 16, PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
+               PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
+  png_write_info(png, info);
+  std::vector<png_byte> big_endian;
+  for (uint16_t v : row) big_endian.insert(big_endian.end(), {png_byte(v >> 8), png_byte(v & 0xff)});
+  png_write_row(png, big_endian.data());
+  png_write_end(png, nullptr);
+  png_destroy_write_struct(&png, &info);
+  return bytes;
 }
 
 TEST(FashionMnistTest, LoadsBothSplitsWithClassNames) {
@@ -124,20 +149,67 @@ TEST_F(DatasetTest, GzipIdxIsReadAndAHeaderBeyondItsSizeRefused) {
   EXPECT_EQ(truncated.status().message(), short_data + ": header promises 8 bytes of data, file holds 3");
 }
 
-TEST_F(DatasetTest, ReadsAnImageFolderInSortedClassOrder) {
-  const uint8_t grey[4] = {0, 64, 128, 255};
-  for (const std::string cls : {"b-boot", "a-bag"}) {
-    auto png = EncodePng(grey, 2, 2, 1);
+// Classes in sorted order, their images taken in turn, so that the last
+// images (the held-out ones) come from every class.
+TEST_F(DatasetTest, ReadsAnImageFolderClassByClassInTurn) {
+  const auto write_grey = [&](const std::string& path, uint8_t value) {
+    const uint8_t pixels[4] = {value, value, value, 255};
+    auto png = EncodePng(pixels, 2, 2, 1);
     ASSERT_TRUE(png.ok());
-    Write(cls + "/0.png", *png);
-    Write(cls + "/1.png", *png);
-  }
+    Write(path, *png);
+  };
+  write_grey("b-boot/0.png", 100);
+  write_grey("a-bag/0.png", 10);
+  write_grey("a-bag/1.png", 11);
+  write_grey("a-bag/2.png", 12);
   auto data = LoadDataset("folder:" + dir_.string(), Split::kTrain);
   ASSERT_TRUE(data.ok()) << data.status();
   EXPECT_EQ(data->images.sizes(), torch::IntArrayRef({4, 1, 2, 2}));
   EXPECT_EQ(data->class_names, (std::vector<std::string>{"a-bag", "b-boot"}));
-  EXPECT_TRUE(torch::equal(data->labels, torch::tensor({0, 0, 1, 1}, torch::kInt64)));
+  EXPECT_TRUE(torch::equal(data->labels, torch::tensor({0, 1, 0, 0}, torch::kInt64)));
+  const std::vector<int> first_pixels = {10, 100, 11, 12};
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(data->images[i][0][0][0].item<int>(), first_pixels[i]) << i;
   EXPECT_EQ(data->images[3][0][1][1].item<int>(), 255);
+}
+
+// Grey with transparency is composed onto black (not onto whatever memory
+// held); 16-bit samples are read as sRGB, like 8-bit ones.
+TEST_F(DatasetTest, PngTransparencyIsBlackAnd16BitIsNotRelinearised) {
+  const auto write = [&](const std::string& path, uint32_t format, const void* pixels) {
+    png_image image;
+    std::memset(&image, 0, sizeof(image));
+    image.version = PNG_IMAGE_VERSION;
+    image.width = 2;
+    image.height = 1;
+    image.format = format;
+    png_alloc_size_t size = 0;
+    ASSERT_TRUE(png_image_write_get_memory_size(image, size, 0, pixels, 0, nullptr));
+    std::string bytes(size, '\0');
+    ASSERT_TRUE(png_image_write_to_memory(&image, bytes.data(), &size, 0, pixels, 0, nullptr));
+    bytes.resize(size);
+    Write(path, bytes);
+  };
+  const uint8_t grey_alpha[4] = {200, 0, 200, 255};  // transparent, opaque
+  write("alpha/a/0.png", PNG_FORMAT_GA, grey_alpha);
+  auto alpha = LoadDataset("folder:" + (dir_ / "alpha").string(), Split::kTrain);
+  ASSERT_TRUE(alpha.ok()) << alpha.status();
+  EXPECT_EQ(alpha->images.sizes(), torch::IntArrayRef({1, 1, 1, 2}));
+  EXPECT_EQ(alpha->images[0][0][0][0].item<int>(), 0);
+  EXPECT_EQ(alpha->images[0][0][0][1].item<int>(), 200);
+
+  Write("deep/a/0.png", Grey16Png({0x8080, 0xffff}));
+  auto deep = LoadDataset("folder:" + (dir_ / "deep").string(), Split::kTrain);
+  ASSERT_TRUE(deep.ok()) << deep.status();
+  EXPECT_EQ(deep->images[0][0][0][0].item<int>(), 0x80);
+  EXPECT_EQ(deep->images[0][0][0][1].item<int>(), 255);
+}
+
+TEST_F(DatasetTest, IdxImagesOfNoPixelsAreRefused) {
+  const std::string images = Write("empty.idx", IdxHeader({2, 0, 0}));
+  const std::string labels = Write("lab.idx", IdxHeader({2}) + std::string(2, '\0'));
+  auto data = ReadIdxDataset(images, labels);
+  ASSERT_FALSE(data.ok());
+  EXPECT_EQ(data.status().message(), images + ": images must have at least 1x1 pixels and 1 channel, got 0x0x1");
 }
 
 TEST(DatasetSpecTest, UnknownSpecNamesTheAllowedOnes) {
@@ -163,6 +235,16 @@ TEST(HoldOutValidationTest, TheLastImagesAreHeldOutAndNeverTrainedOn) {
   ASSERT_TRUE(none.ok());
   EXPECT_EQ(none->train.images.size(0), 5);
   EXPECT_EQ(none->validation.images.size(0), 0);
+
+  // A class with no image left to train on is refused, naming it.
+  LabeledImages sorted = data;
+  sorted.labels = torch::tensor({0, 0, 0, 1, 1}, torch::kInt64);
+  absl::StatusOr<TrainValidation> lost = HoldOutValidation(sorted, 2, "--validation_images");
+  ASSERT_FALSE(lost.ok());
+  EXPECT_EQ(lost.status().message(),
+            "--validation_images: holding out the last 2 images leaves class \"b\" no image to train on; hold out "
+            "fewer");
+  EXPECT_TRUE(HoldOutValidation(sorted, 1, "--validation_images").ok());
 
   for (int64_t bad : {-1, 5, 6}) {
     absl::StatusOr<TrainValidation> refused = HoldOutValidation(data, bad, "--validation_images");

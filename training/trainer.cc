@@ -86,9 +86,18 @@ absl::Status CheckTrainOptions(const TrainOptions& o) {
   if (!(c.boundary_prob >= 0 && c.boundary_prob < 1)) return refuse("boundary_prob", "in [0, 1)", c.boundary_prob);
   // ratio = 1 - 1/q^(stage + 1) must grow towards 1 from a positive start.
   if (!(o.q > 1 && finite(o.q))) return refuse("q", "above 1 and finite", o.q);
-  if (!(o.ratio_limit > 0 && o.ratio_limit <= 1)) return refuse("ratio_limit", "in (0, 1]", o.ratio_limit);
+  // Above kMaxRatioLimit the gap dt = t (1 - ratio) (1 + 8 sigmoid(-t)) is a
+  // few float32 steps of t at most, and rounds to 0 on the way up.
+  if (!(o.ratio_limit > 0 && o.ratio_limit <= kMaxRatioLimit))
+    return refuse("ratio_limit", absl::StrCat("in (0, ", kMaxRatioLimit, "]").c_str(), o.ratio_limit);
   if (o.double_every < 1) return refuse("double_every", "at least 1", o.double_every);
-  if (o.start_stage < 0) return refuse("start_stage", "0 or more", o.start_stage);
+  if (!(o.start_stage >= 0 && o.start_stage <= kMaxStartStage))
+    return refuse("start_stage", absl::StrCat("in [0, ", kMaxStartStage, "]").c_str(), o.start_stage);
+  // Stage 2 places floor(batch_size * boundary_prob) rows at t'.
+  if (o.stage == Stage::kTruncated && c.boundary_prob > 0 && double(o.batch_size) * c.boundary_prob < 1)
+    return absl::InvalidArgumentError(
+        absl::StrCat("--boundary_prob: ", c.boundary_prob, " of --batch_size ", o.batch_size,
+                     " places no image at t' (need boundary_prob x batch_size >= 1, or 0 for no boundary loss)"));
   if (!(o.w_boundary >= 0 && finite(o.w_boundary))) return refuse("w_boundary", "0 or more and finite", o.w_boundary);
   if (!(o.transition_t > 0 && finite(o.transition_t)))
     return refuse("transition_t", "positive and finite", o.transition_t);

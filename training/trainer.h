@@ -27,6 +27,11 @@ const char* StageName(Stage stage);
 // The largest batch: a step holds several float32 copies of the batch and the
 // network's activations for each image, far beyond memory above this.
 inline constexpr int64_t kMaxBatchSize = 65536;
+// The largest gap ratio (--ratio_limit): past 1 - 1e-5 the gap is too small
+// for float32 times to hold. The largest schedule stage at step 0
+// (--start_stage): the ratio 1 - 1/q^(stage + 1) stops moving some 50 stages in.
+inline constexpr double kMaxRatioLimit = 0.99999;
+inline constexpr int64_t kMaxStartStage = 1000000;
 
 // The most steps a run may take (--steps): far beyond any run's, a bound a
 // checkpoint's stored step is checked against too.

@@ -8,6 +8,7 @@
 #include <fstream>
 #include <functional>
 #include <iterator>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "model/cpu_threads.h"
@@ -378,10 +379,20 @@ TEST(CheckTrainOptionsTest, RefusesEachOptionOutOfItsRange) {
       {[&](TrainOptions& o) { o.consistency.boundary_prob = nan; }, "--boundary_prob: must be in [0, 1), got nan"},
       {[](TrainOptions& o) { o.q = 1; }, "--q: must be above 1 and finite, got 1"},
       {[](TrainOptions& o) { o.q = 0.5; }, "--q: must be above 1 and finite, got 0.5"},
-      {[](TrainOptions& o) { o.ratio_limit = 0; }, "--ratio_limit: must be in (0, 1], got 0"},
-      {[](TrainOptions& o) { o.ratio_limit = 1.5; }, "--ratio_limit: must be in (0, 1], got 1.5"},
+      {[](TrainOptions& o) { o.ratio_limit = 0; }, "--ratio_limit: must be in (0, 0.99999], got 0"},
+      {[](TrainOptions& o) { o.ratio_limit = 1.5; }, "--ratio_limit: must be in (0, 0.99999], got 1.5"},
+      {[](TrainOptions& o) { o.ratio_limit = 1; }, "--ratio_limit: must be in (0, 0.99999], got 1"},
       {[](TrainOptions& o) { o.double_every = 0; }, "--double_every: must be at least 1, got 0"},
-      {[](TrainOptions& o) { o.start_stage = -1; }, "--start_stage: must be 0 or more, got -1"},
+      {[](TrainOptions& o) { o.start_stage = -1; }, "--start_stage: must be in [0, 1000000], got -1"},
+      {[](TrainOptions& o) { o.start_stage = std::numeric_limits<int64_t>::max(); },
+       "--start_stage: must be in [0, 1000000], got 9223372036854775807"},
+      {[](TrainOptions& o) {
+         o.stage = Stage::kTruncated;
+         o.batch_size = 16;
+         o.consistency.boundary_prob = 0.05;
+       },
+       "--boundary_prob: 0.05 of --batch_size 16 places no image at t' (need boundary_prob x batch_size >= 1, or 0 "
+       "for no boundary loss)"},
       {[&](TrainOptions& o) { o.w_boundary = nan; }, "--w_boundary: must be 0 or more and finite, got nan"},
       {[](TrainOptions& o) { o.transition_t = -1; }, "--transition_t: must be positive and finite, got -1"},
   };
@@ -394,7 +405,8 @@ TEST(CheckTrainOptionsTest, RefusesEachOptionOutOfItsRange) {
   }
   TrainOptions ok;  // the ends of the ranges that are allowed
   ok.beta1 = ok.beta2 = ok.ema_beta = ok.consistency.boundary_prob = 0;
-  ok.ratio_limit = 1;
+  ok.ratio_limit = kMaxRatioLimit;
+  ok.start_stage = kMaxStartStage;
   ok.grad_clip = inf;
   EXPECT_TRUE(CheckTrainOptions(ok).ok()) << CheckTrainOptions(ok);
 }
