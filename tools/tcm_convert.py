@@ -439,8 +439,11 @@ def model_config(kwargs, name, t_max, mid_t, default_steps):
         raise ConvertError(f'model_type {_brief(architecture)} is not supported (allowed: {allowed})')
     network = NETWORKS[architecture]
     check_model_name(name)
-    if not t_max > 0 or not 0 < mid_t < t_max:
-        raise ConvertError(f'need 0 < mid_t < t_max, got mid_t={mid_t}, t_max={t_max}')
+    # The server reads both as float32: finite, and still 0 < mid_t < t_max there.
+    float32_max = float(np.finfo(np.float32).max)
+    if (not 0 < t_max <= float32_max or not 0 < mid_t < t_max
+            or not 0 < float(np.float32(mid_t)) < float(np.float32(t_max))):
+        raise ConvertError(f'need 0 < mid_t < t_max <= {float32_max:.4g} (float32), got mid_t={mid_t}, t_max={t_max}')
     if default_steps not in (1, 2):
         raise ConvertError(f'default_steps must be 1 or 2, got {default_steps}')
     for key in ('img_resolution', 'img_channels'):

@@ -616,6 +616,15 @@ class OutputSafetyTest(ToolTestCase):
         self.assertFailed(run_tool('--preset', 'tcm-edm2-s-img64', '--config-only', '--output', out),
                           "'my model'", '--name', out_dir=out)
 
+    def test_sampling_settings_the_server_refuses_are_refused(self):
+        for t_max, mid_t in (('inf', '1'), ('1e39', '1'), ('nan', '1'), ('80', '0'), ('80', '80'), ('80', '1e-50'),
+                             ('1', '0.99999999')):
+            with self.subTest(t_max=t_max, mid_t=mid_t):
+                out = self.tmp / 'models' / 'x'
+                self.assertFailed(run_tool('--preset', 'tcm-edm2-s-img64', '--config-only', '--output', out,
+                                           '--t-max', t_max, '--mid-t', mid_t), 'need 0 < mid_t < t_max',
+                                  out_dir=out)
+
     def test_longest_plain_name_is_accepted(self):
         name = 'a.b-C_9' + 'x' * 193
         out = self.tmp / 'x'
