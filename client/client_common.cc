@@ -1,17 +1,60 @@
 #include "client/client_common.h"
 
+#include <string_view>
+
+#include "absl/algorithm/container.h"
 #include "absl/flags/flag.h"
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/read_file.h"
+#include "common/utf8.h"
 
-ABSL_FLAG(std::string, server, "localhost:50051", "Server address, host:port.");
+ABSL_FLAG(std::string, server, "localhost:50051",
+          "Server address: host:port ([v6]:port for an IPv6 address), or a gRPC target such as dns:///host:port "
+          "or unix:path.");
 ABSL_FLAG(bool, tls, false, "Use TLS (system roots unless --tls_ca).");
 ABSL_FLAG(std::string, tls_ca, "", "PEM CA that signed the server certificate (implies --tls).");
 ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate for mutual TLS (implies --tls).");
 ABSL_FLAG(std::string, tls_key, "", "PEM key of --tls_cert.");
 
 namespace tcm {
-namespace {}  // namespace
+namespace {
+
+// The schemes of the gRPC targets left to gRPC (its resolvers' names).
+constexpr absl::string_view kGrpcSchemes[] = {"dns",  "unix",  "unix-abstract", "ipv4",
+                                              "ipv6", "vsock", "xds",           "google-c2p"};
+
+// A port of HOST:PORT: 1 to 5 digits, no sign or space, in 1-65535.
+bool IsPort(absl::string_view port) {
+  int value = 0;
+  return !port.empty() && port.size() <= 5 && absl::c_all_of(port, absl::ascii_isdigit) &&
+         absl::SimpleAtoi(port, &value) && value >= 1 && value <= 65535;
+}
+
+}  // namespace
+
+absl::Status CheckServerTarget(absl::string_view server) {
+  for (absl::string_view scheme : kGrpcSchemes)
+    if (absl::StartsWith(server, absl::StrCat(scheme, ":"))) return absl::OkStatus();
+  absl::string_view host, port;
+  if (absl::StartsWith(server, "[")) {  // [IPv6]:PORT
+    const size_t close = server.find(']');
+    if (close != absl::string_view::npos && server.substr(close + 1, 1) == ":") {
+      host = server.substr(1, close - 1);
+      port = server.substr(close + 2);
+    }
+  } else if (const size_t colon = server.find(':'); colon != absl::string_view::npos) {
+    host = server.substr(0, colon);
+    port = server.substr(colon + 1);
+  }
+  if (!host.empty() && IsPort(port)) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("--server: expected HOST:PORT with PORT in 1-65535 (or a gRPC target such as dns:///HOST:PORT or "
+                   "unix:PATH), got '",
+                   PrintableLine(std::string_view(server.data(), server.size())), "'"));
+}
 
 ChannelOptions ChannelOptionsFromFlags() {
   ChannelOptions options;
@@ -24,6 +67,7 @@ ChannelOptions ChannelOptionsFromFlags() {
 }
 
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ChannelOptions& options) {
+  if (absl::Status target = CheckServerTarget(options.server); !target.ok()) return target;
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_message_mb << 20);
   args.SetMaxSendMessageSize(options.max_message_mb << 20);

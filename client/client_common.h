@@ -11,7 +11,9 @@
 #include <vector>
 
 #include "absl/flags/declare.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 ABSL_DECLARE_FLAG(std::string, server);
 
@@ -25,6 +27,14 @@ struct ChannelOptions {
   int max_message_mb = 64;
 };
 
+// OK when `server` is HOST:PORT (a non-empty host, an IPv6 one in brackets, a
+// PORT in 1-65535) or a target with a scheme gRPC resolves (dns:, unix:,
+// unix-abstract:, ipv4:, ipv6:, vsock:, xds:, google-c2p:), whose own syntax
+// gRPC checks; else InvalidArgument naming --server and quoting `server`.
+absl::Status CheckServerTarget(absl::string_view server);
+
+// A channel to options.server, checked by CheckServerTarget first; errors
+// name the flag at fault (--server, --tls_ca, --tls_cert, --tls_key).
 absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ChannelOptions& options);
 
 // The options given by the clients' shared flags: --server, --tls, --tls_ca,

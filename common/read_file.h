@@ -19,16 +19,6 @@
 
 namespace tcm {
 
-// The bytes of `path`; NotFound naming the path if it cannot be opened.
-inline absl::StatusOr<std::string> ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open file"));
-  std::ostringstream contents;
-  contents << in.rdbuf();
-  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
-  return std::move(contents).str();
-}
-
 // The bytes of `path`, which must be a regular file (symbolic links followed)
 // of at most `max_bytes`. A FIFO, device or directory is refused (InvalidArgument
 // naming the path) instead of blocking the reader or reading without end: for
@@ -71,10 +61,14 @@ inline absl::StatusOr<std::string> ReadRegularFile(const std::string& path,
   return contents;
 }
 
-// ReadFile for the file a command-line flag names; errors start "--flag: ".
+// The bytes of the file a command-line flag names, which must be a regular
+// file and not empty: the flag was given, so a file that holds nothing (or a
+// directory, which reads as nothing) is an error, never taken as the flag left
+// out. Errors keep ReadRegularFile's code and start "--flag: ".
 inline absl::StatusOr<std::string> ReadFlagFile(const std::string& path, absl::string_view flag) {
-  auto text = ReadFile(path);
-  if (!text.ok()) return absl::NotFoundError(absl::StrCat("--", flag, ": ", text.status().message()));
+  auto text = ReadRegularFile(path);
+  if (!text.ok()) return absl::Status(text.status().code(), absl::StrCat("--", flag, ": ", text.status().message()));
+  if (text->empty()) return absl::InvalidArgumentError(absl::StrCat("--", flag, ": ", path, ": empty file"));
   return text;
 }
 

@@ -12,10 +12,13 @@
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "common/utf8.h"
 
 namespace tcm {
 
@@ -25,6 +28,14 @@ inline constexpr int kToolFailureExitCode = 2;
 inline void PrintToolError(absl::string_view tool, absl::string_view message) {
   std::fprintf(stderr, "%.*s: %.*s\n", static_cast<int>(tool.size()), tool.data(), static_cast<int>(message.size()),
                message.data());
+}
+
+// What absl::ParseCommandLine leaves over, the program's name first: a tool
+// that takes only flags refuses anything more, naming the first word left.
+inline absl::Status NoPositionalArguments(const std::vector<char*>& leftovers) {
+  if (leftovers.size() <= 1) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("unexpected argument '", PrintableLine(leftovers[1]), "' (flags are --name=value)"));
 }
 
 template <typename Body>

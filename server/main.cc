@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
@@ -15,6 +16,7 @@
 #include "absl/time/clock.h"
 #include "common/cpu_features.h"
 #include "common/flags_usage.h"
+#include "common/tool_main.h"
 #include "common/utf8.h"
 #include "model/malloc_config.h"
 #include "model/model_repository.h"
@@ -44,6 +46,8 @@ int Fail(const absl::Status& status) {
 
 int Run(const ServerOptions& o) {
   if (absl::Status checked = CheckServerOptions(o); !checked.ok()) return Fail(checked);
+  auto tls = ReadTlsFlags(o.tls_cert, o.tls_key, o.tls_client_ca);  // before any model loads
+  if (!tls.ok()) return Fail(tls.status());
   KeepFreedMemoryForReuse();
   const sigset_t stop_signals = BlockStopSignals();  // before any thread starts
 
@@ -63,8 +67,6 @@ int Run(const ServerOptions& o) {
   }
   auto default_model = DefaultModelIndex(names, o.default_model);
   if (!default_model.ok()) return Fail(default_model.status());
-  auto tls = ReadTlsFlags(o.tls_cert, o.tls_key, o.tls_client_ca);
-  if (!tls.ok()) return Fail(tls.status());
   auto access_log = AccessLog::Open(o.access_log);  // null: none
   if (!access_log.ok()) return Fail(access_log.status());
   // Metrics first, so that start-up is observable.
@@ -173,6 +175,7 @@ int main(int argc, char** argv) {
   tcm::SetUsage(
       "Serves Truncated Consistency Models over gRPC.\n"
       "  tcm-server --model_repository models --port 50051 --metrics_port 9464");
-  absl::ParseCommandLine(argc, argv);
+  if (absl::Status only_flags = tcm::NoPositionalArguments(absl::ParseCommandLine(argc, argv)); !only_flags.ok())
+    return tcm::Fail(only_flags);
   return tcm::Run(tcm::ServerOptionsFromFlags());
 }

@@ -10,6 +10,7 @@ absl::StatusOr<TlsPem> ReadTlsFlags(const std::string& cert, const std::string& 
   if (cert.empty() != key.empty())
     return absl::InvalidArgumentError("--tls_cert and --tls_key go together: give both or neither");
   if (cert.empty()) return absl::InvalidArgumentError("--tls_client_ca: needs --tls_cert and --tls_key (mutual TLS)");
+  // ReadFlagFile refuses an empty file: each text below is non-empty.
   auto cert_text = ReadFlagFile(cert, "tls_cert");
   if (!cert_text.ok()) return cert_text.status();
   auto key_text = ReadFlagFile(key, "tls_key");
@@ -28,7 +29,7 @@ std::shared_ptr<grpc::ServerCredentials> GrpcServerCredentials(const TlsPem& tls
   if (!tls.enabled()) return grpc::InsecureServerCredentials();
   grpc::SslServerCredentialsOptions options;
   options.pem_key_cert_pairs.push_back({tls.key, tls.cert});
-  if (!tls.client_ca.empty()) {
+  if (tls.mutual()) {
     options.pem_root_certs = tls.client_ca;
     options.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
   }

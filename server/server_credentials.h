@@ -13,14 +13,19 @@
 
 namespace tcm {
 
-// The PEM texts of the TLS flags; all empty = plaintext.
+// The PEM texts of the TLS flags; all empty = plaintext. A text is empty only
+// when its flag was not given (ReadTlsFlags refuses an empty file), so both
+// listeners may take "not empty" as "the flag was given".
 struct TlsPem {
   std::string cert, key;  // both or neither
   std::string client_ca;  // set: clients must present a certificate it signed
   bool enabled() const { return !cert.empty(); }
+  bool mutual() const { return !client_ca.empty(); }
 };
 
-// Reads the TLS flags' files; the arguments are PEM file paths (empty = not given).
+// Reads the TLS flags' files; the arguments are PEM file paths (empty = not
+// given). A given file that is missing, unreadable, not a regular file or
+// empty is an error naming its flag, never TLS (or mutual TLS) left off.
 absl::StatusOr<TlsPem> ReadTlsFlags(const std::string& cert, const std::string& key, const std::string& client_ca);
 
 // The gRPC listener's credentials for `tls`.

@@ -39,6 +39,9 @@ expect_error 1 "--max_open_calls: must be in [0, 16777216], got -1" \
   "$bin/tcm-server" --model_repository "$source_dir/models" --max_open_calls -1
 expect_error 1 "--port: must be in [0, 65535], got -5" \
   "$bin/tcm-server" --model_repository "$source_dir/models" --port -5
+# A stray word is refused, not ignored (here it would have served the default folder).
+expect_error 1 "tcm-server: unexpected argument 'mymodels' (flags are --name=value)" \
+  timeout 60 "$bin/tcm-server" mymodels --model_repository "$source_dir/models" --port 0 --metrics_port -1 --http_port -1
 # tcm-client refuses bad flags with one line naming the flag, before any call.
 expect_error 1 "--num: must be at least 1, got 0" "$bin/tcm-client" --server 127.0.0.1:1 --num 0
 expect_error 1 "--steps: must be 1 or 2, or 0 for the model's default, got -1" \
@@ -57,6 +60,10 @@ expect_error 1 "--class: must be a class of the model (0 or more), or -1 for a r
   "$bin/tcm-client" --server 127.0.0.1:1 --class -5
 expect_error 1 "--seed: must be 0 or more, or -1 for the server's choice, got -7" \
   "$bin/tcm-client" --server 127.0.0.1:1 --seed -7
+# --server: HOST:PORT with a port gRPC would not wrap, or a gRPC target; one line, no gRPC log.
+server_error="--server: expected HOST:PORT with PORT in 1-65535 (or a gRPC target such as dns:///HOST:PORT or unix:PATH)"
+expect_error 1 "$server_error, got '127.0.0.1:99999'" "$bin/tcm-client" --server 127.0.0.1:99999 --health
+expect_error 1 "$server_error, got ''" "$bin/tcm-client" --server '' --health
 # The load tools bound their client threads.
 expect_error 2 "--concurrency: each level must be at most 4096, got 5000" \
   "$bin/tcm-bench" --server 127.0.0.1:1 --concurrency 1,5000

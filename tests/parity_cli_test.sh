@@ -43,6 +43,8 @@ expect 2 "--tolerance: must be 0 (the precision's own) or more, got -1" -- "$par
 expect 2 "--tolerance: must be 0 (the precision's own) or more, got nan" -- "$parity" --weights "$W" --io "$IO" --tolerance nan
 expect 2 "cannot open file" -- "$parity" --weights "$tmp/absent.safetensors" --io "$IO"
 expect 2 "exactly one of --weights or --model_dir" -- "$parity" --io "$IO"
+# A stray word is refused, not ignored.
+expect 2 "tcm-parity: unexpected argument 'extra' (flags are --name=value)" -- "$parity" --weights "$W" --io "$IO" extra
 
 # Weights of one fixture against the inputs of another: shapes disagree.
 expect 2 "ddpmpp_cifar_tiny.io.safetensors: 'x' has shape [4, 3, 32, 32] but the network takes [N, 3, 64, 64]" -- "$parity" --weights "$W" --io "$fixtures/ddpmpp_cifar_tiny.io.safetensors"

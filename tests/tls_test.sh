@@ -4,6 +4,7 @@
 # presents a certificate from the CA, and refuses a client without one and a
 # plaintext client; a server with --tls_cert/--tls_key only answers any client
 # that trusts its CA and refuses plaintext and clients that do not trust it.
+# A TLS flag naming an empty file or a directory stops either side at start.
 set -uo pipefail
 server="$1"; client="$2"; convert="$3"; fixtures="$4"
 source "$(dirname "$0")/server_lib.sh"
@@ -91,4 +92,23 @@ flag_error "--tls_cert and --tls_key go together: give both or neither" \
   "$server" --model_repository repo --port 0 --metrics_port -1 --http_port -1 --tls_key server.key
 flag_error "--tls_cert and --tls_key go together: give both or neither" \
   "$client" --server "127.0.0.1:$port" --tls_key client.key --out half
+
+# A TLS flag naming a file that is empty or not a regular file stops the server
+# before it serves and the client before it calls: the flag turns TLS (mutual
+# TLS for --tls_client_ca) on, whatever the file holds.
+: > empty.pem
+mkdir -p pem-dir
+serve=("$server" --model_repository repo --port 0 --metrics_port -1 --http_port -1)
+flag_error "--tls_cert: empty.pem: empty file" "${serve[@]}" --tls_cert empty.pem --tls_key empty.pem
+flag_error "--tls_cert: pem-dir: not a regular file" "${serve[@]}" --tls_cert pem-dir --tls_key server.key
+flag_error "--tls_key: empty.pem: empty file" "${serve[@]}" --tls_cert server.pem --tls_key empty.pem
+flag_error "--tls_key: pem-dir: not a regular file" "${serve[@]}" --tls_cert server.pem --tls_key pem-dir
+flag_error "--tls_client_ca: empty.pem: empty file" \
+  "${serve[@]}" --tls_cert server.pem --tls_key server.key --tls_client_ca empty.pem
+flag_error "--tls_client_ca: pem-dir: not a regular file" \
+  "${serve[@]}" --tls_cert server.pem --tls_key server.key --tls_client_ca pem-dir
+flag_error "--tls_ca: empty.pem: empty file" "$client" --server "127.0.0.1:$port" --tls_ca empty.pem --health
+flag_error "--tls_ca: pem-dir: not a regular file" "$client" --server "127.0.0.1:$port" --tls_ca pem-dir --health
+flag_error "--tls_cert: empty.pem: empty file" \
+  "$client" --server "127.0.0.1:$port" --tls_ca ca.pem --tls_cert empty.pem --tls_key client.key --health
 exit $fail

@@ -7,10 +7,12 @@
 
 #include <cstdio>
 #include <string>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
 #include "common/flags_usage.h"
 #include "common/status_macros.h"
 #include "common/tool_main.h"
@@ -42,6 +44,9 @@ absl::Status Run() {
 
 int main(int argc, char** argv) {
   tcm::SetUsage("Writes a randomly initialised model directory for a config.pbtxt.");
-  absl::ParseCommandLine(argc, argv);
-  return tcm::RunToolMain("tcm-init-model", tcm::Run);
+  const std::vector<char*> leftovers = absl::ParseCommandLine(argc, argv);
+  return tcm::RunToolMain("tcm-init-model", [&] {
+    TCM_RETURN_IF_ERROR(tcm::NoPositionalArguments(leftovers));
+    return tcm::Run();
+  });
 }

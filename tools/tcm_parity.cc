@@ -14,6 +14,7 @@
 #include <cstdio>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -189,9 +190,10 @@ int main(int argc, char** argv) {
       "Checks the native network against reference outputs.\n"
       "  tcm-parity --weights W.safetensors --io IO.safetensors\n"
       "  tcm-parity --model_dir models/NAME --io IO.safetensors");
-  absl::ParseCommandLine(argc, argv);
+  const std::vector<char*> leftovers = absl::ParseCommandLine(argc, argv);
   // Exit 0: within tolerance; 1: outside it; 2: the inputs could not be checked.
-  return tcm::RunToolMain("tcm-parity", []() -> absl::StatusOr<int> {
+  return tcm::RunToolMain("tcm-parity", [&]() -> absl::StatusOr<int> {
+    TCM_RETURN_IF_ERROR(tcm::NoPositionalArguments(leftovers));
     TCM_ASSIGN_OR_RETURN(const bool within_tolerance, tcm::Run());
     return within_tolerance ? 0 : 1;
   });
