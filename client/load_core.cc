@@ -97,6 +97,55 @@ double ArrivalSchedule::Next() {
   return t;
 }
 
+int64_t ArrivalSchedule::SkipBefore(double t) {
+  if (arrivals_ == Arrivals::kConstant) {
+    // The first k with k / rate >= t, as Next() computes it, from an estimate
+    // a step or two away; capped at 2^62, which no level reaches.
+    constexpr uint64_t kLast = uint64_t{1} << 62;
+    const double guess = std::ceil(t * rate_);
+    uint64_t first = !(guess > 0) ? 0 : guess >= 0x1.0p62 ? kLast : static_cast<uint64_t>(guess);
+    while (first > 0 && static_cast<double>(first - 1) / rate_ >= t) --first;
+    while (first < kLast && static_cast<double>(first) / rate_ < t) ++first;
+    if (first <= count_) return 0;
+    const int64_t skipped = static_cast<int64_t>(first - count_);
+    count_ = first;
+    return skipped;
+  }
+  int64_t skipped = 0;
+  while (next_ < t) {
+    Next();
+    ++skipped;
+  }
+  return skipped;
+}
+
+ArrivalCounts RunArrivals(ArrivalSchedule& schedule, double window_start, double end,
+                          const std::function<double()>& now, const std::function<void(double)>& wait_until,
+                          const std::function<bool(uint64_t, double)>& send) {
+  ArrivalCounts counts;
+  for (uint64_t n = 0;; ++n) {
+    const double at = schedule.Next();
+    if (at >= end) break;
+    if (now() >= end) {
+      // Out of time: this arrival and the rest before `end` are not sent.
+      if (at < window_start) {
+        schedule.SkipBefore(window_start);
+      } else {
+        ++counts.dropped;
+      }
+      counts.dropped += schedule.SkipBefore(end);
+      break;
+    }
+    wait_until(at);
+    if (send(n, at)) {
+      ++counts.sent;
+    } else if (at >= window_start) {
+      ++counts.dropped;
+    }
+  }
+  return counts;
+}
+
 double Percentile(std::vector<double> values, double p) {
   if (values.empty()) return kNaN;
   std::sort(values.begin(), values.end());

@@ -71,14 +71,23 @@ enum class Arrivals { kConstant, kPoisson };
 absl::StatusOr<Arrivals> ParseArrivals(absl::string_view text);
 const char* ArrivalsName(Arrivals arrivals);
 
+// The most open-loop arrivals per second a level may ask for (tcm-bench
+// --rates): far above what one server answers, and low enough that one thread
+// walks every arrival of a level, sent or dropped, as fast as they come.
+inline constexpr double kMaxRate = 1e5;
+
 // Open-loop arrival times, in seconds from the start of a level: constant
 // (request k at k / rate) or Poisson (exponential gaps of mean 1 / rate from a
-// generator seeded with `seed`).
+// generator seeded with `seed`). `rate` is positive and at most kMaxRate.
 class ArrivalSchedule {
  public:
   ArrivalSchedule(double rate, Arrivals arrivals, uint64_t seed) : rate_(rate), arrivals_(arrivals), state_(seed) {}
   // The arrival time of the next request (the first is at 0).
   double Next();
+  // Passes over the arrivals before `t` (so that Next() returns the first at
+  // or after it) and returns how many there were. Constant arrivals take O(1),
+  // Poisson ones one draw each.
+  int64_t SkipBefore(double t);
 
  private:
   double rate_;
@@ -87,6 +96,26 @@ class ArrivalSchedule {
   uint64_t count_ = 0;
   double next_ = 0;
 };
+
+// What RunArrivals did with a level's arrivals.
+struct ArrivalCounts {
+  int64_t sent = 0;  // `send` returned true
+  // Arrivals at or after the window's start that were not sent: refused by
+  // `send`, or still due when the level's time ran out.
+  int64_t dropped = 0;
+};
+
+// Drives an open-loop level. For each arrival of `schedule` before `end`
+// (seconds from the level's start), in order, it calls wait_until(at), then
+// send(n, at), n = 0, 1, ... numbering every arrival; `send` returns whether
+// it sent the request (false: dropped, e.g. too many calls outstanding).
+// `now()` is the time since the level's start. Once now() reaches `end`, the
+// arrivals still due (the sender fell behind the rate) are not sent and count
+// as dropped, so the loop returns by `end` plus one call of `send`, however
+// high the rate.
+ArrivalCounts RunArrivals(ArrivalSchedule& schedule, double window_start, double end,
+                          const std::function<double()>& now, const std::function<void(double)>& wait_until,
+                          const std::function<bool(uint64_t, double)>& send);
 
 // The p-th percentile (p in [0, 100]) of `values`, interpolating linearly
 // between the closest ranks (numpy's default); NaN when `values` is empty.

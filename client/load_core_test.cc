@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <set>
@@ -91,6 +92,94 @@ TEST(ArrivalScheduleTest, PoissonArrivalsHaveTheRateAndAreSeeded) {
   EXPECT_NEAR(mean_gap, 1 / rate, 0.02 / rate);
   // Exponential gaps: E[g^2] = 2 / rate^2 (constant gaps would give 1 / rate^2).
   EXPECT_NEAR(sum_sq / n, 2 / (rate * rate), 0.1 / (rate * rate));
+}
+
+TEST(ArrivalScheduleTest, SkipBeforeAgreesWithNext) {
+  for (const Arrivals arrivals : {Arrivals::kConstant, Arrivals::kPoisson}) {
+    for (const double rate : {10.0, 3.0, 7.3, 1000.0}) {
+      for (const double t : {0.0, 1e-9, 0.25, 0.3, 1.0, 2.5, 13.7}) {
+        ArrivalSchedule skipped(rate, arrivals, 5), stepped(rate, arrivals, 5);
+        skipped.Next();  // skipping from part-way through a schedule
+        stepped.Next();
+        int64_t before = 0;
+        double next = stepped.Next();
+        for (; next < t; next = stepped.Next()) ++before;
+        EXPECT_EQ(skipped.SkipBefore(t), before) << ArrivalsName(arrivals) << " " << rate << " " << t;
+        EXPECT_EQ(skipped.Next(), next) << ArrivalsName(arrivals) << " " << rate << " " << t;
+        EXPECT_EQ(skipped.SkipBefore(0), 0);  // nothing left before an earlier time
+      }
+    }
+  }
+  ArrivalSchedule s(10, Arrivals::kConstant, 1);
+  EXPECT_EQ(s.SkipBefore(0.25), 3);  // 0, 0.1, 0.2
+  EXPECT_DOUBLE_EQ(s.Next(), 0.3);
+}
+
+// A level's clock for RunArrivals: waiting moves it to the arrival's time,
+// and each send takes `send_seconds`.
+struct FakeLevel {
+  double clock = 0;
+  double send_seconds = 0;
+  std::vector<uint64_t> sent;
+  ArrivalCounts Run(ArrivalSchedule& schedule, double window_start, double end, bool accept = true) {
+    return RunArrivals(
+        schedule, window_start, end, [this] { return clock; }, [this](double at) { clock = std::max(clock, at); },
+        [this, accept](uint64_t n, double) {
+          clock += send_seconds;
+          if (accept) sent.push_back(n);
+          return accept;
+        });
+  }
+};
+
+TEST(RunArrivalsTest, SendsEveryArrivalBeforeTheEndInOrder) {
+  ArrivalSchedule schedule(100, Arrivals::kConstant, 1);
+  FakeLevel level;
+  const ArrivalCounts counts = level.Run(schedule, 0.5, 1.5);
+  EXPECT_EQ(counts.sent, 150);
+  EXPECT_EQ(counts.dropped, 0);
+  ASSERT_EQ(level.sent.size(), 150u);
+  for (size_t i = 0; i < level.sent.size(); ++i) EXPECT_EQ(level.sent[i], i);
+}
+
+TEST(RunArrivalsTest, CountsRefusalsInTheWindowOnly) {
+  ArrivalSchedule schedule(100, Arrivals::kConstant, 1);
+  FakeLevel level;
+  const ArrivalCounts counts = level.Run(schedule, 0.5, 1.5, /*accept=*/false);
+  EXPECT_EQ(counts.sent, 0);
+  EXPECT_EQ(counts.dropped, 100);  // arrivals at 0.5, ..., 1.49
+}
+
+// A sender slower than the rate: the level still ends on time, and what it
+// could not send is dropped, however many arrivals that is.
+TEST(RunArrivalsTest, EndsOnTimeWhenTheSenderFallsBehind) {
+  struct Case {
+    double rate;
+    Arrivals arrivals;
+  };
+  for (const Case c :
+       {Case{kMaxRate, Arrivals::kConstant}, Case{kMaxRate, Arrivals::kPoisson}, Case{1e12, Arrivals::kConstant}}) {
+    ArrivalSchedule schedule(c.rate, c.arrivals, 9);
+    FakeLevel level;
+    level.send_seconds = 1.0 / 64;
+    const ArrivalCounts counts = level.Run(schedule, 0, 1);
+    EXPECT_EQ(counts.sent, 64) << c.rate;  // one send per 1/64 s until the end
+    EXPECT_LE(level.clock, 1.0 + level.send_seconds) << c.rate;
+    if (c.arrivals == Arrivals::kConstant) {
+      EXPECT_EQ(counts.sent + counts.dropped, static_cast<int64_t>(c.rate)) << c.rate;
+    } else {
+      EXPECT_NEAR(static_cast<double>(counts.sent + counts.dropped), c.rate, 5 * std::sqrt(c.rate));
+    }
+  }
+}
+
+TEST(RunArrivalsTest, OutOfTimeBeforeTheWindowDropsOnlyTheWindowsArrivals) {
+  ArrivalSchedule schedule(10, Arrivals::kConstant, 1);
+  FakeLevel level;
+  level.send_seconds = 2;  // the first send outlasts the level
+  const ArrivalCounts counts = level.Run(schedule, 0.5, 1.0);
+  EXPECT_EQ(counts.sent, 1);
+  EXPECT_EQ(counts.dropped, 5);  // 0.5, ..., 0.9; not 0.1, ..., 0.4 (warm-up)
 }
 
 TEST(ParseArrivalsTest, NamesTheChoices) {

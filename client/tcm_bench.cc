@@ -10,19 +10,23 @@
 // call in flight with the synchronous gRPC API. Open loop (--rates R):
 // requests are sent at R per second (constant gaps, or Poisson arrivals) with
 // the callback API, whatever the responses do; an arrival that finds
-// --max_inflight calls outstanding is dropped and counted. What a level
+// --max_inflight calls outstanding is dropped and counted, as are those still
+// due when the level's time is up (the sender fell behind). What a level
 // measures (windows, percentiles) is described in client/load_core.h.
 //
 // Exit status: 0 done; 1 the server cannot be reached or a level had no
 // successful request; 2 bad flags (one line on stderr).
 #include <grpcpp/grpcpp.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdio>
-#include <fstream>
+#include <cstring>
+#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -46,13 +50,16 @@
 #include "client/load_core.h"
 #include "client/load_raw.h"
 #include "client/response_check.h"
+#include "common/utf8.h"
+#include "common/write_file.h"
 #include "tcm/v1/tcm_service.grpc.pb.h"
 
 // Load.
 ABSL_FLAG(std::string, concurrency, "",
           "Closed-loop levels: numbers of clients, each keeping one call in flight, comma-separated (e.g. 1,2,4,8). "
           "Empty = 1,2,4,8 unless --rates is given.");
-ABSL_FLAG(std::string, rates, "", "Open-loop levels: offered requests per second, comma-separated (e.g. 5,10,20).");
+ABSL_FLAG(std::string, rates, "",
+          "Open-loop levels: offered requests per second, comma-separated (e.g. 5,10,20), each at most 100000.");
 ABSL_FLAG(std::string, arrivals, "constant",
           "Open-loop arrivals: constant (request k at k/rate) or poisson (exponential gaps from --seed).");
 ABSL_FLAG(double, duration, 10, "Measurement window of each level, seconds.");
@@ -68,12 +75,15 @@ ABSL_FLAG(std::string, format, "png", "Image format asked for: png or raw.");
 ABSL_FLAG(int, priority, 0, "Priority level of every request: 1 is the highest; 0 = the model's default level.");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of the request mix, of the requests' seeds and of Poisson arrivals.");
 ABSL_FLAG(double, timeout, 60,
-          "Deadline of each call, seconds (exceeded calls count as DEADLINE_EXCEEDED). With --rates this is an "
-          "open-loop run with per-call deadlines: the JSON's goodput_images_per_s counts the images of calls "
-          "answered within it.");
-ABSL_FLAG(double, connect_timeout, 10, "How long to wait for the server's connection at start, seconds.");
+          "Deadline of each call, seconds, at most 86400 (exceeded calls count as DEADLINE_EXCEEDED). With --rates "
+          "this is an open-loop run with per-call deadlines: the JSON's goodput_images_per_s counts the images of "
+          "calls answered within it.");
+ABSL_FLAG(double, connect_timeout, 10,
+          "How long to wait for the server's connection at start, seconds, at most 86400.");
 // Output.
-ABSL_FLAG(std::string, json, "", "Also write the flags and one object per level to this JSON file.");
+ABSL_FLAG(std::string, json, "",
+          "Also write the flags and one object per level to this JSON file, replaced whole once the run is over "
+          "(left as it was when the run fails).");
 // In-process model throughput.
 ABSL_FLAG(bool, raw, false,
           "Measure the model in this process (needs --model_dir) instead of the server, on the server's default "
@@ -156,7 +166,8 @@ int ParseArgs(int argc, char** argv, std::set<std::string>* given) {
       return 0;
     }
     if (arg == "--") return FlagError("unexpected '--'");
-    if (!absl::StartsWith(arg, "-") || arg == "-") return FlagError(absl::StrCat("unexpected argument '", arg, "'"));
+    if (!absl::StartsWith(arg, "-") || arg == "-")
+      return FlagError(absl::StrCat("unexpected argument '", PrintableLine(arg), "'"));
     std::string body = arg.substr(absl::StartsWith(arg, "--") ? 2 : 1);
     const size_t eq = body.find('=');
     std::string name = body.substr(0, eq);
@@ -175,10 +186,15 @@ int ParseArgs(int argc, char** argv, std::set<std::string>* given) {
     if (!has_value && value.empty()) {
       if (flag->IsOfType<bool>()) {
         value = "true";
-      } else if (i + 1 < args.size()) {
-        value = args[++i];
+      } else if (i + 1 >= args.size()) {
+        return FlagError(absl::StrCat("--", name, ": needs a value"));
+      } else if (const std::string next = PrintableLine(argv[i + 1]); absl::StartsWith(next, "--")) {
+        // The value was most likely left out: "--json --raw" is not a report named "--raw".
+        return FlagError(absl::StrCat(
+            "--", name, ": needs a value; got the flag ", next,
+            flag->IsOfType<std::string>() ? absl::StrCat(" (write --", name, "=", next, " for such a name)") : ""));
       } else {
-        return FlagError(absl::StrCat("--", name, " needs a value"));
+        value = args[++i];
       }
     }
     std::string error;
@@ -193,6 +209,9 @@ int ParseArgs(int argc, char** argv, std::set<std::string>* given) {
   }
   return -1;
 }
+
+// The longest --timeout and --connect_timeout, seconds: a day.
+constexpr double kMaxSeconds = 86400;
 
 // Everything the run needs, validated.
 struct Settings {
@@ -232,6 +251,9 @@ std::string ReadSettings(const std::set<std::string>& given, Settings* s) {
   if (!rates.empty()) {
     auto levels = load::ParsePositiveDoubles(rates, "rates");
     if (!levels.ok()) return std::string(levels.status().message());
+    for (double level : *levels)
+      if (level > load::kMaxRate)
+        return absl::StrCat("--rates: each rate must be at most ", load::kMaxRate, " requests per second, got ", level);
     s->rates = *levels;
   }
   if (s->service && s->concurrency.empty() && s->rates.empty()) s->concurrency = {1, 2, 4, 8};
@@ -265,9 +287,14 @@ std::string ReadSettings(const std::set<std::string>& given, Settings* s) {
   if (s->priority < 0) return "--priority: must be at least 0 (0 = the model's default level)";
   s->timeout = absl::GetFlag(FLAGS_timeout);
   s->connect_timeout = absl::GetFlag(FLAGS_connect_timeout);
-  if (!ok_positive(s->timeout)) return "--timeout: must be a positive number of seconds";
-  if (!ok_positive(s->connect_timeout)) return "--connect_timeout: must be a positive number of seconds";
+  for (const auto& [name, value] :
+       {std::pair{"--timeout", s->timeout}, std::pair{"--connect_timeout", s->connect_timeout}})
+    if (!(value > 0 && value <= kMaxSeconds))
+      return absl::StrCat(name, ": must be a number of seconds in (0, ", kMaxSeconds, "], got ", value);
   s->json = absl::GetFlag(FLAGS_json);
+  if (!s->json.empty())
+    if (std::string problem = WritableFileProblem(s->json); !problem.empty())
+      return absl::StrCat("--json: cannot write ", s->json, ": ", problem);
 
   const std::string model_dir = absl::GetFlag(FLAGS_model_dir);
   if (s->raw && model_dir.empty()) return "--raw needs --model_dir";
@@ -342,19 +369,15 @@ class Bench {
     auto state = std::make_shared<State>();
     const double end = s_.warmup + s_.duration;
     load::ArrivalSchedule schedule(rate, s_.arrivals, load::SplitMix64(s_.seed ^ 0xa5a5a5a5ULL));
-    int64_t dropped = 0;
     const auto t0 = Clock::now();
-    for (uint64_t n = 0;; ++n) {
-      const double at = schedule.Next();
-      if (at >= end) break;
+    const auto wait_until = [t0](double at) {
       std::this_thread::sleep_until(t0 +
                                     std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(at)));
+    };
+    const auto send = [&](uint64_t n, double) {
       {
         std::lock_guard<std::mutex> lock(state->mu);
-        if (state->inflight >= s_.max_inflight) {
-          if (at >= s_.warmup) ++dropped;
-          continue;
-        }
+        if (state->inflight >= s_.max_inflight) return false;
         ++state->inflight;
       }
       auto* call = new Call;
@@ -372,10 +395,13 @@ class Bench {
         --state->inflight;
         state->done.notify_all();
       });
-    }
+      return true;
+    };
+    const load::ArrivalCounts counts = load::RunArrivals(
+        schedule, s_.warmup, end, [t0] { return Since(t0); }, wait_until, send);
     std::unique_lock<std::mutex> lock(state->mu);
     state->done.wait(lock, [&] { return state->inflight == 0; });
-    return load::Summarize(LoadMode::kRate, rate, state->records, s_.warmup, end, dropped);
+    return load::Summarize(LoadMode::kRate, rate, state->records, s_.warmup, end, counts.dropped);
   }
 
  private:
@@ -552,11 +578,6 @@ int Run(const std::set<std::string>& given) {
   Settings s;
   if (std::string error = ReadSettings(given, &s); !error.empty()) return FlagError(error);
 
-  std::ofstream json_out;
-  if (!s.json.empty()) {
-    json_out.open(s.json, std::ios::trunc);
-    if (!json_out) return FlagError(absl::StrCat("--json: cannot write ", s.json));
-  }
   nlohmann::json report = {
       {"tool", "tcm-bench"},
       {"started_at", absl::FormatTime(absl::RFC3339_sec, absl::Now(), absl::UTCTimeZone())},
@@ -590,11 +611,9 @@ int Run(const std::set<std::string>& given) {
     every_level_served = RunServiceLevels(s, *std::move(served), request_line, &report["levels"]);
   }
 
-  if (json_out.is_open()) {
-    json_out << report.dump(2) << "\n";
-    json_out.close();
-    if (!json_out) return RuntimeError(absl::StrCat("--json: writing ", s.json, " failed"));
-  }
+  if (!s.json.empty())
+    if (absl::Status written = WriteFileAtomically(s.json, report.dump(2) + "\n"); !written.ok())
+      return RuntimeError(absl::StrCat("--json: ", written.message()));
   if (!every_level_served) return RuntimeError("a level had no successful request (see the errors column)");
   return 0;
 }

@@ -11,7 +11,9 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -25,6 +27,7 @@
 #include "common/image_grid.h"
 #include "common/png_encoder.h"
 #include "common/status_macros.h"
+#include "common/tool_main.h"
 #include "common/write_file.h"
 #include "grpc/health/v1/health.grpc.pb.h"
 #include "tcm/v1/tcm_service.grpc.pb.h"
@@ -63,6 +66,33 @@ std::string StatusCodeName(int code) { return absl::StatusCodeToString(static_ca
 int Error(const std::string& message) {
   std::fprintf(stderr, "tcm-client: %s\n", message.c_str());
   return 1;
+}
+
+// Returns an empty string when the command line asks for one thing, else the
+// error: at most one of --health, --list_models, --load_model and
+// --unload_model (none: generate), and --health_every and --health_checks only
+// where they apply.
+std::string ModeConflict() {
+  std::vector<std::string> modes;
+  if (absl::GetFlag(FLAGS_health)) modes.push_back("--health");
+  if (absl::GetFlag(FLAGS_list_models)) modes.push_back("--list_models");
+  if (!absl::GetFlag(FLAGS_load_model).empty()) modes.push_back("--load_model");
+  if (!absl::GetFlag(FLAGS_unload_model).empty()) modes.push_back("--unload_model");
+  if (modes.size() > 1)
+    return absl::StrCat("give at most one of --health, --list_models, --load_model, --unload_model; got ",
+                        absl::StrJoin(modes, ", "));
+  const bool health = absl::GetFlag(FLAGS_health);
+  const double every = absl::GetFlag(FLAGS_health_every);
+  const int checks = absl::GetFlag(FLAGS_health_checks);
+  if (every != 0 && !health)
+    return absl::StrCat("--health_every: applies only with --health, got --health_every ", every, " without it");
+  if (checks != 0 && !health)
+    return absl::StrCat("--health_checks: applies only with --health and --health_every, got --health_checks ", checks,
+                        " without --health");
+  if (checks != 0 && every == 0)
+    return absl::StrCat("--health_checks: applies only with --health_every (a period between checks), got ",
+                        "--health_checks ", checks, " without it");
+  return "";
 }
 
 int Error(const grpc::Status& status) {
@@ -289,6 +319,7 @@ int Generate(v1::TcmService::Stub& stub) {
 constexpr double kMaxSeconds = 86400;
 
 int Run() {
+  if (std::string conflict = ModeConflict(); !conflict.empty()) return Error(conflict);
   const double timeout = absl::GetFlag(FLAGS_timeout);
   if (!(timeout > 0 && timeout <= kMaxSeconds))
     return Error(absl::StrCat("--timeout: must be a number of seconds in (0, ", kMaxSeconds, "], got ", timeout));
@@ -320,6 +351,9 @@ int main(int argc, char** argv) {
   std::vector<std::string> storage;
   // `--class` is a C++ keyword as a flag name: accept it as --class_label.
   std::vector<char*> args = tcm::NormalizeFlagNames(argc, argv, &storage, {{"class", "class_label"}});
-  absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  if (absl::Status only_flags =
+          tcm::NoPositionalArguments(absl::ParseCommandLine(static_cast<int>(args.size()), args.data()));
+      !only_flags.ok())
+    return tcm::Error(std::string(only_flags.message()));
   return tcm::Run();
 }

@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdio>
 #include <thread>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -23,10 +24,12 @@
 #include "client/load_core.h"
 #include "client/mixed_traffic.h"
 #include "common/flags_usage.h"
+#include "common/tool_main.h"
 #include "tcm/v1/tcm_service.grpc.pb.h"
 
 ABSL_FLAG(std::string, model, "", "Model to load; empty = the server's default model.");
-ABSL_FLAG(double, seconds, 60, "How long to send traffic, seconds (each caller then finishes its call).");
+ABSL_FLAG(double, seconds, 60,
+          "How long to send traffic, seconds, at most 604800 (a week); each caller then finishes its call.");
 ABSL_FLAG(int64_t, calls_per_caller, 0, "Stop each caller after this many calls; 0 = run for --seconds.");
 ABSL_FLAG(int, callers, 4, "Callers sending at once, each one call at a time.");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of the traffic plan: the same seed sends the same calls.");
@@ -35,11 +38,16 @@ ABSL_FLAG(double, stream_fraction, 0.5, "Share of calls made with GenerateStream
 ABSL_FLAG(double, two_step_fraction, 0.5, "Share of 2-step calls.");
 ABSL_FLAG(double, misbehaving_fraction, 0.5, "Share of calls that cancel, run out of time or are malformed.");
 ABSL_FLAG(int, max_delay_ms, 40, "Longest cancel delay and shortest-deadline, milliseconds (drawn from 1..max).");
-ABSL_FLAG(double, progress_every, 10, "Seconds between progress lines; 0 = none.");
-ABSL_FLAG(double, connect_timeout, 30, "How long to wait for the server at start, seconds.");
+ABSL_FLAG(double, progress_every, 10, "Seconds between progress lines, at most 86400; 0 = none.");
+ABSL_FLAG(double, connect_timeout, 30, "How long to wait for the server at start, seconds, at most 86400.");
 
 namespace tcm {
 namespace {
+
+// The longest --connect_timeout and --progress_every, seconds: a day.
+constexpr double kMaxSeconds = 86400;
+// The longest --seconds: a week.
+constexpr double kMaxRunSeconds = 7 * kMaxSeconds;
 
 int UsageError(const std::string& message) {
   std::fprintf(stderr, "tcm-mixed-load: %s (see --help)\n", message.c_str());
@@ -79,12 +87,22 @@ int Run() {
                                     std::pair{"--two_step_fraction", absl::GetFlag(FLAGS_two_step_fraction)},
                                     std::pair{"--misbehaving_fraction", absl::GetFlag(FLAGS_misbehaving_fraction)}})
     if (!(value >= 0 && value <= 1)) return UsageError(absl::StrCat(name, ": must be in [0, 1], got ", value));
-  if (!(absl::GetFlag(FLAGS_seconds) > 0)) return UsageError("--seconds: must be positive");
+  const double seconds = absl::GetFlag(FLAGS_seconds), every = absl::GetFlag(FLAGS_progress_every);
+  const double connect_timeout = absl::GetFlag(FLAGS_connect_timeout);
+  if (!(seconds > 0 && seconds <= kMaxRunSeconds))
+    return UsageError(
+        absl::StrCat("--seconds: must be a number of seconds in (0, ", kMaxRunSeconds, "], got ", seconds));
+  if (!(every >= 0 && every <= kMaxSeconds))
+    return UsageError(absl::StrCat("--progress_every: must be a number of seconds in [0, ", kMaxSeconds,
+                                   "] (0 = no progress lines), got ", every));
+  if (!(connect_timeout > 0 && connect_timeout <= kMaxSeconds))
+    return UsageError(absl::StrCat("--connect_timeout: must be a number of seconds in (0, ", kMaxSeconds, "], got ",
+                                   connect_timeout));
 
   auto channel = MakeChannel(ChannelOptionsFromFlags());
   if (!channel.ok()) return UsageError(std::string(channel.status().message()));
-  const auto connect_by = std::chrono::system_clock::now() +
-                          std::chrono::milliseconds(static_cast<int64_t>(absl::GetFlag(FLAGS_connect_timeout) * 1000));
+  const auto connect_by =
+      std::chrono::system_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(connect_timeout * 1000));
   if (!(*channel)->WaitForConnected(connect_by)) {
     std::fprintf(stderr, "tcm-mixed-load: cannot connect to %s\n", absl::GetFlag(FLAGS_server).c_str());
     return 1;
@@ -112,7 +130,6 @@ int Run() {
     stop = true;
   });
   const auto start = std::chrono::steady_clock::now();
-  const double seconds = absl::GetFlag(FLAGS_seconds), every = absl::GetFlag(FLAGS_progress_every);
   double next_progress = every;
   while (!stop) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
@@ -140,6 +157,11 @@ int main(int argc, char** argv) {
       "  tcm-mixed-load --server 127.0.0.1:50051 --seconds 120 --callers 4 --seed 7");
   std::vector<std::string> storage;
   std::vector<char*> args = tcm::NormalizeFlagNames(argc, argv, &storage);
-  absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  if (absl::Status only_flags =
+          tcm::NoPositionalArguments(absl::ParseCommandLine(static_cast<int>(args.size()), args.data()));
+      !only_flags.ok()) {
+    tcm::PrintToolError("tcm-mixed-load", only_flags.message());
+    return tcm::kToolFailureExitCode;
+  }
   return tcm::Run();
 }

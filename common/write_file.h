@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <string_view>
 
@@ -51,6 +52,27 @@ inline absl::Status WriteFileAtomically(const std::string& path, std::string_vie
   if (::close(fd) != 0) return failed("write failed", errno);
   if (std::rename(tmp.c_str(), path.c_str()) != 0) return failed("cannot rename into place", errno);
   return absl::OkStatus();
+}
+
+// Why WriteFileAtomically could not write `path` later, or "" when it could:
+// it needs a directory that exists and takes new files, and `path` must name
+// a regular file or nothing yet. Only looks, leaving the file as it is: for
+// tools that check an output path before a long run and write at its end.
+inline std::string WritableFileProblem(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path file(path);
+  if (!file.has_filename()) return "it names a directory";
+  std::error_code error;
+  const fs::file_status status = fs::status(file, error);
+  if (status.type() == fs::file_type::none) return error.message();
+  if (fs::is_directory(status)) return "it is a directory";
+  if (fs::exists(status) && !fs::is_regular_file(status)) return "it is not a regular file";
+  const fs::path dir = file.has_parent_path() ? file.parent_path() : fs::path(".");
+  if (!fs::exists(dir, error)) return absl::StrCat("its directory ", dir.string(), " does not exist");
+  if (!fs::is_directory(dir, error)) return absl::StrCat(dir.string(), " is not a directory");
+  if (::access(dir.c_str(), W_OK | X_OK) != 0)
+    return absl::StrCat("its directory ", dir.string(), " does not take new files (", std::strerror(errno), ")");
+  return "";
 }
 
 }  // namespace tcm

@@ -83,5 +83,21 @@ TEST_F(WriteFileTest, AMissingFolderIsAnErrorNamingThePath) {
   EXPECT_TRUE(absl::StartsWith(status.message(), path + ": cannot create: ")) << status.message();
 }
 
+// The problems WriteFileAtomically would meet, found without touching the file.
+TEST_F(WriteFileTest, WritableFileProblemLooksWithoutWriting) {
+  const fs::path old_file = dir_ / "old.json";
+  std::ofstream(old_file) << "kept";
+  EXPECT_EQ(WritableFileProblem(old_file.string()), "");
+  EXPECT_EQ(Contents(old_file), "kept");
+  EXPECT_EQ(WritableFileProblem((dir_ / "new.json").string()), "");
+  EXPECT_FALSE(fs::exists(dir_ / "new.json"));
+  EXPECT_EQ(WritableFileProblem(dir_.string()), "it is a directory");
+  EXPECT_EQ(WritableFileProblem(dir_.string() + "/"), "it names a directory");
+  EXPECT_EQ(WritableFileProblem("/dev/null"), "it is not a regular file");
+  EXPECT_EQ(WritableFileProblem((dir_ / "no" / "a.json").string()),
+            "its directory " + (dir_ / "no").string() + " does not exist");
+  EXPECT_EQ(WritableFileProblem((old_file / "a.json").string()), old_file.string() + " is not a directory");
+}
+
 }  // namespace
 }  // namespace tcm

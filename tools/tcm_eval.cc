@@ -24,10 +24,13 @@
 // (t') runs on the teacher (the stage-1 network), the others on --model: the
 // composition TCM's stage 2 was trained with.
 #include <torch/torch.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
-#include <fstream>
+#include <cstring>
+#include <filesystem>
 #include <functional>
 #include <optional>
 #include <string>
@@ -42,6 +45,7 @@
 #include "common/flags_usage.h"
 #include "common/status_macros.h"
 #include "common/tool_main.h"
+#include "common/write_file.h"
 #include "model/cpu_threads.h"
 #include "model/model_repository.h"
 #include "model/sampler.h"
@@ -70,7 +74,9 @@ ABSL_FLAG(int64_t, validation_images, 0,
           "Measure FD against the last N images of the training split, the ones tcm-train holds out with "
           "--validation_images N, instead of the test set: for comparing trained models without looking at the "
           "test set. 0 = the test set.");
-ABSL_FLAG(std::string, json, "", "Also write the results to this JSON file.");
+ABSL_FLAG(std::string, json, "",
+          "Also write the results to this JSON file, replaced whole once the run is over (left as it was when the run "
+          "fails).");
 ABSL_FLAG(std::string, grid_dir, "",
           "Also write samples-1step.png / samples-2step.png (for the --steps given) into this directory: one row "
           "per class, seed 0, the grids tcm-train writes. For a model directory whose config.pbtxt was edited "
@@ -246,9 +252,8 @@ void PrintPerClassAccuracy(const std::vector<StepResult>& results) {
 }
 
 absl::Status WriteJson(const std::string& path, const Json& json) {
-  std::ofstream out(path);
-  out << json.dump(2) << "\n";
-  if (!out) return absl::DataLossError(absl::StrCat("--json: cannot write ", path));
+  absl::Status written = WriteFileAtomically(path, json.dump(2) + "\n");
+  if (!written.ok()) return absl::Status(written.code(), absl::StrCat("--json: ", written.message()));
   return absl::OkStatus();
 }
 
@@ -258,6 +263,9 @@ absl::Status Evaluate() {
   const bool floor = absl::GetFlag(FLAGS_floor);
   const int64_t validation_images = absl::GetFlag(FLAGS_validation_images);
   TCM_ASSIGN_OR_RETURN(EvalSettings settings, ReadEvalSettings());
+  if (!json_path.empty())
+    if (std::string problem = WritableFileProblem(json_path); !problem.empty())
+      return absl::InvalidArgumentError(absl::StrCat("--json: cannot write ", json_path, ": ", problem));
   if (model_dir.empty() && !floor)
     return absl::InvalidArgumentError(
         "--model: give a model directory (or --floor, or --train_classifier; see --help)");
@@ -364,7 +372,10 @@ absl::Status Evaluate() {
 }
 
 absl::Status Run() {
-  ConfigureCpuThreads(absl::GetFlag(FLAGS_threads));
+  const int threads = absl::GetFlag(FLAGS_threads);
+  if (threads < 0)
+    return absl::InvalidArgumentError(absl::StrCat("--threads: must be 0 (one per core) or more, got ", threads));
+  ConfigureCpuThreads(threads);
   return absl::GetFlag(FLAGS_train_classifier) ? TrainClassifierCommand() : Evaluate();
 }
 
@@ -378,6 +389,9 @@ int main(int argc, char** argv) {
       "  tcm-eval --model models/NAME [--steps 1,2] [--num 10000] [--floor] [--json FILE]\n"
       "  tcm-eval --model models/STAGE2 --teacher models/STAGE1 [--transition_t 1.0]\n"
       "  tcm-eval --train_classifier --out tools/eval/fashion-mnist-classifier.safetensors");
-  absl::ParseCommandLine(argc, argv);
-  return tcm::RunToolMain("tcm-eval", tcm::Run);
+  const std::vector<char*> leftovers = absl::ParseCommandLine(argc, argv);
+  return tcm::RunToolMain("tcm-eval", [&] {
+    TCM_RETURN_IF_ERROR(tcm::NoPositionalArguments(leftovers));
+    return tcm::Run();
+  });
 }

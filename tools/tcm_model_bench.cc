@@ -10,12 +10,15 @@
 // and a lone 3x3 convolution of the network's first level (its width and
 // resolution, batch 16) in each precision and layout.
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
+#include <cstring>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <string>
@@ -31,6 +34,7 @@
 #include "common/flags_usage.h"
 #include "common/status_macros.h"
 #include "common/tool_main.h"
+#include "common/write_file.h"
 #include "model/cpu_threads.h"
 #include "model/derived_tensor.h"
 #include "model/direct_conv.h"
@@ -62,7 +66,9 @@ ABSL_FLAG(bool, paired_ceiling, false,
           "(batch 16, same precision and layout) in alternation (each three warm-up calls and the median of nine), and "
           "print the median of the pairs' GFLOP/s ratios, network / convolution: the fraction of the conv ceiling "
           "with the machine's drift cancelled.");
-ABSL_FLAG(double, seconds, 3.0, "Minimum timed duration per batch size, seconds.");
+ABSL_FLAG(double, seconds, 3.0,
+          "Minimum timed duration per batch size, seconds, at most 86400; 0 = the fewest timed calls (3 per "
+          "measurement, 5 pairs when alternating).");
 ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = one per core.");
 ABSL_FLAG(bool, baseline, false,
           "Measure the path before the load-time optimisations: weights normalised on every call, NoGradGuard "
@@ -73,12 +79,17 @@ ABSL_FLAG(bool, conv_ceiling, true,
 ABSL_FLAG(bool, profile, false,
           "Also print, for each precision, the operations that take the most time in a pass at the batch size "
           "nearest 16 (with --row_shards, the threads' times added).");
-ABSL_FLAG(std::string, json, "", "Also write the CPU, the ceilings and one row per precision and batch size here.");
+ABSL_FLAG(std::string, json, "",
+          "Also write the CPU, the ceilings and one row per precision and batch size here, replaced whole once the "
+          "run is over (left as it was when the run fails).");
 
 namespace tcm {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// The longest --seconds: a day.
+constexpr double kMaxSeconds = 86400;
 
 double Median(std::vector<double> v) {
   std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
@@ -243,17 +254,22 @@ absl::StatusOr<std::vector<int64_t>> ParseBatchSizes(const std::string& text) {
 }
 
 absl::Status Run() {
-  ConfigureCpuThreads(absl::GetFlag(FLAGS_threads));
-  KeepFreedMemoryForReuse();  // as tcm-server does
+  const int threads = absl::GetFlag(FLAGS_threads);
+  if (threads < 0)
+    return absl::InvalidArgumentError(absl::StrCat("--threads: must be 0 (one per core) or more, got ", threads));
+  const double seconds = absl::GetFlag(FLAGS_seconds);
+  if (!(seconds >= 0 && seconds <= kMaxSeconds))
+    return absl::InvalidArgumentError(absl::StrCat("--seconds: must be a number of seconds in [0, ", kMaxSeconds,
+                                                   "] (0 = the fewest timed calls), got ", seconds));
   TCM_ASSIGN_OR_RETURN(const std::vector<int64_t> batch_sizes, ParseBatchSizes(absl::GetFlag(FLAGS_batch_sizes)));
   TCM_ASSIGN_OR_RETURN(const std::vector<Precision> precisions, ParsePrecisions(absl::GetFlag(FLAGS_precision)));
-  const bool channels_last = absl::GetFlag(FLAGS_channels_last);
   const std::string json_path = absl::GetFlag(FLAGS_json);
-  std::ofstream json_out;
-  if (!json_path.empty()) {
-    json_out.open(json_path, std::ios::trunc);
-    if (!json_out) return absl::InvalidArgumentError(absl::StrCat("--json: cannot write ", json_path));
-  }
+  if (!json_path.empty())
+    if (std::string problem = WritableFileProblem(json_path); !problem.empty())
+      return absl::InvalidArgumentError(absl::StrCat("--json: cannot write ", json_path, ": ", problem));
+  ConfigureCpuThreads(threads);
+  KeepFreedMemoryForReuse();  // as tcm-server does
+  const bool channels_last = absl::GetFlag(FLAGS_channels_last);
   const bool baseline = absl::GetFlag(FLAGS_baseline);
   const bool row_shards = absl::GetFlag(FLAGS_row_shards) && !baseline;
   DirectConv2d::SetEnabled(absl::GetFlag(FLAGS_direct_conv) && !baseline);
@@ -261,7 +277,6 @@ absl::Status Run() {
   if (baseline) SetBlasThreads(AvailableCores());
   TCM_ASSIGN_OR_RETURN(auto denoiser, LoadNetwork());
   const auto& config = denoiser->config();
-  const double seconds = absl::GetFlag(FLAGS_seconds);
   const double flops = denoiser->FlopsPerImage();
   const bool bf16_native = CpuHasNativeBf16();
   nlohmann::json report = {{"cpu", {{"bf16_native", bf16_native}}}};
@@ -362,10 +377,9 @@ absl::Status Run() {
                   OpTable(ProfileOps(profile_pass, 5), 15).c_str());
     }
   }
-  if (json_out.is_open()) {
-    json_out << report.dump(2) << "\n";
-    json_out.close();
-    if (!json_out) return absl::InternalError(absl::StrCat("--json: writing ", json_path, " failed"));
+  if (!json_path.empty()) {
+    if (absl::Status written = WriteFileAtomically(json_path, report.dump(2) + "\n"); !written.ok())
+      return absl::Status(written.code(), absl::StrCat("--json: ", written.message()));
     std::printf("wrote %s\n", json_path.c_str());
   }
   return absl::OkStatus();
@@ -379,6 +393,9 @@ int main(int argc, char** argv) {
       "Forward-pass throughput of one network.\n"
       "  tcm-model-bench --config tools/configs/edm2-fashion-mnist.pbtxt [--batch_sizes 1,16,64]\n"
       "  tcm-model-bench --model_dir models/NAME --precision fp32,bf16 --json bench.json [--profile]");
-  absl::ParseCommandLine(argc, argv);
-  return tcm::RunToolMain("tcm-model-bench", tcm::Run);
+  const std::vector<char*> leftovers = absl::ParseCommandLine(argc, argv);
+  return tcm::RunToolMain("tcm-model-bench", [&] {
+    TCM_RETURN_IF_ERROR(tcm::NoPositionalArguments(leftovers));
+    return tcm::Run();
+  });
 }
