@@ -144,7 +144,7 @@ struct LevelSummary {
   double level = 0;  // clients (concurrency), or offered requests/s (rate)
   double warmup_s = 0, window_s = 0;
   int64_t sent = 0;     // requests sent in the window
-  int64_t dropped = 0;  // open loop: arrivals in the window not sent (--max_inflight reached)
+  int64_t dropped = 0;  // open loop: arrivals in the window not sent (--max_inflight reached, or still due at the end)
   int64_t ok = 0;       // OK responses that arrived in the window
   int64_t images = 0;   // images in those responses
   double sent_per_s = 0, requests_per_s = 0, images_per_s = 0;

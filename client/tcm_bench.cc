@@ -17,16 +17,12 @@
 // Exit status: 0 done; 1 the server cannot be reached or a level had no
 // successful request; 2 bad flags (one line on stderr).
 #include <grpcpp/grpcpp.h>
-#include <unistd.h>
 
 #include <atomic>
-#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
 #include <cstdio>
-#include <cstring>
-#include <filesystem>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -50,6 +46,7 @@
 #include "client/load_core.h"
 #include "client/load_raw.h"
 #include "client/response_check.h"
+#include "common/flags_usage.h"
 #include "common/utf8.h"
 #include "common/write_file.h"
 #include "tcm/v1/tcm_service.grpc.pb.h"
@@ -210,9 +207,6 @@ int ParseArgs(int argc, char** argv, std::set<std::string>* given) {
   return -1;
 }
 
-// The longest --timeout and --connect_timeout, seconds: a day.
-constexpr double kMaxSeconds = 86400;
-
 // Everything the run needs, validated.
 struct Settings {
   std::vector<int> concurrency;
@@ -262,8 +256,10 @@ std::string ReadSettings(const std::set<std::string>& given, Settings* s) {
   s->arrivals = *arrivals;
   s->duration = absl::GetFlag(FLAGS_duration);
   s->warmup = absl::GetFlag(FLAGS_warmup);
-  if (!ok_positive(s->duration)) return "--duration: must be a positive number of seconds";
-  if (!std::isfinite(s->warmup) || s->warmup < 0) return "--warmup: must be >= 0 seconds";
+  if (!(s->duration > 0 && s->duration <= kMaxFlagSeconds))
+    return absl::StrCat("--duration: must be a number of seconds in (0, ", kMaxFlagSeconds, "], got ", s->duration);
+  if (!(s->warmup >= 0 && s->warmup <= kMaxFlagSeconds))
+    return absl::StrCat("--warmup: must be a number of seconds in [0, ", kMaxFlagSeconds, "], got ", s->warmup);
   s->max_inflight = absl::GetFlag(FLAGS_max_inflight);
   if (s->max_inflight < 1) return "--max_inflight: must be at least 1";
   s->server = absl::GetFlag(FLAGS_server);
@@ -289,8 +285,8 @@ std::string ReadSettings(const std::set<std::string>& given, Settings* s) {
   s->connect_timeout = absl::GetFlag(FLAGS_connect_timeout);
   for (const auto& [name, value] :
        {std::pair{"--timeout", s->timeout}, std::pair{"--connect_timeout", s->connect_timeout}})
-    if (!(value > 0 && value <= kMaxSeconds))
-      return absl::StrCat(name, ": must be a number of seconds in (0, ", kMaxSeconds, "], got ", value);
+    if (!(value > 0 && value <= kMaxFlagSeconds))
+      return absl::StrCat(name, ": must be a number of seconds in (0, ", kMaxFlagSeconds, "], got ", value);
   s->json = absl::GetFlag(FLAGS_json);
   if (!s->json.empty())
     if (std::string problem = WritableFileProblem(s->json); !problem.empty())

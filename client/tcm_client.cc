@@ -315,21 +315,19 @@ int Generate(v1::TcmService::Stub& stub) {
   return 0;
 }
 
-// The longest --timeout and --health_every, seconds: a day.
-constexpr double kMaxSeconds = 86400;
-
 int Run() {
   if (std::string conflict = ModeConflict(); !conflict.empty()) return Error(conflict);
   const double timeout = absl::GetFlag(FLAGS_timeout);
-  if (!(timeout > 0 && timeout <= kMaxSeconds))
-    return Error(absl::StrCat("--timeout: must be a number of seconds in (0, ", kMaxSeconds, "], got ", timeout));
+  if (!(timeout > 0 && timeout <= kMaxFlagSeconds))
+    return Error(absl::StrCat("--timeout: must be a number of seconds in (0, ", kMaxFlagSeconds, "], got ", timeout));
   auto channel = MakeChannel(ChannelOptionsFromFlags());
   if (!channel.ok()) return Error(std::string(channel.status().message()));
   if (absl::GetFlag(FLAGS_health)) {
     const double every = absl::GetFlag(FLAGS_health_every);
     const int checks = absl::GetFlag(FLAGS_health_checks);
-    if (!(every >= 0 && every <= kMaxSeconds))
-      return Error(absl::StrCat("--health_every: must be a number of seconds in [0, ", kMaxSeconds, "], got ", every));
+    if (!(every >= 0 && every <= kMaxFlagSeconds))
+      return Error(
+          absl::StrCat("--health_every: must be a number of seconds in [0, ", kMaxFlagSeconds, "], got ", every));
     if (checks < 0) return Error(absl::StrCat("--health_checks: must be at least 0, got ", checks));
     return every > 0 ? HealthRepeated(*channel, every, checks) : Health(*channel);
   }

@@ -44,10 +44,8 @@ ABSL_FLAG(double, connect_timeout, 30, "How long to wait for the server at start
 namespace tcm {
 namespace {
 
-// The longest --connect_timeout and --progress_every, seconds: a day.
-constexpr double kMaxSeconds = 86400;
 // The longest --seconds: a week.
-constexpr double kMaxRunSeconds = 7 * kMaxSeconds;
+constexpr double kMaxRunSeconds = 7 * kMaxFlagSeconds;
 
 int UsageError(const std::string& message) {
   std::fprintf(stderr, "tcm-mixed-load: %s (see --help)\n", message.c_str());
@@ -92,11 +90,11 @@ int Run() {
   if (!(seconds > 0 && seconds <= kMaxRunSeconds))
     return UsageError(
         absl::StrCat("--seconds: must be a number of seconds in (0, ", kMaxRunSeconds, "], got ", seconds));
-  if (!(every >= 0 && every <= kMaxSeconds))
-    return UsageError(absl::StrCat("--progress_every: must be a number of seconds in [0, ", kMaxSeconds,
+  if (!(every >= 0 && every <= kMaxFlagSeconds))
+    return UsageError(absl::StrCat("--progress_every: must be a number of seconds in [0, ", kMaxFlagSeconds,
                                    "] (0 = no progress lines), got ", every));
-  if (!(connect_timeout > 0 && connect_timeout <= kMaxSeconds))
-    return UsageError(absl::StrCat("--connect_timeout: must be a number of seconds in (0, ", kMaxSeconds, "], got ",
+  if (!(connect_timeout > 0 && connect_timeout <= kMaxFlagSeconds))
+    return UsageError(absl::StrCat("--connect_timeout: must be a number of seconds in (0, ", kMaxFlagSeconds, "], got ",
                                    connect_timeout));
 
   auto channel = MakeChannel(ChannelOptionsFromFlags());

@@ -9,6 +9,11 @@
 
 namespace tcm {
 
+// The longest time a tool takes in a flag of seconds (a timeout, a run's
+// length): a day. Longer values are typing mistakes, and some would overflow
+// the integer clocks they are converted to.
+inline constexpr double kMaxFlagSeconds = 86400;
+
 // Sets the usage text and makes --help list the program's own flags (by
 // default Abseil lists only flags defined in a file named like the binary,
 // which never matches "tcm-server" against "server/main.cc").

@@ -337,7 +337,20 @@ rm -f "$TMP/edm-unrecorded/settings.json" "$TMP/edm-unrecorded/checkpoint.pt.tmp
 "$train" diffusion --config "$TMP/tiny16.pbtxt" --out "$TMP/edm-unrecorded" --steps 4 --resume "${common[@]}" \
   > "$TMP/edm-unrecorded.log" 2>&1
 rc=$?
-check '[[ $rc -ne 0 && ! -e "$TMP/edm-unrecorded/settings.json" ]]' \
-  "a failed resume records no settings (exit $rc, $(tail -1 "$TMP/edm-unrecorded.log"))"
+check '[[ $rc -eq 2 ]] && grep -q "^tcm-train: .*checkpoint.pt: weight .* has shape " "$TMP/edm-unrecorded.log" && [[ ! -e "$TMP/edm-unrecorded/settings.json" ]]' \
+  "a failed resume records no settings (exit $rc, $(tr '\n' ' ' < "$TMP/edm-unrecorded.log"))"
+# A folder run begun when folders were read class after class (no folder_order recorded) is not
+# resumed with another held-out split.
+mkdir -p "$TMP/folder-run"
+cp "$TMP/edm/checkpoint.pt" "$TMP/folder-run/"
+jq '.data = "folder:'"$TMP"'/pngs" | del(.folder_order)' "$TMP/edm/settings.json" > "$TMP/folder-run/settings.json"
+mkdir -p "$TMP/pngs/a"
+python3 -c 'import struct, sys, zlib
+chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+sys.stdout.buffer.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+                        + chunk(b"IDAT", zlib.compress(b"\x00\x80")) + chunk(b"IEND", b""))' > "$TMP/pngs/a/0.png"
+expect_error "--resume: $TMP/folder-run began when folder:$TMP/pngs was read class after class; this tcm-train reads its classes in turn" \
+  "$train" diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/folder-run" --data "folder:$TMP/pngs" --validation_images 0 \
+  --steps 4 --resume --threads 1 --batch_size 4 --classifier "$classifier"
 check '[[ $(cat "$TMP/edm/checkpoint.pt" | md5sum) == "$edm_checkpoint_sum" ]]' "refused runs leave the checkpoint alone"
 exit $fail

@@ -24,13 +24,9 @@
 // (t') runs on the teacher (the stage-1 network), the others on --model: the
 // composition TCM's stage 2 was trained with.
 #include <torch/torch.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
-#include <filesystem>
 #include <functional>
 #include <optional>
 #include <string>

@@ -10,15 +10,11 @@
 // and a lone 3x3 convolution of the network's first level (its width and
 // resolution, batch 16) in each precision and layout.
 #include <torch/torch.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
-#include <cstring>
-#include <filesystem>
 #include <functional>
 #include <map>
 #include <string>
@@ -87,9 +83,6 @@ namespace tcm {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-// The longest --seconds: a day.
-constexpr double kMaxSeconds = 86400;
 
 double Median(std::vector<double> v) {
   std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
@@ -258,8 +251,8 @@ absl::Status Run() {
   if (threads < 0)
     return absl::InvalidArgumentError(absl::StrCat("--threads: must be 0 (one per core) or more, got ", threads));
   const double seconds = absl::GetFlag(FLAGS_seconds);
-  if (!(seconds >= 0 && seconds <= kMaxSeconds))
-    return absl::InvalidArgumentError(absl::StrCat("--seconds: must be a number of seconds in [0, ", kMaxSeconds,
+  if (!(seconds >= 0 && seconds <= kMaxFlagSeconds))
+    return absl::InvalidArgumentError(absl::StrCat("--seconds: must be a number of seconds in [0, ", kMaxFlagSeconds,
                                                    "] (0 = the fewest timed calls), got ", seconds));
   TCM_ASSIGN_OR_RETURN(const std::vector<int64_t> batch_sizes, ParseBatchSizes(absl::GetFlag(FLAGS_batch_sizes)));
   TCM_ASSIGN_OR_RETURN(const std::vector<Precision> precisions, ParsePrecisions(absl::GetFlag(FLAGS_precision)));

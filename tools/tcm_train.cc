@@ -30,6 +30,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -112,7 +113,8 @@ ABSL_FLAG(std::string, tdist, "normal",
 ABSL_FLAG(double, df, 2.0, "consistency, truncated: degrees of freedom of --tdist=t.");
 ABSL_FLAG(double, t_lower, 0.002,
           "consistency, truncated: smallest training t (truncated: t', at least --transition_t).");
-ABSL_FLAG(double, t_upper, 80.0, "consistency, truncated: largest training t.");
+ABSL_FLAG(double, t_upper, 80.0,
+          "consistency, truncated: largest training t (at least the model's t_max, where 1-step sampling starts).");
 ABSL_FLAG(double, q, 2.0, "consistency, truncated: gap decay factor: ratio = 1 - 1/q^(stage + 1).");
 ABSL_FLAG(double, ratio_limit, 0.999, "consistency, truncated: largest gap ratio (at most 0.99999).");
 ABSL_FLAG(int64_t, double_every, 50000,
@@ -328,9 +330,16 @@ constexpr InputDigest kInputDigests[] = {
      }},
 };
 
+// Also recorded for folder: data: the order its images are read in, which
+// decides the held-out split. Runs begun before folders were read class by
+// class in turn read them class after class: such a run cannot be resumed.
+constexpr char kFolderOrderSetting[] = "folder_order";
+constexpr char kFolderOrder[] = "classes in turn";
+
 RunSettings CommandRunSettings(Stage stage) {
   RunSettings settings = {{"stage", StageName(stage)}, {kCpuBf16Setting, CpuHasNativeBf16() ? "true" : "false"}};
   for (const char* name : kResultFlags) settings[name] = absl::FindCommandLineFlag(name)->CurrentValue();
+  if (absl::StartsWith(settings.at("data"), "folder:")) settings[kFolderOrderSetting] = kFolderOrder;
   for (const InputDigest& input : kInputDigests) {
     const std::string value = settings.at(input.flag);
     if (value.empty()) continue;
@@ -360,22 +369,28 @@ void AnnounceAutoPrecisionMove(const RunSettings& recorded, const RunSettings& n
         "steps run in bf16 from here wherever auto allows it, so it will not match an uninterrupted run\n");
 }
 
-// A new run records its settings, and refuses a directory that holds a run
-// already (it would overwrite that run's checkpoint); --resume needs the
-// checkpoint and the recorded settings. A run begun before settings.json (or
-// one of the digests) existed adopts this command's: returned, to be recorded
-// once its checkpoint has loaded, so that a failed resume records nothing.
-absl::StatusOr<std::optional<RunSettings>> RecordOrCheckRunSettings(const std::string& out, Stage stage, bool resume) {
+// A new run refuses a directory that holds a run already (it would overwrite
+// that run's checkpoint).
+absl::Status RefuseExistingRun(const std::string& out) {
+  if (!std::filesystem::exists(out + "/checkpoint.pt")) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--out: ", out, " holds a run already (checkpoint.pt); continue it with --resume, or give another directory"));
+}
+
+// Makes a new run's directory and records its settings there.
+absl::Status RecordNewRunSettings(const std::string& out, Stage stage) {
+  if (std::error_code ec; !std::filesystem::create_directories(out, ec) && ec)
+    return absl::InvalidArgumentError(absl::StrCat("--out: cannot make the run directory ", out, ": ", ec.message()));
+  return WriteRunSettings(out + "/settings.json", CommandRunSettings(stage));
+}
+
+// --resume needs the checkpoint and the settings recorded when the run began,
+// repeated. A run begun before settings.json (or one of the digests) existed
+// adopts this command's: returned, to be recorded once its checkpoint has
+// loaded, so that a failed resume records nothing.
+absl::StatusOr<std::optional<RunSettings>> CheckResumedRunSettings(const std::string& out, Stage stage) {
   const std::string path = out + "/settings.json", checkpoint = out + "/checkpoint.pt";
   const RunSettings now = CommandRunSettings(stage);
-  if (!resume) {
-    if (std::filesystem::exists(checkpoint))
-      return absl::InvalidArgumentError(absl::StrCat("--out: ", out,
-                                                     " holds a run already (checkpoint.pt); "
-                                                     "continue it with --resume, or give another directory"));
-    TCM_RETURN_IF_ERROR(WriteRunSettings(path, now));
-    return std::nullopt;
-  }
   if (!std::filesystem::exists(checkpoint))
     return absl::InvalidArgumentError(absl::StrCat("--resume: ", checkpoint, " does not exist"));
   absl::StatusOr<RunSettings> recorded = ReadRunSettings(path);
@@ -390,9 +405,17 @@ absl::StatusOr<std::optional<RunSettings>> RecordOrCheckRunSettings(const std::s
   if (recorded->count("stage") && recorded->at("stage") != now.at("stage"))
     return absl::InvalidArgumentError(absl::StrCat("--out: ", out, " is a run of the ", recorded->at("stage"),
                                                    " stage, not the ", now.at("stage"), " stage"));
+  if (now.count(kFolderOrderSetting) && !recorded->count(kFolderOrderSetting) && recorded->count("data") &&
+      recorded->at("data") == now.at("data"))
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--resume: ", out, " began when ", now.at("data"),
+        " was read class after class; this tcm-train reads its classes in turn, which holds out other images. "
+        "Finish the run with the tcm-train that began it, or start a new --out"));
   RunSettings recorded_compared = *recorded, now_compared = now;
-  recorded_compared.erase(kCpuBf16Setting);
-  now_compared.erase(kCpuBf16Setting);
+  for (const char* setting : {kCpuBf16Setting, kFolderOrderSetting}) {
+    recorded_compared.erase(setting);
+    now_compared.erase(setting);
+  }
   // The contents of the same files (their paths are compared as flags).
   std::vector<std::string> content_changes;
   bool adopted_a_digest = false;
@@ -686,7 +709,9 @@ absl::Status Export(Trainer& trainer, Stage stage, const std::string& out, const
 // The consistency stages train up to --t_upper; 1-step sampling starts at the
 // model's t_max, which training must reach.
 absl::Status CheckTimeRange(Stage stage, const TrainOptions& options, const v1::ModelConfig& config) {
-  if (stage == Stage::kDiffusion || options.consistency.time.t_upper >= config.t_max()) return absl::OkStatus();
+  // As float32, the type of the model's t_max.
+  if (stage == Stage::kDiffusion || static_cast<float>(options.consistency.time.t_upper) >= config.t_max())
+    return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat("--t_upper (", options.consistency.time.t_upper,
                                                  ") must be at least the model's t_max (", config.t_max(),
                                                  "), where 1-step sampling starts"));
@@ -748,10 +773,16 @@ absl::Status Run(const std::string& stage_name) {
   const std::string out = absl::GetFlag(FLAGS_out);
   if (out.empty()) return absl::InvalidArgumentError("--out: required (the run directory)");
   const bool resume = absl::GetFlag(FLAGS_resume);
+  std::optional<RunSettings> adopted_settings;
+  if (resume) {
+    TCM_ASSIGN_OR_RETURN(adopted_settings, CheckResumedRunSettings(out, stage));
+  } else {
+    TCM_RETURN_IF_ERROR(RefuseExistingRun(out));
+  }
   ConfigureCpuThreads(absl::GetFlag(FLAGS_threads));
   torch::manual_seed(absl::GetFlag(FLAGS_seed));
 
-  // The inputs are checked before the run directory is made.
+  // A new run's inputs are checked before its directory is made (below).
   std::vector<std::string> labels;
   TCM_ASSIGN_OR_RETURN(auto net, StartingNetwork(stage, &labels));
   TCM_RETURN_IF_ERROR(CheckTimeRange(stage, options, net->config()));
@@ -774,9 +805,6 @@ absl::Status Run(const std::string& stage_name) {
                        HoldOutValidation(all, absl::GetFlag(FLAGS_validation_images), "--validation_images"));
   TCM_ASSIGN_OR_RETURN(torch::Tensor images, ToModelInput(data.train.images, net->config().img_resolution()));
   if (labels.empty() && net->config().num_classes() == int64_t(all.class_names.size())) labels = all.class_names;
-  if (std::error_code ec; !std::filesystem::create_directories(out, ec) && ec)
-    return absl::InvalidArgumentError(absl::StrCat("--out: cannot make the run directory ", out, ": ", ec.message()));
-  TCM_ASSIGN_OR_RETURN(const std::optional<RunSettings> adopted_settings, RecordOrCheckRunSettings(out, stage, resume));
   // Training's random draws start here, whatever the EMAs' and the
   // classifier's construction below draws: EMA and mid_t candidates leave the
   // training itself unchanged.
@@ -786,6 +814,7 @@ absl::Status Run(const std::string& stage_name) {
                        PrepareSamplingChoice(options, net->config(), data.validation));
   TCM_ASSIGN_OR_RETURN(const std::optional<TrainingEval> eval,
                        PrepareTrainingEval(stage, net->config(), data.validation, choice));
+  if (!resume) TCM_RETURN_IF_ERROR(RecordNewRunSettings(out, stage));  // every input checked
 
   const std::string checkpoint = out + "/checkpoint.pt";
   SetCpuGeneratorState(training_generator);

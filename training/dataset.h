@@ -6,7 +6,8 @@
 //                            [N, H, W, C] images and uint8 [N] labels
 //   folder:DIR               DIR/<class name>/*.png, classes in sorted order,
 //                            images taken from the classes in turn (so the
-//                            last images, held out, come from every class)
+//                            last images, held out, come from every class
+//                            that has images left)
 // Images are held as uint8 [N, C, H, W]; the trainer pads and scales them.
 #ifndef TCM_TRAINING_DATASET_H_
 #define TCM_TRAINING_DATASET_H_
@@ -35,9 +36,9 @@ absl::StatusOr<LabeledImages> LoadDataset(const std::string& spec, Split split);
 // Reads an IDX image file and its label file (either may be gzip-compressed).
 absl::StatusOr<LabeledImages> ReadIdxDataset(const std::string& images_path, const std::string& labels_path);
 
-// Reads DIR/<class>/*.png (grey, RGB or RGBA, decoded to 8 bits with
-// transparency over black; every image the same size), one image of each class
-// in turn while a class has images left.
+// Reads DIR/<class>/*.png (grey, RGB or RGBA, decoded to 8 bits; grey with
+// transparency composed over black; every image the same size), one image of
+// each class in turn while a class has images left.
 absl::StatusOr<LabeledImages> ReadImageFolder(const std::string& dir);
 
 // A data set split in two: its last `validation_count` images held out of
