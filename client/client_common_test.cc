@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <string>
@@ -82,7 +83,8 @@ TEST(MakeChannelTest, RefusesABadServerBeforeMakingAChannel) {
 class MakeChannelFilesTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = ::testing::TempDir() + "make_channel_files";
+    // Its own folder: ctest runs each test of the suite as a process of its own, in parallel.
+    dir_ = ::testing::TempDir() + "make_channel_files." + std::to_string(::getpid());
     ::mkdir(dir_.c_str(), 0700);
     empty_ = dir_ + "/empty.pem";
     std::FILE* f = std::fopen(empty_.c_str(), "w");
