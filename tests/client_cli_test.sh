@@ -6,23 +6,7 @@
 set -uo pipefail
 source_dir="$1"; bin="$2"
 source "$(dirname "$0")/server_lib.sh"
-fail=0
-check() {  # check CONDITION DESCRIPTION
-  if ! eval "$1"; then echo "FAIL: $2"; fail=1; fi
-}
-# expect_error EXIT FRAGMENT command...: the command exits EXIT and prints
-# exactly one line, which contains FRAGMENT.
-expect_error() {
-  local want="$1" fragment="$2"
-  shift 2
-  local out rc
-  out="$("$@" 2>&1)"
-  rc=$?
-  if [[ $rc -ne $want || "$out" != *"$fragment"* || $(printf '%s\n' "$out" | wc -l) -ne 1 ]]; then
-    echo "FAIL: '$*' gave exit $rc (want $want) and: $out"
-    fail=1
-  fi
-}
+source "$(dirname "$0")/cli_expect.sh"
 
 # tcm-server refuses numeric flags out of range before loading anything.
 expect_error 1 "--max_images_per_request: must be in [1, 1048576], got 0" \

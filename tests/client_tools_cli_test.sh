@@ -9,25 +9,9 @@
 set -uo pipefail
 source_dir="$(cd "$1" && pwd)"; bin="$(cd "$2" && pwd)"
 source "$(dirname "$0")/server_lib.sh"
+source "$(dirname "$0")/cli_expect.sh"
 # Files a tool writes by mistake land where they are seen and removed.
 cd "$TMP" || exit 1
-fail=0
-check() {  # check CONDITION DESCRIPTION
-  if ! eval "$1"; then echo "FAIL: $2"; fail=1; fi
-}
-# expect_error EXIT FRAGMENT command...: the command exits EXIT and prints
-# exactly one line, which contains FRAGMENT.
-expect_error() {
-  local want="$1" fragment="$2"
-  shift 2
-  local out rc
-  out="$("$@" 2>&1)"
-  rc=$?
-  if [[ $rc -ne $want || "$out" != *"$fragment"* || $(printf '%s\n' "$out" | wc -l) -ne 1 ]]; then
-    echo "FAIL: '$*' gave exit $rc (want $want) and: $out"
-    fail=1
-  fi
-}
 # unchanged FILE DESCRIPTION: FILE still holds the earlier report and nothing
 # else was left beside it.
 unchanged() {
