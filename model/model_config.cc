@@ -1,11 +1,14 @@
 #include "model/model_config.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
+#include <cstdint>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/batching_defaults.h"
 #include "common/read_file.h"
 #include "common/status_macros.h"
 #include "google/protobuf/io/tokenizer.h"
@@ -40,15 +43,32 @@ absl::Status CheckDropout(float value, absl::string_view field) {
   return absl::OkStatus();
 }
 
+// `value` of `field` must be finite (NaN passes every comparison, so each
+// range check below states what is allowed, not what is refused).
+absl::Status CheckFinite(float value, absl::string_view field) {
+  if (!std::isfinite(value)) return Bad(field, absl::StrCat("must be a finite number, got ", value));
+  return absl::OkStatus();
+}
+
 absl::Status CheckResampleFilter(google::protobuf::RepeatedField<float>* filter, absl::string_view field) {
   if (filter->empty()) {
     filter->Add(1.0f);
     filter->Add(1.0f);
   }
   if (filter->size() % 2 != 0) return Bad(field, "must have an even number of taps");
-  float sum = 0;
-  for (float f : *filter) sum += f;
-  if (sum == 0.0f) return Bad(field, "taps must not sum to zero");
+  const std::string taps = absl::StrCat("[", absl::StrJoin(*filter, ", "), "]");
+  float sum = 0, largest = 0;
+  for (float f : *filter) {
+    if (!std::isfinite(f)) return Bad(field, absl::StrCat("taps must be finite numbers, got ", taps));
+    sum += f;
+    largest = std::max(largest, std::abs(f));
+  }
+  if (sum == 0.0f) return Bad(field, absl::StrCat("taps must not sum to zero, got ", taps));
+  // The network uses taps x taps / sum^2 in float32 (ResampleFilter2d).
+  const float square = sum * sum;
+  if (!(std::isfinite(largest * largest) && square > 0 && std::isfinite(square) &&
+        std::isfinite(largest * largest / square)))
+    return Bad(field, absl::StrCat("taps x taps / sum^2 must be finite in float32, got ", taps));
   return absl::OkStatus();
 }
 
@@ -70,10 +90,10 @@ absl::Status CheckListLimits(const google::protobuf::RepeatedField<uint32_t>& li
 // "edm2" or "song", `default_emb_mult` the embedding multiplier an unset
 // channel_mult_emb means. A rough count of the weights (two 3x3 convolutions
 // and an embedding projection per block, encoder and decoder, the embedding
-// network and the class embedding) guards the network's total size, and the
-// widest activation of one image its memory.
+// network and the class embedding) guards the network's total size
+// (CheckBatchActivations, once the config is complete, its activations).
 template <typename Net>
-absl::Status CheckNetworkLimits(const Net& c, absl::string_view prefix, uint32_t num_classes, uint32_t img_resolution,
+absl::Status CheckNetworkLimits(const Net& c, absl::string_view prefix, uint32_t num_classes,
                                 uint32_t default_emb_mult) {
   using L = ConfigLimits;
   const std::string p(prefix);
@@ -99,43 +119,35 @@ absl::Status CheckNetworkLimits(const Net& c, absl::string_view prefix, uint32_t
                        width_of(c.channel_mult_emb() ? c.channel_mult_emb() : default_emb_mult, "channel_mult_emb"));
   const double e = static_cast<double>(emb);
   double weights = 2.0 * e * e + static_cast<double>(num_classes) * e;
-  uint64_t widest = 0;
   for (uint32_t mult : c.channel_mult()) {
     TCM_ASSIGN_OR_RETURN(const uint64_t width, width_of(mult, "channel_mult"));
     const double w = static_cast<double>(width);
     weights += 2.0 * (c.num_blocks() + 1) * (2 * 9.0 * w * w + e * w);
-    widest = std::max(widest, width);
   }
   if (weights > L::kMaxParameters)
     return Bad(p, absl::StrCat("a network of about ", absl::StrFormat("%.3g", weights),
                                " weights is past the limit of ", absl::StrFormat("%.3g", L::kMaxParameters),
                                " (model_channels, channel_mult, channel_mult_emb, num_blocks, num_classes)"));
-  const double activation = static_cast<double>(img_resolution) * img_resolution * static_cast<double>(widest);
-  if (activation > L::kMaxActivationValues)
-    return Bad("img_resolution",
-               absl::StrCat("a ", img_resolution, "x", img_resolution, " image at ", widest, " channels needs ",
-                            absl::StrFormat("%.3g", activation), " values per activation, past the limit of ",
-                            absl::StrFormat("%.3g", L::kMaxActivationValues)));
   return absl::OkStatus();
 }
 
 absl::Status CheckLimits(const ModelConfig& c) {
   using L = ConfigLimits;
   TCM_RETURN_IF_ERROR(CheckAtMost(c.img_resolution(), L::kMaxResolution, "img_resolution"));
-  TCM_RETURN_IF_ERROR(CheckAtMost(c.img_channels(), L::kMaxImageChannels, "img_channels"));
+  if (std::find(std::begin(kImageChannelChoices), std::end(kImageChannelChoices), c.img_channels()) ==
+      std::end(kImageChannelChoices))
+    return Bad("img_channels", absl::StrCat("must be 1 (grey), 3 (RGB) or 4 (RGBA), got ", c.img_channels()));
   TCM_RETURN_IF_ERROR(CheckAtMost(c.num_classes(), L::kMaxClasses, "num_classes"));
   if (c.has_edm2()) {
     uint32_t largest_mult = 1;
     for (uint32_t m : c.edm2().channel_mult()) largest_mult = std::max(largest_mult, m);
-    TCM_RETURN_IF_ERROR(
-        CheckNetworkLimits(c.edm2(), "edm2", c.num_classes(), c.img_resolution(), /*default_emb_mult=*/largest_mult));
+    TCM_RETURN_IF_ERROR(CheckNetworkLimits(c.edm2(), "edm2", c.num_classes(), /*default_emb_mult=*/largest_mult));
     TCM_RETURN_IF_ERROR(CheckAtMost(c.edm2().channels_per_head(), L::kMaxChannelsPerHead, "edm2.channels_per_head"));
     TCM_RETURN_IF_ERROR(
         CheckListLimits(c.edm2().dout_resolutions(), L::kMaxListEntries, L::kMaxResolution, "edm2.dout_resolutions"));
   }
   if (c.has_song()) {
-    TCM_RETURN_IF_ERROR(
-        CheckNetworkLimits(c.song(), "song", c.num_classes(), c.img_resolution(), /*default_emb_mult=*/4));
+    TCM_RETURN_IF_ERROR(CheckNetworkLimits(c.song(), "song", c.num_classes(), /*default_emb_mult=*/4));
     TCM_RETURN_IF_ERROR(CheckAtMost(c.song().augment_dim(), L::kMaxAugmentDim, "song.augment_dim"));
   }
   TCM_RETURN_IF_ERROR(CheckAtMost(c.batching().max_batch_size(), L::kMaxBatchSize, "batching.max_batch_size"));
@@ -169,7 +181,9 @@ absl::Status CompleteEdm2(Edm2UNetConfig* c) {
   TCM_RETURN_IF_ERROR(CheckUnitInterval(c->res_balance(), "edm2.res_balance"));
   TCM_RETURN_IF_ERROR(CheckUnitInterval(c->attn_balance(), "edm2.attn_balance"));
   if (c->channels_per_head() == 0) return Bad("edm2.channels_per_head", "must be positive");
-  if (c->clip_act() < 0) return Bad("edm2.clip_act", "must be >= 0 (0 = no clipping)");
+  TCM_RETURN_IF_ERROR(CheckFinite(c->fourier_scale(), "edm2.fourier_scale"));
+  if (!(c->clip_act() >= 0 && std::isfinite(c->clip_act())))
+    return Bad("edm2.clip_act", absl::StrCat("must be a finite number >= 0 (0 = no clipping), got ", c->clip_act()));
   TCM_RETURN_IF_ERROR(CheckDropout(c->dropout(), "edm2.dropout"));
   return CheckResampleFilter(c->mutable_resample_filter(), "edm2.resample_filter");
 }
@@ -194,8 +208,29 @@ absl::Status CompleteSong(SongUNetConfig* c) {
                absl::StrCat("must be \"standard\", \"skip\" or \"residual\", got \"", c->encoder_type(), "\""));
   if (c->decoder_type() != "standard" && c->decoder_type() != "skip")
     return Bad("song.decoder_type", absl::StrCat("must be \"standard\" or \"skip\", got \"", c->decoder_type(), "\""));
+  TCM_RETURN_IF_ERROR(CheckFinite(c->fourier_scale(), "song.fourier_scale"));
   TCM_RETURN_IF_ERROR(CheckDropout(c->dropout(), "song.dropout"));
   return CheckResampleFilter(c->mutable_resample_filter(), "song.resample_filter");
+}
+
+// A JSON integer in [0, UINT32_MAX] (the proto fields' type; each field's
+// own limit is checked once the config is complete), never wrapped.
+absl::StatusOr<uint32_t> JsonUint(const nlohmann::json& value, absl::string_view key) {
+  if (!value.is_number_integer() || (!value.is_number_unsigned() && value.get<int64_t>() < 0))
+    return Bad(key, "must be a non-negative integer");
+  const uint64_t v = value.get<uint64_t>();
+  if (v > UINT32_MAX) return Bad(key, absl::StrCat("must be at most ", UINT32_MAX, ", got ", v));
+  return static_cast<uint32_t>(v);
+}
+
+// A JSON number inside the float32 range (the proto fields' type), never
+// rounded to infinity.
+absl::StatusOr<float> JsonFloat(const nlohmann::json& value, absl::string_view key) {
+  if (!value.is_number()) return Bad(key, "must be a number");
+  const double v = value.get<double>();
+  if (!(std::abs(v) <= FLT_MAX))
+    return Bad(key, absl::StrCat("must be a finite number of at most ", FLT_MAX, " in magnitude (float32), got ", v));
+  return static_cast<float>(v);
 }
 
 // Reads a JSON list of non-negative integers into `out`.
@@ -203,8 +238,9 @@ absl::Status JsonUintList(const nlohmann::json& value, absl::string_view key,
                           google::protobuf::RepeatedField<uint32_t>* out) {
   if (!value.is_array()) return Bad(key, "must be a list of integers");
   for (const auto& v : value) {
-    if (!v.is_number_integer() || v.get<int64_t>() < 0) return Bad(key, "must be a list of non-negative integers");
-    out->Add(v.get<uint32_t>());
+    if (!v.is_number_integer()) return Bad(key, "must be a list of non-negative integers");
+    TCM_ASSIGN_OR_RETURN(const uint32_t entry, JsonUint(v, key));
+    out->Add(entry);
   }
   return absl::OkStatus();
 }
@@ -214,19 +250,10 @@ absl::Status JsonFloatList(const nlohmann::json& value, absl::string_view key,
   if (!value.is_array()) return Bad(key, "must be a list of numbers");
   for (const auto& v : value) {
     if (!v.is_number()) return Bad(key, "must be a list of numbers");
-    out->Add(v.get<float>());
+    TCM_ASSIGN_OR_RETURN(const float entry, JsonFloat(v, key));
+    out->Add(entry);
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<uint32_t> JsonUint(const nlohmann::json& value, absl::string_view key) {
-  if (!value.is_number_integer() || value.get<int64_t>() < 0) return Bad(key, "must be a non-negative integer");
-  return value.get<uint32_t>();
-}
-
-absl::StatusOr<float> JsonFloat(const nlohmann::json& value, absl::string_view key) {
-  if (!value.is_number()) return Bad(key, "must be a number");
-  return value.get<float>();
 }
 
 absl::StatusOr<bool> JsonBool(const nlohmann::json& value, absl::string_view key) {
@@ -339,6 +366,60 @@ absl::Status CheckModelName(const std::string& name) {
       "model name '", name.substr(0, 64), "': must be 1 to 200 letters, digits, '-', '_' and '.' (not . or ..)"));
 }
 
+namespace {
+
+// EstimatedActivationValues of one architecture: `heads(width)` is the
+// attention heads of a block of that width.
+template <typename Net, typename Heads>
+double EstimateActivations(const Net& net, uint32_t img_resolution, Heads heads) {
+  const int levels = net.channel_mult_size();
+  double skips = 0, widest = 0, scores = 0;
+  double previous_width = 0;
+  for (int level = 0; level < levels; ++level) {
+    const double res = static_cast<double>(img_resolution >> level);
+    const double pixels = res * res;
+    const double width = static_cast<double>(net.model_channels()) * net.channel_mult(level);
+    // The level's first skip: the input convolution's output, else the
+    // downsampling block's (the previous level's width); then one per block.
+    skips += pixels * ((level == 0 ? width : previous_width) + net.num_blocks() * width);
+    widest = std::max(widest, pixels * width);
+    // Attention at the listed resolutions and always at the lowest level (the
+    // decoder's first block): a score matrix and its softmax per head.
+    const auto& attn = net.attn_resolutions();
+    if (level == levels - 1 ||
+        std::find(attn.begin(), attn.end(), static_cast<uint32_t>(img_resolution >> level)) != attn.end())
+      scores = std::max(scores, 2.0 * heads(width) * pixels * pixels);
+    previous_width = width;
+  }
+  return skips + 8.0 * widest + scores;
+}
+
+}  // namespace
+
+double EstimatedActivationValues(const ModelConfig& c) {
+  if (c.has_edm2()) {
+    const uint32_t per_head = c.edm2().has_channels_per_head() ? c.edm2().channels_per_head() : 64;
+    return EstimateActivations(c.edm2(), c.img_resolution(),
+                               [per_head](double width) { return per_head ? std::floor(width / per_head) : 0.0; });
+  }
+  if (c.has_song()) return EstimateActivations(c.song(), c.img_resolution(), [](double) { return 1.0; });
+  return 0;
+}
+
+absl::Status CheckBatchActivations(const ModelConfig& c, uint64_t max_batch_size, absl::string_view batch_field) {
+  const double per_image = EstimatedActivationValues(c);
+  const double batch = static_cast<double>(std::max<uint64_t>(max_batch_size, 1));
+  if (per_image * batch <= ConfigLimits::kMaxBatchActivationValues) return absl::OkStatus();
+  return Bad(
+      batch_field,
+      absl::StrCat("a batch of ", batch, batch == 1 ? " image" : " images", " of ", c.img_resolution(), "x",
+                   c.img_resolution(), " needs about ", absl::StrFormat("%.3g", per_image * batch),
+                   " activation values at once (", absl::StrFormat("%.3g", per_image),
+                   " per image), past the limit of ", absl::StrFormat("%.3g", ConfigLimits::kMaxBatchActivationValues),
+                   " values for a whole batch; a smaller batch, img_resolution, model_channels, channel_mult "
+                   "or num_blocks, or fewer attn_resolutions, need fewer"));
+}
+
 absl::StatusOr<ModelConfig> CompleteModelConfig(ModelConfig c) {
   TCM_RETURN_IF_ERROR(CheckLimits(c));
   if (!c.name().empty())
@@ -356,7 +437,6 @@ absl::StatusOr<ModelConfig> CompleteModelConfig(ModelConfig c) {
   } else {
     return Bad("architecture", absl::StrCat("must be \"EDM2UNet\" or \"SongUNet\", got \"", c.architecture(), "\""));
   }
-  if (c.img_channels() == 0) return Bad("img_channels", "must be positive (1 = grey, 3 = RGB)");
   const uint32_t divisor = 1u << (NumLevels(c) - 1);
   if (c.img_resolution() == 0 || c.img_resolution() % divisor != 0)
     return Bad("img_resolution", absl::StrCat("must be a positive multiple of ", divisor, " for ", NumLevels(c),
@@ -367,13 +447,20 @@ absl::StatusOr<ModelConfig> CompleteModelConfig(ModelConfig c) {
   if (c.default_steps() == 0) c.set_default_steps(1);
   if (!(c.sigma_data() > 0 && std::isfinite(c.sigma_data())))
     return Bad("sigma_data", absl::StrCat("must be a positive finite number, got ", c.sigma_data()));
-  if (!(c.t_max() > 0 && std::isfinite(c.t_max())))
-    return Bad("t_max", absl::StrCat("must be a positive finite number, got ", c.t_max()));
+  if (!(c.t_max() > 0 && c.t_max() <= ConfigLimits::kMaxTMax))
+    return Bad("t_max", absl::StrCat("must be a finite number in (0, ", ConfigLimits::kMaxTMax,
+                                     "] (the released models use 80), got ", c.t_max()));
   if (!(c.mid_t() > 0 && c.mid_t() < c.t_max()))
     return Bad("mid_t", absl::StrCat("must be in (0, t_max = ", c.t_max(), "), got ", c.mid_t()));
   if (c.default_steps() > 2) return Bad("default_steps", absl::StrCat("must be 1 or 2, got ", c.default_steps()));
   if (c.has_transition_t() && !(c.transition_t() > 0 && c.transition_t() < c.t_max()))
     return Bad("transition_t", absl::StrCat("must be in (0, t_max = ", c.t_max(), "), got ", c.transition_t()));
+  if (c.batching().has_max_batch_size())
+    TCM_RETURN_IF_ERROR(CheckBatchActivations(c, c.batching().max_batch_size(), "batching.max_batch_size"));
+  else
+    TCM_RETURN_IF_ERROR(
+        CheckBatchActivations(c, kDefaultMaxBatchSize,
+                              absl::StrCat("batching.max_batch_size (unset: the default ", kDefaultMaxBatchSize, ")")));
   return c;
 }
 

@@ -127,7 +127,8 @@ TEST(ModelConfigTest, AbsurdSizesAreRefusedWithTheLimit) {
                   "edm2.model_channels: must be at most 4096, got 2000000000");
   ExpectEditError([](C& c) { c.set_num_classes(4000000000u); }, "num_classes: must be at most 100000, got 4000000000");
   ExpectEditError([](C& c) { c.set_img_resolution(1u << 20); }, "img_resolution: must be at most 4096");
-  ExpectEditError([](C& c) { c.set_img_channels(100); }, "img_channels: must be at most 16, got 100");
+  ExpectEditError([](C& c) { c.set_img_channels(100); },
+                  "img_channels: must be 1 (grey), 3 (RGB) or 4 (RGBA), got 100");
   ExpectEditError([](C& c) { c.mutable_edm2()->set_num_blocks(1000); }, "edm2.num_blocks: must be at most 64");
   ExpectEditError([](C& c) { c.mutable_edm2()->set_channel_mult(0, 1000); }, "edm2.channel_mult: must be at most 64");
   ExpectEditError(
@@ -166,7 +167,7 @@ TEST(ModelConfigTest, AbsurdSizesAreRefusedWithTheLimit) {
         c.set_img_resolution(4096);
         c.mutable_edm2()->set_model_channels(256);
       },
-      "img_resolution: a 4096x4096 image at 512 channels needs 8.59e+09 values per activation");
+      "batching.max_batch_size (unset: the default 16): a batch of 16 images of 4096x4096 needs about");
   ExpectEditError([](C& c) { c.mutable_batching()->set_max_batch_size(1u << 30); }, "batching.max_batch_size");
   ExpectEditError([](C& c) { c.mutable_batching()->set_max_queue_delay_us(1ull << 40); },
                   "batching.max_queue_delay_us: must be at most 60000000");
@@ -175,18 +176,127 @@ TEST(ModelConfigTest, AbsurdSizesAreRefusedWithTheLimit) {
       "img_resolution: 32 img_channels: 3 song { model_channels: 16 channel_mult: [1] num_blocks: 1 "
       "augment_dim: 1000000 }",
       "song.augment_dim: must be at most 1024");
-  // The largest released network is well inside the limits.
+  // The largest released network is well inside the limits, in batches of 64 too.
   auto xl = Edited([](C& c) {
     c.set_img_resolution(64);
     c.set_img_channels(4);
     c.set_num_classes(1000);
     auto* e = c.mutable_edm2();
-    e->set_model_channels(320);
+    e->set_model_channels(384);
     e->clear_channel_mult();
     for (int m : {1, 2, 3, 4}) e->add_channel_mult(m);
     e->set_num_blocks(3);
+    e->clear_attn_resolutions();
+    for (int r : {16, 8}) e->add_attn_resolutions(r);
+    c.mutable_batching()->set_max_batch_size(64);
   });
   EXPECT_TRUE(xl.ok()) << xl.status();
+}
+
+// img_channels is what the image encoders write: a 2-channel model would
+// load and then fail every request.
+TEST(ModelConfigTest, ImageChannelsAreThoseAnImageCanHave) {
+  for (uint32_t channels : {0u, 2u, 5u, 16u}) {
+    ExpectEditError([channels](v1::ModelConfig& c) { c.set_img_channels(channels); },
+                    absl::StrCat("img_channels: must be 1 (grey), 3 (RGB) or 4 (RGBA), got ", channels));
+  }
+  for (uint32_t channels : {1u, 3u, 4u}) {
+    auto config = Edited([channels](v1::ModelConfig& c) { c.set_img_channels(channels); });
+    EXPECT_TRUE(config.ok()) << channels << ": " << config.status();
+  }
+}
+
+// NaN passes every comparison: each float field is held finite, in range.
+TEST(ModelConfigTest, NonFiniteFloatsAreRefusedByName) {
+  auto with = [](const std::string& edm2_fields, const std::string& top = "") {
+    std::string text = std::string(kEdm2Text) + top;
+    return text.replace(text.find("num_blocks"), 0, edm2_fields + " ");
+  };
+  ExpectError(with("resample_filter: [nan, 1]"), "edm2.resample_filter: taps must be finite numbers, got [nan, 1]");
+  ExpectError(with("resample_filter: [inf, 1]"), "edm2.resample_filter: taps must be finite numbers, got [inf, 1]");
+  ExpectError(with("resample_filter: [1, -1]"), "edm2.resample_filter: taps must not sum to zero, got [1, -1]");
+  ExpectError(with("resample_filter: [1e30, 1e30]"),
+              "edm2.resample_filter: taps x taps / sum^2 must be finite in float32, got [1e+30, 1e+30]");
+  ExpectError(with("resample_filter: [1e-30, 1e-30]"), "edm2.resample_filter: taps x taps / sum^2 must be finite");
+  ExpectError(with("clip_act: nan"), "edm2.clip_act: must be a finite number >= 0 (0 = no clipping), got nan");
+  ExpectError(with("clip_act: inf"), "edm2.clip_act: must be a finite number >= 0 (0 = no clipping), got inf");
+  ExpectError(with("clip_act: -1"), "edm2.clip_act: must be a finite number >= 0 (0 = no clipping), got -1");
+  ExpectError(with("fourier_scale: nan"), "edm2.fourier_scale: must be a finite number, got nan");
+  ExpectError(with("label_balance: nan"), "edm2.label_balance: must be in [0, 1], got nan");
+  ExpectError(with("dropout: nan"), "edm2.dropout: must be in [0, 1), got nan");
+  ExpectError(with("", "sigma_data: nan"), "sigma_data: must be a positive finite number, got nan");
+  ExpectError(with("", "mid_t: nan"), "mid_t: must be in (0, t_max = 80), got nan");
+  ExpectError(with("", "transition_t: nan"), "transition_t: must be in (0, t_max = 80), got nan");
+  ExpectError(
+      "img_resolution: 32 img_channels: 3 song { model_channels: 16 channel_mult: [1] num_blocks: 1 "
+      "fourier_scale: -inf }",
+      "song.fourier_scale: must be a finite number, got -inf");
+  ExpectError(
+      "img_resolution: 32 img_channels: 3 song { model_channels: 16 channel_mult: [1] num_blocks: 1 "
+      "resample_filter: [1, nan] }",
+      "song.resample_filter: taps must be finite numbers, got [1, nan]");
+  // t_max: a noise level past 10000 (80 in every released model) only makes garbage.
+  for (const std::string t_max : {"1e38", "10001", "inf", "nan", "0", "-80"})
+    ExpectError(with("", "t_max: " + t_max),
+                "t_max: must be a finite number in (0, 10000] (the released models use 80), got ");
+  auto largest = ParseModelConfigText(with("", "t_max: 10000 mid_t: 9999"), "config.pbtxt");
+  ASSERT_TRUE(largest.ok()) << largest.status();
+  EXPECT_FLOAT_EQ(largest->t_max(), 10000.0f);
+  ExpectError(with("", "t_max: 100 mid_t: 100"), "mid_t: must be in (0, t_max = 100), got 100");
+}
+
+// Activation memory is bounded for a whole batch (batching.max_batch_size,
+// else the default 16), not per image and per activation alone.
+TEST(ModelConfigTest, ActivationsOfAWholeBatchAreBounded) {
+  // 2^28 values per activation, and about 2.7e9 held at once per image (4.3e10 per batch of 16).
+  const std::string huge =
+      "img_resolution: 4096 img_channels: 1 edm2 { model_channels: 16 channel_mult: [1] num_blocks: 1 }";
+  ExpectError(huge,
+              "batching.max_batch_size (unset: the default 16): a batch of 16 images of 4096x4096 needs about 4.29e+10 "
+              "activation values at once (2.68e+09 per image), past the limit of 4.29e+09 values for a whole batch");
+  ExpectError(huge + " batching { max_batch_size: 2 }",
+              "batching.max_batch_size: a batch of 2 images of 4096x4096 needs about 5.37e+09 activation values");
+  auto alone = ParseModelConfigText(huge + " batching { max_batch_size: 1 }", "config.pbtxt");
+  EXPECT_TRUE(alone.ok()) << alone.status();
+  // Attention's score matrices count: a one-level DDPM++ attends at its full resolution.
+  ExpectError(
+      "img_resolution: 256 img_channels: 3 song { model_channels: 16 channel_mult: [1] num_blocks: 1 } "
+      "batching { max_batch_size: 1 }",
+      "batching.max_batch_size: a batch of 1 image of 256x256 needs about 8.6e+09 activation values");
+  auto deeper = ParseModelConfigText(
+      "img_resolution: 256 img_channels: 3 song { model_channels: 16 channel_mult: [1, 1, 1, 1, 1] num_blocks: 1 }",
+      "config.pbtxt");
+  EXPECT_TRUE(deeper.ok()) << deeper.status();
+  // A server that runs another batch size checks it the same way.
+  v1::ModelConfig config = ParseOrDie(kEdm2Text);
+  EXPECT_TRUE(CheckBatchActivations(config, 1024, "--max_batch_size").ok());
+  const absl::Status past = CheckBatchActivations(config, 65536, "--max_batch_size");
+  EXPECT_EQ(past.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(past.message().find("--max_batch_size: a batch of 65536 images of 32x32 needs about"),
+            absl::string_view::npos)
+      << past;
+  EXPECT_GT(EstimatedActivationValues(config), 32.0 * 32 * 32 * 2);  // at least the first level's two skips
+}
+
+// Integers past uint32 would wrap (4294967328 -> 32) and floats past float32
+// turn infinite: both are refused, naming the argument.
+TEST(ModelConfigTest, ReferenceKwargsOutsideTheFieldTypesAreRefused) {
+  const std::pair<const char*, const char*> cases[] = {
+      {R"("model_type": "SongUNet", "model_channels": 4294967328)",
+       "model_channels: must be at most 4294967295, got 4294967328"},
+      {R"("model_type": "SongUNet", "model_channels": 18446744073709551615)",
+       "model_channels: must be at most 4294967295, got 18446744073709551615"},
+      {R"("model_type": "EDM2UNet", "label_dim": 4294967306)", "label_dim: must be at most 4294967295"},
+      {R"("model_type": "EDM2UNet", "channel_mult": [1, 4294967297])", "channel_mult: must be at most 4294967295"},
+      {R"("model_type": "EDM2UNet", "label_balance": 1e300)", "label_balance: must be a finite number of at most"},
+      {R"("model_type": "SongUNet", "resample_filter": [1, -1e39])", "resample_filter: must be a finite number"},
+      {R"("model_type": "EDM2UNet", "img_channels": 2)", "img_channels: must be 1 (grey), 3 (RGB) or 4 (RGBA)"},
+  };
+  for (const auto& [args, error] : cases) {
+    auto bad = ModelConfigFromReferenceKwargs(absl::StrCat(R"({"img_resolution": 32, "img_channels": 3, )", args, "}"));
+    ASSERT_FALSE(bad.ok()) << args;
+    EXPECT_NE(bad.status().message().find(error), absl::string_view::npos) << bad.status();
+  }
 }
 
 TEST(ModelConfigTest, SyntaxErrorsNameTheLine) {

@@ -103,13 +103,21 @@ absl::StatusOr<ModelDirectory> ReadModelDirectoryOrThrow(const std::string& path
   // LibTorch's exceptions stop here, as one line naming the directory.
   try {
     model.weights = ToTensors(file);
-    for (const auto& [name, tensor] : model.weights)
-      if (tensor.is_floating_point() && !torch::isfinite(tensor).all().item<bool>())
-        return absl::InvalidArgumentError(
-            absl::StrCat(weights_path, ": weight '", name, "' holds NaN or infinite values"));
     auto probe = Denoiser::Create(model.config);
     if (!probe.ok()) return absl::Status(probe.status().code(), absl::StrCat(path, ": ", probe.status().message()));
     TCM_RETURN_IF_ERROR((*probe)->LoadStateDict(model.weights, weights_path));
+    // Finite as the network holds them, after the conversion to its dtype:
+    // an F64 weight of 1e300 is finite in the file but +inf as F32.
+    for (const auto& [name, held] : (*probe)->StateDict()) {
+      if (!held.is_floating_point() || torch::isfinite(held).all().item<bool>()) continue;
+      const torch::ScalarType stored = model.weights.at(name).scalar_type();
+      const std::string converted =
+          stored == held.scalar_type()
+              ? ""
+              : absl::StrCat(" once converted from ", c10::toString(stored), " to ", c10::toString(held.scalar_type()));
+      return absl::InvalidArgumentError(
+          absl::StrCat(weights_path, ": weight '", name, "' holds NaN or infinite values", converted));
+    }
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat(path, ": loading the model failed: ", ExceptionMessage(e)));
   }
@@ -139,14 +147,20 @@ absl::StatusOr<std::shared_ptr<Denoiser>> BuildReplica(const ModelDirectory& mod
   return denoiser;
 }
 
+bool IsModelFolder(const fs::directory_entry& entry) {
+  const std::string name = entry.path().filename().string();
+  if (name.empty() || name.front() == '.') return false;
+  std::error_code ec;  // an entry that cannot be examined (a link loop, no permission) is no model
+  return entry.is_directory(ec) && fs::exists(entry.path() / "config.pbtxt", ec);
+}
+
 absl::StatusOr<std::vector<ModelDirectory>> ReadModelRepository(const std::string& root) {
   std::error_code ec;
   if (!fs::is_directory(root, ec)) return absl::NotFoundError(absl::StrCat(root, ": not a directory"));
   std::vector<ModelDirectory> models;
   std::set<std::string> names;
   for (fs::directory_iterator it(root, ec), end; it != end; it.increment(ec)) {
-    std::error_code entry_ec;  // an entry that cannot be examined (a link loop, no permission) is no model
-    if (!it->is_directory(entry_ec) || !fs::exists(it->path() / "config.pbtxt", entry_ec)) continue;
+    if (!IsModelFolder(*it)) continue;
     const fs::directory_entry& entry = *it;
     TCM_ASSIGN_OR_RETURN(auto model, ReadModelDirectory(entry.path().string()));
     if (!names.insert(model.name).second)

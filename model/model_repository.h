@@ -6,6 +6,7 @@
 #ifndef TCM_MODEL_MODEL_REPOSITORY_H_
 #define TCM_MODEL_MODEL_REPOSITORY_H_
 
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
@@ -51,9 +52,14 @@ absl::StatusOr<ModelDirectory> ComposeTruncated(const ModelDirectory& above, con
                                                 double transition_t);
 
 // Every model directory directly under `root` (sub-folders holding a
-// config.pbtxt), sorted by name. Fails if any of them fails to load, if two
+// config.pbtxt and not hidden, see IsModelFolder), sorted by name. Fails if any of them fails to load, if two
 // share a name, or if there is none.
 absl::StatusOr<std::vector<ModelDirectory>> ReadModelRepository(const std::string& root);
+
+// Whether `entry` of a model repository is a model folder: a directory holding
+// a config.pbtxt whose name does not start with '.'. Hidden folders are where
+// a model is staged before it is renamed into place, so they are never served.
+bool IsModelFolder(const std::filesystem::directory_entry& entry);
 
 // Writes a model directory (config.pbtxt, weights.safetensors, labels.txt when
 // `labels` is non-empty). Used by training export and tests.

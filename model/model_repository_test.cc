@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 #include <torch/torch.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -20,8 +21,8 @@ namespace fs = std::filesystem;
 class ModelRepositoryTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    root_ = fs::temp_directory_path() /
-            ("tcm_repo_test_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name()));
+    root_ = fs::temp_directory_path() / ("tcm_repo_test_" + std::to_string(::getpid()) + "_" +
+                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(root_);
     fixture_ = testing::LoadFixtureModel("ddpmpp_cond_tiny");
     dir_ = (root_ / "cond").string();
@@ -140,7 +141,9 @@ TEST_F(ModelRepositoryTest, NonFiniteSettingsAreRefused) {
   ExpectLoadError("config.pbtxt: sigma_data: must be a positive finite number, got inf");
   EditFile("config.pbtxt", "sigma_data: inf", "sigma_data: 0.5");
   EditFile("config.pbtxt", "t_max: 80", "t_max: inf");
-  ExpectLoadError("config.pbtxt: t_max: must be a positive finite number, got inf");
+  ExpectLoadError("config.pbtxt: t_max: must be a finite number in (0, 10000] (the released models use 80), got inf");
+  EditFile("config.pbtxt", "t_max: inf", "t_max: 1e38");
+  ExpectLoadError("config.pbtxt: t_max: must be a finite number in (0, 10000]");
 }
 
 TEST_F(ModelRepositoryTest, NonFiniteWeightsAreRefusedByName) {
@@ -152,6 +155,29 @@ TEST_F(ModelRepositoryTest, NonFiniteWeightsAreRefusedByName) {
     ASSERT_TRUE(WriteModelDirectory(dir_, fixture_.config, weights, {}).ok());
     fs::remove(fs::path(dir_) / "labels.txt");
     ExpectLoadError(absl::StrCat("weights.safetensors: weight '", name, "' holds NaN or infinite values"));
+  }
+}
+
+// Finiteness is checked in the dtype the network holds: an F64 weight of
+// 1e300 is finite in the file and +inf as F32. F64 weights in range load.
+TEST_F(ModelRepositoryTest, WeightsPastFloat32AreRefusedAfterConversion) {
+  TensorMap weights;
+  for (const auto& [key, value] : fixture_.weights) weights[key] = value.to(torch::kFloat64);
+  ASSERT_TRUE(WriteModelDirectory(dir_, fixture_.config, weights, {}).ok());
+  fs::remove(fs::path(dir_) / "labels.txt");
+  auto in_range = ReadModelDirectory(dir_);
+  ASSERT_TRUE(in_range.ok()) << in_range.status();
+  auto replica = BuildReplica(*in_range);
+  ASSERT_TRUE(replica.ok()) << replica.status();
+  const std::string name = "model.map_label.weight";
+  ASSERT_TRUE(weights.count(name));
+  for (const double big : {1e300, -1e39}) {
+    weights[name] = fixture_.weights.at(name).to(torch::kFloat64);
+    weights[name].view(-1)[3] = big;
+    ASSERT_TRUE(std::isfinite(weights[name].view(-1)[3].item<double>()));
+    ASSERT_TRUE(WriteModelDirectory(dir_, fixture_.config, weights, {}).ok());
+    ExpectLoadError(absl::StrCat("weights.safetensors: weight '", name,
+                                 "' holds NaN or infinite values once converted from Double to Float"));
   }
 }
 
@@ -273,7 +299,7 @@ TEST_F(ComposeTruncatedTest, TwoStepSamplingRunsTheSecondStepBelowTransition) {
 }
 
 TEST_F(ComposeTruncatedTest, ComposedDirectoryRoundTrips) {
-  const fs::path dir = fs::temp_directory_path() / "tcm_composed_test";
+  const fs::path dir = fs::temp_directory_path() / ("tcm_composed_test_" + std::to_string(::getpid()));
   fs::remove_all(dir);
   auto composed = *ComposeTruncated(above_, below_, 1.0);
   ASSERT_TRUE(WriteModelDirectory(dir.string(), composed.config, composed.weights, {}).ok());

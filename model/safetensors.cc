@@ -1,13 +1,21 @@
 #include "model/safetensors.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <memory>
+#include <set>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
-#include "common/read_file.h"
+#include "common/status_macros.h"
 #include "common/utf8.h"
 #include "nlohmann/json.hpp"
 
@@ -77,8 +85,21 @@ absl::Status Invalid(const std::string& source, absl::string_view what) {
   return absl::InvalidArgumentError(absl::StrCat(source, ": ", PrintableLine(std::string(what))));
 }
 
-absl::StatusOr<TensorEntry> ParseEntry(const std::string& source, const std::string& name, const nlohmann::json& spec,
-                                       absl::string_view data) {
+// A tensor the header declares: its entry (bytes not yet set) and its byte
+// range in the data section.
+struct PendingTensor {
+  TensorEntry entry;
+  uint64_t begin = 0, end = 0;
+};
+
+// What a header declares, checked against a data section of known size.
+struct Header {
+  std::map<std::string, std::string> metadata;
+  std::vector<PendingTensor> tensors;  // ordered by name
+};
+
+absl::StatusOr<PendingTensor> ParseEntry(const std::string& source, const std::string& name, const nlohmann::json& spec,
+                                         uint64_t data_size) {
   const std::string where = absl::StrCat("tensor '", name, "'");
   if (!spec.is_object()) return Invalid(source, absl::StrCat(where, ": header entry is not an object"));
   if (!spec.contains("dtype") || !spec["dtype"].is_string())
@@ -86,7 +107,8 @@ absl::StatusOr<TensorEntry> ParseEntry(const std::string& source, const std::str
   auto dtype = ParseDType(spec["dtype"].get<std::string>());
   if (!dtype.ok()) return Invalid(source, absl::StrCat(where, ": ", dtype.status().message()));
 
-  TensorEntry entry;
+  PendingTensor tensor;
+  TensorEntry& entry = tensor.entry;
   entry.name = name;
   entry.dtype = *dtype;
   if (!spec.contains("shape") || !spec["shape"].is_array())
@@ -111,18 +133,193 @@ absl::StatusOr<TensorEntry> ParseEntry(const std::string& source, const std::str
   if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
       !offsets[1].is_number_unsigned())
     return Invalid(source, absl::StrCat(where, ": 'data_offsets' must be two non-negative integers"));
-  const uint64_t begin = offsets[0].get<uint64_t>();
-  const uint64_t end = offsets[1].get<uint64_t>();
-  if (begin > end || end > data.size())
-    return Invalid(source, absl::StrCat(where, ": data_offsets [", begin, ", ", end, "] out of range (data section is ",
-                                        data.size(), " bytes)"));
-  if (end - begin != expected)
-    return Invalid(source,
-                   absl::StrCat(where, ": holds ", end - begin, " bytes but shape [", absl::StrJoin(entry.shape, ", "),
-                                "] of ", DTypeName(entry.dtype), " needs ", expected));
-  entry.bytes = data.substr(begin, end - begin);
-  return entry;
+  tensor.begin = offsets[0].get<uint64_t>();
+  tensor.end = offsets[1].get<uint64_t>();
+  if (tensor.begin > tensor.end || tensor.end > data_size)
+    return Invalid(source, absl::StrCat(where, ": data_offsets [", tensor.begin, ", ", tensor.end,
+                                        "] out of range (data section is ", data_size, " bytes)"));
+  if (tensor.end - tensor.begin != expected)
+    return Invalid(
+        source, absl::StrCat(where, ": holds ", tensor.end - tensor.begin, " bytes but shape [",
+                             absl::StrJoin(entry.shape, ", "), "] of ", DTypeName(entry.dtype), " needs ", expected));
+  return tensor;
 }
+
+// How an error names the top-level header key `key`.
+std::string HeaderKeyName(const std::string& key) {
+  return key == "__metadata__" ? std::string("'__metadata__'") : absl::StrCat("tensor '", key, "'");
+}
+
+// The header's JSON, parsed. Refused with the parser's own message and byte
+// position when it is not JSON (invalid UTF-8 in a name, a trailing comma),
+// and when a key appears twice in one object: the parser would keep the last
+// value, so a first entry (or a first 'dtype' of an entry) would never be
+// checked, and another reader may take the first.
+absl::StatusOr<nlohmann::json> ParseHeaderJson(const std::string& source, absl::string_view text) {
+  using Event = nlohmann::json::parse_event_t;
+  std::vector<std::set<std::string>> keys;  // those of each object being parsed, the innermost last
+  std::string top_key;                      // the top-level key whose value is being parsed
+  std::string duplicate;                    // the first key seen twice, described
+  const nlohmann::json::parser_callback_t note_keys = [&](int, Event event, nlohmann::json& parsed) {
+    if (event == Event::object_start) {
+      keys.emplace_back();
+    } else if (event == Event::object_end) {
+      if (!keys.empty()) keys.pop_back();
+    } else if (event == Event::key && !keys.empty() && parsed.is_string()) {
+      const std::string& key = parsed.get_ref<const std::string&>();
+      if (keys.size() == 1) top_key = key;
+      if (!keys.back().insert(key).second && duplicate.empty())
+        duplicate = keys.size() == 1 ? absl::StrCat(HeaderKeyName(key), " appears twice in the header")
+                                     : absl::StrCat(HeaderKeyName(top_key), ": key '", key, "' appears twice");
+    }
+    return true;
+  };
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(text.begin(), text.end(), note_keys);
+  } catch (const nlohmann::json::parse_error& e) {
+    // e.what() is "[json.exception.parse_error.101] parse error at line 1, column 9: ...".
+    absl::string_view what = e.what();
+    if (const size_t id_end = what.find("] "); id_end != absl::string_view::npos) what.remove_prefix(id_end + 2);
+    return Invalid(source, absl::StrCat("bad header: not valid JSON at header byte ", e.byte, ": ", what));
+  } catch (const nlohmann::json::exception& e) {
+    return Invalid(source, absl::StrCat("bad header: not valid JSON: ", e.what()));
+  }
+  if (!duplicate.empty()) return Invalid(source, absl::StrCat("bad header: ", duplicate));
+  if (!header.is_object())
+    return Invalid(source, absl::StrCat("bad header: not a JSON object (a JSON ", header.type_name(), ")"));
+  return header;
+}
+
+// The tensors must cover the data section exactly, back to back, as the
+// format lays them out: no byte in two tensors, and none in no tensor (a gap,
+// or bytes after the last tensor, would be data that nothing accounts for,
+// read for nothing).
+absl::Status CheckCoverage(const std::string& source, const std::vector<PendingTensor>& tensors, uint64_t data_size) {
+  std::vector<const PendingTensor*> by_offset;
+  for (const auto& t : tensors) by_offset.push_back(&t);
+  std::sort(by_offset.begin(), by_offset.end(), [](const PendingTensor* a, const PendingTensor* b) {
+    return std::tie(a->begin, a->end) < std::tie(b->begin, b->end);
+  });
+  uint64_t covered = 0;  // bytes [0, covered) belong to the tensors so far
+  const PendingTensor* previous = nullptr;
+  for (const PendingTensor* t : by_offset) {
+    if (t->begin < covered)
+      return Invalid(source, absl::StrCat("tensors '", previous->entry.name, "' and '", t->entry.name, "' overlap"));
+    if (t->begin > covered)
+      return Invalid(source, absl::StrCat("bytes [", covered, ", ", t->begin,
+                                          ") of the data section belong to no tensor (a gap before tensor '",
+                                          t->entry.name, "')"));
+    covered = t->end;
+    previous = t;
+  }
+  if (covered != data_size)
+    return Invalid(source, absl::StrCat("the data section is ", data_size, " bytes but its tensors end at byte ",
+                                        covered, ": ", data_size - covered, " trailing bytes belong to no tensor"));
+  return absl::OkStatus();
+}
+
+// The header `text` of a file whose data section is `data_size` bytes,
+// checked whole: its shape before it is parsed, every entry, and the data
+// section's coverage.
+absl::StatusOr<Header> ParseHeader(const std::string& source, absl::string_view text, uint64_t data_size) {
+  const JsonShape shape = ScanJson(text, kMaxHeaderNesting);
+  if (shape.depth > kMaxHeaderNesting)
+    return Invalid(source, absl::StrCat("bad header: JSON nested deeper than ", kMaxHeaderNesting, " levels"));
+  if (shape.values > kMaxHeaderValues)
+    return Invalid(source, absl::StrCat("bad header: ", shape.values, " JSON values, more than the ", kMaxHeaderValues,
+                                        " a header may hold"));
+  TCM_ASSIGN_OR_RETURN(const nlohmann::json json, ParseHeaderJson(source, text));
+  Header header;
+  for (auto it = json.begin(); it != json.end(); ++it) {
+    if (it.key() == "__metadata__") {
+      if (!it.value().is_object()) return Invalid(source, "bad header: '__metadata__' is not an object");
+      for (auto m = it.value().begin(); m != it.value().end(); ++m) {
+        if (!m.value().is_string())
+          return Invalid(source, absl::StrCat("bad header: metadata '", m.key(), "' is not a string"));
+        header.metadata[m.key()] = m.value().get<std::string>();
+      }
+      continue;
+    }
+    TCM_ASSIGN_OR_RETURN(PendingTensor tensor, ParseEntry(source, it.key(), it.value(), data_size));
+    header.tensors.push_back(std::move(tensor));
+  }
+  std::sort(header.tensors.begin(), header.tensors.end(),
+            [](const PendingTensor& a, const PendingTensor& b) { return a.entry.name < b.entry.name; });
+  TCM_RETURN_IF_ERROR(CheckCoverage(source, header.tensors, data_size));
+  return header;
+}
+
+// The header length field's value, checked before anything it declares is
+// read: at most kMaxHeaderBytes, and inside the `available` bytes after the
+// field.
+absl::StatusOr<uint64_t> HeaderLength(const std::string& source, absl::string_view length_field, uint64_t available) {
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | static_cast<uint8_t>(length_field[i]);
+  if (header_len > kMaxHeaderBytes)
+    return Invalid(source, absl::StrCat("bad header: header length ", header_len, " is more than the ", kMaxHeaderBytes,
+                                        " bytes a header may have"));
+  if (header_len > available)
+    return Invalid(source, absl::StrCat("truncated or bad header: header length ", header_len, " but the file has ",
+                                        available, " bytes after the length field"));
+  return header_len;
+}
+
+// `header`'s tensors, their bytes viewing `data` (the data section).
+std::vector<TensorEntry> BindTensors(Header& header, absl::string_view data) {
+  std::vector<TensorEntry> tensors;
+  tensors.reserve(header.tensors.size());
+  for (PendingTensor& t : header.tensors) {
+    t.entry.bytes = data.substr(t.begin, t.end - t.begin);
+    tensors.push_back(std::move(t.entry));
+  }
+  return tensors;
+}
+
+// A regular file open for reading: refused, as ReadRegularFile does, when it
+// is a FIFO, a device or a directory (never blocked on or read without end).
+class RegularFile {
+ public:
+  static absl::StatusOr<std::unique_ptr<RegularFile>> Open(const std::string& path) {
+    const auto cannot_open = [&path](int error) {
+      return absl::Status(error == ENOENT ? absl::StatusCode::kNotFound : absl::StatusCode::kFailedPrecondition,
+                          absl::StrCat(path, ": cannot open file: ", std::strerror(error)));
+    };
+    struct stat before {};
+    if (::stat(path.c_str(), &before) != 0) return cannot_open(errno);
+    if (!S_ISREG(before.st_mode)) return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
+    const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) return cannot_open(errno);
+    std::unique_ptr<RegularFile> file(new RegularFile(path, fd));
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) return absl::DataLossError(absl::StrCat(path, ": ", std::strerror(errno)));
+    if (!S_ISREG(st.st_mode)) return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
+    file->size_ = static_cast<uint64_t>(st.st_size);
+    return file;
+  }
+  ~RegularFile() { ::close(fd_); }
+
+  uint64_t size() const { return size_; }
+
+  // Bytes [offset, offset + n) of the file into `out`, which is resized to n.
+  absl::Status ReadAt(uint64_t offset, uint64_t n, std::string* out) const {
+    out->resize(n);
+    for (uint64_t done = 0; done < n;) {
+      const ssize_t got = ::pread(fd_, out->data() + done, n - done, static_cast<off_t>(offset + done));
+      if (got < 0 && errno == EINTR) continue;
+      if (got < 0) return absl::DataLossError(absl::StrCat(path_, ": read error: ", std::strerror(errno)));
+      if (got == 0) return Invalid(path_, "truncated: the file shrank while it was read");
+      done += static_cast<uint64_t>(got);
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  RegularFile(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
+  std::string path_;
+  int fd_;
+  uint64_t size_ = 0;
+};
 
 }  // namespace
 
@@ -154,64 +351,37 @@ int64_t TensorEntry::NumElements() const {
 }
 
 absl::StatusOr<SafetensorsFile> SafetensorsFile::Read(const std::string& path) {
-  auto contents = ReadRegularFile(path);
-  if (!contents.ok()) return contents.status();
-  return Parse(std::move(*contents), path);
+  TCM_ASSIGN_OR_RETURN(const std::unique_ptr<RegularFile> in, RegularFile::Open(path));
+  if (in->size() < 8)
+    return Invalid(path, absl::StrCat("truncated: ", in->size(), " bytes, shorter than the 8-byte header length"));
+  std::string length_field, header_text;
+  TCM_RETURN_IF_ERROR(in->ReadAt(0, 8, &length_field));
+  TCM_ASSIGN_OR_RETURN(const uint64_t header_len, HeaderLength(path, length_field, in->size() - 8));
+  TCM_RETURN_IF_ERROR(in->ReadAt(8, header_len, &header_text));
+  const uint64_t data_size = in->size() - 8 - header_len;
+  TCM_ASSIGN_OR_RETURN(Header header, ParseHeader(path, header_text, data_size));
+  // Only a header checked whole, whose tensors cover the rest of the file
+  // exactly, gets the data section read.
+  SafetensorsFile file;
+  file.buffer_ = std::make_unique<std::string>();
+  TCM_RETURN_IF_ERROR(in->ReadAt(8 + header_len, data_size, file.buffer_.get()));
+  file.metadata_ = std::move(header.metadata);
+  file.tensors_ = BindTensors(header, *file.buffer_);
+  return file;
 }
 
 absl::StatusOr<SafetensorsFile> SafetensorsFile::Parse(std::string contents, const std::string& source) {
   if (contents.size() < 8)
     return Invalid(source,
                    absl::StrCat("truncated: ", contents.size(), " bytes, shorter than the 8-byte header length"));
-  uint64_t header_len = 0;
-  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | static_cast<uint8_t>(contents[i]);
-  if (header_len > kMaxHeaderBytes || header_len > contents.size() - 8)
-    return Invalid(source, absl::StrCat("truncated or bad header: header length ", header_len, " but the file has ",
-                                        contents.size() - 8, " bytes after the length field"));
-
+  TCM_ASSIGN_OR_RETURN(const uint64_t header_len,
+                       HeaderLength(source, absl::string_view(contents).substr(0, 8), contents.size() - 8));
+  TCM_ASSIGN_OR_RETURN(Header header, ParseHeader(source, absl::string_view(contents).substr(8, header_len),
+                                                  contents.size() - 8 - header_len));
   SafetensorsFile file;
   file.buffer_ = std::make_unique<std::string>(std::move(contents));
-  const absl::string_view all(*file.buffer_);
-  const absl::string_view header_text = all.substr(8, header_len);
-  const absl::string_view data = all.substr(8 + header_len);
-
-  const JsonShape shape = ScanJson(header_text, kMaxHeaderNesting);
-  if (shape.depth > kMaxHeaderNesting)
-    return Invalid(source, absl::StrCat("bad header: JSON nested deeper than ", kMaxHeaderNesting, " levels"));
-  if (shape.values > kMaxHeaderValues)
-    return Invalid(source, absl::StrCat("bad header: ", shape.values, " JSON values, more than the ", kMaxHeaderValues,
-                                        " a header may hold"));
-  nlohmann::json header =
-      nlohmann::json::parse(header_text.begin(), header_text.end(), nullptr, /*allow_exceptions=*/false);
-  if (header.is_discarded() || !header.is_object()) return Invalid(source, "bad header: not a JSON object");
-
-  for (auto it = header.begin(); it != header.end(); ++it) {
-    if (it.key() == "__metadata__") {
-      if (!it.value().is_object()) return Invalid(source, "bad header: '__metadata__' is not an object");
-      for (auto m = it.value().begin(); m != it.value().end(); ++m) {
-        if (!m.value().is_string())
-          return Invalid(source, absl::StrCat("bad header: metadata '", m.key(), "' is not a string"));
-        file.metadata_[m.key()] = m.value().get<std::string>();
-      }
-      continue;
-    }
-    auto entry = ParseEntry(source, it.key(), it.value(), data);
-    if (!entry.ok()) return entry.status();
-    file.tensors_.push_back(std::move(*entry));
-  }
-  std::sort(file.tensors_.begin(), file.tensors_.end(),
-            [](const TensorEntry& a, const TensorEntry& b) { return a.name < b.name; });
-
-  // Byte ranges must not overlap (the format lays tensors out back to back).
-  std::vector<const TensorEntry*> by_offset;
-  for (const auto& t : file.tensors_) by_offset.push_back(&t);
-  std::sort(by_offset.begin(), by_offset.end(),
-            [](const TensorEntry* a, const TensorEntry* b) { return a->bytes.data() < b->bytes.data(); });
-  for (size_t i = 1; i < by_offset.size(); ++i) {
-    if (by_offset[i - 1]->bytes.data() + by_offset[i - 1]->bytes.size() > by_offset[i]->bytes.data())
-      return Invalid(source,
-                     absl::StrCat("tensors '", by_offset[i - 1]->name, "' and '", by_offset[i]->name, "' overlap"));
-  }
+  file.metadata_ = std::move(header.metadata);
+  file.tensors_ = BindTensors(header, absl::string_view(*file.buffer_).substr(8 + header_len));
   return file;
 }
 

@@ -4,7 +4,12 @@
 //
 // Every malformed input (truncated file, bad header, offsets out of range,
 // unknown dtype, size mismatch) is reported as an error Status that names the
-// file and the tensor; nothing here aborts.
+// file and the tensor; nothing here aborts. A header is refused when it is
+// not JSON (with the parser's message and byte position), when a key appears
+// twice in one of its objects (a tensor listed twice, say), and unless its
+// tensors cover the data section exactly: back to back from byte 0 to the
+// end of the file, no byte in two tensors, none in none (no gap, no trailing
+// bytes).
 #ifndef TCM_MODEL_SAFETENSORS_H_
 #define TCM_MODEL_SAFETENSORS_H_
 
@@ -38,8 +43,12 @@ struct TensorEntry {
 // the lifetime of the object (the buffer is heap-owned).
 class SafetensorsFile {
  public:
+  // Reads `path`, which must be a regular file, in order: the header length
+  // (at most 100 MiB), the header, and only once the header is checked whole
+  // (the tensors cover the rest of the file exactly) the data section.
   static absl::StatusOr<SafetensorsFile> Read(const std::string& path);
-  // `source` names the data in error messages (usually the path).
+  // The same checks on bytes in memory. `source` names the data in error
+  // messages (usually the path).
   static absl::StatusOr<SafetensorsFile> Parse(std::string contents, const std::string& source);
 
   const std::map<std::string, std::string>& metadata() const { return metadata_; }

@@ -1,6 +1,7 @@
 #include "model/safetensors.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdio>
 #include <cstring>
@@ -17,8 +18,10 @@ std::string Header(const std::string& json) {
   return out + json;
 }
 
+// Per process: the tests run in parallel under ctest.
 std::string TempPath(const std::string& name) {
-  return (std::filesystem::temp_directory_path() / ("tcm_safetensors_test_" + name)).string();
+  return (std::filesystem::temp_directory_path() / ("tcm_safetensors_test_" + std::to_string(::getpid()) + "_" + name))
+      .string();
 }
 
 TEST(SafetensorsTest, WriteThenReadRoundTrips) {
@@ -79,7 +82,112 @@ TEST(SafetensorsTest, HeaderLongerThanFileIsTruncated) {
   ExpectParseError(contents, "header length 100");
 }
 
-TEST(SafetensorsTest, BadJsonHeader) { ExpectParseError(Header("{not json"), "not a JSON object"); }
+// The parser's own message, with the byte where it stopped.
+TEST(SafetensorsTest, BadJsonHeaderGivesTheParsersMessage) {
+  ExpectParseError(Header("{not json"),
+                   "bad header: not valid JSON at header byte 3: parse error at line 1, column 3: syntax error while "
+                   "parsing object key - invalid literal");
+  ExpectParseError(Header(R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},})") + std::string(4, 0),
+                   "bad header: not valid JSON at header byte 62: parse error at line 1, column 62: syntax error "
+                   "while parsing object key - unexpected '}'; expected string literal");
+  // Invalid UTF-8 in a name: named as such, the byte escaped, on one line.
+  ExpectParseError(Header("{\"w\xff\": {}}"),
+                   "not valid JSON at header byte 4: parse error at line 1, column 4: syntax error while parsing "
+                   "object key - invalid string: ill-formed UTF-8 byte; last read: '\"w\\xff'");
+  ExpectParseError(Header("[1, 2]"), "bad header: not a JSON object (a JSON array)");
+}
+
+// nlohmann::json keeps the last of two equal keys: the first would never be
+// checked (and another reader may use it).
+TEST(SafetensorsTest, DuplicateKeysAreRefusedByName) {
+  ExpectParseError(Header(R"({"w": {"dtype": "Q8", "shape": [1], "data_offsets": [0, 1]},
+                              "w": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}})") +
+                       std::string(1, 0),
+                   "bad header: tensor 'w' appears twice in the header");
+  ExpectParseError(
+      Header(R"({"w": {"dtype": "Q8", "dtype": "U8", "shape": [1], "data_offsets": [0, 1]}})") + std::string(1, 0),
+      "bad header: tensor 'w': key 'dtype' appears twice");
+  ExpectParseError(Header(R"({"__metadata__": {"config": "{}", "config": "{\"x\": 1}"}})"),
+                   "bad header: '__metadata__': key 'config' appears twice");
+  ExpectParseError(Header(R"({"__metadata__": {}, "__metadata__": {}})"),
+                   "bad header: '__metadata__' appears twice in the header");
+  // Equal keys in different objects are no duplicates.
+  auto file = SafetensorsFile::Parse(Header(R"({"__metadata__": {"w": "x"},
+                                                "w": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}})") +
+                                         std::string(1, 7),
+                                     "w.safetensors");
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->metadata().at("w"), "x");
+  ASSERT_NE(file->Find("w"), nullptr);
+  EXPECT_EQ(file->Find("w")->bytes, std::string(1, 7));
+}
+
+// The tensors cover the data section back to back: no gap, no trailing bytes.
+TEST(SafetensorsTest, DataSectionMustBeCoveredExactly) {
+  ExpectParseError(Header(R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})") + std::string(8, 0),
+                   "the data section is 8 bytes but its tensors end at byte 4: 4 trailing bytes belong to no tensor");
+  ExpectParseError(Header(R"({"__metadata__": {}})") + "junk",
+                   "the data section is 4 bytes but its tensors end at byte 0: 4 trailing bytes belong to no tensor");
+  ExpectParseError(Header(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                              "b": {"dtype": "F32", "shape": [1], "data_offsets": [8, 12]}})") +
+                       std::string(12, 0),
+                   "bytes [4, 8) of the data section belong to no tensor (a gap before tensor 'b')");
+  ExpectParseError(Header(R"({"b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})") + std::string(8, 0),
+                   "bytes [0, 4) of the data section belong to no tensor (a gap before tensor 'b')");
+  // Back to back in any header order, empty tensors anywhere between: read.
+  auto file = SafetensorsFile::Parse(Header(R"({"b": {"dtype": "U8", "shape": [2], "data_offsets": [1, 3]},
+                                                "e": {"dtype": "F32", "shape": [0], "data_offsets": [1, 1]},
+                                                "a": {"dtype": "U8", "shape": [1], "data_offsets": [0, 1]}})") +
+                                         "xyz",
+                                     "w.safetensors");
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->Find("a")->bytes, "x");
+  EXPECT_EQ(file->Find("b")->bytes, "yz");
+  EXPECT_EQ(file->Find("e")->bytes, "");
+}
+
+// A file of `size` bytes (sparse: no disk, no memory) that starts with `start`.
+std::string SparseFile(const std::string& name, const std::string& start, uint64_t size) {
+  const std::string path = TempPath(name);
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << start;
+  }
+  std::filesystem::resize_file(path, size);
+  return path;
+}
+
+// Read checks the length field and the header before the data section: a
+// large file is refused from its first bytes, never read whole.
+TEST(SafetensorsTest, ReadRefusesABadLengthOrHeaderBeforeTheData) {
+  constexpr uint64_t kLarge = uint64_t{1} << 30;
+  std::string length(8, '\0');
+  length[3] = 0x10;  // 2^28 bytes of header, past the 100 MiB limit but inside the file
+  const std::string long_header = SparseFile("long_header.safetensors", length, kLarge);
+  auto file = SafetensorsFile::Read(long_header);
+  ASSERT_FALSE(file.ok());
+  EXPECT_EQ(file.status().message(),
+            long_header + ": bad header: header length 268435456 is more than the 104857600 bytes a header may have");
+  // A good header, one 4-byte tensor, then a gigabyte nobody declared.
+  const std::string start = Header(R"({"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})");
+  const std::string trailing = SparseFile("trailing.safetensors", start, kLarge);
+  file = SafetensorsFile::Read(trailing);
+  ASSERT_FALSE(file.ok());
+  const uint64_t data = kLarge - start.size();
+  EXPECT_EQ(file.status().message(), trailing + ": the data section is " + std::to_string(data) +
+                                         " bytes but its tensors end at byte 4: " + std::to_string(data - 4) +
+                                         " trailing bytes belong to no tensor");
+  std::remove(long_header.c_str());
+  std::remove(trailing.c_str());
+}
+
+TEST(SafetensorsTest, ReadNamesTheFileForAShortOne) {
+  const std::string path = SparseFile("short.safetensors", "abc", 3);
+  auto file = SafetensorsFile::Read(path);
+  ASSERT_FALSE(file.ok());
+  EXPECT_EQ(file.status().message(), path + ": truncated: 3 bytes, shorter than the 8-byte header length");
+  std::remove(path.c_str());
+}
 
 TEST(SafetensorsTest, UnknownDtypeNamesTensorAndKnownTypes) {
   ExpectParseError(Header(R"({"w": {"dtype": "F128", "shape": [1], "data_offsets": [0, 16]}})") + std::string(16, 0),

@@ -104,7 +104,7 @@ class ServerLimits:
     as CheckLimits in model/model_config.cc does. Keep the numbers in step with it. Checked
     before the state dict check builds shapes, whose loops run num_blocks x levels times."""
     MAX_RESOLUTION = 4096         # img_resolution, attn/dout_resolutions entries
-    MAX_IMAGE_CHANNELS = 16       # img_channels
+    IMAGE_CHANNELS = (1, 3, 4)    # img_channels (kImageChannelChoices): grey, RGB, RGBA
     MAX_CLASSES = 100000          # num_classes (label_dim)
     MAX_MODEL_CHANNELS = 4096     # model_channels
     MAX_CHANNEL_MULT = 64         # each channel_mult entry, channel_mult_emb/noise
@@ -116,7 +116,9 @@ class ServerLimits:
     MAX_FILTER_TAPS = 16          # resample_filter entries
     MAX_LIST_ENTRIES = 16         # attn_resolutions, dout_resolutions entries
     MAX_PARAMETERS = 4e9          # estimated weights of the network
-    MAX_ACTIVATION_VALUES = 1 << 28  # img_resolution^2 x the widest level
+    MAX_BATCH_ACTIVATION_VALUES = 2.0 ** 32  # estimated activation values of a whole batch
+    DEFAULT_MAX_BATCH_SIZE = 16   # kDefaultMaxBatchSize (common/batching_defaults.h): no batching block is written
+    MAX_T_MAX = 1e4               # t_max
 
 # A name tcm-serve serves a model under (CheckModelName in model/model_config.cc);
 # "." and ".." are refused besides.
@@ -439,11 +441,11 @@ def model_config(kwargs, name, t_max, mid_t, default_steps):
         raise ConvertError(f'model_type {_brief(architecture)} is not supported (allowed: {allowed})')
     network = NETWORKS[architecture]
     check_model_name(name)
-    # The server reads both as float32: finite, and still 0 < mid_t < t_max there.
-    float32_max = float(np.finfo(np.float32).max)
-    if (not 0 < t_max <= float32_max or not 0 < mid_t < t_max
+    # The server reads both as float32: still 0 < mid_t < t_max there, t_max at most its limit.
+    if (not 0 < t_max <= ServerLimits.MAX_T_MAX or not 0 < mid_t < t_max
             or not 0 < float(np.float32(mid_t)) < float(np.float32(t_max))):
-        raise ConvertError(f'need 0 < mid_t < t_max <= {float32_max:.4g} (float32), got mid_t={mid_t}, t_max={t_max}')
+        raise ConvertError(f'need 0 < mid_t < t_max <= {ServerLimits.MAX_T_MAX:g} (tcm-serve\'s limit), '
+                           f'got mid_t={mid_t}, t_max={t_max}')
     if default_steps not in (1, 2):
         raise ConvertError(f'default_steps must be 1 or 2, got {default_steps}')
     for key in ('img_resolution', 'img_channels'):
@@ -505,13 +507,19 @@ def _typed(kwargs, key, kind, default=None):
             raise ConvertError(f'{key} must be a list, got {value!r}')
         return [_typed({key: v}, key, kind[:-1]) for v in value]
     ok = {'uint': lambda v: isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2 ** 32,
-          'float': _is_finite_number,
+          'float': _is_float32,
           'bool': lambda v: isinstance(v, bool),
           'str': lambda v: isinstance(v, str)}[kind]
     if not ok(value):
-        wanted = dict(uint='a non-negative integer', float='a finite number', bool='true or false', str='a string')
+        wanted = dict(uint='a non-negative integer', float='a finite number within the float32 range',
+                      bool='true or false', str='a string')
         raise ConvertError(f'{key} must be {wanted[kind]}, got {_brief(value)}')
     return float(value) if kind == 'float' else value
+
+
+def _is_float32(value):
+    """True for a finite number that stays finite as a float32 (the server's fields are float32)."""
+    return _is_finite_number(value) and abs(value) <= float(np.finfo(np.float32).max)
 
 
 def _is_finite_number(value):
@@ -529,7 +537,9 @@ def _check_limits(config, block):
     does) with the field, the limit and the value; `block` is 'edm2' or 'song'."""
     limits, net = ServerLimits, config[block]
     _at_most(config['img_resolution'], limits.MAX_RESOLUTION, 'img_resolution')
-    _at_most(config['img_channels'], limits.MAX_IMAGE_CHANNELS, 'img_channels')
+    if config['img_channels'] not in limits.IMAGE_CHANNELS:
+        raise ConvertError(f"img_channels must be 1 (grey), 3 (RGB) or 4 (RGBA) (tcm-serve's rule), "
+                           f"got {config['img_channels']}")
     _at_most(config['num_classes'], limits.MAX_CLASSES, 'num_classes (label_dim)')
     _at_most(net.get('model_channels', 0), limits.MAX_MODEL_CHANNELS, f'{block}.model_channels')
     _list_at_most(net.get('channel_mult', []), limits.MAX_LEVELS, limits.MAX_CHANNEL_MULT, f'{block}.channel_mult')
@@ -562,27 +572,51 @@ def _list_at_most(values, max_entries, max_value, field):
 
 
 def _check_network_size(config, block):
-    """The server's rough weight count and widest activation (CheckNetworkLimits in
-    model/model_config.cc): two 3x3 convolutions and an embedding projection per block,
-    encoder and decoder, plus the embedding network and the class embedding."""
+    """The server's rough weight count (CheckNetworkLimits in model/model_config.cc): two 3x3
+    convolutions and an embedding projection per block, encoder and decoder, plus the embedding
+    network and the class embedding; and its activation estimate for a batch of the default size
+    (CheckBatchActivations), as the config written sets no batching.max_batch_size."""
     limits, net = ServerLimits, config[block]
     default_emb_mult = max([1, *net.get('channel_mult', [])]) if block == 'edm2' else 4
     emb = _level_width(net, net.get('channel_mult_emb') or default_emb_mult, f'{block}.channel_mult_emb')
     weights = 2.0 * emb * emb + config['num_classes'] * emb
-    widest = 0
     for mult in net.get('channel_mult', []):
         width = _level_width(net, mult, f'{block}.channel_mult')
         weights += 2.0 * (net.get('num_blocks', 0) + 1) * (2 * 9.0 * width * width + emb * width)
-        widest = max(widest, width)
     if weights > limits.MAX_PARAMETERS:
         raise ConvertError(f"{block}: a network of about {weights:.3g} weights is past tcm-serve's limit of "
                            f'{limits.MAX_PARAMETERS:.3g} (model_channels, channel_mult, channel_mult_emb, '
                            f'num_blocks, num_classes)')
-    activation = float(config['img_resolution']) ** 2 * widest
-    if activation > limits.MAX_ACTIVATION_VALUES:
-        raise ConvertError(f'img_resolution: a {config["img_resolution"]}x{config["img_resolution"]} image at '
-                           f'{widest} channels needs {activation:.3g} values per activation, past tcm-serve\'s '
-                           f'limit of {limits.MAX_ACTIVATION_VALUES:.3g}')
+    per_image, batch = activation_values(config, block), limits.DEFAULT_MAX_BATCH_SIZE
+    if per_image * batch > limits.MAX_BATCH_ACTIVATION_VALUES:
+        resolution = config['img_resolution']
+        raise ConvertError(f'batching.max_batch_size (unset: the default {batch}): a batch of {batch} images of '
+                           f'{resolution}x{resolution} needs about {per_image * batch:.3g} activation values at once '
+                           f'({per_image:.3g} per image), past tcm-serve\'s limit of '
+                           f'{limits.MAX_BATCH_ACTIVATION_VALUES:.3g} values for a whole batch; a smaller '
+                           f'img_resolution, model_channels, channel_mult or num_blocks, or fewer attn_resolutions, '
+                           f'need fewer')
+
+
+def activation_values(config, block):
+    """The server's estimate of the activation values one image's forward pass holds at once
+    (EstimatedActivationValues in model/model_config.cc): the skips (num_blocks + 1 per level),
+    8 activations of the widest level, and the attention score matrices and their softmax at
+    the attention resolutions and the lowest level."""
+    net, resolution = config[block], config['img_resolution']
+    mults, attn = net.get('channel_mult', []), net.get('attn_resolutions', [])
+    per_head = net.get('channels_per_head', 64)
+    skips = widest = scores = previous = 0.0
+    for level, mult in enumerate(mults):
+        res = resolution >> level
+        pixels, width = float(res) * res, float(net.get('model_channels', 0) * mult)
+        skips += pixels * ((width if level == 0 else previous) + net.get('num_blocks', 0) * width)
+        widest = max(widest, pixels * width)
+        if level == len(mults) - 1 or res in attn:
+            heads = (math.floor(width / per_head) if per_head else 0.0) if block == 'edm2' else 1.0
+            scores = max(scores, 2.0 * heads * pixels * pixels)
+        previous = width
+    return skips + 8.0 * widest + scores
 
 
 def _level_width(net, mult, field):
@@ -814,20 +848,52 @@ def song_shapes(k):
 # Output
 
 def read_labels(path, num_classes):
-    """The text of a labels file with one non-empty line per class (newline-terminated)."""
+    """The text of a labels file with one non-empty line per class (newline-terminated).
+
+    Lines are read as tcm-serve reads labels.txt (ReadLabels in model/model_repository.cc):
+    split at '\\n' only (not at the other line breaks str.splitlines() knows, such as \\x0c
+    or U+2028), one '\\r' cut from each line's end, each line UTF-8 without control
+    characters, and empty lines at the end dropped."""
     if num_classes == 0:
         raise ConvertError(f'--labels {path}: the model is unconditional (num_classes 0)')
     try:
-        with open(path, encoding='utf-8') as f:
-            lines = f.read().splitlines()
-    except (OSError, UnicodeDecodeError) as e:
+        with open(path, 'rb') as f:
+            data = f.read()
+    except OSError as e:
         raise ConvertError(f'--labels {path}: {e}') from e
+    lines = data.split(b'\n')
+    if lines[-1] == b'':  # after the last newline (or an empty file): no line
+        lines.pop()
+    lines = [line[:-1] if line.endswith(b'\r') else line for line in lines]
+    for number, raw in enumerate(lines, 1):
+        _check_label(path, number, raw)
+    lines = [line.decode('utf-8') for line in lines]
+    while lines and not lines[-1]:
+        lines.pop()
     if len(lines) != num_classes:
         raise ConvertError(f'--labels {path} has {len(lines)} lines, the model has {num_classes} classes')
     for number, line in enumerate(lines, 1):
         if not line.strip():
             raise ConvertError(f'--labels {path}: line {number} is empty')
     return '\n'.join(lines) + '\n'
+
+
+def _check_label(path, number, raw):
+    """ConvertError unless line `number` (bytes) of a labels file is UTF-8 without control
+    characters (C0, DEL, C1): IsPrintableUtf8 in common/utf8.h, which tcm-serve applies."""
+    why = None
+    try:
+        text = raw.decode('utf-8')  # strict: no overlong forms, surrogates or code points past U+10FFFF
+    except UnicodeDecodeError as e:
+        why = f'byte {e.start + 1} is not UTF-8'
+    else:
+        for column, char in enumerate(text, 1):
+            if ord(char) < 0x20 or ord(char) == 0x7f or 0x80 <= ord(char) <= 0x9f:
+                why = f'control character U+{ord(char):04X} at character {column}'
+                break
+    if why is not None:
+        raise ConvertError(f'--labels {path}: line {number}: must be UTF-8 text without control characters, '
+                           f'as tcm-serve requires ({why})')
 
 
 def weights_metadata(kwargs):

@@ -521,14 +521,21 @@ class ServerLimitsTest(ToolTestCase):
         (dict(channel_mult_emb=65), 'edm2.channel_mult_emb', 'at most 64', 'got 65'),
         (dict(label_dim=100001), 'num_classes', 'at most 100000', 'got 100001'),
         (dict(img_resolution=8192), 'img_resolution', 'at most 4096', 'got 8192'),
-        (dict(img_channels=17), 'img_channels', 'at most 16', 'got 17'),
+        (dict(img_channels=2), 'img_channels', 'must be 1 (grey), 3 (RGB) or 4 (RGBA)', 'got 2'),
+        (dict(img_channels=17), 'img_channels', 'must be 1 (grey), 3 (RGB) or 4 (RGBA)', 'got 17'),
         (dict(channels_per_head=4097), 'edm2.channels_per_head', 'at most 4096', 'got 4097'),
         (dict(attn_resolutions=[8] * 17), 'attn_resolutions entries', 'at most 16', 'got 17'),
         (dict(resample_filter=[1] * 18), 'resample_filter taps', 'at most 16', 'got 18'),
         (dict(model_type='SongUNet', augment_dim=1025), 'song.augment_dim', 'at most 1024', 'got 1025'),
         (dict(model_channels=4096, channel_mult=[5]), 'channel_mult', 'at most 16384', '= 20480'),
         (dict(model_channels=4096, channel_mult=[4, 4, 4, 4], num_blocks=64), 'edm2', 'weights', 'limit of 4e+09'),
-        (dict(model_channels=1024, img_resolution=4096), 'img_resolution', '4096x4096', 'limit of 2.68e+08'),
+        (dict(model_channels=16, img_resolution=4096), 'batching.max_batch_size (unset: the default 16)',
+         'a batch of 16 images of 4096x4096 needs about 4.29e+10 activation values', '2.68e+09 per image',
+         'limit of 4.29e+09'),
+        # A one-level SongUNet attends at its full resolution: 2 x 65536^2 scores per image.
+        (dict(model_type='SongUNet', model_channels=16, img_resolution=256), '256x256', '8.6e+09 per image'),
+        (dict(label_balance=1e300), 'label_balance must be a finite number within the float32 range', '1e+300'),
+        (dict(resample_filter=[1, 3.5e38]), 'resample_filter must be a finite number within the float32 range'),
     ]
 
     def test_config_past_a_limit_is_refused(self):
@@ -547,10 +554,21 @@ class ServerLimitsTest(ToolTestCase):
                           out_dir=out)
 
     def test_largest_allowed_sizes_pass(self):
-        # img_resolution^2 x model_channels = 2048^2 x 64 is exactly the activation limit, 2^28.
-        kwargs = dict(self.BASE, num_blocks=64, model_channels=64, img_channels=16, img_resolution=2048,
+        # 16 images of 128x128 with 65 skips of 64 channels: about 1.2e9 activation values, under 2^32.
+        kwargs = dict(self.BASE, num_blocks=64, model_channels=64, img_channels=4, img_resolution=128,
                       label_dim=100000, channel_mult_noise=64, channels_per_head=4096)
         self.assertSucceeded(run_tool('--config-only', '--config-json', json.dumps(kwargs), '--output', self.tmp / 'x'))
+
+    def test_activation_estimate_is_the_servers(self):
+        tool = import_tool()
+        # The one-level 4096x4096 network of model_config_test: 2 skips and 8 working activations of 2^28.
+        config = dict(img_resolution=4096, edm2=dict(model_channels=16, channel_mult=[1], num_blocks=1))
+        self.assertEqual(tool.activation_values(config, 'edm2'), 10 * 2 ** 28)
+        # The EDM2-S preset: 64x64, 192 channels x [1, 2, 3, 4], 3 blocks, 9 and 12 heads at 16 and 8.
+        s = dict(img_resolution=64, edm2=dict(model_channels=192, channel_mult=[1, 2, 3, 4], num_blocks=3,
+                                              attn_resolutions=[16, 8]))
+        skips = 64 ** 2 * 4 * 192 + 32 ** 2 * (192 + 3 * 384) + 16 ** 2 * (384 + 3 * 576) + 8 ** 2 * (576 + 3 * 768)
+        self.assertEqual(tool.activation_values(s, 'edm2'), skips + 8 * 64 ** 2 * 192 + 2 * 9 * 16 ** 4)
 
 
 class EmbeddedConfigTest(ToolTestCase):
@@ -618,12 +636,52 @@ class OutputSafetyTest(ToolTestCase):
 
     def test_sampling_settings_the_server_refuses_are_refused(self):
         for t_max, mid_t in (('inf', '1'), ('1e39', '1'), ('nan', '1'), ('80', '0'), ('80', '80'), ('80', '1e-50'),
-                             ('1', '0.99999999')):
+                             ('1', '0.99999999'), ('10001', '1'), ('1e38', '1')):
             with self.subTest(t_max=t_max, mid_t=mid_t):
                 out = self.tmp / 'models' / 'x'
                 self.assertFailed(run_tool('--preset', 'tcm-edm2-s-img64', '--config-only', '--output', out,
-                                           '--t-max', t_max, '--mid-t', mid_t), 'need 0 < mid_t < t_max',
+                                           '--t-max', t_max, '--mid-t', mid_t),
+                                  'need 0 < mid_t < t_max <= 10000', out_dir=out)
+        out = self.tmp / 'largest'
+        self.assertSucceeded(run_tool('--preset', 'tcm-edm2-s-img64', '--config-only', '--output', out,
+                                      '--t-max', '10000', '--mid-t', '9999'))
+        self.assertIn('t_max: 10000.0', config_body(out / 'config.pbtxt').splitlines())
+
+    LABELS_CONFIG = json.dumps(dict(ServerLimitsTest.BASE, label_dim=3))
+
+    def test_labels_the_server_refuses_are_refused_before_writing(self):
+        # Each as the second of three lines: tcm-serve's ReadLabels refuses all of them.
+        for bad, why in ((b'red\x1b[31m', 'control character U+001B at character 4'),
+                         (b'tab\tbed', 'control character U+0009 at character 4'),
+                         (b'form\x0cfeed', 'control character U+000C at character 5'),
+                         (b'csi\xc2\x9b', 'control character U+009B at character 4'),
+                         (b'del\x7f', 'control character U+007F'),
+                         (b'bad\xff', 'byte 4 is not UTF-8'),
+                         (b'surrogate\xed\xa0\x80', 'byte 10 is not UTF-8'),
+                         (b'overlong\xc0\xaf', 'byte 9 is not UTF-8')):
+            with self.subTest(bad=bad):
+                labels = self.tmp / 'labels.txt'
+                labels.write_bytes(b'one\n' + bad + b'\nthree\n')
+                out = self.tmp / 'models' / 'x'
+                self.assertFailed(run_tool('--config-only', '--config-json', self.LABELS_CONFIG, '--output', out,
+                                           '--labels', labels),
+                                  'labels.txt: line 2: must be UTF-8 text without control characters', why,
                                   out_dir=out)
+
+    def test_labels_split_at_newlines_only_as_the_server_does(self):
+        # U+2028 and U+0085 are line breaks to str.splitlines() but one class name each to tcm-serve;
+        # CRLF endings and blank lines at the end are what the server reads past too.
+        labels = self.tmp / 'labels.txt'
+        labels.write_bytes('line\u2028separator\r\nnext\u2029paragraph\r\ncaf\u00e9\r\n\r\n\n'.encode())
+        out = self.tmp / 'x'
+        self.assertSucceeded(run_tool('--config-only', '--config-json', self.LABELS_CONFIG, '--output', out,
+                                      '--labels', labels))
+        self.assertEqual((out / 'labels.txt').read_bytes(),
+                         'line\u2028separator\nnext\u2029paragraph\ncaf\u00e9\n'.encode())
+        labels.write_bytes(b'a\x85b\nc\n')  # not UTF-8 here: U+0085 would be \xc2\x85, a C1 control
+        out = self.tmp / 'models' / 'y'
+        self.assertFailed(run_tool('--config-only', '--config-json', self.LABELS_CONFIG, '--output', out,
+                                   '--labels', labels), 'line 1', 'byte 2 is not UTF-8', out_dir=out)
 
     def test_longest_plain_name_is_accepted(self):
         name = 'a.b-C_9' + 'x' * 193
