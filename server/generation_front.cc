@@ -9,21 +9,27 @@ namespace tcm {
 namespace {
 
 // Passes everything on to `inner` and, before the call's end reaches it,
-// leaves the call's summary in the access log. Deletes itself at the end.
+// leaves the call's summary in the access log: its model, steps and images
+// once it was queued, "" and zeros for a call refused before (too many open
+// calls, a full queue, draining), as docs/SERVING.md says. Deletes itself at
+// the end.
 class AnnotatingSink : public ResponseSink {
  public:
   AnnotatingSink(ResponseSink* inner, AccessLog* log, const void* call) : inner_(inner), log_(log), call_(call) {}
 
   void OnAccepted(const std::shared_ptr<RequestState>& state) override {
-    summary_.model = state->spec().model_name;
-    summary_.steps = state->spec().steps;
-    summary_.images = state->spec().num_images;
+    state_ = state.get();  // alive while it calls this sink, OnFinish included
     inner_->OnAccepted(state);
   }
   bool DeliversEachImage() const override { return inner_->DeliversEachImage(); }
   void OnImage(v1::Image image) override { inner_->OnImage(std::move(image)); }
   void OnPreview(v1::Image image) override { inner_->OnPreview(std::move(image)); }
   void OnFinish(const absl::Status& status, const v1::Timings& timings) override {
+    if (state_ != nullptr && state_->queued()) {  // set before any image or end of a queued call
+      summary_.model = state_->spec().model_name;
+      summary_.steps = state_->spec().steps;
+      summary_.images = state_->spec().num_images;
+    }
     summary_.queue_seconds = timings.queue_seconds();
     summary_.compute_seconds = timings.compute_seconds();
     log_->Annotate(call_, std::move(summary_));
@@ -35,6 +41,7 @@ class AnnotatingSink : public ResponseSink {
   ResponseSink* const inner_;
   AccessLog* const log_;
   const void* const call_;
+  const RequestState* state_ = nullptr;
   GenerationSummary summary_;
 };
 

@@ -15,7 +15,7 @@ void ConfigureGrpcListener(const ServerOptions& o, const std::shared_ptr<grpc::S
   builder->SetMaxReceiveMessageSize(std::min(o.max_message_mb << 20, kMaxRequestMessageBytes));
   builder->SetMaxSendMessageSize(o.max_message_mb << 20);
   if (o.max_connection_age_s > 0) {
-    builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, o.max_connection_age_s * 1000);
+    builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_MS, MaxConnectionAgeMs(o));
     builder->AddChannelArgument(GRPC_ARG_MAX_CONNECTION_AGE_GRACE_MS, 10000);  // calls in flight may finish
   }
 }

@@ -17,9 +17,10 @@ using inference::ModelInferRequest;
 
 constexpr const char* kParameters[] = {"steps", "seed", "num_images", "priority"};
 
-// The int64 value of request parameter `name`, if given (int64_param or uint64_param).
+// The int64 value of request parameter `name`, if given (int64_param or
+// uint64_param), in [min, max]; `range_note` follows the range in messages.
 absl::StatusOr<std::optional<int64_t>> IntParameter(const ModelInferRequest& request, const std::string& name,
-                                                    int64_t min, int64_t max) {
+                                                    int64_t min, int64_t max, const std::string& range_note = "") {
   const auto it = request.parameters().find(name);
   if (it == request.parameters().end()) return std::optional<int64_t>();
   const InferParameter& p = it->second;
@@ -30,17 +31,19 @@ absl::StatusOr<std::optional<int64_t>> IntParameter(const ModelInferRequest& req
     value = static_cast<int64_t>(p.uint64_param());
   } else {
     return absl::InvalidArgumentError(
-        absl::StrCat("parameter '", name, "': must be an int64 in [", min, ", ", max, "]"));
+        absl::StrCat("parameter '", name, "': must be an int64 in [", min, ", ", max, "]", range_note));
   }
   if (value < min || value > max)
     return absl::InvalidArgumentError(
-        absl::StrCat("parameter '", name, "': must be in [", min, ", ", max, "], got ", value));
+        absl::StrCat("parameter '", name, "': must be in [", min, ", ", max, "]", range_note, ", got ", value));
   return std::optional<int64_t>(value);
 }
 
 // The N class labels of the `class_label` input (index `i` of the inputs);
-// N above `max_images` is refused before any value is read.
-absl::StatusOr<std::vector<int64_t>> ClassLabels(const ModelInferRequest& request, int i, int64_t max_images) {
+// N above `max_images` is refused before any value is read, the message
+// saying so with `range_note` after the number.
+absl::StatusOr<std::vector<int64_t>> ClassLabels(const ModelInferRequest& request, int i, int64_t max_images,
+                                                 const std::string& range_note) {
   const ModelInferRequest::InferInputTensor& input = request.inputs(i);
   if (input.datatype() != "INT64")
     return absl::InvalidArgumentError(
@@ -52,7 +55,7 @@ absl::StatusOr<std::vector<int64_t>> ClassLabels(const ModelInferRequest& reques
   const int64_t n = input.shape(0);
   if (n > max_images)
     return absl::InvalidArgumentError(
-        absl::StrCat("input '", kClassLabelInput, "': N must be at most ", max_images, ", got ", n));
+        absl::StrCat("input '", kClassLabelInput, "': N must be at most ", max_images, range_note, ", got ", n));
   std::vector<int64_t> labels;
   if (request.raw_input_contents_size() > 0) {
     const std::string& raw = request.raw_input_contents(i);
@@ -106,7 +109,11 @@ absl::StatusOr<GenerationSpec> SpecFromInferRequest(const ModelInferRequest& req
   absl::StatusOr<std::optional<int64_t>> priority = IntParameter(request, "priority", 0, model->priority_levels);
   if (!priority.ok()) return priority.status();
   if (*priority) generate.set_priority(static_cast<uint32_t>(**priority));
-  absl::StatusOr<std::optional<int64_t>> num_images = IntParameter(request, "num_images", 1, INT32_MAX);
+  // The most images a call may ask for: --max_images_per_request, or the model's own cap where smaller.
+  bool model_caps = false;
+  const unsigned max_images = MaxImagesPerCall(*model, limits, &model_caps);
+  const std::string for_model = model_caps ? absl::StrCat(" for model '", model->name, "'") : "";
+  absl::StatusOr<std::optional<int64_t>> num_images = IntParameter(request, "num_images", 1, max_images, for_model);
   if (!num_images.ok()) return num_images.status();
 
   // Inputs: class_label for conditional models, none for unconditional ones.
@@ -148,7 +155,7 @@ absl::StatusOr<GenerationSpec> SpecFromInferRequest(const ModelInferRequest& req
       return absl::InvalidArgumentError(absl::StrCat("parameter 'num_images': only for unconditional models; model '",
                                                      model->name, "' makes one image per '", kClassLabelInput,
                                                      "' value"));
-    absl::StatusOr<std::vector<int64_t>> read = ClassLabels(request, label_input, limits.max_images_per_request);
+    absl::StatusOr<std::vector<int64_t>> read = ClassLabels(request, label_input, max_images, for_model);
     if (!read.ok()) return read.status();
     labels = *std::move(read);
     for (size_t k = 0; k < labels.size(); ++k)

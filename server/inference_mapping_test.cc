@@ -156,7 +156,40 @@ TEST(InferenceMappingTest, TooManyImagesNamesClassLabelOrNumImages) {
   ModelInferRequest uncond;
   uncond.set_model_name("uncond");
   (*uncond.mutable_parameters())["num_images"].set_int64_param(65);
-  ExpectError(uncond, absl::StatusCode::kInvalidArgument, "parameter 'num_images': must be at most 64");
+  ExpectError(uncond, absl::StatusCode::kInvalidArgument, "parameter 'num_images': must be in [1, 64], got 65");
+}
+
+TEST(InferenceMappingTest, ImageCountErrorsNameTheLimitThatApplies) {
+  // The range is the server's --max_images_per_request, not the type's.
+  ModelInferRequest zero;
+  zero.set_model_name("uncond");
+  (*zero.mutable_parameters())["num_images"].set_int64_param(0);
+  ExpectError(zero, absl::StatusCode::kInvalidArgument, "parameter 'num_images': must be in [1, 64], got 0");
+  auto limited = Map(zero, /*max_images=*/8);
+  ASSERT_FALSE(limited.ok());
+  EXPECT_EQ(limited.status().message(), "parameter 'num_images': must be in [1, 8], got 0");
+  ModelInferRequest typed = zero;
+  (*typed.mutable_parameters())["num_images"].set_string_param("2");
+  ExpectError(typed, absl::StatusCode::kInvalidArgument, "parameter 'num_images': must be an int64 in [1, 64]");
+
+  // A model whose own cap is smaller: its cap, named as its.
+  std::vector<ServedModel> models = Models();
+  models[0].max_images = 4;
+  models[1].max_images = 4;
+  ValidationLimits limits;
+  auto capped = SpecFromInferRequest(zero, models, 0, limits, 1);
+  ASSERT_FALSE(capped.ok());
+  EXPECT_EQ(capped.status().message(), "parameter 'num_images': must be in [1, 4] for model 'uncond', got 0");
+  ModelInferRequest five = zero;
+  (*five.mutable_parameters())["num_images"].set_int64_param(5);
+  capped = SpecFromInferRequest(five, models, 0, limits, 1);
+  ASSERT_FALSE(capped.ok());
+  EXPECT_EQ(capped.status().message(), "parameter 'num_images': must be in [1, 4] for model 'uncond', got 5");
+  (*five.mutable_parameters())["num_images"].set_int64_param(4);
+  EXPECT_TRUE(SpecFromInferRequest(five, models, 0, limits, 1).ok());
+  capped = SpecFromInferRequest(Conditional({1, 2, 3, 4, 5}), models, 0, limits, 1);
+  ASSERT_FALSE(capped.ok());
+  EXPECT_EQ(capped.status().message(), "input 'class_label': N must be at most 4 for model 'cond', got 5");
 }
 
 v1::Image RawImage(unsigned index, uint8_t value) {

@@ -1,5 +1,6 @@
 #include "server/metrics.h"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
@@ -28,6 +29,18 @@ void ModelMetrics::ImagesGenerated(unsigned steps, int count) {
 
 void ModelMetrics::ImagesDropped(const std::string& reason, int count) {
   dropped_->Add({{"model", model_}, {"reason", reason}}).Increment(count);
+}
+
+void ModelMetrics::SetQueueDepth(int level, size_t depth) {
+  QueueDepths& d = *queue_depths_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  const auto own = d.by_slot.find(slot_);
+  if (own == d.by_slot.end() || level < 1 || static_cast<size_t>(level) >= own->second.size()) return;  // freed
+  own->second[level] = depth;
+  size_t sum = 0;
+  for (const auto& [slot, depths] : d.by_slot)
+    if (static_cast<size_t>(level) < depths.size()) sum += depths[level];
+  d.gauges.at(level)->Set(static_cast<double>(sum));
 }
 
 void ModelMetrics::Batch(int size, double compute_seconds) {
@@ -135,11 +148,25 @@ void ServerMetrics::AddModel(const ServedModel& m) {
   metrics->dropped_ = dropped_;
   metrics->accepted_ = &accepted_->Add(labels);
   metrics->queue_wait_.assign(m.priority_levels + 1, nullptr);
-  metrics->queue_depth_.assign(m.priority_levels + 1, nullptr);
   for (unsigned level = 1; level <= m.priority_levels; ++level) {
     const prometheus::Labels by_level = {{"model", m.name}, {"priority", std::to_string(level)}};
     metrics->queue_wait_[level] = &queue_wait_->Add(by_level, SecondsBuckets());
-    metrics->queue_depth_[level] = &queue_depth_->Add(by_level);
+  }
+  metrics->slot_ = m.slot;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    std::shared_ptr<QueueDepths>& shared = depths_[m.name];
+    if (shared == nullptr) shared = std::make_shared<QueueDepths>();
+    metrics->queue_depths_ = shared;
+  }
+  {
+    QueueDepths& d = *metrics->queue_depths_;
+    std::lock_guard<std::mutex> lock(d.mu);
+    d.by_slot[m.slot].assign(m.priority_levels + 1, 0);
+    if (d.gauges.size() < m.priority_levels + 1) d.gauges.resize(m.priority_levels + 1, nullptr);
+    for (unsigned level = 1; level <= m.priority_levels; ++level)
+      if (d.gauges[level] == nullptr)
+        d.gauges[level] = &queue_depth_->Add({{"model", m.name}, {"priority", std::to_string(level)}});
   }
   metrics->batch_compute_ = &batch_compute_->Add(labels, SecondsBuckets());
   metrics->batch_size_ = &batch_size_->Add(labels, BatchBuckets());
@@ -185,6 +212,27 @@ void ServerMetrics::HideModelInfo(int index) {
   std::lock_guard<std::mutex> lock(mu_);
   if (m.info_ != nullptr) info_->Remove(m.info_);
   m.info_ = nullptr;
+}
+
+void ServerMetrics::QueueFreed(int index) {
+  QueueDepths& d = *model(index).queue_depths_;
+  std::lock_guard<std::mutex> lock(d.mu);
+  if (d.by_slot.erase(index) == 0) return;
+  size_t levels = 0;  // the most any remaining version has
+  for (const auto& [slot, depths] : d.by_slot) levels = std::max(levels, depths.size() - 1);
+  for (size_t level = 1; level < d.gauges.size(); ++level) {
+    if (d.gauges[level] == nullptr) continue;
+    if (level > levels) {
+      queue_depth_->Remove(d.gauges[level]);
+      d.gauges[level] = nullptr;
+      continue;
+    }
+    size_t sum = 0;
+    for (const auto& [slot, depths] : d.by_slot)
+      if (level < depths.size()) sum += depths[level];
+    d.gauges[level]->Set(static_cast<double>(sum));
+  }
+  d.gauges.resize(levels + 1);
 }
 
 void ServerMetrics::ModelLoadFailed(const std::string& name) { load_failures_->Add({{"model", name}}).Increment(); }

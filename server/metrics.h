@@ -9,6 +9,7 @@
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
 
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -17,6 +18,14 @@
 #include "server/served_model.h"
 
 namespace tcm {
+
+// The tcm_queue_depth series of one model name, shared by its versions:
+// each level's gauge holds the sum of the versions' queues at that level.
+struct QueueDepths {
+  std::mutex mu;
+  std::map<int, std::vector<size_t>> by_slot;  // version's index -> depth by level (index 0 unused); guarded by mu
+  std::vector<prometheus::Gauge*> gauges;      // by level (index 0 unused); null: no version has it; guarded by mu
+};
 
 // Metrics of one model; every member is safe to use from any thread.
 class ModelMetrics {
@@ -31,7 +40,10 @@ class ModelMetrics {
   void Batch(int size, double compute_seconds);
   // By priority level, 1..the model's priority_levels.
   void QueueWait(int level, double seconds) { queue_wait_.at(level)->Observe(seconds); }
-  void SetQueueDepth(int level, size_t depth) { queue_depth_.at(level)->Set(static_cast<double>(depth)); }
+  // This version's queue at `level`; the model's tcm_queue_depth series
+  // shows the sum over its versions still holding a queue (a reload's old
+  // version draining beside the new one), so neither hides the other.
+  void SetQueueDepth(int level, size_t depth);
   void RequestStarted() { in_flight_->Increment(); }
   void ClientCancelled() { client_cancellations_->Increment(); }
   // Images of seeded calls looked up in the response cache.
@@ -50,7 +62,8 @@ class ModelMetrics {
   std::vector<prometheus::Histogram*> queue_wait_;  // by priority level (index 0 unused)
   prometheus::Histogram* batch_compute_ = nullptr;
   prometheus::Histogram* batch_size_ = nullptr;
-  std::vector<prometheus::Gauge*> queue_depth_;  // by priority level (index 0 unused)
+  std::shared_ptr<QueueDepths> queue_depths_;  // shared by the model's versions
+  int slot_ = 0;                               // this version's index
   prometheus::Gauge* in_flight_ = nullptr;
   prometheus::Counter* client_cancellations_ = nullptr;
   prometheus::Counter* cache_hits_ = nullptr;
@@ -74,6 +87,11 @@ class ServerMetrics {
   // other series stay: counters never go back).
   void ShowModelInfo(int index);
   void HideModelInfo(int index);
+  // The version at `index` holds no queue any more (its replicas were
+  // freed): it leaves its model's tcm_queue_depth sums, and a level that no
+  // remaining version of the model has loses its series (every level, once
+  // no version of the model is left). Its other series stay.
+  void QueueFreed(int index);
   // A model directory that failed to load while serving.
   void ModelLoadFailed(const std::string& name);
 
@@ -116,8 +134,9 @@ class ServerMetrics {
   prometheus::Family<prometheus::Counter>* cache_hits_ = nullptr;
   prometheus::Family<prometheus::Counter>* cache_misses_ = nullptr;
   prometheus::Family<prometheus::Counter>* load_failures_ = nullptr;
-  std::mutex mu_;                                      // guards models_ (and each ModelMetrics' info_)
+  std::mutex mu_;                                      // guards models_ (and each ModelMetrics' info_), depths_
   std::vector<std::unique_ptr<ModelMetrics>> models_;  // unique_ptr: references stay valid as it grows
+  std::map<std::string, std::shared_ptr<QueueDepths>> depths_;  // by model name
   prometheus::Family<prometheus::Counter>* busy_ = nullptr;
   prometheus::Gauge* cache_bytes_ = nullptr;
 };

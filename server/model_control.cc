@@ -1,5 +1,7 @@
 #include "server/model_control.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -26,15 +28,17 @@ constexpr auto kReapInterval = std::chrono::milliseconds(20);
 std::string DirectoryFingerprint(const std::string& dir) {
   std::string fingerprint;
   for (const char* file : {"config.pbtxt", "weights.safetensors", "labels.txt"}) {
-    std::error_code ec;
-    const fs::path path = fs::path(dir) / file;
-    const auto size = fs::file_size(path, ec);
-    if (ec) {
+    const std::string path = (fs::path(dir) / file).string();
+    struct stat st;
+    if (::stat(path.c_str(), &st) != 0) {  // follows symbolic links, as reading the file does
       absl::StrAppend(&fingerprint, file, ":none;");
       continue;
     }
-    const auto modified = fs::last_write_time(path, ec);
-    absl::StrAppend(&fingerprint, file, ":", size, ":", ec ? 0 : modified.time_since_epoch().count(), ";");
+    // Size and modification time miss a replacement that keeps both (cp -p,
+    // rsync -a, touch -r); a new file has another inode, and a rewrite in
+    // place moves the change time, which no one can set back.
+    absl::StrAppend(&fingerprint, file, ":", st.st_dev, ":", st.st_ino, ":", st.st_size, ":", st.st_mtim.tv_sec, ".",
+                    st.st_mtim.tv_nsec, ":", st.st_ctim.tv_sec, ".", st.st_ctim.tv_nsec, ";");
   }
   return fingerprint;
 }
@@ -177,13 +181,10 @@ void ModelControl::WaitAtGate() {
 }
 
 void ModelControl::Poll() {
-  std::set<std::string> present;
   std::error_code ec;
   std::vector<std::string> dirs;
   for (fs::directory_iterator it(parts_.options.model_repository, ec), end; !ec && it != end; it.increment(ec)) {
-    std::error_code file_ec;
-    if (it->is_directory(file_ec) && fs::exists(it->path() / "config.pbtxt", file_ec))
-      dirs.push_back(it->path().string());
+    if (IsModelFolder(*it)) dirs.push_back(it->path().string());
   }
   if (ec) {
     std::fprintf(stderr, "tcm-server: cannot read the model repository %s: %s\n",
@@ -191,11 +192,20 @@ void ModelControl::Poll() {
     return;  // a repository that cannot be read unloads nothing
   }
   std::sort(dirs.begin(), dirs.end());
+  const std::set<std::string> present(dirs.begin(), dirs.end());
+  // New and changed directories first, removals after: a model whose folder
+  // was renamed (its config names it) is loaded from the new folder as its
+  // next version while the version from the old folder serves on, so no call
+  // finds it missing (LoadDirectory).
   for (const std::string& dir : dirs) {
-    present.insert(dir);
     const std::string fingerprint = DirectoryFingerprint(dir);
     if (const Entry* loaded = EntryFrom(dir); loaded != nullptr && loaded->fingerprint == fingerprint) continue;
     if (const auto failed = failed_.find(dir); failed != failed_.end() && failed->second == fingerprint) continue;
+    if (const auto clash = clashes_.find(dir); clash != clashes_.end() && clash->second.fingerprint == fingerprint) {
+      // Tried again once the name's other folder is gone, files unchanged.
+      const auto owner = entries_.find(clash->second.name);
+      if (owner != entries_.end() && present.count(owner->second.dir)) continue;
+    }
     (void)LoadDirectory(dir, fingerprint);  // a failure is counted and logged there
   }
   std::vector<std::string> gone;
@@ -204,6 +214,8 @@ void ModelControl::Poll() {
   for (const std::string& name : gone) (void)UnloadModel(name);
   for (auto it = failed_.begin(); it != failed_.end();)
     it = present.count(it->first) ? std::next(it) : failed_.erase(it);
+  for (auto it = clashes_.begin(); it != clashes_.end();)
+    it = present.count(it->first) ? std::next(it) : clashes_.erase(it);
 }
 
 const ModelControl::Entry* ModelControl::EntryFrom(const std::string& dir) const {
@@ -215,12 +227,17 @@ const ModelControl::Entry* ModelControl::EntryFrom(const std::string& dir) const
 absl::StatusOr<ServedModel> ModelControl::LoadDirectory(const std::string& dir, const std::string& fingerprint) {
   const Entry* old = EntryFrom(dir);
   std::string name = old ? old->served.name : fs::path(dir).filename().string();
+  bool clash = false;  // the name is served from another folder: remembered apart from failed_
   auto fail = [&](const absl::Status& status) -> absl::Status {
     // A directory's name is the operator's; it labels a series only where it
     // could name a model, and reaches the log escaped, so a newline in it (or
     // in the message, which quotes the files) cannot forge a line.
     parts_.metrics->ModelLoadFailed(CheckModelName(name).ok() ? name : "invalid");
-    failed_[dir] = fingerprint;
+    if (clash) {
+      clashes_[dir] = Clash{fingerprint, name};
+    } else {
+      failed_[dir] = fingerprint;
+    }
     std::fprintf(stderr, "tcm-server: model '%s' was not loaded: %s%s\n", PrintableLine(name).c_str(),
                  PrintableLine(std::string(status.message())).c_str(),
                  old ? absl::StrCat(" (version ", old->served.version, " goes on serving)").c_str() : "");
@@ -233,9 +250,22 @@ absl::StatusOr<ServedModel> ModelControl::LoadDirectory(const std::string& dir, 
     return fail(absl::InvalidArgumentError(absl::StrCat(dir, "/config.pbtxt: name changed from '", old->served.name,
                                                         "' to '", model->name, "'; unload the model first")));
   name = model->name;
-  if (!old && entries_.count(name))
-    return fail(absl::InvalidArgumentError(
-        absl::StrCat(dir, ": a model named '", name, "' is already served from ", entries_.at(name).dir)));
+  const Entry* replaced = old;  // the entry this load replaces (a new version of it), if any
+  std::string moved_from;
+  if (!old && entries_.count(name)) {
+    const Entry& owner = entries_.at(name);
+    std::error_code ec;
+    const fs::directory_entry owner_dir(owner.dir, ec);
+    if (!ec && IsModelFolder(owner_dir)) {
+      clash = true;
+      return fail(absl::InvalidArgumentError(
+          absl::StrCat(dir, ": a model named '", name, "' is already served from ", owner.dir)));
+    }
+    // The folder it was served from is gone (renamed or moved away): this
+    // one holds the model now, loaded as its next version.
+    replaced = &owner;
+    moved_from = owner.dir;
+  }
   if (absl::Status precision = ApplyPrecision(name, &model->config, parts_.options, CpuHasNativeBf16());
       !precision.ok())
     return fail(precision);
@@ -248,10 +278,11 @@ absl::StatusOr<ServedModel> ModelControl::LoadDirectory(const std::string& dir, 
   served.slot = *slot;
   served.version = ++last_version_[name];
   parts_.metrics->AddModel(served);
-  const int old_slot = old ? old->served.slot : -1;
-  const unsigned old_version = old ? old->served.version : 0;
-  entries_[name] = Entry{dir, fingerprint, served};  // `old` points at the new entry from here
+  const int old_slot = replaced ? replaced->served.slot : -1;
+  const unsigned old_version = replaced ? replaced->served.version : 0;
+  entries_[name] = Entry{dir, fingerprint, served};  // `old` and `replaced` point at the new entry from here
   failed_.erase(dir);
+  clashes_.erase(dir);
   Publish();
   if (old_slot >= 0) {
     parts_.metrics->HideModelInfo(old_slot);
@@ -260,8 +291,9 @@ absl::StatusOr<ServedModel> ModelControl::LoadDirectory(const std::string& dir, 
   }
   parts_.metrics->ShowModelInfo(*slot);
   parts_.health->SetModelServing(name, true);
-  std::printf("tcm-server: model '%s' version %u loaded from %s\n", name.c_str(), served.version,
-              PrintableLine(dir).c_str());
+  std::printf(
+      "tcm-server: model '%s' version %u loaded from %s%s\n", name.c_str(), served.version, PrintableLine(dir).c_str(),
+      moved_from.empty() ? "" : absl::StrCat(" (its folder moved from ", PrintableLine(moved_from), ")").c_str());
   std::fflush(stdout);
   return served;
 }
@@ -324,6 +356,7 @@ void ModelControl::Reap() {
       continue;
     }
     parts_.pool->RemoveModel(*it);
+    parts_.metrics->QueueFreed(*it);
     std::printf("tcm-server: %s finished its last call; its replicas are freed\n", leaving_[*it].c_str());
     std::fflush(stdout);
     leaving_.erase(*it);

@@ -12,7 +12,11 @@
 // directory that fails to load leaves the version serving now as it is, counts in
 // tcm_model_load_failures_total and logs one line; in poll mode it is tried
 // again once its files change (a directory still being copied is read again
-// until it is whole).
+// until it is whole). A poll loads new and changed directories before it
+// unloads vanished ones: a folder renamed while its config names the model
+// is that model's next version, with no gap. A directory refused because its
+// model's name is served from another folder is tried again once that
+// folder is gone, its files unchanged.
 //
 // Everything runs on the control's own thread, one operation at a time; at
 // most kMaxPendingControlCalls Load and Unload calls wait for it (more are
@@ -43,9 +47,10 @@
 
 namespace tcm {
 
-// What a model directory's files look like (size and modification time of
-// config.pbtxt, weights.safetensors and labels.txt): a change to any of them
-// changes it.
+// What a model directory's files look like (device, inode, size,
+// modification and change time of config.pbtxt, weights.safetensors and
+// labels.txt): a change to any of them changes it, also a replacement that
+// keeps the size and the modification time (cp -p, rsync -a, touch -r).
 std::string DirectoryFingerprint(const std::string& dir);
 
 // Most Load and Unload calls waiting for the control's thread.
@@ -98,6 +103,10 @@ class ModelControl final : public ModelControlApi {
   void Poll();
   // Loads `dir`, whose files looked like `fingerprint` (DirectoryFingerprint)
   // just before, as a new model or a new version of the one loaded from it.
+  // A directory whose config names a model served from a folder that is no
+  // longer a model folder (renamed or moved away) takes that model over as
+  // its next version; one whose model is served from a folder still there is
+  // refused (and remembered in clashes_, not failed_).
   absl::StatusOr<ServedModel> LoadDirectory(const std::string& dir, const std::string& fingerprint);
   // The entry loaded from `dir`; null when none is.
   const Entry* EntryFrom(const std::string& dir) const;
@@ -111,8 +120,16 @@ class ModelControl final : public ModelControlApi {
 
   const Parts parts_;
   const std::string default_model_;
-  std::map<std::string, Entry> entries_;                    // by model name; control thread only
-  std::map<std::string, std::string> failed_;               // dir -> fingerprint of its last failed read (poll mode)
+  std::map<std::string, Entry> entries_;       // by model name; control thread only
+  std::map<std::string, std::string> failed_;  // dir -> fingerprint of its last failed read (poll mode)
+  // A directory whose model's name is served from another folder: not a
+  // failure of its files, so poll mode tries it again once that folder is
+  // gone (or its files change), not only on a change.
+  struct Clash {
+    std::string fingerprint;  // of the directory when it was refused
+    std::string name;         // the name it claims
+  };
+  std::map<std::string, Clash> clashes_;                    // by dir
   std::vector<std::weak_ptr<const ModelTable>> published_;  // every table that may still be held
   std::vector<int> unlisted_;                               // slots taken out of the catalog, not yet retired
   std::vector<int> retired_;                                // slots retired, replicas not yet freed

@@ -47,7 +47,10 @@ void RequestState::DropFinishedLate() {
   metrics_->ImagesDropped(DropReason(static_cast<absl::StatusCode>(final_code_.load())), 1);
 }
 
-void RequestState::Queued() { metrics_->ImagesAccepted(static_cast<int>(spec_.num_images)); }
+void RequestState::Queued() {
+  queued_ = true;
+  metrics_->ImagesAccepted(static_cast<int>(spec_.num_images));
+}
 
 absl::Status RequestState::Abandoned(absl::Time now) const {
   if (finished_) {

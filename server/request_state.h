@@ -88,6 +88,9 @@ class RequestState {
   // The call's images are queued: counts them in tcm_images_accepted_total.
   // From then on each image is counted once more, as generated or dropped.
   void Queued();
+  // Whether Queued() was called: the call was accepted into the queue (a
+  // refused call never is).
+  bool queued() const { return queued_.load(); }
 
   // OK while the call still wants its images; else why not (cancelled by the
   // client, deadline passed, or the call already ended with that code).
@@ -141,6 +144,7 @@ class RequestState {
   const absl::Time deadline_;
   ResponseCache* const cache_;
   std::vector<unsigned> to_compute_;
+  std::atomic<bool> queued_{false};
   std::atomic<bool> cancelled_{false};
   std::atomic<bool> finished_{false};
   std::atomic<int> final_code_{0};  // absl::StatusCode, set before finished_

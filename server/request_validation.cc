@@ -15,6 +15,12 @@ int64_t RandomClassLabel(uint64_t seed, unsigned index, unsigned num_classes) {
   return static_cast<int64_t>(SplitMix64(state - kSplitMixGamma) % num_classes);
 }
 
+unsigned MaxImagesPerCall(const ServedModel& model, const ValidationLimits& limits, bool* model_caps) {
+  const bool caps = model.max_images > 0 && model.max_images < limits.max_images_per_request;
+  if (model_caps != nullptr) *model_caps = caps;
+  return caps ? model.max_images : limits.max_images_per_request;
+}
+
 absl::StatusOr<GenerationSpec> ValidateRequest(const v1::GenerateRequest& request,
                                                const std::vector<ServedModel>& models, int default_model,
                                                const ValidationLimits& limits, uint64_t fresh_seed) {
@@ -42,8 +48,8 @@ absl::StatusOr<GenerationSpec> ValidateRequest(const v1::GenerateRequest& reques
                                                    model.default_steps, "), got ", request.steps()));
 
   spec.num_images = request.num_images() == 0 ? 1 : request.num_images();
-  const bool model_caps = model.max_images > 0 && model.max_images < limits.max_images_per_request;
-  const unsigned max_images = model_caps ? model.max_images : limits.max_images_per_request;
+  bool model_caps = false;
+  const unsigned max_images = MaxImagesPerCall(model, limits, &model_caps);
   if (spec.num_images > max_images)
     return absl::InvalidArgumentError(absl::StrCat("num_images: must be at most ", max_images,
                                                    model_caps ? absl::StrCat(" for model '", model.name, "'") : "",

@@ -19,6 +19,11 @@ struct ValidationLimits {
   unsigned max_images_per_request = 64;
 };
 
+// The most images one call to `model` may ask for: --max_images_per_request,
+// or the model's own max_images where that is smaller (then `model_caps`,
+// when given, is set).
+unsigned MaxImagesPerCall(const ServedModel& model, const ValidationLimits& limits, bool* model_caps = nullptr);
+
 // `default_model` indexes `models` (-1: none); `fresh_seed` is used when the
 // request has no seed. Unknown model: NOT_FOUND; anything else wrong:
 // INVALID_ARGUMENT. The spec's model is the found model's slot.

@@ -116,7 +116,6 @@ RestService::RestService(const GenerationFront::Options& options, std::vector<Se
     : front_(options, std::move(models), queue, metrics),
       ready_(std::move(ready)),
       registry_(std::move(registry)),
-      model_list_json_(ModelListJson()),
       playground_policy_(PageContentSecurityPolicy(PlaygroundHtml())) {}
 
 HttpResponse RestService::Handle(const HttpRequest& request) {
@@ -135,7 +134,7 @@ HttpResponse RestService::Handle(const HttpRequest& request) {
   }
   if (request.path == "/v1/models") {
     if (!get) return wrong_method("GET");
-    return Json(model_list_json_);
+    return Json(ModelListJson());  // the models served now: model control changes them
   }
   if (parts.size() == 5 && parts[0].empty() && parts[1] == "v1" && parts[2] == "models" &&
       (parts[4] == "generate" || parts[4] == "stream")) {
@@ -243,7 +242,22 @@ absl::StatusOr<GenerationSpec> RestService::SpecFromQuery(const HttpRequest& htt
   request.set_format(format);
   absl::StatusOr<int64_t> label = QueryInteger(query, "class", INT64_MIN, INT64_MAX, -1);
   absl::StatusOr<int64_t> steps = QueryInteger(query, "steps", 0, 2, 0);
+  const std::shared_ptr<const ModelTable> table = front_.models();
   absl::StatusOr<int64_t> num = QueryInteger(query, "num", 1, UINT32_MAX, 1);
+  if (!num.ok()) {
+    // The range that applies: the model's (--max_images_per_request, or its
+    // own cap where smaller); an unknown model is answered 404 below, after
+    // the query's values are integers at all.
+    const ServedModel* target = model.empty() ? table->Default() : nullptr;
+    for (const ServedModel& m : table->models)
+      if (!model.empty() && m.name == model) target = &m;
+    bool model_caps = false;
+    const unsigned most = target != nullptr ? MaxImagesPerCall(*target, front_.limits(), &model_caps)
+                                            : front_.limits().max_images_per_request;
+    num = absl::InvalidArgumentError(absl::StrCat("query 'num': must be an integer in [1, ", most, "]",
+                                                  model_caps ? absl::StrCat(" for model '", target->name, "'") : "",
+                                                  ", got '", query.at("num"), "'"));
+  }
   absl::StatusOr<int64_t> seed = QueryInteger(query, "seed", 0, INT64_MAX, -1);
   absl::StatusOr<int64_t> preview = QueryInteger(query, "preview", 0, 1, 0);
   for (const auto* value : {&label, &steps, &num, &seed, &preview})
@@ -253,7 +267,6 @@ absl::StatusOr<GenerationSpec> RestService::SpecFromQuery(const HttpRequest& htt
   request.set_steps(static_cast<uint32_t>(*steps));
   request.set_num_images(static_cast<uint32_t>(*num));
   request.set_preview(*preview == 1);
-  const std::shared_ptr<const ModelTable> table = front_.models();
   absl::StatusOr<GenerationSpec> spec =
       ValidateRequest(request, table->models, table->default_model, front_.limits(), front_.FreshSeed());
   if (spec.ok()) spec->table = table;

@@ -56,12 +56,13 @@ class RestService {
   // HEAD); `stream` also takes `preview`.
   absl::StatusOr<GenerationSpec> SpecFromQuery(const HttpRequest& request, const std::string& model,
                                                v1::ImageFormat format, bool stream, bool count_refusal = true);
-  std::string ModelListJson() const;  // built once, in the constructor: the models do not change
+  // GET /v1/models: the models served now (model control adds, replaces and
+  // removes them while serving), built per request as gRPC ListModels is.
+  std::string ModelListJson() const;
 
   GenerationFront front_;
   const Readiness ready_;
   const std::shared_ptr<prometheus::Registry> registry_;
-  const std::string model_list_json_;    // GET /v1/models
   const std::string playground_policy_;  // GET /: its Content-Security-Policy
 };
 

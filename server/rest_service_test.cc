@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/escaping.h"
@@ -209,7 +210,11 @@ TEST_F(RestServiceTest, BadQueriesNameTheField) {
       {{{"class", "10"}}, "query 'class': must be in [0, 10) for model 'cond', got 10"},
       {{{"class", "-1"}}, "query 'class': must be in [0, 10) for model 'cond', got -1"},
       {{{"class", "abc"}}, "query 'class': must be an integer, got 'abc'"},
-      {{{"num", "0"}}, "query 'num': must be an integer in [1, 4294967295], got '0'"},
+      // The range is the one that applies (--max_images_per_request here), not the type's.
+      {{{"num", "0"}}, "query 'num': must be an integer in [1, 64], got '0'"},
+      {{{"num", "-3"}}, "query 'num': must be an integer in [1, 64], got '-3'"},
+      {{{"num", "two"}}, "query 'num': must be an integer in [1, 64], got 'two'"},
+      {{{"num", "4294967296"}}, "query 'num': must be an integer in [1, 64], got '4294967296'"},
   };
   for (const auto& [query, message] : cases) {
     HttpResponse refused = Get("/v1/models/cond/generate", query);
@@ -217,6 +222,90 @@ TEST_F(RestServiceTest, BadQueriesNameTheField) {
     EXPECT_EQ(nlohmann::json::parse(refused.body)["error"], message);
   }
   EXPECT_EQ(queue_.submitted(), 0u);
+}
+
+TEST(RestServiceLimitsTest, BadImageCountsNameTheLimitThatApplies) {
+  // The server's --max_images_per_request (16) and a model's own smaller cap (4).
+  ServedModel cond = testing::TenClassModel("cond", kSide, kChannels);
+  ServedModel small = testing::TenClassModel("small", kSide, kChannels);
+  small.max_images = 4;
+  const std::vector<ServedModel> models = {cond, small};
+  ServerMetrics metrics(models);
+  testing::FakeGenerationQueue queue;
+  GenerationFront::Options options;
+  options.limits.max_images_per_request = 16;
+  RestService rest(
+      options, models, &queue, &metrics, [](const std::string&) { return true; }, nullptr);
+  const std::vector<std::tuple<std::string, std::string, std::string>> cases = {
+      {"cond", "0", "query 'num': must be an integer in [1, 16], got '0'"},
+      {"cond", "17", "query 'num': must be at most 16, got 17"},
+      {"small", "0", "query 'num': must be an integer in [1, 4] for model 'small', got '0'"},
+      {"small", "5", "query 'num': must be at most 4 for model 'small', got 5"},
+      {"small", "99999999999", "query 'num': must be an integer in [1, 4] for model 'small', got '99999999999'"},
+  };
+  for (const auto& [model, num, message] : cases) {
+    HttpRequest request;
+    request.method = "GET";
+    request.path = "/v1/models/" + model + "/generate";
+    request.query = {{"num", num}};
+    HttpResponse refused = rest.Handle(request);
+    EXPECT_EQ(refused.status, 400) << refused.body;
+    EXPECT_EQ(nlohmann::json::parse(refused.body)["error"], message);
+  }
+  // An unknown model is still a 404, whatever the count.
+  HttpRequest unknown;
+  unknown.method = "GET";
+  unknown.path = "/v1/models/nope/generate";
+  unknown.query = {{"num", "3"}};
+  EXPECT_EQ(rest.Handle(unknown).status, 404);
+  EXPECT_EQ(queue.submitted(), 0u);
+}
+
+TEST(RestServiceModelListTest, TheModelListIsTheModelsServedNow) {
+  // Model control publishes new tables while serving; GET /v1/models follows them, as ListModels does.
+  ServedModel cond = testing::TenClassModel("cond", kSide, kChannels);
+  ServerMetrics metrics({cond});
+  auto catalog = std::make_shared<ModelCatalog>(ModelTable{NumberSlots({cond}), 0});
+  testing::FakeGenerationQueue queue;
+  GenerationFront::Options options;
+  options.catalog = catalog;
+  RestService rest(
+      options, {}, &queue, &metrics, [](const std::string&) { return true; }, nullptr);
+  auto names = [&] {
+    HttpRequest request;
+    request.method = "GET";
+    request.path = "/v1/models";
+    HttpResponse list = rest.Handle(request);
+    EXPECT_EQ(list.status, 200);
+    std::vector<std::string> served;
+    const nlohmann::json json = nlohmann::json::parse(list.body);
+    for (const auto& m : json["models"]) served.push_back(m["name"].get<std::string>());
+    EXPECT_EQ(json["max_images_per_request"], 64);
+    return served;
+  };
+  EXPECT_EQ(names(), std::vector<std::string>{"cond"});
+
+  ServedModel uncond = testing::Unconditional(cond, "uncond");
+  uncond.slot = 1;
+  uncond.version = 1;
+  ServedModel cond_v2 = cond;
+  cond_v2.slot = 0;
+  cond_v2.version = 2;
+  catalog->Publish(ModelTable{{cond_v2, uncond}, 0});  // a load
+  EXPECT_EQ(names(), (std::vector<std::string>{"cond", "uncond"}));
+  HttpRequest list;
+  list.method = "GET";
+  list.path = "/v1/models";
+  const nlohmann::json loaded = nlohmann::json::parse(rest.Handle(list).body);
+  EXPECT_EQ(loaded["models"][0]["version"], 2);
+  EXPECT_EQ(loaded["models"][1]["is_default"], false);
+
+  catalog->Publish(ModelTable{{cond_v2}, 0});  // an unload
+  EXPECT_EQ(names(), std::vector<std::string>{"cond"});
+  HttpRequest gone;
+  gone.method = "GET";
+  gone.path = "/v1/models/uncond/generate";
+  EXPECT_EQ(rest.Handle(gone).status, 404);
 }
 
 TEST_F(RestServiceTest, HeadOfAGenerationChecksTheQueryAndStartsNoWork) {

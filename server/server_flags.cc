@@ -95,7 +95,8 @@ ABSL_FLAG(double, drain_timeout, tcm::ServerOptions().drain_timeout,
           "Seconds queued work may take to finish after SIGTERM.");
 ABSL_FLAG(int, max_connection_age_s, tcm::ServerOptions().max_connection_age_s,
           "Seconds after which a client connection is asked to reconnect (GOAWAY), so long-lived callers "
-          "spread over new replicas; 0 = never.");
+          "spread over new replicas; 0 = never, at most 2147483 (about 24.8 days: gRPC takes it in milliseconds "
+          "as a 32-bit int).");
 ABSL_FLAG(int, max_message_mb, tcm::ServerOptions().max_message_mb,
           "Largest gRPC message sent, MiB (a response's images); requests received are capped at 4 MiB or this, "
           "whichever is smaller.");

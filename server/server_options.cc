@@ -2,12 +2,15 @@
 
 #include <arpa/inet.h>
 
+#include <algorithm>
 #include <cstdio>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "model/model_config.h"
 #include "server/access_log_hooks.h"
 
 namespace tcm {
@@ -37,7 +40,8 @@ absl::Status CheckServerOptions(const ServerOptions& o) {
       {"cache_mb", double(o.cache_mb), 0, 1 << 20},
       {"drain_timeout", o.drain_timeout, 0, kNoLimit},
       {"repository_poll_s", o.repository_poll_s, 0.05, 86400},
-      {"max_connection_age_s", double(o.max_connection_age_s), 0, kNoLimit},
+      // gRPC takes the age in milliseconds as an int: above this it would wrap.
+      {"max_connection_age_s", double(o.max_connection_age_s), 0, double(kMaxConnectionAgeS)},
       {"max_message_mb", double(o.max_message_mb), 1, 2047},
   };
   for (const Range& r : ranges) {
@@ -67,6 +71,11 @@ absl::Status CheckServerOptions(const ServerOptions& o) {
     return absl::InvalidArgumentError(
         absl::StrCat("--model_control: ", o.model_control, " needs --device cpu; on cuda only none is supported"));
   return absl::OkStatus();
+}
+
+int MaxConnectionAgeMs(const ServerOptions& o) {
+  const int64_t ms = int64_t{o.max_connection_age_s} * 1000;
+  return static_cast<int>(std::clamp<int64_t>(ms, 0, std::numeric_limits<int>::max()));
 }
 
 std::string GrpcListenAddress(const ServerOptions& o) {
@@ -162,6 +171,12 @@ absl::StatusOr<Batcher::ModelQueueOptions> MergeQueueOptions(const std::string& 
   if (q.max_batch_size < 1)
     return absl::InvalidArgumentError(
         absl::StrCat("model '", name, "': batching.max_batch_size must be at least 1, got 0"));
+  // The config's own batch size was checked when it was read; the server's
+  // --max_batch_size (the GPU overlay's 64) is checked here, per model.
+  if (absl::Status fits = CheckBatchActivations(
+          config, q.max_batch_size, b.has_max_batch_size() ? "batching.max_batch_size" : "--max_batch_size");
+      !fits.ok())
+    return absl::InvalidArgumentError(absl::StrCat("model '", name, "': ", fits.message()));
   if (q.max_queue_size < q.max_batch_size)
     return absl::InvalidArgumentError(absl::StrCat(
         "model '", name, "': its queue (max_queue_size ", q.max_queue_size, ", ",

@@ -56,13 +56,22 @@ struct ServerOptions {
   int max_images_per_request = 64;
   int max_open_calls = 1024;  // generation calls held at once, all front ends; 0 = no limit
   int warmup_batch_size = 1;
-  int cache_mb = 0;           // exact response cache, MiB; 0 = off
-  double drain_timeout = 30;  // seconds
-  int max_connection_age_s = 0;
+  int cache_mb = 0;              // exact response cache, MiB; 0 = off
+  double drain_timeout = 30;     // seconds
+  int max_connection_age_s = 0;  // 0 = never; at most kMaxConnectionAgeS
   int max_message_mb = 64;
   std::string tls_cert, tls_key, tls_client_ca;
   std::string access_log;  // "" = none, "-" = stderr, else a file (appended)
 };
+
+// The largest --max_connection_age_s: gRPC takes the age as an int of
+// milliseconds (GRPC_ARG_MAX_CONNECTION_AGE_MS), about 24.8 days at most.
+inline constexpr int kMaxConnectionAgeS = 2147483;
+
+// --max_connection_age_s in milliseconds for GRPC_ARG_MAX_CONNECTION_AGE_MS,
+// computed in 64 bits and clamped to [0, INT_MAX]: never wrapped negative
+// (which would make gRPC close every connection at once).
+int MaxConnectionAgeMs(const ServerOptions& options);
 
 // The gRPC listening address for --grpc_address and --port ("[::]:50051" for every address).
 std::string GrpcListenAddress(const ServerOptions& options);

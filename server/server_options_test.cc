@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <limits>
 #include <optional>
 
 #include "absl/strings/match.h"
@@ -27,6 +28,28 @@ TEST(ServerOptionsTest, DefaultsAreTheBatchersAndValid) {
   EXPECT_EQ(absl::Microseconds(defaults.max_queue_delay_us), batcher.max_queue_delay);
   EXPECT_EQ(defaults.max_batch_size, 16);
   EXPECT_EQ(defaults.max_queue_size, 256);
+}
+
+TEST(ServerOptionsTest, TheServersBatchSizeIsCheckedAgainstAModelsActivations) {
+  // Fits at batch 1 (about 2.7e9 values per image), not at the server's 64.
+  v1::ModelConfig config;
+  config.set_img_resolution(4096);
+  config.set_img_channels(1);
+  config.mutable_edm2()->set_model_channels(16);
+  config.mutable_edm2()->add_channel_mult(1);
+  config.mutable_edm2()->set_num_blocks(1);
+  ServerOptions flags;
+  flags.max_batch_size = 64;
+  flags.max_queue_size = 256;
+  auto refused = MergeQueueOptions("big", config, true, flags);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(absl::StrContains(refused.status().message(),
+                                "model 'big': --max_batch_size: a batch of 64 images of 4096x4096 needs about"))
+      << refused.status();
+  config.mutable_batching()->set_max_batch_size(1);  // the model's own batch size wins
+  auto alone = MergeQueueOptions("big", config, true, flags);
+  EXPECT_TRUE(alone.ok()) << alone.status();
 }
 
 TEST(ServerOptionsTest, AModelsBatchingWinsFieldByFieldAndZeroDelayIsAValue) {
@@ -148,6 +171,36 @@ TEST(ServerOptionsTest, OutOfRangeFlagsNameTheFlagAndTheRange) {
   o = ServerOptions();
   o.http_max_connections_per_ip = -1;
   EXPECT_EQ(CheckServerOptions(o).message(), "--http_max_connections_per_ip: must be in [0, 1024], got -1");
+}
+
+TEST(ServerOptionsTest, ConnectionAgeIsCappedWhereGrpcsMillisecondsWouldWrap) {
+  ServerOptions o;
+  EXPECT_EQ(MaxConnectionAgeMs(o), 0);
+  o.max_connection_age_s = 300;
+  EXPECT_TRUE(CheckServerOptions(o).ok());
+  EXPECT_EQ(MaxConnectionAgeMs(o), 300000);
+  // The largest allowed age is the largest whole second gRPC's int holds.
+  o.max_connection_age_s = kMaxConnectionAgeS;
+  EXPECT_TRUE(CheckServerOptions(o).ok());
+  EXPECT_EQ(MaxConnectionAgeMs(o), 2147483000);
+  EXPECT_GT(MaxConnectionAgeMs(o), 0);
+  // One second more would have wrapped negative (2147484 * 1000 > INT_MAX):
+  // it is refused naming the flag and the range.
+  o.max_connection_age_s = kMaxConnectionAgeS + 1;
+  EXPECT_EQ(CheckServerOptions(o).message(), "--max_connection_age_s: must be in [0, 2147483], got 2147484");
+  EXPECT_EQ(MaxConnectionAgeMs(o), std::numeric_limits<int>::max()) << "clamped, never negative";
+  o.max_connection_age_s = std::numeric_limits<int>::max();
+  EXPECT_EQ(CheckServerOptions(o).message(), "--max_connection_age_s: must be in [0, 2147483], got 2147483647");
+  EXPECT_EQ(MaxConnectionAgeMs(o), std::numeric_limits<int>::max());
+  o.max_connection_age_s = -1;
+  EXPECT_EQ(CheckServerOptions(o).message(), "--max_connection_age_s: must be in [0, 2147483], got -1");
+  // The message size flag, the other one handed to gRPC as an int, stays within it too.
+  o = ServerOptions();
+  o.max_message_mb = 2047;
+  EXPECT_TRUE(CheckServerOptions(o).ok());
+  EXPECT_GT(o.max_message_mb << 20, 0);
+  o.max_message_mb = 2048;
+  EXPECT_EQ(CheckServerOptions(o).message(), "--max_message_mb: must be in [1, 2047], got 2048");
 }
 
 TEST(ServerOptionsTest, BothHttpListenersTakeThePerAddressConnectionLimit) {

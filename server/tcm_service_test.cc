@@ -603,6 +603,66 @@ TEST_F(TcmServiceAccessLogTest, EachCallWritesOneLineWithWhatItGenerated) {
   EXPECT_EQ(lines[2]["status"], "OK");
 }
 
+// The access log under an open-call limit of one.
+class TcmServiceAccessLogRefusalTest : public TcmServiceAccessLogTest {
+ protected:
+  TcmServiceAccessLogRefusalTest() {
+    server_->Shutdown();
+    server_.reset();
+    TcmServiceImpl::Options options;
+    options.access_log = log_.get();
+    options.open_calls = limit_;
+    service_ = std::make_unique<TcmServiceImpl>(options, models_, &queue_, metrics_.get());
+    grpc::ServerBuilder builder;
+    builder.RegisterService(service_.get());
+    builder.experimental().SetInterceptorCreators(AccessLogInterceptors(log_.get()));
+    server_ = builder.BuildAndStart();
+    stub_ = v1::TcmService::NewStub(server_->InProcessChannel(grpc::ChannelArguments()));
+  }
+  // Waits (up to 30 s) until no call holds a place: a call's place is given
+  // back when its reactor goes, once its answer is sent.
+  void WaitUntilNoneOpen() {
+    for (int i = 0; i < 3000 && limit_->open() > 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    ASSERT_EQ(limit_->open(), 0);
+  }
+  const std::shared_ptr<OpenCallLimit> limit_ = std::make_shared<OpenCallLimit>(1);
+};
+
+TEST_F(TcmServiceAccessLogRefusalTest, CallsRefusedBeforeTheyWereQueuedLogNoModelAndNoImages) {
+  // Refused by a full queue, then by draining: nothing was queued.
+  queue_.RefuseWith(absl::ResourceExhaustedError("the queue of model 'cond' is full"));
+  EXPECT_EQ(Call(Request("cond", 3, 2, 4, 7)).error_code(), StatusCode::RESOURCE_EXHAUSTED);
+  WaitUntilNoneOpen();
+  queue_.RefuseWith(absl::UnavailableError("the server is shutting down"));
+  EXPECT_EQ(Call(Request("cond", 3, 2, 4, 7)).error_code(), StatusCode::UNAVAILABLE);
+  WaitUntilNoneOpen();
+  queue_.RefuseWith(absl::OkStatus());
+  // Refused by the open-call limit while one call is open.
+  grpc::ClientContext context;
+  auto open = CallAsync(Request("cond", 3, 2, 1, 8), &context);
+  auto request = queue_.WaitForRequest(0);
+  ASSERT_NE(request, nullptr);
+  EXPECT_EQ(Call(Request("uncond", std::nullopt, 1, 3, 9)).error_code(), StatusCode::RESOURCE_EXHAUSTED);
+  FinishImage(*request, 0, 1);
+  ASSERT_TRUE(open.get().first.ok());
+
+  const std::vector<nlohmann::json> lines = Lines(4);
+  ASSERT_EQ(lines.size(), 4u);
+  // In the order the calls ended: the open call's line comes last.
+  const std::vector<std::string> statuses = {"RESOURCE_EXHAUSTED", "UNAVAILABLE", "RESOURCE_EXHAUSTED"};
+  for (size_t i = 0; i < statuses.size(); ++i) {
+    SCOPED_TRACE(lines[i].dump());
+    EXPECT_EQ(lines[i]["status"], statuses[i]);
+    EXPECT_EQ(lines[i]["model"], "");
+    EXPECT_EQ(lines[i]["steps"], 0);
+    EXPECT_EQ(lines[i]["images"], 0);
+  }
+  EXPECT_EQ(lines[3]["status"], "OK");
+  EXPECT_EQ(lines[3]["model"], "cond");
+  EXPECT_EQ(lines[3]["steps"], 2);
+  EXPECT_EQ(lines[3]["images"], 1);
+}
+
 TEST_F(TcmServiceAccessLogTest, ACancelledStreamWritesItsLineWithCancelled) {
   grpc::ClientContext context;
   auto reader = stub_->GenerateStream(&context, Request("cond", 1, 2, 3, 1));

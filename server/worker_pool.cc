@@ -176,13 +176,22 @@ class WorkerPool::Worker {
     return absl::OkStatus();
   }
 
-  // One first-step pass of `n` images of class 0. Throws what the network throws.
+  // One first-step pass of `n` images of class 0. Throws what the network
+  // throws, and std::runtime_error when an output value is not finite (NaN
+  // or infinite: weights or a config that compute garbage, which would be
+  // served as images while health says SERVING).
   void WarmUpPass(Denoiser& replica, int n) {
     const auto& c = replica.config();
     std::vector<torch::Tensor> inputs;
     for (int i = 0; i < n; ++i) inputs.push_back(StepInput(c, 0, i, 0, {}));
     torch::Tensor labels = c.num_classes() ? torch::zeros({n}, torch::kInt64) : torch::Tensor();
-    Forward(replica, torch::stack(inputs), torch::full({n}, StepSigma(c, 0)), labels);
+    const torch::Tensor out = Forward(replica, torch::stack(inputs), torch::full({n}, StepSigma(c, 0)), labels);
+    torch::InferenceMode inference;
+    const int64_t bad = (~torch::isfinite(out)).sum().item<int64_t>();
+    if (bad > 0)
+      throw std::runtime_error(absl::StrCat(bad, " of the ", out.numel(), " output values of a first-step pass of ", n,
+                                            " image(s) are not finite (NaN or infinite): check its weights and its "
+                                            "config (sigma_data, t_max)"));
   }
 
   torch::Tensor Forward(Denoiser& replica, const torch::Tensor& x, const torch::Tensor& sigma,

@@ -7,6 +7,7 @@
 #include <torch/torch.h>
 
 #include <atomic>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -16,6 +17,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "common/thread_priority.h"
 #include "model/denoiser.h"
 #include "model/model_config.h"
@@ -293,6 +295,46 @@ TEST_F(WorkerPoolTest, AModelRemovedOnceIdleFreesItsBatcherQueueAndTheOthersServ
   EXPECT_TRUE(Generate(**pool, 2, 2, &images).ok());
   EXPECT_EQ(images, 2);
   Stop(**pool);
+}
+
+TEST_F(WorkerPoolTest, AModelWhoseOutputIsNotFiniteFailsItsWarmUpNamingIt) {
+  // Weights that make NaN: the model would serve garbage images.
+  ModelDirectory nan = model_;
+  nan.name = "nan-model";
+  nan.config.set_name("nan-model");
+  for (auto& [key, tensor] : nan.weights) tensor = torch::full_like(tensor, std::nan(""));
+  const Batcher::ModelQueueOptions queue{"nan-model", 8, absl::ZeroDuration(), 64};
+
+  // Loaded while serving: refused, and nothing of it stays in the batcher.
+  auto pool = MakePool(1);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  (*pool)->Start();
+  auto added = (*pool)->AddModel(nan, queue, /*warmup_batch_size=*/2);
+  EXPECT_FALSE(added.ok());
+  EXPECT_EQ(added.status().code(), absl::StatusCode::kInternal);
+  EXPECT_TRUE(absl::StartsWith(added.status().message(), "warm-up of 'nan-model' failed: ")) << added.status();
+  EXPECT_TRUE(absl::StrContains(added.status().message(),
+                                "output values of a first-step pass of 2 image(s) are not "
+                                "finite (NaN or infinite)"))
+      << added.status();
+  EXPECT_EQ(batcher_->ModelsHeld(), 1u);
+  int images = 0;
+  EXPECT_TRUE(Generate(**pool, 1, 1, &images).ok()) << "the model served before serves on";
+  EXPECT_EQ(images, 1);
+  Stop(**pool);   // (also where the check above failed: the workers must end)
+  pool->reset();  // before its batcher goes
+
+  // At start: the pool's warm-up fails (the server does not start).
+  model_ = nan;
+  Batcher::Options bo;
+  bo.models.push_back(queue);
+  batcher_ = *Batcher::Create(bo);
+  auto at_start = MakePool(1);
+  ASSERT_TRUE(at_start.ok()) << at_start.status();
+  const absl::Status refused = (*at_start)->WarmUp(/*batch_size=*/1);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_TRUE(absl::StartsWith(refused.message(), "warm-up of 'nan-model' failed: ")) << refused;
+  EXPECT_TRUE(absl::StrContains(refused.message(), "a first-step pass of 1 image(s) are not finite")) << refused;
 }
 
 TEST_F(WorkerPoolTest, InstanceSettingsTheServerCannotMeetAreRefused) {

@@ -85,5 +85,28 @@ refused "$loop_repo" "labels.txt: cannot open file"
 refused "$(repo_with "${config/architecture: \"EDM2UNet\"/architecture: \"X\\ntcm-server: model m loaded\"}" \
   "$good/weights.safetensors")" "X\\x0atcm-server: model m loaded"
 
+# Weights that read and build (every value finite) but compute garbage: an
+# output gain of 3e38 overflows the network's output to infinities and NaN.
+# The warm-up refuses the model, naming it, instead of serving such images
+# while health says SERVING.
+nan_repo="$(repo_with "$config" "$good/weights.safetensors")"
+python3 - "$nan_repo/m/weights.safetensors" <<'PY'
+import json, struct, sys
+with open(sys.argv[1], "r+b") as f:
+    header = struct.unpack("<Q", f.read(8))[0]
+    offsets = json.loads(f.read(header))["model.out_gain"]["data_offsets"]
+    f.seek(8 + header + offsets[0])
+    f.write(struct.pack("<f", 3e38))
+PY
+checked=$((checked + 1))
+out="$(timeout 120 "$bin/tcm-server" --model_repository "$nan_repo" --port 0 --metrics_port -1 --http_port -1 2>&1)"
+rc=$?
+last="$(printf '%s\n' "$out" | tail -1)"
+if [[ $rc -ne 1 || "$last" != *"warm-up of 'm' failed: "*" output values of a first-step pass of "*" are not finite (NaN or infinite)"* ]]; then
+  echo "FAIL: expected exit 1 and a last line refusing model 'm' as not finite; got exit $rc and:"
+  printf '%s\n' "$out" | tail -5
+  fail=1
+fi
+
 [[ $fail -eq 0 ]] && echo "PASS: $checked hostile model directories refused with one line each"
 exit $fail

@@ -6,11 +6,14 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <thread>
 #include <vector>
 
@@ -129,6 +132,53 @@ class ModelControlTest : public testing::ServerFixture {
     request.set_name(name);
     v1::UnloadModelResponse response;
     return stub.UnloadModel(&context, request, &response);
+  }
+
+  // Calls on `model` (2 images, 2 steps) on their own thread until Stop():
+  // every one must succeed.
+  class Traffic {
+   public:
+    Traffic(const ServerProcess& server, const std::string& model)
+        : thread_([this, stub = v1::TcmService::NewStub(server.NewChannel()), model] {
+            while (!stop_) {
+              auto result = CallGenerate(*stub, MakeRequest(model, 4, 2, 2, 9), 60);
+              if (result.status.ok() && result.response.images_size() == 2) {
+                ++ok_;
+              } else if (failed_++ == 0) {
+                first_failure_ =
+                    absl::StrCat(static_cast<int>(result.status.error_code()), ": ", result.status.error_message());
+              }
+            }
+          }) {}
+    ~Traffic() { Stop(); }
+    void Stop() {
+      stop_ = true;
+      if (thread_.joinable()) thread_.join();
+    }
+    int ok() const { return ok_; }
+    int failed() const { return failed_; }
+    const std::string& first_failure() const { return first_failure_; }  // after Stop()
+
+   private:
+    std::atomic<bool> stop_{false};
+    std::atomic<int> ok_{0}, failed_{0};
+    std::string first_failure_;
+    std::thread thread_;
+  };
+
+  // The class names `name` is served with ({} when it is not listed).
+  static std::vector<std::string> ClassNamesOf(v1::TcmService::Stub& stub, const std::string& name) {
+    const v1::ListModelsResponse list = List(stub);
+    for (const auto& m : list.models())
+      if (m.name() == name) return {m.class_names().begin(), m.class_names().end()};
+    return {};
+  }
+
+  // Copies directory `from` to `to` through a hidden staging folder, as an operator would.
+  void CopyIn(const fs::path& from, const fs::path& to) {
+    const fs::path staging = to.parent_path() / ("." + to.filename().string() + ".partial");
+    fs::copy(from, staging, fs::copy_options::recursive);
+    fs::rename(staging, to);
   }
 
   std::string repo_, spare_;
@@ -365,6 +415,169 @@ TEST_F(ModelControlTest, PollModeAddsReplacesUnderTrafficRefusesABrokenChangeAnd
   const std::string metrics = Metrics(*server);
   EXPECT_EQ(MetricOrZero(metrics, "tcm_model_load_failures_total", {{"model", "cond"}}), 0);
   EXPECT_EQ(MetricSum(metrics, "tcm_model_info", {{"model", "cond"}}), 1);
+  StopCleanly(*server);
+}
+
+// A model folder renamed (mv cond renamed) while its config names the model:
+// the new folder is loaded as the model's next version before the old
+// folder's version goes, so no call finds the model missing. A second folder
+// claiming the name while the first serves it is refused once (not on every
+// poll), and takes over, files unchanged, once the first folder goes.
+TEST_F(ModelControlTest, PollModeKeepsServingAModelWhoseFolderIsRenamed) {
+  auto server = StartWithCondOnly({"--model_control", "poll", "--repository_poll_s", "0.1"});
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::TcmService::NewStub(server->NewChannel());
+  Traffic traffic(*server, "cond");
+  WaitFor([&] { return traffic.ok() >= 1; }, "a first call");
+
+  const fs::path repo(repo_);
+  fs::rename(repo / "cond", repo / "renamed");
+  WaitFor([&] { return VersionOf(*stub, "cond") == 2; }, "cond version 2 from the renamed folder");
+  EXPECT_NE(server->Log().find(absl::StrCat("model 'cond' version 2 loaded from ", (repo / "renamed").string(),
+                                            " (its folder moved from ", (repo / "cond").string(), ")")),
+            std::string::npos)
+      << server->Log();
+  WaitFor([&] { return server->Log().find("model 'cond' version 1 finished its last call") != std::string::npos; },
+          "version 1 of cond to be freed");
+  EXPECT_EQ(server->Log().find("model 'cond' version 1 unloaded"), std::string::npos) << "a reload, not an unload";
+
+  // A copy claiming the same name while "renamed" serves it: refused, counted once.
+  CopyIn(repo / "renamed", repo / "copy");
+  ExpectLoadFailureCounted(*server, "cond");
+  EXPECT_NE(server->Log().find(absl::StrCat((repo / "copy").string(), ": a model named 'cond' is already served from ",
+                                            (repo / "renamed").string())),
+            std::string::npos)
+      << server->Log();
+  // Later polls (uncond's load is one) do not try the copy again while its files and the name's folder stay.
+  // (Polls go through the folders in name order: the one that loads uncond looked at "copy" first.)
+  CopyUncondIn();
+  WaitFor([&] { return VersionOf(*stub, "uncond") == 1; }, "uncond to be loaded");
+  EXPECT_EQ(MetricOrZero(Metrics(*server), "tcm_model_load_failures_total", {{"model", "cond"}}), 1);
+  EXPECT_EQ(VersionOf(*stub, "cond"), 2u);
+
+  // The serving folder goes: the copy takes over as version 3, though none of its files changed.
+  fs::rename(repo / "renamed", repo / ".trash");
+  fs::remove_all(repo / ".trash");
+  WaitFor([&] { return VersionOf(*stub, "cond") == 3; }, "cond version 3 from the copy");
+  EXPECT_NE(server->Log().find(absl::StrCat("model 'cond' version 3 loaded from ", (repo / "copy").string())),
+            std::string::npos)
+      << server->Log();
+  const int before = traffic.ok();
+  WaitFor([&] { return traffic.ok() >= before + 2; }, "calls after the takeover");
+
+  traffic.Stop();
+  EXPECT_EQ(traffic.failed(), 0) << "first failure: " << traffic.first_failure();
+  const std::string metrics = Metrics(*server);
+  EXPECT_EQ(MetricOrZero(metrics, "tcm_model_load_failures_total", {{"model", "cond"}}), 1);
+  EXPECT_EQ(MetricSum(metrics, "tcm_model_info", {{"model", "cond"}}), 1);
+  EXPECT_EQ(CheckHealth(server->NewChannel(), "cond").serving, HealthCheckResponse::SERVING);
+  StopCleanly(*server);
+}
+
+// A file replaced by one of the same size and modification time (cp -p,
+// rsync -a, touch -r) is still a change: by a new file (another inode), or
+// rewritten in place (its change time moves).
+TEST_F(ModelControlTest, PollModeReloadsAFileReplacedWithTheSameSizeAndModificationTime) {
+  auto server = StartWithCondOnly({"--model_control", "poll", "--repository_poll_s", "0.1"});
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::TcmService::NewStub(server->NewChannel());
+  const fs::path labels = fs::path(repo_) / "cond" / "labels.txt";
+  const auto size = fs::file_size(labels);
+  const auto modified = fs::last_write_time(labels);
+  const std::vector<std::string> names = testing::CondClassNames();
+  ASSERT_EQ(ClassNamesOf(*stub, "cond"), names);
+  auto write_names = [&](const fs::path& path, bool upper) {
+    std::ofstream out(path, std::ios::trunc);
+    for (std::string name : names) {
+      if (upper) std::transform(name.begin(), name.end(), name.begin(), ::toupper);
+      out << name << "\n";
+    }
+  };
+
+  // A new file beside it, given the old one's time, renamed over it (as cp -p or rsync -a do).
+  write_names(labels.string() + ".new", /*upper=*/true);
+  fs::last_write_time(labels.string() + ".new", modified);
+  fs::rename(labels.string() + ".new", labels);
+  ASSERT_EQ(fs::file_size(labels), size);
+  ASSERT_EQ(fs::last_write_time(labels), modified);
+  WaitFor([&] { return VersionOf(*stub, "cond") == 2; }, "cond version 2 after a same-size, same-time replacement");
+  std::vector<std::string> served = ClassNamesOf(*stub, "cond");
+  ASSERT_EQ(served.size(), names.size());
+  EXPECT_EQ(served[0], "AIRPLANE");
+
+  // Rewritten in place, then its time set back (touch -r): same inode, size and time.
+  struct stat before;
+  ASSERT_EQ(stat(labels.c_str(), &before), 0);
+  write_names(labels, /*upper=*/false);
+  fs::last_write_time(labels, modified);
+  struct stat after;
+  ASSERT_EQ(stat(labels.c_str(), &after), 0);
+  ASSERT_EQ(after.st_ino, before.st_ino);
+  ASSERT_EQ(after.st_size, before.st_size);
+  ASSERT_EQ(fs::last_write_time(labels), modified);
+  WaitFor([&] { return VersionOf(*stub, "cond") == 3; }, "cond version 3 after an in-place rewrite, time set back");
+  EXPECT_EQ(ClassNamesOf(*stub, "cond"), names);
+  EXPECT_EQ(MetricOrZero(Metrics(*server), "tcm_model_load_failures_total", {{"model", "cond"}}), 0);
+  StopCleanly(*server);
+}
+
+// GET /v1/models on --http_port lists the models served now, and a reload
+// that lowers a model's priority levels leaves no tcm_queue_depth series of
+// the levels gone once the old version is freed.
+TEST_F(ModelControlTest, RestModelListAndQueueDepthSeriesFollowLoadsAndUnloads) {
+  const int http_port = testing::FreePort();
+  auto server = StartWithCondOnly({"--model_control", "explicit", "--http_port", std::to_string(http_port)});
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::TcmService::NewStub(server->NewChannel());
+  auto rest_names = [&] {
+    std::vector<std::string> names;
+    auto reply = testing::HttpCall(http_port, "GET", "/v1/models", "", 30);
+    EXPECT_TRUE(reply.ok()) << reply.status();
+    if (!reply.ok()) return names;
+    EXPECT_EQ(reply->status, 200) << reply->body;
+    std::string body = reply->body;  // the names, in order, from "name":"..." entries
+    for (size_t at = body.find("\"name\":\""); at != std::string::npos; at = body.find("\"name\":\"", at + 1)) {
+      const size_t start = at + 8;
+      names.push_back(body.substr(start, body.find('"', start) - start));
+    }
+    return names;
+  };
+  EXPECT_EQ(rest_names(), std::vector<std::string>{"cond"});
+
+  CopyUncondIn();
+  v1::LoadModelResponse loaded;
+  grpc::Status status = Load(*stub, "uncond", &loaded);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(rest_names(), (std::vector<std::string>{"cond", "uncond"}));
+  status = Unload(*stub, "uncond");
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(rest_names(), std::vector<std::string>{"cond"});
+
+  // cond with 3 priority levels, then reloaded with the default 2.
+  const fs::path config = fs::path(repo_) / "cond" / "config.pbtxt";
+  std::string original;
+  {
+    std::ifstream in(config);
+    original.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  { std::ofstream(config, std::ios::app) << "batching { priority_levels: 3 }\n"; }
+  status = Load(*stub, "cond", &loaded);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(MetricValue(Metrics(*server), "tcm_queue_depth", {{"model", "cond"}, {"priority", "3"}}).has_value());
+  { std::ofstream(config, std::ios::trunc) << original; }
+  status = Load(*stub, "cond", &loaded);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(loaded.model().version(), 3u);
+  WaitFor([&] { return server->Log().find("model 'cond' version 2 finished its last call") != std::string::npos; },
+          "version 2 of cond to be freed");
+  const std::string metrics = Metrics(*server);
+  EXPECT_FALSE(MetricValue(metrics, "tcm_queue_depth", {{"model", "cond"}, {"priority", "3"}}).has_value()) << metrics;
+  EXPECT_EQ(MetricValue(metrics, "tcm_queue_depth", {{"model", "cond"}, {"priority", "1"}}), 0.0);
+  EXPECT_EQ(MetricValue(metrics, "tcm_queue_depth", {{"model", "cond"}, {"priority", "2"}}), 0.0);
+  // The unloaded model's queue is gone too; its counters stay.
+  EXPECT_EQ(MetricSum(metrics, "tcm_queue_depth", {{"model", "uncond"}}), 0);
+  EXPECT_FALSE(MetricValue(metrics, "tcm_queue_depth", {{"model", "uncond"}, {"priority", "1"}}).has_value());
+  EXPECT_TRUE(MetricValue(metrics, "tcm_images_accepted_total", {{"model", "uncond"}}).has_value());
   StopCleanly(*server);
 }
 

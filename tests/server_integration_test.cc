@@ -1101,6 +1101,32 @@ TEST_F(ServerIntegrationTest, MessagesAboveTheSizeLimitAreRefused) {
   StopCleanly(*server);
 }
 
+// gRPC takes the connection age in milliseconds as an int: an age it cannot
+// hold is refused at start naming the flag and the range (it used to wrap
+// negative, and gRPC then closed every connection at once), and the largest
+// one it can hold serves calls on one connection.
+TEST_F(ServerIntegrationTest, ConnectionAgesBeyondGrpcsRangeAreRefusedAndTheLargestServes) {
+  auto refused = StartServer({}, {"--max_connection_age_s", "3000000"}, /*wait_until_serving=*/false);
+  ASSERT_TRUE(refused);
+  auto exited = refused->WaitExit(120);
+  ASSERT_TRUE(exited.ok()) << exited.status();
+  EXPECT_TRUE(WIFEXITED(*exited) && WEXITSTATUS(*exited) == 1) << "wait status " << *exited;
+  EXPECT_NE(refused->Log().find("--max_connection_age_s: must be in [0, 2147483], got 3000000"), std::string::npos)
+      << refused->Log();
+
+  auto server = StartServer({}, {"--max_connection_age_s", "2147483"});
+  ASSERT_TRUE(server);
+  auto channel = server->NewChannel();
+  auto stub = v1::TcmService::NewStub(channel);
+  for (int i = 0; i < 3; ++i) {
+    auto result = CallGenerate(*stub, MakeRequest("cond", 1, 1, 1, i), 120);
+    EXPECT_TRUE(result.status.ok()) << Describe(result.status);
+    EXPECT_EQ(result.response.images_size(), 1);
+  }
+  EXPECT_EQ(channel->GetState(/*try_to_connect=*/false), GRPC_CHANNEL_READY) << "the connection is still open";
+  StopCleanly(*server);
+}
+
 TEST_F(ServerIntegrationTest, RequestsAreCappedAtFourMiBWhateverTheResponseLimit) {
   auto server = StartServer({}, {});  // --max_message_mb 64: responses up to 64 MiB
   ASSERT_TRUE(server);
