@@ -357,13 +357,14 @@ int NumLevels(const ModelConfig& config) {
 }
 
 absl::Status CheckModelName(const std::string& name) {
-  bool plain = !name.empty() && name.size() <= 200 && name != "." && name != "..";
+  bool plain = !name.empty() && name.size() <= 200 && name.front() != '.';
   for (char ch : name)
     plain = plain && ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '-' ||
                       ch == '_' || ch == '.');
   if (plain) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(
-      "model name '", name.substr(0, 64), "': must be 1 to 200 letters, digits, '-', '_' and '.' (not . or ..)"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("model name '", name.substr(0, 64),
+                   "': must be 1 to 200 letters, digits, '-', '_' and '.', not starting with '.'"));
 }
 
 namespace {
@@ -455,12 +456,11 @@ absl::StatusOr<ModelConfig> CompleteModelConfig(ModelConfig c) {
   if (c.default_steps() > 2) return Bad("default_steps", absl::StrCat("must be 1 or 2, got ", c.default_steps()));
   if (c.has_transition_t() && !(c.transition_t() > 0 && c.transition_t() < c.t_max()))
     return Bad("transition_t", absl::StrCat("must be in (0, t_max = ", c.t_max(), "), got ", c.transition_t()));
-  if (c.batching().has_max_batch_size())
-    TCM_RETURN_IF_ERROR(CheckBatchActivations(c, c.batching().max_batch_size(), "batching.max_batch_size"));
-  else
-    TCM_RETURN_IF_ERROR(
-        CheckBatchActivations(c, kDefaultMaxBatchSize,
-                              absl::StrCat("batching.max_batch_size (unset: the default ", kDefaultMaxBatchSize, ")")));
+  // Unset, the batch size is the server's --max_batch_size, checked where the
+  // server knows it (MergeQueueOptions); here, one image must fit.
+  TCM_RETURN_IF_ERROR(CheckBatchActivations(
+      c, c.batching().has_max_batch_size() ? c.batching().max_batch_size() : 1,
+      c.batching().has_max_batch_size() ? "batching.max_batch_size" : "img_resolution (one image)"));
   return c;
 }
 

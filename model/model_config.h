@@ -52,9 +52,9 @@ inline constexpr uint32_t kImageChannelChoices[] = {1, 3, 4};
 // or an InvalidArgument error naming the first bad field and what is allowed
 // (sizes outside ConfigLimits included). Every float field must be finite.
 // The activations are checked for batches of batching.max_batch_size images,
-// or kDefaultMaxBatchSize (common/batching_defaults.h) when it is unset: a
-// server that runs the model with another batch size (its --max_batch_size)
-// must also call CheckBatchActivations with that size.
+// or for one image when it is unset: a server that runs the model at another
+// batch size (its --max_batch_size) must also call CheckBatchActivations with
+// that size.
 absl::StatusOr<v1::ModelConfig> CompleteModelConfig(v1::ModelConfig config);
 
 // A rough count of the activation values one image's forward pass holds at
@@ -73,8 +73,9 @@ absl::Status CheckBatchActivations(const v1::ModelConfig& config, uint64_t max_b
                                    absl::string_view batch_field);
 
 // OK for a name a model may be served under: 1 to 200 letters, digits, '-',
-// '_' and '.', not "." or "..": safe in URLs, metric labels and the file
-// names clients write; else an error naming it and the rule.
+// '_' and '.', not starting with '.' (so not "." or "..", nor a hidden
+// staging folder's name): safe in URLs, metric labels and the file names
+// clients write; else an error naming it and the rule.
 absl::Status CheckModelName(const std::string& name);
 
 // The largest config.pbtxt read (a real one has a few hundred bytes).

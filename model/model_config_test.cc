@@ -167,7 +167,7 @@ TEST(ModelConfigTest, AbsurdSizesAreRefusedWithTheLimit) {
         c.set_img_resolution(4096);
         c.mutable_edm2()->set_model_channels(256);
       },
-      "batching.max_batch_size (unset: the default 16): a batch of 16 images of 4096x4096 needs about");
+      "img_resolution (one image): a batch of 1 image of 4096x4096 needs about");
   ExpectEditError([](C& c) { c.mutable_batching()->set_max_batch_size(1u << 30); }, "batching.max_batch_size");
   ExpectEditError([](C& c) { c.mutable_batching()->set_max_queue_delay_us(1ull << 40); },
                   "batching.max_queue_delay_us: must be at most 60000000");
@@ -193,8 +193,8 @@ TEST(ModelConfigTest, AbsurdSizesAreRefusedWithTheLimit) {
   EXPECT_TRUE(xl.ok()) << xl.status();
 }
 
-// img_channels is what the image encoders write: a 2-channel model would
-// load and then fail every request.
+// img_channels is what a PNG can hold: a 2-channel model would load and then
+// fail every request for the default format (PNG), so it is refused at load.
 TEST(ModelConfigTest, ImageChannelsAreThoseAnImageCanHave) {
   for (uint32_t channels : {0u, 2u, 5u, 16u}) {
     ExpectEditError([channels](v1::ModelConfig& c) { c.set_img_channels(channels); },
@@ -251,9 +251,15 @@ TEST(ModelConfigTest, ActivationsOfAWholeBatchAreBounded) {
   // 2^28 values per activation, and about 2.7e9 held at once per image (4.3e10 per batch of 16).
   const std::string huge =
       "img_resolution: 4096 img_channels: 1 edm2 { model_channels: 16 channel_mult: [1] num_blocks: 1 }";
-  ExpectError(huge,
-              "batching.max_batch_size (unset: the default 16): a batch of 16 images of 4096x4096 needs about 4.29e+10 "
+  // Without a batch size of its own, one image must fit; the server checks
+  // the batch size it runs the model at (MergeQueueOptions).
+  auto unset = ParseModelConfigText(huge, "config.pbtxt");
+  EXPECT_TRUE(unset.ok()) << unset.status();
+  ExpectError(huge + " batching { max_batch_size: 16 }",
+              "batching.max_batch_size: a batch of 16 images of 4096x4096 needs about 4.29e+10 "
               "activation values at once (2.68e+09 per image), past the limit of 4.29e+09 values for a whole batch");
+  ExpectError("img_resolution: 256 img_channels: 3 song { model_channels: 16 channel_mult: [1] num_blocks: 1 }",
+              "img_resolution (one image): a batch of 1 image of 256x256 needs about 8.6e+09 activation values");
   ExpectError(huge + " batching { max_batch_size: 2 }",
               "batching.max_batch_size: a batch of 2 images of 4096x4096 needs about 5.37e+09 activation values");
   auto alone = ParseModelConfigText(huge + " batching { max_batch_size: 1 }", "config.pbtxt");

@@ -184,6 +184,11 @@ TEST_F(ModelRepositoryTest, WeightsPastFloat32AreRefusedAfterConversion) {
 TEST_F(ModelRepositoryTest, AModelNameMustBePlain) {
   WriteFile("config.pbtxt", "name: \"../../etc\"\n" + ReadFile("config.pbtxt"));
   ExpectLoadError("config.pbtxt: name: model name '../../etc': must be 1 to 200 letters, digits, '-', '_' and '.'");
+  WriteFile("config.pbtxt",
+            "name: \".staged\"\n" + ReadFile("config.pbtxt").substr(std::string("name: \"../../etc\"\n").size()));
+  ExpectLoadError(
+      "config.pbtxt: name: model name '.staged': must be 1 to 200 letters, digits, '-', '_' and '.', not "
+      "starting with '.'");
   ASSERT_TRUE(WriteModelDirectory((root_ / "two words").string(), fixture_.config, fixture_.weights, {}).ok());
   auto spaced = ReadModelDirectory((root_ / "two words").string());
   ASSERT_FALSE(spaced.ok());

@@ -1,13 +1,7 @@
 #include "model/safetensors.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <fstream>
 #include <memory>
 #include <set>
@@ -15,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/read_file.h"
 #include "common/status_macros.h"
 #include "common/utf8.h"
 #include "nlohmann/json.hpp"
@@ -276,50 +271,12 @@ std::vector<TensorEntry> BindTensors(Header& header, absl::string_view data) {
   return tensors;
 }
 
-// A regular file open for reading: refused, as ReadRegularFile does, when it
-// is a FIFO, a device or a directory (never blocked on or read without end).
-class RegularFile {
- public:
-  static absl::StatusOr<std::unique_ptr<RegularFile>> Open(const std::string& path) {
-    const auto cannot_open = [&path](int error) {
-      return absl::Status(error == ENOENT ? absl::StatusCode::kNotFound : absl::StatusCode::kFailedPrecondition,
-                          absl::StrCat(path, ": cannot open file: ", std::strerror(error)));
-    };
-    struct stat before {};
-    if (::stat(path.c_str(), &before) != 0) return cannot_open(errno);
-    if (!S_ISREG(before.st_mode)) return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
-    const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
-    if (fd < 0) return cannot_open(errno);
-    std::unique_ptr<RegularFile> file(new RegularFile(path, fd));
-    struct stat st {};
-    if (::fstat(fd, &st) != 0) return absl::DataLossError(absl::StrCat(path, ": ", std::strerror(errno)));
-    if (!S_ISREG(st.st_mode)) return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
-    file->size_ = static_cast<uint64_t>(st.st_size);
-    return file;
-  }
-  ~RegularFile() { ::close(fd_); }
-
-  uint64_t size() const { return size_; }
-
-  // Bytes [offset, offset + n) of the file into `out`, which is resized to n.
-  absl::Status ReadAt(uint64_t offset, uint64_t n, std::string* out) const {
-    out->resize(n);
-    for (uint64_t done = 0; done < n;) {
-      const ssize_t got = ::pread(fd_, out->data() + done, n - done, static_cast<off_t>(offset + done));
-      if (got < 0 && errno == EINTR) continue;
-      if (got < 0) return absl::DataLossError(absl::StrCat(path_, ": read error: ", std::strerror(errno)));
-      if (got == 0) return Invalid(path_, "truncated: the file shrank while it was read");
-      done += static_cast<uint64_t>(got);
-    }
-    return absl::OkStatus();
-  }
-
- private:
-  RegularFile(std::string path, int fd) : path_(std::move(path)), fd_(fd) {}
-  std::string path_;
-  int fd_;
-  uint64_t size_ = 0;
-};
+// Bytes [offset, offset + n) of `file` into `out`; the file must still hold them.
+absl::Status ReadExactly(const RegularFile& file, uint64_t offset, uint64_t n, std::string* out) {
+  TCM_RETURN_IF_ERROR(file.ReadUpTo(offset, n, out));
+  if (out->size() != n) return Invalid(file.path(), "truncated: the file shrank while it was read");
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -355,16 +312,16 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::Read(const std::string& path) {
   if (in->size() < 8)
     return Invalid(path, absl::StrCat("truncated: ", in->size(), " bytes, shorter than the 8-byte header length"));
   std::string length_field, header_text;
-  TCM_RETURN_IF_ERROR(in->ReadAt(0, 8, &length_field));
+  TCM_RETURN_IF_ERROR(ReadExactly(*in, 0, 8, &length_field));
   TCM_ASSIGN_OR_RETURN(const uint64_t header_len, HeaderLength(path, length_field, in->size() - 8));
-  TCM_RETURN_IF_ERROR(in->ReadAt(8, header_len, &header_text));
+  TCM_RETURN_IF_ERROR(ReadExactly(*in, 8, header_len, &header_text));
   const uint64_t data_size = in->size() - 8 - header_len;
   TCM_ASSIGN_OR_RETURN(Header header, ParseHeader(path, header_text, data_size));
   // Only a header checked whole, whose tensors cover the rest of the file
   // exactly, gets the data section read.
   SafetensorsFile file;
   file.buffer_ = std::make_unique<std::string>();
-  TCM_RETURN_IF_ERROR(in->ReadAt(8 + header_len, data_size, file.buffer_.get()));
+  TCM_RETURN_IF_ERROR(ReadExactly(*in, 8 + header_len, data_size, file.buffer_.get()));
   file.metadata_ = std::move(header.metadata);
   file.tensors_ = BindTensors(header, *file.buffer_);
   return file;

@@ -192,6 +192,9 @@ void ModelControl::Poll() {
     return;  // a repository that cannot be read unloads nothing
   }
   std::sort(dirs.begin(), dirs.end());
+  // Folders in a remembered name clash go last: when a served model's folder
+  // is renamed, the renamed folder (not a clashing copy) takes the model over.
+  std::stable_partition(dirs.begin(), dirs.end(), [this](const std::string& dir) { return !clashes_.count(dir); });
   const std::set<std::string> present(dirs.begin(), dirs.end());
   // New and changed directories first, removals after: a model whose folder
   // was renamed (its config names it) is loaded from the new folder as its

@@ -171,8 +171,8 @@ absl::StatusOr<Batcher::ModelQueueOptions> MergeQueueOptions(const std::string& 
   if (q.max_batch_size < 1)
     return absl::InvalidArgumentError(
         absl::StrCat("model '", name, "': batching.max_batch_size must be at least 1, got 0"));
-  // The config's own batch size was checked when it was read; the server's
-  // --max_batch_size (the GPU overlay's 64) is checked here, per model.
+  // Reading a config checks its own batch size, or one image where it sets
+  // none; the batch size this server runs it at is checked here.
   if (absl::Status fits = CheckBatchActivations(
           config, q.max_batch_size, b.has_max_batch_size() ? "batching.max_batch_size" : "--max_batch_size");
       !fits.ok())

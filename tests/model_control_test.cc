@@ -216,12 +216,15 @@ TEST_F(ModelControlTest, ExplicitModeLoadsReloadsAndUnloadsOneModelByCall) {
   // A name the file system would read only up to its NUL byte ("cond"), and
   // one longer than any model name, are refused before a file is looked at:
   // no load is tried, so no failure is counted under the name.
-  for (const std::string& name : {std::string("cond\0junk", 9), std::string(9000, 'A')}) {
+  // A hidden staging folder is no model, though it holds a whole one.
+  fs::copy(fs::path(spare_) / "uncond", fs::path(repo_) / ".staged", fs::copy_options::recursive);
+  for (const std::string& name : {std::string("cond\0junk", 9), std::string(9000, 'A'), std::string(".staged")}) {
     status = Load(*stub, name, &loaded);
     EXPECT_EQ(status.error_code(), StatusCode::INVALID_ARGUMENT) << status.error_message();
     EXPECT_NE(status.error_message().find("must be 1 to 200 letters, digits"), std::string::npos)
         << status.error_message();
   }
+  fs::remove_all(fs::path(repo_) / ".staged");
   EXPECT_EQ(MetricSum(Metrics(*server), "tcm_model_load_failures_total", {}), 0);
 
   CopyUncondIn();
@@ -455,11 +458,20 @@ TEST_F(ModelControlTest, PollModeKeepsServingAModelWhoseFolderIsRenamed) {
   EXPECT_EQ(MetricOrZero(Metrics(*server), "tcm_model_load_failures_total", {{"model", "cond"}}), 1);
   EXPECT_EQ(VersionOf(*stub, "cond"), 2u);
 
-  // The serving folder goes: the copy takes over as version 3, though none of its files changed.
-  fs::rename(repo / "renamed", repo / ".trash");
+  // The serving folder is renamed again, to a name after the copy's: the renamed folder takes the model
+  // over, not the copy that clashed with it (folders in a remembered clash are polled last).
+  fs::rename(repo / "renamed", repo / "served");
+  WaitFor([&] { return VersionOf(*stub, "cond") == 3; }, "cond version 3 from the folder renamed again");
+  EXPECT_NE(server->Log().find(absl::StrCat("model 'cond' version 3 loaded from ", (repo / "served").string())),
+            std::string::npos)
+      << server->Log();
+  EXPECT_EQ(MetricOrZero(Metrics(*server), "tcm_model_load_failures_total", {{"model", "cond"}}), 1);
+
+  // The serving folder goes: the copy takes over as version 4, though none of its files changed.
+  fs::rename(repo / "served", repo / ".trash");
   fs::remove_all(repo / ".trash");
-  WaitFor([&] { return VersionOf(*stub, "cond") == 3; }, "cond version 3 from the copy");
-  EXPECT_NE(server->Log().find(absl::StrCat("model 'cond' version 3 loaded from ", (repo / "copy").string())),
+  WaitFor([&] { return VersionOf(*stub, "cond") == 4; }, "cond version 4 from the copy");
+  EXPECT_NE(server->Log().find(absl::StrCat("model 'cond' version 4 loaded from ", (repo / "copy").string())),
             std::string::npos)
       << server->Log();
   const int before = traffic.ok();

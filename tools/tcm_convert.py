@@ -121,7 +121,7 @@ class ServerLimits:
     MAX_T_MAX = 1e4               # t_max
 
 # A name tcm-serve serves a model under (CheckModelName in model/model_config.cc);
-# "." and ".." are refused besides.
+# one starting with "." (".", "..", a hidden staging folder's) is refused besides.
 MODEL_NAME = re.compile(r'[A-Za-z0-9._-]{1,200}')
 
 
@@ -467,9 +467,9 @@ def model_config(kwargs, name, t_max, mid_t, default_steps):
 
 def check_model_name(name):
     """Raises ConvertError unless tcm-serve accepts `name` as a model name."""
-    if not MODEL_NAME.fullmatch(name) or name in ('.', '..'):
+    if not MODEL_NAME.fullmatch(name) or name.startswith('.'):
         raise ConvertError(f"model name {_brief(name, 80)} must be 1 to 200 letters, digits, '-', '_' and '.' "
-                           f"(not . or ..); it is --name, or else the output directory's name")
+                           f"not starting with '.'; it is --name, or else the output directory's name")
 
 
 def _network_fields(kwargs, architecture, network):
@@ -1002,7 +1002,7 @@ def parse_args(argv):
                              'files from a trusted source. Default: off (a .pkl is refused, a .pth/.pt is read '
                              'with torch.load(weights_only=True)).')
     parser.add_argument('--name', help='model name in config.pbtxt: 1 to 200 letters, digits, "-", "_" and '
-                                       '"." (not . or ..). Default: the output directory\'s name.')
+                                       '"." (not starting with "."). Default: the output directory\'s name.')
     parser.add_argument('--t-max', type=float, default=SAMPLING_DEFAULTS['t_max'], metavar='T',
                         help='first-step noise level. Default: %(default)s (all released models).')
     parser.add_argument('--mid-t', type=float, default=SAMPLING_DEFAULTS['mid_t'], metavar='T',
