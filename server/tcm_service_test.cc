@@ -144,12 +144,17 @@ class TcmServiceOpenCallTest : public TcmServiceFixture {
 class TcmServiceAccessLogTest : public TcmServiceFixture {
  protected:
   TcmServiceAccessLogTest() {
-    server_->Shutdown();
-    server_.reset();
     path_ = ::testing::TempDir() + "/tcm_service_test_access." + std::to_string(getpid()) + ".log";
     std::remove(path_.c_str());
     log_ = *AccessLog::Open(path_);
-    TcmServiceImpl::Options options;
+    StartLogging(TcmServiceImpl::Options());
+  }
+  ~TcmServiceAccessLogTest() override { std::remove(path_.c_str()); }
+
+  // Serves with `options` and this test's access log, in place of any server before.
+  void StartLogging(TcmServiceImpl::Options options) {
+    if (server_) server_->Shutdown();
+    server_.reset();
     options.access_log = log_.get();
     service_ = std::make_unique<TcmServiceImpl>(options, models_, &queue_, metrics_.get());
     grpc::ServerBuilder builder;
@@ -158,7 +163,6 @@ class TcmServiceAccessLogTest : public TcmServiceFixture {
     server_ = builder.BuildAndStart();
     stub_ = v1::TcmService::NewStub(server_->InProcessChannel(grpc::ChannelArguments()));
   }
-  ~TcmServiceAccessLogTest() override { std::remove(path_.c_str()); }
 
   // The log's lines once it has `n` (waiting up to 30 s: a cancelled call's
   // line is written when the server lets go of the call).
@@ -607,17 +611,9 @@ TEST_F(TcmServiceAccessLogTest, EachCallWritesOneLineWithWhatItGenerated) {
 class TcmServiceAccessLogRefusalTest : public TcmServiceAccessLogTest {
  protected:
   TcmServiceAccessLogRefusalTest() {
-    server_->Shutdown();
-    server_.reset();
     TcmServiceImpl::Options options;
-    options.access_log = log_.get();
     options.open_calls = limit_;
-    service_ = std::make_unique<TcmServiceImpl>(options, models_, &queue_, metrics_.get());
-    grpc::ServerBuilder builder;
-    builder.RegisterService(service_.get());
-    builder.experimental().SetInterceptorCreators(AccessLogInterceptors(log_.get()));
-    server_ = builder.BuildAndStart();
-    stub_ = v1::TcmService::NewStub(server_->InProcessChannel(grpc::ChannelArguments()));
+    StartLogging(options);
   }
   // Waits (up to 30 s) until no call holds a place: a call's place is given
   // back when its reactor goes, once its answer is sent.
