@@ -4,6 +4,8 @@
 #include <sched.h>
 #include <torch/torch.h>
 
+#include "absl/strings/str_cat.h"
+
 namespace tcm {
 
 bool SetBlasThreads(int threads) {
@@ -18,6 +20,12 @@ int AvailableCores() {
   cpu_set_t set;
   if (sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set);
   return 1;
+}
+
+absl::Status CheckThreadsFlag(int threads) {
+  if (threads >= 0 && threads <= kMaxIntraOpThreads) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("--threads: must be in [0, ", kMaxIntraOpThreads, "] (0 = one per core), got ", threads));
 }
 
 void ConfigureCpuThreads(int intra_op_threads) {

@@ -2,7 +2,17 @@
 #ifndef TCM_MODEL_CPU_THREADS_H_
 #define TCM_MODEL_CPU_THREADS_H_
 
+#include "absl/status/status.h"
+
 namespace tcm {
+
+// More intra-op threads than any machine has cores are a mistake (and far
+// more fail inside OpenMP's allocation instead of with a message).
+constexpr int kMaxIntraOpThreads = 1024;
+
+// A tool's --threads: OK in [0, kMaxIntraOpThreads], else one line naming the
+// flag, the range and the value.
+absl::Status CheckThreadsFlag(int threads);
 
 // Sets LibTorch's intra-op threads (0 = one per core) and makes the BLAS
 // library single-threaded, since LibTorch already parallelises around its

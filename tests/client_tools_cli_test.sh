@@ -104,8 +104,10 @@ for t in inf=inf nan=nan 0=0 -3=-3 1e9=1e+09; do
 done
 
 # --threads below 0, and tcm-model-bench's --seconds.
-expect_error 2 "--threads: must be 0 (one per core) or more, got -3" "$bin/tcm-eval" --floor --threads -3
-expect_error 2 "--threads: must be 0 (one per core) or more, got -3" "$bin/tcm-model-bench" --config "$config" --threads -3
+expect_error 2 "--threads: must be in [0, 1024] (0 = one per core), got -3" "$bin/tcm-eval" --floor --threads -3
+expect_error 2 "--threads: must be in [0, 1024] (0 = one per core), got -3" "$bin/tcm-model-bench" --config "$config" --threads -3
+expect_error 2 "--threads: must be in [0, 1024] (0 = one per core), got 1025" "$bin/tcm-model-bench" --config "$config" --threads 1025
+expect_error 2 "--threads: must be in [0, 1024] (0 = one per core), got -1" "$bin/tcm-parity" --io none.pt --model_dir none --threads -1
 for t in -1=-1 nan=nan inf=inf 1e9=1e+09; do
   expect_error 2 "--seconds: must be a number of seconds in [0, 86400] (0 = the fewest timed calls), got ${t#*=}" \
     "$bin/tcm-model-bench" --config "$config" --seconds "${t%%=*}"

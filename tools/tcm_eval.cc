@@ -26,8 +26,10 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <functional>
+#include <limits>
 #include <optional>
 #include <string>
 #include <vector>
@@ -43,9 +45,11 @@
 #include "common/tool_main.h"
 #include "common/write_file.h"
 #include "model/cpu_threads.h"
+#include "model/model_config.h"
 #include "model/model_repository.h"
 #include "model/sampler.h"
 #include "nlohmann/json.hpp"
+#include "tools/time_flags.h"
 #include "training/classifier.h"
 #include "training/dataset.h"
 #include "training/evaluation.h"
@@ -55,13 +59,15 @@
 ABSL_FLAG(std::string, model, "", "Model directory to evaluate (1 channel, 32x32, 10 classes).");
 ABSL_FLAG(std::string, teacher, "",
           "Optional stage-1 model directory: sampling steps whose noise level is below --transition_t run on it.");
-ABSL_FLAG(double, transition_t, 1.0, "t': with --teacher, steps below this noise level run on the teacher.");
+ABSL_FLAG(double, transition_t, 1.0,
+          "t': with --teacher, steps below this noise level run on the teacher; in (0, t_max) of --model.");
 ABSL_FLAG(std::string, steps, "1,2", "Step counts to evaluate, comma-separated: 1, 2 or 1,2.");
 ABSL_FLAG(int, ode_steps, 0,
           "Instead of --steps, sample with EDM's deterministic Heun sampler over this many noise levels "
-          "(2N-1 network evaluations): how a diffusion model (tcm-train diffusion) is judged. 0 = off.");
-ABSL_FLAG(int64_t, num, 10000, "Images generated per step count (image i gets class i % 10).");
-ABSL_FLAG(int64_t, batch_size, 250, "Images per sampling batch.");
+          "(2N-1 network evaluations): how a diffusion model (tcm-train diffusion) is judged. 0 = off, else 1 to "
+          "1000.");
+ABSL_FLAG(int64_t, num, 10000, "Images generated per step count (image i gets class i % 10), 2 to 1000000.");
+ABSL_FLAG(int64_t, batch_size, 250, "Images per sampling batch, 1 to 4096.");
 ABSL_FLAG(uint64_t, seed, 0, "Seed of the sampling noise.");
 ABSL_FLAG(std::string, classifier, "tools/eval/fashion-mnist-classifier.safetensors", "The classifier's weights.");
 ABSL_FLAG(bool, floor, false,
@@ -77,7 +83,7 @@ ABSL_FLAG(std::string, grid_dir, "",
           "Also write samples-1step.png / samples-2step.png (for the --steps given) into this directory: one row "
           "per class, seed 0, the grids tcm-train writes. For a model directory whose config.pbtxt was edited "
           "(mid_t, say). Empty = none.");
-ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = one per core.");
+ABSL_FLAG(int, threads, 0, "Intra-op threads, 0 to 1024; 0 = one per core.");
 ABSL_FLAG(std::string, precision, "fp32",
           "The sampled network's arithmetic: fp32 or bf16 (channels-last either way, as tcm-server runs it).");
 ABSL_FLAG(bool, train_classifier, false, "Train the classifier on the Fashion-MNIST training split; see --out.");
@@ -91,6 +97,18 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using Json = nlohmann::ordered_json;
+
+// The ranges of the numeric flags, checked before any work: one line naming
+// the flag, its range and the value given.
+// Images per row (--num): a hundred times the Fashion-MNIST test set; each
+// image's classifier features are kept until the row is scored.
+constexpr int64_t kMaxNum = 1000000;
+// Images per sampling batch (--batch_size): past a few hundred a batch runs no
+// faster, and a batch's activations must fit in memory (the model's own limit,
+// CheckBatchActivations, is checked too once the model is read).
+constexpr int64_t kMaxBatchSize = 4096;
+// Noise levels of the Heun ODE sampler (--ode_steps): EDM samples in 18 to 256.
+constexpr int kMaxOdeSteps = 1000;
 
 double SecondsSince(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
@@ -174,10 +192,19 @@ absl::StatusOr<EvalSettings> ReadEvalSettings() {
   s.plan.batch_size = absl::GetFlag(FLAGS_batch_size);
   s.plan.seed = absl::GetFlag(FLAGS_seed);
   s.transition_t = absl::GetFlag(FLAGS_transition_t);
-  if (s.plan.num < 2) return absl::InvalidArgumentError("--num must be at least 2 (a covariance needs two images)");
-  if (s.plan.batch_size <= 0) return absl::InvalidArgumentError("--batch_size must be positive");
-  if (s.ode_steps < 0) return absl::InvalidArgumentError("--ode_steps must be 0 (off) or a number of noise levels");
-  if (!(s.transition_t > 0)) return absl::InvalidArgumentError("--transition_t must be positive");
+  if (s.plan.num < 2 || s.plan.num > kMaxNum)
+    return absl::InvalidArgumentError(
+        absl::StrCat("--num: must be in [2, ", kMaxNum, "] (a covariance needs two images), got ", s.plan.num));
+  if (s.plan.batch_size < 1 || s.plan.batch_size > kMaxBatchSize)
+    return absl::InvalidArgumentError(
+        absl::StrCat("--batch_size: must be in [1, ", kMaxBatchSize, "], got ", s.plan.batch_size));
+  if (s.ode_steps < 0 || s.ode_steps > kMaxOdeSteps)
+    return absl::InvalidArgumentError(absl::StrCat("--ode_steps: must be 0 (off) or a number of noise levels in [1, ",
+                                                   kMaxOdeSteps, "], got ", s.ode_steps));
+  // The upper end, the model's t_max, is checked once the model is read.
+  if (!InsideTimeRange(s.transition_t, std::numeric_limits<float>::infinity()))
+    return absl::InvalidArgumentError(
+        absl::StrCat("--transition_t: must be in (0, t_max) of --model, got ", AsWritten(s.transition_t)));
   return s;
 }
 
@@ -193,11 +220,16 @@ absl::StatusOr<ModelDirectory> ReadFashionModel(const std::string& flag, const s
   return model;
 }
 
-// The network to sample from: --model alone, or composed with --teacher below t'.
+// The network to sample from: --model alone, or composed with --teacher below
+// t'. Batches of `batch_size` images of it must stay within the model's limits.
 absl::StatusOr<std::shared_ptr<Denoiser>> LoadSampler(const std::string& model_dir, const std::string& teacher_dir,
-                                                      double transition_t) {
+                                                      double transition_t, int64_t batch_size) {
   TCM_ASSIGN_OR_RETURN(ModelDirectory model, ReadFashionModel("model", model_dir));
+  TCM_RETURN_IF_ERROR(CheckBatchActivations(model.config, batch_size, "--batch_size"));
   if (teacher_dir.empty()) return BuildReplica(model);
+  if (!InsideTimeRange(transition_t, model.config.t_max()))
+    return absl::InvalidArgumentError(absl::StrCat("--transition_t: must be in (0, t_max = ", model.config.t_max(),
+                                                   ") of --model, got ", AsWritten(transition_t)));
   TCM_ASSIGN_OR_RETURN(ModelDirectory teacher, ReadFashionModel("teacher", teacher_dir));
   auto composed = ComposeTruncated(model, teacher, transition_t);
   if (!composed.ok())
@@ -234,7 +266,8 @@ struct Floor {
   double classifier_test_accuracy = 0;
 };
 
-// One line per result: the accuracy of each requested class, by the data set's class names.
+// One line per result: the accuracy of each requested class, by the data set's
+// class names; "-" for a class no image requested (--num below the classes).
 void PrintPerClassAccuracy(const std::vector<StepResult>& results) {
   const std::vector<std::string>& names = FashionMnistClassNames();
   std::printf("%5s  %-28s", "evals", "accuracy per class");
@@ -242,7 +275,12 @@ void PrintPerClassAccuracy(const std::vector<StepResult>& results) {
   std::printf("\n");
   for (const auto& r : results) {
     std::printf("%5d  %-28s", r.steps, "");
-    for (double a : r.class_accuracy) std::printf(" %11.4f", a);
+    for (const std::optional<double>& a : r.class_accuracy) {
+      if (a)
+        std::printf(" %11.4f", *a);
+      else
+        std::printf(" %11s", "-");
+    }
     std::printf("\n");
   }
 }
@@ -276,7 +314,7 @@ absl::Status Evaluate() {
 
   std::shared_ptr<Denoiser> model;
   if (!model_dir.empty()) {
-    TCM_ASSIGN_OR_RETURN(model, LoadSampler(model_dir, teacher_dir, settings.transition_t));
+    TCM_ASSIGN_OR_RETURN(model, LoadSampler(model_dir, teacher_dir, settings.transition_t, settings.plan.batch_size));
     const std::string precision = absl::GetFlag(FLAGS_precision);
     if (precision != "fp32" && precision != "bf16")
       return absl::InvalidArgumentError(absl::StrCat("--precision: must be fp32 or bf16, got ", precision));
@@ -343,11 +381,13 @@ absl::Status Evaluate() {
     for (const auto& r : results) {
       std::printf("%5d  %-28s %9.4f %10.4f %10.1f\n", r.steps, r.sampler.c_str(), r.accuracy, r.fd,
                   r.images_per_second);
+      Json per_class = Json::array();  // null for a class no image requested
+      for (const std::optional<double>& a : r.class_accuracy) per_class.push_back(a ? Json(*a) : Json(nullptr));
       rows.push_back({{"steps", r.steps},
                       {"sampler", r.sampler},
                       {"images", settings.plan.num},
                       {"class_accuracy", r.accuracy},
-                      {"class_accuracy_per_class", r.class_accuracy},
+                      {"class_accuracy_per_class", per_class},
                       {"fd", r.fd},
                       {"images_per_second", r.images_per_second}});
     }
@@ -369,8 +409,7 @@ absl::Status Evaluate() {
 
 absl::Status Run() {
   const int threads = absl::GetFlag(FLAGS_threads);
-  if (threads < 0)
-    return absl::InvalidArgumentError(absl::StrCat("--threads: must be 0 (one per core) or more, got ", threads));
+  TCM_RETURN_IF_ERROR(CheckThreadsFlag(threads));
   ConfigureCpuThreads(threads);
   return absl::GetFlag(FLAGS_train_classifier) ? TrainClassifierCommand() : Evaluate();
 }

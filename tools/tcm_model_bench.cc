@@ -248,8 +248,7 @@ absl::StatusOr<std::vector<int64_t>> ParseBatchSizes(const std::string& text) {
 
 absl::Status Run() {
   const int threads = absl::GetFlag(FLAGS_threads);
-  if (threads < 0)
-    return absl::InvalidArgumentError(absl::StrCat("--threads: must be 0 (one per core) or more, got ", threads));
+  TCM_RETURN_IF_ERROR(CheckThreadsFlag(threads));
   const double seconds = absl::GetFlag(FLAGS_seconds);
   if (!(seconds >= 0 && seconds <= kMaxFlagSeconds))
     return absl::InvalidArgumentError(absl::StrCat("--seconds: must be a number of seconds in [0, ", kMaxFlagSeconds,

@@ -104,6 +104,7 @@ absl::StatusOr<bool> Run() {
   const std::string weights = absl::GetFlag(FLAGS_weights), model_dir = absl::GetFlag(FLAGS_model_dir);
   if (io_path.empty() || weights.empty() == model_dir.empty())
     return absl::InvalidArgumentError("give --io and exactly one of --weights or --model_dir (see --help)");
+  TCM_RETURN_IF_ERROR(CheckThreadsFlag(absl::GetFlag(FLAGS_threads)));
   ConfigureCpuThreads(absl::GetFlag(FLAGS_threads));
 
   std::shared_ptr<Denoiser> denoiser;

@@ -87,7 +87,10 @@ StepResult EvaluateSampler(const ImageSampler& sample, int steps, const std::str
   result.accuracy = double(correct.sum().item<int64_t>()) / plan.num;
   for (int64_t c = 0; c < kClassifierClasses; ++c) {
     const int64_t n = requested_count[c].item<int64_t>();
-    result.class_accuracy.push_back(n > 0 ? double(correct[c].item<int64_t>()) / n : 0.0);
+    if (n == 0)
+      result.class_accuracy.push_back(std::nullopt);  // no image requested the class: it has no accuracy
+    else
+      result.class_accuracy.push_back(double(correct[c].item<int64_t>()) / n);
   }
   result.fd = FrechetDistance(ComputeFeatureStatistics(torch::cat(features)), reference);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();

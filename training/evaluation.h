@@ -9,6 +9,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -57,12 +58,14 @@ struct SamplingPlan {
 };
 
 struct StepResult {
-  int steps = 0;                       // network evaluations per image
-  std::string sampler;                 // a name for the table
-  double accuracy = 0;                 // fraction whose predicted class is the requested one
-  std::vector<double> class_accuracy;  // the same per requested class, in class order
-  double fd = 0;                       // against `reference`
-  double images_per_second = 0;        // sampling and scoring together
+  int steps = 0;        // network evaluations per image
+  std::string sampler;  // a name for the table
+  double accuracy = 0;  // fraction whose predicted class is the requested one
+  // The same per requested class, in class order; empty (no accuracy) for a
+  // class no image requested, as when plan.num is below the number of classes.
+  std::vector<std::optional<double>> class_accuracy;
+  double fd = 0;                 // against `reference`
+  double images_per_second = 0;  // sampling and scoring together
 };
 
 // Samples plan.num images of `steps` steps with `sample`, quantises them to

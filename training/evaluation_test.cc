@@ -85,13 +85,48 @@ TEST(EvaluationTest, EvaluateSamplerDrawsEveryImageOnceAndScoresTheQuantisedImag
   }
   EXPECT_DOUBLE_EQ(result.accuracy, correct / 23.0);
   ASSERT_EQ(result.class_accuracy.size(), 10u);
-  for (int c = 0; c < 10; ++c)
-    EXPECT_DOUBLE_EQ(result.class_accuracy[c], double(correct_by_class[c]) / count_by_class[c]) << c;
+  for (int c = 0; c < 10; ++c) {
+    ASSERT_TRUE(result.class_accuracy[c].has_value()) << c;
+    EXPECT_DOUBLE_EQ(*result.class_accuracy[c], double(correct_by_class[c]) / count_by_class[c]) << c;
+  }
   EXPECT_NEAR(result.fd, FrechetDistance(ComputeFeatureStatistics(direct.features), reference),
               1e-6 * std::max(1.0, result.fd));
   EXPECT_EQ(result.steps, 2);
   EXPECT_EQ(result.sampler, "fake");
   EXPECT_GT(result.images_per_second, 0);
+}
+
+// With fewer images than classes, the classes no image requested have no
+// accuracy (not an accuracy of 0); the others are scored as usual.
+TEST(EvaluationTest, EvaluateSamplerGivesNoAccuracyForClassesNoImageRequested) {
+  torch::manual_seed(5);
+  FashionClassifier classifier;
+  classifier.eval();
+  SamplingPlan plan;
+  plan.num = 3;
+  plan.batch_size = 2;
+  const ImageSampler sampler = [](const std::vector<ImageSpec>& specs) {
+    std::vector<torch::Tensor> images;
+    for (const ImageSpec& spec : specs) images.push_back(FakeImage(spec.index));
+    return torch::stack(images);
+  };
+  const FeatureStatistics reference = ComputeFeatureStatistics(torch::randn({50, kClassifierFeatures}));
+  const StepResult result = EvaluateSampler(sampler, /*steps=*/1, "fake", plan, classifier, reference, {});
+
+  std::vector<torch::Tensor> all;
+  for (uint64_t i = 0; i < 3; ++i) all.push_back(FakeImage(i));
+  const torch::Tensor predicted = Classify(classifier, Quantize8Bit(torch::stack(all))).logits.argmax(1);
+  ASSERT_EQ(result.class_accuracy.size(), 10u);
+  int correct = 0;
+  for (int c = 0; c < 3; ++c) {
+    const bool hit = predicted[c].item<int64_t>() == c;
+    correct += hit;
+    ASSERT_TRUE(result.class_accuracy[c].has_value()) << c;
+    EXPECT_DOUBLE_EQ(*result.class_accuracy[c], hit ? 1.0 : 0.0) << c;
+  }
+  for (int c = 3; c < 10; ++c)
+    EXPECT_FALSE(result.class_accuracy[c].has_value()) << c << ": " << result.class_accuracy[c].value_or(-1);
+  EXPECT_DOUBLE_EQ(result.accuracy, correct / 3.0);
 }
 
 }  // namespace

@@ -12,6 +12,11 @@ trap 'rm -rf "$tmp"' EXIT
 fail=0
 # One thread: the machine may be busy, and oversubscribed threads slow LibTorch many times over.
 tcm_eval=("$eval_bin" --threads 1)
+# Runs a command with at most 8 GiB of address space and for at most 2 minutes:
+# a size flag that slipped past its check then fails (std::bad_alloc, or exit
+# 124) instead of eating the machine's memory or hanging (under this limit, a
+# tcm-eval that let --threads 1025 through hung).
+limited=(timeout 120 bash -c 'ulimit -v 8388608 && exec "$@"' limited)
 
 expect_error() {  # expect_error MESSAGE_FRAGMENT -- command...
   local fragment="$1"
@@ -37,9 +42,41 @@ sed -e 's/img_channels: 1/img_channels: 3/' "$config" > "$tmp/rgb.pbtxt"
 
 expect_error "--steps must be 1 or 2" -- "${tcm_eval[@]}" --model "$tmp/random" --steps 3 --classifier "$classifier"
 expect_error "--steps must be 1 or 2" -- "${tcm_eval[@]}" --model "$tmp/random" --steps 1,x --classifier "$classifier"
-expect_error "--num must be at least 2" -- "${tcm_eval[@]}" --model "$tmp/random" --num 0 --classifier "$classifier"
-expect_error "--ode_steps must be 0 (off) or a number" -- \
-  "${tcm_eval[@]}" --model "$tmp/random" --ode_steps -1 --classifier "$classifier"
+# The size flags, each in its range, refused in one line before any work. The
+# values just past a bound name an absent model: were the check missed, the run
+# would fail at once on the model rather than draw a million images.
+expect_error "--num: must be in [2, 1000000] (a covariance needs two images), got 0" -- \
+  "${tcm_eval[@]}" --model "$tmp/random" --num 0 --classifier "$classifier"
+expect_error "--num: must be in [2, 1000000] (a covariance needs two images), got 1000001" -- \
+  "${tcm_eval[@]}" --model "$tmp/absent" --num 1000001 --classifier "$classifier"
+expect_error "--num: must be in [2, 1000000] (a covariance needs two images), got 1000000000" -- \
+  "${limited[@]}" "${tcm_eval[@]}" --model "$tmp/random" --num 1000000000 --batch_size 1000000000 \
+  --classifier "$classifier"
+for b in 0 -5 4097 1000000000; do
+  expect_error "--batch_size: must be in [1, 4096], got $b" -- \
+    "${limited[@]}" "${tcm_eval[@]}" --model "$tmp/random" --num 20 --batch_size "$b" --classifier "$classifier"
+done
+for o in -1=random 1001=absent 1500000000=random; do
+  expect_error "--ode_steps: must be 0 (off) or a number of noise levels in [1, 1000], got ${o%%=*}" -- \
+    "${limited[@]}" "${tcm_eval[@]}" --model "$tmp/${o#*=}" --ode_steps "${o%%=*}" --num 20 --classifier "$classifier"
+done
+for t in -1=absent 1025=absent 2147483647=random; do
+  expect_error "--threads: must be in [0, 1024] (0 = one per core), got ${t%%=*}" -- \
+    "${limited[@]}" "$eval_bin" --threads "${t%%=*}" --model "$tmp/${t#*=}" --num 20 --classifier "$classifier"
+done
+# --transition_t: in (0, t_max) of --model (80 here), named as itself, not as --teacher. Each GIVEN|PRINTED.
+for t in "85|85" "80|80" "80.000001|80.000001 (80 as a float32)"; do
+  expect_error "--transition_t: must be in (0, t_max = 80) of --model, got ${t#*|}" -- \
+    "${tcm_eval[@]}" --model "$tmp/random" --teacher "$tmp/random" --transition_t "${t%%|*}" --classifier "$classifier"
+done
+for t in "0|0" "-1|-1" "nan|nan" "inf|inf" "1e-50|1e-50 (0 as a float32)"; do
+  expect_error "--transition_t: must be in (0, t_max) of --model, got ${t#*|}" -- \
+    "${tcm_eval[@]}" --model "$tmp/random" --teacher "$tmp/random" --transition_t "${t%%|*}" --classifier "$classifier"
+done
+help="$("$eval_bin" --help 2>&1 | tr -s ' \n' ' ')"  # --help wraps its lines
+for range in "2 to 1000000" "1 to 4096" "0 to 1024" "else 1 to 1000" "in (0, t_max) of --model"; do
+  [[ "$help" == *"$range"* ]] || { echo "FAIL: --help does not state the range '$range'"; fail=1; }
+done
 expect_error "--model: give a model directory" -- "${tcm_eval[@]}" --classifier "$classifier"
 expect_error "--model: $tmp/absent/config.pbtxt" -- "${tcm_eval[@]}" --model "$tmp/absent" --classifier "$classifier"
 expect_error "--model: $tmp/rgb makes 3-channel 32x32 images of 10 classes" -- \
@@ -111,6 +148,24 @@ assert held["reference"]["images"] == 5000 and "images 55000 to 59999" in held["
 for t, h in zip(test["results"], held["results"]):
     assert t["class_accuracy_per_class"] == h["class_accuracy_per_class"], "the same samples"
     assert h["fd"] > 0 and h["fd"] != t["fd"], (t["fd"], h["fd"])
+PY
+
+# Fewer images than classes: a class no image requested has no accuracy, "-" in the table and null in the JSON.
+if ! "${tcm_eval[@]}" --model "$tmp/random" --steps 1 --num 3 --batch_size 2 --classifier "$classifier" \
+    --json "$tmp/three.json" > "$tmp/three.stdout" 2>&1; then
+  echo "FAIL: 3-image run: $(cat "$tmp/three.stdout")"
+  exit 1
+fi
+grep -Eq '^ +1 +[01]\.0000 +[01]\.0000 +[01]\.0000( +-){7}$' "$tmp/three.stdout" ||
+  { echo "FAIL: per-class row of 3 images is not 3 accuracies and 7 '-': $(cat "$tmp/three.stdout")"; fail=1; }
+/usr/bin/python3 - "$tmp/three.json" <<'PY' || fail=1
+import json, sys
+rows = json.load(open(sys.argv[1]))["results"]
+assert len(rows) == 1 and rows[0]["images"] == 3, rows
+per_class = rows[0]["class_accuracy_per_class"]
+assert len(per_class) == 10 and per_class[3:] == [None] * 7, per_class
+assert all(a in (0.0, 1.0) for a in per_class[:3]), per_class
+assert abs(sum(per_class[:3]) / 3 - rows[0]["class_accuracy"]) < 1e-9, rows
 PY
 
 # The Heun ODE sampler: one row of 2N-1 network evaluations.
