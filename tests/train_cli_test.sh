@@ -233,7 +233,7 @@ expect_error "--mid_t_candidates: each value must be in (0, t_max = 80), got 90"
   "$train" consistency --mid_t_candidates 5,90 --init "$TMP/ct/model" --out "$TMP/x" --classifier "$classifier"
 expect_error "--ema_gamma_candidates: needs --ema_type=power" \
   "$train" consistency --ema_gamma_candidates 5 --init "$TMP/ct/model" --out "$TMP/x" --classifier "$classifier"
-expect_error "--ema_gamma_candidates: each gamma must be positive, got -2" \
+expect_error "--ema_gamma_candidates: each gamma must be positive and finite, got -2" \
   "$train" consistency --ema_type power --ema_gamma_candidates 5,-2 --init "$TMP/ct/model" --out "$TMP/x" --classifier "$classifier"
 expect_error '--ema_gamma_candidates: a comma-separated list of numbers, got "5;7"' \
   "$train" consistency --ema_type power --ema_gamma_candidates "5;7" --init "$TMP/ct/model" --out "$TMP/x"
@@ -243,7 +243,7 @@ expect_error "--eval_every: must be 0 or more, got -1" \
   "$train" consistency --eval_every -1 --init "$TMP/ct/model" --out "$TMP/x" --classifier "$classifier"
 expect_error "--eval_every: only for the consistency and truncated stages" \
   "$train" diffusion --eval_every 5 --config "$TMP/tiny.pbtxt" --out "$TMP/x"
-expect_error "--eval_samples: must be at least 2, got 1" \
+expect_error "--eval_samples: must be in [2, 1000000], got 1" \
   "$train" consistency --eval_every 5 --eval_samples 1 --init "$TMP/ct/model" --out "$TMP/x" --classifier "$classifier"
 expect_error "--eval_every: needs --validation_images (at least 2)" \
   "$train" consistency --eval_every 5 --validation_images 0 --mid_t_candidates "" --init "$TMP/ct/model" --out "$TMP/x" \
@@ -261,12 +261,12 @@ expect_error "--resume: $TMP/edm was begun with other settings ($TMP/edm/setting
 expect_error "--resume: $TMP/none/checkpoint.pt does not exist" \
   "$train" diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/none" --resume "${common[@]}"
 # Numeric flags out of their range: refused before anything is done (no run directory).
-for case in "ema_gamma -1|--ema_gamma: must be positive, got -1" "grad_clip -1|--grad_clip: must be positive, got -1" \
+for case in "ema_gamma -1|--ema_gamma: must be positive and finite, got -1" "grad_clip -1|--grad_clip: must be positive, got -1" \
   "ema_beta 1|--ema_beta: must be in [0, 1), got 1" "q 1|--q: must be above 1 and finite, got 1" \
   "start_stage -1|--start_stage: must be in [0, 1000000], got -1" "dropout nan|--dropout: must be in [0, 1), got nan" \
   "dropout 1|--dropout: must be in [0, 1), got 1" "ratio_limit 0|--ratio_limit: must be in (0, 0.99999], got 0" \
   "ratio_limit 1.5|--ratio_limit: must be in (0, 0.99999], got 1.5" "steps 0|--steps: must be in [1, 1000000000000], got 0" \
-  "steps -5|--steps: must be in [1, 1000000000000], got -5" "threads -1|--threads: must be in [0, 1024], got -1" \
+  "steps -5|--steps: must be in [1, 1000000000000], got -5" "threads -1|--threads: must be in [0, 1024] (0 = one per core), got -1" \
   "decay_iter -1|--decay_iter: must be 0 or more, got -1" "lr nan|--lr: must be positive and finite, got nan" \
   "lr 0|--lr: must be positive and finite, got 0" "beta1 1|--beta1: must be in [0, 1), got 1" \
   "beta2 -0.5|--beta2: must be in [0, 1), got -0.5" "adam_eps 0|--adam_eps: must be positive and finite, got 0" \
@@ -288,7 +288,7 @@ expect_error "tcm-train: $TMP/overflow.idx: header's dimensions 1x65536x16777216
 # A damaged checkpoint is one line naming it, and is not resumed from.
 cp -r "$TMP/edm" "$TMP/edm-cut"
 head -c 100000 "$TMP/edm/checkpoint.pt" > "$TMP/edm-cut/checkpoint.pt"
-expect_error "tcm-train: $TMP/edm-cut/checkpoint.pt: cannot resume from this checkpoint: PytorchStreamReader failed reading zip archive" \
+expect_error "tcm-train: $TMP/edm-cut/checkpoint.pt: cannot resume from this checkpoint: not a whole zip archive (no end of central directory)" \
   "$train" diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/edm-cut" --steps 4 --resume "${common[@]}"
 # A full disk while the checkpoint is written (its temporary file is /dev/full): one line naming it,
 # exit 1, no temporary file, the previous checkpoint intact.
@@ -314,6 +314,31 @@ cp "$TMP/edm/model/weights.safetensors" "$TMP/teacher-copy/weights.safetensors"
 expect_error "--resume: $TMP/tcm-teacher was begun with other settings ($TMP/tcm-teacher/settings.json): --teacher: the contents of $TMP/teacher-copy changed since the run began (fnv1a64:" \
   "$train" truncated --init "$TMP/ct/model" --teacher "$TMP/teacher-copy" --t_lower 1 --boundary_prob 0.25 \
   --mid_t_candidates "" --out "$TMP/tcm-teacher" --steps 2 --resume "${common[@]}"
+# ... and the contents of --init's model directory.
+cp -r "$TMP/ct/model" "$TMP/init-copy"
+"$train" consistency --init "$TMP/init-copy" --mid_t_candidates "" --out "$TMP/ct-init" --steps 1 "${common[@]}" \
+  > "$TMP/ct-init.log" 2>&1 || { echo "FAIL: consistency --init init-copy"; cat "$TMP/ct-init.log"; exit 1; }
+cp "$TMP/edm/model/weights.safetensors" "$TMP/init-copy/weights.safetensors"
+expect_error "--resume: $TMP/ct-init was begun with other settings ($TMP/ct-init/settings.json): --init: the contents of $TMP/init-copy changed since the run began (fnv1a64:" \
+  "$train" consistency --init "$TMP/init-copy" --mid_t_candidates "" --out "$TMP/ct-init" --steps 2 --resume "${common[@]}"
+# ... and the contents of --data's files: 200 random 8x8 images, classes i % 10.
+python3 -c 'import os, sys
+n = 200
+open(sys.argv[1], "wb").write(bytes([0, 0, 8, 3]) + n.to_bytes(4, "big") + (8).to_bytes(4, "big") * 2 + os.urandom(n * 64))
+open(sys.argv[2], "wb").write(bytes([0, 0, 8, 1]) + n.to_bytes(4, "big") + bytes(i % 10 for i in range(n)))' \
+  "$TMP/small-images" "$TMP/small-labels"
+small=(--data "idx:$TMP/small-images,$TMP/small-labels" --mid_t_candidates "" --out "$TMP/ct-data")
+"$train" consistency --init "$TMP/ct/model" "${small[@]}" --steps 1 "${common[@]}" > "$TMP/ct-data.log" 2>&1 \
+  || { echo "FAIL: consistency --data idx:"; cat "$TMP/ct-data.log"; exit 1; }
+check 'grep -q "\"data_digest\": \"fnv1a64:[0-9a-f]\{16\} fnv1a64:[0-9a-f]\{16\}\"" "$TMP/ct-data/settings.json"' \
+  "settings.json records a digest of each --data file"
+printf '\xff' | dd of="$TMP/small-images" bs=1 seek=100 conv=notrunc status=none
+expect_error "--data: the contents of idx:$TMP/small-images,$TMP/small-labels changed since the run began (fnv1a64:" \
+  "$train" consistency --init "$TMP/ct/model" "${small[@]}" --steps 2 --resume "${common[@]}"
+# A run file that is not a regular file is refused by name (a directory used to throw from deep inside).
+cp -r "$TMP/ct-init" "$TMP/ct-dir" && rm "$TMP/ct-dir/settings.json" && mkdir "$TMP/ct-dir/settings.json"
+expect_error "tcm-train: $TMP/ct-dir/settings.json: not a regular file" \
+  "$train" consistency --init "$TMP/init-copy" --mid_t_candidates "" --out "$TMP/ct-dir" --steps 2 --resume "${common[@]}"
 # Stage 2's teacher is checked against --init's network before anything is written, not at the export.
 sed 's/model_channels: 8/model_channels: 16/' "$TMP/tiny.pbtxt" > "$TMP/tiny16.pbtxt"
 "$train" diffusion --config "$TMP/tiny16.pbtxt" --out "$TMP/edm16" --steps 1 "${common[@]}" > "$TMP/edm16.log" 2>&1 \
@@ -327,6 +352,24 @@ expect_error "tcm-train: --boundary_prob: 0.05 of --batch_size 4 places no image
   "$train" "${stage2[@]}" --teacher "$TMP/ct/model" --boundary_prob 0.05
 expect_error "tcm-train: --t_upper (2) must be at least the model's t_max (80), where 1-step sampling starts" \
   "$train" consistency --init "$TMP/edm/model" --t_upper 2 --out "$TMP/never2" "${common[@]}"
+# t' and the mid_t candidates are written as float32: each must be inside (0, t_max) as one.
+expect_error "tcm-train: --transition_t: must be in (0, t_max = 80), got 85" \
+  "$train" "${stage2[@]}" --teacher "$TMP/ct/model" --transition_t 85 --t_lower 85 --t_upper 90
+expect_error "tcm-train: --transition_t: must be in (0, t_max = 80), got 79.9999999 (80 as a float32)" \
+  "$train" "${stage2[@]}" --teacher "$TMP/ct/model" --transition_t 79.9999999 --t_lower 79.9999999 --t_upper 90
+expect_error "tcm-train: --mid_t_candidates: each value must be in (0, t_max = 80), got 79.9999999 (80 as a float32)" \
+  "$train" consistency --init "$TMP/edm/model" --mid_t_candidates 5,79.9999999 --out "$TMP/never2" "${common[@]}"
+expect_error "tcm-train: --mid_t_candidates: each value must be in (0, t_max = 80), got 1e-50 (0 as a float32)" \
+  "$train" consistency --init "$TMP/edm/model" --mid_t_candidates 1e-50 --out "$TMP/never2" "${common[@]}"
+expect_error 'tcm-train: --mid_t_candidates: 2 is named twice, in "2,5,2"' \
+  "$train" consistency --init "$TMP/edm/model" --mid_t_candidates 2,5,2 --out "$TMP/never2" "${common[@]}"
+expect_error "tcm-train: --ema_gamma_candidates: 16.97 is --ema_gamma's, which is scored anyway; name the others" \
+  "$train" consistency --init "$TMP/edm/model" --ema_type power --ema_gamma 16.97 --ema_gamma_candidates 6.94,16.97 \
+  --out "$TMP/never2" "${common[@]}"
+expect_error "tcm-train: --ema_gamma_candidates: each gamma must be positive and finite, got inf" \
+  "$train" consistency --init "$TMP/edm/model" --ema_type power --ema_gamma_candidates inf --out "$TMP/never2" "${common[@]}"
+expect_error "tcm-train: --selection_samples: must be in [2, 1000000], got 1000001" \
+  "$train" consistency --init "$TMP/edm/model" --selection_samples 1000001 --out "$TMP/never2" --threads 1
 check '[[ ! -e "$TMP/never2" ]]' "refused inputs create no run directory"
 : > "$TMP/a-file"
 expect_error "tcm-train: --out: cannot make the run directory $TMP/a-file: Not a directory" \

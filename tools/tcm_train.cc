@@ -11,6 +11,7 @@
 #include <torch/torch.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -20,6 +21,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <optional>
 #include <string>
 #include <system_error>
@@ -45,6 +47,7 @@
 #include "model/model_config.h"
 #include "model/model_repository.h"
 #include "nlohmann/json.hpp"
+#include "tools/time_flags.h"
 #include "training/classifier.h"
 #include "training/dataset.h"
 #include "training/evaluation.h"
@@ -136,8 +139,8 @@ ABSL_FLAG(std::string, mid_t_candidates, "0.821,2,5,10,20",
           "those that beat 1 step on both measures (of all, when none does); the choice goes into "
           "OUT/model/config.pbtxt and OUT/selection.json. Empty = keep the default 0.821.");
 ABSL_FLAG(int64_t, selection_samples, 2000,
-          "Images drawn per candidate when choosing the EMA (at 1 step) and mid_t (at 2 steps); image i is of class "
-          "i % 10, seed 0.");
+          "Images drawn per candidate when choosing the EMA (at 1 step) and mid_t (at 2 steps), 2 to 1000000; image i "
+          "is of class i % 10, seed 0.");
 ABSL_FLAG(std::string, classifier, "tools/eval/fashion-mnist-classifier.safetensors",
           "The evaluation classifier's weights, for choosing the EMA and mid_t and for --eval_every.");
 // Quality while training runs.
@@ -147,7 +150,7 @@ ABSL_FLAG(int64_t, eval_every, 0,
           "and appended to OUT/eval.jsonl, to see the quality grow and catch a collapse early; the training itself "
           "is unchanged. 0 = none.");
 ABSL_FLAG(int64_t, eval_samples, 500,
-          "Images drawn for each --eval_every score (at least 2); image i is of class i % 10, seed 0.");
+          "Images drawn for each --eval_every score, 2 to 1000000; image i is of class i % 10, seed 0.");
 
 namespace tcm {
 namespace {
@@ -176,6 +179,9 @@ absl::StatusOr<std::vector<double>> NumberList(const char* name, const std::stri
     if (!absl::SimpleAtod(part, &v))
       return absl::InvalidArgumentError(
           absl::StrCat("--", name, ": a comma-separated list of numbers, got \"", text, "\""));
+    // Each candidate is scored once: a repeat would only cost time and mark two rows chosen.
+    if (std::find(values.begin(), values.end(), v) != values.end())
+      return absl::InvalidArgumentError(absl::StrCat("--", name, ": ", v, " is named twice, in \"", text, "\""));
     values.push_back(v);
   }
   return values;
@@ -198,6 +204,10 @@ absl::StatusOr<TrainOptions> OptionsFromFlags(Stage stage) {
   TCM_ASSIGN_OR_RETURN(o.ema_gamma_candidates,
                        NumberList("ema_gamma_candidates", absl::GetFlag(FLAGS_ema_gamma_candidates)));
   TCM_RETURN_IF_ERROR(CheckEmaOptions(o));
+  if (std::find(o.ema_gamma_candidates.begin(), o.ema_gamma_candidates.end(), o.ema_gamma) !=
+      o.ema_gamma_candidates.end())
+    return absl::InvalidArgumentError(absl::StrCat("--ema_gamma_candidates: ", o.ema_gamma,
+                                                   " is --ema_gamma's, which is scored anyway; name the others"));
   if (stage == Stage::kDiffusion && !o.ema_gamma_candidates.empty())
     return absl::InvalidArgumentError(
         "--ema_gamma_candidates: only for the consistency and truncated stages (the EMA is chosen by its 1-step "
@@ -322,12 +332,14 @@ struct InputDigest {
   const char* flag;
   std::vector<std::string> (*files)(const std::string& flag_value);
 };
+std::vector<std::string> ModelDirectoryFiles(const std::string& dir) {
+  return {dir + "/config.pbtxt", dir + "/weights.safetensors"};
+}
 constexpr InputDigest kInputDigests[] = {
     {"config_digest", "config", [](const std::string& path) { return std::vector<std::string>{path}; }},
-    {"teacher_digest", "teacher",
-     [](const std::string& dir) {
-       return std::vector<std::string>{dir + "/config.pbtxt", dir + "/weights.safetensors"};
-     }},
+    {"init_digest", "init", ModelDirectoryFiles},
+    {"teacher_digest", "teacher", ModelDirectoryFiles},
+    {"data_digest", "data", DataSetFiles},  // none for folder: data
 };
 
 // Also recorded for folder: data: the order its images are read in, which
@@ -530,14 +542,12 @@ absl::StatusOr<std::optional<SamplingChoice>> PrepareSamplingChoice(const TrainO
     choice.ema_gammas.insert(choice.ema_gammas.end(), options.ema_gamma_candidates.begin(),
                              options.ema_gamma_candidates.end());
   }
-  if (absl::GetFlag(FLAGS_selection_samples) < 2)
-    return absl::InvalidArgumentError("--selection_samples: must be at least 2");
   if (options.stage == Stage::kDiffusion || (choice.mid_t_candidates.empty() && choice.ema_gammas.empty()))
     return std::nullopt;
   for (double mid_t : choice.mid_t_candidates)
-    if (!(mid_t > 0 && mid_t < c.t_max()))
-      return absl::InvalidArgumentError(
-          absl::StrCat("--mid_t_candidates: each value must be in (0, t_max = ", c.t_max(), "), got ", mid_t));
+    if (!InsideTimeRange(mid_t, c.t_max()))
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--mid_t_candidates: each value must be in (0, t_max = ", c.t_max(), "), got ", AsWritten(mid_t)));
   if (!ScorableOnHeldOut(c, held_out.images.size(0))) {
     std::printf(
         "tcm-train: mid_t stays %g and the EMA --ema_gamma's: choosing them needs --validation_images (at least "
@@ -573,8 +583,6 @@ absl::StatusOr<std::optional<TrainingEval>> PrepareTrainingEval(Stage stage, con
     return absl::InvalidArgumentError(
         "--eval_every: only for the consistency and truncated stages (it scores 1-step samples)");
   eval.plan.num = absl::GetFlag(FLAGS_eval_samples);
-  if (eval.plan.num < 2)
-    return absl::InvalidArgumentError(absl::StrCat("--eval_samples: must be at least 2, got ", eval.plan.num));
   if (!ScorableOnHeldOut(c, held_out.images.size(0)))
     return absl::InvalidArgumentError(
         "--eval_every: needs --validation_images (at least 2) and a Fashion-MNIST-shaped model (1 channel, 32x32, 10 "
@@ -708,8 +716,13 @@ absl::Status Export(Trainer& trainer, Stage stage, const std::string& out, const
 
 // The consistency stages train up to --t_upper; 1-step sampling starts at the
 // model's t_max, which training must reach.
+// The truncated stage's t' must lie inside (0, t_max), where the composed
+// model hands over from one network to the other.
 absl::Status CheckTimeRange(Stage stage, const TrainOptions& options, const v1::ModelConfig& config) {
-  // As float32, the type of the model's t_max.
+  // As float32, the type of the model's t_max (and of the composed model's transition_t).
+  if (stage == Stage::kTruncated && !InsideTimeRange(options.transition_t, config.t_max()))
+    return absl::InvalidArgumentError(absl::StrCat("--transition_t: must be in (0, t_max = ", config.t_max(), "), got ",
+                                                   AsWritten(options.transition_t)));
   if (stage == Stage::kDiffusion || static_cast<float>(options.consistency.time.t_upper) >= config.t_max())
     return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat("--t_upper (", options.consistency.time.t_upper,
@@ -732,8 +745,9 @@ absl::Status CheckTeacher(const ModelDirectory& teacher, const v1::ModelConfig& 
   return absl::OkStatus();
 }
 
-// More intra-op threads than any machine has cores are a mistake.
-constexpr int kMaxThreads = 1024;
+// Images drawn for one score (--selection_samples, --eval_samples): a
+// hundred times the Fashion-MNIST test set; each image's features are kept.
+constexpr int64_t kMaxScoredSamples = 1000000;
 
 // The numeric flags that are not training options, each in its range (NaN
 // never): one line naming the flag, its range and the value given.
@@ -741,25 +755,28 @@ absl::Status CheckToolFlags() {
   const int64_t steps = absl::GetFlag(FLAGS_steps);
   if (steps < 1 || steps > kMaxSteps)
     return absl::InvalidArgumentError(absl::StrCat("--steps: must be in [1, ", kMaxSteps, "], got ", steps));
-  const int threads = absl::GetFlag(FLAGS_threads);
-  if (threads < 0 || threads > kMaxThreads)
-    return absl::InvalidArgumentError(absl::StrCat("--threads: must be in [0, ", kMaxThreads, "], got ", threads));
+  TCM_RETURN_IF_ERROR(CheckThreadsFlag(absl::GetFlag(FLAGS_threads)));
   const double dropout = absl::GetFlag(FLAGS_dropout);
   if (!(dropout >= 0 && dropout < 1))
     return absl::InvalidArgumentError(absl::StrCat("--dropout: must be in [0, 1), got ", dropout));
   const int64_t validation_images = absl::GetFlag(FLAGS_validation_images);
   if (validation_images < 0)
     return absl::InvalidArgumentError(absl::StrCat("--validation_images: must be 0 or more, got ", validation_images));
-  for (const auto& [name, value, least] :
-       {std::tuple<const char*, int64_t, int64_t>{"log_every", absl::GetFlag(FLAGS_log_every), 1},
-        {"checkpoint_every", absl::GetFlag(FLAGS_checkpoint_every), 1},
-        {"selection_samples", absl::GetFlag(FLAGS_selection_samples), 2},
-        {"eval_every", absl::GetFlag(FLAGS_eval_every), 0},
-        {"eval_samples", absl::GetFlag(FLAGS_eval_samples), 2}})
-    if (value < least)
-      return absl::InvalidArgumentError(least == 0
-                                            ? absl::StrCat("--", name, ": must be 0 or more, got ", value)
-                                            : absl::StrCat("--", name, ": must be at least ", least, ", got ", value));
+  constexpr int64_t kUnbounded = std::numeric_limits<int64_t>::max();
+  for (const auto& [name, value, least, most] :
+       {std::tuple<const char*, int64_t, int64_t, int64_t>{"log_every", absl::GetFlag(FLAGS_log_every), 1, kUnbounded},
+        {"checkpoint_every", absl::GetFlag(FLAGS_checkpoint_every), 1, kUnbounded},
+        {"selection_samples", absl::GetFlag(FLAGS_selection_samples), 2, kMaxScoredSamples},
+        {"eval_every", absl::GetFlag(FLAGS_eval_every), 0, kUnbounded},
+        {"eval_samples", absl::GetFlag(FLAGS_eval_samples), 2, kMaxScoredSamples}}) {
+    if (value >= least && value <= most) continue;
+    if (most != kUnbounded)
+      return absl::InvalidArgumentError(
+          absl::StrCat("--", name, ": must be in [", least, ", ", most, "], got ", value));
+    return absl::InvalidArgumentError(least == 0
+                                          ? absl::StrCat("--", name, ": must be 0 or more, got ", value)
+                                          : absl::StrCat("--", name, ": must be at least ", least, ", got ", value));
+  }
   return absl::OkStatus();
 }
 

@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "model/model_config.h"
 
 namespace tcm {
 namespace {
@@ -29,9 +30,14 @@ struct IdxArray {
 // this many (and a raw file exactly n).
 constexpr int64_t kMaxDeflateRatio = 1032;
 
+// IDX data is read in chunks of this many bytes, the buffer growing only as
+// data arrives (a gzip header can promise up to 1032 times its file's size).
+constexpr int64_t kReadChunk = int64_t(16) << 20;
+
 // Reads an IDX file, gzip-compressed or raw: its header first, then exactly
 // the bytes its dimensions promise, checked against the file's size before
-// anything is allocated (a header can promise far more than a file holds).
+// anything is allocated (a header can promise far more than a file holds),
+// and allocated as they arrive.
 absl::StatusOr<IdxArray> ReadIdx(const std::string& path) {
   std::error_code ec;
   const fs::file_status status = fs::status(path, ec);
@@ -98,9 +104,16 @@ absl::StatusOr<IdxArray> ReadIdx(const std::string& path) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": header promises ", count,
                                                    " bytes of data, more than the compressed file of ", file_size,
                                                    " bytes can hold"));
-  a.data.resize(size_t(count));
-  const int64_t data_got = read(a.data.data(), count);
-  if (data_got < 0) return absl::DataLossError(absl::StrCat(path, ": read failed: ", read_error));
+  int64_t data_got = 0;
+  while (data_got < count) {
+    const int64_t want = std::min(count - data_got, kReadChunk);
+    a.data.resize(size_t(data_got + want));
+    const int64_t got = read(a.data.data() + data_got, want);
+    if (got < 0) return absl::DataLossError(absl::StrCat(path, ": read failed: ", read_error));
+    data_got += got;
+    if (got < want) break;  // the end of the data
+  }
+  a.data.resize(size_t(data_got));
   char extra;
   const int64_t more = data_got == count ? read(&extra, 1) : 0;
   if (more < 0) return absl::DataLossError(absl::StrCat(path, ": read failed: ", read_error));
@@ -114,13 +127,21 @@ torch::Tensor BytesToTensor(const std::string& data, std::vector<int64_t> shape)
   return torch::from_blob(const_cast<char*>(data.data()), shape, torch::kUInt8).clone();
 }
 
-// Decodes one PNG to uint8 [C, H, W] with its own channel count.
+// Decodes one PNG to uint8 [C, H, W] with its own channel count. Refuses,
+// from its header, one wider or taller than the largest model resolution.
 absl::StatusOr<torch::Tensor> ReadPng(const std::string& path) {
   png_image image;
   std::memset(&image, 0, sizeof(image));
   image.version = PNG_IMAGE_VERSION;
   if (!png_image_begin_read_from_file(&image, path.c_str()))
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", image.message));
+  constexpr uint32_t kMaxSide = ConfigLimits::kMaxResolution;
+  if (image.width > kMaxSide || image.height > kMaxSide) {
+    png_image_free(&image);
+    return absl::InvalidArgumentError(absl::StrCat(path, ": PNG is ", image.width, "x", image.height,
+                                                   " (width x height); each must be at most ", kMaxSide,
+                                                   ", the largest model resolution"));
+  }
   const bool colour = image.format & PNG_FORMAT_FLAG_COLOR;
   const bool alpha = image.format & PNG_FORMAT_FLAG_ALPHA;
   image.format = colour ? (alpha ? PNG_FORMAT_RGBA : PNG_FORMAT_RGB) : PNG_FORMAT_GRAY;
@@ -153,6 +174,7 @@ absl::StatusOr<LabeledImages> ReadIdxDataset(const std::string& images_path, con
   if (d.size() != 3 && d.size() != 4)
     return absl::InvalidArgumentError(
         absl::StrCat(images_path, ": images must have 3 ([N, H, W]) or 4 ([N, H, W, C]) dimensions, got ", d.size()));
+  if (d[0] == 0) return absl::InvalidArgumentError(absl::StrCat(images_path, ": holds no images"));
   if (labels->dims.size() != 1 || labels->dims[0] != d[0])
     return absl::InvalidArgumentError(
         absl::StrCat(labels_path, ": expected ", d[0], " labels (one per image in ", images_path, ")"));
@@ -163,7 +185,7 @@ absl::StatusOr<LabeledImages> ReadIdxDataset(const std::string& images_path, con
   LabeledImages out;
   out.images = BytesToTensor(images->data, {d[0], d[1], d[2], channels}).permute({0, 3, 1, 2}).contiguous();
   out.labels = BytesToTensor(labels->data, {d[0]}).to(torch::kInt64);
-  const int64_t num_classes = d[0] > 0 ? out.labels.max().item<int64_t>() + 1 : 0;
+  const int64_t num_classes = out.labels.max().item<int64_t>() + 1;
   for (int64_t c = 0; c < num_classes; ++c) out.class_names.push_back(absl::StrCat(c));
   return out;
 }
@@ -171,18 +193,33 @@ absl::StatusOr<LabeledImages> ReadIdxDataset(const std::string& images_path, con
 absl::StatusOr<LabeledImages> ReadImageFolder(const std::string& dir) {
   std::error_code ec;
   std::vector<fs::path> class_dirs;
+  // Hidden sub-directories (".ipynb_checkpoints") are no classes.
   for (const auto& entry : fs::directory_iterator(dir, ec))
-    if (entry.is_directory()) class_dirs.push_back(entry.path());
+    if (entry.is_directory() && !absl::StartsWith(entry.path().filename().string(), "."))
+      class_dirs.push_back(entry.path());
   if (ec) return absl::NotFoundError(absl::StrCat(dir, ": ", ec.message()));
   std::sort(class_dirs.begin(), class_dirs.end());
-  if (class_dirs.empty()) return absl::InvalidArgumentError(absl::StrCat(dir, ": no class sub-directories"));
+  if (class_dirs.empty())
+    return absl::InvalidArgumentError(absl::StrCat(dir, ": no class sub-directories (hidden ones are skipped)"));
   LabeledImages out;
   std::vector<std::vector<fs::path>> files(class_dirs.size());
   for (size_t c = 0; c < class_dirs.size(); ++c) {
     out.class_names.push_back(class_dirs[c].filename().string());
-    for (const auto& entry : fs::directory_iterator(class_dirs[c], ec))
-      if (entry.path().extension() == ".png") files[c].push_back(entry.path());
+    // Every *.png (any case) is listed, and must be a regular file once links
+    // are followed, before any is opened: opening a FIFO would block forever.
+    for (const auto& entry : fs::directory_iterator(class_dirs[c], ec)) {
+      const std::string name = entry.path().filename().string();
+      // Hidden files are skipped too ("._x.png", the resource forks macOS copies beside each file).
+      if (absl::StartsWith(name, ".") || !absl::EqualsIgnoreCase(entry.path().extension().string(), ".png")) continue;
+      std::error_code status_ec;  // a dangling link reads as not found
+      if (!fs::is_regular_file(fs::status(entry.path(), status_ec)))
+        return absl::InvalidArgumentError(absl::StrCat(entry.path().string(), ": not a regular file"));
+      files[c].push_back(entry.path());
+    }
     if (ec) return absl::NotFoundError(absl::StrCat(class_dirs[c].string(), ": ", ec.message()));
+    if (files[c].empty())
+      return absl::InvalidArgumentError(
+          absl::StrCat(class_dirs[c].string(), ": no .png images; every class folder needs at least one"));
     std::sort(files[c].begin(), files[c].end());
   }
   std::vector<torch::Tensor> images;
@@ -202,22 +239,35 @@ absl::StatusOr<LabeledImages> ReadImageFolder(const std::string& dir) {
       labels.push_back(int64_t(c));
     }
   }
-  if (images.empty()) return absl::InvalidArgumentError(absl::StrCat(dir, ": no .png images"));
   out.images = torch::stack(images);
   out.labels = torch::tensor(labels, torch::kInt64);
   return out;
 }
 
+namespace {
+
+std::vector<std::string> FashionMnistFiles(Split split) {
+  const std::string prefix = absl::StrCat(kFashionMnistDir, "/", split == Split::kTrain ? "train" : "t10k");
+  return {prefix + "-images-idx3-ubyte.gz", prefix + "-labels-idx1-ubyte.gz"};
+}
+
+}  // namespace
+
+std::vector<std::string> DataSetFiles(const std::string& spec) {
+  if (spec == "fashion-mnist") return FashionMnistFiles(Split::kTrain);
+  if (absl::StartsWith(spec, "idx:")) return absl::StrSplit(spec.substr(4), ',');
+  return {};
+}
+
 absl::StatusOr<LabeledImages> LoadDataset(const std::string& spec, Split split) {
   if (spec == "fashion-mnist") {
-    const std::string prefix = split == Split::kTrain ? "train" : "t10k";
-    auto data = ReadIdxDataset(absl::StrCat(kFashionMnistDir, "/", prefix, "-images-idx3-ubyte.gz"),
-                               absl::StrCat(kFashionMnistDir, "/", prefix, "-labels-idx1-ubyte.gz"));
+    const std::vector<std::string> files = FashionMnistFiles(split);
+    auto data = ReadIdxDataset(files[0], files[1]);
     if (data.ok()) data->class_names = FashionMnistClassNames();
     return data;
   }
   if (absl::StartsWith(spec, "idx:")) {
-    std::vector<std::string> parts = absl::StrSplit(spec.substr(4), ',');
+    const std::vector<std::string> parts = DataSetFiles(spec);
     if (parts.size() != 2)
       return absl::InvalidArgumentError(absl::StrCat("--data: expected idx:IMAGES,LABELS, got \"", spec, "\""));
     return ReadIdxDataset(parts[0], parts[1]);

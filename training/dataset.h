@@ -8,7 +8,8 @@
 //                            images taken from the classes in turn (so the
 //                            last images, held out, come from every class
 //                            that has images left)
-// Images are held as uint8 [N, C, H, W]; the trainer pads and scales them.
+// Images are held as uint8 [N, C, H, W]; the trainer pads and scales them. A
+// data set of no images is refused where it is read, naming its file.
 #ifndef TCM_TRAINING_DATASET_H_
 #define TCM_TRAINING_DATASET_H_
 
@@ -33,12 +34,20 @@ enum class Split { kTrain, kTest };
 // test files of fashion-mnist; the other kinds have one split and ignore it.
 absl::StatusOr<LabeledImages> LoadDataset(const std::string& spec, Split split);
 
-// Reads an IDX image file and its label file (either may be gzip-compressed).
+// The files whose contents make the training split of `spec`: fashion-mnist's
+// two, idx:'s as named; none for folder: (and for a spec LoadDataset refuses).
+std::vector<std::string> DataSetFiles(const std::string& spec);
+
+// Reads an IDX image file and its label file (either may be gzip-compressed);
+// refuses an image file of no images.
 absl::StatusOr<LabeledImages> ReadIdxDataset(const std::string& images_path, const std::string& labels_path);
 
 // Reads DIR/<class>/*.png (grey, RGB or RGBA, decoded to 8 bits; grey with
 // transparency composed over black; every image the same size), one image of
-// each class in turn while a class has images left.
+// each class in turn while a class has images left. Sub-directories whose
+// name starts with '.' are no classes; ".png" matches in any case. Refused: a
+// class folder of no PNG, a *.png that is not a regular file (links
+// followed), a PNG wider or taller than ConfigLimits::kMaxResolution.
 absl::StatusOr<LabeledImages> ReadImageFolder(const std::string& dir);
 
 // A data set split in two: its last `validation_count` images held out of

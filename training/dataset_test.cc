@@ -2,12 +2,15 @@
 
 #include <gtest/gtest.h>
 #include <png.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <torch/torch.h>
 #include <zlib.h>
 
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <random>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -30,6 +33,20 @@ class DatasetTest : public ::testing::Test {
     fs::create_directories(p.parent_path());
     std::ofstream(p, std::ios::binary) << bytes;
     return p.string();
+  }
+  std::string Gzip(const std::string& name, const std::string& bytes) {
+    const std::string path = (dir_ / name).string();
+    gzFile f = gzopen(path.c_str(), "wb");
+    gzwrite(f, bytes.data(), unsigned(bytes.size()));
+    gzclose(f);
+    return path;
+  }
+  // A grey PNG of width x height pixels, all of `value`.
+  std::string WriteGrey(const std::string& name, int width, int height, uint8_t value = 0) {
+    const std::vector<uint8_t> pixels(size_t(width) * size_t(height), value);
+    auto png = EncodePng(pixels.data(), width, height, 1);
+    EXPECT_TRUE(png.ok()) << png.status();
+    return Write(name, png.ok() ? *png : "");
   }
   fs::path dir_;
 };
@@ -126,13 +143,7 @@ TEST_F(DatasetTest, IdxSizesAreCheckedAgainstTheFileBeforeReading) {
 }
 
 TEST_F(DatasetTest, GzipIdxIsReadAndAHeaderBeyondItsSizeRefused) {
-  const auto gzip = [&](const std::string& name, const std::string& bytes) {
-    const std::string path = (dir_ / name).string();
-    gzFile f = gzopen(path.c_str(), "wb");
-    gzwrite(f, bytes.data(), unsigned(bytes.size()));
-    gzclose(f);
-    return path;
-  };
+  const auto gzip = [&](const std::string& name, const std::string& bytes) { return Gzip(name, bytes); };
   const std::string labels = gzip("lab.idx.gz", IdxHeader({2}) + std::string{1, 0});
   auto data = ReadIdxDataset(gzip("img.idx.gz", IdxHeader({2, 2, 2}) + std::string(8, '\7')), labels);
   ASSERT_TRUE(data.ok()) << data.status();
@@ -210,6 +221,129 @@ TEST_F(DatasetTest, IdxImagesOfNoPixelsAreRefused) {
   auto data = ReadIdxDataset(images, labels);
   ASSERT_FALSE(data.ok());
   EXPECT_EQ(data.status().message(), images + ": images must have at least 1x1 pixels and 1 channel, got 0x0x1");
+}
+
+// A gzip header may promise up to 1032 times its file's size: the data is
+// allocated as it arrives, not as promised.
+TEST_F(DatasetTest, GzipIdxDataIsAllocatedAsItArrivesNotAsPromised) {
+  std::mt19937 random(7);
+  std::string junk(300000, '\0');  // incompressible: the file is as large
+  for (char& c : junk) c = char(random());
+  const std::string bomb = Gzip("junk.idx.gz", IdxHeader({256, 1024, 1024}) + junk);  // promises 256 MiB
+  ASSERT_GE(int64_t(fs::file_size(bomb)) * 1032, int64_t(256) << 20);                 // within the ratio check
+  const std::string labels = Write("lab.idx", IdxHeader({1}) + std::string(1, '\0'));
+  rusage before, after;
+  getrusage(RUSAGE_SELF, &before);
+  auto refused = ReadIdxDataset(bomb, labels);
+  getrusage(RUSAGE_SELF, &after);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().message(), bomb + ": header promises 268435456 bytes of data, file holds 300000");
+  EXPECT_LT(after.ru_maxrss - before.ru_maxrss, 64 * 1024) << "KiB of peak memory grew while reading";
+}
+
+// An empty data set is refused where it is read, naming its file.
+TEST_F(DatasetTest, IdxOfNoImagesIsRefused) {
+  const std::string labels = Write("lab.idx", IdxHeader({0}));
+  const std::string images = Write("none.idx", IdxHeader({0, 28, 28}));
+  auto data = ReadIdxDataset(images, labels);
+  ASSERT_FALSE(data.ok());
+  EXPECT_EQ(data.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(data.status().message(), images + ": holds no images");
+  const std::string rgb = Gzip("none-rgb.idx.gz", IdxHeader({0, 2, 2, 3}));
+  EXPECT_EQ(ReadIdxDataset(rgb, Gzip("lab.idx.gz", IdxHeader({0}))).status().message(), rgb + ": holds no images");
+}
+
+// A PNG wider or taller than the largest model resolution is refused from its
+// header, before its pixels are allocated.
+TEST_F(DatasetTest, PngLargerThanTheLargestModelResolutionIsRefused) {
+  const auto chunk = [](const std::string& type, const std::string& data) {
+    std::string c = {char(data.size() >> 24), char(data.size() >> 16), char(data.size() >> 8), char(data.size())};
+    c += type + data;
+    const uLong crc = crc32(crc32(0, nullptr, 0), reinterpret_cast<const Bytef*>(c.data() + 4), uInt(c.size() - 4));
+    return c + std::string{char(crc >> 24), char(crc >> 16), char(crc >> 8), char(crc)};
+  };
+  // 1000000x1000000 grey: its header alone promises a terabyte.
+  const std::string ihdr = {0, 0x0f, 0x42, 0x40, 0, 0x0f, 0x42, 0x40, 8, 0, 0, 0, 0};
+  const std::string idat = {0x78, char(0x9c), 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01};
+  Write("huge/a/0.png", "\x89PNG\r\n\x1a\n" + chunk("IHDR", ihdr) + chunk("IDAT", idat) + chunk("IEND", ""));
+  auto huge = LoadDataset("folder:" + (dir_ / "huge").string(), Split::kTrain);
+  ASSERT_FALSE(huge.ok());
+  EXPECT_EQ(huge.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(huge.status().message(),
+            (dir_ / "huge/a/0.png").string() +
+                ": PNG is 1000000x1000000 (width x height); each must be at most 4096, the largest model resolution");
+
+  const std::string wide = WriteGrey("wide/a/0.png", 4097, 1);
+  EXPECT_EQ(ReadImageFolder((dir_ / "wide").string()).status().message(),
+            wide + ": PNG is 4097x1 (width x height); each must be at most 4096, the largest model resolution");
+  const std::string tall = WriteGrey("tall/a/0.png", 1, 4097);
+  EXPECT_EQ(ReadImageFolder((dir_ / "tall").string()).status().message(),
+            tall + ": PNG is 1x4097 (width x height); each must be at most 4096, the largest model resolution");
+  WriteGrey("edge/a/0.png", 4096, 2, 9);
+  auto edge = ReadImageFolder((dir_ / "edge").string());
+  ASSERT_TRUE(edge.ok()) << edge.status();
+  EXPECT_EQ(edge->images.sizes(), torch::IntArrayRef({1, 1, 2, 4096}));
+}
+
+// Only regular files (symbolic links followed) named *.png are opened: a FIFO
+// would block its reader forever.
+TEST_F(DatasetTest, ImageFolderRefusesPngsThatAreNotRegularFiles) {
+  const auto message = [&](const std::string& folder) {
+    auto data = ReadImageFolder((dir_ / folder).string());
+    EXPECT_FALSE(data.ok());
+    EXPECT_EQ(data.status().code(), absl::StatusCode::kInvalidArgument) << data.status();
+    return std::string(data.status().message());
+  };
+  WriteGrey("fifo/a/0.png", 2, 2);
+  const std::string fifo = (dir_ / "fifo/a/1.png").string();
+  ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0);
+  EXPECT_EQ(message("fifo"), fifo + ": not a regular file");
+
+  WriteGrey("dangling/a/0.png", 2, 2);
+  const fs::path dangling = dir_ / "dangling/a/1.png";
+  fs::create_symlink(dir_ / "dangling/a/gone", dangling);
+  EXPECT_EQ(message("dangling"), dangling.string() + ": not a regular file");
+
+  WriteGrey("folder/a/0.png", 2, 2);
+  fs::create_directories(dir_ / "folder/a/1.png");
+  EXPECT_EQ(message("folder"), (dir_ / "folder/a/1.png").string() + ": not a regular file");
+
+  const std::string target = WriteGrey("linked/a/0.png", 2, 2, 7);
+  fs::create_symlink(target, dir_ / "linked/a/1.png");
+  auto linked = ReadImageFolder((dir_ / "linked").string());
+  ASSERT_TRUE(linked.ok()) << linked.status();
+  EXPECT_EQ(linked->images.size(0), 2);
+  EXPECT_EQ(linked->images[1][0][0][0].item<int>(), 7);
+}
+
+// Hidden sub-folders (.ipynb_checkpoints) are no classes; a class folder
+// without PNGs is refused; ".PNG" is a PNG.
+TEST_F(DatasetTest, ImageFolderSkipsHiddenFoldersAndRefusesEmptyClasses) {
+  WriteGrey("data/.ipynb_checkpoints/0.png", 2, 2, 1);
+  WriteGrey("data/a/0.png", 2, 2, 2);
+  WriteGrey("data/b/0.PNG", 2, 2, 3);
+  Write("data/b/._0.PNG", "a resource fork, not a PNG");
+  Write("data/notes.txt", "not a class");
+  auto data = ReadImageFolder((dir_ / "data").string());
+  ASSERT_TRUE(data.ok()) << data.status();
+  EXPECT_EQ(data->class_names, (std::vector<std::string>{"a", "b"}));
+  EXPECT_TRUE(torch::equal(data->labels, torch::tensor({0, 1}, torch::kInt64)));
+  EXPECT_EQ(data->images[1][0][0][0].item<int>(), 3);
+
+  Write("data/c/readme.txt", "no images here");
+  auto other = ReadImageFolder((dir_ / "data").string());
+  ASSERT_FALSE(other.ok());
+  EXPECT_EQ(other.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(other.status().message(),
+            (dir_ / "data/c").string() + ": no .png images; every class folder needs at least one");
+  fs::remove_all(dir_ / "data/c");
+  fs::create_directories(dir_ / "data/d");
+  EXPECT_EQ(ReadImageFolder((dir_ / "data").string()).status().message(),
+            (dir_ / "data/d").string() + ": no .png images; every class folder needs at least one");
+
+  WriteGrey("hidden/.a/0.png", 2, 2);
+  EXPECT_EQ(ReadImageFolder((dir_ / "hidden").string()).status().message(),
+            (dir_ / "hidden").string() + ": no class sub-directories (hidden ones are skipped)");
 }
 
 TEST(DatasetSpecTest, UnknownSpecNamesTheAllowedOnes) {

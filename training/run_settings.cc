@@ -1,11 +1,10 @@
 #include "training/run_settings.h"
 
 #include <filesystem>
-#include <fstream>
-#include <iterator>
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "common/read_file.h"
 #include "common/write_file.h"
 #include "nlohmann/json.hpp"
 
@@ -16,9 +15,11 @@ absl::Status WriteRunSettings(const std::string& path, const RunSettings& settin
 }
 
 absl::StatusOr<RunSettings> ReadRunSettings(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": no such file"));
-  const nlohmann::json json = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  // A directory or FIFO in its place is refused by name (RegularFile), not read.
+  const absl::StatusOr<std::string> text = ReadRegularFile(path);
+  if (absl::IsNotFound(text.status())) return absl::NotFoundError(absl::StrCat(path, ": no such file"));
+  if (!text.ok()) return text.status();
+  const nlohmann::json json = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
   if (!json.is_object())
     return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object of the run's settings"));
   RunSettings settings;
@@ -47,9 +48,10 @@ std::vector<std::string> DescribeSettingChanges(const RunSettings& recorded, con
 }
 
 absl::Status TrimStepLog(const std::string& path, int64_t last_step) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::OkStatus();
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const absl::StatusOr<std::string> read = ReadRegularFile(path);
+  if (absl::IsNotFound(read.status())) return absl::OkStatus();
+  if (!read.ok()) return read.status();
+  const std::string& text = *read;
   size_t keep = 0;  // bytes kept: whole lines up to the first one to drop
   while (keep < text.size()) {
     const size_t end = text.find('\n', keep);
@@ -70,18 +72,19 @@ absl::Status TrimStepLog(const std::string& path, int64_t last_step) {
 }
 
 absl::StatusOr<std::string> FileDigest(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot read"));
+  auto file = RegularFile::Open(path);
+  if (absl::IsNotFound(file.status())) return absl::NotFoundError(absl::StrCat(path, ": cannot read"));
+  if (!file.ok()) return file.status();
   uint64_t hash = 14695981039346656037ull;  // FNV-1a, 64 bits
-  char buffer[1 << 16];
-  while (in.read(buffer, sizeof(buffer)) || in.gcount() > 0) {
-    for (std::streamsize i = 0; i < in.gcount(); ++i) {
-      hash ^= uint8_t(buffer[i]);
+  std::string chunk;
+  for (uint64_t offset = 0;; offset += chunk.size()) {
+    if (absl::Status read = (*file)->ReadUpTo(offset, 1 << 16, &chunk); !read.ok()) return read;
+    if (chunk.empty()) break;
+    for (char byte : chunk) {
+      hash ^= uint8_t(byte);
       hash *= 1099511628211ull;
     }
-    if (!in) break;
   }
-  if (in.bad()) return absl::NotFoundError(absl::StrCat(path, ": cannot read"));
   return absl::StrCat("fnv1a64:", absl::Hex(hash, absl::kZeroPad16));
 }
 

@@ -1,6 +1,7 @@
 #include "training/run_settings.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -72,6 +73,25 @@ TEST(TrimStepLogTest, CutsBackToTheCheckpointsStep) {
   std::filesystem::remove(path);
   ASSERT_TRUE(TrimStepLog(path, 1).ok());  // no log yet
   EXPECT_FALSE(std::filesystem::exists(path));
+}
+
+// A directory or a FIFO where a run's file belongs is refused by name before
+// it is opened (reading a directory throws; opening a FIFO blocks for good).
+TEST(RunSettingsTest, FilesThatAreNotRegularAreRefusedByName) {
+  const std::string dir = TempPath("tcm_run_settings_dir"), fifo = TempPath("tcm_run_settings_fifo");
+  ASSERT_TRUE(std::filesystem::create_directory(dir));
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  for (const std::string& path : {dir, fifo}) {
+    const auto settings = ReadRunSettings(path);
+    EXPECT_EQ(settings.status().code(), absl::StatusCode::kInvalidArgument) << path;
+    EXPECT_EQ(settings.status().message(), path + ": not a regular file");
+    const absl::Status trimmed = TrimStepLog(path, 1);
+    EXPECT_EQ(trimmed.message(), path + ": not a regular file");
+    const auto digest = FileDigest(path);
+    EXPECT_EQ(digest.status().message(), path + ": not a regular file");
+  }
+  std::filesystem::remove(dir);
+  std::filesystem::remove(fifo);
 }
 
 TEST(FileDigestTest, FollowsTheContents) {

@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "model/torch_error.h"
+#include "training/zip_checksums.h"
 
 namespace tcm {
 namespace {
@@ -45,12 +46,14 @@ absl::Status CheckEmaOptions(const TrainOptions& options) {
         absl::StrCat("--ema_type: must be power or constant, got \"", options.ema_type, "\""));
   if (!options.ema_gamma_candidates.empty() && options.ema_type != "power")
     return absl::InvalidArgumentError("--ema_gamma_candidates: needs --ema_type=power");
-  if (!(options.ema_gamma > 0))
-    return absl::InvalidArgumentError(absl::StrCat("--ema_gamma: must be positive, got ", options.ema_gamma));
+  // gamma is an exponent: an infinite one is no average at all.
+  if (!(options.ema_gamma > 0 && std::isfinite(options.ema_gamma)))
+    return absl::InvalidArgumentError(
+        absl::StrCat("--ema_gamma: must be positive and finite, got ", options.ema_gamma));
   for (double gamma : options.ema_gamma_candidates)
-    if (!(gamma > 0))
+    if (!(gamma > 0 && std::isfinite(gamma)))
       return absl::InvalidArgumentError(
-          absl::StrCat("--ema_gamma_candidates: each gamma must be positive, got ", gamma));
+          absl::StrCat("--ema_gamma_candidates: each gamma must be positive and finite, got ", gamma));
   if (!(options.ema_beta >= 0 && options.ema_beta < 1))
     return absl::InvalidArgumentError(absl::StrCat("--ema_beta: must be in [0, 1), got ", options.ema_beta));
   return absl::OkStatus();
@@ -279,6 +282,8 @@ absl::Status Trainer::LoadCheckpoint(const std::string& path) {
   const auto refuse = [&](const std::string& why) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": cannot resume from this checkpoint: ", why));
   };
+  // LibTorch's reader skips the archive's checksums: a damaged record would load as other numbers.
+  if (absl::Status whole = VerifyZipChecksums(path); !whole.ok()) return refuse(std::string(whole.message()));
   try {
     torch::serialize::InputArchive archive;
     archive.load_from(path);

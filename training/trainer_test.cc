@@ -296,7 +296,7 @@ TEST_F(TrainerTest, EmaCandidatesNeedPositiveGammasAndThePowerEma) {
   o.ema_gamma_candidates = {3.0, 0.0};
   auto zero = Trainer::Create(o, TinyNet(0), nullptr, data.images, data.labels);
   ASSERT_FALSE(zero.ok());
-  EXPECT_EQ(zero.status().message(), "--ema_gamma_candidates: each gamma must be positive, got 0");
+  EXPECT_EQ(zero.status().message(), "--ema_gamma_candidates: each gamma must be positive and finite, got 0");
 }
 
 // The gap ratio 1 - 1/q^(stage + 1), stage = start_stage + steps done / double_every.
@@ -363,8 +363,9 @@ TEST(CheckTrainOptionsTest, RefusesEachOptionOutOfItsRange) {
       {[](TrainOptions& o) { o.decay_iter = -1; }, "--decay_iter: must be 0 or more, got -1"},
       {[](TrainOptions& o) { o.rampup_iter = -1; }, "--rampup_iter: must be 0 or more, got -1"},
       {[](TrainOptions& o) { o.grad_clip = -1; }, "--grad_clip: must be positive, got -1"},
-      {[](TrainOptions& o) { o.ema_gamma = -1; }, "--ema_gamma: must be positive, got -1"},
-      {[&](TrainOptions& o) { o.ema_gamma = nan; }, "--ema_gamma: must be positive, got nan"},
+      {[](TrainOptions& o) { o.ema_gamma = -1; }, "--ema_gamma: must be positive and finite, got -1"},
+      {[&](TrainOptions& o) { o.ema_gamma = nan; }, "--ema_gamma: must be positive and finite, got nan"},
+      {[&](TrainOptions& o) { o.ema_gamma = inf; }, "--ema_gamma: must be positive and finite, got inf"},
       {[](TrainOptions& o) { o.ema_beta = 1; }, "--ema_beta: must be in [0, 1), got 1"},
       {[](TrainOptions& o) { o.ema_beta = -0.1; }, "--ema_beta: must be in [0, 1), got -0.1"},
       {[&](TrainOptions& o) { o.diffusion.p_mean = inf; }, "--diffusion_mean: must be finite, got inf"},
@@ -478,6 +479,16 @@ TEST_F(TrainerTest, DamagedCheckpointsAreRefusedInOneLine) {
   EXPECT_EQ(refusal(path).rfind(prefix, 0), 0u);
   write(whole.substr(0, whole.size() - 30));  // the zip's end record cut off
   EXPECT_EQ(refusal(path).rfind(prefix, 0), 0u);
+  // A byte of a tensor's record changed, the zip's CRC-32 left as it was: LibTorch alone would load it.
+  const size_t name = whole.find("/data/0");
+  ASSERT_NE(name, std::string::npos);
+  const size_t header = whole.rfind("PK\x03\x04", name);  // the record's local header
+  const auto field = [&](size_t at) { return size_t(uint8_t(whole[at])) | size_t(uint8_t(whole[at + 1])) << 8; };
+  std::string damaged = whole;
+  damaged[header + 30 + field(header + 26) + field(header + 28)] ^= 1;
+  write(damaged);
+  EXPECT_EQ(refusal(path).rfind(prefix + "record ", 0), 0u) << refusal(path);
+  EXPECT_NE(refusal(path).find("/data/0 is damaged (its CRC-32 is "), std::string::npos) << refusal(path);
   // NaN or infinity in the weights or an EMA: named.
   for (const auto& [which, key] : {std::pair<std::string, std::string>{"net/", "model.out_gain"},
                                    {"ema/", "model.out_gain"},
