@@ -49,6 +49,7 @@
 #include "common/flags_usage.h"
 #include "common/utf8.h"
 #include "common/write_file.h"
+#include "model/cpu_threads.h"
 #include "tcm/v1/tcm_service.grpc.pb.h"
 
 // Load.
@@ -90,7 +91,7 @@ ABSL_FLAG(std::string, model_dir, "", "Model directory for --raw.");
 ABSL_FLAG(int, batch_size, 0,
           "--raw: images per forward pass; 0 = the model's batching.max_batch_size, else 16 (the server's default).");
 ABSL_FLAG(double, raw_seconds, 3, "--raw: least timed duration of each case's throughput and of its latency.");
-ABSL_FLAG(int, threads, 0, "--raw: LibTorch intra-op threads; 0 = one per core.");
+ABSL_FLAG(int, threads, 0, "--raw: LibTorch intra-op threads, 0 to 1024; 0 = one per core.");
 
 namespace tcm {
 namespace {
@@ -302,7 +303,7 @@ std::string ReadSettings(const std::set<std::string>& given, Settings* s) {
   r.seconds = absl::GetFlag(FLAGS_raw_seconds);
   if (!ok_positive(r.seconds)) return "--raw_seconds: must be a positive number of seconds";
   r.threads = absl::GetFlag(FLAGS_threads);
-  if (r.threads < 0) return "--threads: must be >= 0";
+  if (absl::Status threads = CheckThreadsFlag(r.threads); !threads.ok()) return std::string(threads.message());
   r.two_step_fraction = s->two_step_fraction;
   r.png = s->format == v1::IMAGE_FORMAT_PNG;
   r.class_label = s->class_label;

@@ -127,6 +127,10 @@ absl::StatusOr<ModelDirectory> ReadModelDirectoryOrThrow(const std::string& path
 
 }  // namespace
 
+std::vector<std::string> ModelNetworkFiles(const std::string& dir) {
+  return {(fs::path(dir) / "config.pbtxt").string(), (fs::path(dir) / "weights.safetensors").string()};
+}
+
 absl::StatusOr<ModelDirectory> ReadModelDirectory(const std::string& path) {
   try {  // a file system error or a file too large for memory is a model that does not load
     return ReadModelDirectoryOrThrow(path);

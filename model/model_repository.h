@@ -28,6 +28,10 @@ struct ModelDirectory {
   std::vector<std::string> labels;  // empty, or one per class
 };
 
+// The files of a model directory that hold its network: config.pbtxt and
+// weights.safetensors (labels.txt names its classes only).
+std::vector<std::string> ModelNetworkFiles(const std::string& dir);
+
 // Reads and validates a model directory: the configuration, the weights
 // against it (missing / extra keys, shapes) and the labels' count. Errors are
 // one line naming the file and the field or key.

@@ -108,6 +108,8 @@ expect_error 2 "--threads: must be in [0, 1024] (0 = one per core), got -3" "$bi
 expect_error 2 "--threads: must be in [0, 1024] (0 = one per core), got -3" "$bin/tcm-model-bench" --config "$config" --threads -3
 expect_error 2 "--threads: must be in [0, 1024] (0 = one per core), got 1025" "$bin/tcm-model-bench" --config "$config" --threads 1025
 expect_error 2 "--threads: must be in [0, 1024] (0 = one per core), got -1" "$bin/tcm-parity" --io none.pt --model_dir none --threads -1
+expect_error 2 "--threads: must be in [0, 1024] (0 = one per core), got 2147483647" "$bin/tcm-bench" --raw --model_dir none \
+  --threads 2147483647
 for t in -1=-1 nan=nan inf=inf 1e9=1e+09; do
   expect_error 2 "--seconds: must be a number of seconds in [0, 86400] (0 = the fewest timed calls), got ${t#*=}" \
     "$bin/tcm-model-bench" --config "$config" --seconds "${t%%=*}"

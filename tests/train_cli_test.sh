@@ -321,6 +321,16 @@ cp -r "$TMP/ct/model" "$TMP/init-copy"
 cp "$TMP/edm/model/weights.safetensors" "$TMP/init-copy/weights.safetensors"
 expect_error "--resume: $TMP/ct-init was begun with other settings ($TMP/ct-init/settings.json): --init: the contents of $TMP/init-copy changed since the run began (fnv1a64:" \
   "$train" consistency --init "$TMP/init-copy" --mid_t_candidates "" --out "$TMP/ct-init" --steps 2 --resume "${common[@]}"
+# A run recorded before init_digest and data_digest existed resumes, and adopts them.
+"$train" consistency --init "$TMP/ct/model" --mid_t_candidates "" --out "$TMP/ct-adopt" --steps 1 "${common[@]}" \
+  > "$TMP/ct-adopt.log" 2>&1 || { echo "FAIL: consistency ct-adopt"; cat "$TMP/ct-adopt.log"; exit 1; }
+jq 'del(.init_digest, .data_digest)' "$TMP/ct-adopt/settings.json" > "$TMP/ct-adopt/settings.old" \
+  && mv "$TMP/ct-adopt/settings.old" "$TMP/ct-adopt/settings.json"
+"$train" consistency --init "$TMP/ct/model" --mid_t_candidates "" --out "$TMP/ct-adopt" --steps 2 --resume "${common[@]}" \
+  >> "$TMP/ct-adopt.log" 2>&1
+rc=$?
+check '[[ $rc -eq 0 ]] && [[ "$(jq -r "[.init_digest, .data_digest] | map(length > 0) | all" "$TMP/ct-adopt/settings.json")" == true ]]' \
+  "a run recorded before the init and data digests resumes and records them ($(tail -1 "$TMP/ct-adopt.log"))"
 # ... and the contents of --data's files: 200 random 8x8 images, classes i % 10.
 python3 -c 'import os, sys
 n = 200
@@ -361,7 +371,9 @@ expect_error "tcm-train: --mid_t_candidates: each value must be in (0, t_max = 8
   "$train" consistency --init "$TMP/edm/model" --mid_t_candidates 5,79.9999999 --out "$TMP/never2" "${common[@]}"
 expect_error "tcm-train: --mid_t_candidates: each value must be in (0, t_max = 80), got 1e-50 (0 as a float32)" \
   "$train" consistency --init "$TMP/edm/model" --mid_t_candidates 1e-50 --out "$TMP/never2" "${common[@]}"
-expect_error 'tcm-train: --mid_t_candidates: 2 is named twice, in "2,5,2"' \
+expect_error 'tcm-train: --mid_t_candidates: 5.0000001 is named twice (as a float32)' \
+  "$train" consistency --init "$TMP/edm/model" --mid_t_candidates 2,5,5.0000001 --out "$TMP/never2" "${common[@]}"
+expect_error 'tcm-train: --mid_t_candidates: 2 is named twice (as a float32)' \
   "$train" consistency --init "$TMP/edm/model" --mid_t_candidates 2,5,2 --out "$TMP/never2" "${common[@]}"
 expect_error "tcm-train: --ema_gamma_candidates: 16.97 is --ema_gamma's, which is scored anyway; name the others" \
   "$train" consistency --init "$TMP/edm/model" --ema_type power --ema_gamma 16.97 --ema_gamma_candidates 6.94,16.97 \
@@ -392,7 +404,13 @@ python3 -c 'import struct, sys, zlib
 chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 sys.stdout.buffer.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
                         + chunk(b"IDAT", zlib.compress(b"\x00\x80")) + chunk(b"IEND", b""))' > "$TMP/pngs/a/0.png"
-expect_error "--resume: $TMP/folder-run began when folder:$TMP/pngs was read class after class; this tcm-train reads its classes in turn" \
+folder_rules="classes in turn, hidden entries skipped, .png in any case"
+expect_error "--resume: $TMP/folder-run began when folder:$TMP/pngs was read class after class; this tcm-train reads it $folder_rules" \
+  "$train" diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/folder-run" --data "folder:$TMP/pngs" --validation_images 0 \
+  --steps 4 --resume --threads 1 --batch_size 4 --classifier "$classifier"
+# ... nor one begun under the earlier rules (hidden folders were classes, only lower-case .png read).
+jq '.data = "folder:'"$TMP"'/pngs" | .folder_order = "classes in turn"' "$TMP/edm/settings.json" > "$TMP/folder-run/settings.json"
+expect_error "--resume: $TMP/folder-run began when folder:$TMP/pngs was read by other rules (classes in turn); this tcm-train reads it $folder_rules" \
   "$train" diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/folder-run" --data "folder:$TMP/pngs" --validation_images 0 \
   --steps 4 --resume --threads 1 --batch_size 4 --classifier "$classifier"
 check '[[ $(cat "$TMP/edm/checkpoint.pt" | md5sum) == "$edm_checkpoint_sum" ]]' "refused runs leave the checkpoint alone"

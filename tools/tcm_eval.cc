@@ -227,9 +227,7 @@ absl::StatusOr<std::shared_ptr<Denoiser>> LoadSampler(const std::string& model_d
   TCM_ASSIGN_OR_RETURN(ModelDirectory model, ReadFashionModel("model", model_dir));
   TCM_RETURN_IF_ERROR(CheckBatchActivations(model.config, batch_size, "--batch_size"));
   if (teacher_dir.empty()) return BuildReplica(model);
-  if (!InsideTimeRange(transition_t, model.config.t_max()))
-    return absl::InvalidArgumentError(absl::StrCat("--transition_t: must be in (0, t_max = ", model.config.t_max(),
-                                                   ") of --model, got ", AsWritten(transition_t)));
+  TCM_RETURN_IF_ERROR(CheckTimeFlag("--transition_t: with --model's t_max,", transition_t, model.config.t_max()));
   TCM_ASSIGN_OR_RETURN(ModelDirectory teacher, ReadFashionModel("teacher", teacher_dir));
   auto composed = ComposeTruncated(model, teacher, transition_t);
   if (!composed.ok())

@@ -65,7 +65,7 @@ ABSL_FLAG(bool, paired_ceiling, false,
 ABSL_FLAG(double, seconds, 3.0,
           "Minimum timed duration per batch size, seconds, at most 86400; 0 = the fewest timed calls (3 per "
           "measurement, 5 pairs when alternating).");
-ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = one per core.");
+ABSL_FLAG(int, threads, 0, "Intra-op threads, 0 to 1024; 0 = one per core.");
 ABSL_FLAG(bool, baseline, false,
           "Measure the path before the load-time optimisations: weights normalised on every call, NoGradGuard "
           "instead of InferenceMode, and OpenBLAS threads nested inside LibTorch's.");

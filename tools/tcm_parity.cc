@@ -43,7 +43,7 @@ ABSL_FLAG(bool, channels_last, false, "Run the network in channels-last layout (
 ABSL_FLAG(double, tolerance, 0,
           "Largest accepted relative error max|out-ref|/max|ref|; 0 = the precision's own: 1e-4 for fp32, 2e-2 "
           "for bf16 and fp16.");
-ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = one per core.");
+ABSL_FLAG(int, threads, 0, "Intra-op threads, 0 to 1024; 0 = one per core.");
 
 namespace tcm {
 namespace {

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "absl/flags/marshalling.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
@@ -75,7 +76,7 @@ ABSL_FLAG(bool, resume, false,
 ABSL_FLAG(int64_t, steps, 2000, "Optimisation steps in total (including those before a resume).");
 ABSL_FLAG(int64_t, batch_size, 512, "Images per step.");
 ABSL_FLAG(uint64_t, seed, 0, "Seed of every random draw (data order, times, noise, dropout).");
-ABSL_FLAG(int, threads, 0, "Intra-op threads; 0 = one per core.");
+ABSL_FLAG(int, threads, 0, "Intra-op threads, 0 to 1024; 0 = one per core.");
 ABSL_FLAG(std::string, precision, "auto",
           "Precision of the network body's forward and backward passes: fp32, bf16 (weights, Adam and the EMA stay "
           "float32; throughout, with a warning once the gap ratio passes 0.985) or auto (bf16 where the CPU has native "
@@ -179,12 +180,31 @@ absl::StatusOr<std::vector<double>> NumberList(const char* name, const std::stri
     if (!absl::SimpleAtod(part, &v))
       return absl::InvalidArgumentError(
           absl::StrCat("--", name, ": a comma-separated list of numbers, got \"", text, "\""));
-    // Each candidate is scored once: a repeat would only cost time and mark two rows chosen.
-    if (std::find(values.begin(), values.end(), v) != values.end())
-      return absl::InvalidArgumentError(absl::StrCat("--", name, ": ", v, " is named twice, in \"", text, "\""));
     values.push_back(v);
   }
   return values;
+}
+
+// Each candidate is scored once: a repeat (as the float32 a config holds, so
+// 5 and 5.0000001 are one) would only cost time and mark two rows chosen.
+// `also` (--ema_gamma's) is scored anyway and may not be named.
+absl::Status RefuseRepeatedCandidates(const char* name, const std::vector<double>& values,
+                                      std::optional<double> also = std::nullopt) {
+  std::vector<float> seen;
+  if (also) seen.push_back(static_cast<float>(*also));
+  for (double v : values) {
+    const float written = static_cast<float>(v);
+    if (std::find(seen.begin(), seen.end(), written) == seen.end()) {
+      seen.push_back(written);
+      continue;
+    }
+    if (also && written == static_cast<float>(*also))
+      return absl::InvalidArgumentError(absl::StrCat("--", name, ": ", absl::UnparseFlag(v),
+                                                     " is --ema_gamma's, which is scored anyway; name the others"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", name, ": ", absl::UnparseFlag(v), " is named twice (as a float32)"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<TrainOptions> OptionsFromFlags(Stage stage) {
@@ -204,10 +224,9 @@ absl::StatusOr<TrainOptions> OptionsFromFlags(Stage stage) {
   TCM_ASSIGN_OR_RETURN(o.ema_gamma_candidates,
                        NumberList("ema_gamma_candidates", absl::GetFlag(FLAGS_ema_gamma_candidates)));
   TCM_RETURN_IF_ERROR(CheckEmaOptions(o));
-  if (std::find(o.ema_gamma_candidates.begin(), o.ema_gamma_candidates.end(), o.ema_gamma) !=
-      o.ema_gamma_candidates.end())
-    return absl::InvalidArgumentError(absl::StrCat("--ema_gamma_candidates: ", o.ema_gamma,
-                                                   " is --ema_gamma's, which is scored anyway; name the others"));
+  // A run begun with repeats tracks an EMA for each: it is resumed as it began.
+  if (!absl::GetFlag(FLAGS_resume))
+    TCM_RETURN_IF_ERROR(RefuseRepeatedCandidates("ema_gamma_candidates", o.ema_gamma_candidates, o.ema_gamma));
   if (stage == Stage::kDiffusion && !o.ema_gamma_candidates.empty())
     return absl::InvalidArgumentError(
         "--ema_gamma_candidates: only for the consistency and truncated stages (the EMA is chosen by its 1-step "
@@ -332,21 +351,22 @@ struct InputDigest {
   const char* flag;
   std::vector<std::string> (*files)(const std::string& flag_value);
 };
-std::vector<std::string> ModelDirectoryFiles(const std::string& dir) {
-  return {dir + "/config.pbtxt", dir + "/weights.safetensors"};
-}
 constexpr InputDigest kInputDigests[] = {
     {"config_digest", "config", [](const std::string& path) { return std::vector<std::string>{path}; }},
-    {"init_digest", "init", ModelDirectoryFiles},
-    {"teacher_digest", "teacher", ModelDirectoryFiles},
+    {"init_digest", "init", ModelNetworkFiles},
+    {"teacher_digest", "teacher", ModelNetworkFiles},
     {"data_digest", "data", DataSetFiles},  // none for folder: data
 };
 
-// Also recorded for folder: data: the order its images are read in, which
-// decides the held-out split. Runs begun before folders were read class by
-// class in turn read them class after class: such a run cannot be resumed.
+// Also recorded for folder: data: the rules its images are read by, which
+// decide the classes and the held-out split. A run begun under other rules
+// (class after class; hidden folders as classes, only lower-case .png) cannot
+// be resumed.
 constexpr char kFolderOrderSetting[] = "folder_order";
-constexpr char kFolderOrder[] = "classes in turn";
+constexpr char kFolderOrder[] = "classes in turn, hidden entries skipped, .png in any case";
+
+// The digest of a file that could not be read (refused later, where it is read).
+constexpr char kUnreadable[] = "unreadable";
 
 RunSettings CommandRunSettings(Stage stage) {
   RunSettings settings = {{"stage", StageName(stage)}, {kCpuBf16Setting, CpuHasNativeBf16() ? "true" : "false"}};
@@ -354,12 +374,12 @@ RunSettings CommandRunSettings(Stage stage) {
   if (absl::StartsWith(settings.at("data"), "folder:")) settings[kFolderOrderSetting] = kFolderOrder;
   for (const InputDigest& input : kInputDigests) {
     const std::string value = settings.at(input.flag);
-    if (value.empty()) continue;
+    if (value.empty() || input.files(value).empty()) continue;
     // An unreadable file is refused later, where it is read.
     std::vector<std::string> digests;
     for (const std::string& file : input.files(value)) {
       absl::StatusOr<std::string> digest = FileDigest(file);
-      digests.push_back(digest.ok() ? *digest : "unreadable");
+      digests.push_back(digest.ok() ? *digest : kUnreadable);
     }
     settings[input.setting] = absl::StrJoin(digests, " ");
   }
@@ -417,12 +437,15 @@ absl::StatusOr<std::optional<RunSettings>> CheckResumedRunSettings(const std::st
   if (recorded->count("stage") && recorded->at("stage") != now.at("stage"))
     return absl::InvalidArgumentError(absl::StrCat("--out: ", out, " is a run of the ", recorded->at("stage"),
                                                    " stage, not the ", now.at("stage"), " stage"));
-  if (now.count(kFolderOrderSetting) && !recorded->count(kFolderOrderSetting) && recorded->count("data") &&
-      recorded->at("data") == now.at("data"))
+  if (now.count(kFolderOrderSetting) && recorded->count("data") && recorded->at("data") == now.at("data") &&
+      (!recorded->count(kFolderOrderSetting) || recorded->at(kFolderOrderSetting) != kFolderOrder))
     return absl::InvalidArgumentError(absl::StrCat(
-        "--resume: ", out, " began when ", now.at("data"),
-        " was read class after class; this tcm-train reads its classes in turn, which holds out other images. "
-        "Finish the run with the tcm-train that began it, or start a new --out"));
+        "--resume: ", out, " began when ", now.at("data"), " was read ",
+        recorded->count(kFolderOrderSetting) ? absl::StrCat("by other rules (", recorded->at(kFolderOrderSetting), ")")
+                                             : "class after class",
+        "; this tcm-train reads it ", kFolderOrder,
+        ", which can make other classes or hold out other images. Finish the run with the tcm-train that began "
+        "it, or start a new --out"));
   RunSettings recorded_compared = *recorded, now_compared = now;
   for (const char* setting : {kCpuBf16Setting, kFolderOrderSetting}) {
     recorded_compared.erase(setting);
@@ -443,7 +466,8 @@ absl::StatusOr<std::optional<RunSettings>> CheckResumedRunSettings(const std::st
       (*recorded)[input.setting] = now_digest;
       adopted_a_digest = true;
     } else if (!recorded_digest.empty() && !now_digest.empty() && recorded_digest != now_digest &&
-               recorded->count(input.flag) && recorded->at(input.flag) == now.at(input.flag)) {
+               !absl::StrContains(now_digest, kUnreadable) && recorded->count(input.flag) &&
+               recorded->at(input.flag) == now.at(input.flag)) {  // an unreadable file: its reader names it
       content_changes.push_back(absl::StrCat("--", input.flag, ": the contents of ", now.at(input.flag),
                                              " changed since the run began (", recorded_digest, ", now ", now_digest,
                                              ")"));
@@ -537,6 +561,7 @@ absl::StatusOr<std::optional<SamplingChoice>> PrepareSamplingChoice(const TrainO
                                                                     const LabeledImages& held_out) {
   SamplingChoice choice;
   TCM_ASSIGN_OR_RETURN(choice.mid_t_candidates, NumberList("mid_t_candidates", absl::GetFlag(FLAGS_mid_t_candidates)));
+  TCM_RETURN_IF_ERROR(RefuseRepeatedCandidates("mid_t_candidates", choice.mid_t_candidates));
   if (!options.ema_gamma_candidates.empty()) {
     choice.ema_gammas = {options.ema_gamma};
     choice.ema_gammas.insert(choice.ema_gammas.end(), options.ema_gamma_candidates.begin(),
@@ -545,9 +570,7 @@ absl::StatusOr<std::optional<SamplingChoice>> PrepareSamplingChoice(const TrainO
   if (options.stage == Stage::kDiffusion || (choice.mid_t_candidates.empty() && choice.ema_gammas.empty()))
     return std::nullopt;
   for (double mid_t : choice.mid_t_candidates)
-    if (!InsideTimeRange(mid_t, c.t_max()))
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--mid_t_candidates: each value must be in (0, t_max = ", c.t_max(), "), got ", AsWritten(mid_t)));
+    TCM_RETURN_IF_ERROR(CheckTimeFlag("--mid_t_candidates: each value", mid_t, c.t_max()));
   if (!ScorableOnHeldOut(c, held_out.images.size(0))) {
     std::printf(
         "tcm-train: mid_t stays %g and the EMA --ema_gamma's: choosing them needs --validation_images (at least "
@@ -720,9 +743,8 @@ absl::Status Export(Trainer& trainer, Stage stage, const std::string& out, const
 // model hands over from one network to the other.
 absl::Status CheckTimeRange(Stage stage, const TrainOptions& options, const v1::ModelConfig& config) {
   // As float32, the type of the model's t_max (and of the composed model's transition_t).
-  if (stage == Stage::kTruncated && !InsideTimeRange(options.transition_t, config.t_max()))
-    return absl::InvalidArgumentError(absl::StrCat("--transition_t: must be in (0, t_max = ", config.t_max(), "), got ",
-                                                   AsWritten(options.transition_t)));
+  if (stage == Stage::kTruncated)
+    TCM_RETURN_IF_ERROR(CheckTimeFlag("--transition_t:", options.transition_t, config.t_max()));
   if (stage == Stage::kDiffusion || static_cast<float>(options.consistency.time.t_upper) >= config.t_max())
     return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrCat("--t_upper (", options.consistency.time.t_upper,

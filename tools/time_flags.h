@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/flags/marshalling.h"
+#include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
 namespace tcm {
@@ -24,6 +25,13 @@ inline std::string AsWritten(double t) {
   const float written = static_cast<float>(t);
   if (double(written) == t || std::isnan(t)) return absl::UnparseFlag(t);
   return absl::StrCat(absl::UnparseFlag(t), " (", absl::UnparseFlag(written), " as a float32)");
+}
+
+// OK when `t` is inside (0, t_max) as a float32; else one line:
+// "SUBJECT must be in (0, t_max = T), got X" (SUBJECT names the flag).
+inline absl::Status CheckTimeFlag(absl::string_view subject, double t, float t_max) {
+  if (InsideTimeRange(t, t_max)) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrCat(subject, " must be in (0, t_max = ", t_max, "), got ", AsWritten(t)));
 }
 
 }  // namespace tcm

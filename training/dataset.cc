@@ -105,6 +105,7 @@ absl::StatusOr<IdxArray> ReadIdx(const std::string& path) {
                                                    " bytes of data, more than the compressed file of ", file_size,
                                                    " bytes can hold"));
   int64_t data_got = 0;
+  if (raw) a.data.reserve(size_t(count));  // its size is checked against the file's: allocated once
   while (data_got < count) {
     const int64_t want = std::min(count - data_got, kReadChunk);
     a.data.resize(size_t(data_got + want));

@@ -283,7 +283,8 @@ absl::Status Trainer::LoadCheckpoint(const std::string& path) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": cannot resume from this checkpoint: ", why));
   };
   // LibTorch's reader skips the archive's checksums: a damaged record would load as other numbers.
-  if (absl::Status whole = VerifyZipChecksums(path); !whole.ok()) return refuse(std::string(whole.message()));
+  if (absl::Status whole = VerifyZipChecksums(path); !whole.ok())
+    return whole.code() == absl::StatusCode::kDataLoss ? refuse(std::string(whole.message())) : whole;
   try {
     torch::serialize::InputArchive archive;
     archive.load_from(path);

@@ -10,11 +10,12 @@
 
 namespace tcm {
 
-// OK when `path` is a zip archive (ZIP64 too) whose every stored record's
-// bytes match the CRC-32 its central directory gives. Otherwise DataLoss in
-// one line naming the record or what is wrong with the archive, but not the
-// file (the caller does), or RegularFile::Open's error. Records stored
-// compressed are not checked: the inflater that reads them checks them.
+// OK when `path` is a zip archive (ZIP64 too) whose every record, stored or
+// deflated (LibTorch deflates a module's code), lies before the central
+// directory, the records together no larger than what lies there, and
+// matches the CRC-32 the directory gives. Otherwise DataLoss in one line
+// naming the record or what is wrong with the archive, but not the file (the
+// caller does), or RegularFile::Open's error (which does).
 absl::Status VerifyZipChecksums(const std::string& path);
 
 }  // namespace tcm

@@ -66,7 +66,7 @@ for t in -1=absent 1025=absent 2147483647=random; do
 done
 # --transition_t: in (0, t_max) of --model (80 here), named as itself, not as --teacher. Each GIVEN|PRINTED.
 for t in "85|85" "80|80" "80.000001|80.000001 (80 as a float32)"; do
-  expect_error "--transition_t: must be in (0, t_max = 80) of --model, got ${t#*|}" -- \
+  expect_error "--transition_t: with --model's t_max, must be in (0, t_max = 80), got ${t#*|}" -- \
     "${tcm_eval[@]}" --model "$tmp/random" --teacher "$tmp/random" --transition_t "${t%%|*}" --classifier "$classifier"
 done
 for t in "0|0" "-1|-1" "nan|nan" "inf|inf" "1e-50|1e-50 (0 as a float32)"; do
