@@ -88,8 +88,8 @@ ABSL_FLAG(std::string, precision, "fp32",
           "The sampled network's arithmetic: fp32 or bf16 (channels-last either way, as tcm-server runs it).");
 ABSL_FLAG(bool, train_classifier, false, "Train the classifier on the Fashion-MNIST training split; see --out.");
 ABSL_FLAG(std::string, out, "", "With --train_classifier: where to write the classifier's weights.");
-ABSL_FLAG(int, epochs, 4, "With --train_classifier: passes over the training split.");
-ABSL_FLAG(int64_t, train_batch_size, 128, "With --train_classifier: images per optimiser step.");
+ABSL_FLAG(int, epochs, 4, "With --train_classifier: passes over the training split, 1 to 1000.");
+ABSL_FLAG(int64_t, train_batch_size, 128, "With --train_classifier: images per optimiser step, 1 to 65536.");
 ABSL_FLAG(uint64_t, train_seed, 0, "With --train_classifier: seed of initialisation, shuffling and augmentation.");
 
 namespace tcm {
@@ -109,6 +109,10 @@ constexpr int64_t kMaxNum = 1000000;
 constexpr int64_t kMaxBatchSize = 4096;
 // Noise levels of the Heun ODE sampler (--ode_steps): EDM samples in 18 to 256.
 constexpr int kMaxOdeSteps = 1000;
+// --train_classifier: passes over the training split (the classifier trains in
+// 4) and images per step (a batch past the split's 60,000 is one of them all).
+constexpr int kMaxEpochs = 1000;
+constexpr int64_t kMaxTrainBatchSize = 65536;
 
 double SecondsSince(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
@@ -143,8 +147,11 @@ absl::Status TrainClassifierCommand() {
   options.epochs = absl::GetFlag(FLAGS_epochs);
   options.batch_size = absl::GetFlag(FLAGS_train_batch_size);
   options.seed = absl::GetFlag(FLAGS_train_seed);
-  if (options.epochs <= 0) return absl::InvalidArgumentError("--epochs must be positive");
-  if (options.batch_size <= 0) return absl::InvalidArgumentError("--train_batch_size must be positive");
+  if (options.epochs < 1 || options.epochs > kMaxEpochs)
+    return absl::InvalidArgumentError(absl::StrCat("--epochs: must be in [1, ", kMaxEpochs, "], got ", options.epochs));
+  if (options.batch_size < 1 || options.batch_size > kMaxTrainBatchSize)
+    return absl::InvalidArgumentError(
+        absl::StrCat("--train_batch_size: must be in [1, ", kMaxTrainBatchSize, "], got ", options.batch_size));
 
   std::printf(
       "training the classifier on Fashion-MNIST's training split: %d epochs, batch %lld, seed %llu, %d threads\n",

@@ -92,6 +92,16 @@ expect_error "--validation_images: must be 0 (the test set) or 2 to 59999" -- \
 expect_error "--floor measures against the test set: leave out --validation_images" -- \
   "${tcm_eval[@]}" --floor --validation_images 5000 --classifier "$classifier"
 expect_error "--out: give the path" -- "${tcm_eval[@]}" --train_classifier
+# --train_classifier's --epochs and --train_batch_size (a huge batch overflowed the batch count);
+# limited, so that a check that is missed fails within the timeout instead of training.
+for e in 0 1001; do
+  expect_error "--epochs: must be in [1, 1000], got $e" -- \
+    "${limited[@]}" "${tcm_eval[@]}" --train_classifier --out "$tmp/c.st" --epochs "$e"
+done
+for b in 0 65537 9223372036854775807; do
+  expect_error "--train_batch_size: must be in [1, 65536], got $b" -- \
+    "${limited[@]}" "${tcm_eval[@]}" --train_classifier --out "$tmp/c.st" --train_batch_size "$b"
+done
 expect_error "--grid_dir needs --model and consistency sampling" -- \
   "${tcm_eval[@]}" --model "$tmp/random" --ode_steps 3 --grid_dir "$tmp" --classifier "$classifier"
 expect_error "--grid_dir: " -- \
