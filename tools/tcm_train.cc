@@ -374,10 +374,11 @@ RunSettings CommandRunSettings(Stage stage) {
   if (absl::StartsWith(settings.at("data"), "folder:")) settings[kFolderOrderSetting] = kFolderOrder;
   for (const InputDigest& input : kInputDigests) {
     const std::string value = settings.at(input.flag);
-    if (value.empty() || input.files(value).empty()) continue;
+    const std::vector<std::string> files = value.empty() ? std::vector<std::string>{} : input.files(value);
+    if (files.empty()) continue;
     // An unreadable file is refused later, where it is read.
     std::vector<std::string> digests;
-    for (const std::string& file : input.files(value)) {
+    for (const std::string& file : files) {
       absl::StatusOr<std::string> digest = FileDigest(file);
       digests.push_back(digest.ok() ? *digest : kUnreadable);
     }

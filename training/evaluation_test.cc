@@ -34,6 +34,13 @@ TEST(EvaluationTest, ClassifyInChunksEqualsOnePassAndReportsEachChunk) {
 // the classifier sees several different images.
 torch::Tensor FakeImage(uint64_t index) { return torch::full({1, 32, 32}, -1.0 + 0.29 * double(index % 8)); }
 
+// The fake sampler's batch: FakeImage of each spec's index.
+torch::Tensor FakeImages(const std::vector<ImageSpec>& specs) {
+  std::vector<torch::Tensor> images;
+  for (const ImageSpec& spec : specs) images.push_back(FakeImage(spec.index));
+  return torch::stack(images);
+}
+
 TEST(EvaluationTest, EvaluateSamplerDrawsEveryImageOnceAndScoresTheQuantisedImages) {
   torch::manual_seed(5);
   FashionClassifier classifier;
@@ -45,9 +52,7 @@ TEST(EvaluationTest, EvaluateSamplerDrawsEveryImageOnceAndScoresTheQuantisedImag
   std::vector<std::vector<ImageSpec>> calls;
   const ImageSampler sampler = [&](const std::vector<ImageSpec>& specs) {
     calls.push_back(specs);
-    std::vector<torch::Tensor> images;
-    for (const ImageSpec& spec : specs) images.push_back(FakeImage(spec.index));
-    return torch::stack(images);
+    return FakeImages(specs);
   };
   const FeatureStatistics reference = ComputeFeatureStatistics(torch::randn({50, kClassifierFeatures}));
   std::vector<int64_t> reported;
@@ -105,11 +110,7 @@ TEST(EvaluationTest, EvaluateSamplerGivesNoAccuracyForClassesNoImageRequested) {
   SamplingPlan plan;
   plan.num = 3;
   plan.batch_size = 2;
-  const ImageSampler sampler = [](const std::vector<ImageSpec>& specs) {
-    std::vector<torch::Tensor> images;
-    for (const ImageSpec& spec : specs) images.push_back(FakeImage(spec.index));
-    return torch::stack(images);
-  };
+  const ImageSampler sampler = FakeImages;
   const FeatureStatistics reference = ComputeFeatureStatistics(torch::randn({50, kClassifierFeatures}));
   const StepResult result = EvaluateSampler(sampler, /*steps=*/1, "fake", plan, classifier, reference, {});
 
