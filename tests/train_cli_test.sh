@@ -413,5 +413,31 @@ jq '.data = "folder:'"$TMP"'/pngs" | .folder_order = "classes in turn"' "$TMP/ed
 expect_error "--resume: $TMP/folder-run began when folder:$TMP/pngs was read by other rules (classes in turn); this tcm-train reads it $folder_rules" \
   "$train" diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/folder-run" --data "folder:$TMP/pngs" --validation_images 0 \
   --steps 4 --resume --threads 1 --batch_size 4 --classifier "$classifier"
+# A folder run records one digest of its PNGs' names and contents, and is not resumed once one changed.
+one_pixel_png() {  # one_pixel_png VALUE > FILE: a 1x1 grey PNG of that value
+  python3 -c 'import struct, sys, zlib
+chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+sys.stdout.buffer.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+                        + chunk(b"IDAT", zlib.compress(bytes([0, int(sys.argv[1])]))) + chunk(b"IEND", b""))' "$1"
+}
+mkdir -p "$TMP/pngs3/a" "$TMP/pngs3/b"
+for f in a/0 a/1 b/0 b/1; do one_pixel_png 128 > "$TMP/pngs3/$f.png"; done
+folder3=(diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/folder-digest" --data "folder:$TMP/pngs3" --validation_images 0
+  --threads 1 --batch_size 4 --classifier "$classifier")
+"$train" "${folder3[@]}" --steps 1 > "$TMP/folder-digest.log" 2>&1 \
+  || { echo "FAIL: diffusion --data folder:"; cat "$TMP/folder-digest.log"; exit 1; }
+check 'jq -e ".data_digest | test(\"^4 files fnv1a64:[0-9a-f]{16}$\")" "$TMP/folder-digest/settings.json" > /dev/null' \
+  "a folder run records one digest of its 4 PNGs ($(jq -c .data_digest "$TMP/folder-digest/settings.json"))"
+one_pixel_png 64 > "$TMP/pngs3/b/1.png"
+expect_error "--data: the contents of folder:$TMP/pngs3 changed since the run began (4 files fnv1a64:" \
+  "$train" "${folder3[@]}" --steps 2 --resume
+one_pixel_png 128 > "$TMP/pngs3/b/1.png"
+one_pixel_png 128 > "$TMP/pngs3/b/2.png"
+expect_error ", now 5 files fnv1a64:" \
+  "$train" "${folder3[@]}" --steps 2 --resume
+rm "$TMP/pngs3/b/2.png"
+"$train" "${folder3[@]}" --steps 2 --resume >> "$TMP/folder-digest.log" 2>&1
+rc=$?
+check '[[ $rc -eq 0 ]]' "a folder run whose PNGs are as they were resumes (exit $rc, $(tail -1 "$TMP/folder-digest.log"))"
 check '[[ $(cat "$TMP/edm/checkpoint.pt" | md5sum) == "$edm_checkpoint_sum" ]]' "refused runs leave the checkpoint alone"
 exit $fail

@@ -355,8 +355,12 @@ constexpr InputDigest kInputDigests[] = {
     {"config_digest", "config", [](const std::string& path) { return std::vector<std::string>{path}; }},
     {"init_digest", "init", ModelNetworkFiles},
     {"teacher_digest", "teacher", ModelNetworkFiles},
-    {"data_digest", "data", DataSetFiles},  // none for folder: data
+    {"data_digest", "data", DataSetFiles},
 };
+
+// Inputs of more files than this (a folder: data set's PNGs) record one digest
+// of them all rather than one each.
+constexpr size_t kMostFilesDigestedOneByOne = 2;
 
 // Also recorded for folder: data: the rules its images are read by, which
 // decide the classes and the held-out split. A run begun under other rules
@@ -377,6 +381,11 @@ RunSettings CommandRunSettings(Stage stage) {
     const std::vector<std::string> files = value.empty() ? std::vector<std::string>{} : input.files(value);
     if (files.empty()) continue;
     // An unreadable file is refused later, where it is read.
+    if (files.size() > kMostFilesDigestedOneByOne) {
+      absl::StatusOr<std::string> digest = FilesDigest(files);
+      settings[input.setting] = digest.ok() ? *digest : kUnreadable;
+      continue;
+    }
     std::vector<std::string> digests;
     for (const std::string& file : files) {
       absl::StatusOr<std::string> digest = FileDigest(file);

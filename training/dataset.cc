@@ -191,7 +191,7 @@ absl::StatusOr<LabeledImages> ReadIdxDataset(const std::string& images_path, con
   return out;
 }
 
-absl::StatusOr<LabeledImages> ReadImageFolder(const std::string& dir) {
+absl::StatusOr<ImageFolderListing> ListImageFolder(const std::string& dir) {
   std::error_code ec;
   std::vector<fs::path> class_dirs;
   // Hidden sub-directories (".ipynb_checkpoints") are no classes.
@@ -202,12 +202,13 @@ absl::StatusOr<LabeledImages> ReadImageFolder(const std::string& dir) {
   std::sort(class_dirs.begin(), class_dirs.end());
   if (class_dirs.empty())
     return absl::InvalidArgumentError(absl::StrCat(dir, ": no class sub-directories (hidden ones are skipped)"));
-  LabeledImages out;
-  std::vector<std::vector<fs::path>> files(class_dirs.size());
+  ImageFolderListing listing;
+  listing.files.resize(class_dirs.size());
   for (size_t c = 0; c < class_dirs.size(); ++c) {
-    out.class_names.push_back(class_dirs[c].filename().string());
+    listing.class_names.push_back(class_dirs[c].filename().string());
     // Every *.png (any case) is listed, and must be a regular file once links
     // are followed, before any is opened: opening a FIFO would block forever.
+    std::vector<fs::path> files;
     for (const auto& entry : fs::directory_iterator(class_dirs[c], ec)) {
       const std::string name = entry.path().filename().string();
       // Hidden files are skipped too ("._x.png", the resource forks macOS copies beside each file).
@@ -215,14 +216,24 @@ absl::StatusOr<LabeledImages> ReadImageFolder(const std::string& dir) {
       std::error_code status_ec;  // a dangling link reads as not found
       if (!fs::is_regular_file(fs::status(entry.path(), status_ec)))
         return absl::InvalidArgumentError(absl::StrCat(entry.path().string(), ": not a regular file"));
-      files[c].push_back(entry.path());
+      files.push_back(entry.path());
     }
     if (ec) return absl::NotFoundError(absl::StrCat(class_dirs[c].string(), ": ", ec.message()));
-    if (files[c].empty())
+    if (files.empty())
       return absl::InvalidArgumentError(
           absl::StrCat(class_dirs[c].string(), ": no .png images; every class folder needs at least one"));
-    std::sort(files[c].begin(), files[c].end());
+    std::sort(files.begin(), files.end());
+    for (const fs::path& file : files) listing.files[c].push_back(file.string());
   }
+  return listing;
+}
+
+absl::StatusOr<LabeledImages> ReadImageFolder(const std::string& dir) {
+  absl::StatusOr<ImageFolderListing> listing = ListImageFolder(dir);
+  if (!listing.ok()) return listing.status();
+  const std::vector<std::vector<std::string>>& files = listing->files;
+  LabeledImages out;
+  out.class_names = listing->class_names;
   std::vector<torch::Tensor> images;
   std::vector<int64_t> labels;
   for (size_t i = 0, left = 1; left > 0; ++i) {  // image i of every class in turn
@@ -230,7 +241,7 @@ absl::StatusOr<LabeledImages> ReadImageFolder(const std::string& dir) {
     for (size_t c = 0; c < files.size(); ++c) {
       if (i >= files[c].size()) continue;
       ++left;
-      const std::string file = files[c][i].string();
+      const std::string& file = files[c][i];
       auto image = ReadPng(file);
       if (!image.ok()) return image.status();
       if (!images.empty() && image->sizes() != images.front().sizes())
@@ -257,6 +268,14 @@ std::vector<std::string> FashionMnistFiles(Split split) {
 std::vector<std::string> DataSetFiles(const std::string& spec) {
   if (spec == "fashion-mnist") return FashionMnistFiles(Split::kTrain);
   if (absl::StartsWith(spec, "idx:")) return absl::StrSplit(spec.substr(4), ',');
+  if (absl::StartsWith(spec, "folder:")) {
+    absl::StatusOr<ImageFolderListing> listing = ListImageFolder(spec.substr(7));
+    std::vector<std::string> all;
+    if (listing.ok())
+      for (const std::vector<std::string>& class_files : listing->files)
+        all.insert(all.end(), class_files.begin(), class_files.end());
+    return all;
+  }
   return {};
 }
 

@@ -35,12 +35,22 @@ enum class Split { kTrain, kTest };
 absl::StatusOr<LabeledImages> LoadDataset(const std::string& spec, Split split);
 
 // The files whose contents make the training split of `spec`: fashion-mnist's
-// two, idx:'s as named; none for folder: (and for a spec LoadDataset refuses).
+// two, idx:'s as named, folder:'s PNGs in the order ListImageFolder gives;
+// none for a spec or folder that LoadDataset refuses.
 std::vector<std::string> DataSetFiles(const std::string& spec);
 
 // Reads an IDX image file and its label file (either may be gzip-compressed);
 // refuses an image file of no images.
 absl::StatusOr<LabeledImages> ReadIdxDataset(const std::string& images_path, const std::string& labels_path);
+
+// The classes of DIR and each one's PNG files (sorted), by the rules
+// ReadImageFolder reads them with; its refusals but those of the images'
+// contents.
+struct ImageFolderListing {
+  std::vector<std::string> class_names;
+  std::vector<std::vector<std::string>> files;  // one list per class
+};
+absl::StatusOr<ImageFolderListing> ListImageFolder(const std::string& dir);
 
 // Reads DIR/<class>/*.png (grey, RGB or RGBA, decoded to 8 bits; grey with
 // transparency composed over black; every image the same size), one image of

@@ -346,6 +346,24 @@ TEST_F(DatasetTest, ImageFolderSkipsHiddenFoldersAndRefusesEmptyClasses) {
             (dir_ / "hidden").string() + ": no class sub-directories (hidden ones are skipped)");
 }
 
+// folder:'s files, for the run's data digest: the PNGs ReadImageFolder
+// reads, by class; none for a folder it refuses.
+TEST_F(DatasetTest, DataSetFilesOfAFolderAreItsPngsByClass) {
+  WriteGrey("files/b/0.png", 2, 2);
+  WriteGrey("files/a/1.PNG", 2, 2);
+  WriteGrey("files/a/0.png", 2, 2);
+  WriteGrey("files/.hidden/0.png", 2, 2);
+  Write("files/a/._0.png", "a resource fork, not a PNG");
+  Write("files/a/notes.txt", "not a PNG");
+  const std::string dir = (dir_ / "files").string();
+  EXPECT_EQ(DataSetFiles("folder:" + dir),
+            (std::vector<std::string>{dir + "/a/0.png", dir + "/a/1.PNG", dir + "/b/0.png"}));
+  fs::create_directories(dir_ / "files/c");  // a class of no PNG: refused
+  EXPECT_TRUE(DataSetFiles("folder:" + dir).empty());
+  EXPECT_TRUE(DataSetFiles("folder:" + (dir_ / "missing").string()).empty());
+  EXPECT_EQ(DataSetFiles("idx:i,l"), (std::vector<std::string>{"i", "l"}));
+}
+
 TEST(DatasetSpecTest, UnknownSpecNamesTheAllowedOnes) {
   auto bad = LoadDataset("cifar", Split::kTrain);
   ASSERT_FALSE(bad.ok());

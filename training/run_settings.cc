@@ -4,6 +4,7 @@
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "common/read_file.h"
 #include "common/write_file.h"
 #include "nlohmann/json.hpp"
@@ -71,21 +72,48 @@ absl::Status TrimStepLog(const std::string& path, int64_t last_step) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// FNV-1a, 64 bits, continued over `bytes`.
+class Fnv1a64 {
+ public:
+  void Add(absl::string_view bytes) {
+    for (char byte : bytes) {
+      hash_ ^= uint8_t(byte);
+      hash_ *= 1099511628211ull;
+    }
+  }
+  std::string Digest() const { return absl::StrCat("fnv1a64:", absl::Hex(hash_, absl::kZeroPad16)); }
+
+ private:
+  uint64_t hash_ = 14695981039346656037ull;
+};
+
+}  // namespace
+
 absl::StatusOr<std::string> FileDigest(const std::string& path) {
   auto file = RegularFile::Open(path);
   if (absl::IsNotFound(file.status())) return absl::NotFoundError(absl::StrCat(path, ": cannot read"));
   if (!file.ok()) return file.status();
-  uint64_t hash = 14695981039346656037ull;  // FNV-1a, 64 bits
+  Fnv1a64 hash;
   std::string chunk;
   for (uint64_t offset = 0;; offset += chunk.size()) {
     if (absl::Status read = (*file)->ReadUpTo(offset, 1 << 16, &chunk); !read.ok()) return read;
     if (chunk.empty()) break;
-    for (char byte : chunk) {
-      hash ^= uint8_t(byte);
-      hash *= 1099511628211ull;
-    }
+    hash.Add(chunk);
   }
-  return absl::StrCat("fnv1a64:", absl::Hex(hash, absl::kZeroPad16));
+  return hash.Digest();
+}
+
+absl::StatusOr<std::string> FilesDigest(const std::vector<std::string>& paths) {
+  Fnv1a64 hash;
+  for (const std::string& path : paths) {
+    absl::StatusOr<std::string> digest = FileDigest(path);
+    if (!digest.ok()) return digest.status();
+    // The NUL and the line break keep one file's path and digest from running into the next's.
+    hash.Add(absl::StrCat(path, absl::string_view("\0", 1), *digest, "\n"));
+  }
+  return absl::StrCat(paths.size(), " files ", hash.Digest());
 }
 
 }  // namespace tcm

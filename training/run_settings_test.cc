@@ -8,6 +8,8 @@
 #include <fstream>
 #include <iterator>
 
+#include "absl/strings/match.h"
+
 namespace tcm {
 namespace {
 
@@ -104,6 +106,30 @@ TEST(FileDigestTest, FollowsTheContents) {
   EXPECT_NE(*FileDigest(path), *a);
   std::filesystem::remove(path);
   EXPECT_EQ(FileDigest(path).status().code(), absl::StatusCode::kNotFound);
+}
+
+// Many files in one digest: a change to any file's contents, a file added or
+// renamed, or another order changes it.
+TEST(FilesDigestTest, FollowsEveryFileAndItsName) {
+  const std::string a = TempPath("tcm_digest_a"), b = TempPath("tcm_digest_b"), c = TempPath("tcm_digest_c");
+  std::ofstream(a) << "a";
+  std::ofstream(b) << "b";
+  std::ofstream(c) << "b";
+  const absl::StatusOr<std::string> ab = FilesDigest({a, b});
+  ASSERT_TRUE(ab.ok()) << ab.status();
+  EXPECT_TRUE(absl::StartsWith(*ab, "2 files fnv1a64:")) << *ab;
+  EXPECT_EQ(ab->size(), std::string("2 files fnv1a64:").size() + 16);
+  EXPECT_EQ(*FilesDigest({a, b}), *ab);
+  EXPECT_NE(*FilesDigest({b, a}), *ab);
+  EXPECT_NE(*FilesDigest({a, c}), *ab);  // the same contents under another name
+  EXPECT_TRUE(absl::StartsWith(*FilesDigest({a, b, c}), "3 files fnv1a64:"));
+  std::ofstream(b) << "B";
+  EXPECT_NE(*FilesDigest({a, b}), *ab);
+  std::filesystem::remove(b);
+  EXPECT_EQ(FilesDigest({a, b}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(*FilesDigest({}), "0 files fnv1a64:cbf29ce484222325");  // FNV-1a's offset basis
+  std::filesystem::remove(a);
+  std::filesystem::remove(c);
 }
 
 }  // namespace
