@@ -564,7 +564,10 @@ bool RunServiceLevels(const Settings& s, ServedModel served, const std::string& 
     std::printf("%s\n", load::TableRow(summary).c_str());
     std::fflush(stdout);
     levels->push_back(load::ToJson(summary));
-    if (summary.ok == 0) every_level_served = false;
+    // A level served nothing when no call of it answered OK: none inside the
+    // window and none of those sent in it (a call slower than the window, on a
+    // busy machine, still served).
+    if (summary.ok == 0 && summary.latency_count == 0) every_level_served = false;
   };
   for (int clients : s.concurrency) emit(bench.Closed(clients));
   for (double rate : s.rates) emit(bench.Open(rate));

@@ -33,7 +33,9 @@ ABSL_FLAG(double, seconds, 60,
 ABSL_FLAG(int64_t, calls_per_caller, 0, "Stop each caller after this many calls; 0 = run for --seconds.");
 ABSL_FLAG(int, callers, 4, "Callers sending at once, each one call at a time.");
 ABSL_FLAG(uint64_t, seed, 1, "Seed of the traffic plan: the same seed sends the same calls.");
-ABSL_FLAG(int, max_images, 4, "Images per call, drawn from 1..max_images.");
+ABSL_FLAG(int, max_images, 4,
+          "Images per call, drawn from 1..max_images, at most 1048576. Keep it within the server's "
+          "--max_images_per_request (default 64): a call asking for more is refused and counts as unexpected.");
 ABSL_FLAG(double, stream_fraction, 0.5, "Share of calls made with GenerateStream.");
 ABSL_FLAG(double, two_step_fraction, 0.5, "Share of 2-step calls.");
 ABSL_FLAG(double, misbehaving_fraction, 0.5, "Share of calls that cancel, run out of time or are malformed.");
@@ -46,6 +48,8 @@ namespace {
 
 // The longest --seconds: a week.
 constexpr double kMaxRunSeconds = 7 * kMaxFlagSeconds;
+// The largest --max_images: the most tcm-server's --max_images_per_request takes.
+constexpr int kMaxImagesPerCall = 1 << 20;
 
 int UsageError(const std::string& message) {
   std::fprintf(stderr, "tcm-mixed-load: %s (see --help)\n", message.c_str());
@@ -79,7 +83,9 @@ int Run() {
   if (absl::GetFlag(FLAGS_calls_per_caller) < 0)
     return UsageError(absl::StrCat("--calls_per_caller: must be 0 (run for --seconds) or more, got ",
                                    absl::GetFlag(FLAGS_calls_per_caller)));
-  if (max_images < 1) return UsageError("--max_images: must be at least 1");
+  if (max_images < 1 || max_images > kMaxImagesPerCall)
+    return UsageError(absl::StrCat("--max_images: must be in [1, ", kMaxImagesPerCall,
+                                   "] (the largest --max_images_per_request tcm-server takes), got ", max_images));
   if (max_delay_ms < 1) return UsageError("--max_delay_ms: must be at least 1");
   for (const auto& [name, value] : {std::pair{"--stream_fraction", absl::GetFlag(FLAGS_stream_fraction)},
                                     std::pair{"--two_step_fraction", absl::GetFlag(FLAGS_two_step_fraction)},

@@ -98,6 +98,10 @@ for t in -1=-1 0=0 nan=nan 1e300=1e+300; do
 done
 expect_error 2 "--progress_every: must be a number of seconds in [0, 86400] (0 = no progress lines), got -5" \
   "$bin/tcm-mixed-load" --server "$nowhere" --progress_every -5
+for n in 0 1048577 2147483647; do
+  expect_error 2 "--max_images: must be in [1, 1048576] (the largest --max_images_per_request tcm-server takes), got $n" \
+    "$bin/tcm-mixed-load" --server "$nowhere" --max_images "$n"
+done
 for t in inf=inf nan=nan 0=0 -3=-3 1e9=1e+09; do
   expect_error 2 "--seconds: must be a number of seconds in (0, 604800], got ${t#*=}" \
     "$bin/tcm-mixed-load" --server "$nowhere" --seconds "${t%%=*}"
@@ -138,6 +142,7 @@ start_server "$bin/tcm-server" "$source_dir/models" --default_model fashion-mnis
 server="127.0.0.1:$GRPC_PORT"
 # The highest rate with one call at a time: the level ends, and every arrival of
 # the window (50000 at 100000/s for 0.5 s) is sent or dropped, none counted twice.
+# Its one call may end after the window on a busy machine: it still served.
 earlier
 "$bin/tcm-bench" --server "$server" --rates 100000 --duration 0.5 --warmup 0 --max_inflight 1 --json "$report" \
   > "$TMP/rate.txt" 2>&1 || { echo "FAIL: tcm-bench --rates 100000: $(cat "$TMP/rate.txt")"; fail=1; }
@@ -145,6 +150,13 @@ check 'jq -e ".levels | length == 1 and (.[0] | .mode == \"rate\" and .sent >= 1
   and .sent + .dropped <= 50000 and .sent + .dropped >= 49990)" "$report" > /dev/null' \
   "tcm-bench --rates 100000's report: $(jq -c '.levels[0] | {sent, dropped}' "$report" 2>&1 || head -c 300 "$report")"
 check '[[ $(ls -A "$TMP/reports") == report.json ]]' "tcm-bench left files beside its report: $(ls -A "$TMP/reports")"
+# A level whose every call is refused (65 images, above the server's 64) is exit 1, its report written.
+"$bin/tcm-bench" --server "$server" --concurrency 1 --duration 0.2 --warmup 0 --images_per_request 65 \
+  --json "$TMP/refused.json" > "$TMP/refused.txt" 2>&1
+rc=$?
+check '[[ $rc -eq 1 ]] && grep -q "^tcm-bench: a level had no successful request (see the errors column)$" "$TMP/refused.txt" \
+  && jq -e ".levels[0] | .latency_ms.count == 0 and .errors.INVALID_ARGUMENT >= 1" "$TMP/refused.json" > /dev/null' \
+  "tcm-bench whose every call is refused gave exit $rc and: $(cat "$TMP/refused.txt"; jq -c ".levels[0].errors" "$TMP/refused.json")"
 # A report that cannot be written at the end (a file size limit of 0, as a
 # full disk would) is an error line and exit 1, and the earlier one stays.
 earlier
