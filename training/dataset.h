@@ -43,9 +43,8 @@ std::vector<std::string> DataSetFiles(const std::string& spec);
 // refuses an image file of no images.
 absl::StatusOr<LabeledImages> ReadIdxDataset(const std::string& images_path, const std::string& labels_path);
 
-// The classes of DIR and each one's PNG files (sorted), by the rules
-// ReadImageFolder reads them with; its refusals but those of the images'
-// contents.
+// The classes of DIR and each one's PNG files (sorted), by ReadImageFolder's
+// rules; refuses what it refuses before opening an image.
 struct ImageFolderListing {
   std::vector<std::string> class_names;
   std::vector<std::vector<std::string>> files;  // one list per class
