@@ -439,5 +439,16 @@ rm "$TMP/pngs3/b/2.png"
 "$train" "${folder3[@]}" --steps 2 --resume >> "$TMP/folder-digest.log" 2>&1
 rc=$?
 check '[[ $rc -eq 0 ]]' "a folder run whose PNGs are as they were resumes (exit $rc, $(tail -1 "$TMP/folder-digest.log"))"
+# ... a folder of one PNG too: renamed, it is another data set.
+mkdir -p "$TMP/pngs1/a" && one_pixel_png 128 > "$TMP/pngs1/a/0.png"
+folder1=(diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/folder-one" --data "folder:$TMP/pngs1" --validation_images 0
+  --threads 1 --batch_size 4 --classifier "$classifier")
+"$train" "${folder1[@]}" --steps 1 > "$TMP/folder-one.log" 2>&1 \
+  || { echo "FAIL: diffusion --data folder: of one PNG"; cat "$TMP/folder-one.log"; exit 1; }
+check 'jq -e ".data_digest | test(\"^1 file fnv1a64:[0-9a-f]{16}$\")" "$TMP/folder-one/settings.json" > /dev/null' \
+  "a folder run of one PNG records its digest ($(jq -c .data_digest "$TMP/folder-one/settings.json"))"
+mv "$TMP/pngs1/a/0.png" "$TMP/pngs1/a/1.png"
+expect_error "--data: the contents of folder:$TMP/pngs1 changed since the run began (1 file fnv1a64:" \
+  "$train" "${folder1[@]}" --steps 2 --resume
 check '[[ $(cat "$TMP/edm/checkpoint.pt" | md5sum) == "$edm_checkpoint_sum" ]]' "refused runs leave the checkpoint alone"
 exit $fail

@@ -350,17 +350,17 @@ struct InputDigest {
   const char* setting;  // its key in settings.json
   const char* flag;
   std::vector<std::string> (*files)(const std::string& flag_value);
+  // Values whose files record one digest of them all (FilesDigest: their
+  // paths too) rather than one each; none when null.
+  bool (*digested_as_one)(const std::string& flag_value) = nullptr;
 };
-constexpr InputDigest kInputDigests[] = {
+bool IsFolderDataSet(const std::string& spec) { return absl::StartsWith(spec, "folder:"); }
+const InputDigest kInputDigests[] = {
     {"config_digest", "config", [](const std::string& path) { return std::vector<std::string>{path}; }},
     {"init_digest", "init", ModelNetworkFiles},
     {"teacher_digest", "teacher", ModelNetworkFiles},
-    {"data_digest", "data", DataSetFiles},
+    {"data_digest", "data", DataSetFiles, IsFolderDataSet},
 };
-
-// Inputs of more files than this (a folder: data set's PNGs) record one digest
-// of them all rather than one each.
-constexpr size_t kMostFilesDigestedOneByOne = 2;
 
 // Also recorded for folder: data: the rules its images are read by, which
 // decide the classes and the held-out split. A run begun under other rules
@@ -381,7 +381,7 @@ RunSettings CommandRunSettings(Stage stage) {
     const std::vector<std::string> files = value.empty() ? std::vector<std::string>{} : input.files(value);
     if (files.empty()) continue;
     // An unreadable file is refused later, where it is read.
-    if (files.size() > kMostFilesDigestedOneByOne) {
+    if (input.digested_as_one != nullptr && input.digested_as_one(value)) {
       absl::StatusOr<std::string> digest = FilesDigest(files);
       settings[input.setting] = digest.ok() ? *digest : kUnreadable;
       continue;

@@ -35,8 +35,8 @@ enum class Split { kTrain, kTest };
 absl::StatusOr<LabeledImages> LoadDataset(const std::string& spec, Split split);
 
 // The files whose contents make the training split of `spec`: fashion-mnist's
-// two, idx:'s as named, folder:'s PNGs in the order ListImageFolder gives;
-// none for a spec or folder that LoadDataset refuses.
+// two, idx:'s as named (split on commas), folder:'s PNGs in the order
+// ListImageFolder gives (none for a folder it refuses); none for another spec.
 std::vector<std::string> DataSetFiles(const std::string& spec);
 
 // Reads an IDX image file and its label file (either may be gzip-compressed);
@@ -44,7 +44,8 @@ std::vector<std::string> DataSetFiles(const std::string& spec);
 absl::StatusOr<LabeledImages> ReadIdxDataset(const std::string& images_path, const std::string& labels_path);
 
 // The classes of DIR and each one's PNG files (sorted), by ReadImageFolder's
-// rules; refuses what it refuses before opening an image.
+// rules, opening no file: refuses a DIR that cannot be listed or has no class
+// folder, a class folder of no PNG and a *.png that is not a regular file.
 struct ImageFolderListing {
   std::vector<std::string> class_names;
   std::vector<std::vector<std::string>> files;  // one list per class

@@ -113,7 +113,7 @@ absl::StatusOr<std::string> FilesDigest(const std::vector<std::string>& paths) {
     // The NUL and the line break keep one file's path and digest from running into the next's.
     hash.Add(absl::StrCat(path, absl::string_view("\0", 1), *digest, "\n"));
   }
-  return absl::StrCat(paths.size(), " files ", hash.Digest());
+  return absl::StrCat(paths.size(), paths.size() == 1 ? " file " : " files ", hash.Digest());
 }
 
 }  // namespace tcm

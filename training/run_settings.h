@@ -40,8 +40,8 @@ absl::Status TrimStepLog(const std::string& path, int64_t last_step);
 // file changed under the same name; NotFound when it cannot be read.
 absl::StatusOr<std::string> FileDigest(const std::string& path);
 
-// One digest of many files, in the order given: their count, then "fnv1a64:"
-// and 16 hex digits over each one's path and FileDigest, so that a file
+// One digest of many files, in the order given: their count ("1 file",
+// "N files"), then "fnv1a64:" and 16 hex digits over each one's path and FileDigest, so that a file
 // changed, added, removed or renamed changes it; the first error otherwise.
 absl::StatusOr<std::string> FilesDigest(const std::vector<std::string>& paths);
 

@@ -128,6 +128,7 @@ TEST(FilesDigestTest, FollowsEveryFileAndItsName) {
   std::filesystem::remove(b);
   EXPECT_EQ(FilesDigest({a, b}).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(*FilesDigest({}), "0 files fnv1a64:cbf29ce484222325");  // FNV-1a's offset basis
+  EXPECT_TRUE(absl::StartsWith(*FilesDigest({a}), "1 file fnv1a64:"));
   std::filesystem::remove(a);
   std::filesystem::remove(c);
 }
