@@ -394,61 +394,58 @@ rm -f "$TMP/edm-unrecorded/settings.json" "$TMP/edm-unrecorded/checkpoint.pt.tmp
 rc=$?
 check '[[ $rc -eq 2 ]] && grep -q "^tcm-train: .*checkpoint.pt: weight .* has shape " "$TMP/edm-unrecorded.log" && [[ ! -e "$TMP/edm-unrecorded/settings.json" ]]' \
   "a failed resume records no settings (exit $rc, $(tr '\n' ' ' < "$TMP/edm-unrecorded.log"))"
-# A folder run begun when folders were read class after class (no folder_order recorded) is not
-# resumed with another held-out split.
-mkdir -p "$TMP/folder-run"
-cp "$TMP/edm/checkpoint.pt" "$TMP/folder-run/"
-jq '.data = "folder:'"$TMP"'/pngs" | del(.folder_order)' "$TMP/edm/settings.json" > "$TMP/folder-run/settings.json"
-mkdir -p "$TMP/pngs/a"
-python3 -c 'import struct, sys, zlib
-chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-sys.stdout.buffer.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
-                        + chunk(b"IDAT", zlib.compress(b"\x00\x80")) + chunk(b"IEND", b""))' > "$TMP/pngs/a/0.png"
-folder_rules="classes in turn, hidden entries skipped, .png in any case"
-expect_error "--resume: $TMP/folder-run began when folder:$TMP/pngs was read class after class; this tcm-train reads it $folder_rules" \
-  "$train" diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/folder-run" --data "folder:$TMP/pngs" --validation_images 0 \
-  --steps 4 --resume --threads 1 --batch_size 4 --classifier "$classifier"
-# ... nor one begun under the earlier rules (hidden folders were classes, only lower-case .png read).
-jq '.data = "folder:'"$TMP"'/pngs" | .folder_order = "classes in turn"' "$TMP/edm/settings.json" > "$TMP/folder-run/settings.json"
-expect_error "--resume: $TMP/folder-run began when folder:$TMP/pngs was read by other rules (classes in turn); this tcm-train reads it $folder_rules" \
-  "$train" diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/folder-run" --data "folder:$TMP/pngs" --validation_images 0 \
-  --steps 4 --resume --threads 1 --batch_size 4 --classifier "$classifier"
-# A folder run records one digest of its PNGs' names and contents, and is not resumed once one changed.
 one_pixel_png() {  # one_pixel_png VALUE > FILE: a 1x1 grey PNG of that value
   python3 -c 'import struct, sys, zlib
 chunk = lambda kind, data: struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 sys.stdout.buffer.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
                         + chunk(b"IDAT", zlib.compress(bytes([0, int(sys.argv[1])]))) + chunk(b"IEND", b""))' "$1"
 }
+folder_train() {  # folder_train OUT DIR FLAGS...: the diffusion stage on folder:DIR
+  local out="$1" dir="$2"
+  shift 2
+  "$train" diffusion --config "$TMP/tiny.pbtxt" --out "$out" --data "folder:$dir" --validation_images 0 \
+    --threads 1 --batch_size 4 --classifier "$classifier" "$@"
+}
+# A folder run begun when folders were read class after class (no folder_order recorded) is not
+# resumed with another held-out split.
+mkdir -p "$TMP/folder-run"
+cp "$TMP/edm/checkpoint.pt" "$TMP/folder-run/"
+jq '.data = "folder:'"$TMP"'/pngs" | del(.folder_order)' "$TMP/edm/settings.json" > "$TMP/folder-run/settings.json"
+mkdir -p "$TMP/pngs/a"
+one_pixel_png 128 > "$TMP/pngs/a/0.png"
+folder_rules="classes in turn, hidden entries skipped, .png in any case"
+expect_error "--resume: $TMP/folder-run began when folder:$TMP/pngs was read class after class; this tcm-train reads it $folder_rules" \
+  folder_train "$TMP/folder-run" "$TMP/pngs" --steps 4 --resume
+# ... nor one begun under the earlier rules (hidden folders were classes, only lower-case .png read).
+jq '.data = "folder:'"$TMP"'/pngs" | .folder_order = "classes in turn"' "$TMP/edm/settings.json" > "$TMP/folder-run/settings.json"
+expect_error "--resume: $TMP/folder-run began when folder:$TMP/pngs was read by other rules (classes in turn); this tcm-train reads it $folder_rules" \
+  folder_train "$TMP/folder-run" "$TMP/pngs" --steps 4 --resume
+# A folder run records one digest of its PNGs' names and contents (checked against
+# PATTERN), and is not resumed once one changed.
+new_folder_run() {  # new_folder_run OUT DIR PATTERN
+  local run="$1" dir="$2" pattern="$3"
+  folder_train "$run" "$dir" --steps 1 > "$run.log" 2>&1 || { echo "FAIL: diffusion --data folder:$dir"; cat "$run.log"; exit 1; }
+  check 'jq -e ".data_digest | test(\"^$pattern\$\")" "$run/settings.json" > /dev/null' \
+    "the folder run $run records data_digest $pattern ($(jq -c .data_digest "$run/settings.json"))"
+}
 mkdir -p "$TMP/pngs3/a" "$TMP/pngs3/b"
 for f in a/0 a/1 b/0 b/1; do one_pixel_png 128 > "$TMP/pngs3/$f.png"; done
-folder3=(diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/folder-digest" --data "folder:$TMP/pngs3" --validation_images 0
-  --threads 1 --batch_size 4 --classifier "$classifier")
-"$train" "${folder3[@]}" --steps 1 > "$TMP/folder-digest.log" 2>&1 \
-  || { echo "FAIL: diffusion --data folder:"; cat "$TMP/folder-digest.log"; exit 1; }
-check 'jq -e ".data_digest | test(\"^4 files fnv1a64:[0-9a-f]{16}$\")" "$TMP/folder-digest/settings.json" > /dev/null' \
-  "a folder run records one digest of its 4 PNGs ($(jq -c .data_digest "$TMP/folder-digest/settings.json"))"
+new_folder_run "$TMP/folder-digest" "$TMP/pngs3" "4 files fnv1a64:[0-9a-f]{16}"
 one_pixel_png 64 > "$TMP/pngs3/b/1.png"
 expect_error "--data: the contents of folder:$TMP/pngs3 changed since the run began (4 files fnv1a64:" \
-  "$train" "${folder3[@]}" --steps 2 --resume
+  folder_train "$TMP/folder-digest" "$TMP/pngs3" --steps 2 --resume
 one_pixel_png 128 > "$TMP/pngs3/b/1.png"
 one_pixel_png 128 > "$TMP/pngs3/b/2.png"
-expect_error ", now 5 files fnv1a64:" \
-  "$train" "${folder3[@]}" --steps 2 --resume
+expect_error ", now 5 files fnv1a64:" folder_train "$TMP/folder-digest" "$TMP/pngs3" --steps 2 --resume
 rm "$TMP/pngs3/b/2.png"
-"$train" "${folder3[@]}" --steps 2 --resume >> "$TMP/folder-digest.log" 2>&1
+folder_train "$TMP/folder-digest" "$TMP/pngs3" --steps 2 --resume >> "$TMP/folder-digest.log" 2>&1
 rc=$?
 check '[[ $rc -eq 0 ]]' "a folder run whose PNGs are as they were resumes (exit $rc, $(tail -1 "$TMP/folder-digest.log"))"
 # ... a folder of one PNG too: renamed, it is another data set.
 mkdir -p "$TMP/pngs1/a" && one_pixel_png 128 > "$TMP/pngs1/a/0.png"
-folder1=(diffusion --config "$TMP/tiny.pbtxt" --out "$TMP/folder-one" --data "folder:$TMP/pngs1" --validation_images 0
-  --threads 1 --batch_size 4 --classifier "$classifier")
-"$train" "${folder1[@]}" --steps 1 > "$TMP/folder-one.log" 2>&1 \
-  || { echo "FAIL: diffusion --data folder: of one PNG"; cat "$TMP/folder-one.log"; exit 1; }
-check 'jq -e ".data_digest | test(\"^1 file fnv1a64:[0-9a-f]{16}$\")" "$TMP/folder-one/settings.json" > /dev/null' \
-  "a folder run of one PNG records its digest ($(jq -c .data_digest "$TMP/folder-one/settings.json"))"
+new_folder_run "$TMP/folder-one" "$TMP/pngs1" "1 file fnv1a64:[0-9a-f]{16}"
 mv "$TMP/pngs1/a/0.png" "$TMP/pngs1/a/1.png"
 expect_error "--data: the contents of folder:$TMP/pngs1 changed since the run began (1 file fnv1a64:" \
-  "$train" "${folder1[@]}" --steps 2 --resume
+  folder_train "$TMP/folder-one" "$TMP/pngs1" --steps 2 --resume
 check '[[ $(cat "$TMP/edm/checkpoint.pt" | md5sum) == "$edm_checkpoint_sum" ]]' "refused runs leave the checkpoint alone"
 exit $fail

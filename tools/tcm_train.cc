@@ -375,7 +375,7 @@ constexpr char kUnreadable[] = "unreadable";
 RunSettings CommandRunSettings(Stage stage) {
   RunSettings settings = {{"stage", StageName(stage)}, {kCpuBf16Setting, CpuHasNativeBf16() ? "true" : "false"}};
   for (const char* name : kResultFlags) settings[name] = absl::FindCommandLineFlag(name)->CurrentValue();
-  if (absl::StartsWith(settings.at("data"), "folder:")) settings[kFolderOrderSetting] = kFolderOrder;
+  if (IsFolderDataSet(settings.at("data"))) settings[kFolderOrderSetting] = kFolderOrder;
   for (const InputDigest& input : kInputDigests) {
     const std::string value = settings.at(input.flag);
     const std::vector<std::string> files = value.empty() ? std::vector<std::string>{} : input.files(value);
