@@ -13,8 +13,12 @@
 // (FD) between the classifier features of the images and of the Fashion-MNIST
 // test set (with --validation_images N, of the training images tcm-train holds
 // out). Images are quantised to 8 bits first, as they are when served.
+// Beside FD, each row has the improved precision and recall of the same
+// features (training/manifold_metrics.h, k = 3): the share of images that lie
+// among the real ones' and the share of real images the generated ones cover.
 // --floor adds FD(test set, training set), the value a perfect generator
-// would approach, and the classifier's accuracy on the test set.
+// would approach, the precision and recall of as many training images as the
+// test set holds, and the classifier's accuracy on the test set.
 //
 // With --ode_steps N it instead samples with EDM's Heun ODE sampler (2N-1
 // network evaluations), the way a diffusion model is judged; the row's steps
@@ -54,6 +58,7 @@
 #include "training/dataset.h"
 #include "training/evaluation.h"
 #include "training/frechet.h"
+#include "training/manifold_metrics.h"
 #include "training/sample_grid.h"
 
 ABSL_FLAG(std::string, model, "", "Model directory to evaluate (1 channel, 32x32, 10 classes).");
@@ -269,7 +274,26 @@ struct Floor {
   double fd_test_train = 0;
   int64_t train_images = 0;
   double classifier_test_accuracy = 0;
+  // The first training images, as many as the test set's, against the test set.
+  std::optional<PrecisionRecall> train_precision_recall;
 };
+
+// The manifold of a set of features, for precision and recall; none for a set
+// too small to have kManifoldNeighbours neighbours.
+std::optional<Manifold> ManifoldOf(const torch::Tensor& features) {
+  if (features.size(0) <= kManifoldNeighbours) return std::nullopt;
+  return BuildManifold(features, kManifoldNeighbours);
+}
+
+std::optional<PrecisionRecall> PrecisionRecallOf(const std::optional<Manifold>& real, const torch::Tensor& generated) {
+  if (!real || generated.size(0) <= kManifoldNeighbours) return std::nullopt;
+  return ComputePrecisionRecall(*real, generated, kManifoldNeighbours);
+}
+
+// A share as the table prints it, "-" for none.
+std::string ShareText(std::optional<double> share) {
+  return share ? absl::StrFormat("%.4f", *share) : std::string("-");
+}
 
 // One line per result: the accuracy of each requested class, by the data set's
 // class names; "-" for a class no image requested (--num below the classes).
@@ -339,10 +363,12 @@ absl::Status Evaluate() {
   const ClassifierOutputs reference_outputs = ClassifyWithProgress(
       **classifier, reference.split.images, validation_images ? "held-out features" : "test set features");
   const FeatureStatistics reference_stats = ComputeFeatureStatistics(reference_outputs.features);
+  const std::optional<Manifold> reference_manifold = ManifoldOf(reference_outputs.features);
 
   Json json;
   json["classifier"] = classifier_path;
   json["reference"] = {{"dataset", reference.description}, {"images", reference_stats.count}};
+  json["manifold_neighbours"] = kManifoldNeighbours;
   std::vector<StepResult> results;
   if (model) {
     json["model"] = model_dir;
@@ -371,8 +397,10 @@ absl::Status Evaluate() {
   if (floor) {
     TCM_ASSIGN_OR_RETURN(ClassifierSplit train, LoadClassifierSplit(Split::kTrain));
     const ClassifierOutputs train_outputs = ClassifyWithProgress(**classifier, train.images, "training set features");
+    const int64_t matched = std::min(train_outputs.features.size(0), reference_stats.count);
     floor_result = Floor{FrechetDistance(reference_stats, ComputeFeatureStatistics(train_outputs.features)),
-                         train.images.size(0), Accuracy(reference_outputs.logits, reference.split.labels)};
+                         train.images.size(0), Accuracy(reference_outputs.logits, reference.split.labels),
+                         PrecisionRecallOf(reference_manifold, train_outputs.features.narrow(0, 0, matched))};
   }
 
   std::printf("classifier %s; FD against %s (%lld images)\n", classifier_path.c_str(), reference.description.c_str(),
@@ -381,11 +409,14 @@ absl::Status Evaluate() {
     const std::string teacher_note = !teacher_dir.empty() ? absl::StrCat(", teacher ", teacher_dir) : "";
     std::printf("model %s%s, %lld images per row (class i %% 10), seed %llu\n", model_dir.c_str(), teacher_note.c_str(),
                 static_cast<long long>(settings.plan.num), static_cast<unsigned long long>(settings.plan.seed));
-    std::printf("%5s  %-28s %9s %10s %10s\n", "evals", "sampler", "accuracy", "FD", "images/s");
+    std::printf("%5s  %-28s %9s %10s %10s %10s %10s\n", "evals", "sampler", "accuracy", "FD", "precision", "recall",
+                "images/s");
     Json rows = Json::array();
     for (const auto& r : results) {
-      std::printf("%5d  %-28s %9.4f %10.4f %10.1f\n", r.steps, r.sampler.c_str(), r.accuracy, r.fd,
-                  r.images_per_second);
+      const std::optional<PrecisionRecall> pr = PrecisionRecallOf(reference_manifold, r.features);
+      std::printf("%5d  %-28s %9.4f %10.4f %10s %10s %10.1f\n", r.steps, r.sampler.c_str(), r.accuracy, r.fd,
+                  ShareText(pr ? std::optional(pr->precision) : std::nullopt).c_str(),
+                  ShareText(pr ? std::optional(pr->recall) : std::nullopt).c_str(), r.images_per_second);
       Json per_class = Json::array();  // null for a class no image requested
       for (const std::optional<double>& a : r.class_accuracy) per_class.push_back(a ? Json(*a) : Json(nullptr));
       rows.push_back({{"steps", r.steps},
@@ -394,6 +425,8 @@ absl::Status Evaluate() {
                       {"class_accuracy", r.accuracy},
                       {"class_accuracy_per_class", per_class},
                       {"fd", r.fd},
+                      {"manifold_precision", pr ? Json(pr->precision) : Json(nullptr)},
+                      {"manifold_recall", pr ? Json(pr->recall) : Json(nullptr)},
                       {"images_per_second", r.images_per_second}});
     }
     PrintPerClassAccuracy(results);
@@ -403,10 +436,16 @@ absl::Status Evaluate() {
     std::printf("floor: FD(test, train) %.4f (%lld vs %lld images); classifier test accuracy %.4f\n",
                 floor_result->fd_test_train, static_cast<long long>(reference_stats.count),
                 static_cast<long long>(floor_result->train_images), floor_result->classifier_test_accuracy);
+    const std::optional<PrecisionRecall>& pr = floor_result->train_precision_recall;
+    if (pr)
+      std::printf("floor: precision %.4f, recall %.4f of the first %lld training images against the test set\n",
+                  pr->precision, pr->recall, static_cast<long long>(reference_stats.count));
     json["floor"] = {{"fd_test_train", floor_result->fd_test_train},
                      {"test_images", reference_stats.count},
                      {"train_images", floor_result->train_images},
-                     {"classifier_test_accuracy", floor_result->classifier_test_accuracy}};
+                     {"classifier_test_accuracy", floor_result->classifier_test_accuracy},
+                     {"manifold_precision", pr ? Json(pr->precision) : Json(nullptr)},
+                     {"manifold_recall", pr ? Json(pr->recall) : Json(nullptr)}};
   }
   if (!json_path.empty()) TCM_RETURN_IF_ERROR(WriteJson(json_path, json));
   return absl::OkStatus();

@@ -92,7 +92,8 @@ StepResult EvaluateSampler(const ImageSampler& sample, int steps, const std::str
     else
       result.class_accuracy.push_back(double(correct[c].item<int64_t>()) / n);
   }
-  result.fd = FrechetDistance(ComputeFeatureStatistics(torch::cat(features)), reference);
+  result.features = torch::cat(features);
+  result.fd = FrechetDistance(ComputeFeatureStatistics(result.features), reference);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_time).count();
   result.images_per_second = plan.num / std::max(seconds, 1e-9);
   return result;

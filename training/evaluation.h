@@ -66,6 +66,7 @@ struct StepResult {
   std::vector<std::optional<double>> class_accuracy;
   double fd = 0;                 // against `reference`
   double images_per_second = 0;  // sampling and scoring together
+  torch::Tensor features;        // the images' classifier features [num, D], for further measures
 };
 
 // Samples plan.num images of `steps` steps with `sample`, quantises them to

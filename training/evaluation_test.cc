@@ -96,6 +96,8 @@ TEST(EvaluationTest, EvaluateSamplerDrawsEveryImageOnceAndScoresTheQuantisedImag
   }
   EXPECT_NEAR(result.fd, FrechetDistance(ComputeFeatureStatistics(direct.features), reference),
               1e-6 * std::max(1.0, result.fd));
+  // The features kept are the scored images', in image order.
+  EXPECT_TRUE(torch::allclose(result.features, direct.features, 1e-5, 1e-5));
   EXPECT_EQ(result.steps, 2);
   EXPECT_EQ(result.sampler, "fake");
   EXPECT_GT(result.images_per_second, 0);

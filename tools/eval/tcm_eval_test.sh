@@ -130,9 +130,14 @@ for r in rows:
     assert len(per_class) == 10 and all(a * 4 == round(a * 4) and 0 <= a <= 1 for a in per_class), r
     assert abs(sum(per_class) / 10 - r["class_accuracy"]) < 1e-9, r
     assert r["fd"] > 0 and r["fd"] < 1e6, r
+    # An untrained network's images lie outside the real images' manifold and cover little of it.
+    assert 0.0 <= r["manifold_precision"] <= 0.5 and 0.0 <= r["manifold_recall"] <= 0.5, r
     assert r["images_per_second"] > 0, r
 assert out["transition_t"] == 1.0 and out["reference"]["images"] == 10000, out
+assert out["manifold_neighbours"] == 3, out
 PY
+grep -Eq '^evals +sampler +accuracy +FD +precision +recall +images/s$' "$tmp/stdout" ||
+  { echo "FAIL: no precision and recall columns: $(cat "$tmp/stdout")"; fail=1; }
 # --grid_dir: one 320x320 grayscale PNG per step count (10 classes x 10 seeds of 32x32).
 /usr/bin/python3 - "$tmp/grids" <<'PY' || fail=1
 import struct, sys
@@ -176,7 +181,11 @@ per_class = rows[0]["class_accuracy_per_class"]
 assert len(per_class) == 10 and per_class[3:] == [None] * 7, per_class
 assert all(a in (0.0, 1.0) for a in per_class[:3]), per_class
 assert abs(sum(per_class[:3]) / 3 - rows[0]["class_accuracy"]) < 1e-9, rows
+# Three images have no third neighbour: no precision or recall.
+assert rows[0]["manifold_precision"] is None and rows[0]["manifold_recall"] is None, rows
 PY
+grep -Eq '^ +1 +model +[01]\.[0-9]{4} +[0-9.]+ +- +- +[0-9.]+$' "$tmp/three.stdout" ||
+  { echo "FAIL: 3-image row does not show '-' for precision and recall: $(cat "$tmp/three.stdout")"; fail=1; }
 
 # The Heun ODE sampler: one row of 2N-1 network evaluations.
 if ! "${tcm_eval[@]}" --model "$tmp/random" --ode_steps 3 --num 20 --batch_size 10 --classifier "$classifier" \
@@ -189,6 +198,21 @@ import json, sys
 rows = json.load(open(sys.argv[1]))["results"]
 assert len(rows) == 1 and rows[0]["steps"] == 5 and rows[0]["sampler"] == "Heun ODE, 3 levels", rows
 assert rows[0]["images"] == 20 and rows[0]["fd"] > 0 and 0.0 <= rows[0]["class_accuracy"] <= 0.6, rows
+PY
+
+# --floor: real images against real ones. The first 10,000 training images lie
+# mostly within the test images' manifold and cover most of it.
+if ! "${tcm_eval[@]}" --floor --classifier "$classifier" --json "$tmp/floor.json" > "$tmp/floor.stdout" 2>&1; then
+  echo "FAIL: floor run: $(cat "$tmp/floor.stdout")"
+  exit 1
+fi
+grep -Eq '^floor: precision 0\.[0-9]{4}, recall 0\.[0-9]{4} of the first 10000 training images against the test set$' \
+  "$tmp/floor.stdout" || { echo "FAIL: no floor precision line: $(cat "$tmp/floor.stdout")"; fail=1; }
+/usr/bin/python3 - "$tmp/floor.json" <<'PY' || fail=1
+import json, sys
+floor = json.load(open(sys.argv[1]))["floor"]
+assert 0.5 < floor["manifold_precision"] < 1.0 and 0.5 < floor["manifold_recall"] < 1.0, floor
+assert 0.0 < floor["fd_test_train"] < 5.0 and floor["train_images"] == 60000, floor
 PY
 
 exit $fail
