@@ -10,9 +10,11 @@
 namespace tcm {
 namespace {
 
-// Rows compared at once: a block of distances is kRowsPerBlock x N float64
-// (80 MB against 10,000 points).
-constexpr int64_t kRowsPerBlock = 1000;
+// Distances computed at once: a block of rows against all N points holds at
+// most this many float64 (64 MB, a few times that with its temporaries).
+constexpr int64_t kBlockElements = int64_t(8) << 20;
+
+int64_t RowsPerBlock(int64_t points) { return std::max<int64_t>(1, kBlockElements / std::max<int64_t>(points, 1)); }
 
 // Squared distances of each row of `a` to each row of `b`, both float64.
 torch::Tensor SquaredDistances(const torch::Tensor& a, const torch::Tensor& b) {
@@ -28,8 +30,9 @@ Manifold BuildManifold(const torch::Tensor& points, int k) {
   if (k < 1 || n <= k) throw std::invalid_argument("BuildManifold: needs more points than neighbours");
   const torch::Tensor p = points.to(torch::kFloat64).contiguous();
   std::vector<torch::Tensor> radii;
-  for (int64_t start = 0; start < n; start += kRowsPerBlock) {
-    const int64_t rows = std::min(kRowsPerBlock, n - start);
+  const int64_t block = RowsPerBlock(n);
+  for (int64_t start = 0; start < n; start += block) {
+    const int64_t rows = std::min(block, n - start);
     torch::Tensor d2 = SquaredDistances(p.narrow(0, start, rows), p);
     // A point is not its own neighbour: block row i is point start + i.
     d2.diagonal(start, 0, 1).fill_(std::numeric_limits<double>::infinity());
@@ -44,8 +47,9 @@ double ShareInside(const torch::Tensor& queries, const Manifold& manifold) {
   const torch::Tensor q = queries.to(torch::kFloat64).contiguous();
   const torch::Tensor r2 = manifold.radii.square().unsqueeze(0);
   int64_t inside = 0;
-  for (int64_t start = 0; start < m; start += kRowsPerBlock) {
-    const int64_t rows = std::min(kRowsPerBlock, m - start);
+  const int64_t block = RowsPerBlock(manifold.points.size(0));
+  for (int64_t start = 0; start < m; start += block) {
+    const int64_t rows = std::min(block, m - start);
     const torch::Tensor d2 = SquaredDistances(q.narrow(0, start, rows), manifold.points);
     inside += d2.le(r2).any(1).sum().item<int64_t>();
   }

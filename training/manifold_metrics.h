@@ -6,7 +6,8 @@
 // real points inside the generated manifold (how much of the data the samples
 // cover). FD mixes the two; these separate a generator that makes only
 // prototypical images (high precision, low recall) from one as varied as the
-// data. Distances are Euclidean, computed in float64.
+// data. Distances are Euclidean, computed in float64, a block of rows at a
+// time (memory bounded; time grows with the product of the two counts).
 #ifndef TCM_TRAINING_MANIFOLD_METRICS_H_
 #define TCM_TRAINING_MANIFOLD_METRICS_H_
 
