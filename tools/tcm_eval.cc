@@ -77,7 +77,8 @@ ABSL_FLAG(int64_t, batch_size, 250, "Images per sampling batch, 1 to 4096.");
 ABSL_FLAG(uint64_t, seed, 0, "Seed of the sampling noise.");
 ABSL_FLAG(std::string, classifier, "tools/eval/fashion-mnist-classifier.safetensors", "The classifier's weights.");
 ABSL_FLAG(bool, floor, false,
-          "Also report FD(test set, training set) and the classifier's test accuracy (works without --model).");
+          "Also report FD(test set, training set), the precision and recall of the first 10,000 training images "
+          "against the test set, and the classifier's test accuracy (works without --model).");
 ABSL_FLAG(int64_t, validation_images, 0,
           "Measure FD against the last N images of the training split, the ones tcm-train holds out with "
           "--validation_images N, instead of the test set: for comparing trained models without looking at the "
@@ -107,8 +108,13 @@ using Json = nlohmann::ordered_json;
 // The ranges of the numeric flags, checked before any work: one line naming
 // the flag, its range and the value given.
 // Images per row (--num): a hundred times the Fashion-MNIST test set; each
-// image's classifier features are kept until the row is scored.
+// image's classifier features are kept until the row is scored (then only
+// the first kMaxManifoldImages, for precision and recall).
 constexpr int64_t kMaxNum = 1000000;
+// Precision and recall compare every pair of images, so they take the first
+// kMaxManifoldImages of each set (the test set's 10,000 whole): at --num's
+// largest, all pairs would take hours.
+constexpr int64_t kMaxManifoldImages = 20000;
 // Images per sampling batch (--batch_size): past a few hundred a batch runs no
 // faster, and a batch's activations must fit in memory (the model's own limit,
 // CheckBatchActivations, is checked too once the model is read).
@@ -277,12 +283,8 @@ struct Floor {
   double classifier_test_accuracy = 0;
   // The first training images, as many as the test set's, against the test set.
   std::optional<PrecisionRecall> train_precision_recall;
+  int64_t manifold_train_images = 0;
 };
-
-// Precision and recall compare every pair of images, so they take the first
-// kMaxManifoldImages of each set (the test set's 10,000 whole): at --num's
-// largest, all pairs would take hours.
-constexpr int64_t kMaxManifoldImages = 20000;
 
 torch::Tensor ManifoldImages(const torch::Tensor& features) {
   return features.narrow(0, 0, std::min(features.size(0), kMaxManifoldImages));
@@ -373,7 +375,10 @@ absl::Status Evaluate() {
   const ClassifierOutputs reference_outputs = ClassifyWithProgress(
       **classifier, reference.split.images, validation_images ? "held-out features" : "test set features");
   const FeatureStatistics reference_stats = ComputeFeatureStatistics(reference_outputs.features);
-  const std::optional<Manifold> reference_manifold = ManifoldOf(reference_outputs.features);
+  // Built only where some set of images will be measured against it.
+  const bool measures_manifold = floor || (!model_dir.empty() && settings.plan.num > kManifoldNeighbours);
+  const std::optional<Manifold> reference_manifold =
+      measures_manifold ? ManifoldOf(reference_outputs.features) : std::nullopt;
 
   Json json;
   json["classifier"] = classifier_path;
@@ -398,9 +403,13 @@ absl::Status Evaluate() {
       const std::string name = model->below_transition() ? absl::StrFormat("composed: below t'=%g the stage-1 network",
                                                                            model->config().transition_t())
                                                          : "model";
-      for (int steps : settings.step_counts)
+      for (int steps : settings.step_counts) {
         results.push_back(EvaluateSampler(ConsistencySampler(*model), steps, name, settings.plan, **classifier,
                                           reference_stats, SamplingProgress(steps, settings.plan.num)));
+        // Of a row's features only those precision and recall read are kept
+        // while the next row runs (a copy: a view would keep them all alive).
+        results.back().features = ManifoldImages(results.back().features).clone();
+      }
     }
   }
   std::optional<Floor> floor_result;
@@ -410,7 +419,7 @@ absl::Status Evaluate() {
     const int64_t matched = std::min(train_outputs.features.size(0), reference_stats.count);
     floor_result = Floor{FrechetDistance(reference_stats, ComputeFeatureStatistics(train_outputs.features)),
                          train.images.size(0), Accuracy(reference_outputs.logits, reference.split.labels),
-                         PrecisionRecallOf(reference_manifold, train_outputs.features.narrow(0, 0, matched))};
+                         PrecisionRecallOf(reference_manifold, train_outputs.features.narrow(0, 0, matched)), matched};
   }
 
   std::printf("classifier %s; FD against %s (%lld images)\n", classifier_path.c_str(), reference.description.c_str(),
@@ -449,7 +458,7 @@ absl::Status Evaluate() {
     const std::optional<PrecisionRecall>& pr = floor_result->train_precision_recall;
     if (pr)
       std::printf("floor: precision %.4f, recall %.4f of the first %lld training images against the test set\n",
-                  pr->precision, pr->recall, static_cast<long long>(reference_stats.count));
+                  pr->precision, pr->recall, static_cast<long long>(floor_result->manifold_train_images));
     json["floor"] = {{"fd_test_train", floor_result->fd_test_train},
                      {"test_images", reference_stats.count},
                      {"train_images", floor_result->train_images},
