@@ -179,7 +179,8 @@ class WorkerPool::Worker {
   // One first-step pass of `n` images of class 0. Throws what the network
   // throws, and std::runtime_error when an output value is not finite (NaN
   // or infinite: weights or a config that compute garbage, which would be
-  // served as images while health says SERVING).
+  // served as images while health says SERVING). Other classes and second
+  // steps are checked as they are served (RunBatch: the call fails).
   void WarmUpPass(Denoiser& replica, int n) {
     const auto& c = replica.config();
     std::vector<torch::Tensor> inputs;
@@ -192,6 +193,12 @@ class WorkerPool::Worker {
       throw std::runtime_error(absl::StrCat(bad, " of the ", out.numel(), " output values of a first-step pass of ", n,
                                             " image(s) are not finite (NaN or infinite): check its weights and its "
                                             "config (sigma_data, t_max)"));
+  }
+
+  // [N] bool: whether every value of row i of `out` is finite.
+  static torch::Tensor FiniteRows(const torch::Tensor& out) {
+    torch::InferenceMode inference;
+    return torch::isfinite(out).flatten(1).all(1);
   }
 
   torch::Tensor Forward(Denoiser& replica, const torch::Tensor& x, const torch::Tensor& sigma,
@@ -241,10 +248,19 @@ class WorkerPool::Worker {
     batcher_->ObservePass(batch.model, n, end - pass_start);
 
     torch::Tensor pixels = ToPixels(out);  // [N, H, W, C] uint8
-    std::set<RequestState*> served;        // each request is charged the batch once
+    const torch::Tensor finite = FiniteRows(out);
+    std::set<RequestState*> served;  // each request is charged the batch once
     for (int i = 0; i < n; ++i) {
       auto task = std::unique_ptr<GenerationTask>(static_cast<GenerationTask*>(batch.tasks[i].release()));
       if (served.insert(task->request.get()).second) task->request->AddCompute(compute);
+      if (!finite[i].item<bool>()) {  // garbage, not an image: the call fails rather than serve it
+        const auto& spec = task->request->spec();
+        task->request->DropImage(absl::InternalError(absl::StrCat(
+            "model '", config.name(), "' computed output values that are not finite (NaN or infinite) for image ",
+            task->index, " (class ", spec.class_labels.at(task->index), ") at step ", task->step + 1, " of ",
+            spec.steps, ": its weights or config compute garbage for this input")));
+        continue;
+      }
       if (task->step + 1 < static_cast<int>(task->request->spec().steps)) {
         if (task->request->spec().preview) {  // the first step's result is the 1-step image
           const torch::Tensor p = pixels[i];

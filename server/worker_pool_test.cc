@@ -13,6 +13,7 @@
 #include <functional>
 #include <future>
 #include <iterator>
+#include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -335,6 +336,48 @@ TEST_F(WorkerPoolTest, AModelWhoseOutputIsNotFiniteFailsItsWarmUpNamingIt) {
   ASSERT_FALSE(refused.ok());
   EXPECT_TRUE(absl::StartsWith(refused.message(), "warm-up of 'nan-model' failed: ")) << refused;
   EXPECT_TRUE(absl::StrContains(refused.message(), "a first-step pass of 1 image(s) are not finite")) << refused;
+}
+
+TEST_F(WorkerPoolTest, AnOutputThatIsNotFiniteFailsItsCallInsteadOfBeingServed) {
+  // A DDPM++ network (no activation clamps) whose label map holds a huge but
+  // finite weight for class 3 (the loader accepts it): class 3's embedding
+  // overflows to infinity and its images to NaN, while warm-up (class 0) passes.
+  v1::ModelConfig c;
+  c.set_architecture("SongUNet");
+  c.set_img_resolution(16);
+  c.set_img_channels(1);
+  c.set_num_classes(10);
+  auto* song = c.mutable_song();
+  song->set_model_channels(8);
+  song->add_channel_mult(1);
+  song->set_num_blocks(1);
+  model_.config = *CompleteModelConfig(c);
+  model_.config.set_name("tiny");
+  torch::manual_seed(0);
+  model_.weights = (*Denoiser::Create(model_.config))->StateDict();
+  bool changed = false;
+  for (auto& [key, tensor] : model_.weights)
+    if (absl::EndsWith(key, "map_label.weight")) {
+      tensor = tensor.clone();
+      tensor.select(1, 3).fill_(3e38f);
+      changed = true;
+    }
+  ASSERT_TRUE(changed) << "no map_label.weight in the network";
+  auto pool = MakePool(1);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  ASSERT_TRUE((*pool)->WarmUp(1).ok());
+  (*pool)->Start();
+  int images = 0;
+  const absl::Status failed = Generate(**pool, 2, 1, &images);  // two images of class 3
+  EXPECT_EQ(failed.code(), absl::StatusCode::kInternal) << failed;
+  EXPECT_TRUE(absl::StrContains(failed.message(),
+                                "model 'tiny' computed output values that are not finite (NaN or infinite) for image "))
+      << failed;
+  EXPECT_TRUE(absl::StrContains(failed.message(), "(class 3) at step 1 of 1")) << failed;
+  EXPECT_EQ(images, 0);
+  Stop(**pool);  // after Join every image is counted
+  EXPECT_EQ(
+      testing::Sample(*metrics_->registry(), "tcm_images_dropped_total", {{"model", "tiny"}, {"reason", "failed"}}), 2);
 }
 
 TEST_F(WorkerPoolTest, InstanceSettingsTheServerCannotMeetAreRefused) {
