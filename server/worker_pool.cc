@@ -255,9 +255,10 @@ class WorkerPool::Worker {
       if (served.insert(task->request.get()).second) task->request->AddCompute(compute);
       if (!finite[i].item<bool>()) {  // garbage, not an image: the call fails rather than serve it
         const auto& spec = task->request->spec();
+        const int64_t label = spec.class_labels.at(task->index);
         task->request->DropImage(absl::InternalError(absl::StrCat(
             "model '", config.name(), "' computed output values that are not finite (NaN or infinite) for image ",
-            task->index, " (class ", spec.class_labels.at(task->index), ") at step ", task->step + 1, " of ",
+            task->index, label >= 0 ? absl::StrCat(" (class ", label, ")") : "", " at step ", task->step + 1, " of ",
             spec.steps, ": its weights or config compute garbage for this input")));
         continue;
       }

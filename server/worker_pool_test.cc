@@ -13,7 +13,6 @@
 #include <functional>
 #include <future>
 #include <iterator>
-#include <limits>
 #include <sstream>
 #include <string>
 #include <vector>
