@@ -26,20 +26,30 @@
 namespace tcm {
 namespace {
 
-ModelDirectory TinyModel() {
+// A 16x16 ten-class network named "tiny": EDM2's U-Net, or with `ddpmpp` a
+// DDPM++ (SongUNet) of the same size.
+ModelDirectory TinyModel(bool ddpmpp = false) {
   v1::ModelConfig c;
-  c.set_architecture("EDM2UNet");
+  c.set_architecture(ddpmpp ? "SongUNet" : "EDM2UNet");
   c.set_img_resolution(16);
   c.set_img_channels(1);
   c.set_num_classes(10);
-  auto* e = c.mutable_edm2();
-  e->set_model_channels(8);
-  e->add_channel_mult(1);
-  e->set_num_blocks(1);
-  e->clear_attn_resolutions();
+  if (ddpmpp) {
+    auto* song = c.mutable_song();
+    song->set_model_channels(8);
+    song->add_channel_mult(1);
+    song->set_num_blocks(1);
+  } else {
+    auto* e = c.mutable_edm2();
+    e->set_model_channels(8);
+    e->add_channel_mult(1);
+    e->set_num_blocks(1);
+    e->clear_attn_resolutions();
+  }
   ModelDirectory m;
   m.name = "tiny";
   m.config = *CompleteModelConfig(c);
+  m.config.set_name("tiny");  // as the loader completes it
   torch::manual_seed(0);
   m.weights = (*Denoiser::Create(m.config))->StateDict();
   return m;
@@ -341,19 +351,7 @@ TEST_F(WorkerPoolTest, AnOutputThatIsNotFiniteFailsItsCallInsteadOfBeingServed) 
   // A DDPM++ network (no activation clamps) whose label map holds a huge but
   // finite weight for class 3 (the loader accepts it): class 3's embedding
   // overflows to infinity and its images to NaN, while warm-up (class 0) passes.
-  v1::ModelConfig c;
-  c.set_architecture("SongUNet");
-  c.set_img_resolution(16);
-  c.set_img_channels(1);
-  c.set_num_classes(10);
-  auto* song = c.mutable_song();
-  song->set_model_channels(8);
-  song->add_channel_mult(1);
-  song->set_num_blocks(1);
-  model_.config = *CompleteModelConfig(c);
-  model_.config.set_name("tiny");
-  torch::manual_seed(0);
-  model_.weights = (*Denoiser::Create(model_.config))->StateDict();
+  model_ = TinyModel(/*ddpmpp=*/true);
   bool changed = false;
   for (auto& [key, tensor] : model_.weights)
     if (absl::EndsWith(key, "map_label.weight")) {
